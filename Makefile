@@ -1,0 +1,56 @@
+# deskhost — see README.md. Everything here runs as root on Debian 12.
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+
+GO      ?= go
+BIN     := bin
+RUNDIR  ?= /run/deskhost
+IMAGE   := build/images/desktop
+CACHE   := build/cache
+BINARIES := hostd netcfg imagebuild libvirtrun
+
+.PHONY: all deps build image test demo demo-stop libvirt-start libvirt-stop clean fmt vet
+
+all: build
+
+# Debian packages every component lists in scripts/packages/*.txt.
+deps:
+	scripts/install-deps.sh
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -o $(BIN)/hostd ./hostd
+	$(GO) build -trimpath -o $(BIN)/netcfg ./netcfg
+	$(GO) build -trimpath -o $(BIN)/imagebuild ./imagebuild
+	$(GO) build -trimpath -o $(BIN)/libvirtrun ./scripts/libvirtrun
+
+# The tiny desktop image WorkSpaces boot (kernel + initramfs with the guest agent + root fs).
+image: build
+	$(BIN)/imagebuild desktop --out $(IMAGE) --cache $(CACHE)
+
+libvirt-start: build
+	$(BIN)/libvirtrun start --root $(RUNDIR)/libvirt
+
+libvirt-stop: build
+	$(BIN)/libvirtrun stop --root $(RUNDIR)/libvirt
+
+# Installs what the tests need, starts libvirtd for them, runs every test.
+test: deps build image
+	RUNDIR=$(RUNDIR) IMAGE=$(IMAGE) scripts/test.sh
+
+# Installs what it needs, starts libvirtd and hostd, creates a demo WorkSpace and waits
+# until it is AVAILABLE.
+demo: deps build image
+	RUNDIR=$(RUNDIR) IMAGE=$(IMAGE) scripts/demo.sh start
+
+demo-stop: build
+	RUNDIR=$(RUNDIR) scripts/demo.sh stop
+
+fmt:
+	gofmt -l -w $$(git ls-files '*.go')
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN) build/images build/demo

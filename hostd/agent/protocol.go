@@ -1,0 +1,188 @@
+// Package agent holds the wire protocol spoken between hostd and the guest agent that runs
+// as PID 1 inside every WorkSpace desktop image (hostd/guestagent), and a client hostd uses.
+//
+// Transport: a virtio-serial port named ChannelName. In the libvirt domain:
+//
+//	<channel type='unix'>
+//	  <source mode='bind' path='/run/deskhost/ws-.../agent.sock'/>
+//	  <target type='virtio' name='org.deskhost.agent.0'/>
+//	</channel>
+//
+// qemu listens on the unix socket; hostd connects to it. Framing: newline-delimited JSON,
+// one Request answered by exactly one Response carrying the same id. Requests are served
+// one at a time, in order.
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+)
+
+// Version is the guest agent's version, reported by status and recorded in image.json.
+const Version = "0.1.0"
+
+// ChannelName is the virtio-serial port name (libvirt <target type='virtio' name=.../>).
+const ChannelName = "org.deskhost.agent.0"
+
+// ReadyLine is printed by the agent on the guest's serial console (ttyS0) once the
+// volumes are mounted and it serves requests.
+const ReadyLine = "deskhost-agent: ready"
+
+// Operations.
+const (
+	OpStatus     = "status"
+	OpFillMemory = "fill-memory"
+	OpWriteFile  = "write-file"
+	OpReadFile   = "read-file"
+	OpShutdown   = "shutdown"
+	OpCrash      = "crash"
+)
+
+// Limits.
+const (
+	// MaxLineBytes is the longest request or response line either side accepts.
+	MaxLineBytes = 24 << 20
+	// MaxFileBytes is the largest payload of write-file and read-file.
+	MaxFileBytes = 16 << 20
+	// MinMarkerBytes is the shortest marker fill-memory accepts.
+	MinMarkerBytes = 8
+	// MaxFillPercent is the largest share of MemAvailable fill-memory takes.
+	MaxFillPercent = 95
+)
+
+// Volume mount points inside the guest. write-file and read-file only touch files below
+// these.
+const (
+	RootMount = "/sysroot"
+	HomeMount = "/home"
+)
+
+// Request is one line sent by hostd. Only the fields of its op are set.
+type Request struct {
+	ID uint64 `json:"id"`
+	Op string `json:"op"`
+
+	// fill-memory
+	Marker  string `json:"marker,omitempty"`
+	Percent int    `json:"percent,omitempty"`
+
+	// write-file, read-file
+	Path string `json:"path,omitempty"`
+	Data string `json:"data,omitempty"`
+
+	// shutdown
+	Reboot bool `json:"reboot,omitempty"`
+}
+
+// Response is one line sent by the agent. Error is set when OK is false.
+type Response struct {
+	ID    uint64 `json:"id"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+
+	// status
+	*Status
+
+	// fill-memory
+	BytesFilled uint64 `json:"bytesFilled,omitempty"`
+
+	// read-file (write-file answers with BytesWritten)
+	Data         string `json:"data,omitempty"`
+	BytesWritten uint64 `json:"bytesWritten,omitempty"`
+}
+
+// Status is the answer to the status op.
+type Status struct {
+	WorkspaceID     string `json:"workspaceId"`
+	User            string `json:"user,omitempty"`
+	Hostname        string `json:"hostname"`
+	UptimeMs        uint64 `json:"uptimeMs"`
+	RootMounted     bool   `json:"rootMounted"`
+	HomeMounted     bool   `json:"homeMounted"`
+	HomeFormatted   bool   `json:"homeFormatted,omitempty"` // this boot created the home filesystem
+	MemTotalKiB     uint64 `json:"memTotalKiB"`
+	MemAvailableKiB uint64 `json:"memAvailableKiB"`
+	AgentVersion    string `json:"agentVersion"`
+	KernelRelease   string `json:"kernelRelease,omitempty"`
+	// Errors lists what went wrong while bringing the guest up (a volume that did not
+	// appear, a module that did not load...), for hostd's logs.
+	Errors []string `json:"errors,omitempty"`
+}
+
+// Encode returns v as one protocol line (JSON plus '\n').
+func Encode(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	if len(b)+1 > MaxLineBytes {
+		return nil, fmt.Errorf("agent: message of %d bytes exceeds the %d byte line limit", len(b), MaxLineBytes)
+	}
+	return append(b, '\n'), nil
+}
+
+// DecodeRequest parses one request line and checks its op-specific fields.
+func DecodeRequest(line []byte) (Request, error) {
+	var r Request
+	if err := json.Unmarshal(line, &r); err != nil {
+		return r, fmt.Errorf("bad request: %v", err)
+	}
+	if r.Op == "" {
+		return r, errors.New("bad request: missing op")
+	}
+	return r, r.Validate()
+}
+
+// Validate checks the fields of a known op. Unknown ops are reported by the agent, not
+// here, so that the error names the op.
+func (r Request) Validate() error {
+	switch r.Op {
+	case OpFillMemory:
+		if len(r.Marker) < MinMarkerBytes {
+			return fmt.Errorf("fill-memory: marker must be at least %d bytes", MinMarkerBytes)
+		}
+		if r.Percent < 1 || r.Percent > MaxFillPercent {
+			return fmt.Errorf("fill-memory: percent must be 1..%d, got %d", MaxFillPercent, r.Percent)
+		}
+	case OpWriteFile:
+		if err := CheckPath(r.Path); err != nil {
+			return err
+		}
+		if len(r.Data) > MaxFileBytes {
+			return fmt.Errorf("write-file: data of %d bytes exceeds %d", len(r.Data), MaxFileBytes)
+		}
+	case OpReadFile:
+		return CheckPath(r.Path)
+	}
+	return nil
+}
+
+// CheckPath accepts only clean absolute paths strictly below RootMount or HomeMount.
+func CheckPath(p string) error {
+	if p == "" {
+		return errors.New("path is empty")
+	}
+	if strings.ContainsRune(p, 0) {
+		return errors.New("path contains a NUL byte")
+	}
+	if !strings.HasPrefix(p, "/") {
+		return fmt.Errorf("path %q is not absolute", p)
+	}
+	for _, el := range strings.Split(p, "/") {
+		if el == ".." {
+			return fmt.Errorf("path %q contains ..", p)
+		}
+	}
+	if path.Clean(p) != p {
+		return fmt.Errorf("path %q is not clean", p)
+	}
+	for _, m := range []string{RootMount, HomeMount} {
+		if strings.HasPrefix(p, m+"/") {
+			return nil
+		}
+	}
+	return fmt.Errorf("path %q is not below %s/ or %s/", p, RootMount, HomeMount)
+}

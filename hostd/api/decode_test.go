@@ -1,0 +1,219 @@
+package api
+
+import (
+	"encoding/json"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"deskhost/hostd/apierr"
+)
+
+// botocoreModel is AWS's WorkSpaces API model as awscli ships it (Debian package awscli).
+const botocoreModel = "/usr/lib/python3/dist-packages/awscli/botocore/data/workspaces/2015-04-08/service-2.json"
+
+type botoShape struct {
+	Type     string                            `json:"type"`
+	Members  map[string]struct{ Shape string } `json:"members"`
+	Required []string                          `json:"required"`
+	Member   *struct{ Shape string }           `json:"member"`
+	Min      *int                              `json:"min"`
+	Max      *int                              `json:"max"`
+	Pattern  string                            `json:"pattern"`
+	Enum     []string                          `json:"enum"`
+}
+
+// TestModelMatchesBotocore checks model.go's transcription of each implemented operation's
+// input, recursively: shape names, member names (case and all), types, required members,
+// bounds, patterns and enums.
+func TestModelMatchesBotocore(t *testing.T) {
+	raw, err := os.ReadFile(botocoreModel)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("botocore's model is missing (Debian package awscli): %v", err)
+		}
+		t.Skipf("skipped: %v (apt-get install awscli); CI=true makes this fail", err)
+	}
+	var model struct {
+		Operations map[string]struct {
+			Input struct{ Shape string } `json:"input"`
+		} `json:"operations"`
+		Shapes map[string]botoShape `json:"shapes"`
+	}
+	if err := json.Unmarshal(raw, &model); err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]kind{"structure": kStruct, "list": kList, "string": kString, "integer": kInteger, "boolean": kBoolean}
+	var check func(path, name string, s *shape)
+	check = func(path, name string, s *shape) {
+		b, ok := model.Shapes[name]
+		if !ok {
+			t.Errorf("%s: botocore has no shape %s", path, name)
+			return
+		}
+		if s.name != name {
+			t.Errorf("%s: shape named %s, botocore %s", path, s.name, name)
+		}
+		if k, ok := kinds[b.Type]; !ok || k != s.kind {
+			t.Errorf("%s: kind %s, botocore type %s", path, s.kind, b.Type)
+			return
+		}
+		if !reflect.DeepEqual(s.min, b.Min) || !reflect.DeepEqual(s.max, b.Max) {
+			t.Errorf("%s: bounds %v..%v, botocore %v..%v", path, deref(s.min), deref(s.max), deref(b.Min), deref(b.Max))
+		}
+		pattern := ""
+		if s.pattern != nil {
+			pattern = s.pattern.String()
+		}
+		if pattern != b.Pattern {
+			t.Errorf("%s: pattern %q, botocore %q", path, pattern, b.Pattern)
+		}
+		if !slices.Equal(s.enum, b.Enum) {
+			t.Errorf("%s: enum %v, botocore %v", path, s.enum, b.Enum)
+		}
+		switch s.kind {
+		case kList:
+			check(path+"[]", b.Member.Shape, s.elem)
+		case kStruct:
+			req := slices.Clone(s.required)
+			slices.Sort(req)
+			breq := slices.Clone(b.Required)
+			slices.Sort(breq)
+			if !slices.Equal(req, breq) {
+				t.Errorf("%s: required %v, botocore %v", path, req, breq)
+			}
+			if len(s.members) != len(b.Members) {
+				t.Errorf("%s: members %v, botocore has %d", path, s.memberNames(), len(b.Members))
+			}
+			for _, m := range s.members {
+				bm, ok := b.Members[m.name]
+				if !ok {
+					t.Errorf("%s: member %s is not in botocore's %s", path, m.name, name)
+					continue
+				}
+				check(path+"."+m.name, bm.Shape, m.shape)
+			}
+		}
+	}
+	for _, name := range operationNames() {
+		op, ok := model.Operations[name]
+		if !ok {
+			t.Errorf("botocore has no operation %s", name)
+			continue
+		}
+		check(name, op.Input.Shape, operations[name].input)
+	}
+}
+
+// TestRequestTypesMatchModel checks that each operation's Go input type has exactly the
+// model's members, with the JSON names and kinds, so that validation and decoding agree.
+func TestRequestTypesMatchModel(t *testing.T) {
+	var check func(path string, typ reflect.Type, s *shape)
+	check = func(path string, typ reflect.Type, s *shape) {
+		for typ.Kind() == reflect.Pointer {
+			typ = typ.Elem()
+		}
+		want := map[kind]reflect.Kind{kStruct: reflect.Struct, kList: reflect.Slice, kString: reflect.String, kInteger: reflect.Int, kBoolean: reflect.Bool}[s.kind]
+		if typ.Kind() != want {
+			t.Errorf("%s: Go kind %s, model %s", path, typ.Kind(), s.kind)
+			return
+		}
+		switch s.kind {
+		case kList:
+			check(path+"[]", typ.Elem(), s.elem)
+		case kStruct:
+			var names []string
+			for i := 0; i < typ.NumField(); i++ {
+				f := typ.Field(i)
+				name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+				names = append(names, name)
+				ms := s.member(name)
+				if ms == nil {
+					t.Errorf("%s: Go field %s (json %q) is not a model member", path, f.Name, name)
+					continue
+				}
+				check(path+"."+name, f.Type, ms)
+			}
+			if len(names) != len(s.members) {
+				t.Errorf("%s: Go members %v, model %v", path, names, s.memberNames())
+			}
+		}
+	}
+	for name, op := range operations {
+		check(name, reflect.TypeOf(op.newReq()), op.input)
+	}
+}
+
+var fuzzSeeds = []struct{ target, body string }{
+	{"WorkspacesService.CreateWorkspaces", `{"Workspaces":[{"DirectoryId":"d-0123456789","UserName":"alice","BundleId":"wsb-standard01","WorkspaceProperties":{"RunningMode":"AUTO_STOP","RunningModeAutoStopTimeoutInMinutes":60,"RootVolumeSizeGib":80,"UserVolumeSizeGib":10,"ComputeTypeName":"VALUE","Protocols":["PCOIP"]},"Tags":[{"Key":"k","Value":"v"}],"RootVolumeEncryptionEnabled":false}]}`},
+	{"WorkspacesService.DescribeWorkspaces", `{"DirectoryId":"d-0123456789","UserName":"alice","Limit":5,"NextToken":"ws-abcdefgh12"}`},
+	{"WorkspacesService.DescribeWorkspaces", ``},
+	{"WorkspacesService.RebootWorkspaces", `{"RebootWorkspaceRequests":[{"WorkspaceId":"ws-abcdefgh12"}]}`},
+	{"WorkspacesService.StopWorkspaces", `{"StopWorkspaceRequests":[{"WorkspaceId":"ws-abcdefgh12"}]}`},
+	{"WorkspacesService.StartWorkspaces", `{"StartWorkspaceRequests":[{}]}`},
+	{"WorkspacesService.TerminateWorkspaces", `{"TerminateWorkspaceRequests":[{"WorkspaceId":"ws-abcdefgh12"},{"WorkspaceId":"ws-bcdefgh123"}]}`},
+	{"WorkspacesService.ModifyWorkspaceState", `{"WorkspaceId":"ws-abcdefgh12","WorkspaceState":"ADMIN_MAINTENANCE"}`},
+	{"WorkspacesService.ModifyWorkspaceProperties", `{"WorkspaceId":"ws-abcdefgh12","WorkspaceProperties":{"RunningMode":"ALWAYS_ON"}}`},
+	{"WorkspacesService.DescribeWorkspaceBundles", `{"BundleIds":["wsb-standard01"],"Owner":"AMAZON"}`},
+	{"WorkspacesService.DescribeWorkspaceDirectories", `{"DirectoryIds":["d-0123456789"],"Limit":1,"NextToken":"d-0123456789"}`},
+	{"WorkspacesService.CreateWorkspaces", `{"Workspaces":[{"DirectoryId":42}]}`},
+	{"WorkspacesService.CreateWorkspaces", `{"Workspaces":[{"directoryId":"x"}]}`},
+	{"WorkspacesService.DescribeWorkspaces", `{"Limit":1e400}`},
+	{"WorkspacesService.DescribeWorkspaces", `{"WorkspaceIds":[null,"ws-abcdefgh12"]}`},
+	{"WorkspacesService.DescribeWorkspaces", "{\"UserName\":\"\\ud800\"}"},
+	{"WorkspacesService.DescribeWorkspaces", `[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[`},
+	{"WorkspacesService.DescribeWorkspaces", `{"Limit":1}{"Limit":2}`},
+	{"WorkspacesService.", `{}`},
+	{"", `{}`},
+	{"WorkspacesService.Nope", `garbage`},
+}
+
+// FuzzDecode: an arbitrary target header and body never panics; it either decodes or gives
+// one of the decoder's AWS error types with a message; and what decodes re-encodes to a
+// body that decodes to the same request.
+func FuzzDecode(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add(s.target, []byte(s.body))
+	}
+	f.Fuzz(func(t *testing.T, target string, body []byte) {
+		name, op, req, aerr := decodeRequest(target, body)
+		if aerr != nil {
+			switch aerr.Type {
+			case apierr.SerializationError, apierr.UnknownOperation, apierr.InvalidParameterValues:
+			default:
+				t.Fatalf("error type %s (%s)", aerr.Type, aerr.Message)
+			}
+			if aerr.Message == "" || req != nil {
+				t.Fatalf("error %s with message %q and request %v", aerr.Type, aerr.Message, req)
+			}
+			if aerr.Type == apierr.UnknownOperation && (name != "" || op.input != nil) {
+				t.Fatalf("unknown operation but name %q", name)
+			}
+			return
+		}
+		if name == "" || req == nil {
+			t.Fatalf("decoded without a name or a request")
+		}
+		again, err := json.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, req2, aerr := decodeRequest(target, again)
+		if aerr != nil {
+			t.Fatalf("re-encoded request %s refused: %v", again, aerr)
+		}
+		if again2, _ := json.Marshal(req2); string(again2) != string(again) {
+			t.Fatalf("round trip changed the request:\n%s\n%s", again, again2)
+		}
+	})
+}
+
+func TestDecodeSeeds(t *testing.T) {
+	for _, s := range fuzzSeeds[:11] {
+		if _, _, _, aerr := decodeRequest(s.target, []byte(s.body)); aerr != nil {
+			t.Errorf("%s %s: %v", s.target, s.body, aerr)
+		}
+	}
+}

@@ -1,0 +1,278 @@
+package api
+
+import (
+	"context"
+	"slices"
+	"sort"
+
+	"deskhost/hostd/apierr"
+	"deskhost/hostd/bundle"
+	"deskhost/hostd/directory"
+	"deskhost/hostd/service"
+	"deskhost/hostd/workspace"
+)
+
+// Service is what the API calls: hostd's WorkSpaces operations, as *service.Service
+// implements them.
+type Service interface {
+	CreateWorkspaces(ctx context.Context, reqs []service.CreateRequest) ([]workspace.Workspace, []service.Failure, error)
+	DescribeWorkspaces(ctx context.Context, f service.DescribeFilter) ([]workspace.Workspace, string, error)
+	RebootWorkspaces(ctx context.Context, ids []string) ([]service.Failure, error)
+	StopWorkspaces(ctx context.Context, ids []string) ([]service.Failure, error)
+	StartWorkspaces(ctx context.Context, ids []string) ([]service.Failure, error)
+	TerminateWorkspaces(ctx context.Context, ids []string) ([]service.Failure, error)
+	ModifyWorkspaceState(ctx context.Context, id string, target workspace.State) error
+	ModifyWorkspaceProperties(ctx context.Context, id string, c workspace.PropertiesChange) error
+	DescribeWorkspaceBundles(ctx context.Context, bundleIDs []string) ([]bundle.Bundle, error)
+	DescribeWorkspaceDirectories(ctx context.Context, dirIDs []string) ([]directory.Directory, error)
+}
+
+var _ Service = (*service.Service)(nil)
+
+// operation is one X-Amz-Target: its input shape, a fresh decoded input, and the call.
+type operation struct {
+	input  *shape
+	newReq func() any
+	call   func(ctx context.Context, svc Service, req any) (any, error)
+}
+
+func op[Req any](in *shape, fn func(ctx context.Context, svc Service, r *Req) (any, error)) operation {
+	return operation{
+		input:  in,
+		newReq: func() any { return new(Req) },
+		call: func(ctx context.Context, svc Service, req any) (any, error) {
+			return fn(ctx, svc, req.(*Req))
+		},
+	}
+}
+
+var operations = map[string]operation{
+	"CreateWorkspaces":             op(shCreateWorkspacesRequest, createWorkspaces),
+	"DescribeWorkspaces":           op(shDescribeWorkspacesRequest, describeWorkspaces),
+	"RebootWorkspaces":             op(shRebootWorkspacesRequest, rebootWorkspaces),
+	"StopWorkspaces":               op(shStopWorkspacesRequest, stopWorkspaces),
+	"StartWorkspaces":              op(shStartWorkspacesRequest, startWorkspaces),
+	"TerminateWorkspaces":          op(shTerminateWorkspacesRequest, terminateWorkspaces),
+	"ModifyWorkspaceState":         op(shModifyWorkspaceStateRequest, modifyWorkspaceState),
+	"ModifyWorkspaceProperties":    op(shModifyWorkspacePropertiesRequest, modifyWorkspaceProperties),
+	"DescribeWorkspaceBundles":     op(shDescribeWorkspaceBundlesRequest, describeWorkspaceBundles),
+	"DescribeWorkspaceDirectories": op(shDescribeWorkspaceDirectoriesRequest, describeWorkspaceDirectories),
+}
+
+// Operations lists the X-Amz-Target operation names this API implements.
+func Operations() []string { return operationNames() }
+
+func operationNames() []string {
+	names := make([]string, 0, len(operations))
+	for n := range operations {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func toCreateRequest(w wireWorkspaceRequest) service.CreateRequest {
+	r := service.CreateRequest{
+		DirectoryID:                 w.DirectoryId,
+		UserName:                    w.UserName,
+		BundleID:                    w.BundleId,
+		RootVolumeEncryptionEnabled: deref(w.RootVolumeEncryptionEnabled),
+		UserVolumeEncryptionEnabled: deref(w.UserVolumeEncryptionEnabled),
+		VolumeEncryptionKey:         deref(w.VolumeEncryptionKey),
+	}
+	if p := w.WorkspaceProperties; p != nil {
+		r.RunningMode = workspace.RunningMode(deref(p.RunningMode))
+		r.AutoStopTimeoutMinutes = deref(p.RunningModeAutoStopTimeoutInMinutes)
+		r.RootVolumeSizeGib = deref(p.RootVolumeSizeGib)
+		r.UserVolumeSizeGib = deref(p.UserVolumeSizeGib)
+		r.ComputeTypeName = deref(p.ComputeTypeName)
+		r.Protocols = p.Protocols
+	}
+	for _, t := range w.Tags {
+		r.Tags = append(r.Tags, workspace.Tag{Key: t.Key, Value: deref(t.Value)})
+	}
+	return r
+}
+
+func createWorkspaces(ctx context.Context, svc Service, r *createWorkspacesRequest) (any, error) {
+	reqs := make([]service.CreateRequest, len(r.Workspaces))
+	for i, w := range r.Workspaces {
+		reqs[i] = toCreateRequest(w)
+	}
+	pending, failed, err := svc.CreateWorkspaces(ctx, reqs)
+	if err != nil {
+		return nil, err
+	}
+	res := createWorkspacesResult{
+		FailedRequests:  make([]wireFailedCreate, 0, len(failed)),
+		PendingRequests: toWireWorkspaces(pending),
+	}
+	for _, f := range failed {
+		var echo wireWorkspaceRequest
+		if f.Index >= 0 && f.Index < len(r.Workspaces) {
+			echo = r.Workspaces[f.Index]
+		}
+		res.FailedRequests = append(res.FailedRequests, wireFailedCreate{WorkspaceRequest: echo, ErrorCode: f.Code, ErrorMessage: f.Message})
+	}
+	return res, nil
+}
+
+func describeWorkspaces(ctx context.Context, svc Service, r *describeWorkspacesRequest) (any, error) {
+	ws, next, err := svc.DescribeWorkspaces(ctx, service.DescribeFilter{
+		IDs:         r.WorkspaceIds,
+		DirectoryID: deref(r.DirectoryId),
+		UserName:    deref(r.UserName),
+		BundleID:    deref(r.BundleId),
+		Limit:       deref(r.Limit),
+		NextToken:   deref(r.NextToken),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return describeWorkspacesResult{Workspaces: toWireWorkspaces(ws), NextToken: next}, nil
+}
+
+func idsOf(rs []workspaceIDRequest) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.WorkspaceId
+	}
+	return out
+}
+
+func batchResult(failed []service.Failure, err error) (any, error) {
+	if err != nil {
+		return nil, err
+	}
+	return failedRequestsResult{FailedRequests: toWireFailures(failed)}, nil
+}
+
+func rebootWorkspaces(ctx context.Context, svc Service, r *rebootWorkspacesRequest) (any, error) {
+	return batchResult(svc.RebootWorkspaces(ctx, idsOf(r.RebootWorkspaceRequests)))
+}
+
+func stopWorkspaces(ctx context.Context, svc Service, r *stopWorkspacesRequest) (any, error) {
+	for i, q := range r.StopWorkspaceRequests {
+		if q.WorkspaceId == "" {
+			// The model leaves StopRequest.WorkspaceId optional; a stop without one means nothing.
+			return nil, apierr.New(apierr.InvalidParameterValues, "missing required member StopWorkspaceRequests[%d].WorkspaceId", i)
+		}
+	}
+	return batchResult(svc.StopWorkspaces(ctx, idsOf(r.StopWorkspaceRequests)))
+}
+
+func startWorkspaces(ctx context.Context, svc Service, r *startWorkspacesRequest) (any, error) {
+	for i, q := range r.StartWorkspaceRequests {
+		if q.WorkspaceId == "" {
+			return nil, apierr.New(apierr.InvalidParameterValues, "missing required member StartWorkspaceRequests[%d].WorkspaceId", i)
+		}
+	}
+	return batchResult(svc.StartWorkspaces(ctx, idsOf(r.StartWorkspaceRequests)))
+}
+
+func terminateWorkspaces(ctx context.Context, svc Service, r *terminateWorkspacesRequest) (any, error) {
+	return batchResult(svc.TerminateWorkspaces(ctx, idsOf(r.TerminateWorkspaceRequests)))
+}
+
+func modifyWorkspaceState(ctx context.Context, svc Service, r *modifyWorkspaceStateRequest) (any, error) {
+	if err := svc.ModifyWorkspaceState(ctx, r.WorkspaceId, workspace.State(r.WorkspaceState)); err != nil {
+		return nil, err
+	}
+	return emptyResult{}, nil
+}
+
+func modifyWorkspaceProperties(ctx context.Context, svc Service, r *modifyWorkspacePropertiesRequest) (any, error) {
+	p := r.WorkspaceProperties
+	if p == nil {
+		// Unreachable: the model requires WorkspaceProperties and the decoder enforces it.
+		return nil, apierr.New(apierr.InvalidParameterValues, "missing required member WorkspaceProperties")
+	}
+	if p.RunningMode == nil && p.RunningModeAutoStopTimeoutInMinutes == nil && p.RootVolumeSizeGib == nil &&
+		p.UserVolumeSizeGib == nil && p.ComputeTypeName == nil && p.Protocols == nil {
+		return nil, apierr.New(apierr.InvalidParameterValues, "WorkspaceProperties names no property to change")
+	}
+	if p.Protocols != nil {
+		// The service cannot change a WorkSpace's protocol; restating the current one is fine.
+		ws, _, err := svc.DescribeWorkspaces(ctx, service.DescribeFilter{IDs: []string{r.WorkspaceId}})
+		if err != nil {
+			return nil, err
+		}
+		if len(ws) == 0 {
+			return nil, apierr.New(apierr.ResourceNotFound, "WorkSpace %s does not exist", r.WorkspaceId)
+		}
+		if !slices.Equal(p.Protocols, []string{ws[0].Properties.Protocol}) {
+			return nil, apierr.New(apierr.UnsupportedWorkspaceConfig,
+				"changing the protocol of WorkSpace %s (%s) is not supported by this host yet", r.WorkspaceId, ws[0].Properties.Protocol)
+		}
+	}
+	c := workspace.PropertiesChange{
+		AutoStopTimeoutMinutes: p.RunningModeAutoStopTimeoutInMinutes,
+		RootVolumeSizeGib:      p.RootVolumeSizeGib,
+		UserVolumeSizeGib:      p.UserVolumeSizeGib,
+		ComputeTypeName:        p.ComputeTypeName,
+	}
+	if p.RunningMode != nil {
+		m := workspace.RunningMode(*p.RunningMode)
+		c.RunningMode = &m
+	}
+	if err := svc.ModifyWorkspaceProperties(ctx, r.WorkspaceId, c); err != nil {
+		return nil, err
+	}
+	return emptyResult{}, nil
+}
+
+func describeWorkspaceBundles(ctx context.Context, svc Service, r *describeWorkspaceBundlesRequest) (any, error) {
+	if r.NextToken != nil {
+		return nil, apierr.New(apierr.InvalidParameterValues, "NextToken %s is not one this host issued", quote(*r.NextToken))
+	}
+	res := describeWorkspaceBundlesResult{Bundles: []wireBundle{}}
+	if r.Owner != nil && *r.Owner != BundleOwner {
+		// Owner names an account's custom bundles; this host's bundles all come with its catalog.
+		return res, nil
+	}
+	bs, err := svc.DescribeWorkspaceBundles(ctx, r.BundleIds)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range bs {
+		res.Bundles = append(res.Bundles, toWireBundle(b))
+	}
+	return res, nil
+}
+
+func describeWorkspaceDirectories(ctx context.Context, svc Service, r *describeWorkspaceDirectoriesRequest) (any, error) {
+	ds, err := svc.DescribeWorkspaceDirectories(ctx, r.DirectoryIds)
+	if err != nil {
+		return nil, err
+	}
+	// The service lists them all; pages are cut here. NextToken is the last id returned.
+	start := 0
+	if r.NextToken != nil {
+		i := slices.IndexFunc(ds, func(d directory.Directory) bool { return d.ID == *r.NextToken })
+		if i < 0 {
+			return nil, apierr.New(apierr.InvalidParameterValues, "NextToken %s is not one this host issued", quote(*r.NextToken))
+		}
+		start = i + 1
+	}
+	limit := service.BatchLimit
+	if r.Limit != nil {
+		limit = *r.Limit
+	}
+	res := describeWorkspaceDirectoriesResult{Directories: []wireDirectory{}}
+	for _, d := range ds[start:] {
+		if len(res.Directories) == limit {
+			res.NextToken = res.Directories[len(res.Directories)-1].DirectoryId
+			break
+		}
+		res.Directories = append(res.Directories, toWireDirectory(d))
+	}
+	return res, nil
+}

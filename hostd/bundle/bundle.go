@@ -1,0 +1,142 @@
+// Package bundle is the WorkSpace bundle catalog: compute types, images, bundles, and the
+// guide's launch-time rules for volume sizes and protocols (guide catalog §1.9, §3).
+package bundle
+
+import (
+	"fmt"
+
+	"deskhost/hostd/apierr"
+)
+
+// ComputeType names the guide's hardware sizes (AWS's Compute enum).
+type ComputeType string
+
+const (
+	Value       ComputeType = "VALUE"
+	Standard    ComputeType = "STANDARD"
+	Performance ComputeType = "PERFORMANCE"
+	Power       ComputeType = "POWER"
+	PowerPro    ComputeType = "POWERPRO"
+	Graphics    ComputeType = "GRAPHICS"
+	GraphicsPro ComputeType = "GRAPHICSPRO"
+)
+
+// KnownComputeTypes lists every compute type the guide names, in its order.
+var KnownComputeTypes = []ComputeType{Value, Standard, Performance, Power, PowerPro, Graphics, GraphicsPro}
+
+// GPU reports whether c is a Graphics family type, which has its own volume minimums.
+func (c ComputeType) GPU() bool { return c == Graphics || c == GraphicsPro }
+
+// Known reports whether c is one of the guide's compute types.
+func (c ComputeType) Known() bool {
+	for _, k := range KnownComputeTypes {
+		if c == k {
+			return true
+		}
+	}
+	return false
+}
+
+// Hardware is what a compute type gets on this host.
+type Hardware struct {
+	VCPUs     int `yaml:"vcpus" json:"vcpus"`
+	MemoryMiB int `yaml:"memoryMiB" json:"memoryMiB"`
+}
+
+// Protocol is the streaming protocol a bundle uses.
+type Protocol string
+
+const (
+	PCoIP Protocol = "PCOIP"
+	WSP   Protocol = "WSP"
+)
+
+// OS is an image's operating system family; per-OS rules (user names, protocols) hang off it.
+type OS string
+
+const (
+	Linux   OS = "linux"
+	Windows OS = "windows"
+)
+
+// Image is a desktop image on this host: a directory imagebuild wrote (image.json beside a
+// kernel, an initramfs and a root filesystem).
+type Image struct {
+	ID   string `yaml:"id" json:"id"`
+	Name string `yaml:"name" json:"name"`
+	OS   OS     `yaml:"os" json:"os"`
+	Dir  string `yaml:"dir" json:"dir"`
+}
+
+// Bundle is an image plus hardware and default volume sizes.
+type Bundle struct {
+	ID          string      `yaml:"id" json:"id"`
+	Name        string      `yaml:"name" json:"name"`
+	Description string      `yaml:"description" json:"description"`
+	ImageID     string      `yaml:"image" json:"imageId"`
+	ComputeType ComputeType `yaml:"computeType" json:"computeType"`
+	Protocol    Protocol    `yaml:"protocol" json:"protocol"`
+	RootGiB     int         `yaml:"rootGiB" json:"rootGiB"`
+	UserGiB     int         `yaml:"userGiB" json:"userGiB"`
+}
+
+// MaxVolumeGiB is the largest root or user volume the guide allows.
+const MaxVolumeGiB = 2000
+
+// ValidateVolumes applies the guide's launch groups: [80,10] [80,50] [80,100]
+// [175–2000, 100–2000]; a Graphics or GraphicsPro WorkSpace needs at least 100 GB each
+// ("You can launch a Graphics or GraphicsPro WorkSpace with a minimum of 100 GB for the root
+// volume and 100 GB for the user volume").
+func ValidateVolumes(c ComputeType, rootGiB, userGiB int) error {
+	if rootGiB > MaxVolumeGiB || userGiB > MaxVolumeGiB {
+		return apierr.New(apierr.InvalidParameterValues,
+			"volume sizes root %d GB, user %d GB: each volume can be at most %d GB", rootGiB, userGiB, MaxVolumeGiB)
+	}
+	if c.GPU() {
+		if rootGiB >= 100 && userGiB >= 100 {
+			return nil
+		}
+		return apierr.New(apierr.InvalidParameterValues,
+			"volume sizes root %d GB, user %d GB: a %s WorkSpace needs at least 100 GB root and 100 GB user", rootGiB, userGiB, c)
+	}
+	switch {
+	case rootGiB == 80 && (userGiB == 10 || userGiB == 50 || userGiB == 100):
+		return nil
+	case rootGiB >= 175 && userGiB >= 100:
+		return nil
+	}
+	return apierr.New(apierr.InvalidParameterValues,
+		"volume sizes root %d GB, user %d GB are not an allowed group: use [80,10], [80,50], [80,100] or [175-2000, 100-2000]", rootGiB, userGiB)
+}
+
+// ValidateProtocol checks a bundle's protocol against its image's OS: "Linux WorkSpaces
+// support only the PCoIP protocol".
+func ValidateProtocol(p Protocol, os OS) error {
+	switch p {
+	case PCoIP:
+		return nil
+	case WSP:
+		if os == Linux {
+			return apierr.New(apierr.InvalidParameterValues, "protocol WSP is not available for Linux images: Linux WorkSpaces support only PCOIP")
+		}
+		return nil
+	}
+	return apierr.New(apierr.InvalidParameterValues, "protocol %q must be PCOIP or WSP", p)
+}
+
+// Validate checks a bundle against its image and the host's compute catalog.
+func (b Bundle) Validate(img Image, hw map[ComputeType]Hardware) error {
+	if !b.ComputeType.Known() {
+		return fmt.Errorf("bundle %s: computeType %q is not one of %v", b.ID, b.ComputeType, KnownComputeTypes)
+	}
+	if _, ok := hw[b.ComputeType]; !ok {
+		return fmt.Errorf("bundle %s: computeType %s has no hardware in computeTypes", b.ID, b.ComputeType)
+	}
+	if err := ValidateProtocol(b.Protocol, img.OS); err != nil {
+		return fmt.Errorf("bundle %s: %s", b.ID, apierr.As(err).Message)
+	}
+	if err := ValidateVolumes(b.ComputeType, b.RootGiB, b.UserGiB); err != nil {
+		return fmt.Errorf("bundle %s: default %s", b.ID, apierr.As(err).Message)
+	}
+	return nil
+}

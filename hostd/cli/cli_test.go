@@ -1,0 +1,429 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"deskhost/hostd/api"
+	"deskhost/hostd/bundle"
+	"deskhost/hostd/directory"
+	"deskhost/hostd/service"
+	"deskhost/hostd/store"
+	"deskhost/hostd/workspace"
+	"deskhost/internal/hostconfig"
+)
+
+const (
+	dirID     = "d-0123456789"
+	bundleStd = "wsb-standard01"
+	bundleVal = "wsb-value00001"
+	keyID     = "AKIDCLITEST000001"
+	keySecret = "cli-test-secret-0000000000000000"
+)
+
+type waker struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (w *waker) Wake(id string) { w.mu.Lock(); w.ids = append(w.ids, id); w.mu.Unlock() }
+
+type fixture struct {
+	t      *testing.T
+	store  *store.Bolt
+	svc    *service.Service
+	socket string
+	url    string
+	cert   string
+}
+
+// newFixture runs a real service over a real bbolt store behind the real API, on a unix
+// socket and on HTTPS with a self-signed certificate.
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := store.OpenBolt(filepath.Join(dir, "hostd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cat := service.Catalog{
+		ComputeTypes: map[bundle.ComputeType]bundle.Hardware{bundle.Standard: {VCPUs: 2, MemoryMiB: 4096}, bundle.Value: {VCPUs: 1, MemoryMiB: 2048}},
+		Images:       []bundle.Image{{ID: "wsi-linux000001", Name: "Debian", OS: bundle.Linux, Dir: "/nonexistent"}},
+		Bundles: []bundle.Bundle{
+			{ID: bundleStd, Name: "Standard Linux", Description: "2 vCPU, 4 GiB", ImageID: "wsi-linux000001", ComputeType: bundle.Standard, Protocol: bundle.PCoIP, RootGiB: 80, UserGiB: 50},
+			{ID: bundleVal, Name: "Value Linux", ImageID: "wsi-linux000001", ComputeType: bundle.Value, Protocol: bundle.PCoIP, RootGiB: 80, UserGiB: 10},
+		},
+		Directories: []directory.Directory{{ID: dirID, Name: "corp.example.com", Alias: "corp", RegistrationCode: "SLiad+KX7B2Q",
+			Users: []directory.User{{UserName: "alice", Email: "a@example.com"}, {UserName: "bob", Email: "b@example.com"}, {UserName: "carol", Email: "c@example.com"}}}},
+		WorkspaceQuota: 10,
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc := service.New(st, cat, &waker{}, nil, log)
+	srv := api.New(svc, api.Options{
+		AccessKeys: []hostconfig.AccessKey{{ID: keyID, Secret: keySecret, Name: "cli-test"}},
+		Throttle:   hostconfig.Throttle{Rate: 1000, Burst: 1000},
+		Logger:     log,
+	})
+	f := &fixture{t: t, store: st, svc: svc, socket: filepath.Join(dir, "run", "hostd.sock")}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	ln, err := api.ListenUnix(f.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); srv.ServeUnixListener(ctx, ln) }()
+
+	cert, certPath, err := api.LoadOrCreateCertificate("", "", filepath.Join(dir, "tls"), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); srv.ServeTLSListener(ctx, tl, api.TLSConfig(cert)) }()
+	f.url, f.cert = "https://"+tl.Addr().String(), certPath
+	return f
+}
+
+// cli runs one command over the socket.
+func (f *fixture) cli(args ...string) (code int, stdout, stderr string) {
+	return f.cliRaw(append(args, "--socket", f.socket)...)
+}
+
+func (f *fixture) cliRaw(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = Main(args, &out, &errb)
+	if os.Getenv("HOSTD_CLI_TEST_SHOW") != "" { // to read the output as an operator would
+		f.t.Logf("$ hostd %s\n%s%s(exit %d)", strings.Join(args, " "), out.String(), errb.String(), code)
+	}
+	return code, out.String(), errb.String()
+}
+
+func (f *fixture) setState(id string, s workspace.State, fail ...string) {
+	f.t.Helper()
+	err := f.store.Update(func(tx store.Tx) error {
+		w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
+		if err != nil {
+			return err
+		}
+		if len(fail) == 2 {
+			w.Fail(fail[0], fail[1], time.Now())
+		} else {
+			w.SetState(s, time.Now())
+		}
+		return store.PutJSON(tx, store.Workspaces, id, w)
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) state(id string) workspace.State {
+	f.t.Helper()
+	w, err := f.svc.Get(id)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return w.State
+}
+
+func requireRoot(t *testing.T, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("this test needs root (%s), and CI must run it", why)
+	}
+	t.Skipf("skipped: needs root (%s); run as root or with CI=true to make it fail instead", why)
+}
+
+var wsIDPattern = regexp.MustCompile(`ws-[0-9a-z]{10}`)
+
+// row reports whether out has a line with all of cols in order, separated by spaces.
+func hasRow(out string, cols ...string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		i := 0
+		for _, w := range f {
+			if i < len(cols) && w == cols[i] {
+				i++
+			}
+		}
+		if i == len(cols) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestCLIOverUnixSocket(t *testing.T) {
+	requireRoot(t, "hostd's socket accepts only root peers")
+	f := newFixture(t)
+
+	code, out, errs := f.cli("directories")
+	if code != 0 || !hasRow(out, "DIRECTORY", "NAME", "ALIAS") || !hasRow(out, dirID, "corp.example.com", "corp", "SLiad+KX7B2Q", "REGISTERED") {
+		t.Errorf("directories: %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = f.cli("bundles")
+	if code != 0 || !hasRow(out, bundleStd, "Standard", "Linux", "STANDARD", "80", "50", "wsi-linux000001") {
+		t.Errorf("bundles: %d\n%s%s", code, out, errs)
+	}
+	code, out, _ = f.cli("workspaces")
+	if code != 0 || !strings.Contains(out, "No WorkSpaces.") {
+		t.Errorf("empty list: %d %q", code, out)
+	}
+
+	// create
+	code, out, errs = f.cli("create", "--directory", dirID, "--user", "alice", "--bundle", bundleStd)
+	alice := wsIDPattern.FindString(out)
+	if code != 0 || alice == "" || !hasRow(out, alice, "PENDING", "alice", dirID, bundleStd, "ALWAYS_ON") {
+		t.Fatalf("create: %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = f.cli("create", "--directory", dirID, "--user", "bob", "--bundle", bundleVal, "--running-mode", "auto-stop", "--autostop-hours", "3")
+	bob := wsIDPattern.FindString(out)
+	if code != 0 || bob == "" || !hasRow(out, bob, "PENDING", "bob", "AUTO_STOP", "(3", "hours)") {
+		t.Fatalf("create AUTO_STOP: %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = f.cli("create", "--directory", dirID, "--user", "carol", "--bundle", "wsb-nosuchbndl")
+	if code != 1 || !strings.Contains(errs, "cannot create a WorkSpace for carol in "+dirID+": ResourceNotFoundException: bundle wsb-nosuchbndl does not exist") {
+		t.Errorf("create with an unknown bundle: %d %q %q", code, out, errs)
+	}
+	code, _, errs = f.cli("create", "--directory", dirID, "--user", "carol")
+	if code != 2 || !strings.Contains(errs, "missing --bundle") || !strings.Contains(errs, "usage: hostd create") {
+		t.Errorf("create without --bundle: %d %q", code, errs)
+	}
+	code, _, errs = f.cli("create", "--directory", "d-zz", "--user", "carol", "--bundle", bundleStd)
+	if code != 1 || !strings.Contains(errs, "InvalidParameterValuesException: Workspaces[0].DirectoryId") {
+		t.Errorf("create with a malformed directory id: %d %q", code, errs)
+	}
+
+	// list, filters, JSON
+	code, out, _ = f.cli("workspaces")
+	if code != 0 || !hasRow(out, "WORKSPACE", "STATE", "USER") || !hasRow(out, alice, "PENDING", "alice") || !hasRow(out, bob, "PENDING", "bob") {
+		t.Errorf("workspaces:\n%s", out)
+	}
+	code, out, _ = f.cli("workspaces", "--user", "BOB")
+	if code != 0 || strings.Contains(out, alice) || !strings.Contains(out, bob) {
+		t.Errorf("workspaces --user:\n%s", out)
+	}
+	code, out, _ = f.cli("workspaces", "--bundle", bundleStd, "--json")
+	var list struct{ Workspaces []map[string]any }
+	if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil || len(list.Workspaces) != 1 || list.Workspaces[0]["WorkspaceId"] != alice {
+		t.Errorf("workspaces --json: %d %v\n%s", code, err, out)
+	}
+	if strings.Contains(out, "null") || strings.Contains(out, `""`) {
+		t.Errorf("JSON has nulls or empty strings:\n%s", out)
+	}
+
+	// describe
+	code, out, _ = f.cli("describe", bob)
+	for _, want := range [][]string{{"WorkSpace:", bob}, {"State:", "PENDING"}, {"User:", "bob"}, {"Running", "mode:", "AUTO_STOP", "(3", "hours)"},
+		{"Root", "volume:", "80", "GiB"}, {"User", "volume:", "10", "GiB"}, {"Protocols:", "PCOIP"}} {
+		if !hasRow(out, want...) {
+			t.Errorf("describe lacks %v:\n%s", want, out)
+		}
+	}
+	code, out, _ = f.cli("describe", alice, "--json")
+	var one map[string]any
+	if err := json.Unmarshal([]byte(out), &one); code != 0 || err != nil || one["WorkspaceId"] != alice || one["State"] != "PENDING" {
+		t.Errorf("describe --json: %d %v\n%s", code, err, out)
+	}
+	code, _, errs = f.cli("describe", "ws-doesnotexist")
+	if code != 1 || !strings.Contains(errs, "ResourceNotFoundException: WorkSpace ws-doesnotexist does not exist") {
+		t.Errorf("describe unknown: %d %q", code, errs)
+	}
+
+	// wait: progress to AVAILABLE, as the controller moves it.
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		f.setState(alice, workspace.Available)
+	}()
+	code, out, errs = f.cli("wait", alice, "--state", "available", "--interval", "50ms", "--timeout", "10s")
+	if code != 0 || !hasRow(out, alice, "PENDING") || !hasRow(out, alice, "AVAILABLE") || strings.Index(out, "PENDING") > strings.Index(out, "AVAILABLE") {
+		t.Errorf("wait: %d\n%s%s", code, out, errs)
+	}
+	// wait fails on ERROR with the reason, and on timeout.
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		f.setState(bob, "", "ProvisionTimeout", "the guest agent did not answer within 20m0s")
+	}()
+	code, out, errs = f.cli("wait", bob, "--state", "AVAILABLE", "--interval", "50ms", "--timeout", "10s")
+	if code != 1 || !hasRow(out, bob, "ERROR") || !strings.Contains(errs, bob+" went to ERROR while waiting for AVAILABLE: ProvisionTimeout: the guest agent did not answer within 20m0s") {
+		t.Errorf("wait on ERROR: %d\n%s%s", code, out, errs)
+	}
+	code, _, errs = f.cli("wait", alice, "--state", "STOPPED", "--interval", "50ms", "--timeout", "200ms")
+	if code != 1 || !strings.Contains(errs, "timed out after 200ms waiting for "+alice+" to be STOPPED; it is AVAILABLE") {
+		t.Errorf("wait timeout: %d %q", code, errs)
+	}
+	code, _, errs = f.cli("wait", alice, "--state", "SLEEPING")
+	if code != 2 || !strings.Contains(errs, "want one of PENDING, AVAILABLE") {
+		t.Errorf("wait with a bad state: %d %q", code, errs)
+	}
+
+	// Batch operations report each WorkSpace and fail if any failed.
+	code, out, errs = f.cli("reboot", alice, "ws-doesnotexist")
+	if code != 1 || !hasRow(out, alice, "reboot", "requested") || !hasRow(out, "ws-doesnotexist", "FAILED:", "ResourceNotFoundException:") ||
+		!strings.Contains(errs, "1 of 2 WorkSpaces could not be rebooted") {
+		t.Errorf("reboot: %d\n%s%s", code, out, errs)
+	}
+	if s := f.state(alice); s != workspace.Rebooting {
+		t.Errorf("alice is %s after reboot", s)
+	}
+	f.setState(alice, workspace.Available)
+	f.setState(bob, workspace.Available)
+	code, out, errs = f.cli("stop", bob, alice)
+	if code != 1 || !hasRow(out, bob, "stop", "requested") || !hasRow(out, alice, "FAILED:", "OperationNotSupportedException:") {
+		t.Errorf("stop: %d\n%s%s", code, out, errs)
+	}
+	f.setState(bob, workspace.Stopped)
+	code, out, errs = f.cli("start", bob)
+	if code != 0 || !hasRow(out, bob, "start", "requested") || errs != "" {
+		t.Errorf("start: %d\n%s%s", code, out, errs)
+	}
+	f.setState(bob, workspace.Available)
+
+	// maintenance and modify
+	code, out, errs = f.cli("maintenance", alice, "on")
+	if code != 0 || !strings.Contains(out, alice+": maintenance on (ADMIN_MAINTENANCE)") || f.state(alice) != workspace.AdminMaintenance {
+		t.Errorf("maintenance on: %d %q %q", code, out, errs)
+	}
+	code, out, _ = f.cli("maintenance", alice, "off")
+	if code != 0 || f.state(alice) != workspace.Available {
+		t.Errorf("maintenance off: %d %q", code, out)
+	}
+	code, _, errs = f.cli("maintenance", alice, "maybe")
+	if code != 2 || !strings.Contains(errs, `"maybe": want on or off`) {
+		t.Errorf("maintenance maybe: %d %q", code, errs)
+	}
+	code, out, errs = f.cli("modify", alice, "--running-mode", "AUTO_STOP", "--autostop-hours", "2")
+	if code != 0 || !strings.Contains(out, alice+": running mode AUTO_STOP (2 hours)") {
+		t.Errorf("modify: %d %q %q", code, out, errs)
+	}
+	code, _, errs = f.cli("modify", alice)
+	if code != 2 || !strings.Contains(errs, "give --running-mode or --autostop-hours") {
+		t.Errorf("modify without changes: %d %q", code, errs)
+	}
+	code, _, errs = f.cli("modify", "ws-doesnotexist", "--running-mode", "ALWAYS_ON")
+	if code != 1 || !strings.Contains(errs, "ResourceNotFoundException: WorkSpace ws-doesnotexist does not exist") {
+		t.Errorf("modify unknown: %d %q", code, errs)
+	}
+
+	// terminate, and wait for TERMINATING
+	code, out, _ = f.cli("terminate", alice)
+	if code != 0 || !hasRow(out, alice, "terminate", "requested") || f.state(alice) != workspace.Terminating {
+		t.Errorf("terminate: %d\n%s", code, out)
+	}
+	code, out, _ = f.cli("wait", alice, "--state", "TERMINATING", "--interval", "50ms", "--timeout", "5s")
+	if code != 0 || !hasRow(out, alice, "TERMINATING") {
+		t.Errorf("wait TERMINATING: %d\n%s", code, out)
+	}
+
+	// create --wait
+	go func() {
+		for i := 0; i < 100; i++ {
+			time.Sleep(50 * time.Millisecond)
+			ws, _, _ := f.svc.DescribeWorkspaces(context.Background(), service.DescribeFilter{DirectoryID: dirID, UserName: "carol"})
+			if len(ws) == 1 {
+				time.Sleep(200 * time.Millisecond)
+				f.setState(ws[0].ID, workspace.Available)
+				return
+			}
+		}
+	}()
+	code, out, errs = f.cli("create", "--directory", dirID, "--user", "carol", "--bundle", bundleStd, "--wait", "--interval", "50ms", "--timeout", "10s")
+	carol := wsIDPattern.FindString(out)
+	if code != 0 || !hasRow(out, carol, "PENDING") || !hasRow(out, carol, "AVAILABLE") {
+		t.Errorf("create --wait: %d\n%s%s", code, out, errs)
+	}
+}
+
+func TestCLIOverHTTPS(t *testing.T) {
+	f := newFixture(t)
+	code, out, errs := f.cliRaw("directories", "--endpoint", f.url, "--ca-file", f.cert, "--access-key", keyID, "--secret-key", keySecret)
+	if code != 0 || !hasRow(out, dirID, "corp.example.com") {
+		t.Errorf("directories over HTTPS: %d\n%s%s", code, out, errs)
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", keyID)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", keySecret)
+	code, out, errs = f.cliRaw("create", "--endpoint", f.url, "--ca-file", f.cert, "--directory", dirID, "--user", "alice", "--bundle", bundleStd)
+	if code != 0 || wsIDPattern.FindString(out) == "" {
+		t.Errorf("create over HTTPS with env credentials: %d\n%s%s", code, out, errs)
+	}
+	code, _, errs = f.cliRaw("workspaces", "--endpoint", f.url, "--ca-file", f.cert, "--secret-key", "not-the-right-secret-000000000000")
+	if code != 1 || !strings.Contains(errs, "hostd workspaces: InvalidSignatureException: The request signature we calculated does not match") {
+		t.Errorf("bad secret: %d %q", code, errs)
+	}
+	code, _, errs = f.cliRaw("workspaces", "--endpoint", f.url)
+	if code != 1 || !strings.Contains(errs, "cannot verify hostd's certificate") || !strings.Contains(errs, "--ca-file") {
+		t.Errorf("unpinned certificate: %d %q", code, errs)
+	}
+	code, _, errs = f.cliRaw("workspaces", "--endpoint", strings.Replace(f.url, "https", "http", 1))
+	if code != 2 || !strings.Contains(errs, "HTTPS only") {
+		t.Errorf("http endpoint: %d %q", code, errs)
+	}
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	code, _, errs = f.cliRaw("workspaces", "--endpoint", f.url, "--ca-file", f.cert)
+	if code != 2 || !strings.Contains(errs, "--endpoint needs an access key") {
+		t.Errorf("no secret: %d %q", code, errs)
+	}
+}
+
+func TestCLIUsageAndUnreachable(t *testing.T) {
+	f := &fixture{t: t}
+	code, out, _ := f.cliRaw("help")
+	for _, c := range []string{"workspaces", "describe", "create", "reboot", "stop", "start", "terminate", "maintenance", "modify", "wait", "bundles", "directories"} {
+		if !strings.Contains(out, "  "+c+" ") {
+			t.Errorf("help lacks %s:\n%s", c, out)
+		}
+	}
+	if code != 0 {
+		t.Errorf("help exit %d", code)
+	}
+	code, out, _ = f.cliRaw("help", "create")
+	if code != 0 || !strings.Contains(out, "--autostop-hours") || !strings.Contains(out, "--wait") {
+		t.Errorf("help create: %d\n%s", code, out)
+	}
+	code, _, errs := f.cliRaw("frobnicate")
+	if code != 2 || !strings.Contains(errs, `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: %d %q", code, errs)
+	}
+	code, _, errs = f.cliRaw()
+	if code != 2 || !strings.Contains(errs, "usage: hostd <command>") {
+		t.Errorf("no command: %d %q", code, errs)
+	}
+	code, _, errs = f.cliRaw("describe")
+	if code != 2 || !strings.Contains(errs, "expected WS_ID") {
+		t.Errorf("describe without id: %d %q", code, errs)
+	}
+	code, _, errs = f.cliRaw("workspaces", "--nonsense")
+	if code != 2 || !strings.Contains(errs, "flag provided but not defined: -nonsense") {
+		t.Errorf("bad flag: %d %q", code, errs)
+	}
+	sock := filepath.Join(t.TempDir(), "nothing.sock")
+	start := time.Now()
+	code, _, errs = f.cliRaw("workspaces", "--socket", sock)
+	if code != 1 || !strings.Contains(errs, "cannot reach hostd at unix socket "+sock) || !strings.Contains(errs, "no such file or directory") {
+		t.Errorf("unreachable: %d %q", code, errs)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("an unreachable socket took %v to report (retried?)", d)
+	}
+}

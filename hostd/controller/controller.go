@@ -1,0 +1,930 @@
+// Package controller converges libvirt to the WorkSpaces in hostd's store. The store holds
+// what should be; libvirt holds what is; a worker per WorkSpace compares them and acts,
+// one step at a time, each step safe to repeat. After a crash, or on any wake-up, the
+// worker reads the record again and picks up where the last one stopped: a transitional
+// state (PENDING, REBOOTING, STOPPING, STARTING, TERMINATING) is an operation still owed.
+//
+// Every teardown — terminate, stop, reboot, a guest that crashed or was destroyed — ends
+// with the guest's RAM zeroed and verified (hostd/memscrub) before hostd lets it go.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"deskhost/hostd/bundle"
+	"deskhost/hostd/memscrub"
+	"deskhost/hostd/store"
+	"deskhost/hostd/virt"
+	"deskhost/hostd/workspace"
+)
+
+// ImageFiles are the files of a desktop image a domain boots from.
+type ImageFiles struct {
+	Kernel, Initrd, Root, Cmdline string
+}
+
+// Agent is what the controller asks of a guest agent.
+type Agent interface {
+	// Ping asks for the agent's status; nil means the guest is up and answering.
+	Ping(ctx context.Context) error
+	// Shutdown asks the guest to power off cleanly.
+	Shutdown(ctx context.Context) error
+	Close() error
+}
+
+// Config is the controller's wiring and policy.
+type Config struct {
+	Store        store.Store
+	Conn         *virt.Conn
+	Images       map[string]ImageFiles // by image id
+	ComputeTypes map[bundle.ComputeType]bundle.Hardware
+
+	// Owner marks the domains this hostd makes (libvirt metadata). Several hostds may share
+	// one libvirtd (tests do); each removes only orphans carrying its own mark.
+	Owner string
+
+	DataDir    string // volumes/ (the libvirt pool) and run/<id>/ (sockets, serial log)
+	Pool       string // libvirt storage pool name
+	DomainType string // "kvm", or "qemu" where guests run under TCG
+
+	ManagementBridge, PrimaryBridge string
+
+	ProvisionTimeout    time.Duration // boot to agent answer, for create, start and reboot
+	ShutdownTimeout     time.Duration // graceful power-off before it is forced
+	HealthInterval      time.Duration
+	HealthMisses        int
+	TerminatedRetention time.Duration
+
+	// Preflight is run before any WorkSpace boots; an error keeps VMs from starting.
+	Preflight func() error
+	// DialAgent connects to a guest agent's channel socket.
+	DialAgent func(ctx context.Context, socket string) (Agent, error)
+
+	Log *slog.Logger
+	Now func() time.Time
+}
+
+// Controller runs the per-WorkSpace workers.
+type Controller struct {
+	cfg  Config
+	root context.Context
+
+	mu      sync.Mutex
+	workers map[string]*worker
+	held    map[string]*memscrub.Held // guest RAM, by WorkSpace id
+	idle    *sync.Cond                // signalled when a worker settles
+
+	// Test hooks. afterZero sees the held RAM after it was zeroed, before it is released;
+	// skipZero leaves RAM unscrubbed (and unreleased) to prove the tests would notice.
+	afterZero func(id string, h *memscrub.Held)
+	skipZero  atomic.Bool
+}
+
+type worker struct {
+	kick chan struct{} // cancel the reconcile in progress and start again
+	poke chan struct{} // reconcile again after the one in progress
+	busy bool
+}
+
+// New makes a controller; Run starts it.
+func New(cfg Config) *Controller {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	c := &Controller{cfg: cfg, workers: map[string]*worker{}, held: map[string]*memscrub.Held{}}
+	c.idle = sync.NewCond(&c.mu)
+	return c
+}
+
+// Prefix is how WorkSpace domains and volumes are named: by WorkSpace id.
+const Prefix = "ws-"
+
+// Run reconciles every WorkSpace, then follows libvirt's events and re-checks everything
+// periodically, until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	if err := c.cfg.Conn.EnsurePool(c.cfg.Pool, filepath.Join(c.cfg.DataDir, "volumes")); err != nil {
+		return err
+	}
+	events, err := c.cfg.Conn.Events(ctx)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.root = ctx // workers may start from here on
+	c.mu.Unlock()
+	if err := c.Sweep(); err != nil {
+		c.cfg.Log.Error("sweep", "err", err)
+	}
+	tick := time.NewTicker(max(c.cfg.HealthInterval, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.cfg.Conn.Disconnected():
+			return errors.New("lost the connection to libvirtd")
+		case ev, ok := <-events:
+			if !ok {
+				return errors.New("libvirt event stream closed")
+			}
+			if strings.HasPrefix(ev.Domain, Prefix) {
+				c.cfg.Log.Debug("libvirt event", "workspace", ev.Domain, "event", ev.Kind)
+				if ev.Stopped {
+					c.Poke(ev.Domain) // a teardown: scrub now, not at the next tick
+				}
+			}
+		case <-tick.C:
+			if err := c.Sweep(); err != nil {
+				c.cfg.Log.Error("sweep", "err", err)
+			}
+		}
+	}
+}
+
+// Sweep wakes the worker of every WorkSpace on record and of every domain or volume that
+// has none (an orphan), and forgets TERMINATED records past their retention.
+func (c *Controller) Sweep() error {
+	var all []workspace.Workspace
+	if err := c.cfg.Store.View(func(tx store.Tx) error {
+		var err error
+		all, err = store.ListJSON[workspace.Workspace](tx, store.Workspaces)
+		return err
+	}); err != nil {
+		return fmt.Errorf("sweep: %w", err)
+	}
+	now := c.cfg.Now()
+	known := map[string]bool{}
+	for _, w := range all {
+		if w.State == workspace.Terminated && now.Sub(w.StateSince) > c.cfg.TerminatedRetention {
+			if err := c.cfg.Store.Update(func(tx store.Tx) error { return tx.Delete(store.Workspaces, w.ID) }); err != nil {
+				return err
+			}
+			c.cfg.Log.Info("forgot terminated workspace", "workspace", w.ID)
+			continue
+		}
+		known[w.ID] = true
+		if w.State != workspace.Terminated {
+			c.Poke(w.ID)
+		}
+	}
+	doms, err := c.cfg.Conn.Domains(Prefix)
+	if err != nil {
+		return err
+	}
+	vols, err := c.cfg.Conn.Volumes(c.cfg.Pool, Prefix)
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, d := range doms {
+		if known[d] {
+			seen[d] = true
+			continue
+		}
+		if owner, err := c.cfg.Conn.Owner(d); err == nil && owner == c.cfg.Owner {
+			seen[d] = true
+		}
+	}
+	for _, v := range vols {
+		seen[volumeOwner(v.Name)] = true
+	}
+	for id := range seen {
+		if !known[id] {
+			c.Poke(id)
+		}
+	}
+	// A TERMINATED record whose domain or volumes reappeared (a crash mid-terminate).
+	for _, w := range all {
+		if w.State == workspace.Terminated && seen[w.ID] {
+			c.Poke(w.ID)
+		}
+	}
+	return nil
+}
+
+func volumeOwner(vol string) string {
+	id, _, _ := strings.Cut(vol, ".")
+	id = strings.TrimSuffix(id, "-root")
+	return strings.TrimSuffix(id, "-user")
+}
+
+// Wake tells id's worker that its desired state changed: a reconcile in progress is
+// cancelled (its waits would be for an operation that no longer applies) and started
+// again. The API calls it.
+func (c *Controller) Wake(id string) { c.signal(id, true) }
+
+// Poke asks id's worker to reconcile soon without interrupting one in progress: libvirt
+// events and sweeps use it, since the reconcile running may be waiting for just that event.
+func (c *Controller) Poke(id string) { c.signal(id, false) }
+
+func (c *Controller) signal(id string, cancel bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w, ok := c.workers[id]
+	if !ok {
+		if c.root == nil {
+			return // not running yet: Run's first sweep will find it
+		}
+		w = &worker{kick: make(chan struct{}, 1), poke: make(chan struct{}, 1), busy: true}
+		c.workers[id] = w
+		go c.work(id, w)
+		return
+	}
+	ch := w.poke
+	if cancel {
+		ch = w.kick
+	}
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// WaitIdle blocks until no worker is mid-reconcile (for tests and orderly shutdown).
+func (c *Controller) WaitIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		busy := false
+		for _, w := range c.workers {
+			busy = busy || w.busy
+		}
+		if !busy {
+			return
+		}
+		c.idle.Wait()
+	}
+}
+
+// work is one WorkSpace's worker: reconcile, then wait for a kick, a poke or the health
+// tick. A kick that arrives mid-reconcile cancels the waits inside it (an operator
+// terminating a WorkSpace that is still booting must not wait for the boot).
+func (c *Controller) work(id string, w *worker) {
+	h := &health{}
+	for {
+		ctx, cancel := context.WithCancel(c.root)
+		done := make(chan bool, 1)
+		go func() { done <- c.reconcile(ctx, id, h) }()
+		var finished, again bool
+		select {
+		case finished = <-done:
+		case <-w.kick:
+			cancel()
+			finished = <-done
+			again = true
+		}
+		cancel()
+		select {
+		case <-w.poke:
+			again = true
+		default:
+		}
+		if again && c.root.Err() == nil {
+			continue
+		}
+		if finished || c.root.Err() != nil {
+			c.mu.Lock()
+			// A signal may have raced with the end: honour it.
+			select {
+			case <-w.kick:
+				c.mu.Unlock()
+				continue
+			case <-w.poke:
+				c.mu.Unlock()
+				continue
+			default:
+			}
+			delete(c.workers, id)
+			c.idle.Broadcast()
+			c.mu.Unlock()
+			return
+		}
+		c.setBusy(w, false)
+		select {
+		case <-w.kick:
+		case <-w.poke:
+		case <-time.After(c.cfg.HealthInterval):
+		case <-c.root.Done():
+		}
+		c.setBusy(w, true)
+	}
+}
+
+func (c *Controller) setBusy(w *worker, b bool) {
+	c.mu.Lock()
+	w.busy = b
+	c.idle.Broadcast()
+	c.mu.Unlock()
+}
+
+// reconcile does what id's record asks. It returns true when the worker has nothing left to
+// watch (the WorkSpace is gone).
+func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
+	log := c.cfg.Log.With("workspace", id)
+	w, err := c.load(id)
+	if errors.Is(err, store.ErrNotFound) {
+		if err := c.removeOrphan(ctx, id); err != nil {
+			log.Error("remove orphan", "err", err)
+			return false
+		}
+		return true
+	}
+	if err != nil {
+		log.Error("load", "err", err)
+		return false
+	}
+	switch w.State {
+	case workspace.Pending:
+		err = c.provision(ctx, w, h)
+	case workspace.Rebooting:
+		err = c.reboot(ctx, w, h)
+	case workspace.Starting:
+		err = c.boot(ctx, w, workspace.Starting, h)
+	case workspace.Stopping:
+		err = c.stop(ctx, w)
+	case workspace.Terminating:
+		err = c.terminate(ctx, w)
+	case workspace.Terminated:
+		if err = c.teardown(ctx, w.ID); err == nil {
+			return true
+		}
+	case workspace.Stopped:
+		err = c.keepStopped(ctx, w)
+	case workspace.Error:
+		err = c.keepError(w)
+	default: // AVAILABLE, UNHEALTHY, IMPAIRED, ADMIN_MAINTENANCE: keep it running and healthy
+		err = c.keepRunning(ctx, w, h)
+	}
+	switch {
+	case err == nil, errors.Is(err, errSuperseded):
+	case ctx.Err() != nil:
+		log.Debug("reconcile interrupted", "state", w.State, "err", err)
+	default:
+		log.Error("reconcile", "state", w.State, "err", err)
+	}
+	return false
+}
+
+// errSuperseded means the record changed under the worker (a new operation was accepted):
+// the worker's result no longer applies and it will reconcile again.
+var errSuperseded = errors.New("superseded by a newer operation")
+
+func (c *Controller) load(id string) (workspace.Workspace, error) {
+	var w workspace.Workspace
+	err := c.cfg.Store.View(func(tx store.Tx) error {
+		var err error
+		w, err = store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
+		return err
+	})
+	return w, err
+}
+
+// transition moves id from state from, applying fn, unless the record has moved on.
+func (c *Controller) transition(id string, from workspace.State, fn func(*workspace.Workspace)) error {
+	return c.cfg.Store.Update(func(tx store.Tx) error {
+		w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
+		if err != nil {
+			return err
+		}
+		if w.State != from {
+			return errSuperseded
+		}
+		before := w.State
+		fn(&w)
+		w.Updated = c.cfg.Now()
+		if w.State != before {
+			c.cfg.Log.Info("workspace state", "workspace", id, "from", string(before), "to", string(w.State), "reason", w.ErrorMessage)
+		}
+		return store.PutJSON(tx, store.Workspaces, id, w)
+	})
+}
+
+func (c *Controller) set(id string, from, to workspace.State) error {
+	return c.transition(id, from, func(w *workspace.Workspace) { w.SetState(to, c.cfg.Now()) })
+}
+
+func (c *Controller) fail(id string, from workspace.State, code string, err error) error {
+	return c.transition(id, from, func(w *workspace.Workspace) { w.Fail(code, err.Error(), c.cfg.Now()) })
+}
+
+// runDir holds a WorkSpace's sockets and serial log.
+func (c *Controller) runDir(id string) string { return filepath.Join(c.cfg.DataDir, "run", id) }
+
+// VNCSocket is where a WorkSpace's display is served.
+func (c *Controller) VNCSocket(id string) string { return filepath.Join(c.runDir(id), "vnc.sock") }
+
+// AgentSocket is a WorkSpace's guest agent channel.
+func (c *Controller) AgentSocket(id string) string {
+	return filepath.Join(c.runDir(id), "agent.sock")
+}
+
+// SerialLog is a WorkSpace's serial console log.
+func (c *Controller) SerialLog(id string) string { return filepath.Join(c.runDir(id), "serial.log") }
+
+func rootVolume(id string) string { return id + "-root.qcow2" }
+func userVolume(id string) string { return id + "-user.qcow2" }
+
+func (c *Controller) spec(w workspace.Workspace, root, user string) (virt.Spec, error) {
+	img, ok := c.cfg.Images[w.ImageID]
+	if !ok {
+		return virt.Spec{}, fmt.Errorf("image %s is not on this host", w.ImageID)
+	}
+	hw, ok := c.cfg.ComputeTypes[bundle.ComputeType(w.Properties.ComputeTypeName)]
+	if !ok {
+		return virt.Spec{}, fmt.Errorf("compute type %s has no hardware on this host", w.Properties.ComputeTypeName)
+	}
+	return virt.Spec{
+		Name:             w.ID,
+		Owner:            c.cfg.Owner,
+		Type:             c.cfg.DomainType,
+		VCPUs:            hw.VCPUs,
+		MemoryMiB:        hw.MemoryMiB,
+		Kernel:           img.Kernel,
+		Initrd:           img.Initrd,
+		Cmdline:          strings.TrimSpace(img.Cmdline + " deskhost.workspace=" + w.ID),
+		RootVolume:       root,
+		UserVolume:       user,
+		ManagementBridge: c.cfg.ManagementBridge,
+		PrimaryBridge:    c.cfg.PrimaryBridge,
+		VNCSocket:        c.VNCSocket(w.ID),
+		AgentSocket:      c.AgentSocket(w.ID),
+		SerialLog:        c.SerialLog(w.ID),
+	}, nil
+}
+
+func (c *Controller) memBytes(w workspace.Workspace) int64 {
+	return int64(c.cfg.ComputeTypes[bundle.ComputeType(w.Properties.ComputeTypeName)].MemoryMiB) << 20
+}
+
+// ensureVolumes creates the root volume (a copy-on-write child of the image) and the user
+// volume if they are missing, at their logical sizes.
+func (c *Controller) ensureVolumes(w workspace.Workspace) (root, user string, err error) {
+	img, ok := c.cfg.Images[w.ImageID]
+	if !ok {
+		return "", "", permanent{fmt.Errorf("image %s is not on this host", w.ImageID)}
+	}
+	r, err := c.cfg.Conn.CreateVolume(c.cfg.Pool, rootVolume(w.ID), w.Properties.RootVolumeSizeGib, img.Root)
+	if err != nil {
+		return "", "", err
+	}
+	u, err := c.cfg.Conn.CreateVolume(c.cfg.Pool, userVolume(w.ID), w.Properties.UserVolumeSizeGib, "")
+	if err != nil {
+		return "", "", err
+	}
+	return r.Path, u.Path, nil
+}
+
+// ensureRunning defines and starts w's domain if it is not running, and holds its RAM.
+func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) error {
+	st, err := c.cfg.Conn.State(w.ID)
+	if err != nil {
+		return err
+	}
+	if !st.Active() {
+		if err := c.scrub(w.ID); err != nil { // a previous run's RAM, if still held
+			return err
+		}
+		if c.cfg.Preflight != nil {
+			if err := c.cfg.Preflight(); err != nil {
+				return permanent{err}
+			}
+		}
+		root, user, err := c.ensureVolumes(w)
+		if err != nil {
+			return err
+		}
+		spec, err := c.spec(w, root, user)
+		if err != nil {
+			return permanent{err}
+		}
+		if err := os.MkdirAll(c.runDir(w.ID), 0o700); err != nil {
+			return err
+		}
+		// Defined afresh on every boot, so a changed bundle or host setting takes effect.
+		if err := c.cfg.Conn.Define(spec); err != nil {
+			return err
+		}
+		if err := c.cfg.Conn.Start(w.ID); err != nil {
+			return err
+		}
+		c.cfg.Log.Info("domain started", "workspace", w.ID, "memoryMiB", spec.MemoryMiB, "vcpus", spec.VCPUs)
+		if err := c.transition(w.ID, w.State, func(r *workspace.Workspace) { r.BootedAt = c.cfg.Now() }); err != nil {
+			return err
+		}
+	}
+	return c.hold(ctx, w)
+}
+
+// hold opens the running guest's RAM so it can be scrubbed after the guest is gone. A guest
+// whose RAM cannot be held must not run: it is destroyed.
+func (c *Controller) hold(ctx context.Context, w workspace.Workspace) error {
+	var pid int
+	var err error
+	for i := 0; i < 50; i++ {
+		if pid, _, err = virt.QemuProcess(w.ID); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	h := c.held[w.ID]
+	c.mu.Unlock()
+	if h != nil && h.PID() == pid {
+		return nil
+	}
+	if h != nil { // RAM of an earlier qemu of this WorkSpace: it is gone, scrub it first
+		if err := c.scrub(w.ID); err != nil {
+			return err
+		}
+	}
+	nh, err := memscrub.Hold(pid, c.memBytes(w))
+	if err != nil {
+		_ = c.cfg.Conn.Destroy(w.ID)
+		return permanent{fmt.Errorf("%w; the guest was stopped, since its memory could not be scrubbed", err)}
+	}
+	c.mu.Lock()
+	c.held[w.ID] = nh
+	c.mu.Unlock()
+	return nil
+}
+
+// scrub zeroes and releases id's held RAM, if any. Its qemu must be gone.
+func (c *Controller) scrub(id string) error {
+	c.mu.Lock()
+	h := c.held[id]
+	c.mu.Unlock()
+	if h == nil {
+		return nil
+	}
+	if c.skipZero.Load() {
+		c.cfg.Log.Warn("memory scrub skipped (test hook)", "workspace", id)
+		if c.afterZero != nil {
+			c.afterZero(id, h)
+		}
+		c.mu.Lock()
+		delete(c.held, id)
+		c.mu.Unlock()
+		return h.Release()
+	}
+	st, err := h.Zero()
+	if err != nil {
+		return err
+	}
+	if c.afterZero != nil {
+		c.afterZero(id, h)
+	}
+	if err := h.Close(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	delete(c.held, id)
+	c.mu.Unlock()
+	c.cfg.Log.Info("guest memory scrubbed", "workspace", id, "bytes", st.Populated, "ms", st.Duration.Milliseconds())
+	return nil
+}
+
+// powerOff stops w's domain — gracefully first when asked — then scrubs its RAM.
+func (c *Controller) powerOff(ctx context.Context, id string, graceful bool) error {
+	st, err := c.cfg.Conn.State(id)
+	if err != nil {
+		return err
+	}
+	if st.Active() && graceful {
+		c.gracefulShutdown(ctx, id)
+	}
+	if st, err = c.cfg.Conn.State(id); err != nil {
+		return err
+	}
+	if st.Active() {
+		// Hold before destroying, so the RAM of a guest hostd had not held yet (after a
+		// restart) is still scrubbed.
+		c.mu.Lock()
+		_, held := c.held[id]
+		c.mu.Unlock()
+		if !held {
+			if pid, _, err := virt.QemuProcess(id); err == nil {
+				if w, lerr := c.load(id); lerr == nil {
+					if h, herr := memscrub.Hold(pid, c.memBytes(w)); herr == nil {
+						c.mu.Lock()
+						c.held[id] = h
+						c.mu.Unlock()
+					}
+				}
+			}
+		}
+		if err := c.cfg.Conn.Destroy(id); err != nil {
+			return err
+		}
+	}
+	return c.scrub(id)
+}
+
+// gracefulShutdown asks the agent (or ACPI) to power off and waits up to ShutdownTimeout.
+func (c *Controller) gracefulShutdown(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ShutdownTimeout)
+	defer cancel()
+	asked := false
+	if a, err := c.cfg.DialAgent(ctx, c.AgentSocket(id)); err == nil {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		asked = a.Shutdown(actx) == nil
+		acancel()
+		a.Close()
+	}
+	if !asked {
+		_ = c.cfg.Conn.Shutdown(id)
+	}
+	for {
+		if st, err := c.cfg.Conn.State(id); err != nil || !st.Active() {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				c.cfg.Log.Warn("guest did not power off in time; forcing", "workspace", id, "timeout", c.cfg.ShutdownTimeout)
+			}
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitAgent waits until w's agent answers, or the boot deadline passes.
+func (c *Controller) waitAgent(ctx context.Context, w workspace.Workspace) error {
+	deadline := w.StateSince.Add(c.cfg.ProvisionTimeout)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	var last error = errors.New("no answer yet")
+	for {
+		if a, err := c.cfg.DialAgent(ctx, c.AgentSocket(w.ID)); err == nil {
+			pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+			last = a.Ping(pctx)
+			pcancel()
+			a.Close()
+			if last == nil {
+				return nil
+			}
+		} else {
+			last = err
+		}
+		// The guest may have died while booting.
+		if st, err := c.cfg.Conn.State(w.ID); err == nil && !st.Active() {
+			return fmt.Errorf("the guest stopped while booting (see %s)", c.SerialLog(w.ID))
+		}
+		select {
+		case <-ctx.Done():
+			if c.root.Err() == nil && time.Now().After(deadline) {
+				return fmt.Errorf("%w: the guest agent did not answer within %s of %s (last: %v)",
+					errBootTimeout, c.cfg.ProvisionTimeout, w.State, last)
+			}
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+var errBootTimeout = errors.New("boot timed out")
+
+// permanent marks an error no retry can fix (a missing image, the memory preflight): the
+// WorkSpace goes to ERROR at once instead of at its deadline.
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
+
+// boot brings w (in state from) up and, once its agent answers, AVAILABLE. Failures past
+// the deadline, or ones a retry cannot fix, put it in ERROR with the reason.
+func (c *Controller) boot(ctx context.Context, w workspace.Workspace, from workspace.State, h *health) error {
+	if c.cfg.Now().Sub(w.StateSince) > c.cfg.ProvisionTimeout {
+		reason := fmt.Errorf("did not become AVAILABLE within %s", c.cfg.ProvisionTimeout)
+		if h.lastErr != nil {
+			reason = fmt.Errorf("%w: %v", reason, h.lastErr)
+		}
+		return c.fail(w.ID, from, "BootTimeout", reason)
+	}
+	if err := c.ensureRunning(ctx, w); err != nil {
+		var p permanent
+		if errors.As(err, &p) {
+			return c.fail(w.ID, from, "ProvisioningFailed", err)
+		}
+		h.lastErr = err // retried at the next tick until the deadline
+		return err
+	}
+	if err := c.waitAgent(ctx, w); err != nil {
+		if errors.Is(err, errBootTimeout) || !errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			return c.fail(w.ID, from, "BootFailed", err)
+		}
+		return err
+	}
+	return c.set(w.ID, from, workspace.Available)
+}
+
+func (c *Controller) provision(ctx context.Context, w workspace.Workspace, h *health) error {
+	return c.boot(ctx, w, workspace.Pending, h)
+}
+
+// reboot restarts qemu: graceful power-off, scrub, boot. If hostd booted the VM after the
+// reboot was accepted, the power-off already happened (before an interruption) and only
+// the wait for the agent is left.
+func (c *Controller) reboot(ctx context.Context, w workspace.Workspace, h *health) error {
+	if !w.BootedAt.After(w.StateSince) {
+		if err := c.powerOff(ctx, w.ID, true); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			return c.fail(w.ID, workspace.Rebooting, "RebootFailed", err)
+		}
+	}
+	return c.boot(ctx, w, workspace.Rebooting, h)
+}
+
+func (c *Controller) stop(ctx context.Context, w workspace.Workspace) error {
+	if err := c.powerOff(ctx, w.ID, true); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		return c.fail(w.ID, workspace.Stopping, "StopFailed", err)
+	}
+	return c.set(w.ID, workspace.Stopping, workspace.Stopped)
+}
+
+func (c *Controller) keepStopped(ctx context.Context, w workspace.Workspace) error {
+	st, err := c.cfg.Conn.State(w.ID)
+	if err != nil {
+		return err
+	}
+	if st.Active() { // started behind hostd's back: the record says stopped
+		return c.powerOff(ctx, w.ID, false)
+	}
+	return c.scrub(w.ID)
+}
+
+// keepError leaves an ERROR WorkSpace as it is for the operator, but never its RAM: if the
+// guest is gone, what hostd holds is scrubbed; if it runs, it is held.
+func (c *Controller) keepError(w workspace.Workspace) error {
+	st, err := c.cfg.Conn.State(w.ID)
+	if err != nil {
+		return err
+	}
+	if st.Active() {
+		return c.hold(c.root, w)
+	}
+	return c.scrub(w.ID)
+}
+
+func (c *Controller) terminate(ctx context.Context, w workspace.Workspace) error {
+	if err := c.teardown(ctx, w.ID); err != nil {
+		return err // retried: TERMINATING is only left for TERMINATED
+	}
+	return c.set(w.ID, workspace.Terminating, workspace.Terminated)
+}
+
+// teardown removes everything of id from the host: domain (RAM scrubbed), volumes, files.
+func (c *Controller) teardown(ctx context.Context, id string) error {
+	if err := c.powerOff(ctx, id, false); err != nil {
+		return err
+	}
+	if err := c.cfg.Conn.Undefine(id); err != nil {
+		return err
+	}
+	return c.deleteVolumes(id)
+}
+
+// deleteVolumes removes id's volumes from the pool and its runtime files.
+func (c *Controller) deleteVolumes(id string) error {
+	vols, err := c.cfg.Conn.Volumes(c.cfg.Pool, id+"-")
+	if err != nil {
+		return err
+	}
+	for _, v := range vols {
+		if err := c.cfg.Conn.DeleteVolume(c.cfg.Pool, v.Name); err != nil {
+			return err
+		}
+	}
+	return os.RemoveAll(c.runDir(id))
+}
+
+func (c *Controller) removeOrphan(ctx context.Context, id string) error {
+	st, err := c.cfg.Conn.State(id)
+	if err != nil {
+		return err
+	}
+	if st != virt.Missing {
+		if owner, err := c.cfg.Conn.Owner(id); err != nil {
+			return err
+		} else if owner != c.cfg.Owner {
+			st = virt.Missing // another hostd's domain: not ours to remove
+		}
+	}
+	vols, err := c.cfg.Conn.Volumes(c.cfg.Pool, id)
+	if err != nil {
+		return err
+	}
+	if st == virt.Missing && len(vols) == 0 {
+		return c.scrub(id)
+	}
+	c.cfg.Log.Warn("removing orphan: no WorkSpace on record", "workspace", id, "domain", st.String(), "volumes", len(vols))
+	if st == virt.Missing {
+		return c.deleteVolumes(id)
+	}
+	return c.teardown(ctx, id)
+}
+
+// health is a worker's memory between reconciles: missed status requests, and the last
+// transient error of a boot still being retried.
+type health struct {
+	misses  int
+	lastErr error
+}
+
+// keepRunning keeps an AVAILABLE (or UNHEALTHY, or ADMIN_MAINTENANCE) WorkSpace running —
+// restarting it, RAM scrubbed, if its guest died — and maps agent answers to AVAILABLE and
+// UNHEALTHY (guide §19).
+func (c *Controller) keepRunning(ctx context.Context, w workspace.Workspace, h *health) error {
+	st, err := c.cfg.Conn.State(w.ID)
+	if err != nil {
+		return err
+	}
+	if !st.Active() {
+		c.cfg.Log.Warn("guest stopped unexpectedly; restarting", "workspace", w.ID, "domain", st.String())
+		if err := c.scrub(w.ID); err != nil {
+			return err
+		}
+		if err := c.ensureRunning(ctx, w); err != nil {
+			return c.fail(w.ID, w.State, "RestartFailed", err)
+		}
+		h.misses = 0
+		return nil // the health check below would only count the boot as misses
+	}
+	if err := c.hold(ctx, w); err != nil {
+		return err
+	}
+	if w.State == workspace.AdminMaintenance {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err = errors.New("no answer")
+	if a, derr := c.cfg.DialAgent(pctx, c.AgentSocket(w.ID)); derr == nil {
+		err = a.Ping(pctx)
+		a.Close()
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err == nil {
+		h.misses = 0
+		if w.State == workspace.Unhealthy {
+			return c.set(w.ID, workspace.Unhealthy, workspace.Available)
+		}
+		return nil
+	}
+	h.misses++
+	if h.misses >= c.cfg.HealthMisses && w.State == workspace.Available {
+		return c.transition(w.ID, workspace.Available, func(r *workspace.Workspace) {
+			r.SetState(workspace.Unhealthy, c.cfg.Now())
+			r.ErrorMessage = fmt.Sprintf("%d status requests unanswered: %v", h.misses, err)
+		})
+	}
+	return nil
+}
+
+// Close lets go of held RAM when hostd stops: the RAM of guests that are gone is scrubbed;
+// that of running guests stays with them, to be held again by the next hostd.
+func (c *Controller) Close() {
+	c.mu.Lock()
+	ids := make([]string, 0, len(c.held))
+	for id := range c.held {
+		ids = append(ids, id)
+	}
+	c.mu.Unlock()
+	for _, id := range ids {
+		if err := c.scrub(id); errors.Is(err, memscrub.ErrRunning) {
+			c.mu.Lock()
+			if h := c.held[id]; h != nil {
+				_ = h.Release()
+				delete(c.held, id)
+			}
+			c.mu.Unlock()
+		} else if err != nil {
+			c.cfg.Log.Error("scrub at shutdown", "workspace", id, "err", err)
+		}
+	}
+}

@@ -1,0 +1,303 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/workspaces"
+	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
+
+	"deskhost/hostd/virt"
+	"deskhost/internal/testenv"
+)
+
+var hostdBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hostd-bin")
+	if err != nil {
+		panic(err)
+	}
+	hostdBin = filepath.Join(dir, "hostd")
+	out, err := exec.Command("go", "build", "-o", hostdBin, "deskhost/hostd").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build hostd: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// host is a hostd process with its own state directory, pool and bridges.
+type host struct {
+	t          *testing.T
+	dir        string
+	config     string
+	socket     string
+	listen     string
+	pool       string
+	accessKey  string
+	secretKey  string
+	cmd        *exec.Cmd
+	log        *bytes.Buffer
+	conn       *virt.Conn
+	libvirtSoc string
+}
+
+const (
+	directoryID = "d-0123456789"
+	bundleID    = "wsb-value00001"
+	imageID     = "wsi-desktop001"
+)
+
+func newHost(t *testing.T) *host {
+	t.Helper()
+	sock := testenv.LibvirtSocket(t)
+	image := testenv.DesktopImage(t)
+	dir, err := os.MkdirTemp("", "dhe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	suffix := randHex(3)
+	h := &host{t: t, dir: dir, socket: filepath.Join(dir, "hostd.sock"), pool: "dhe-" + suffix, libvirtSoc: sock,
+		accessKey: "AKDHTEST" + strings.ToUpper(randHex(6)), secretKey: randHex(20)}
+	mgmt, pri := "dem"+suffix, "dep"+suffix
+	testenv.Bridge(t, mgmt)
+	testenv.Bridge(t, pri)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.listen = ln.Addr().String()
+	ln.Close()
+	h.config = filepath.Join(dir, "deskhost.yaml")
+	cfg := fmt.Sprintf(`hostd:
+  store: %[1]s/store.db
+  dataDir: %[1]s
+  libvirt: {socket: %[2]s, pool: %[3]s, domainType: qemu}
+  network: {managementBridge: %[4]s, primaryBridge: %[5]s}
+  api:
+    socket: %[6]s
+    listen: %[7]s
+    region: local
+    accessKeys: [{id: %[8]s, secret: %[9]s, name: e2e}]
+    throttle: {rate: 50, burst: 100}
+  provisionTimeout: 4m
+  shutdownTimeout: 20s
+  healthInterval: 2s
+  computeTypes:
+    VALUE: {vcpus: 1, memoryMiB: 256}
+  images:
+    - {id: %[10]s, name: desktop, os: linux, dir: %[11]s}
+  bundles:
+    - {id: %[12]s, name: Value, image: %[10]s, computeType: VALUE, protocol: PCOIP, rootGiB: 80, userGiB: 10}
+  directories:
+    - id: %[13]s
+      name: corp.example.com
+      users:
+        - {userName: alice, firstName: Alice, lastName: Test, email: alice@example.com}
+        - {userName: bob, firstName: Bob, lastName: Test, email: bob@example.com}
+        - {userName: carol, firstName: Carol, lastName: Test, email: carol@example.com}
+        - {userName: dave, firstName: Dave, lastName: Test, email: dave@example.com}
+`, dir, sock, h.pool, mgmt, pri, h.socket, h.listen, h.accessKey, h.secretKey, imageID, image, bundleID, directoryID)
+	if err := os.WriteFile(h.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if h.conn, err = virt.Dial(ctx, sock); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.cleanup)
+	return h
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// start runs hostd and waits until its socket answers.
+func (h *host) start() {
+	h.t.Helper()
+	h.log = &bytes.Buffer{}
+	h.cmd = exec.Command(hostdBin, "serve", "--config", h.config)
+	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
+	if err := h.cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if c, err := net.Dial("unix", h.socket); err == nil {
+			c.Close()
+			if _, err := h.client().DescribeWorkspaces(context.Background(), &workspaces.DescribeWorkspacesInput{}); err == nil {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("hostd did not serve within 60 s:\n%s", h.log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// kill ends hostd with SIGKILL: no cleanup of any kind runs.
+func (h *host) kill() {
+	h.t.Helper()
+	_ = h.cmd.Process.Signal(syscall.SIGKILL)
+	_ = h.cmd.Wait()
+	h.t.Logf("hostd killed (SIGKILL); its log:\n%s", tail(h.log.String(), 3000))
+}
+
+func (h *host) stop() {
+	if h.cmd == nil || h.cmd.ProcessState != nil {
+		return
+	}
+	_ = h.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { h.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		h.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// cleanup stops hostd and removes whatever domains and volumes it left.
+func (h *host) cleanup() {
+	h.stop()
+	if h.t.Failed() && h.log != nil {
+		h.t.Logf("hostd log:\n%s", tail(h.log.String(), 8000))
+	}
+	doms, _ := h.conn.Domains("ws-")
+	for _, d := range doms {
+		if x, err := h.conn.XML(d); err == nil && x.Devices != nil && len(x.Devices.Disks) > 0 &&
+			x.Devices.Disks[0].Source != nil && x.Devices.Disks[0].Source.File != nil &&
+			strings.HasPrefix(x.Devices.Disks[0].Source.File.File, h.dir) {
+			_ = h.conn.Destroy(d)
+			_ = h.conn.Undefine(d)
+		}
+	}
+	vols, _ := h.conn.Volumes(h.pool, "")
+	for _, v := range vols {
+		_ = h.conn.DeleteVolume(h.pool, v.Name)
+	}
+	_ = h.conn.DestroyPool(h.pool)
+	h.conn.Close()
+	os.RemoveAll(h.dir)
+}
+
+// client is an AWS SDK WorkSpaces client over hostd's unix socket.
+func (h *host) client() *workspaces.Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", h.socket)
+	}}
+	return workspaces.New(workspaces.Options{
+		BaseEndpoint: aws.String("http://hostd.local"),
+		Region:       "local",
+		Credentials:  credentials.NewStaticCredentialsProvider("local", "local", ""),
+		HTTPClient:   &http.Client{Transport: tr, Timeout: 30 * time.Second},
+	})
+}
+
+func (h *host) create(users ...string) []string {
+	h.t.Helper()
+	var reqs []types.WorkspaceRequest
+	for _, u := range users {
+		reqs = append(reqs, types.WorkspaceRequest{DirectoryId: aws.String(directoryID), UserName: aws.String(u), BundleId: aws.String(bundleID)})
+	}
+	out, err := h.client().CreateWorkspaces(context.Background(), &workspaces.CreateWorkspacesInput{Workspaces: reqs})
+	if err != nil || len(out.FailedRequests) > 0 || len(out.PendingRequests) != len(users) {
+		h.t.Fatalf("create %v: %v %+v", users, err, out)
+	}
+	var ids []string
+	for _, w := range out.PendingRequests {
+		ids = append(ids, *w.WorkspaceId)
+	}
+	return ids
+}
+
+func (h *host) describe(id string) types.Workspace {
+	h.t.Helper()
+	out, err := h.client().DescribeWorkspaces(context.Background(), &workspaces.DescribeWorkspacesInput{WorkspaceIds: []string{id}})
+	if err != nil || len(out.Workspaces) != 1 {
+		h.t.Fatalf("describe %s: %v %+v", id, err, out)
+	}
+	return out.Workspaces[0]
+}
+
+func (h *host) waitState(id string, want types.WorkspaceState, within time.Duration) {
+	h.t.Helper()
+	deadline := time.Now().Add(within)
+	var last types.WorkspaceState
+	for {
+		w := h.describe(id)
+		last = w.State
+		if last == want {
+			return
+		}
+		if last == types.WorkspaceStateError {
+			h.t.Fatalf("%s went to ERROR: %s", id, aws.ToString(w.ErrorMessage))
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s is %s after %s, want %s", id, last, within, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// libvirtView is what libvirt itself holds for a WorkSpace.
+func (h *host) libvirtView(id string) (virt.DomainState, int) {
+	h.t.Helper()
+	st, err := h.conn.State(id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	vols, err := h.conn.Volumes(h.pool, id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return st, len(vols)
+}
+
+// heldRAM counts the guest-RAM memfds the running hostd holds open.
+func (h *host) heldRAM() int {
+	h.t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", h.cmd.Process.Pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(l, "/memfd:memory-backend") {
+			n++
+		}
+	}
+	return n
+}

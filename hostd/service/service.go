@@ -1,0 +1,541 @@
+// Package service implements the WorkSpaces operations: it validates a request, writes the
+// desired state to the store, and wakes the controller, which converges libvirt to it. No
+// operation touches libvirt itself, so a crash after the write loses nothing: the next
+// reconcile finishes the work.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"deskhost/hostd/apierr"
+	"deskhost/hostd/bundle"
+	"deskhost/hostd/directory"
+	"deskhost/hostd/ids"
+	"deskhost/hostd/store"
+	"deskhost/hostd/workspace"
+)
+
+// Catalog is what the service needs from the host config: bundles, images, directories.
+type Catalog struct {
+	ComputeTypes map[bundle.ComputeType]bundle.Hardware
+	Images       []bundle.Image
+	Bundles      []bundle.Bundle
+	Directories  []directory.Directory
+	// WorkspaceQuota caps live WorkSpaces on this host.
+	WorkspaceQuota int
+}
+
+// Waker is told when a WorkSpace's desired state changed.
+type Waker interface{ Wake(id string) }
+
+// Service is the WorkSpaces operations over a store.
+type Service struct {
+	store   store.Store
+	catalog Catalog
+	waker   Waker
+	now     func() time.Time
+	log     *slog.Logger
+	// mu serialises read-check-write sequences (one WorkSpace per user, quotas); the store
+	// transaction alone would not stop two creates for one user from interleaving.
+	mu sync.Mutex
+}
+
+// New returns a Service. now may be nil (time.Now).
+func New(st store.Store, cat Catalog, waker Waker, now func() time.Time, log *slog.Logger) *Service {
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{store: st, catalog: cat, waker: waker, now: now, log: log}
+}
+
+// BatchLimit is AWS's limit on items in one batch request.
+const BatchLimit = 25
+
+// Failure is one refused item of a batch request.
+type Failure struct {
+	Index       int    // position in the request
+	WorkspaceID string // for change requests
+	Code        string
+	Message     string
+}
+
+func failure(i int, id string, err error) Failure {
+	var e *apierr.Error
+	if !errors.As(err, &e) {
+		// Not a refusal but a fault (the store failed): the detail is for the log.
+		return Failure{Index: i, WorkspaceID: id, Code: string(apierr.InternalFailure), Message: "internal error; see hostd's log"}
+	}
+	return Failure{Index: i, WorkspaceID: id, Code: string(e.Type), Message: e.Message}
+}
+
+// CreateRequest is one WorkSpace to launch (AWS's WorkspaceRequest). Zero values take the
+// bundle's defaults.
+type CreateRequest struct {
+	DirectoryID                 string
+	UserName                    string
+	BundleID                    string
+	RunningMode                 workspace.RunningMode
+	AutoStopTimeoutMinutes      int
+	RootVolumeSizeGib           int
+	UserVolumeSizeGib           int
+	ComputeTypeName             string
+	Protocols                   []string
+	RootVolumeEncryptionEnabled bool
+	UserVolumeEncryptionEnabled bool
+	VolumeEncryptionKey         string
+	Tags                        []workspace.Tag
+}
+
+// CreateWorkspaces launches a batch; each item is accepted (PENDING) or refused on its own.
+func (s *Service) CreateWorkspaces(ctx context.Context, reqs []CreateRequest) ([]workspace.Workspace, []Failure, error) {
+	if len(reqs) == 0 || len(reqs) > BatchLimit {
+		return nil, nil, apierr.New(apierr.InvalidParameterValues, "Workspaces must list 1 to %d WorkSpaces, not %d", BatchLimit, len(reqs))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var pending []workspace.Workspace
+	var failed []Failure
+	for i, r := range reqs {
+		w, err := s.create(r)
+		if err != nil {
+			if !errors.As(err, new(*apierr.Error)) {
+				s.log.Error("create workspace", "item", i, "err", err)
+			}
+			failed = append(failed, failure(i, "", err))
+			continue
+		}
+		pending = append(pending, w)
+		s.log.Info("workspace created", "workspace", w.ID, "directory", w.DirectoryID, "user", w.UserName, "bundle", w.BundleID)
+	}
+	for _, w := range pending {
+		s.waker.Wake(w.ID)
+	}
+	return pending, failed, nil
+}
+
+func (s *Service) create(r CreateRequest) (workspace.Workspace, error) {
+	if err := ids.Check(ids.Directory, r.DirectoryID); err != nil {
+		return workspace.Workspace{}, apierr.New(apierr.InvalidParameterValues, "DirectoryId: %v", err)
+	}
+	if err := ids.Check(ids.Bundle, r.BundleID); err != nil {
+		return workspace.Workspace{}, apierr.New(apierr.InvalidParameterValues, "BundleId: %v", err)
+	}
+	dir, ok := s.directory(r.DirectoryID)
+	if !ok {
+		return workspace.Workspace{}, apierr.New(apierr.ResourceNotFound, "directory %s is not registered on this host", r.DirectoryID)
+	}
+	b, ok := s.bundle(r.BundleID)
+	if !ok {
+		return workspace.Workspace{}, apierr.New(apierr.ResourceNotFound, "bundle %s does not exist", r.BundleID)
+	}
+	img, ok := s.image(b.ImageID)
+	if !ok {
+		return workspace.Workspace{}, apierr.New(apierr.ResourceUnavailable, "bundle %s names image %s, which this host does not have", b.ID, b.ImageID)
+	}
+	if err := directory.ValidateUserName(r.UserName, img.OS); err != nil {
+		return workspace.Workspace{}, err
+	}
+	user, ok := dir.FindUser(r.UserName)
+	if !ok {
+		return workspace.Workspace{}, apierr.New(apierr.ResourceNotFound, "user %q does not exist in directory %s", r.UserName, dir.ID)
+	}
+	if user.Email == "" {
+		// "you cannot select a user that does not have an email address"
+		return workspace.Workspace{}, apierr.New(apierr.InvalidParameterValues, "user %q has no email address; a WorkSpace needs one for its invitation", user.UserName)
+	}
+	if r.RootVolumeEncryptionEnabled || r.UserVolumeEncryptionEnabled || r.VolumeEncryptionKey != "" {
+		return workspace.Workspace{}, apierr.New(apierr.UnsupportedWorkspaceConfig, "volume encryption is not supported by this host yet")
+	}
+	props := workspace.Properties{
+		RunningMode:            r.RunningMode,
+		AutoStopTimeoutMinutes: r.AutoStopTimeoutMinutes,
+		RootVolumeSizeGib:      r.RootVolumeSizeGib,
+		UserVolumeSizeGib:      r.UserVolumeSizeGib,
+		ComputeTypeName:        string(b.ComputeType),
+		Protocol:               string(b.Protocol),
+	}
+	if props.RunningMode == "" {
+		props.RunningMode = workspace.AlwaysOn // the guide's default
+	}
+	if props.RunningMode == workspace.AutoStop && props.AutoStopTimeoutMinutes == 0 {
+		props.AutoStopTimeoutMinutes = workspace.DefaultAutoStopMinutes
+	}
+	if err := workspace.ValidateRunningMode(props.RunningMode, props.AutoStopTimeoutMinutes); err != nil {
+		return workspace.Workspace{}, err
+	}
+	if props.RootVolumeSizeGib == 0 {
+		props.RootVolumeSizeGib = b.RootGiB
+	}
+	if props.UserVolumeSizeGib == 0 {
+		props.UserVolumeSizeGib = b.UserGiB
+	}
+	if err := bundle.ValidateVolumes(b.ComputeType, props.RootVolumeSizeGib, props.UserVolumeSizeGib); err != nil {
+		return workspace.Workspace{}, err
+	}
+	if r.ComputeTypeName != "" && r.ComputeTypeName != string(b.ComputeType) {
+		return workspace.Workspace{}, apierr.New(apierr.InvalidParameterValues,
+			"ComputeTypeName %s differs from bundle %s's %s; choose a bundle with that compute type", r.ComputeTypeName, b.ID, b.ComputeType)
+	}
+	for _, p := range r.Protocols {
+		if err := bundle.ValidateProtocol(bundle.Protocol(p), img.OS); err != nil {
+			return workspace.Workspace{}, err
+		}
+		if p != string(b.Protocol) {
+			return workspace.Workspace{}, apierr.New(apierr.InvalidParameterValues, "protocol %s differs from bundle %s's %s", p, b.ID, b.Protocol)
+		}
+	}
+	if err := validateTags(r.Tags); err != nil {
+		return workspace.Workspace{}, err
+	}
+
+	now := s.now()
+	w := workspace.Workspace{
+		ID:          ids.New(ids.Workspace),
+		DirectoryID: dir.ID,
+		UserName:    user.UserName,
+		BundleID:    b.ID,
+		ImageID:     img.ID,
+		Properties:  props,
+		Tags:        r.Tags,
+		Created:     now,
+	}
+	w.ComputerName = computerName(w.ID)
+	w.SetState(workspace.Pending, now)
+	err := s.store.Update(func(tx store.Tx) error {
+		all, err := store.ListJSON[workspace.Workspace](tx, store.Workspaces)
+		if err != nil {
+			return err
+		}
+		live := 0
+		for _, o := range all {
+			if !o.Live() {
+				continue
+			}
+			live++
+			if o.DirectoryID == w.DirectoryID && strings.EqualFold(o.UserName, w.UserName) {
+				return apierr.New(apierr.ResourceAlreadyExists,
+					"user %q in directory %s already has WorkSpace %s (%s); each user can have one", w.UserName, w.DirectoryID, o.ID, o.State)
+			}
+		}
+		if live >= s.catalog.WorkspaceQuota {
+			return apierr.New(apierr.ResourceLimitExceeded, "this host's quota of %d WorkSpaces is used", s.catalog.WorkspaceQuota)
+		}
+		return store.PutJSON(tx, store.Workspaces, w.ID, w)
+	})
+	if err != nil {
+		return workspace.Workspace{}, err
+	}
+	return w, nil
+}
+
+// computerName is the guest host name: WorkSpaces name machines after the WorkSpace.
+func computerName(id string) string { return strings.ToUpper(strings.ReplaceAll(id, "-", "")) }
+
+func validateTags(tags []workspace.Tag) error {
+	if len(tags) > 50 {
+		return apierr.New(apierr.InvalidParameterValues, "%d tags; a resource can have at most 50", len(tags))
+	}
+	seen := map[string]bool{}
+	for _, t := range tags {
+		switch {
+		case t.Key == "" || len(t.Key) > 127:
+			return apierr.New(apierr.InvalidParameterValues, "tag key %q must be 1 to 127 characters", t.Key)
+		case len(t.Value) > 255:
+			return apierr.New(apierr.InvalidParameterValues, "tag %q value must be at most 255 characters", t.Key)
+		case strings.HasPrefix(strings.ToLower(t.Key), "aws:"):
+			return apierr.New(apierr.InvalidParameterValues, "tag key %q: the aws: prefix is reserved", t.Key)
+		case seen[t.Key]:
+			return apierr.New(apierr.InvalidParameterValues, "tag key %q appears twice", t.Key)
+		}
+		seen[t.Key] = true
+	}
+	return nil
+}
+
+func (s *Service) directory(id string) (directory.Directory, bool) {
+	for _, d := range s.catalog.Directories {
+		if d.ID == id {
+			return d, true
+		}
+	}
+	return directory.Directory{}, false
+}
+
+func (s *Service) bundle(id string) (bundle.Bundle, bool) {
+	for _, b := range s.catalog.Bundles {
+		if b.ID == id {
+			return b, true
+		}
+	}
+	return bundle.Bundle{}, false
+}
+
+func (s *Service) image(id string) (bundle.Image, bool) {
+	for _, i := range s.catalog.Images {
+		if i.ID == id {
+			return i, true
+		}
+	}
+	return bundle.Image{}, false
+}
+
+// Get returns one WorkSpace record.
+func (s *Service) Get(id string) (workspace.Workspace, error) {
+	var w workspace.Workspace
+	err := s.store.View(func(tx store.Tx) error {
+		var err error
+		w, err = store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return w, apierr.New(apierr.ResourceNotFound, "WorkSpace %s does not exist", id)
+	}
+	return w, err
+}
+
+// change runs one state-changing operation on one WorkSpace inside a store transaction:
+// fn checks the rules and mutates the record; the result is written before anyone acts.
+func (s *Service) change(id string, op workspace.Op, fn func(w *workspace.Workspace, now time.Time) error) error {
+	if err := ids.Check(ids.Workspace, id); err != nil {
+		return apierr.New(apierr.InvalidParameterValues, "WorkspaceId: %v", err)
+	}
+	changed := false
+	err := s.store.Update(func(tx store.Tx) error {
+		w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return apierr.New(apierr.ResourceNotFound, "WorkSpace %s does not exist", id)
+		}
+		if err != nil {
+			return err
+		}
+		before := w
+		if err := fn(&w, s.now()); err != nil {
+			return err
+		}
+		changed = w.State != before.State || w.Properties != before.Properties
+		if !changed {
+			return nil
+		}
+		return store.PutJSON(tx, store.Workspaces, id, w)
+	})
+	if err != nil {
+		return err
+	}
+	if changed {
+		s.log.Info("workspace operation accepted", "workspace", id, "op", string(op))
+		s.waker.Wake(id)
+	}
+	return nil
+}
+
+func (s *Service) batch(ids []string, op workspace.Op, fn func(w *workspace.Workspace, now time.Time) error) ([]Failure, error) {
+	if len(ids) == 0 || len(ids) > BatchLimit {
+		return nil, apierr.New(apierr.InvalidParameterValues, "%s takes 1 to %d WorkSpaces, not %d", op, BatchLimit, len(ids))
+	}
+	var failed []Failure
+	for i, id := range ids {
+		if err := s.change(id, op, fn); err != nil {
+			if !errors.As(err, new(*apierr.Error)) {
+				s.log.Error("workspace operation", "op", string(op), "workspace", id, "err", err)
+			}
+			failed = append(failed, failure(i, id, err))
+		}
+	}
+	return failed, nil
+}
+
+// RebootWorkspaces restarts each WorkSpace: graceful shutdown, memory scrub, boot.
+func (s *Service) RebootWorkspaces(ctx context.Context, ids []string) ([]Failure, error) {
+	return s.batch(ids, workspace.OpReboot, func(w *workspace.Workspace, now time.Time) error {
+		if err := workspace.CheckState(workspace.OpReboot, w.ID, w.State); err != nil {
+			return err
+		}
+		w.SetState(workspace.Rebooting, now)
+		return nil
+	})
+}
+
+// StopWorkspaces stops AutoStop WorkSpaces.
+func (s *Service) StopWorkspaces(ctx context.Context, ids []string) ([]Failure, error) {
+	return s.batch(ids, workspace.OpStop, func(w *workspace.Workspace, now time.Time) error {
+		if w.Properties.RunningMode != workspace.AutoStop {
+			return apierr.New(apierr.OperationNotSupported, "WorkSpace %s runs %s; only AUTO_STOP WorkSpaces can be stopped", w.ID, w.Properties.RunningMode)
+		}
+		if err := workspace.CheckState(workspace.OpStop, w.ID, w.State); err != nil {
+			return err
+		}
+		w.SetState(workspace.Stopping, now)
+		return nil
+	})
+}
+
+// StartWorkspaces starts stopped AutoStop WorkSpaces.
+func (s *Service) StartWorkspaces(ctx context.Context, ids []string) ([]Failure, error) {
+	return s.batch(ids, workspace.OpStart, func(w *workspace.Workspace, now time.Time) error {
+		if w.Properties.RunningMode != workspace.AutoStop {
+			return apierr.New(apierr.OperationNotSupported, "WorkSpace %s runs %s; only AUTO_STOP WorkSpaces can be started", w.ID, w.Properties.RunningMode)
+		}
+		if err := workspace.CheckState(workspace.OpStart, w.ID, w.State); err != nil {
+			return err
+		}
+		w.SetState(workspace.Starting, now)
+		return nil
+	})
+}
+
+// TerminateWorkspaces removes WorkSpaces for good: VM destroyed, memory scrubbed, volumes
+// deleted. Terminating a WorkSpace that is already TERMINATING is accepted and changes
+// nothing.
+func (s *Service) TerminateWorkspaces(ctx context.Context, ids []string) ([]Failure, error) {
+	return s.batch(ids, workspace.OpTerminate, func(w *workspace.Workspace, now time.Time) error {
+		if err := workspace.CheckState(workspace.OpTerminate, w.ID, w.State); err != nil {
+			return err
+		}
+		w.SetState(workspace.Terminating, now)
+		return nil
+	})
+}
+
+// ModifyWorkspaceState moves a WorkSpace into or out of ADMIN_MAINTENANCE.
+func (s *Service) ModifyWorkspaceState(ctx context.Context, id string, target workspace.State) error {
+	if target != workspace.Available && target != workspace.AdminMaintenance {
+		return apierr.New(apierr.InvalidParameterValues, "WorkspaceState %q must be AVAILABLE or ADMIN_MAINTENANCE", target)
+	}
+	return s.change(id, workspace.OpModifyState, func(w *workspace.Workspace, now time.Time) error {
+		if err := workspace.CheckState(workspace.OpModifyState, w.ID, w.State); err != nil {
+			return err
+		}
+		w.SetState(target, now)
+		return nil
+	})
+}
+
+// ModifyWorkspaceProperties changes the running mode or the AutoStop time. A STOPPED
+// WorkSpace switched to ALWAYS_ON is started, since AlwaysOn WorkSpaces do not stop.
+func (s *Service) ModifyWorkspaceProperties(ctx context.Context, id string, c workspace.PropertiesChange) error {
+	return s.change(id, workspace.OpModifyProperties, func(w *workspace.Workspace, now time.Time) error {
+		if err := workspace.CheckState(workspace.OpModifyProperties, w.ID, w.State); err != nil {
+			return err
+		}
+		p, err := c.Apply(w)
+		if err != nil {
+			return err
+		}
+		w.Properties = p
+		w.Updated = now
+		if w.State == workspace.Stopped && p.RunningMode == workspace.AlwaysOn {
+			w.SetState(workspace.Starting, now)
+		}
+		return nil
+	})
+}
+
+// DescribeFilter selects WorkSpaces; at most one of IDs, DirectoryID and BundleID is used,
+// as AWS requires; UserName goes with DirectoryID.
+type DescribeFilter struct {
+	IDs         []string
+	DirectoryID string
+	UserName    string
+	BundleID    string
+	Limit       int    // 1–25; 0 means 25
+	NextToken   string // an id to continue after
+}
+
+// DescribeWorkspaces lists WorkSpaces in id order, a page at a time.
+func (s *Service) DescribeWorkspaces(ctx context.Context, f DescribeFilter) ([]workspace.Workspace, string, error) {
+	set := 0
+	for _, b := range []bool{len(f.IDs) > 0, f.DirectoryID != "", f.BundleID != ""} {
+		if b {
+			set++
+		}
+	}
+	switch {
+	case set > 1:
+		return nil, "", apierr.New(apierr.InvalidParameterValues, "give only one of WorkspaceIds, DirectoryId and BundleId")
+	case f.UserName != "" && f.DirectoryID == "":
+		return nil, "", apierr.New(apierr.InvalidParameterValues, "UserName needs DirectoryId")
+	case len(f.IDs) > BatchLimit:
+		return nil, "", apierr.New(apierr.InvalidParameterValues, "WorkspaceIds lists %d; at most %d", len(f.IDs), BatchLimit)
+	case f.Limit < 0 || f.Limit > BatchLimit:
+		return nil, "", apierr.New(apierr.InvalidParameterValues, "Limit %d must be 1 to %d", f.Limit, BatchLimit)
+	}
+	for _, id := range f.IDs {
+		if err := ids.Check(ids.Workspace, id); err != nil {
+			return nil, "", apierr.New(apierr.InvalidParameterValues, "WorkspaceIds: %v", err)
+		}
+	}
+	if f.NextToken != "" {
+		if err := ids.Check(ids.Workspace, f.NextToken); err != nil {
+			return nil, "", apierr.New(apierr.InvalidParameterValues, "NextToken %q is not one this host issued", f.NextToken)
+		}
+	}
+	limit := f.Limit
+	if limit == 0 {
+		limit = BatchLimit
+	}
+	var all []workspace.Workspace
+	if err := s.store.View(func(tx store.Tx) error {
+		var err error
+		all, err = store.ListJSON[workspace.Workspace](tx, store.Workspaces)
+		return err
+	}); err != nil {
+		return nil, "", fmt.Errorf("describe workspaces: %w", err)
+	}
+	var out []workspace.Workspace
+	for _, w := range all {
+		switch {
+		case f.NextToken != "" && w.ID <= f.NextToken:
+		case len(f.IDs) > 0 && !slices.Contains(f.IDs, w.ID):
+		case f.DirectoryID != "" && w.DirectoryID != f.DirectoryID:
+		case f.UserName != "" && !strings.EqualFold(w.UserName, f.UserName):
+		case f.BundleID != "" && w.BundleID != f.BundleID:
+		default:
+			if len(out) == limit {
+				return out, out[len(out)-1].ID, nil
+			}
+			out = append(out, w)
+		}
+	}
+	return out, "", nil
+}
+
+// DescribeWorkspaceBundles lists bundles, all or by id.
+func (s *Service) DescribeWorkspaceBundles(ctx context.Context, bundleIDs []string) ([]bundle.Bundle, error) {
+	if len(bundleIDs) > BatchLimit {
+		return nil, apierr.New(apierr.InvalidParameterValues, "BundleIds lists %d; at most %d", len(bundleIDs), BatchLimit)
+	}
+	var out []bundle.Bundle
+	for _, b := range s.catalog.Bundles {
+		if len(bundleIDs) == 0 || slices.Contains(bundleIDs, b.ID) {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+// DescribeWorkspaceDirectories lists directories, all or by id.
+func (s *Service) DescribeWorkspaceDirectories(ctx context.Context, dirIDs []string) ([]directory.Directory, error) {
+	if len(dirIDs) > BatchLimit {
+		return nil, apierr.New(apierr.InvalidParameterValues, "DirectoryIds lists %d; at most %d", len(dirIDs), BatchLimit)
+	}
+	var out []directory.Directory
+	for _, d := range s.catalog.Directories {
+		if len(dirIDs) == 0 || slices.Contains(dirIDs, d.ID) {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// Hardware returns the compute type's hardware on this host.
+func (s *Service) Hardware(c bundle.ComputeType) (bundle.Hardware, bool) {
+	hw, ok := s.catalog.ComputeTypes[c]
+	return hw, ok
+}

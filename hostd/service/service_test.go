@@ -1,0 +1,318 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"deskhost/hostd/apierr"
+	"deskhost/hostd/bundle"
+	"deskhost/hostd/directory"
+	"deskhost/hostd/store"
+	"deskhost/hostd/workspace"
+)
+
+// waker records wake-ups and, at each, what the store held: desired state must be written
+// before anyone is told to act on it.
+type waker struct {
+	t     *testing.T
+	st    store.Store
+	woken []string
+	seen  []workspace.State
+}
+
+func (w *waker) Wake(id string) {
+	var rec workspace.Workspace
+	if err := w.st.View(func(tx store.Tx) error {
+		var err error
+		rec, err = store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
+		return err
+	}); err != nil {
+		w.t.Errorf("woken for %s, which the store does not hold yet: %v", id, err)
+	}
+	w.woken = append(w.woken, id)
+	w.seen = append(w.seen, rec.State)
+}
+
+const (
+	dirID   = "d-0123456789"
+	valueID = "wsb-value00001"
+	gpuID   = "wsb-graphics01"
+	winID   = "wsb-windows001"
+)
+
+func newService(t *testing.T, quota int) (*Service, *waker, *time.Time) {
+	t.Helper()
+	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var users []directory.User
+	for i := 0; i < 40; i++ {
+		users = append(users, directory.User{UserName: fmt.Sprintf("user%02d", i), Email: fmt.Sprintf("u%d@example.com", i)})
+	}
+	users = append(users, directory.User{UserName: "noemail"}, directory.User{UserName: "a@b", Email: "ab@example.com"})
+	cat := Catalog{
+		ComputeTypes: map[bundle.ComputeType]bundle.Hardware{bundle.Value: {VCPUs: 1, MemoryMiB: 256}, bundle.Graphics: {VCPUs: 2, MemoryMiB: 512}},
+		Images:       []bundle.Image{{ID: "wsi-linux00001", OS: bundle.Linux}, {ID: "wsi-windows001", OS: bundle.Windows}},
+		Bundles: []bundle.Bundle{
+			{ID: valueID, ImageID: "wsi-linux00001", ComputeType: bundle.Value, Protocol: bundle.PCoIP, RootGiB: 80, UserGiB: 10},
+			{ID: gpuID, ImageID: "wsi-linux00001", ComputeType: bundle.Graphics, Protocol: bundle.PCoIP, RootGiB: 100, UserGiB: 100},
+			{ID: winID, ImageID: "wsi-windows001", ComputeType: bundle.Value, Protocol: bundle.WSP, RootGiB: 80, UserGiB: 50},
+		},
+		Directories:    []directory.Directory{{ID: dirID, Name: "corp.example.com", Users: users}},
+		WorkspaceQuota: quota,
+	}
+	now := time.Unix(1_700_000_000, 0)
+	w := &waker{t: t, st: st}
+	return New(st, cat, w, func() time.Time { return now }, slog.New(slog.NewTextHandler(io.Discard, nil))), w, &now
+}
+
+func req(user string) CreateRequest {
+	return CreateRequest{DirectoryID: dirID, UserName: user, BundleID: valueID}
+}
+
+func TestCreateValidatesEachItem(t *testing.T) {
+	s, w, _ := newService(t, 100)
+	ctx := context.Background()
+	bad := []struct {
+		r    CreateRequest
+		typ  apierr.Type
+		want string
+	}{
+		{CreateRequest{DirectoryID: "d-ffffffffff", UserName: "user01", BundleID: valueID}, apierr.ResourceNotFound, "directory d-ffffffffff"},
+		{CreateRequest{DirectoryID: dirID, UserName: "user01", BundleID: "wsb-nosuch0001"}, apierr.ResourceNotFound, "bundle wsb-nosuch0001"},
+		{CreateRequest{DirectoryID: "corp", UserName: "user01", BundleID: valueID}, apierr.InvalidParameterValues, "DirectoryId"},
+		{req("nobody"), apierr.ResourceNotFound, `user "nobody"`},
+		{req("noemail"), apierr.InvalidParameterValues, "no email"},
+		{req("a@b"), apierr.InvalidParameterValues, "Linux"},
+		{func() CreateRequest { r := req("user01"); r.RootVolumeSizeGib, r.UserVolumeSizeGib = 80, 20; return r }(), apierr.InvalidParameterValues, "[80,10]"},
+		{func() CreateRequest { r := req("user01"); r.RunningMode = workspace.AutoStop; r.AutoStopTimeoutMinutes = 90; return r }(), apierr.InvalidParameterValues, "whole number of hours"},
+		{func() CreateRequest { r := req("user01"); r.ComputeTypeName = "POWER"; return r }(), apierr.InvalidParameterValues, "ComputeTypeName"},
+		{func() CreateRequest { r := req("user01"); r.RootVolumeEncryptionEnabled = true; return r }(), apierr.UnsupportedWorkspaceConfig, "encryption"},
+		{func() CreateRequest { r := req("user01"); r.Protocols = []string{"WSP"}; return r }(), apierr.InvalidParameterValues, "Linux"},
+		{func() CreateRequest { r := req("user01"); r.Tags = []workspace.Tag{{Key: "aws:x"}}; return r }(), apierr.InvalidParameterValues, "reserved"},
+	}
+	var reqs []CreateRequest
+	for _, b := range bad {
+		reqs = append(reqs, b.r)
+	}
+	reqs = append(reqs, req("user02")) // one good item among the bad ones
+	pending, failed, err := s.CreateWorkspaces(ctx, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pending) != 1 || pending[0].UserName != "user02" || pending[0].State != workspace.Pending {
+		t.Fatalf("pending %+v", pending)
+	}
+	if len(failed) != len(bad) {
+		t.Fatalf("%d failures, want %d: %+v", len(failed), len(bad), failed)
+	}
+	for i, f := range failed {
+		if f.Index != i || f.Code != string(bad[i].typ) || !strings.Contains(f.Message, bad[i].want) {
+			t.Errorf("item %d: %+v, want %s containing %q", i, f, bad[i].typ, bad[i].want)
+		}
+	}
+	if len(w.woken) != 1 || w.seen[0] != workspace.Pending {
+		t.Errorf("woken %v seeing %v", w.woken, w.seen)
+	}
+	// The defaults: the bundle's volumes, ALWAYS_ON, the bundle's protocol.
+	p := pending[0].Properties
+	if p.RootVolumeSizeGib != 80 || p.UserVolumeSizeGib != 10 || p.RunningMode != workspace.AlwaysOn || p.Protocol != "PCOIP" || p.ComputeTypeName != "VALUE" {
+		t.Errorf("defaults %+v", p)
+	}
+	// Windows bundles take Windows user names; GPU bundles their own volume minimums.
+	_, failed, _ = s.CreateWorkspaces(ctx, []CreateRequest{
+		{DirectoryID: dirID, UserName: "a@b", BundleID: winID},
+		func() CreateRequest { r := req("user03"); r.BundleID = gpuID; r.RootVolumeSizeGib, r.UserVolumeSizeGib = 80, 10; return r }(),
+	})
+	if len(failed) != 1 || failed[0].Index != 1 || !strings.Contains(failed[0].Message, "at least 100 GB") {
+		t.Errorf("windows user / gpu volumes: %+v", failed)
+	}
+	if _, _, err := s.CreateWorkspaces(ctx, make([]CreateRequest, 26)); !apierr.Is(err, apierr.InvalidParameterValues) {
+		t.Errorf("26 items: %v", err)
+	}
+}
+
+func TestOneWorkspacePerUserAndQuota(t *testing.T) {
+	s, _, _ := newService(t, 3)
+	ctx := context.Background()
+	pending, failed, _ := s.CreateWorkspaces(ctx, []CreateRequest{req("user01"), req("USER01")})
+	if len(pending) != 1 || len(failed) != 1 || failed[0].Code != string(apierr.ResourceAlreadyExists) || !strings.Contains(failed[0].Message, pending[0].ID) {
+		t.Fatalf("second WorkSpace for one user: %+v %+v", pending, failed)
+	}
+	_, failed, _ = s.CreateWorkspaces(ctx, []CreateRequest{req("user02"), req("user03"), req("user04")})
+	if len(failed) != 1 || failed[0].Code != string(apierr.ResourceLimitExceeded) {
+		t.Fatalf("over quota: %+v", failed)
+	}
+	// TERMINATED frees the user and the quota.
+	id := pending[0].ID
+	if f, _ := s.TerminateWorkspaces(ctx, []string{id}); len(f) != 0 {
+		t.Fatal(f)
+	}
+	if _, failed, _ = s.CreateWorkspaces(ctx, []CreateRequest{req("user01")}); len(failed) != 1 {
+		t.Fatalf("a TERMINATING WorkSpace still counts: %+v", failed)
+	}
+	markTerminated(t, s, id)
+	if _, failed, _ = s.CreateWorkspaces(ctx, []CreateRequest{req("user01")}); len(failed) != 0 {
+		t.Fatalf("after TERMINATED: %+v", failed)
+	}
+}
+
+func markTerminated(t *testing.T, s *Service, id string) {
+	t.Helper()
+	setState(t, s, id, workspace.Terminated)
+}
+
+// setState stands in for the controller finishing an operation.
+func setState(t *testing.T, s *Service, id string, st workspace.State) {
+	t.Helper()
+	if err := s.store.Update(func(tx store.Tx) error {
+		w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
+		if err != nil {
+			return err
+		}
+		w.SetState(st, s.now())
+		return store.PutJSON(tx, store.Workspaces, id, w)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOperationsWriteDesiredStateFirst(t *testing.T) {
+	s, w, _ := newService(t, 100)
+	ctx := context.Background()
+	auto := req("user01")
+	auto.RunningMode = workspace.AutoStop
+	pending, _, _ := s.CreateWorkspaces(ctx, []CreateRequest{auto, req("user02")})
+	a, o := pending[0].ID, pending[1].ID
+	// PENDING accepts nothing but terminate.
+	if f, _ := s.RebootWorkspaces(ctx, []string{a}); len(f) != 1 || !strings.Contains(f[0].Message, "PENDING") {
+		t.Errorf("reboot while PENDING: %+v", f)
+	}
+	setState(t, s, a, workspace.Available)
+	setState(t, s, o, workspace.Available)
+	w.woken, w.seen = nil, nil
+
+	check := func(op string, f []Failure, err error, id string, want workspace.State) {
+		t.Helper()
+		if err != nil || len(f) != 0 {
+			t.Fatalf("%s: %v %+v", op, err, f)
+		}
+		if got, _ := s.Get(id); got.State != want {
+			t.Errorf("%s: state %s, want %s", op, got.State, want)
+		}
+		if n := len(w.seen); n == 0 || w.seen[n-1] != want {
+			t.Errorf("%s: the controller was woken seeing %v, want %s already stored", op, w.seen, want)
+		}
+	}
+	f, err := s.RebootWorkspaces(ctx, []string{a})
+	check("reboot", f, err, a, workspace.Rebooting)
+	setState(t, s, a, workspace.Available)
+	f, err = s.StopWorkspaces(ctx, []string{a})
+	check("stop", f, err, a, workspace.Stopping)
+	setState(t, s, a, workspace.Stopped)
+	f, err = s.StartWorkspaces(ctx, []string{a})
+	check("start", f, err, a, workspace.Starting)
+
+	// Stop/start are for AutoStop WorkSpaces only.
+	f, _ = s.StopWorkspaces(ctx, []string{o})
+	if len(f) != 1 || f[0].Code != string(apierr.OperationNotSupported) {
+		t.Errorf("stop of ALWAYS_ON: %+v", f)
+	}
+	// Maintenance in and out; not from STOPPED.
+	if err := s.ModifyWorkspaceState(ctx, o, workspace.AdminMaintenance); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := s.RebootWorkspaces(ctx, []string{o}); len(f) != 1 || !strings.Contains(f[0].Message, "ADMIN_MAINTENANCE") {
+		t.Errorf("reboot in maintenance: %+v", f)
+	}
+	if err := s.ModifyWorkspaceState(ctx, o, workspace.Available); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ModifyWorkspaceState(ctx, o, "STOPPED"); !apierr.Is(err, apierr.InvalidParameterValues) {
+		t.Errorf("target STOPPED: %v", err)
+	}
+	setState(t, s, a, workspace.Stopped)
+	if err := s.ModifyWorkspaceState(ctx, a, workspace.AdminMaintenance); !apierr.Is(err, apierr.InvalidResourceState) || !strings.Contains(err.Error(), "STOPPED") {
+		t.Errorf("maintenance from STOPPED: %v", err)
+	}
+	// A STOPPED AutoStop WorkSpace switched to ALWAYS_ON starts.
+	ao := workspace.AlwaysOn
+	if err := s.ModifyWorkspaceProperties(ctx, a, workspace.PropertiesChange{RunningMode: &ao}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get(a); got.State != workspace.Starting || got.Properties.RunningMode != workspace.AlwaysOn {
+		t.Errorf("after switching a stopped WorkSpace to ALWAYS_ON: %s %s", got.State, got.Properties.RunningMode)
+	}
+	// Unknown ids are refused per item with ResourceNotFound; malformed ones with
+	// InvalidParameterValues; nothing else changes.
+	f, _ = s.TerminateWorkspaces(ctx, []string{"ws-nosuchthing", "bogus", o})
+	if len(f) != 2 || f[0].Code != string(apierr.ResourceNotFound) || f[1].Code != string(apierr.InvalidParameterValues) {
+		t.Errorf("terminate of unknown ids: %+v", f)
+	}
+	if got, _ := s.Get(o); got.State != workspace.Terminating {
+		t.Errorf("the valid item was not terminated: %s", got.State)
+	}
+	// Terminating twice is accepted and changes nothing.
+	n := len(w.woken)
+	if f, _ := s.TerminateWorkspaces(ctx, []string{o}); len(f) != 0 || len(w.woken) != n {
+		t.Errorf("second terminate: %+v, woken again: %v", f, len(w.woken) != n)
+	}
+}
+
+func TestDescribeFiltersAndPages(t *testing.T) {
+	s, _, _ := newService(t, 100)
+	ctx := context.Background()
+	var reqs []CreateRequest
+	for i := 0; i < 23; i++ {
+		reqs = append(reqs, req(fmt.Sprintf("user%02d", i)))
+	}
+	if _, f, _ := s.CreateWorkspaces(ctx, reqs); len(f) != 0 {
+		t.Fatal(f)
+	}
+	seen := map[string]bool{}
+	token := ""
+	pages := 0
+	for {
+		ws, next, err := s.DescribeWorkspaces(ctx, DescribeFilter{DirectoryID: dirID, Limit: 10, NextToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, w := range ws {
+			if seen[w.ID] {
+				t.Fatalf("%s on two pages", w.ID)
+			}
+			seen[w.ID] = true
+		}
+		if next == "" {
+			break
+		}
+		token = next
+	}
+	if len(seen) != 23 || pages != 3 {
+		t.Errorf("%d WorkSpaces over %d pages", len(seen), pages)
+	}
+	ws, _, err := s.DescribeWorkspaces(ctx, DescribeFilter{DirectoryID: dirID, UserName: "USER07"})
+	if err != nil || len(ws) != 1 || ws[0].UserName != "user07" {
+		t.Errorf("by user: %+v %v", ws, err)
+	}
+	for _, f := range []DescribeFilter{
+		{DirectoryID: dirID, BundleID: valueID},
+		{UserName: "user01"},
+		{Limit: 26},
+		{IDs: []string{"nope"}},
+		{NextToken: "garbage"},
+	} {
+		if _, _, err := s.DescribeWorkspaces(ctx, f); !apierr.Is(err, apierr.InvalidParameterValues) {
+			t.Errorf("%+v: %v", f, err)
+		}
+	}
+}

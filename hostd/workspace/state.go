@@ -1,0 +1,105 @@
+// Package workspace is the WorkSpace record and its rules: the states the guide names, the
+// operation × state matrix (guide catalog §2.8), and what each operation asks of the host.
+// It is pure logic: no I/O, so every rule is unit-tested.
+package workspace
+
+import (
+	"slices"
+	"strings"
+
+	"deskhost/hostd/apierr"
+)
+
+// State is a WorkSpace's status as DescribeWorkspaces reports it (AWS's WorkspaceState).
+type State string
+
+const (
+	Pending          State = "PENDING"
+	Available        State = "AVAILABLE"
+	Impaired         State = "IMPAIRED"
+	Unhealthy        State = "UNHEALTHY"
+	Rebooting        State = "REBOOTING"
+	Starting         State = "STARTING"
+	Rebuilding       State = "REBUILDING"
+	Restoring        State = "RESTORING"
+	Maintenance      State = "MAINTENANCE"
+	AdminMaintenance State = "ADMIN_MAINTENANCE"
+	Terminating      State = "TERMINATING"
+	Terminated       State = "TERMINATED"
+	Suspended        State = "SUSPENDED"
+	Updating         State = "UPDATING"
+	Stopping         State = "STOPPING"
+	Stopped          State = "STOPPED"
+	Error            State = "ERROR"
+)
+
+// Transitional reports whether s is a state an operation passes through; the controller
+// owns a WorkSpace in such a state and finishes the operation, even after a crash.
+func (s State) Transitional() bool {
+	switch s {
+	case Pending, Rebooting, Starting, Stopping, Terminating, Rebuilding, Restoring, Updating:
+		return true
+	}
+	return false
+}
+
+// Op is an operation on a WorkSpace.
+type Op string
+
+const (
+	OpCreate           Op = "CreateWorkspaces"
+	OpReboot           Op = "RebootWorkspaces"
+	OpStop             Op = "StopWorkspaces"
+	OpStart            Op = "StartWorkspaces"
+	OpTerminate        Op = "TerminateWorkspaces"
+	OpModifyState      Op = "ModifyWorkspaceState"
+	OpModifyProperties Op = "ModifyWorkspaceProperties"
+)
+
+// allowed is the operation × state matrix. Sources (guide catalog §2.3–§2.5, §2.8):
+//   - reboot: "normal states"; the remedy for Unhealthy; "restart AutoStop WorkSpaces that are
+//     available or in an error state"; never in ADMIN_MAINTENANCE ("does not respond").
+//   - stop: AutoStop only, from the running states.
+//   - start: AutoStop only, from STOPPED, and from ERROR (the guide's "error state" restart).
+//   - modify state: from AVAILABLE, or ADMIN_MAINTENANCE back to AVAILABLE; "not available
+//     when a WorkSpace has a status of STOPPED".
+//   - terminate: any state but TERMINATED ("permanent action", the way out of everything).
+//   - modify properties: any settled state; not while another operation runs.
+var allowed = map[Op][]State{
+	OpReboot:           {Available, Impaired, Unhealthy, Error},
+	OpStop:             {Available, Impaired, Unhealthy, Error},
+	OpStart:            {Stopped, Error},
+	OpModifyState:      {Available, AdminMaintenance},
+	OpModifyProperties: {Available, Impaired, Unhealthy, Stopped, Error, AdminMaintenance},
+	OpTerminate: {Pending, Available, Impaired, Unhealthy, Rebooting, Starting, Rebuilding,
+		Restoring, Maintenance, AdminMaintenance, Terminating, Suspended, Updating, Stopping,
+		Stopped, Error},
+}
+
+// CheckState returns an InvalidResourceStateException naming the current state if op may
+// not run on a WorkSpace in state s.
+func CheckState(op Op, id string, s State) error {
+	states, ok := allowed[op]
+	if !ok {
+		return apierr.New(apierr.InternalFailure, "no state rule for %s", op)
+	}
+	if slices.Contains(states, s) {
+		return nil
+	}
+	names := make([]string, len(states))
+	for i, st := range states {
+		names[i] = string(st)
+	}
+	return apierr.New(apierr.InvalidResourceState,
+		"WorkSpace %s is %s; %s accepts only a WorkSpace that is %s", id, s, op, orList(names))
+}
+
+func orList(s []string) string {
+	switch len(s) {
+	case 0:
+		return "nothing"
+	case 1:
+		return s[0]
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+}

@@ -1,0 +1,160 @@
+package workspace
+
+import (
+	"fmt"
+	"time"
+
+	"deskhost/hostd/apierr"
+)
+
+// RunningMode is how a WorkSpace is kept running (guide §5).
+type RunningMode string
+
+const (
+	AlwaysOn RunningMode = "ALWAYS_ON"
+	AutoStop RunningMode = "AUTO_STOP"
+)
+
+// AutoStop limits: the guide's "AutoStop Time (hours)", set in AWS's API as minutes in
+// 60-minute steps; AWS accepts 1 to 48 hours.
+const (
+	DefaultAutoStopMinutes = 60
+	MaxAutoStopMinutes     = 48 * 60
+)
+
+// Properties are a WorkSpace's settings, as AWS's WorkspaceProperties.
+type Properties struct {
+	RunningMode            RunningMode `json:"runningMode"`
+	AutoStopTimeoutMinutes int         `json:"autoStopTimeoutMinutes,omitempty"`
+	RootVolumeSizeGib      int         `json:"rootVolumeSizeGib"`
+	UserVolumeSizeGib      int         `json:"userVolumeSizeGib"`
+	ComputeTypeName        string      `json:"computeTypeName"`
+	Protocol               string      `json:"protocol"`
+}
+
+// Tag is a key/value label.
+type Tag struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// Workspace is one user's desktop: the record hostd stores, the desired state the
+// controller converges libvirt to. Its State is both what DescribeWorkspaces reports and,
+// when transitional, the operation the controller still owes.
+type Workspace struct {
+	ID           string     `json:"id"`
+	DirectoryID  string     `json:"directoryId"`
+	UserName     string     `json:"userName"`
+	BundleID     string     `json:"bundleId"`
+	ImageID      string     `json:"imageId"` // the image the root volume was cloned from
+	ComputerName string     `json:"computerName,omitempty"`
+	IPAddress    string     `json:"ipAddress,omitempty"`
+	Properties   Properties `json:"properties"`
+	Tags         []Tag      `json:"tags,omitempty"`
+
+	State        State  `json:"state"`
+	ErrorCode    string `json:"errorCode,omitempty"`
+	ErrorMessage string `json:"errorMessage,omitempty"`
+
+	Created    time.Time `json:"created"`
+	StateSince time.Time `json:"stateSince"` // when State last changed: deadlines count from here
+	Updated    time.Time `json:"updated"`
+	// BootedAt is when hostd last started the WorkSpace's VM: a reboot whose VM booted
+	// after the reboot was accepted has done its power-off, even if hostd crashed since.
+	BootedAt time.Time `json:"bootedAt,omitzero"`
+}
+
+// SetState moves w to s at time now, clearing a previous error unless s is ERROR.
+func (w *Workspace) SetState(s State, now time.Time) {
+	if w.State != s {
+		w.StateSince = now
+	}
+	w.State = s
+	w.Updated = now
+	if s != Error {
+		w.ErrorCode, w.ErrorMessage = "", ""
+	}
+}
+
+// Fail moves w to ERROR with a reason a person can act on.
+func (w *Workspace) Fail(code, message string, now time.Time) {
+	w.SetState(Error, now)
+	w.ErrorCode, w.ErrorMessage = code, message
+}
+
+// WantsRunning reports whether the desired state has the VM running. ERROR keeps whatever
+// libvirt has (an operator decides), so it reports false and ok=false.
+func (w *Workspace) WantsRunning() (running, ok bool) {
+	switch w.State {
+	case Stopping, Stopped, Terminating, Terminated:
+		return false, true
+	case Error:
+		return false, false
+	}
+	return true, true
+}
+
+// Live reports whether w still counts as the user's WorkSpace: one per (directory, user)
+// until it is TERMINATED (guide §1.6).
+func (w *Workspace) Live() bool { return w.State != Terminated }
+
+// PropertiesChange is a ModifyWorkspaceProperties request; nil fields are left alone.
+type PropertiesChange struct {
+	RunningMode            *RunningMode
+	AutoStopTimeoutMinutes *int
+	RootVolumeSizeGib      *int
+	UserVolumeSizeGib      *int
+	ComputeTypeName        *string
+}
+
+// Apply validates c against w and returns w's new properties. Only the running mode and the
+// AutoStop time are modifiable so far; volume and compute changes are refused by name.
+func (c PropertiesChange) Apply(w *Workspace) (Properties, error) {
+	p := w.Properties
+	switch {
+	case c.RootVolumeSizeGib != nil && *c.RootVolumeSizeGib != p.RootVolumeSizeGib,
+		c.UserVolumeSizeGib != nil && *c.UserVolumeSizeGib != p.UserVolumeSizeGib:
+		return p, apierr.New(apierr.UnsupportedWorkspaceConfig, "changing volume sizes is not supported by this host yet")
+	case c.ComputeTypeName != nil && *c.ComputeTypeName != p.ComputeTypeName:
+		return p, apierr.New(apierr.UnsupportedWorkspaceConfig, "changing the compute type is not supported by this host yet")
+	}
+	if c.RunningMode != nil {
+		p.RunningMode = *c.RunningMode
+	}
+	if c.AutoStopTimeoutMinutes != nil {
+		p.AutoStopTimeoutMinutes = *c.AutoStopTimeoutMinutes
+	}
+	if p.RunningMode == AutoStop && p.AutoStopTimeoutMinutes == 0 {
+		p.AutoStopTimeoutMinutes = DefaultAutoStopMinutes
+	}
+	if p.RunningMode == AlwaysOn {
+		p.AutoStopTimeoutMinutes = 0
+	}
+	if err := ValidateRunningMode(p.RunningMode, p.AutoStopTimeoutMinutes); err != nil {
+		return w.Properties, err
+	}
+	return p, nil
+}
+
+// ValidateRunningMode checks a running mode and its AutoStop time.
+func ValidateRunningMode(m RunningMode, autoStopMinutes int) error {
+	switch m {
+	case AlwaysOn:
+		if autoStopMinutes != 0 {
+			return apierr.New(apierr.InvalidParameterValues, "RunningModeAutoStopTimeoutInMinutes applies only to AUTO_STOP WorkSpaces")
+		}
+	case AutoStop:
+		if autoStopMinutes < 60 || autoStopMinutes > MaxAutoStopMinutes || autoStopMinutes%60 != 0 {
+			return apierr.New(apierr.InvalidParameterValues,
+				"RunningModeAutoStopTimeoutInMinutes %d must be a whole number of hours from 60 to %d", autoStopMinutes, MaxAutoStopMinutes)
+		}
+	default:
+		return apierr.New(apierr.InvalidParameterValues, "RunningMode %q must be %s or %s", m, AlwaysOn, AutoStop)
+	}
+	return nil
+}
+
+// String is for logs.
+func (w *Workspace) String() string {
+	return fmt.Sprintf("%s(%s/%s %s)", w.ID, w.DirectoryID, w.UserName, w.State)
+}

@@ -1,0 +1,108 @@
+package workspace
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"deskhost/hostd/apierr"
+)
+
+var allStates = []State{Pending, Available, Impaired, Unhealthy, Rebooting, Starting, Rebuilding, Restoring,
+	Maintenance, AdminMaintenance, Terminating, Terminated, Suspended, Updating, Stopping, Stopped, Error}
+
+// TestOperationStateMatrix checks every cell of the guide's operation × state matrix.
+func TestOperationStateMatrix(t *testing.T) {
+	want := map[Op][]State{
+		OpReboot:           {Available, Impaired, Unhealthy, Error},
+		OpStop:             {Available, Impaired, Unhealthy, Error},
+		OpStart:            {Stopped, Error},
+		OpModifyState:      {Available, AdminMaintenance},
+		OpModifyProperties: {Available, Impaired, Unhealthy, Stopped, Error, AdminMaintenance},
+	}
+	for op, ok := range want {
+		for _, s := range allStates {
+			err := CheckState(op, "ws-0123456789", s)
+			allowed := false
+			for _, a := range ok {
+				allowed = allowed || a == s
+			}
+			if allowed != (err == nil) {
+				t.Errorf("%s in %s: %v, want allowed=%v", op, s, err, allowed)
+			}
+			if err != nil {
+				if !apierr.Is(err, apierr.InvalidResourceState) {
+					t.Errorf("%s in %s: error type %v", op, s, err)
+				}
+				if !strings.Contains(err.Error(), "is "+string(s)+";") {
+					t.Errorf("%s in %s: the refusal does not name the current state: %v", op, s, err)
+				}
+			}
+		}
+	}
+	// ADMIN_MAINTENANCE "does not respond to requests to reboot, stop, start, or rebuild".
+	for _, op := range []Op{OpReboot, OpStop, OpStart} {
+		if CheckState(op, "ws-x", AdminMaintenance) == nil {
+			t.Errorf("%s accepted in ADMIN_MAINTENANCE", op)
+		}
+	}
+	// Terminate is the way out of every state but TERMINATED.
+	for _, s := range allStates {
+		if err := CheckState(OpTerminate, "ws-x", s); (err == nil) == (s == Terminated) {
+			t.Errorf("terminate in %s: %v", s, err)
+		}
+	}
+}
+
+func TestSetStateAndFail(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	w := Workspace{ID: "ws-0123456789"}
+	w.SetState(Pending, t0)
+	w.Fail("BootTimeout", "did not answer", t0.Add(time.Minute))
+	if w.State != Error || w.ErrorCode != "BootTimeout" || !w.StateSince.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("%+v", w)
+	}
+	w.SetState(Starting, t0.Add(2*time.Minute))
+	if w.ErrorCode != "" || w.ErrorMessage != "" {
+		t.Errorf("leaving ERROR kept the error: %+v", w)
+	}
+	w.SetState(Starting, t0.Add(3*time.Minute))
+	if !w.StateSince.Equal(t0.Add(2 * time.Minute)) {
+		t.Error("StateSince moved without a state change")
+	}
+}
+
+func TestPropertiesChange(t *testing.T) {
+	w := &Workspace{Properties: Properties{RunningMode: AlwaysOn, RootVolumeSizeGib: 80, UserVolumeSizeGib: 10, ComputeTypeName: "VALUE"}}
+	as := AutoStop
+	p, err := PropertiesChange{RunningMode: &as}.Apply(w)
+	if err != nil || p.RunningMode != AutoStop || p.AutoStopTimeoutMinutes != DefaultAutoStopMinutes {
+		t.Fatalf("to AUTO_STOP: %+v %v", p, err)
+	}
+	for _, m := range []int{0, 30, 90, 49 * 60} {
+		m := m
+		w2 := &Workspace{Properties: p}
+		if m == 0 {
+			continue
+		}
+		if _, err := (PropertiesChange{AutoStopTimeoutMinutes: &m}).Apply(w2); !apierr.Is(err, apierr.InvalidParameterValues) {
+			t.Errorf("AutoStop %d minutes: %v", m, err)
+		}
+	}
+	two := 120
+	if p2, err := (PropertiesChange{AutoStopTimeoutMinutes: &two}).Apply(&Workspace{Properties: p}); err != nil || p2.AutoStopTimeoutMinutes != 120 {
+		t.Errorf("2 hours: %+v %v", p2, err)
+	}
+	bigger := 175
+	if _, err := (PropertiesChange{RootVolumeSizeGib: &bigger}).Apply(w); !apierr.Is(err, apierr.UnsupportedWorkspaceConfig) {
+		t.Errorf("volume change: %v", err)
+	}
+	ao := AlwaysOn
+	if p3, err := (PropertiesChange{RunningMode: &ao}).Apply(&Workspace{Properties: p}); err != nil || p3.AutoStopTimeoutMinutes != 0 {
+		t.Errorf("back to ALWAYS_ON: %+v %v", p3, err)
+	}
+	bad := RunningMode("MANUAL")
+	if _, err := (PropertiesChange{RunningMode: &bad}).Apply(w); err == nil {
+		t.Error("MANUAL accepted")
+	}
+}

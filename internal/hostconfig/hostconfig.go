@@ -1,0 +1,174 @@
+// Package hostconfig is the host configuration file: one YAML document with a section per
+// component, decoded strictly (an unknown key is an error naming it), so that a typo never
+// silently falls back to a default.
+package hostconfig
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"deskhost/hostd/bundle"
+	"deskhost/hostd/directory"
+)
+
+// Config is the whole host configuration.
+type Config struct {
+	Hostd Hostd `yaml:"hostd"`
+}
+
+// Hostd configures the host daemon.
+type Hostd struct {
+	// Store is the bbolt file holding desired state.
+	Store string `yaml:"store"`
+	// DataDir holds WorkSpace volumes (volumes/) and per-VM runtime files (run/: agent and
+	// VNC sockets, serial logs).
+	DataDir string `yaml:"dataDir"`
+	// Libvirt is how hostd reaches libvirtd.
+	Libvirt Libvirt `yaml:"libvirt"`
+	// API is the admin API's listeners and credentials.
+	API API `yaml:"api"`
+	// Network names the bridges the VMs' two NICs attach to.
+	Network Network `yaml:"network"`
+	// ProvisionTimeout bounds PENDING: a WorkSpace whose agent has not answered by then goes
+	// to ERROR (the guide: "up to 20 minutes").
+	ProvisionTimeout Duration `yaml:"provisionTimeout"`
+	// ShutdownTimeout bounds a graceful guest shutdown before it is forced.
+	ShutdownTimeout Duration `yaml:"shutdownTimeout"`
+	// HealthInterval is how often a running WorkSpace's agent is asked for its status;
+	// HealthMisses consecutive misses make it UNHEALTHY (guide §19).
+	HealthInterval Duration `yaml:"healthInterval"`
+	HealthMisses   int      `yaml:"healthMisses"`
+	// TerminatedRetention is how long a TERMINATED record stays visible.
+	TerminatedRetention Duration `yaml:"terminatedRetention"`
+	// Memory is the guest-memory hygiene policy.
+	Memory Memory `yaml:"memory"`
+	// Quotas are the guide's defaults, raised per host.
+	Quotas Quotas `yaml:"quotas"`
+
+	ComputeTypes map[bundle.ComputeType]bundle.Hardware `yaml:"computeTypes"`
+	Images       []bundle.Image                         `yaml:"images"`
+	Bundles      []bundle.Bundle                        `yaml:"bundles"`
+	Directories  []directory.Directory                  `yaml:"directories"`
+}
+
+// Libvirt locates libvirtd.
+type Libvirt struct {
+	// Socket is libvirtd's read-write unix socket.
+	Socket string `yaml:"socket"`
+	// Pool is the name of the libvirt storage pool hostd keeps WorkSpace volumes in.
+	Pool string `yaml:"pool"`
+	// DomainType is "kvm" on hardware that runs guests natively, "qemu" (software
+	// emulation, TCG) where it cannot, such as nested development machines.
+	DomainType string `yaml:"domainType"`
+}
+
+// API configures the admin API.
+type API struct {
+	// Listen is the HTTPS address on the management network, e.g. 10.0.0.1:8443; empty
+	// disables HTTPS.
+	Listen string `yaml:"listen"`
+	// Socket is the root-only unix socket the local console and CLI use.
+	Socket string `yaml:"socket"`
+	// TLSCert and TLSKey are PEM files; if both are empty a self-signed certificate is
+	// made and kept under DataDir.
+	TLSCert string `yaml:"tlsCert"`
+	TLSKey  string `yaml:"tlsKey"`
+	// Region is the SigV4 region clients sign for.
+	Region     string      `yaml:"region"`
+	AccessKeys []AccessKey `yaml:"accessKeys"`
+	// Throttle is the per-access-key token bucket (guide: 2 calls/s, burst 5).
+	Throttle Throttle `yaml:"throttle"`
+}
+
+// AccessKey is an administrator's credential for SigV4.
+type AccessKey struct {
+	ID     string `yaml:"id"`
+	Secret string `yaml:"secret"`
+	Name   string `yaml:"name"`
+}
+
+// Throttle is a token bucket.
+type Throttle struct {
+	Rate  float64 `yaml:"rate"`
+	Burst int     `yaml:"burst"`
+}
+
+// Network names the VM bridges (netcfg owns them; tests make them).
+type Network struct {
+	ManagementBridge string `yaml:"managementBridge"`
+	PrimaryBridge    string `yaml:"primaryBridge"`
+}
+
+// Memory is the guest-memory hygiene policy.
+type Memory struct {
+	// RequireInitOnFree refuses to start WorkSpaces unless the kernel runs with
+	// init_on_free=1 (the appliance image sets it; dev machines may not).
+	RequireInitOnFree bool `yaml:"requireInitOnFree"`
+}
+
+// Quotas are per-host limits.
+type Quotas struct {
+	Workspaces int `yaml:"workspaces"`
+}
+
+// Duration is a time.Duration written as "20m" in YAML.
+type Duration struct{ time.Duration }
+
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: duration %q: %w", n.Line, s, err)
+	}
+	if v < 0 {
+		return fmt.Errorf("line %d: duration %q is negative", n.Line, s)
+	}
+	d.Duration = v
+	return nil
+}
+
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// Load reads and validates the config file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("host config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("host config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes a config strictly, fills defaults and validates it.
+func Parse(b []byte) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("empty document")
+		}
+		return nil, err
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("more than one YAML document")
+	}
+	c.Hostd.defaults()
+	if err := c.Hostd.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}

@@ -1,0 +1,190 @@
+package hostconfig
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"deskhost/hostd/bundle"
+	"deskhost/hostd/ids"
+)
+
+// Defaults: the guide's numbers where it has one.
+const (
+	DefaultProvisionTimeout    = 20 * time.Minute // "up to 20 minutes"
+	DefaultShutdownTimeout     = 30 * time.Second
+	DefaultHealthInterval      = 30 * time.Second
+	DefaultHealthMisses        = 3
+	DefaultTerminatedRetention = time.Hour
+	DefaultRegion              = "local"
+	DefaultPool                = "deskhost"
+	DefaultThrottleRate        = 2 // "two API calls per second"
+	DefaultThrottleBurst       = 5 // "burst rate of five API calls per second"
+	DefaultWorkspaceQuota      = 100
+)
+
+func (h *Hostd) defaults() {
+	set := func(d *Duration, v time.Duration) {
+		if d.Duration == 0 {
+			d.Duration = v
+		}
+	}
+	set(&h.ProvisionTimeout, DefaultProvisionTimeout)
+	set(&h.ShutdownTimeout, DefaultShutdownTimeout)
+	set(&h.HealthInterval, DefaultHealthInterval)
+	set(&h.TerminatedRetention, DefaultTerminatedRetention)
+	if h.HealthMisses == 0 {
+		h.HealthMisses = DefaultHealthMisses
+	}
+	if h.Libvirt.Pool == "" {
+		h.Libvirt.Pool = DefaultPool
+	}
+	if h.Libvirt.DomainType == "" {
+		h.Libvirt.DomainType = "kvm"
+	}
+	if h.API.Region == "" {
+		h.API.Region = DefaultRegion
+	}
+	if h.API.Throttle.Rate == 0 {
+		h.API.Throttle.Rate = DefaultThrottleRate
+	}
+	if h.API.Throttle.Burst == 0 {
+		h.API.Throttle.Burst = DefaultThrottleBurst
+	}
+	if h.Quotas.Workspaces == 0 {
+		h.Quotas.Workspaces = DefaultWorkspaceQuota
+	}
+}
+
+func (h *Hostd) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if h.Store == "" {
+		bad("hostd.store: required (path of the state file)")
+	}
+	if h.DataDir == "" {
+		bad("hostd.dataDir: required")
+	}
+	if h.Libvirt.Socket == "" {
+		bad("hostd.libvirt.socket: required")
+	}
+	if h.Libvirt.DomainType != "kvm" && h.Libvirt.DomainType != "qemu" {
+		bad("hostd.libvirt.domainType %q: must be kvm or qemu", h.Libvirt.DomainType)
+	}
+	if h.Network.ManagementBridge == "" || h.Network.PrimaryBridge == "" {
+		bad("hostd.network: managementBridge and primaryBridge are required")
+	}
+	if h.API.Listen == "" && h.API.Socket == "" {
+		bad("hostd.api: set listen (HTTPS) or socket (local), or both")
+	}
+	if h.API.Listen != "" {
+		if _, _, err := net.SplitHostPort(h.API.Listen); err != nil {
+			bad("hostd.api.listen %q: %v", h.API.Listen, err)
+		}
+		if len(h.API.AccessKeys) == 0 {
+			bad("hostd.api.accessKeys: HTTPS needs at least one access key")
+		}
+	}
+	if (h.API.TLSCert == "") != (h.API.TLSKey == "") {
+		bad("hostd.api: tlsCert and tlsKey go together")
+	}
+	keys := map[string]bool{}
+	for i, k := range h.API.AccessKeys {
+		switch {
+		case len(k.ID) < 16:
+			bad("hostd.api.accessKeys[%d].id: at least 16 characters", i)
+		case len(k.Secret) < 20:
+			bad("hostd.api.accessKeys[%d].secret: at least 20 characters", i)
+		case keys[k.ID]:
+			bad("hostd.api.accessKeys[%d].id %s: duplicate", i, k.ID)
+		}
+		keys[k.ID] = true
+	}
+	if h.API.Throttle.Rate <= 0 || h.API.Throttle.Burst < 1 {
+		bad("hostd.api.throttle: rate must be > 0 and burst ≥ 1")
+	}
+	if h.HealthMisses < 1 {
+		bad("hostd.healthMisses: must be ≥ 1")
+	}
+	if h.Quotas.Workspaces < 1 {
+		bad("hostd.quotas.workspaces: must be ≥ 1")
+	}
+	for c, hw := range h.ComputeTypes {
+		if !c.Known() {
+			bad("hostd.computeTypes.%s: not one of %v", c, bundle.KnownComputeTypes)
+		}
+		if hw.VCPUs < 1 || hw.MemoryMiB < 64 {
+			bad("hostd.computeTypes.%s: vcpus ≥ 1 and memoryMiB ≥ 64 required", c)
+		}
+	}
+	images := map[string]bundle.Image{}
+	for i, img := range h.Images {
+		if err := ids.Check(ids.Image, img.ID); err != nil {
+			bad("hostd.images[%d].id: %v", i, err)
+		}
+		if img.OS != bundle.Linux && img.OS != bundle.Windows {
+			bad("hostd.images[%d].os %q: must be linux or windows", i, img.OS)
+		}
+		if img.Dir == "" {
+			bad("hostd.images[%d].dir: required", i)
+		}
+		if _, dup := images[img.ID]; dup {
+			bad("hostd.images[%d].id %s: duplicate", i, img.ID)
+		}
+		images[img.ID] = img
+	}
+	bundles := map[string]bool{}
+	for i, b := range h.Bundles {
+		if err := ids.Check(ids.Bundle, b.ID); err != nil {
+			bad("hostd.bundles[%d].id: %v", i, err)
+			continue
+		}
+		if bundles[b.ID] {
+			bad("hostd.bundles[%d].id %s: duplicate", i, b.ID)
+		}
+		bundles[b.ID] = true
+		img, ok := images[b.ImageID]
+		if !ok {
+			bad("hostd.bundles[%d].image %q: no such image in hostd.images", i, b.ImageID)
+			continue
+		}
+		if err := b.Validate(img, h.ComputeTypes); err != nil {
+			bad("hostd.bundles[%d]: %v", i, err)
+		}
+	}
+	dirs := map[string]bool{}
+	for i, d := range h.Directories {
+		if err := ids.Check(ids.Directory, d.ID); err != nil {
+			bad("hostd.directories[%d].id: %v", i, err)
+		}
+		if dirs[d.ID] {
+			bad("hostd.directories[%d].id %s: duplicate", i, d.ID)
+		}
+		dirs[d.ID] = true
+		if d.Name == "" {
+			bad("hostd.directories[%d].name: required (the directory's DNS name)", i)
+		}
+		users := map[string]bool{}
+		for j, u := range d.Users {
+			if u.UserName == "" {
+				bad("hostd.directories[%d].users[%d].userName: required", i, j)
+			}
+			if users[u.UserName] {
+				bad("hostd.directories[%d].users[%d].userName %q: duplicate", i, j, u.UserName)
+			}
+			users[u.UserName] = true
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Image returns the image with this id.
+func (h *Hostd) Image(id string) (bundle.Image, bool) {
+	for _, img := range h.Images {
+		if img.ID == id {
+			return img, true
+		}
+	}
+	return bundle.Image{}, false
+}
