@@ -63,7 +63,7 @@ start() {
     hostd wait "$ws" --state AVAILABLE --timeout 10m
   fi
   virsh="virsh -c qemu:///system?socket=$RUNDIR/libvirt/run/libvirt-sock"
-  $virsh screenshot "$ws" "$STATE/$ws.ppm" >/dev/null 2>&1 || true
+  $virsh screenshot "$ws" "$STATE/$ws.png" >/dev/null 2>&1 || true
   cat <<MSG
 
 deskhost demo: WorkSpace $ws is AVAILABLE.
@@ -71,7 +71,7 @@ deskhost demo: WorkSpace $ws is AVAILABLE.
 Look at it:
   bin/hostd workspaces --socket $SOCK              every WorkSpace and its state
   bin/hostd describe $ws --socket $SOCK
-  $virsh screenshot $ws /tmp/$ws.ppm                 its display (one was saved to $STATE/$ws.ppm)
+  $virsh screenshot $ws /tmp/$ws.png   its display (one was saved to $STATE/$ws.png)
   tail -f $STATE/run/$ws/serial.log                  its serial console
   VNC display (unix socket only):                    $STATE/run/$ws/vnc.sock
 

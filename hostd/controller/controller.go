@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -453,7 +454,7 @@ func (c *Controller) spec(w workspace.Workspace, root, user string) (virt.Spec, 
 		MemoryMiB:        hw.MemoryMiB,
 		Kernel:           img.Kernel,
 		Initrd:           img.Initrd,
-		Cmdline:          strings.TrimSpace(img.Cmdline + " deskhost.workspace=" + w.ID),
+		Cmdline:          strings.TrimSpace(img.Cmdline + " deskhost.workspace=" + w.ID + " deskhost.user=" + url.QueryEscape(w.UserName)),
 		RootVolume:       root,
 		UserVolume:       user,
 		ManagementBridge: c.cfg.ManagementBridge,
@@ -674,16 +675,17 @@ func (c *Controller) waitAgent(ctx context.Context, w workspace.Workspace) error
 	defer cancel()
 	var last error = errors.New("no answer yet")
 	for {
-		if a, err := c.cfg.DialAgent(ctx, c.AgentSocket(w.ID)); err == nil {
-			pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
-			last = a.Ping(pctx)
-			pcancel()
+		// Short attempts, so that a guest that died is noticed between them.
+		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
+		if a, err := c.cfg.DialAgent(actx, c.AgentSocket(w.ID)); err == nil {
+			last = a.Ping(actx)
 			a.Close()
-			if last == nil {
-				return nil
-			}
 		} else {
 			last = err
+		}
+		acancel()
+		if last == nil {
+			return nil
 		}
 		// The guest may have died while booting.
 		if st, err := c.cfg.Conn.State(w.ID); err == nil && !st.Active() {
@@ -717,23 +719,33 @@ func (c *Controller) boot(ctx context.Context, w workspace.Workspace, from works
 		if h.lastErr != nil {
 			reason = fmt.Errorf("%w: %v", reason, h.lastErr)
 		}
-		return c.fail(w.ID, from, "BootTimeout", reason)
+		return c.bootFailed(w.ID, from, "BootTimeout", reason)
 	}
 	if err := c.ensureRunning(ctx, w); err != nil {
 		var p permanent
 		if errors.As(err, &p) {
-			return c.fail(w.ID, from, "ProvisioningFailed", err)
+			return c.bootFailed(w.ID, from, "ProvisioningFailed", err)
 		}
 		h.lastErr = err // retried at the next tick until the deadline
 		return err
 	}
 	if err := c.waitAgent(ctx, w); err != nil {
 		if errors.Is(err, errBootTimeout) || !errors.Is(err, context.Canceled) && ctx.Err() == nil {
-			return c.fail(w.ID, from, "BootFailed", err)
+			return c.bootFailed(w.ID, from, "BootFailed", err)
 		}
 		return err
 	}
 	return c.set(w.ID, from, workspace.Available)
+}
+
+// bootFailed puts a WorkSpace whose boot failed in ERROR with the reason, after powering
+// its guest off (RAM scrubbed): a guest that cannot come up would only burn a CPU, and
+// StartWorkspaces or RebootWorkspaces boots it afresh.
+func (c *Controller) bootFailed(id string, from workspace.State, code string, reason error) error {
+	if err := c.powerOff(c.root, id, false); err != nil {
+		c.cfg.Log.Error("power off after a failed boot", "workspace", id, "err", err)
+	}
+	return c.fail(id, from, code, reason)
 }
 
 func (c *Controller) provision(ctx context.Context, w workspace.Workspace, h *health) error {

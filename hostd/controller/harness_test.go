@@ -41,7 +41,9 @@ type harness struct {
 
 const (
 	testImage     = "wsi-desktop001"
+	brokenImage   = "wsi-broken0001" // the same image with no init: its guest never answers
 	testBundle    = "wsb-value00001"
+	brokenBundle  = "wsb-broken0001"
 	testAutoStop  = "wsb-value00002"
 	testDirectory = "d-0123456789"
 	testMemoryMiB = 256
@@ -83,9 +85,13 @@ func newHarness(t testing.TB, tweak func(*Config), hooks func(*Controller)) *har
 	hw := map[bundle.ComputeType]bundle.Hardware{bundle.Value: {VCPUs: 1, MemoryMiB: testMemoryMiB}}
 	cat := service.Catalog{
 		ComputeTypes: hw,
-		Images:       []bundle.Image{{ID: testImage, Name: "desktop", OS: bundle.Linux, Dir: img.Dir}},
+		Images: []bundle.Image{
+			{ID: testImage, Name: "desktop", OS: bundle.Linux, Dir: img.Dir},
+			{ID: brokenImage, Name: "broken", OS: bundle.Linux, Dir: img.Dir},
+		},
 		Bundles: []bundle.Bundle{
 			{ID: testBundle, Name: "Value", ImageID: testImage, ComputeType: bundle.Value, Protocol: bundle.PCoIP, RootGiB: 80, UserGiB: 10},
+			{ID: brokenBundle, Name: "Broken", ImageID: brokenImage, ComputeType: bundle.Value, Protocol: bundle.PCoIP, RootGiB: 80, UserGiB: 10},
 		},
 		Directories:    []directory.Directory{{ID: testDirectory, Name: "corp.example.com", Users: testUsers()}},
 		WorkspaceQuota: 20,
@@ -94,7 +100,10 @@ func newHarness(t testing.TB, tweak func(*Config), hooks func(*Controller)) *har
 		Store:               h.store,
 		Conn:                h.conn,
 		Owner:               "test-" + suffix,
-		Images:              map[string]ImageFiles{testImage: {Kernel: img.Kernel, Initrd: img.Initrd, Root: img.Root, Cmdline: img.Manifest.Cmdline}},
+		Images: map[string]ImageFiles{
+			testImage:   {Kernel: img.Kernel, Initrd: img.Initrd, Root: img.Root, Cmdline: img.Manifest.Cmdline},
+			brokenImage: {Kernel: img.Kernel, Initrd: img.Initrd, Root: img.Root, Cmdline: img.Manifest.Cmdline + " rdinit=/nonexistent"},
+		},
 		ComputeTypes:        hw,
 		DataDir:             dir,
 		Pool:                h.pool,

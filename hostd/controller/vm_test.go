@@ -10,6 +10,7 @@ import (
 
 	"deskhost/hostd/apierr"
 	"deskhost/hostd/memscrub"
+	"deskhost/hostd/service"
 	"deskhost/hostd/virt"
 	"deskhost/hostd/workspace"
 )
@@ -383,5 +384,66 @@ func TestTeardownScrubsGuestMemory(t *testing.T) {
 	a = h.agent(crashed.ID)
 	if st, err := a.Status(actx); err != nil || st.WorkspaceID != crashed.ID {
 		t.Fatalf("the restarted guest's agent: %+v %v", st, err)
+	}
+}
+
+// TestProvisioningFailuresGoToError: a guest that never answers goes to ERROR with the
+// reason when the provisioning limit passes; one whose qemu dies while booting goes to ERROR
+// at once. Both are powered off with their RAM scrubbed, and both can be terminated.
+func TestProvisioningFailuresGoToError(t *testing.T) {
+	sl := newScrubLog()
+	h := newHarness(t, func(c *Config) { c.ProvisionTimeout = 40 * time.Second }, sl.hook)
+	ctx := context.Background()
+	// The broken image's kernel finds no init: it panics and reboots, forever.
+	silent := h.create("erin", func(r *service.CreateRequest) { r.BundleID = brokenBundle })
+	died := h.create("frank")
+	deadline := time.Now().Add(bootWithin)
+	for h.domainState(died.ID) != virt.Running {
+		if time.Now().After(deadline) {
+			t.Fatal("frank's domain never ran")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := h.conn.Destroy(died.ID); err != nil { // qemu dies while the guest boots
+		t.Fatal(err)
+	}
+	h.waitState(died.ID, workspace.Error, time.Minute)
+	w := h.get(died.ID)
+	if w.ErrorCode != "BootFailed" || !strings.Contains(w.ErrorMessage, "stopped while booting") {
+		t.Errorf("a guest that died while booting: %s: %s", w.ErrorCode, w.ErrorMessage)
+	}
+	waitScrubs(t, sl, died.ID, 1)
+
+	h.waitState(silent.ID, workspace.Error, 2*time.Minute)
+	w = h.get(silent.ID)
+	if w.ErrorCode != "BootFailed" || !strings.Contains(w.ErrorMessage, "did not answer within 40s") {
+		t.Errorf("a guest that never answered: %s: %s", w.ErrorCode, w.ErrorMessage)
+	}
+	if d := w.StateSince.Sub(w.Created); d < 40*time.Second {
+		t.Errorf("ERROR after %s, before the 40 s limit", d)
+	}
+	if st := h.domainState(silent.ID); st.Active() {
+		t.Errorf("the guest that never answered still runs (%s)", st)
+	}
+	waitScrubs(t, sl, silent.ID, 1)
+	for _, id := range []string{silent.ID, died.ID} {
+		if f, err := h.svc.TerminateWorkspaces(ctx, []string{id}); err != nil || len(f) > 0 {
+			t.Fatal(err, f)
+		}
+		h.waitState(id, workspace.Terminated, time.Minute)
+		if st := h.domainState(id); st != virt.Missing {
+			t.Errorf("%s: domain %s after terminate", id, st)
+		}
+	}
+}
+
+func waitScrubs(t *testing.T, sl *scrubLog, id string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for len(sl.scrubs(id)) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d scrubs, want %d", id, len(sl.scrubs(id)), n)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

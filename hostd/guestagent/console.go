@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -259,6 +260,11 @@ func parseCmdline(s string) cmdline {
 			}
 			c.workspace = v
 		case "deskhost.user":
+			// hostd query-escapes it: the kernel splits its command line at spaces, and
+			// Linux WorkSpace user names may have some.
+			if u, err := url.QueryUnescape(v); err == nil {
+				v = u
+			}
 			if len(v) > 256 || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 				c.errs = append(c.errs, "deskhost.user on the kernel command line is too long or has control characters")
 				continue

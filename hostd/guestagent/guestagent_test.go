@@ -17,6 +17,11 @@ func TestParseCmdline(t *testing.T) {
 	if c.workspace != "ws-a1b2c3d4e5" || c.user != "alice" || len(c.errs) != 0 {
 		t.Errorf("%+v", c)
 	}
+	// hostd query-escapes user names, which may hold spaces.
+	c = parseCmdline("deskhost.workspace=ws-a1b2c3d4e5 deskhost.user=jo+van+dyke%23")
+	if c.user != "jo van dyke#" {
+		t.Errorf("escaped user name: %q", c.user)
+	}
 	c = parseCmdline("console=ttyS0")
 	if c.workspace != "" || len(c.errs) != 1 || !strings.Contains(c.errs[0], "deskhost.workspace") {
 		t.Errorf("missing id: %+v", c)

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"deskhost/netcfg/internal/testnet"
+)
+
+const cliConfig = `
+stateFile: %s
+interfaces:
+  management: {name: eth0, addresses: [203.0.113.10/24]}
+  primary: {name: eth1, addresses: [10.0.0.5/16]}
+ipGroups:
+  - id: wsipg-a
+    rules: [{source: 198.51.100.0/24}]
+directories:
+  - {id: d-cli0000001, ipGroups: [wsipg-a], controllers: [10.0.1.10]}
+workspaces:
+  - {id: ws-cli0000001, directory: d-cli0000001}
+`
+
+func TestCLI(t *testing.T) {
+	testnet.RequireRoot(t)
+	host := testnet.New(t, "clihost")
+	peer := testnet.New(t, "clipeer")
+	testnet.Veth(t, host, "eth0", peer, "p0")
+	testnet.Veth(t, host, "eth1", peer, "p1")
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state.json")
+	cfg := filepath.Join(dir, "netcfg.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(cliConfig, state)), 0o600)
+
+	netcfg := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		rc := run(context.Background(), append(args, "--netns", host.Name, "--log-level", "warn"), &out, &errb)
+		return rc, out.String(), errb.String()
+	}
+	if rc, out, errs := netcfg("apply", "--config", cfg); rc != 0 || !strings.Contains(out, "applied") {
+		t.Fatalf("apply: %d %s %s", rc, out, errs)
+	}
+	if rc, out, _ := netcfg("apply", "--config", cfg); rc != 0 || !strings.Contains(out, "no change") {
+		t.Fatalf("second apply: %d %s", rc, out)
+	}
+	rc, out, _ := netcfg("show", "--config", cfg)
+	for _, want := range []string{"management range: 198.19.0.0/16", "ws-cli0000001 198.19.0.10", "wsm-cli0000001", "isolated",
+		"table inet deskhost", "set acl_d_cli0000001: 1 ranges, 256 addresses: 198.51.100.0/24", "ip saddr @acl_d_cli0000001 ct mark set 0x00004e43 accept", "table bridge deskhost"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("show lacks %q", want)
+		}
+	}
+	if rc != 0 || t.Failed() {
+		t.Fatalf("show: %d\n%s", rc, out)
+	}
+	if rc, out, _ := netcfg("check", "--config", cfg); rc != 0 || !strings.Contains(out, "in sync") {
+		t.Fatalf("check: %d %s", rc, out)
+	}
+	// drift: someone adds an element and deletes a chain's rules
+	host.Exec(nil, "nft", "add", "element", "inet", "deskhost", "acl_d_cli0000001", "{ 192.0.2.1 }")
+	host.Exec(nil, "nft", "flush", "chain", "inet", "deskhost", "host_primary")
+	host.Exec(nil, "ip", "link", "set", "wsm-cli0000001", "nomaster")
+	rc, out, _ = netcfg("check", "--config", cfg)
+	if rc != 1 || !strings.Contains(out, "set inet acl_d_cli0000001: 0 ranges missing, 1 not intended") || !strings.Contains(out, "add wsm-cli0000001 to br-mgmt") {
+		t.Fatalf("check after drift: %d\n%s", rc, out)
+	}
+	// bad config: named field, exit 2, kernel unchanged
+	before, _ := host.Exec(nil, "nft", "list", "ruleset")
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte(strings.Replace(fmt.Sprintf(cliConfig, state), "198.51.100.0/24", "198.51.100.0/33", 1)), 0o600)
+	rc, _, errs := netcfg("apply", "--config", bad)
+	if rc != 2 || !strings.Contains(errs, "ipGroups[0].rules[0].source: invalid CIDR") {
+		t.Fatalf("bad apply: %d %s", rc, errs)
+	}
+	os.WriteFile(bad, []byte(strings.Replace(fmt.Sprintf(cliConfig, state), "ipGroups:", "ipGroupz:", 1)), 0o600)
+	if rc, _, errs := netcfg("apply", "--config", bad); rc != 2 || !strings.Contains(errs, `unknown field "ipGroupz"`) {
+		t.Fatalf("unknown key: %d %s", rc, errs)
+	}
+	if after, _ := host.Exec(nil, "nft", "list", "ruleset"); after != before {
+		t.Fatal("bad config changed the ruleset")
+	}
+	// apply repairs the drift
+	if rc, _, errs := netcfg("apply", "--config", cfg); rc != 0 {
+		t.Fatalf("repair: %s", errs)
+	}
+	if rc, out, _ := netcfg("check", "--config", cfg); rc != 0 {
+		t.Fatalf("check after repair: %s", out)
+	}
+	// a second WorkSpace: its 6 chains are created, the 5 dispatching chains
+	// rewritten, the first WorkSpace's chains left alone
+	os.WriteFile(cfg, []byte(fmt.Sprintf(cliConfig, state)+"  - {id: ws-cli0000002, directory: d-cli0000001}\n"), 0o600)
+	rc, out, errs = netcfg("apply", "--config", cfg)
+	if rc != 0 || !strings.Contains(out, "chains +6 ~5 -0") || !strings.Contains(out, "create tap wsm-cli0000002") {
+		t.Fatalf("second WorkSpace: %d\n%s%s", rc, out, errs)
+	}
+}
