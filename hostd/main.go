@@ -30,11 +30,14 @@ import (
 	"syscall"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"deskhost/hostd/api"
 	"deskhost/hostd/cli"
 	"deskhost/hostd/controller"
 	"deskhost/hostd/ids"
 	"deskhost/hostd/memscrub"
+	"deskhost/hostd/network"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/virt"
@@ -144,10 +147,34 @@ func run(path string, log *slog.Logger) error {
 	}
 	defer conn.Close()
 
+	var netw controller.Network
+	if cfg.ManagedNetwork() {
+		base, err := yaml.Marshal(&cfg.Init.Network)
+		if err != nil {
+			return fmt.Errorf("init.network: %w", err)
+		}
+		nm, err := network.New(base, st, log.With("component", "network"))
+		if err != nil {
+			return err
+		}
+		defer nm.Close()
+		if err := nm.Sync(ctx); err != nil {
+			log.Error("host network not applied; WorkSpaces will not boot until it is", "err", err)
+		}
+		go func() {
+			if err := nm.Serve(ctx); err != nil && ctx.Err() == nil {
+				log.Error("management network DHCP and metadata stopped", "err", err)
+				stop()
+			}
+		}()
+		netw = nm
+	}
+
 	ctl := controller.New(controller.Config{
 		Store:               st,
 		Conn:                conn,
 		Owner:               hostID,
+		Network:             netw,
 		Images:              images,
 		ComputeTypes:        h.ComputeTypes,
 		DataDir:             h.DataDir,

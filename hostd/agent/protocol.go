@@ -107,9 +107,20 @@ type Status struct {
 	MemAvailableKiB uint64 `json:"memAvailableKiB"`
 	AgentVersion    string `json:"agentVersion"`
 	KernelRelease   string `json:"kernelRelease,omitempty"`
+	// Interfaces are the guest's NICs (eth0 is the management NIC).
+	Interfaces []Interface `json:"interfaces,omitempty"`
+	// ManagementAddress is the address the management NIC leased from the host, if any.
+	ManagementAddress string `json:"managementAddress,omitempty"`
 	// Errors lists what went wrong while bringing the guest up (a volume that did not
 	// appear, a module that did not load...), for hostd's logs.
 	Errors []string `json:"errors,omitempty"`
+}
+
+// Interface is one guest NIC.
+type Interface struct {
+	Name      string   `json:"name"`
+	MAC       string   `json:"mac"`
+	Addresses []string `json:"addresses,omitempty"` // CIDR notation
 }
 
 // Encode returns v as one protocol line (JSON plus '\n').

@@ -42,6 +42,14 @@ type Agent interface {
 	Close() error
 }
 
+// Network is the host network hostd keeps in step with its WorkSpaces (hostd/network).
+type Network interface {
+	// Sync applies the network with every live WorkSpace in it (their taps, chains).
+	Sync(ctx context.Context) error
+	// NICs are where a WorkSpace's two guest NICs attach.
+	NICs(id string) (management, primary virt.NIC, err error)
+}
+
 // Config is the controller's wiring and policy.
 type Config struct {
 	Store        store.Store
@@ -57,6 +65,9 @@ type Config struct {
 	Pool       string // libvirt storage pool name
 	DomainType string // "kvm", or "qemu" where guests run under TCG
 
+	// Network, when set, is netcfg managing the host's network: WorkSpaces attach to the
+	// taps it makes. Without it (development machines) they attach to the two bridges.
+	Network                         Network
 	ManagementBridge, PrimaryBridge string
 
 	ProvisionTimeout    time.Duration // boot to agent answer, for create, start and reboot
@@ -164,6 +175,9 @@ func (c *Controller) Sweep() error {
 		return err
 	}); err != nil {
 		return fmt.Errorf("sweep: %w", err)
+	}
+	if err := c.syncNetwork(c.root); err != nil {
+		c.cfg.Log.Error("sweep: host network", "err", err)
 	}
 	now := c.cfg.Now()
 	known := map[string]bool{}
@@ -446,22 +460,29 @@ func (c *Controller) spec(w workspace.Workspace, root, user string) (virt.Spec, 
 	if !ok {
 		return virt.Spec{}, fmt.Errorf("compute type %s has no hardware on this host", w.Properties.ComputeTypeName)
 	}
+	mgmt, primary := virt.NIC{Bridge: c.cfg.ManagementBridge}, virt.NIC{Bridge: c.cfg.PrimaryBridge}
+	if c.cfg.Network != nil {
+		var err error
+		if mgmt, primary, err = c.cfg.Network.NICs(w.ID); err != nil {
+			return virt.Spec{}, err
+		}
+	}
 	return virt.Spec{
-		Name:             w.ID,
-		Owner:            c.cfg.Owner,
-		Type:             c.cfg.DomainType,
-		VCPUs:            hw.VCPUs,
-		MemoryMiB:        hw.MemoryMiB,
-		Kernel:           img.Kernel,
-		Initrd:           img.Initrd,
-		Cmdline:          strings.TrimSpace(img.Cmdline + " deskhost.workspace=" + w.ID + " deskhost.user=" + url.QueryEscape(w.UserName)),
-		RootVolume:       root,
-		UserVolume:       user,
-		ManagementBridge: c.cfg.ManagementBridge,
-		PrimaryBridge:    c.cfg.PrimaryBridge,
-		VNCSocket:        c.VNCSocket(w.ID),
-		AgentSocket:      c.AgentSocket(w.ID),
-		SerialLog:        c.SerialLog(w.ID),
+		Name:        w.ID,
+		Owner:       c.cfg.Owner,
+		Type:        c.cfg.DomainType,
+		VCPUs:       hw.VCPUs,
+		MemoryMiB:   hw.MemoryMiB,
+		Kernel:      img.Kernel,
+		Initrd:      img.Initrd,
+		Cmdline:     strings.TrimSpace(img.Cmdline + " deskhost.workspace=" + w.ID + " deskhost.user=" + url.QueryEscape(w.UserName)),
+		RootVolume:  root,
+		UserVolume:  user,
+		Management:  mgmt,
+		Primary:     primary,
+		VNCSocket:   c.VNCSocket(w.ID),
+		AgentSocket: c.AgentSocket(w.ID),
+		SerialLog:   c.SerialLog(w.ID),
 	}, nil
 }
 
@@ -512,6 +533,11 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 		}
 		if err := os.MkdirAll(c.runDir(w.ID), 0o700); err != nil {
 			return err
+		}
+		if c.cfg.Network != nil { // the taps must exist before qemu opens them
+			if err := c.cfg.Network.Sync(ctx); err != nil {
+				return err
+			}
 		}
 		// Defined afresh on every boot, so a changed bundle or host setting takes effect.
 		if err := c.cfg.Conn.Define(spec); err != nil {
@@ -805,7 +831,17 @@ func (c *Controller) terminate(ctx context.Context, w workspace.Workspace) error
 	if err := c.teardown(ctx, w.ID); err != nil {
 		return err // retried: TERMINATING is only left for TERMINATED
 	}
-	return c.set(w.ID, workspace.Terminating, workspace.Terminated)
+	if err := c.set(w.ID, workspace.Terminating, workspace.Terminated); err != nil {
+		return err
+	}
+	return c.syncNetwork(ctx) // its taps and chains go; if this fails, the next sweep does it
+}
+
+func (c *Controller) syncNetwork(ctx context.Context) error {
+	if c.cfg.Network == nil {
+		return nil
+	}
+	return c.cfg.Network.Sync(ctx)
 }
 
 // teardown removes everything of id from the host: domain (RAM scrubbed), volumes, files.

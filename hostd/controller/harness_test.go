@@ -97,9 +97,9 @@ func newHarness(t testing.TB, tweak func(*Config), hooks func(*Controller)) *har
 		WorkspaceQuota: 20,
 	}
 	cfg := Config{
-		Store:               h.store,
-		Conn:                h.conn,
-		Owner:               "test-" + suffix,
+		Store: h.store,
+		Conn:  h.conn,
+		Owner: "test-" + suffix,
 		Images: map[string]ImageFiles{
 			testImage:   {Kernel: img.Kernel, Initrd: img.Initrd, Root: img.Root, Cmdline: img.Manifest.Cmdline},
 			brokenImage: {Kernel: img.Kernel, Initrd: img.Initrd, Root: img.Root, Cmdline: img.Manifest.Cmdline + " rdinit=/nonexistent"},

@@ -62,7 +62,7 @@ func TestKilledHostdConverges(t *testing.T) {
 	img := testenv.DesktopImage(t)
 	spec := virt.Spec{Name: orphan, Owner: owner, Type: "qemu", VCPUs: 1, MemoryMiB: 128, Kernel: filepath.Join(img, "vmlinux"),
 		Initrd: filepath.Join(img, "initrd.img"), RootVolume: root.Path, UserVolume: user.Path,
-		ManagementBridge: "dem" + h.pool[4:], PrimaryBridge: "dep" + h.pool[4:],
+		Management: virt.NIC{Bridge: "dem" + h.pool[4:]}, Primary: virt.NIC{Bridge: "dep" + h.pool[4:]},
 		VNCSocket: filepath.Join(h.dir, "o-vnc.sock"), AgentSocket: filepath.Join(h.dir, "o-agent.sock"), SerialLog: filepath.Join(h.dir, "o-serial.log")}
 	if err := h.conn.Define(spec); err != nil {
 		t.Fatal(err)

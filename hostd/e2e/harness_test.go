@@ -57,6 +57,7 @@ type host struct {
 	log        *bytes.Buffer
 	conn       *virt.Conn
 	libvirtSoc string
+	netns      string
 }
 
 const (
@@ -65,9 +66,21 @@ const (
 	imageID     = "wsi-desktop001"
 )
 
-func newHost(t *testing.T) *host {
+// hostOptions vary a host from the default (plain bridges on the shared libvirtd).
+type hostOptions struct {
+	libvirtSocket string // default: the libvirtd `make test` runs
+	netns         string // run hostd in this network namespace
+	network       string // init.network (netcfg's config, YAML indented 4): netcfg manages the network
+}
+
+func newHost(t *testing.T) *host { return newHostWith(t, hostOptions{}) }
+
+func newHostWith(t *testing.T, o hostOptions) *host {
 	t.Helper()
-	sock := testenv.LibvirtSocket(t)
+	sock := o.libvirtSocket
+	if sock == "" {
+		sock = testenv.LibvirtSocket(t)
+	}
 	image := testenv.DesktopImage(t)
 	dir, err := os.MkdirTemp("", "dhe")
 	if err != nil {
@@ -76,9 +89,15 @@ func newHost(t *testing.T) *host {
 	suffix := randHex(3)
 	h := &host{t: t, dir: dir, socket: filepath.Join(dir, "hostd.sock"), pool: "dhe-" + suffix, libvirtSoc: sock,
 		accessKey: "AKDHTEST" + strings.ToUpper(randHex(6)), secretKey: randHex(20)}
+	h.netns = o.netns
 	mgmt, pri := "dem"+suffix, "dep"+suffix
-	testenv.Bridge(t, mgmt)
-	testenv.Bridge(t, pri)
+	network := fmt.Sprintf("network: {managementBridge: %s, primaryBridge: %s}", mgmt, pri)
+	if o.network == "" {
+		testenv.Bridge(t, mgmt)
+		testenv.Bridge(t, pri)
+	} else {
+		network = "# the network is netcfg's: init.network"
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +109,7 @@ func newHost(t *testing.T) *host {
   store: %[1]s/store.db
   dataDir: %[1]s
   libvirt: {socket: %[2]s, pool: %[3]s, domainType: qemu}
-  network: {managementBridge: %[4]s, primaryBridge: %[5]s}
+  %[4]s
   api:
     socket: %[6]s
     listen: %[7]s
@@ -114,7 +133,10 @@ func newHost(t *testing.T) *host {
         - {userName: bob, firstName: Bob, lastName: Test, email: bob@example.com}
         - {userName: carol, firstName: Carol, lastName: Test, email: carol@example.com}
         - {userName: dave, firstName: Dave, lastName: Test, email: dave@example.com}
-`, dir, sock, h.pool, mgmt, pri, h.socket, h.listen, h.accessKey, h.secretKey, imageID, image, bundleID, directoryID)
+`, dir, sock, h.pool, network, pri, h.socket, h.listen, h.accessKey, h.secretKey, imageID, image, bundleID, directoryID)
+	if o.network != "" {
+		cfg += "init:\n  network:\n" + o.network
+	}
 	if err := os.WriteFile(h.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +160,9 @@ func (h *host) start() {
 	h.t.Helper()
 	h.log = &bytes.Buffer{}
 	h.cmd = exec.Command(hostdBin, "serve", "--config", h.config)
+	if h.netns != "" {
+		h.cmd = exec.Command("ip", "netns", "exec", h.netns, hostdBin, "serve", "--config", h.config)
+	}
 	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
 	if err := h.cmd.Start(); err != nil {
 		h.t.Fatal(err)

@@ -40,6 +40,7 @@ type guest struct {
 	rootMounted   bool
 	homeMounted   bool
 	homeFormatted bool
+	mgmtAddr      string // leased on the management NIC
 	errors        []string
 	phase         string
 	ready         bool
@@ -98,6 +99,8 @@ func main() {
 		g.fail("%v", e)
 	}
 	g.log.Printf("loaded %d modules in %v", n, time.Since(start).Round(time.Millisecond))
+
+	g.bringUpNetwork()
 
 	g.setPhase("mounting volumes")
 	g.bringUpVolumes()

@@ -291,18 +291,20 @@ func (g *guest) status() agent.Status {
 		host = g.hostname
 	}
 	return agent.Status{
-		WorkspaceID:     g.workspaceID,
-		User:            g.user,
-		Hostname:        host,
-		UptimeMs:        uint64(uptime() / time.Millisecond),
-		RootMounted:     g.rootMounted,
-		HomeMounted:     g.homeMounted,
-		HomeFormatted:   g.homeFormatted,
-		MemTotalKiB:     total,
-		MemAvailableKiB: avail,
-		AgentVersion:    Version,
-		KernelRelease:   unix.ByteSliceToString(uts.Release[:]),
-		Errors:          append([]string(nil), g.errors...),
+		WorkspaceID:       g.workspaceID,
+		User:              g.user,
+		Hostname:          host,
+		UptimeMs:          uint64(uptime() / time.Millisecond),
+		RootMounted:       g.rootMounted,
+		HomeMounted:       g.homeMounted,
+		HomeFormatted:     g.homeFormatted,
+		MemTotalKiB:       total,
+		MemAvailableKiB:   avail,
+		AgentVersion:      Version,
+		KernelRelease:     unix.ByteSliceToString(uts.Release[:]),
+		Interfaces:        interfaces(),
+		ManagementAddress: g.mgmtAddr,
+		Errors:            append([]string(nil), g.errors...),
 	}
 }
 

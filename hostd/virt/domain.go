@@ -34,11 +34,20 @@ type Spec struct {
 
 	RootVolume, UserVolume string // qcow2 files
 
-	ManagementBridge, PrimaryBridge string
+	// Management is guest eth0, Primary guest eth1.
+	Management, Primary NIC
 
 	VNCSocket   string // the display: a unix socket, never a TCP port
 	AgentSocket string // the guest agent's virtio-serial channel
 	SerialLog   string // the guest's serial console, appended to a file
+}
+
+// NIC is where one guest NIC attaches: a pre-made tap that netcfg owns (managed='no'), or,
+// without netcfg, a bridge libvirt adds a tap of its own to.
+type NIC struct {
+	Tap    string
+	Bridge string
+	MAC    string // empty: derived from the domain name (MACs)
 }
 
 // MACs derives the WorkSpace's two NIC addresses from its id, so a re-definition after a
@@ -73,8 +82,10 @@ func Domain(s Spec) (*libvirtxml.Domain, error) {
 	if s.Name == "" || s.VCPUs < 1 || s.MemoryMiB < 64 || s.Kernel == "" || s.RootVolume == "" || s.UserVolume == "" {
 		return nil, fmt.Errorf("domain spec for %q: name, vcpus, memory ≥ 64 MiB, kernel and both volumes are required", s.Name)
 	}
-	if s.ManagementBridge == "" || s.PrimaryBridge == "" {
-		return nil, fmt.Errorf("domain spec for %s: both bridges are required", s.Name)
+	for _, n := range []NIC{s.Management, s.Primary} {
+		if (n.Tap == "") == (n.Bridge == "") {
+			return nil, fmt.Errorf("domain spec for %s: each NIC needs a tap or a bridge, not both: %+v", s.Name, n)
+		}
 	}
 	typ := s.Type
 	if typ == "" {
@@ -82,6 +93,12 @@ func Domain(s Spec) (*libvirtxml.Domain, error) {
 	}
 	off := &libvirtxml.DomainPMPolicy{Enabled: "no"}
 	mgmtMAC, primaryMAC := MACs(s.Name)
+	if s.Management.MAC != "" {
+		mgmtMAC = s.Management.MAC
+	}
+	if s.Primary.MAC != "" {
+		primaryMAC = s.Primary.MAC
+	}
 	cpu := &libvirtxml.DomainCPU{
 		Features: []libvirtxml.DomainCPUFeature{{Policy: "disable", Name: "vmx"}, {Policy: "disable", Name: "svm"}},
 	}
@@ -123,8 +140,8 @@ func Domain(s Spec) (*libvirtxml.Domain, error) {
 				disk(s.UserVolume, "vdb"),
 			},
 			Interfaces: []libvirtxml.DomainInterface{
-				nic(s.ManagementBridge, mgmtMAC, managementSlot),
-				nic(s.PrimaryBridge, primaryMAC, primarySlot),
+				nic(s.Management, mgmtMAC, managementSlot),
+				nic(s.Primary, primaryMAC, primarySlot),
 			},
 			Serials: []libvirtxml.DomainSerial{{
 				Source: &libvirtxml.DomainChardevSource{File: &libvirtxml.DomainChardevSourceFile{Path: s.SerialLog, Append: "on"}},
@@ -143,7 +160,10 @@ func Domain(s Spec) (*libvirtxml.Domain, error) {
 			Videos: []libvirtxml.DomainVideo{{
 				Model: libvirtxml.DomainVideoModel{Type: "vga", VRam: 16384, Heads: 1, Primary: "yes"},
 			}},
-			Panics:     []libvirtxml.DomainPanic{{Model: "isa"}},
+			Panics: []libvirtxml.DomainPanic{{Model: "isa"}},
+			// Entropy from the host: a fresh guest's CRNG otherwise takes long to seed, and
+			// everything that needs random numbers early (DHCP, TLS, mke2fs) waits on it.
+			RNGs:       []libvirtxml.DomainRNG{{Model: "virtio", Backend: &libvirtxml.DomainRNGBackend{Random: &libvirtxml.DomainRNGBackendRandom{Device: "/dev/urandom"}}}},
 			MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},
 		},
 	}
@@ -168,10 +188,18 @@ func disk(path, dev string) libvirtxml.DomainDisk {
 	}
 }
 
-func nic(bridge, mac string, slot uint) libvirtxml.DomainInterface {
+func nic(n NIC, mac string, slot uint) libvirtxml.DomainInterface {
 	zero := uint(0)
+	src := &libvirtxml.DomainInterfaceSource{Bridge: &libvirtxml.DomainInterfaceSourceBridge{Bridge: n.Bridge}}
+	var target *libvirtxml.DomainInterfaceTarget
+	if n.Tap != "" {
+		// netcfg made the tap, bridged it and firewalled it by name: qemu only opens it.
+		src = &libvirtxml.DomainInterfaceSource{Ethernet: &libvirtxml.DomainInterfaceSourceEthernet{}}
+		target = &libvirtxml.DomainInterfaceTarget{Dev: n.Tap, Managed: "no"}
+	}
 	return libvirtxml.DomainInterface{
-		Source: &libvirtxml.DomainInterfaceSource{Bridge: &libvirtxml.DomainInterfaceSourceBridge{Bridge: bridge}},
+		Source: src,
+		Target: target,
 		MAC:    &libvirtxml.DomainInterfaceMAC{Address: mac},
 		Model:  &libvirtxml.DomainInterfaceModel{Type: "virtio"},
 		Address: &libvirtxml.DomainAddress{PCI: &libvirtxml.DomainAddressPCI{

@@ -19,8 +19,15 @@ import (
 
 // Config is the whole host configuration.
 type Config struct {
-	Hostd Hostd `yaml:"hostd"`
+	Hostd      Hostd      `yaml:"hostd"`
+	Zeroclient Zeroclient `yaml:"zeroclient"`
+	Init       Init       `yaml:"init"`
 }
+
+// ManagedNetwork reports whether the config describes the host's network (init.network,
+// netcfg's desired state): then hostd keeps it applied with its WorkSpaces in it, and the
+// WorkSpaces attach to netcfg's taps rather than to hostd.network's bridges.
+func (c *Config) ManagedNetwork() bool { return c.Init.Network.Kind != 0 }
 
 // Hostd configures the host daemon.
 type Hostd struct {
@@ -99,7 +106,8 @@ type Throttle struct {
 	Burst int     `yaml:"burst"`
 }
 
-// Network names the VM bridges (netcfg owns them; tests make them).
+// Network names the VM bridges WorkSpaces attach to when netcfg does not manage the host's
+// network (development machines, tests).
 type Network struct {
 	ManagementBridge string `yaml:"managementBridge"`
 	PrimaryBridge    string `yaml:"primaryBridge"`
@@ -167,7 +175,7 @@ func Parse(b []byte) (*Config, error) {
 		return nil, errors.New("more than one YAML document")
 	}
 	c.Hostd.defaults()
-	if err := c.Hostd.validate(); err != nil {
+	if err := c.Hostd.validate(c.ManagedNetwork()); err != nil {
 		return nil, err
 	}
 	return &c, nil

@@ -57,7 +57,7 @@ func (h *Hostd) defaults() {
 	}
 }
 
-func (h *Hostd) validate() error {
+func (h *Hostd) validate(managedNetwork bool) error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if h.Store == "" {
@@ -72,8 +72,8 @@ func (h *Hostd) validate() error {
 	if h.Libvirt.DomainType != "kvm" && h.Libvirt.DomainType != "qemu" {
 		bad("hostd.libvirt.domainType %q: must be kvm or qemu", h.Libvirt.DomainType)
 	}
-	if h.Network.ManagementBridge == "" || h.Network.PrimaryBridge == "" {
-		bad("hostd.network: managementBridge and primaryBridge are required")
+	if !managedNetwork && (h.Network.ManagementBridge == "" || h.Network.PrimaryBridge == "") {
+		bad("hostd.network: managementBridge and primaryBridge are required unless init.network describes the host's network")
 	}
 	if h.API.Listen == "" && h.API.Socket == "" {
 		bad("hostd.api: set listen (HTTPS) or socket (local), or both")

@@ -2,7 +2,7 @@
 // systemd, keeping all of libvirt's state in a runtime directory of the project's own and
 // stopping exactly what it started.
 //
-//	libvirtrun start --root DIR   start, wait until libvirtd answers, print its socket
+//	libvirtrun start --root DIR [--netns NAME]   start, wait until libvirtd answers, print its socket
 //	libvirtrun stop  --root DIR   stop libvirtd, the guests it left, then virtlogd
 //	libvirtrun status --root DIR  exit 0 if running
 //
@@ -12,7 +12,8 @@
 // land in DIR and nothing of the host's own libvirt is touched. The supervisor is a child
 // subreaper: qemu processes whose libvirtd-side parent exits are reaped at once instead of
 // lingering as zombies (which makes DomainDestroy take ~1.5 s on these machines).
-// Clients reach libvirtd at qemu:///system?socket=DIR/run/libvirt-sock.
+// Clients reach libvirtd at qemu:///system?socket=DIR/run/libvirt-sock. With --netns the
+// daemons (and so the guests' qemu, and the taps it opens) live in that network namespace.
 package main
 
 import (
@@ -78,6 +79,7 @@ func main() {
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	root := fs.String("root", "/run/deskhost/libvirt", "runtime directory for libvirt's state")
 	timeout := fs.Duration("timeout", 60*time.Second, "how long start waits for libvirtd to answer")
+	netns := fs.String("netns", "", "network namespace (ip netns) to run the daemons in")
 	_ = fs.Parse(os.Args[2:])
 	abs, err := filepath.Abs(*root)
 	if err != nil {
@@ -85,7 +87,7 @@ func main() {
 	}
 	switch os.Args[1] {
 	case "start":
-		err = start(abs, *timeout)
+		err = start(abs, *netns, *timeout)
 	case "stop":
 		err = stop(abs)
 	case "status":
@@ -135,7 +137,7 @@ func running(root string) (int, bool) {
 	return pid, true
 }
 
-func start(root string, timeout time.Duration) error {
+func start(root, netns string, timeout time.Duration) error {
 	if pid, ok := running(root); ok {
 		fmt.Printf("libvirtrun: already running (pid %d), socket %s\n", pid, socketPath(root))
 		return nil
@@ -162,6 +164,9 @@ func start(root string, timeout time.Duration) error {
 	}
 	defer logf.Close()
 	cmd := exec.Command(self, "supervise", "--root", root)
+	if netns != "" {
+		cmd = exec.Command("ip", "netns", "exec", netns, self, "supervise", "--root", root)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Go makes "/" recursively private in the new namespace before exec, so the binds
 	// below never propagate to the host.

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"deskhost/hostd/agent"
+	"deskhost/netcfg/dhcpclient"
+)
+
+// managementNIC is the guest NIC on the host's management network (guide: "an ENI for
+// management and streaming (eth0)"): the domain puts it in the first NIC slot.
+const managementNIC = "eth0"
+
+// bringUpNetwork brings up loopback and the NICs, then keeps a DHCP lease on the management
+// NIC from the host (netcfg's server on br-mgmt) in the background. Without a DHCP server
+// (a development host with plain bridges) the guest simply has no management address.
+func (g *guest) bringUpNetwork() {
+	for _, name := range []string{"lo", managementNIC, "eth1"} {
+		if l, err := netlink.LinkByName(name); err == nil {
+			if err := netlink.LinkSetUp(l); err != nil {
+				g.fail("bring up %s: %v", name, err)
+			}
+		}
+	}
+	go func() {
+		quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+		for delay := time.Second; ; delay = min(2*delay, time.Minute) {
+			c, err := dhcpclient.New(netns.None(), managementNIC, quiet)
+			if err == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				var l *dhcpclient.Lease
+				l, err = c.Acquire(ctx)
+				cancel()
+				if err == nil {
+					if err = g.applyLease(l); err == nil {
+						g.log.Printf("management address %s on %s", l.Addr, managementNIC)
+						_ = c.Keep(context.Background(), l, g.applyLease)
+					}
+				}
+				c.Close()
+			}
+			g.log.Printf("no management address yet (%v); retrying in %s", err, delay)
+			time.Sleep(delay)
+		}
+	}()
+}
+
+// applyLease puts the lease's address and classless static routes on the management NIC.
+func (g *guest) applyLease(l *dhcpclient.Lease) error {
+	link, err := netlink.LinkByName(managementNIC)
+	if err != nil {
+		return err
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: l.Addr.Addr().AsSlice(), Mask: net.CIDRMask(l.Addr.Bits(), 32)}}
+	if err := netlink.AddrReplace(link, addr); err != nil {
+		return fmt.Errorf("address %s on %s: %w", l.Addr, managementNIC, err)
+	}
+	// On-link routes first: the gatewayed ones need their gateway reachable.
+	routes := slices.Clone(l.Routes)
+	onLinkFirst := func(r dhcpclient.Route) int {
+		if r.Via.IsUnspecified() {
+			return 0
+		}
+		return 1
+	}
+	slices.SortStableFunc(routes, func(a, b dhcpclient.Route) int { return onLinkFirst(a) - onLinkFirst(b) })
+	for _, r := range routes {
+		dst := &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), 32)}
+		rt := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK}
+		if !r.Via.IsUnspecified() {
+			rt.Gw, rt.Scope = r.Via.AsSlice(), netlink.SCOPE_UNIVERSE
+		}
+		if err := netlink.RouteReplace(rt); err != nil {
+			return fmt.Errorf("route %s via %s: %w", r.Dst, r.Via, err)
+		}
+	}
+	g.mu.Lock()
+	g.mgmtAddr = l.Addr.String()
+	g.mu.Unlock()
+	return nil
+}
+
+// interfaces reports the guest's NICs for status.
+func interfaces() []agent.Interface {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil
+	}
+	var out []agent.Interface
+	for _, l := range links {
+		a := l.Attrs()
+		if a.Name == "lo" {
+			continue
+		}
+		i := agent.Interface{Name: a.Name, MAC: a.HardwareAddr.String()}
+		if addrs, err := netlink.AddrList(l, netlink.FAMILY_V4); err == nil {
+			for _, ad := range addrs {
+				i.Addresses = append(i.Addresses, ad.IPNet.String())
+			}
+		}
+		out = append(out, i)
+	}
+	return out
+}

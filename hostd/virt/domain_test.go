@@ -1,0 +1,72 @@
+package virt
+
+import (
+	"strings"
+	"testing"
+)
+
+func spec() Spec {
+	return Spec{Name: "ws-a1b2c3d4e5", Owner: "host-0123", Type: "qemu", VCPUs: 1, MemoryMiB: 256,
+		Kernel: "/img/vmlinux", Initrd: "/img/initrd.img", Cmdline: "console=ttyS0",
+		RootVolume: "/v/root.qcow2", UserVolume: "/v/user.qcow2",
+		Management: NIC{Bridge: "br-mgmt"}, Primary: NIC{Bridge: "br-primary"},
+		VNCSocket: "/r/vnc.sock", AgentSocket: "/r/agent.sock", SerialLog: "/r/serial.log"}
+}
+
+// TestDomainPromises checks the definition itself; the VM tests in hostd/controller read
+// the same properties back from libvirt.
+func TestDomainPromises(t *testing.T) {
+	x, err := DomainXML(spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`<source type="memfd">`, `<access mode="shared">`, `<nosharepages>`, `dumpCore="off"`,
+		`<on_crash>destroy</on_crash>`, `<suspend-to-mem enabled="no">`, `<suspend-to-disk enabled="no">`,
+		`name="vmx"`, `name="svm"`, `<graphics type="vnc" socket="/r/vnc.sock"`, `<panic model="isa">`,
+		`<tb-cache unit="MiB">64</tb-cache>`, `<deskhost:owner xmlns:deskhost="urn:deskhost:hostd:1">host-0123</deskhost:owner>`,
+		`name="org.deskhost.agent.0"`,
+	} {
+		if !strings.Contains(x, want) {
+			t.Errorf("domain XML lacks %s", want)
+		}
+	}
+	for _, never := range []string{"<discard", "autoport", "listen="} {
+		if strings.Contains(x, never) {
+			t.Errorf("domain XML has %s", never)
+		}
+	}
+	if strings.Index(x, `bridge="br-mgmt"`) > strings.Index(x, `bridge="br-primary"`) {
+		t.Error("the management NIC must come first (guest eth0)")
+	}
+}
+
+func TestDomainNICs(t *testing.T) {
+	s := spec()
+	s.Management = NIC{Tap: "wsm-a1b2c3d4e5", MAC: "02:d5:00:00:00:01"}
+	s.Primary = NIC{Tap: "wsp-a1b2c3d4e5", MAC: "02:d5:00:00:00:02"}
+	x, err := DomainXML(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`<interface type="ethernet">`, `<target dev="wsm-a1b2c3d4e5" managed="no">`,
+		`<target dev="wsp-a1b2c3d4e5" managed="no">`, `address="02:d5:00:00:00:01"`} {
+		if !strings.Contains(x, want) {
+			t.Errorf("tap NICs: XML lacks %s", want)
+		}
+	}
+	s.Primary = NIC{Tap: "t", Bridge: "b"}
+	if _, err := Domain(s); err == nil {
+		t.Error("a NIC with both a tap and a bridge was accepted")
+	}
+	s = spec()
+	s.MemoryMiB = 32
+	if _, err := Domain(s); err == nil {
+		t.Error("32 MiB accepted")
+	}
+	m1, p1 := MACs("ws-a1b2c3d4e5")
+	m2, _ := MACs("ws-a1b2c3d4e5")
+	if m1 != m2 || m1 == p1 {
+		t.Errorf("MACs not stable or not distinct: %s %s %s", m1, m2, p1)
+	}
+}
