@@ -6,10 +6,11 @@ GO      ?= go
 BIN     := bin
 RUNDIR  ?= /run/deskhost
 IMAGE   := build/images/desktop
+APPLIANCE := build/images/appliance
 CACHE   := build/cache
 BINARIES := hostd netcfg imagebuild libvirtrun
 
-.PHONY: all deps build image test demo demo-stop libvirt-start libvirt-stop clean fmt vet
+.PHONY: all deps build image appliance test demo demo-host demo-stop libvirt-start libvirt-stop clean fmt vet
 
 all: build
 
@@ -28,6 +29,10 @@ build:
 image: build
 	$(BIN)/imagebuild desktop --out $(IMAGE) --cache $(CACHE)
 
+# The appliance image (configs/appliance.yaml): PXE bundle, raw EFI disk, manifest.
+appliance: build
+	$(BIN)/imagebuild build --profile configs/appliance.yaml --out $(APPLIANCE) --cache $(CACHE)
+
 libvirt-start: build
 	$(BIN)/libvirtrun start --root $(RUNDIR)/libvirt
 
@@ -38,9 +43,14 @@ libvirt-stop: build
 test: deps build image
 	RUNDIR=$(RUNDIR) IMAGE=$(IMAGE) scripts/test.sh
 
-# Installs what it needs, starts libvirtd and hostd, creates a demo WorkSpace and waits
-# until it is AVAILABLE.
-demo: deps build image
+# Builds the appliance image and boots it in QEMU as a virtual host over PXE (imagebuild
+# serve + iPXE), its serial console on this terminal, to "deskhost: ready".
+demo: deps appliance
+	APPLIANCE=$(APPLIANCE) scripts/appliance-demo.sh
+
+# hostd on this machine: starts libvirtd and hostd, creates a demo WorkSpace and waits
+# until it is AVAILABLE (make demo-stop ends it).
+demo-host: deps build image
 	RUNDIR=$(RUNDIR) IMAGE=$(IMAGE) scripts/demo.sh start
 
 demo-stop: build
@@ -53,4 +63,4 @@ vet:
 	$(GO) vet ./...
 
 clean:
-	rm -rf $(BIN) build/images build/demo
+	rm -rf $(BIN) build/images build/demo build/appliance-demo

@@ -1,6 +1,9 @@
 // Command imagebuild builds deskhost images.
 //
 //	imagebuild desktop --out build/images/desktop [--cache build/cache]
+//	imagebuild build --profile configs/appliance.yaml --out build/images/appliance
+//	imagebuild serve [--http :8080] [--tftp :69] build/images/appliance/pxe
+//	imagebuild flash --image build/images/appliance/disk.img --device /dev/sdX
 //
 // Each subcommand has its own flags (imagebuild SUBCOMMAND -h).
 package main
@@ -30,6 +33,9 @@ type command struct {
 
 var commands = map[string]command{
 	"desktop": {"build the WorkSpace desktop image (kernel, initramfs with the guest agent, root qcow2, image.json)", runDesktop},
+	"build":   {"build the appliance image from a profile (PXE bundle, raw EFI disk, manifest)", runBuild},
+	"serve":   {"serve a PXE bundle over HTTP and TFTP for iPXE", runServe},
+	"flash":   {"write a disk image to a block device, read it back and verify its sha256", runFlash},
 }
 
 // errUsage is returned for bad command lines (exit status 2); flag has printed why.

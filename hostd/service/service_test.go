@@ -93,7 +93,12 @@ func TestCreateValidatesEachItem(t *testing.T) {
 		{req("noemail"), apierr.InvalidParameterValues, "no email"},
 		{req("a@b"), apierr.InvalidParameterValues, "Linux"},
 		{func() CreateRequest { r := req("user01"); r.RootVolumeSizeGib, r.UserVolumeSizeGib = 80, 20; return r }(), apierr.InvalidParameterValues, "[80,10]"},
-		{func() CreateRequest { r := req("user01"); r.RunningMode = workspace.AutoStop; r.AutoStopTimeoutMinutes = 90; return r }(), apierr.InvalidParameterValues, "whole number of hours"},
+		{func() CreateRequest {
+			r := req("user01")
+			r.RunningMode = workspace.AutoStop
+			r.AutoStopTimeoutMinutes = 90
+			return r
+		}(), apierr.InvalidParameterValues, "whole number of hours"},
 		{func() CreateRequest { r := req("user01"); r.ComputeTypeName = "POWER"; return r }(), apierr.InvalidParameterValues, "ComputeTypeName"},
 		{func() CreateRequest { r := req("user01"); r.RootVolumeEncryptionEnabled = true; return r }(), apierr.UnsupportedWorkspaceConfig, "encryption"},
 		{func() CreateRequest { r := req("user01"); r.Protocols = []string{"WSP"}; return r }(), apierr.InvalidParameterValues, "Linux"},
@@ -130,7 +135,12 @@ func TestCreateValidatesEachItem(t *testing.T) {
 	// Windows bundles take Windows user names; GPU bundles their own volume minimums.
 	_, failed, _ = s.CreateWorkspaces(ctx, []CreateRequest{
 		{DirectoryID: dirID, UserName: "a@b", BundleID: winID},
-		func() CreateRequest { r := req("user03"); r.BundleID = gpuID; r.RootVolumeSizeGib, r.UserVolumeSizeGib = 80, 10; return r }(),
+		func() CreateRequest {
+			r := req("user03")
+			r.BundleID = gpuID
+			r.RootVolumeSizeGib, r.UserVolumeSizeGib = 80, 10
+			return r
+		}(),
 	})
 	if len(failed) != 1 || failed[0].Index != 1 || !strings.Contains(failed[0].Message, "at least 100 GB") {
 		t.Errorf("windows user / gpu volumes: %+v", failed)

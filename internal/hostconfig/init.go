@@ -64,7 +64,8 @@ type InitConsole struct {
 // InitTime is the NTP client's configuration.
 type InitTime struct {
 	// Servers are NTP servers, "host" or "host:port". None: the clock stays as the
-	// hardware clock set it, and the console raises an alarm.
+	// hardware clock set it, and the status screen says so. A configured server that does
+	// not answer raises an alarm.
 	Servers []string `yaml:"servers"`
 	// Timeout bounds the whole query at boot (default 5s).
 	Timeout Duration `yaml:"timeout"`

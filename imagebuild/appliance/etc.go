@@ -1,0 +1,104 @@
+package appliance
+
+import (
+	"fmt"
+	"io/fs"
+
+	"deskhost/imagebuild/initramfs"
+)
+
+// The image's static files below /etc. init writes what depends on the host config
+// (hostname, resolv.conf) at boot.
+
+// User and group databases: libvirtd resolves libvirt-qemu at start even though qemu runs
+// as root here (Debian's build), and glibc's NSS reads files only.
+const passwd = `root:x:0:0:root:/root:/bin/sh
+libvirt-qemu:x:64055:64055:Libvirt Qemu:/var/lib/libvirt:/usr/sbin/nologin
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+`
+
+const group = `root:x:0:
+kvm:x:104:libvirt-qemu
+libvirt:x:105:
+libvirt-qemu:x:64055:
+nogroup:x:65534:
+`
+
+const nsswitch = `passwd: files
+group:  files
+shadow: files
+hosts:  files dns
+`
+
+const hosts = `127.0.0.1 localhost
+::1       localhost
+`
+
+// The operator shell's environment (busybox ash reads /etc/profile for login shells;
+// init starts the shell with ENV pointing here too).
+const shProfile = `export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export PS1='\h:\w# '
+export LIBVIRT_DEFAULT_URI=qemu:///system
+`
+
+// libvirt's configuration on the appliance. init runs the daemons at their normal paths
+// (/run/libvirt, /var/lib/libvirt on /perm) and captures their stderr into the service
+// logs, so both log to stderr.
+const libvirtdConf = `# deskhost appliance (imagebuild)
+unix_sock_group = "root"
+unix_sock_ro_perms = "0700"
+unix_sock_rw_perms = "0700"
+unix_sock_admin_perms = "0700"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+log_outputs = "3:stderr"
+`
+
+const virtlogdConf = `# deskhost appliance (imagebuild)
+log_outputs = "3:stderr"
+`
+
+// qemu runs as root: the appliance has no per-VM users yet (README, "Known gaps"). No
+// cgroup controllers: init mounts cgroup2 but does not delegate controllers to libvirt
+// yet. Guest memory never goes into core dumps.
+const qemuConf = `# deskhost appliance (imagebuild)
+user = "root"
+group = "root"
+dynamic_ownership = 0
+cgroup_controllers = [ ]
+dump_guest_core = 0
+security_driver = "none"
+`
+
+func osRelease(name, version string) string {
+	return fmt.Sprintf(`NAME="deskhost"
+ID=deskhost
+PRETTY_NAME="deskhost %s %s"
+VERSION_ID=%q
+HOME_URL="https://github.com/deskhost"
+`, name, version, version)
+}
+
+func writeEtc(a *initramfs.Archive, name, version string) error {
+	files := []struct {
+		path string
+		data string
+		perm fs.FileMode
+	}{
+		{"/etc/passwd", passwd, 0o644},
+		{"/etc/group", group, 0o644},
+		{"/etc/nsswitch.conf", nsswitch, 0o644},
+		{"/etc/hosts", hosts, 0o644},
+		{"/etc/profile", shProfile, 0o644},
+		{"/etc/os-release", osRelease(name, version), 0o644},
+		{"/etc/libvirt/libvirtd.conf", libvirtdConf, 0o644},
+		{"/etc/libvirt/virtlogd.conf", virtlogdConf, 0o644},
+		{"/etc/libvirt/qemu.conf", qemuConf, 0o600},
+	}
+	for _, f := range files {
+		if err := a.File(f.path, []byte(f.data), f.perm); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// minimalProfile is a valid profile naming only files every Debian machine has.
+func minimalProfile(t *testing.T, extra string) string {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "p.yaml")
+	body := "name: t\nkernel:\n  modules: [ext4]\n" + extra + "debian:\n  programs: [/bin/sh]\noutputs: [{format: pxe}]\n"
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestApplianceCLI(t *testing.T) {
+	ctx := context.Background()
+	tmp := t.TempDir()
+	notDir := filepath.Join(tmp, "file")
+	os.WriteFile(notDir, []byte("x"), 0o644)
+	badKey := filepath.Join(tmp, "bad.yaml")
+	os.WriteFile(badKey, []byte("name: t\nkernal: {}\n"), 0o644)
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{[]string{"help"}, 0, "build"},
+		{[]string{"build", "-h"}, 0, "raw-efi"},
+		{[]string{"build", "--bogus"}, 2, "flag provided but not defined"},
+		{[]string{"build", "extra"}, 2, "unexpected arguments: extra"},
+		{[]string{"build", "-q", "--profile", filepath.Join(tmp, "none.yaml")}, 1, "none.yaml: no such file"},
+		{[]string{"build", "-q", "--profile", badKey}, 1, "field kernal not found"},
+		{[]string{"serve"}, 2, "want 1 argument"},
+		{[]string{"serve", "--http", "", "--tftp", "", notDir}, 1, "not a directory"},
+		{[]string{"flash", "--image", "x"}, 2, "--image and --device are required"},
+		{[]string{"flash", "--image", filepath.Join(tmp, "none.img"), "--device", "/dev/null"}, 1, "none.img"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := run(ctx, tc.args, &stdout, &stderr)
+		if code != tc.code || !strings.Contains(stderr.String(), tc.stderr) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", tc.args, code, stderr.String(), tc.code, tc.stderr)
+		}
+	}
+}
+
+// A failed build leaves nothing that looks finished: no output directory, no
+// temporary one.
+func TestApplianceBuildFailuresLeaveNoOutput(t *testing.T) {
+	ctx := context.Background()
+	tmp := t.TempDir()
+	fakeDeb := filepath.Join(tmp, "linux-image-fake.deb")
+	os.WriteFile(fakeDeb, []byte("not a deb"), 0o644)
+	file := filepath.Join(tmp, "file")
+	os.WriteFile(file, nil, 0o644)
+	cases := []struct {
+		name    string
+		profile string
+		out     string
+		want    string
+	}{
+		{"unwritable output", minimalProfile(t, ""), filepath.Join(file, "sub", "out"), "output directory"},
+		{"broken kernel package", minimalProfile(t, "  deb: "+fakeDeb+"\n"), filepath.Join(tmp, "out1"), "kernel package"},
+	}
+	if _, err := exec.LookPath("apt-cache"); err == nil {
+		cases = append(cases, struct{ name, profile, out, want string }{"unknown kernel package",
+			minimalProfile(t, "  package: linux-image-deskhost-no-such-kernel\n"), filepath.Join(tmp, "out2"), "linux-image-deskhost-no-such-kernel"})
+	}
+	for _, tc := range cases {
+		var stdout, stderr bytes.Buffer
+		code := run(ctx, []string{"build", "-q", "--profile", tc.profile, "--out", tc.out, "--cache", filepath.Join(tmp, "cache")}, &stdout, &stderr)
+		if code != 1 || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%s: exit %d, %q; want 1 and %q", tc.name, code, stderr.String(), tc.want)
+		}
+		if _, err := os.Stat(tc.out); err == nil {
+			t.Errorf("%s: %s exists after a failed build", tc.name, tc.out)
+		}
+		left, _ := filepath.Glob(filepath.Join(filepath.Dir(tc.out), ".*building*"))
+		if len(left) > 0 {
+			t.Errorf("%s: temporary output left behind: %v", tc.name, left)
+		}
+	}
+}

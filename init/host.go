@@ -1,0 +1,642 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"gopkg.in/yaml.v3"
+
+	"deskhost/hostd/memscrub"
+	"deskhost/init/console"
+	"deskhost/init/hostcfg"
+	"deskhost/init/logbuf"
+	"deskhost/init/perm"
+	"deskhost/init/power"
+	"deskhost/init/proc"
+	"deskhost/init/supervisor"
+	"deskhost/internal/hostconfig"
+	"deskhost/internal/imagelayout"
+	"deskhost/netcfg/config"
+)
+
+type powerRequest struct {
+	action       power.Action
+	factoryReset bool
+}
+
+// host is init's state; it implements console.Host.
+type host struct {
+	start   time.Time
+	release imagelayout.Release
+	reaper  *proc.Reaper
+	initLog *logbuf.Log
+	blog    *bootLog
+	power   chan powerRequest
+
+	cfg       *hostconfig.Config // as the services get it (the console's override applied)
+	cfgRaw    []byte             // as found
+	cfgSrc    hostcfg.Source
+	permState perm.State
+	services  []*supervisor.Service
+	byName    map[string]*supervisor.Service
+
+	logMax  int64
+	logKeep int
+	logRing int
+
+	mu           sync.Mutex
+	phase        string // "" while running; "shutting down"
+	everReady    bool
+	readyTimeout time.Duration
+	alarms       map[string]string
+	timeState    string
+	wsCounts     map[string]int
+	wsNote       string
+	netMu        sync.Mutex // one network change at a time
+	powerAsked   bool
+}
+
+func (h *host) alarm(key, text string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.alarms[key] != text {
+		h.initLog.Printf("alarm %s: %s", key, text)
+	}
+	h.alarms[key] = text
+}
+
+func (h *host) clearAlarm(key string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.alarms, key)
+}
+
+func (h *host) setPhase(p string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.phase = p
+}
+
+func (h *host) setTime(s string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.timeState = s
+}
+
+// Status implements console.Host.
+func (h *host) Status() console.Status {
+	serving := h.serving()
+	h.mu.Lock()
+	phase := h.phase
+	switch {
+	case phase != "":
+	case serving:
+		phase = "ready"
+	case h.everReady || (h.readyTimeout > 0 && time.Since(h.start) > h.readyTimeout):
+		phase = "degraded"
+	default:
+		phase = "starting"
+	}
+	st := console.Status{
+		Phase: phase, Version: nonEmpty(h.release.Version, "dev"), Kernel: h.release.Kernel,
+		Uptime: time.Since(h.start), Orphans: h.reaper.Orphans(), Workspaces: h.wsCounts, WorkspacesNote: h.wsNote,
+		Time: time.Now().UTC().Format("2006-01-02 15:04:05 UTC") + "  " + h.timeState,
+	}
+	keys := make([]string, 0, len(h.alarms))
+	for k := range h.alarms {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		st.Alarms = append(st.Alarms, h.alarms[k])
+	}
+	h.mu.Unlock()
+	st.Hostname, _ = os.Hostname()
+	st.Management, st.Primary = h.addresses()
+	st.Storage = h.storage()
+	for _, s := range h.services {
+		ss := s.Status()
+		st.Services = append(st.Services, console.ServiceInfo{Name: ss.Name, State: ss.State, PID: ss.PID,
+			Restarts: ss.Restarts, Since: ss.Since, LastExit: ss.LastExit, Why: ss.Why})
+		if ss.State == supervisor.StateBackoff && ss.Restarts >= 2 {
+			st.Alarms = append(st.Alarms, fmt.Sprintf("%s keeps failing: %s", ss.Name, ss.LastExit))
+		}
+	}
+	if r, err := memscrub.Check(); err == nil {
+		if !r.InitOnFree {
+			st.Alarms = append(st.Alarms, "init_on_free off: freed guest memory is not zeroed by the kernel")
+		}
+		if len(r.Swap) > 0 {
+			st.Alarms = append(st.Alarms, "swap is on: guest memory may be written to disk")
+		}
+		if r.KSMRunning {
+			st.Alarms = append(st.Alarms, "KSM is merging pages across guests")
+		}
+	}
+	return st
+}
+
+func (h *host) storage() string {
+	ps := h.permState
+	if ps.InMemory {
+		return "/perm in memory (not persistent)"
+	}
+	var fs unix.Statfs_t
+	used := ""
+	if err := unix.Statfs(imagelayout.Perm, &fs); err == nil && fs.Blocks > 0 {
+		total := float64(fs.Blocks) * float64(fs.Bsize)
+		free := float64(fs.Bavail) * float64(fs.Bsize)
+		used = fmt.Sprintf(", %.0f%% of %.1f GiB used", 100*(total-free)/total, total/(1<<30))
+	}
+	return "/perm on " + ps.Device + " (ext4" + used + ")"
+}
+
+// config is the host config as the services have it (SetManagement replaces it).
+func (h *host) config() *hostconfig.Config {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cfg
+}
+
+// networkConfig is netcfg's desired state from the host config.
+func (h *host) networkConfig() (*config.Config, []byte, error) {
+	cfg := h.config()
+	if cfg == nil {
+		return nil, nil, errors.New("no host config")
+	}
+	b, err := cfg.Init.NetworkYAML()
+	if err != nil || b == nil {
+		return nil, nil, errors.New("no init.network in the host config")
+	}
+	c, err := config.Decode(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, b, nil
+}
+
+// addresses describes the management NIC and the primary bridge.
+func (h *host) addresses() (mgmt, primary string) {
+	c, _, err := h.networkConfig()
+	if err != nil {
+		return "not configured (" + err.Error() + ")", "-"
+	}
+	n := c.Interfaces.Management
+	link := findLink(n.Name, n.MAC)
+	if link == nil {
+		mgmt = fmt.Sprintf("NIC %s not found", nonEmpty(n.Name, n.MAC))
+	} else {
+		mode := "static"
+		if n.DHCP {
+			mode = "dhcp"
+		}
+		mgmt = fmt.Sprintf("%s %s%s (%s)", link.Attrs().Name, linkAddrs(link), gateway(link), mode)
+	}
+	if br, err := netlink.LinkByName("br-primary"); err == nil {
+		mode := "static"
+		if c.Interfaces.Primary.DHCP {
+			mode = "dhcp"
+		}
+		primary = fmt.Sprintf("br-primary %s (%s, uplink %s)", linkAddrs(br), mode, nonEmpty(c.Interfaces.Primary.Name, c.Interfaces.Primary.MAC))
+	} else {
+		primary = "br-primary not up"
+	}
+	return mgmt, primary
+}
+
+func findLink(name, mac string) netlink.Link {
+	if name != "" {
+		if l, err := netlink.LinkByName(name); err == nil {
+			return l
+		}
+	}
+	if mac != "" {
+		links, _ := netlink.LinkList()
+		for _, l := range links {
+			if strings.EqualFold(l.Attrs().HardwareAddr.String(), mac) && l.Type() == "device" {
+				return l
+			}
+		}
+	}
+	return nil
+}
+
+func linkAddrs(l netlink.Link) string {
+	addrs, err := netlink.AddrList(l, unix.AF_INET)
+	if err != nil || len(addrs) == 0 {
+		if l.Attrs().OperState != netlink.OperUp && l.Attrs().Flags&net.FlagUp == 0 {
+			return "down, no address"
+		}
+		return "no address"
+	}
+	var s []string
+	for _, a := range addrs {
+		s = append(s, a.IPNet.String())
+	}
+	return strings.Join(s, " ")
+}
+
+func gateway(l netlink.Link) string {
+	routes, err := netlink.RouteList(l, unix.AF_INET)
+	if err != nil {
+		return ""
+	}
+	for _, r := range routes {
+		if (r.Dst == nil || r.Dst.String() == "0.0.0.0/0") && r.Gw != nil {
+			return " gw " + r.Gw.String()
+		}
+	}
+	return ""
+}
+
+// applyNetwork writes netcfg's config and applies it once (boot step 8).
+func (h *host) applyNetwork() {
+	_, b, err := h.networkConfig()
+	if err != nil {
+		h.blog.Printf("network: %v", err)
+		if cfg := h.config(); cfg != nil && cfg.Init.Network.Kind != 0 {
+			h.alarm("netcfg", "network: "+err.Error())
+		}
+		return
+	}
+	if err := writeAtomic(runNetcfg, b, 0o600); err != nil {
+		h.alarm("netcfg", err.Error())
+		return
+	}
+	t := time.Now()
+	out, err := h.runOutput(netcfgTimeout, imagelayout.Netcfg, "apply", "--config", runNetcfg)
+	h.initLog.Printf("netcfg apply:\n%s", out)
+	if err != nil {
+		h.alarm("netcfg", "netcfg apply: "+err.Error()+": "+lastLine(string(out)))
+		h.blog.Printf("network: netcfg apply failed: %v: %s", err, lastLine(string(out)))
+		return
+	}
+	h.clearAlarm("netcfg")
+	mgmt, _ := h.addresses()
+	h.blog.Printf("network: netcfg applied in %.1fs; management %s", time.Since(t).Seconds(), mgmt)
+}
+
+func lastLine(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return l[len(l)-1]
+}
+
+// override is the console's management-address setting, kept on /perm.
+type override struct {
+	DHCP    bool   `yaml:"dhcp"`
+	Address string `yaml:"address,omitempty"`
+	Gateway string `yaml:"gateway,omitempty"`
+}
+
+// readOverride reads the console's management-address setting, if there is one.
+func readOverride() (*override, error) {
+	ob, err := os.ReadFile(mgmtOverride)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var o override
+	if err := yaml.Unmarshal(ob, &o); err != nil {
+		return nil, fmt.Errorf("%s: %w", mgmtOverride, err)
+	}
+	return &o, nil
+}
+
+// effectiveConfig is the host config as the services get it: the console's management
+// address setting (kept on /perm) replaces init.network's. The YAML tree is edited, so
+// everything else stays as the operator wrote it.
+func effectiveConfig(raw []byte, cfg *hostconfig.Config, o *override) ([]byte, error) {
+	if o == nil || cfg.Init.Network.Kind == 0 {
+		return raw, nil
+	}
+	return setManagement(raw, *o, "init", "network")
+}
+
+// setManagement edits the YAML document b: the mapping at path (below the document's
+// root) is netcfg's config, whose interfaces.management gets o's addressing.
+func setManagement(b []byte, o override, path ...string) ([]byte, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, err
+	}
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, errors.New("not a YAML mapping")
+	}
+	n := doc.Content[0]
+	for _, k := range path {
+		n = child(n, k)
+	}
+	mgmt := child(child(n, "interfaces"), "management")
+	if mgmt == nil {
+		return nil, fmt.Errorf("no %s", strings.Join(append(path, "interfaces", "management"), "."))
+	}
+	for _, k := range []string{"dhcp", "addresses", "gateway", "routes"} {
+		del(mgmt, k)
+	}
+	if o.DHCP {
+		put(mgmt, "dhcp", &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: "true"})
+	} else {
+		put(mgmt, "addresses", &yaml.Node{Kind: yaml.SequenceNode, Content: []*yaml.Node{{Kind: yaml.ScalarNode, Value: o.Address}}})
+		if o.Gateway != "" {
+			put(mgmt, "gateway", &yaml.Node{Kind: yaml.ScalarNode, Value: o.Gateway})
+		}
+	}
+	return yaml.Marshal(&doc)
+}
+
+func child(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+func del(m *yaml.Node, key string) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			m.Content = append(m.Content[:i], m.Content[i+2:]...)
+			return
+		}
+	}
+}
+
+func put(m *yaml.Node, key string, v *yaml.Node) {
+	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: key}, v)
+}
+
+// Management implements console.Host.
+func (h *host) Management() (console.Management, error) {
+	c, _, err := h.networkConfig()
+	if err != nil {
+		return console.Management{}, err
+	}
+	n := c.Interfaces.Management
+	m := console.Management{DHCP: n.DHCP, Gateway: n.Gateway}
+	if len(n.Addresses) > 0 {
+		m.Address = n.Addresses[0]
+	}
+	return m, nil
+}
+
+// SetManagement implements console.Host. The new addressing is checked with netcfg's
+// own rules and kept on /perm for the next boots. While hostd runs it is the network's
+// one writer (it keeps the WorkSpaces' taps in netcfg's state: a bare `netcfg apply`
+// would remove them), so hostd is restarted with the new config and applies it;
+// otherwise `netcfg apply` does, and the netcfg service reloads.
+func (h *host) SetManagement(ctx context.Context, m console.Management) (string, error) {
+	h.netMu.Lock()
+	defer h.netMu.Unlock()
+	o := override{DHCP: m.DHCP}
+	if !m.DHCP {
+		p, err := netip.ParsePrefix(m.Address)
+		if err != nil || !p.Addr().Is4() {
+			return "", fmt.Errorf("address %q: want an IPv4 address with its prefix length, e.g. 192.0.2.10/24", m.Address)
+		}
+		if m.Gateway != "" {
+			g, err := netip.ParseAddr(m.Gateway)
+			if err != nil || !g.Is4() {
+				return "", fmt.Errorf("gateway %q: want an IPv4 address", m.Gateway)
+			}
+			if !p.Masked().Contains(g) {
+				return "", fmt.Errorf("gateway %s is not in %s", g, p.Masked())
+			}
+		}
+		o.Address, o.Gateway = p.String(), m.Gateway
+	}
+	cur := h.config()
+	if cur == nil || cur.Init.Network.Kind == 0 {
+		return "", errors.New("the host config has no init.network section")
+	}
+	raw, err := effectiveConfig(h.cfgRaw, cur, &o)
+	if err != nil {
+		return "", err
+	}
+	cfg, err := hostcfg.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("the new config does not load: %w", err)
+	}
+	nb, err := cfg.Init.NetworkYAML()
+	if err != nil {
+		return "", err
+	}
+	if c, err := config.Decode(nb); err != nil {
+		return "", fmt.Errorf("netcfg refuses it: %w", err)
+	} else if _, err := config.Validate(c); err != nil {
+		return "", fmt.Errorf("netcfg refuses it: %w", err)
+	}
+	ob, _ := yaml.Marshal(o)
+	if err := writeAtomic(mgmtOverride, ob, 0o600); err != nil {
+		return "", fmt.Errorf("cannot keep the setting on /perm: %w", err)
+	}
+	if err := writeAtomic(runConfig, raw, 0o600); err != nil {
+		return "", err
+	}
+	if err := writeAtomic(runNetcfg, nb, 0o600); err != nil {
+		return "", err
+	}
+	h.mu.Lock()
+	h.cfg = cfg
+	h.mu.Unlock()
+	h.initLog.Printf("console: management address set to %+v", o)
+	if hd := h.byName["hostd"]; hd != nil && !hd.Disabled() {
+		if err := hd.Restart(); err != nil {
+			return "", err
+		}
+		// Wait for the restarted hostd to serve: it applies the network first.
+		deadline := time.Now().Add(3 * time.Minute)
+		time.Sleep(time.Second)
+		for !hd.Ready() {
+			if time.Now().After(deadline) {
+				return "", errors.New("hostd did not come back within 3 minutes; see its log")
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		mgmt, _ := h.addresses()
+		return "hostd restarted and applied the network.\nManagement: " + mgmt, nil
+	}
+	out, err := h.runOutput(netcfgTimeout, imagelayout.Netcfg, "apply", "--config", runNetcfg)
+	if err != nil {
+		return string(out), fmt.Errorf("netcfg apply: %w", err)
+	}
+	if s := h.byName["netcfg"]; s != nil {
+		_ = s.Signal(syscall.SIGHUP)
+	}
+	return string(out), nil
+}
+
+// ServiceLog implements console.Host.
+func (h *host) ServiceLog(name string) []string {
+	if name == "init" {
+		return h.initLog.Lines(0)
+	}
+	if s := h.byName[name]; s != nil {
+		return s.Log().Lines(0)
+	}
+	return nil
+}
+
+// RestartService implements console.Host.
+func (h *host) RestartService(name string) error {
+	s := h.byName[name]
+	if s == nil {
+		return fmt.Errorf("no service %s", name)
+	}
+	h.initLog.Printf("console: restart %s", name)
+	return s.Restart()
+}
+
+// hostd runs the operator CLI against hostd's socket.
+func (h *host) hostd(ctx context.Context, args ...string) ([]byte, error) {
+	cfg := h.config()
+	if cfg == nil || cfg.Hostd.API.Socket == "" {
+		return nil, errors.New("hostd has no API socket in the host config")
+	}
+	d := 30 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		d = time.Until(dl)
+	}
+	return h.runOutput(d, imagelayout.Hostd, append(args, "--socket", cfg.Hostd.API.Socket)...)
+}
+
+// Workspaces implements console.Host.
+func (h *host) Workspaces(ctx context.Context) ([]console.Workspace, error) {
+	out, err := h.hostd(ctx, "workspaces", "--json")
+	if err != nil {
+		return nil, fmt.Errorf("%v: %s", err, lastLine(string(out)))
+	}
+	var doc struct {
+		Workspaces []struct {
+			WorkspaceId, State, UserName, DirectoryId, IpAddress string
+		}
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		return nil, fmt.Errorf("hostd workspaces --json: %w", err)
+	}
+	var list []console.Workspace
+	for _, w := range doc.Workspaces {
+		list = append(list, console.Workspace{ID: w.WorkspaceId, State: w.State, User: w.UserName, Directory: w.DirectoryId, IP: w.IpAddress})
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
+	return list, nil
+}
+
+// WorkspaceAction implements console.Host.
+func (h *host) WorkspaceAction(ctx context.Context, action, id string) (string, error) {
+	if action != "reboot" && action != "stop" {
+		return "", fmt.Errorf("unknown action %q", action)
+	}
+	h.initLog.Printf("console: %s %s", action, id)
+	out, err := h.hostd(ctx, action, id)
+	return string(out), err
+}
+
+// refreshWorkspaces keeps the status screen's WorkSpace counts current.
+func (h *host) refreshWorkspaces() {
+	for {
+		s := h.byName["hostd"]
+		note := ""
+		var counts map[string]int
+		if s == nil || !s.Ready() {
+			note = "hostd is not serving yet"
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			list, err := h.Workspaces(ctx)
+			cancel()
+			if err != nil {
+				note = "hostd: " + firstLine(err.Error())
+			} else {
+				counts = map[string]int{}
+				for _, w := range list {
+					counts[w.State]++
+				}
+			}
+		}
+		h.mu.Lock()
+		h.wsCounts, h.wsNote = counts, note
+		h.mu.Unlock()
+		time.Sleep(10 * time.Second)
+	}
+}
+
+// Shell implements console.Host: a login shell of its own session with the terminal
+// as its controlling terminal (so ^C and job control work), on a descriptor opened
+// afresh (blocking, unlike the console's).
+func (h *host) Shell(name string) error {
+	tty, err := os.OpenFile("/dev/"+name, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer tty.Close()
+	if err := console.Cooked(tty); err != nil {
+		return err
+	}
+	console.SetWinsize(tty)
+	term := "linux"
+	if strings.HasPrefix(name, "ttyS") {
+		term = "vt100"
+	}
+	cmd := exec.Command(imagelayout.Shell, "-l")
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "TERM=" + term, "ENV=/etc/profile",
+		"LIBVIRT_DEFAULT_URI=qemu:///system", "LANG=C.UTF-8"}
+	cmd.Dir = "/root"
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	h.initLog.Printf("console: shell on %s", name)
+	p, err := h.reaper.Start(cmd)
+	if err != nil {
+		return err
+	}
+	ex := p.Wait()
+	h.initLog.Printf("console: shell on %s ended: %v", name, ex.Err())
+	// The shell led its session: its exit hung the serial line up (every open file of
+	// it now fails), so the console reopens the terminal.
+	return nil
+}
+
+// Power implements console.Host.
+func (h *host) Power(action string) error {
+	req := powerRequest{}
+	switch action {
+	case "reboot":
+		req.action = power.Reboot
+	case "poweroff":
+		req.action = power.PowerOff
+	case "factory-reset":
+		if h.permState.Device == "" {
+			return errors.New("no persistent data partition to reset")
+		}
+		req.action, req.factoryReset = power.Reboot, true
+	default:
+		return fmt.Errorf("unknown power action %q", action)
+	}
+	h.mu.Lock()
+	asked := h.powerAsked
+	h.powerAsked = true
+	h.mu.Unlock()
+	if asked {
+		return errors.New("a shutdown is already under way")
+	}
+	h.initLog.Printf("console: %s", action)
+	h.power <- req
+	return nil
+}

@@ -1,0 +1,58 @@
+// Command init is deskhost's PID 1. It brings the host up from the appliance image's
+// initramfs, supervises its services, runs the operator console, and shuts the host down
+// cleanly. The boot, step by step (each step prints a line on the consoles; a failing
+// step raises an alarm and the boot goes on, so the operator console always comes up):
+//
+//  1. Mounts: /proc, /sys, /dev (devtmpfs) with /dev/pts and /dev/shm, tmpfs on /run and
+//     /tmp, cgroup2; the loopback interface up; Ctrl-Alt-Del becomes SIGINT (reboot).
+//  2. Reaping: every orphan that exits below PID 1 is reaped (internal/reaper); init's
+//     own children are waited for through the same loop (init/proc).
+//  3. Kernel modules from the image's module tree: the boot list, then drivers matching
+//     the hardware's modaliases until no new device appears (init/modload). From then
+//     on the kernel's module requests run init as /sbin/modprobe.
+//  4. Entropy: the kernel's RNG is checked; once /perm is up, the saved seed is mixed in
+//     and replaced (init/entropy).
+//  5. /perm: the partition named deskhost-perm (or deskhost.perm=DEVICE) is formatted
+//     (ext4) only if blank, then mounted; without one, /perm is a tmpfs and the console
+//     says so (init/perm). Service logs go to /perm/log; libvirt's state to
+//     /perm/libvirt.
+//  6. Host config: deskhost.config= on the kernel command line (a path, or an http:// or
+//     tftp:// URL fetched over a DHCP bootstrap network), else the config baked into the
+//     image, else /perm/deskhost.yaml (init/hostcfg). It is checked strictly (hostd's and
+//     init's sections) and copied to /run/deskhost/host.yaml for the services.
+//  7. Host name and /etc/resolv.conf from the config's init section.
+//  8. Network: netcfg applied once (`netcfg apply`) with the config's init.network
+//     section and the console's management-address override from /perm.
+//  9. Time: the clock is set from NTP (init/sntp) before the broker starts.
+//  10. Services, started in order and supervised with restart backoff, each with its own
+//     log (ring buffer + /perm/log/NAME.log): netcfg (apply --serve), virtlogd, libvirtd,
+//     hostd, zeroclient (when the image carries it) (init/supervisor).
+//  11. The operator console on every configured terminal (init/console). When hostd and
+//     zeroclient serve, its header reads "deskhost: ready".
+//
+// Shutdown (console, SIGTERM/SIGINT = reboot, SIGUSR1 = halt, SIGUSR2 = power off, as
+// busybox's reboot/halt/poweroff send): services stopped in reverse order, a fresh
+// entropy seed saved, every other process terminated then killed, file systems synced
+// and unmounted, then reboot or power off. A factory reset also wipes /perm's signature
+// so the next boot formats it.
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"deskhost/init/modload"
+)
+
+func main() {
+	// The kernel runs /sbin/modprobe (a link to /init) to load modules on demand.
+	if filepath.Base(os.Args[0]) == "modprobe" {
+		os.Exit(modload.ModprobeMain(os.Args[1:]))
+	}
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "init: deskhost's init runs only as PID 1, from the appliance image (imagebuild build)")
+		os.Exit(2)
+	}
+	boot()
+}
