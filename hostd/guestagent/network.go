@@ -13,7 +13,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"deskhost/hostd/agent"
-	"deskhost/netcfg/dhcpclient"
+	"deskhost/internal/dhcpclient"
 )
 
 // managementNIC is the guest NIC on the host's management network (guide: "an ENI for

@@ -23,9 +23,9 @@ import (
 	"github.com/vishvananda/netns"
 	"pack.ag/tftp"
 
+	"deskhost/internal/dhcpclient"
 	"deskhost/internal/hostconfig"
 	"deskhost/internal/imagelayout"
-	"deskhost/netcfg/dhcpclient"
 )
 
 // MaxSize bounds a fetched config.

@@ -22,7 +22,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"github.com/vishvananda/netns"
 
-	"deskhost/netcfg/nsutil"
+	"deskhost/internal/nsutil"
 )
 
 // Lease is a fixed assignment.

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"deskhost/internal/nsutil"
 	"deskhost/netcfg/cidrset"
 	"deskhost/netcfg/internal/testnet"
-	"deskhost/netcfg/nsutil"
 )
 
 // nftFile runs `nft -f file` inside ns (forked from a thread in ns, so no

@@ -9,8 +9,8 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"deskhost/internal/nsutil"
 	"deskhost/netcfg/cidrset"
-	"deskhost/netcfg/nsutil"
 )
 
 // dumpRanges reads an IPv4 interval set's elements with a raw netlink dump.

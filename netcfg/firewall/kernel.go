@@ -15,8 +15,8 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"deskhost/internal/nsutil"
 	"deskhost/netcfg/cidrset"
-	"deskhost/netcfg/nsutil"
 )
 
 const (

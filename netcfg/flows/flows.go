@@ -21,7 +21,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"deskhost/netcfg/nsutil"
+	"deskhost/internal/nsutil"
 )
 
 // Port is a transport protocol (6 or 17) and destination port.

@@ -22,8 +22,8 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"deskhost/internal/nsutil"
 	"deskhost/netcfg/config"
-	"deskhost/netcfg/nsutil"
 	"deskhost/netcfg/taps"
 )
 

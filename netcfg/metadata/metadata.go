@@ -27,7 +27,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"deskhost/netcfg/nsutil"
+	"deskhost/internal/nsutil"
 )
 
 // Addr is where the service listens.

@@ -21,12 +21,12 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 
+	"deskhost/internal/dhcpclient"
+	"deskhost/internal/nsutil"
 	"deskhost/netcfg/config"
-	"deskhost/netcfg/dhcpclient"
 	"deskhost/netcfg/dhcpserver"
 	"deskhost/netcfg/internal/testnet"
 	"deskhost/netcfg/links"
-	"deskhost/netcfg/nsutil"
 	"deskhost/netcfg/taps"
 )
 

@@ -30,9 +30,9 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"deskhost/internal/dhcpclient"
 	"deskhost/netcfg/cidrset"
 	"deskhost/netcfg/config"
-	"deskhost/netcfg/dhcpclient"
 	"deskhost/netcfg/dhcpserver"
 	"deskhost/netcfg/firewall"
 	"deskhost/netcfg/flows"

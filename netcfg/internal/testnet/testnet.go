@@ -20,7 +20,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"deskhost/netcfg/nsutil"
+	"deskhost/internal/nsutil"
 )
 
 // RequireRoot skips (outside CI) or fails (CI=true) when the test cannot

@@ -15,7 +15,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/vishvananda/netns"
 
-	"deskhost/netcfg/nsutil"
+	"deskhost/internal/nsutil"
 )
 
 // Lease is what the host needs from a DHCP ACK.
