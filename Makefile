@@ -8,7 +8,7 @@ RUNDIR  ?= /run/deskhost
 IMAGE   := build/images/desktop
 APPLIANCE := build/images/appliance
 CACHE   := build/cache
-BINARIES := hostd netcfg imagebuild libvirtrun
+BINARIES := hostd netcfg zeroclient imagebuild libvirtrun
 
 .PHONY: all deps build image appliance test demo demo-host demo-stop libvirt-start libvirt-stop clean fmt vet
 
@@ -22,6 +22,7 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -o $(BIN)/hostd ./hostd
 	$(GO) build -trimpath -o $(BIN)/netcfg ./netcfg
+	$(GO) build -trimpath -o $(BIN)/zeroclient ./zeroclient
 	$(GO) build -trimpath -o $(BIN)/imagebuild ./imagebuild
 	$(GO) build -trimpath -o $(BIN)/libvirtrun ./scripts/libvirtrun
 

@@ -19,6 +19,9 @@ type Directory struct {
 	// RegistrationCode is what clients enter to find this directory; made at registration.
 	RegistrationCode string `yaml:"registrationCode" json:"registrationCode"`
 	Users            []User `yaml:"users" json:"users"`
+	// Login is how the directory's users sign in through the connection manager
+	// (settings.go). It holds secrets, so it is never serialised to JSON.
+	Login Login `yaml:"login" json:"-"`
 }
 
 // User is a directory user a WorkSpace can be launched for.

@@ -178,5 +178,13 @@ func Parse(b []byte) (*Config, error) {
 	if err := c.Hostd.validate(c.ManagedNetwork()); err != nil {
 		return nil, err
 	}
+	var top map[string]yaml.Node
+	if err := yaml.Unmarshal(b, &top); err == nil {
+		if _, ok := top["zeroclient"]; ok { // a host without the broker has no section
+			if _, err := c.Zeroclient.Resolved(); err != nil {
+				return nil, err
+			}
+		}
+	}
 	return &c, nil
 }

@@ -165,6 +165,9 @@ func (h *Hostd) validate(managedNetwork bool) error {
 		if d.Name == "" {
 			bad("hostd.directories[%d].name: required (the directory's DNS name)", i)
 		}
+		if err := d.Login.Validate(); err != nil {
+			bad("hostd.directories[%d] (%s): %v", i, d.ID, err)
+		}
 		users := map[string]bool{}
 		for j, u := range d.Users {
 			if u.UserName == "" {

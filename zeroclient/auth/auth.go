@@ -1,0 +1,382 @@
+// Package auth decides whether a user's credentials are good: it finds the directory from
+// what the client typed (user, NETBIOS\user, fqdn\user, or the domain field), checks the
+// password against the directory (argon2id hashes in zeroclient's store for local
+// directories, a bind for LDAP ones), runs the MFA step (RADIUS with Access-Challenge, or
+// TOTP for local users), and applies the lockout. Every failure looks the same to the
+// client and takes at least the configured floor, whatever failed: an unknown user and a
+// wrong password cannot be told apart by message or by timing.
+package auth
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
+
+	"deskhost/hostd/directory"
+	"deskhost/zeroclient/credstore"
+	"deskhost/zeroclient/ldapauth"
+	"deskhost/zeroclient/policy"
+	"deskhost/zeroclient/radius"
+)
+
+// Directory is a configured directory with its clients.
+type Directory struct {
+	directory.Directory
+	ldap   *ldapauth.Authenticator
+	radius *radius.Client
+}
+
+// MFAEnabled reports whether logins need a second step.
+func (d *Directory) MFAEnabled() bool { return d.Login.MFA != nil }
+
+// MFAReady reports whether MFA, when configured, is Enabled (logins are refused otherwise).
+func (d *Directory) MFAReady() bool {
+	return d.Login.MFA == nil || d.Login.MFA.MFAStatusOrDefault() == directory.MFAEnabled
+}
+
+// Service checks credentials.
+type Service struct {
+	dirs    []*Directory
+	creds   *credstore.Store
+	lockout *policy.Lockout
+	floor   time.Duration
+	now     func() time.Time
+	sleep   func(time.Duration)
+}
+
+// Config builds a Service.
+type Config struct {
+	Directories []directory.Directory
+	Creds       *credstore.Store
+	Lockout     *policy.Lockout
+	// Floor is the least time a failed check takes.
+	Floor time.Duration
+	Now   func() time.Time
+}
+
+// New validates the directories' login settings and prepares their LDAP and RADIUS clients.
+func New(cfg Config) (*Service, error) {
+	s := &Service{creds: cfg.Creds, lockout: cfg.Lockout, floor: cfg.Floor, now: cfg.Now, sleep: time.Sleep}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	for i, d := range cfg.Directories {
+		if err := d.Login.Validate(); err != nil {
+			return nil, fmt.Errorf("hostd.directories[%d] (%s): %w", i, d.ID, err)
+		}
+		dir := &Directory{Directory: d}
+		var err error
+		if d.Login.Kind() == directory.TypeLDAP {
+			if dir.ldap, err = ldapauth.New(d.Login.LDAP); err != nil {
+				return nil, fmt.Errorf("directory %s: %w", d.ID, err)
+			}
+		}
+		if m := d.Login.MFA; m != nil && m.Type == directory.MFARADIUS {
+			if dir.radius, err = radius.New(m.RADIUS); err != nil {
+				return nil, fmt.Errorf("directory %s: %w", d.ID, err)
+			}
+		}
+		s.dirs = append(s.dirs, dir)
+	}
+	return s, nil
+}
+
+// Directories lists the configured directories.
+func (s *Service) Directories() []*Directory { return s.dirs }
+
+// ByID returns a directory by id.
+func (s *Service) ByID(id string) *Directory {
+	for _, d := range s.dirs {
+		if d.ID == id {
+			return d
+		}
+	}
+	return nil
+}
+
+// ByRegistrationCode returns the registered directory with this code (nil for an unknown
+// code or a deregistered directory).
+func (s *Service) ByRegistrationCode(code string) *Directory {
+	code = strings.TrimSpace(code)
+	if code == "" {
+		return nil
+	}
+	for _, d := range s.dirs {
+		if d.RegistrationCode != "" && subtle.ConstantTimeCompare([]byte(strings.ToUpper(d.RegistrationCode)), []byte(strings.ToUpper(code))) == 1 {
+			if d.Login.Deregistered {
+				return nil
+			}
+			return d
+		}
+	}
+	return nil
+}
+
+// Resolve finds the directory and the bare user name from what the client typed: the
+// guide's "username, corp\username, or corp.example.com\username", with the domain field
+// as the other way to name the directory. With one registered directory, a bare name is
+// in it. A deregistered directory is not found.
+func (s *Service) Resolve(username, domain string) (*Directory, string) {
+	user := strings.TrimSpace(username)
+	dom := strings.TrimSpace(domain)
+	if prefix, rest, ok := strings.Cut(user, `\`); ok {
+		dom, user = prefix, rest
+	}
+	if user == "" || strings.ContainsAny(user, `\`) {
+		return nil, ""
+	}
+	var match []*Directory
+	for _, d := range s.dirs {
+		if d.Login.Deregistered {
+			continue
+		}
+		if dom == "" || strings.EqualFold(dom, d.Name) || strings.EqualFold(dom, d.NetBIOS()) ||
+			(d.Alias != "" && strings.EqualFold(dom, d.Alias)) || dom == d.ID {
+			match = append(match, d)
+		}
+	}
+	if len(match) != 1 {
+		return nil, user
+	}
+	return match[0], user
+}
+
+// Outcome is the result of a check.
+type Outcome int
+
+const (
+	// OK: logged in.
+	OK Outcome = iota
+	// NeedPasscode: the password is right; the MFA passcode is next.
+	NeedPasscode
+	// Failed: unknown user, wrong password, wrong passcode — never said which.
+	Failed
+	// Locked: too many failures for this user from this address.
+	Locked
+	// MFANotReady: the directory's MFA is being set up; nobody logs in.
+	MFANotReady
+	// Unavailable: the directory or MFA server cannot be asked.
+	Unavailable
+)
+
+// Result is a check's outcome.
+type Result struct {
+	Outcome  Outcome
+	UserName string // the directory's spelling, on success
+	// Prompt and State go with NeedPasscode.
+	Prompt string
+	State  []byte
+	// Reason is for logs and the audit trail, never for the client.
+	Reason string
+}
+
+// TOTPPrompt is what a local user with TOTP is asked for.
+const TOTPPrompt = "Enter the 6-digit code from your authenticator app"
+
+// RADIUSPrompt is the first MFA prompt with RADIUS.
+const RADIUSPrompt = "Enter your MFA code"
+
+// Password checks a user's password. dir is from Resolve (nil: no such directory, which
+// fails like a wrong password).
+func (s *Service) Password(ctx context.Context, dir *Directory, user, password string, from netip.Addr) Result {
+	start := time.Now()
+	r := s.password(ctx, dir, user, password, from)
+	if r.Outcome != OK && r.Outcome != NeedPasscode {
+		s.waitFloor(start)
+	}
+	return r
+}
+
+func (s *Service) password(ctx context.Context, dir *Directory, user, password string, from netip.Addr) Result {
+	dirID := ""
+	if dir != nil {
+		dirID = dir.ID
+	}
+	key := policy.LockoutKey(dirID, user, from)
+	if dir != nil && !dir.MFAReady() {
+		return Result{Outcome: MFANotReady, Reason: "MFA status is " + string(dir.Login.MFA.MFAStatusOrDefault())}
+	}
+	if locked, until, err := s.lockout.Locked(key); err != nil {
+		return Result{Outcome: Unavailable, Reason: err.Error()}
+	} else if locked {
+		credstore.VerifyPassword("", password) // same work as a real check
+		return Result{Outcome: Locked, Reason: "locked out until " + until.UTC().Format(time.RFC3339)}
+	}
+	var name string
+	var err error
+	switch {
+	case dir == nil:
+		credstore.VerifyPassword("", password)
+		err = errors.New("no such directory")
+	case dir.Login.Kind() == directory.TypeLDAP:
+		var u ldapauth.User
+		u, err = dir.ldap.Authenticate(ctx, user, password)
+		name = u.Name
+		if err != nil && !errors.Is(err, ldapauth.ErrBadCredentials) {
+			return Result{Outcome: Unavailable, Reason: err.Error()}
+		}
+	default:
+		name, err = s.local(dir, user, password)
+	}
+	if err != nil {
+		if _, ferr := s.lockout.Fail(key); ferr != nil {
+			return Result{Outcome: Unavailable, Reason: ferr.Error()}
+		}
+		return Result{Outcome: Failed, Reason: err.Error()}
+	}
+	if err := s.lockout.Succeed(key); err != nil {
+		return Result{Outcome: Unavailable, Reason: err.Error()}
+	}
+	if dir.MFAEnabled() {
+		prompt := RADIUSPrompt
+		if dir.Login.MFA.Type == directory.MFATOTP {
+			prompt = TOTPPrompt
+		}
+		return Result{Outcome: NeedPasscode, UserName: name, Prompt: prompt}
+	}
+	return Result{Outcome: OK, UserName: name}
+}
+
+// local checks a local directory user's password against the stored argon2id hash. An
+// unknown or never-activated user costs the same hash computation.
+func (s *Service) local(dir *Directory, user, password string) (string, error) {
+	u, known := dir.FindUser(user)
+	hash := ""
+	if known {
+		c, ok, err := s.creds.Credential(dir.ID, u.UserName)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			hash = c.Hash
+		}
+	}
+	if !credstore.VerifyPassword(hash, password) {
+		switch {
+		case !known:
+			return "", errors.New("no such user")
+		case hash == "":
+			return "", errors.New("user has not activated")
+		}
+		return "", errors.New("wrong password")
+	}
+	return u.UserName, nil
+}
+
+// Passcode checks the MFA step for a user whose password was accepted. state is the
+// RADIUS State of an outstanding challenge (nil for the first passcode).
+func (s *Service) Passcode(ctx context.Context, dir *Directory, user, passcode string, state []byte, from netip.Addr) Result {
+	start := time.Now()
+	r := s.passcode(ctx, dir, user, passcode, state, from)
+	if r.Outcome != OK && r.Outcome != NeedPasscode {
+		s.waitFloor(start)
+	}
+	return r
+}
+
+func (s *Service) passcode(ctx context.Context, dir *Directory, user, passcode string, state []byte, from netip.Addr) Result {
+	key := policy.LockoutKey(dir.ID, user, from)
+	if !dir.MFAReady() {
+		return Result{Outcome: MFANotReady, Reason: "MFA status is " + string(dir.Login.MFA.MFAStatusOrDefault())}
+	}
+	if locked, _, err := s.lockout.Locked(key); err != nil {
+		return Result{Outcome: Unavailable, Reason: err.Error()}
+	} else if locked {
+		return Result{Outcome: Locked, Reason: "locked out"}
+	}
+	fail := func(reason string) Result {
+		if _, err := s.lockout.Fail(key); err != nil {
+			return Result{Outcome: Unavailable, Reason: err.Error()}
+		}
+		return Result{Outcome: Failed, Reason: reason}
+	}
+	switch dir.Login.MFA.Type {
+	case directory.MFARADIUS:
+		resp, err := dir.radius.Authenticate(ctx, user, passcode, state)
+		if err != nil {
+			return Result{Outcome: Unavailable, Reason: err.Error()}
+		}
+		switch resp.Outcome {
+		case radius.Accept:
+			s.lockout.Succeed(key)
+			return Result{Outcome: OK, UserName: user}
+		case radius.Challenge:
+			prompt := resp.Message
+			if prompt == "" {
+				prompt = RADIUSPrompt
+			}
+			return Result{Outcome: NeedPasscode, UserName: user, Prompt: prompt, State: resp.State}
+		}
+		return fail("RADIUS Access-Reject")
+	case directory.MFATOTP:
+		c, ok, err := s.creds.Credential(dir.ID, user)
+		if err != nil {
+			return Result{Outcome: Unavailable, Reason: err.Error()}
+		}
+		if !ok || c.TOTPSecret == "" {
+			return fail("no TOTP secret enrolled")
+		}
+		step, ok := CheckTOTP(c.TOTPSecret, passcode, s.now())
+		if !ok {
+			return fail("wrong TOTP code")
+		}
+		fresh, err := s.creds.UseTOTPStep(dir.ID, user, step)
+		if err != nil {
+			return Result{Outcome: Unavailable, Reason: err.Error()}
+		}
+		if !fresh {
+			return fail("TOTP code already used")
+		}
+		s.lockout.Succeed(key)
+		return Result{Outcome: OK, UserName: user}
+	}
+	return fail("no MFA method")
+}
+
+// TOTP settings: RFC 6238 defaults, which every authenticator app uses.
+var totpOpts = totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
+
+// CheckTOTP checks code against secret at now, allowing one 30 s step of clock skew either
+// way, and returns the matching time step.
+func CheckTOTP(secret, code string, now time.Time) (int64, bool) {
+	code = strings.TrimSpace(code)
+	if len(code) != 6 {
+		return 0, false
+	}
+	for _, skew := range []int64{0, -1, 1} {
+		t := now.Add(time.Duration(skew) * 30 * time.Second)
+		want, err := totp.GenerateCodeCustom(secret, t, totpOpts)
+		if err == nil && subtle.ConstantTimeCompare([]byte(want), []byte(code)) == 1 {
+			return t.Unix() / 30, true
+		}
+	}
+	return 0, false
+}
+
+// TOTPCode is the current code for secret (for the reference client and tests).
+func TOTPCode(secret string, now time.Time) (string, error) {
+	return totp.GenerateCodeCustom(secret, now, totpOpts)
+}
+
+// NewTOTPSecret enrolls a user: a fresh secret and its otpauth:// URI for an app.
+func NewTOTPSecret(issuer, account string) (secret, uri string, err error) {
+	k, err := totp.Generate(totp.GenerateOpts{Issuer: issuer, AccountName: account, Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	if err != nil {
+		return "", "", err
+	}
+	return k.Secret(), k.URL(), nil
+}
+
+// waitFloor sleeps until the floor has passed since start.
+func (s *Service) waitFloor(start time.Time) {
+	if d := s.floor - time.Since(start); d > 0 {
+		s.sleep(d)
+	}
+}

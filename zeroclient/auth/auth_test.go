@@ -1,0 +1,64 @@
+package auth
+
+import (
+	"testing"
+	"time"
+
+	"deskhost/hostd/directory"
+)
+
+func TestResolve(t *testing.T) {
+	s, err := New(Config{Directories: []directory.Directory{
+		{ID: "d-0000000001", Name: "corp.example.com", Alias: "corp-alias"},
+		{ID: "d-0000000002", Name: "lab.example.org", Login: directory.Login{NetBIOSName: "LABNET"}},
+		{ID: "d-0000000003", Name: "gone.example.com", Login: directory.Login{Deregistered: true}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ user, domain, dir, name string }{
+		{`CORP\alice`, "", "d-0000000001", "alice"},
+		{`corp.example.com\alice`, "", "d-0000000001", "alice"},
+		{"alice", "corp.example.com", "d-0000000001", "alice"},
+		{"alice", "CORP-ALIAS", "d-0000000001", "alice"},
+		{`LABNET\bob`, "", "d-0000000002", "bob"},
+		{"bob", "lab", "", "bob"},        // the default NetBIOS name is LAB only without netbiosName
+		{"alice", "", "", "alice"},       // two registered directories: a bare name is ambiguous
+		{`GONE\ivan`, "", "", "ivan"},    // deregistered
+		{`OTHER\alice`, "", "", "alice"}, // unknown domain
+		{`CORP\`, "", "", ""},            // no user
+		{`CORP\a\b`, "", "", ""},
+	} {
+		d, name := s.Resolve(tc.user, tc.domain)
+		got := ""
+		if d != nil {
+			got = d.ID
+		}
+		if got != tc.dir || (tc.dir != "" && name != tc.name) {
+			t.Errorf("Resolve(%q, %q) = %s %q, want %s %q", tc.user, tc.domain, got, name, tc.dir, tc.name)
+		}
+	}
+	if _, err := New(Config{Directories: []directory.Directory{{ID: "d-0000000009", Name: "x.y", Login: directory.Login{Type: directory.TypeLDAP}}}}); err == nil {
+		t.Error("an invalid login block was accepted")
+	}
+}
+
+func TestTOTP(t *testing.T) {
+	secret, uri, err := NewTOTPSecret("deskhost corp", "alice@corp")
+	if err != nil || secret == "" || uri == "" {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 1, 1, 9, 0, 10, 0, time.UTC)
+	code, _ := TOTPCode(secret, now)
+	for _, tc := range []struct {
+		at time.Time
+		ok bool
+	}{{now, true}, {now.Add(30 * time.Second), true}, {now.Add(-30 * time.Second), true}, {now.Add(90 * time.Second), false}} {
+		if _, ok := CheckTOTP(secret, code, tc.at); ok != tc.ok {
+			t.Errorf("code from %s checked at %s: %v", now, tc.at, ok)
+		}
+	}
+	if _, ok := CheckTOTP(secret, "12345", now); ok {
+		t.Error("a 5-digit code was accepted")
+	}
+}

@@ -1,0 +1,452 @@
+// Package brokerxml is the XML of the PCoIP Connection Broker Protocol as zero clients speak
+// it: every request is a <pcoip-client version="..."> envelope with exactly one child (hello,
+// authenticate, get-resource-list, allocate-resource, bye), answered by the same envelope
+// around <child-resp>. Decode is strict about the envelope and what the broker relies on,
+// lenient about extra elements inside a message (clients add fields from newer protocol
+// versions), and rejects DTDs outright.
+package brokerxml
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"unicode/utf8"
+)
+
+// Version is the protocol version this broker answers with.
+const Version = "2.1"
+
+// MaxBody is the largest request body the broker reads (the handler enforces it; Decode
+// refuses more too, so the fuzzer and any other caller get the same bound).
+const MaxBody = 64 << 10
+
+// Kind names a request.
+type Kind string
+
+const (
+	KindHello            Kind = "hello"
+	KindAuthenticate     Kind = "authenticate"
+	KindGetResourceList  Kind = "get-resource-list"
+	KindAllocateResource Kind = "allocate-resource"
+	KindBye              Kind = "bye"
+)
+
+// Authentication methods.
+const (
+	MethodPassword = "password"
+	MethodPasscode = "passcode"
+)
+
+// Request is one decoded request: Kind says which pointer is set (Bye has no body).
+type Request struct {
+	Version  string
+	Kind     Kind
+	Hello    *Hello
+	Auth     *Authenticate
+	List     *GetResourceList
+	Allocate *AllocateResource
+}
+
+// Hello is the client's introduction.
+type Hello struct {
+	XMLName    xml.Name   `xml:"hello"`
+	ClientInfo ClientInfo `xml:"client-info"`
+	Caps       []string   `xml:"caps>cap,omitempty"`
+}
+
+// ClientInfo describes the client device.
+type ClientInfo struct {
+	ProductName    string `xml:"product-name"`
+	ProductVersion string `xml:"product-version"`
+	Platform       string `xml:"platform"`
+	Locale         string `xml:"locale,omitempty"`
+	Hostname       string `xml:"hostname"`
+	SerialNumber   string `xml:"serial-number,omitempty"`
+	DeviceName     string `xml:"device-name,omitempty"`
+	PCoIPUniqueID  string `xml:"pcoip-unique-id,omitempty"`
+}
+
+// Authenticate is a login step: method="password" (username, password, domain) or
+// method="passcode" (username, passcode: the MFA step).
+type Authenticate struct {
+	XMLName  xml.Name `xml:"authenticate"`
+	Method   string   `xml:"method,attr"`
+	Username string   `xml:"username"`
+	Password string   `xml:"password,omitempty"`
+	Domain   string   `xml:"domain,omitempty"`
+	Passcode string   `xml:"passcode,omitempty"`
+}
+
+// GetResourceList asks for the user's desktops.
+type GetResourceList struct {
+	XMLName       xml.Name `xml:"get-resource-list"`
+	Protocols     []string `xml:"protocols>protocol,omitempty"`
+	ResourceTypes []string `xml:"resource-types>resource-type,omitempty"`
+}
+
+// AllocateResource asks for connect information for one desktop.
+type AllocateResource struct {
+	XMLName    xml.Name `xml:"allocate-resource"`
+	ResourceID string   `xml:"resource-id"`
+	Protocol   string   `xml:"protocol,omitempty"`
+}
+
+// Bye ends the session.
+type Bye struct {
+	XMLName xml.Name `xml:"bye"`
+}
+
+// Field limits: generous for real names and passwords, small enough that nothing a
+// client sends can make the broker do much work with it.
+const (
+	maxName     = 256
+	maxSecret   = 1024
+	maxInfo     = 512
+	maxListElem = 32
+)
+
+var versionRE = regexp.MustCompile(`^[0-9]{1,3}\.[0-9]{1,3}$`)
+
+// Error is a malformed request; its message says what is wrong, for the 400 response.
+type Error struct{ msg string }
+
+func (e *Error) Error() string { return e.msg }
+
+func bad(format string, args ...any) error { return &Error{fmt.Sprintf(format, args...)} }
+
+// Decode parses one request body.
+func Decode(body []byte) (*Request, error) {
+	if len(body) > MaxBody {
+		return nil, bad("request body is %d bytes; the limit is %d", len(body), MaxBody)
+	}
+	if !utf8.Valid(body) {
+		return nil, bad("request body is not UTF-8")
+	}
+	version, child, err := envelope(body)
+	if err != nil {
+		return nil, err
+	}
+	var env struct {
+		XMLName  xml.Name          `xml:"pcoip-client"`
+		Hello    *Hello            `xml:"hello"`
+		Auth     *Authenticate     `xml:"authenticate"`
+		List     *GetResourceList  `xml:"get-resource-list"`
+		Allocate *AllocateResource `xml:"allocate-resource"`
+		Bye      *Bye              `xml:"bye"`
+	}
+	if err := xml.Unmarshal(body, &env); err != nil {
+		return nil, bad("<%s>: %v", child, err)
+	}
+	r := &Request{Version: version, Kind: Kind(child), Hello: env.Hello, Auth: env.Auth, List: env.List, Allocate: env.Allocate}
+	return r, r.check()
+}
+
+// envelope walks the tokens: one <pcoip-client version="N.N"> root holding exactly one
+// known child element and nothing else but whitespace and comments.
+func envelope(body []byte) (version, child string, err error) {
+	d := xml.NewDecoder(bytes.NewReader(body))
+	d.Strict = true
+	depth, children, rootDone := 0, 0, false
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", "", bad("not well-formed XML: %v", err)
+		}
+		switch t := tok.(type) {
+		case xml.Directive:
+			return "", "", bad("DTDs and other <!...> directives are not accepted")
+		case xml.ProcInst:
+			if depth > 0 || rootDone || t.Target != "xml" {
+				return "", "", bad("unexpected processing instruction <?%s?>", t.Target)
+			}
+		case xml.CharData:
+			if len(bytes.TrimSpace(t)) > 0 && depth <= 1 {
+				return "", "", bad("text outside a message element")
+			}
+		case xml.StartElement:
+			switch {
+			case depth == 0 && rootDone:
+				return "", "", bad("more than one root element")
+			case depth == 0:
+				if t.Name.Local != "pcoip-client" || t.Name.Space != "" {
+					return "", "", bad("root element is <%s>; want <pcoip-client>", t.Name.Local)
+				}
+				for _, a := range t.Attr {
+					if a.Name.Local == "version" && a.Name.Space == "" {
+						version = a.Value
+					}
+				}
+				if version == "" {
+					return "", "", bad("<pcoip-client> has no version attribute")
+				}
+				if !versionRE.MatchString(version) {
+					return "", "", bad("<pcoip-client> version %q is not a protocol version", version)
+				}
+			case depth == 1:
+				children++
+				if children > 1 {
+					return "", "", bad("<pcoip-client> holds more than one message")
+				}
+				switch Kind(t.Name.Local) {
+				case KindHello, KindAuthenticate, KindGetResourceList, KindAllocateResource, KindBye:
+				default:
+					return "", "", bad("unknown message <%s>", t.Name.Local)
+				}
+				if t.Name.Space != "" {
+					return "", "", bad("message <%s> is in a namespace", t.Name.Local)
+				}
+				child = t.Name.Local
+			}
+			depth++
+		case xml.EndElement:
+			depth--
+			if depth == 0 {
+				rootDone = true
+			}
+		}
+	}
+	if !rootDone {
+		return "", "", bad("no <pcoip-client> element")
+	}
+	if children == 0 {
+		return "", "", bad("<pcoip-client> holds no message")
+	}
+	return version, child, nil
+}
+
+func (r *Request) check() error {
+	switch r.Kind {
+	case KindHello:
+		r.Hello.Caps = nonBlank(r.Hello.Caps)
+		ci := r.Hello.ClientInfo
+		if strings.TrimSpace(ci.ProductName) == "" {
+			return bad("<hello> needs <client-info><product-name>")
+		}
+		for name, v := range map[string]string{"product-name": ci.ProductName, "product-version": ci.ProductVersion,
+			"platform": ci.Platform, "locale": ci.Locale, "hostname": ci.Hostname, "serial-number": ci.SerialNumber,
+			"device-name": ci.DeviceName, "pcoip-unique-id": ci.PCoIPUniqueID} {
+			if len(v) > maxInfo {
+				return bad("<client-info><%s> is longer than %d bytes", name, maxInfo)
+			}
+		}
+		if len(r.Hello.Caps) > maxListElem {
+			return bad("<caps> has more than %d entries", maxListElem)
+		}
+	case KindAuthenticate:
+		a := r.Auth
+		switch a.Method {
+		case MethodPassword:
+			if a.Passcode != "" {
+				return bad(`<authenticate method="password"> carries no <passcode>`)
+			}
+		case MethodPasscode:
+			if a.Passcode == "" {
+				return bad(`<authenticate method="passcode"> needs <passcode>`)
+			}
+			if a.Password != "" {
+				return bad(`<authenticate method="passcode"> carries no <password>`)
+			}
+		case "":
+			return bad("<authenticate> has no method attribute")
+		default:
+			return bad("<authenticate> method %q is not one of password, passcode", a.Method)
+		}
+		if a.Username == "" {
+			return bad("<authenticate> needs <username>")
+		}
+		if len(a.Username) > maxName || len(a.Domain) > maxName {
+			return bad("<authenticate> user name or domain is longer than %d bytes", maxName)
+		}
+		if len(a.Password) > maxSecret || len(a.Passcode) > maxSecret {
+			return bad("<authenticate> password or passcode is longer than %d bytes", maxSecret)
+		}
+		if strings.ContainsRune(a.Username+a.Domain+a.Password+a.Passcode, 0) {
+			return bad("<authenticate> holds a NUL character")
+		}
+	case KindGetResourceList:
+		r.List.Protocols, r.List.ResourceTypes = nonBlank(r.List.Protocols), nonBlank(r.List.ResourceTypes)
+		if len(r.List.Protocols) > maxListElem || len(r.List.ResourceTypes) > maxListElem {
+			return bad("<get-resource-list> lists more than %d entries", maxListElem)
+		}
+	case KindAllocateResource:
+		id := strings.TrimSpace(r.Allocate.ResourceID)
+		if id == "" {
+			return bad("<allocate-resource> needs <resource-id>")
+		}
+		if len(id) > maxName {
+			return bad("<allocate-resource><resource-id> is longer than %d bytes", maxName)
+		}
+		r.Allocate.ResourceID = id
+	}
+	return nil
+}
+
+// nonBlank trims list entries and drops empty ones: <cap/> means nothing.
+func nonBlank(in []string) []string {
+	var out []string
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Result ids. The protocol's own: AUTH_SUCCESSFUL_AND_COMPLETE,
+// AUTH_FAILED_UNKNOWN_USERNAME_OR_PASSWORD, LIST_SUCCESSFUL, ALLOC_SUCCESSFUL. The others name
+// this broker's further outcomes in the same style.
+const (
+	AuthComplete        = "AUTH_SUCCESSFUL_AND_COMPLETE"
+	AuthIncomplete      = "AUTH_SUCCESSFUL_BUT_INCOMPLETE" // MFA: a passcode is next
+	AuthFailed          = "AUTH_FAILED_UNKNOWN_USERNAME_OR_PASSWORD"
+	AuthFailedPasscode  = "AUTH_FAILED_INVALID_PASSCODE"
+	AuthFailedLocked    = "AUTH_FAILED_ACCOUNT_LOCKED"
+	AuthFailedDenied    = "AUTH_FAILED_ACCESS_DENIED" // IP access control group, device type
+	AuthFailedMFASetup  = "AUTH_FAILED_MFA_NOT_AVAILABLE"
+	AuthFailedUnavail   = "AUTH_FAILED_DIRECTORY_UNAVAILABLE"
+	AuthFailedNotAuthed = "AUTH_FAILED_NOT_AUTHENTICATED" // passcode without a password step; no hello
+	ListSuccessful      = "LIST_SUCCESSFUL"
+	ListNoResources     = "LIST_FAILED_NO_RESOURCES"
+	ListNotAuthed       = "LIST_FAILED_NOT_AUTHENTICATED"
+	AllocSuccessful     = "ALLOC_SUCCESSFUL"
+	AllocNotAuthed      = "ALLOC_FAILED_NOT_AUTHENTICATED"
+	AllocNoResource     = "ALLOC_FAILED_UNKNOWN_RESOURCE"
+	AllocUnhealthy      = "ALLOC_FAILED_UNHEALTHY"
+	AllocMaintenance    = "ALLOC_FAILED_MAINTENANCE"
+	AllocStarting       = "ALLOC_FAILED_RESOURCE_STARTING"
+	AllocNotOnDevice    = "ALLOC_FAILED_PROTOCOL_NOT_SUPPORTED"
+	AllocDenied         = "ALLOC_FAILED_ACCESS_DENIED"
+	AllocFailed         = "ALLOC_FAILED_LAUNCH_ERROR"
+)
+
+// Result is a response's outcome.
+type Result struct {
+	ID  string `xml:"result-id"`
+	Str string `xml:"result-str"`
+}
+
+// HelloResp answers hello.
+type HelloResp struct {
+	XMLName    xml.Name   `xml:"hello-resp"`
+	BrokerInfo BrokerInfo `xml:"brokers-info>broker-info"`
+	NextAuth   *NextAuth  `xml:"next-authentication,omitempty"`
+}
+
+// BrokerInfo describes the broker.
+type BrokerInfo struct {
+	ProductName    string `xml:"product-name"`
+	ProductVersion string `xml:"product-version"`
+	Platform       string `xml:"platform"`
+	Locale         string `xml:"locale"`
+	IPAddress      string `xml:"ip-address"`
+	Hostname       string `xml:"hostname"`
+}
+
+// NextAuth tells the client what to authenticate with next.
+type NextAuth struct {
+	Methods []string `xml:"authentication-methods>method"`
+	Domains []string `xml:"domains>domain,omitempty"`
+	// Prompt is the text to show for a passcode (a RADIUS server's Reply-Message).
+	Prompt string `xml:"prompt,omitempty"`
+}
+
+// AuthenticateResp answers authenticate.
+type AuthenticateResp struct {
+	XMLName  xml.Name  `xml:"authenticate-resp"`
+	Method   string    `xml:"method,attr"`
+	Result   Result    `xml:"result"`
+	NextAuth *NextAuth `xml:"next-authentication,omitempty"`
+}
+
+// GetResourceListResp answers get-resource-list.
+type GetResourceListResp struct {
+	XMLName   xml.Name   `xml:"get-resource-list-resp"`
+	Result    Result     `xml:"result"`
+	Resources []Resource `xml:"resource"`
+}
+
+// Resource is one desktop.
+type Resource struct {
+	Name      string       `xml:"resource-name"`
+	ID        string       `xml:"resource-id"`
+	Type      ResourceType `xml:"resource-type"`
+	State     string       `xml:"resource-state"`
+	Protocols []Protocol   `xml:"protocols>protocol"`
+}
+
+// ResourceType is DESKTOP with its session type (VDI).
+type ResourceType struct {
+	SessionType string `xml:"session-type,attr"`
+	Value       string `xml:",chardata"`
+}
+
+// Protocol is a streaming protocol the resource offers.
+type Protocol struct {
+	IsDefault bool   `xml:"is-default,attr"`
+	Value     string `xml:",chardata"`
+}
+
+// AllocateResourceResp answers allocate-resource.
+type AllocateResourceResp struct {
+	XMLName    xml.Name `xml:"allocate-resource-resp"`
+	Result     Result   `xml:"result"`
+	Target     *Target  `xml:"target,omitempty"`
+	ResourceID string   `xml:"resource-id,omitempty"`
+	Protocol   string   `xml:"protocol,omitempty"`
+}
+
+// Target is where to stream from.
+type Target struct {
+	IPAddress  string `xml:"ip-address"`
+	Hostname   string `xml:"hostname"`
+	SNI        string `xml:"sni"`
+	Port       int    `xml:"port"`
+	SessionID  string `xml:"session-id"`
+	ConnectTag string `xml:"connect-tag"`
+}
+
+// ByeResp answers bye.
+type ByeResp struct {
+	XMLName xml.Name `xml:"bye-resp"`
+}
+
+// Encode wraps one message (a request or response struct above) in the envelope.
+func Encode(msg any) ([]byte, error) {
+	env := struct {
+		XMLName xml.Name `xml:"pcoip-client"`
+		Version string   `xml:"version,attr"`
+		Msg     any
+	}{Version: Version, Msg: msg}
+	b, err := xml.Marshal(env)
+	if err != nil {
+		return nil, fmt.Errorf("encode %T: %w", msg, err)
+	}
+	return append([]byte(xml.Header), b...), nil
+}
+
+// DecodeResponse parses a broker's response envelope into dst (one of the *Resp types),
+// for clients.
+func DecodeResponse(body []byte, dst any) error {
+	var env struct {
+		XMLName xml.Name `xml:"pcoip-client"`
+		Version string   `xml:"version,attr"`
+		Inner   []byte   `xml:",innerxml"`
+	}
+	if err := xml.Unmarshal(body, &env); err != nil {
+		return fmt.Errorf("broker response: %w", err)
+	}
+	if env.Version == "" {
+		return errors.New("broker response: <pcoip-client> has no version")
+	}
+	if err := xml.Unmarshal(env.Inner, dst); err != nil {
+		return fmt.Errorf("broker response: %w", err)
+	}
+	return nil
+}

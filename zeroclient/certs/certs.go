@@ -1,0 +1,203 @@
+// Package certs gives the broker and the gateway their TLS identity: the operator's PEM
+// certificate and key, or a CA and a server certificate made once and kept in a
+// directory. Clients are given ca.pem to trust (zero clients take it as an uploaded
+// certificate, TigerVNC as -X509CA); the server certificate names the configured names,
+// the host name, localhost and every address the host has, so any address a client dials
+// verifies.
+package certs
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// Files in a self-signed directory.
+const (
+	CAFile   = "ca.pem"
+	caKey    = "ca-key.pem"
+	CertFile = "cert.pem"
+	KeyFile  = "key.pem"
+)
+
+// ServerConfig is the TLS the broker and gateway accept: TLS 1.2 or later, and for 1.2
+// only ECDHE suites with AEAD ciphers (TLS 1.3's suites are all ephemeral).
+func ServerConfig(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+		CurvePreferences: []tls.CurveID{tls.X25519, tls.CurveP256, tls.CurveP384},
+	}
+}
+
+// Load returns the certificate: from certFile/keyFile when given, else made (or reused)
+// in dir for names.
+func Load(certFile, keyFile, dir string, names []string) (tls.Certificate, error) {
+	if certFile != "" {
+		c, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return tls.Certificate{}, fmt.Errorf("tls: %w", err)
+		}
+		return c, nil
+	}
+	return SelfSigned(dir, names, time.Now())
+}
+
+// SelfSigned returns the server certificate kept in dir, making the CA and the certificate
+// when missing, expiring within 30 days, or not covering names.
+func SelfSigned(dir string, names []string, now time.Time) (tls.Certificate, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return tls.Certificate{}, fmt.Errorf("tls: %w", err)
+	}
+	dnsNames, ips := sans(names)
+	if c, err := tls.LoadX509KeyPair(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile)); err == nil {
+		if leaf, err := x509.ParseCertificate(c.Certificate[0]); err == nil && leaf.NotAfter.Sub(now) > 30*24*time.Hour && covers(leaf, dnsNames, ips) {
+			return c, nil
+		}
+	}
+	ca, caPriv, err := loadOrMakeCA(dir, now)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	host, _ := os.Hostname()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(), Subject: pkix.Name{CommonName: firstNonEmpty(host, "deskhost"), Organization: []string{"deskhost"}},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(397 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames: dnsNames, IPAddresses: ips,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &priv.PublicKey, caPriv)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("tls: make certificate: %w", err)
+	}
+	if err := writePEM(filepath.Join(dir, CertFile), "CERTIFICATE", der); err != nil {
+		return tls.Certificate{}, err
+	}
+	kb, _ := x509.MarshalECPrivateKey(priv)
+	if err := writePEM(filepath.Join(dir, KeyFile), "EC PRIVATE KEY", kb); err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.LoadX509KeyPair(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
+}
+
+func loadOrMakeCA(dir string, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	if c, err := tls.LoadX509KeyPair(filepath.Join(dir, CAFile), filepath.Join(dir, caKey)); err == nil {
+		if ca, err := x509.ParseCertificate(c.Certificate[0]); err == nil && ca.NotAfter.Sub(now) > 400*24*time.Hour {
+			if k, ok := c.PrivateKey.(*ecdsa.PrivateKey); ok {
+				return ca, k, nil
+			}
+		}
+	}
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	host, _ := os.Hostname()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(), Subject: pkix.Name{CommonName: "deskhost CA " + firstNonEmpty(host, ""), Organization: []string{"deskhost"}},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tls: make CA: %w", err)
+	}
+	if err := writePEM(filepath.Join(dir, CAFile), "CERTIFICATE", der); err != nil {
+		return nil, nil, err
+	}
+	kb, _ := x509.MarshalECPrivateKey(priv)
+	if err := writePEM(filepath.Join(dir, caKey), "EC PRIVATE KEY", kb); err != nil {
+		return nil, nil, err
+	}
+	ca, err := x509.ParseCertificate(der)
+	return ca, priv, err
+}
+
+// sans is names plus the host name, localhost and the host's addresses.
+func sans(names []string) ([]string, []net.IP) {
+	var dns []string
+	var ips []net.IP
+	add := func(n string) {
+		if ip := net.ParseIP(n); ip != nil {
+			if !slices.ContainsFunc(ips, ip.Equal) {
+				ips = append(ips, ip)
+			}
+		} else if n != "" && !slices.Contains(dns, n) {
+			dns = append(dns, n)
+		}
+	}
+	for _, n := range names {
+		add(n)
+	}
+	if h, err := os.Hostname(); err == nil {
+		add(h)
+	}
+	add("localhost")
+	add("127.0.0.1")
+	add("::1")
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLinkLocalUnicast() {
+				add(n.IP.String())
+			}
+		}
+	}
+	return dns, ips
+}
+
+func covers(c *x509.Certificate, dns []string, ips []net.IP) bool {
+	for _, d := range dns {
+		if !slices.Contains(c.DNSNames, d) {
+			return false
+		}
+	}
+	for _, ip := range ips {
+		if !slices.ContainsFunc(c.IPAddresses, ip.Equal) {
+			return false
+		}
+	}
+	return true
+}
+
+func writePEM(path, typ string, der []byte) error {
+	b := pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	return os.Rename(tmp, path)
+}
+
+func serial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	return n
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,256 @@
+// Package client is the reference zero client: it speaks the broker protocol over HTTPS
+// (hello, authenticate with the MFA step, get-resource-list, allocate-resource, bye) and
+// RFB with VeNCrypt to the gateway, and takes a frame of the desktop. `zeroclient connect`
+// is this package with flags; the end-to-end tests and benchmarks use it too.
+package client
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"deskhost/zeroclient/broker"
+	"deskhost/zeroclient/brokerxml"
+	"deskhost/zeroclient/rfb"
+)
+
+// Identity is what the reference client says it is in hello: a zero client (platform
+// Tera2) with firmware 6.0.0, the level that connects directly.
+var Identity = brokerxml.ClientInfo{
+	ProductName: "deskhost reference zero client", ProductVersion: "6.0.0", Platform: "Tera2",
+	Locale: "en_US", Hostname: "reference-client", SerialNumber: "00:00:00:00:00:00",
+}
+
+// TLSConfig trusts the PEM certificates in caFile (the broker's ca.pem).
+func TLSConfig(caFile, serverName string) (*tls.Config, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
+	}
+	return &tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12}, nil
+}
+
+// Broker is a broker session.
+type Broker struct {
+	base string
+	hc   *http.Client
+}
+
+// NewBroker prepares a session with the broker at base (https://host:port).
+func NewBroker(base string, tlsCfg *tls.Config) (*Broker, error) {
+	u, err := url.Parse(base)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("broker %q: want https://host[:port]", base)
+	}
+	jar, _ := cookiejar.New(nil)
+	return &Broker{base: strings.TrimRight(base, "/"), hc: &http.Client{Jar: jar, Timeout: 150 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConnsPerHost: 4}}}, nil
+}
+
+// CloseIdle drops kept-alive connections (the next request makes a new TLS connection).
+func (b *Broker) CloseIdle() { b.hc.CloseIdleConnections() }
+
+// Do sends one message and decodes the response into resp.
+func (b *Broker) Do(msg, resp any) error {
+	body, err := brokerxml.Encode(msg)
+	if err != nil {
+		return err
+	}
+	r, err := b.hc.Post(b.base+"/pcoip-broker/xml", "application/xml; charset=UTF-8", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	defer r.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	if r.StatusCode != http.StatusOK {
+		return fmt.Errorf("broker: HTTP %s: %s", r.Status, strings.TrimSpace(string(out)))
+	}
+	return brokerxml.DecodeResponse(out, resp)
+}
+
+// Hello introduces the client.
+func (b *Broker) Hello(ci brokerxml.ClientInfo) (*brokerxml.HelloResp, error) {
+	var resp brokerxml.HelloResp
+	return &resp, b.Do(&brokerxml.Hello{ClientInfo: ci}, &resp)
+}
+
+// LoginError is a refused login with the broker's result.
+type LoginError struct{ Result brokerxml.Result }
+
+func (e *LoginError) Error() string { return e.Result.ID + ": " + e.Result.Str }
+
+// Login authenticates with a password, then answers each passcode prompt with the next of
+// passcodes (or, when passcode is set, with what it returns for the prompt).
+func (b *Broker) Login(user, password, domain string, passcodes []string, passcode func(prompt string) (string, error)) error {
+	var resp brokerxml.AuthenticateResp
+	if err := b.Do(&brokerxml.Authenticate{Method: brokerxml.MethodPassword, Username: user, Password: password, Domain: domain}, &resp); err != nil {
+		return err
+	}
+	for round := 0; ; round++ {
+		switch resp.Result.ID {
+		case brokerxml.AuthComplete:
+			return nil
+		case brokerxml.AuthIncomplete:
+		default:
+			return &LoginError{resp.Result}
+		}
+		var code string
+		switch {
+		case round < len(passcodes):
+			code = passcodes[round]
+		case passcode != nil:
+			var err error
+			if code, err = passcode(resp.Result.Str); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("the broker asks for a passcode (%q) and none is left", resp.Result.Str)
+		}
+		resp = brokerxml.AuthenticateResp{}
+		if err := b.Do(&brokerxml.Authenticate{Method: brokerxml.MethodPasscode, Username: user, Passcode: code}, &resp); err != nil {
+			return err
+		}
+	}
+}
+
+// Resources lists the user's desktops.
+func (b *Broker) Resources() ([]brokerxml.Resource, error) {
+	var resp brokerxml.GetResourceListResp
+	if err := b.Do(&brokerxml.GetResourceList{Protocols: []string{"PCOIP"}, ResourceTypes: []string{"DESKTOP"}}, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Result.ID != brokerxml.ListSuccessful {
+		return nil, &LoginError{resp.Result}
+	}
+	return resp.Resources, nil
+}
+
+// Allocate asks for connect information for a desktop.
+func (b *Broker) Allocate(id string) (*brokerxml.AllocateResourceResp, error) {
+	var resp brokerxml.AllocateResourceResp
+	if err := b.Do(&brokerxml.AllocateResource{ResourceID: id, Protocol: "PCOIP"}, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Result.ID != brokerxml.AllocSuccessful || resp.Target == nil {
+		return &resp, &LoginError{resp.Result}
+	}
+	return &resp, nil
+}
+
+// Bye ends the session.
+func (b *Broker) Bye() error {
+	var resp brokerxml.ByeResp
+	return b.Do(&brokerxml.Bye{}, &resp)
+}
+
+// Register looks a registration code up.
+func (b *Broker) Register(code string) (*broker.Registration, error) {
+	body, _ := json.Marshal(map[string]string{"registrationCode": code})
+	r, err := b.hc.Post(b.base+"/registration", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("registration: %w", err)
+	}
+	defer r.Body.Close()
+	if r.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		json.NewDecoder(r.Body).Decode(&e)
+		return nil, fmt.Errorf("registration: %s", e.Error)
+	}
+	var reg broker.Registration
+	return &reg, json.NewDecoder(r.Body).Decode(&reg)
+}
+
+// Activate sets the first password with an activation code.
+func (b *Broker) Activate(code, password string) (*broker.ActivationResult, error) {
+	r, err := b.hc.PostForm(b.base+"/activate", url.Values{"code": {code}, "password": {password}})
+	if err != nil {
+		return nil, fmt.Errorf("activate: %w", err)
+	}
+	defer r.Body.Close()
+	if r.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		json.NewDecoder(r.Body).Decode(&e)
+		return nil, fmt.Errorf("activate: HTTP %d: %s", r.StatusCode, e.Error)
+	}
+	var res broker.ActivationResult
+	return &res, json.NewDecoder(r.Body).Decode(&res)
+}
+
+// Frame is what Stream got.
+type Frame struct {
+	Image   *image.RGBA
+	Name    string
+	Colours int
+	Bytes   int
+	Updates int
+}
+
+// Stream connects to the gateway at addr with the connect tag, using VeNCrypt sub-type
+// (X509Plain sends the whole tag, X509Vnc answers VNC auth with it), and reads framebuffer
+// updates until the frame shows more than one colour or timeout passes.
+func Stream(addr string, tlsCfg *tls.Config, subtype uint32, user, tag string, timeout time.Duration) (*Frame, error) {
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(timeout))
+	tc, err := rfb.ClientVeNCrypt(conn, tlsCfg, subtype, user, tag)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	si, err := rfb.ClientInit(tc, true)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	img := image.NewRGBA(image.Rect(0, 0, int(si.Width), int(si.Height)))
+	f := &Frame{Image: img, Name: si.Name}
+	if err := rfb.RequestRawFrame(tc, si.Width, si.Height, false); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := rfb.ReadUpdate(tc, img)
+		if err != nil {
+			return f, fmt.Errorf("gateway: framebuffer update: %w", err)
+		}
+		f.Bytes += n
+		f.Updates++
+		if f.Colours = rfb.Colours(img, 3); f.Colours > 1 || time.Now().After(deadline) {
+			return f, nil
+		}
+		// Blank so far (the guest may still be drawing): ask again.
+		time.Sleep(200 * time.Millisecond)
+		if err := rfb.WriteUpdateRequest(tc, false, 0, 0, si.Width, si.Height); err != nil {
+			return f, err
+		}
+	}
+}
+
+// TargetAddr is the gateway address from an allocation.
+func TargetAddr(t *brokerxml.Target) string {
+	return net.JoinHostPort(t.IPAddress, strconv.Itoa(t.Port))
+}
+
+// ErrBlank is returned when the desktop's frame stayed one colour.
+var ErrBlank = errors.New("the desktop frame is blank")

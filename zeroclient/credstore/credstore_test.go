@@ -1,0 +1,88 @@
+package credstore
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPasswords(t *testing.T) {
+	h, err := HashPassword("Corr3ct-Horse!")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(h, "$argon2id$v=19$m=19456,t=2,p=1$") {
+		t.Errorf("hash %q is not argon2id in PHC form", h)
+	}
+	h2, _ := HashPassword("Corr3ct-Horse!")
+	if h == h2 {
+		t.Error("two hashes of one password are equal: no salt")
+	}
+	for _, tc := range []struct {
+		hash, pw string
+		ok       bool
+	}{{h, "Corr3ct-Horse!", true}, {h, "corr3ct-horse!", false}, {h, "", false}, {"", "Corr3ct-Horse!", false},
+		{"$argon2id$v=19$m=1,t=1,p=1$@@$@@", "x", false}, {"$2y$10$bcrypt", "x", false}} {
+		if VerifyPassword(tc.hash, tc.pw) != tc.ok {
+			t.Errorf("VerifyPassword(%.20q, %q) != %v", tc.hash, tc.pw, tc.ok)
+		}
+	}
+}
+
+func TestActivationAndLockouts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "creds.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Errorf("store mode %v, want 0600", fi.Mode().Perm())
+	}
+	now := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	old, _ := s.NewActivation("d-1", "alice", time.Hour, now)
+	code, _ := s.NewActivation("d-1", "Alice", time.Hour, now)
+	set := func(string, string) (Credential, error) { return Credential{Hash: "h"}, nil }
+	if _, _, err := s.Activate(old, now, set); !errors.Is(err, ErrNoActivation) {
+		t.Error("an earlier code still works after a new one")
+	}
+	refuse := errors.New("policy says no")
+	if _, _, err := s.Activate(code, now, func(string, string) (Credential, error) { return Credential{}, refuse }); !errors.Is(err, refuse) {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.Credential("d-1", "alice"); ok {
+		t.Error("a refused activation stored a credential")
+	}
+	if _, _, err := s.Activate(code, now.Add(2*time.Hour), set); !errors.Is(err, ErrNoActivation) {
+		t.Error("an expired code worked")
+	}
+	if d, u, err := s.Activate(strings.ToLower(code), now, set); err != nil || d != "d-1" || u != "Alice" {
+		t.Errorf("activate: %s %s %v", d, u, err)
+	}
+	if c, ok, _ := s.Credential("d-1", "ALICE"); !ok || c.Hash != "h" {
+		t.Error("credential not stored under the case-insensitive name")
+	}
+	if _, _, err := s.Activate(code, now, set); !errors.Is(err, ErrNoActivation) {
+		t.Error("a code worked twice")
+	}
+	// TOTP steps are used once.
+	if fresh, _ := s.UseTOTPStep("d-1", "alice", 100); !fresh {
+		t.Error("first use refused")
+	}
+	if fresh, _ := s.UseTOTPStep("d-1", "alice", 100); fresh {
+		t.Error("a TOTP step was accepted twice")
+	}
+	// Lockout records.
+	s.UpdateLockout("d-1/alice/192.0.2.1", func(l *Lockout) { l.Failures = append(l.Failures, now) })
+	s.UpdateLockout("d-1/alice/192.0.2.2", func(l *Lockout) { l.Until = now })
+	s.UpdateLockout("d-1/alicia/192.0.2.2", func(l *Lockout) { l.Until = now })
+	if n, _ := s.ClearLockouts("d-1/alice/"); n != 2 {
+		t.Errorf("cleared %d records, want 2 (alicia is another user)", n)
+	}
+	if l, _ := s.ReadLockout("d-1/alicia/192.0.2.2"); l.Until.IsZero() {
+		t.Error("another user's lockout was cleared")
+	}
+}

@@ -1,0 +1,442 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"image"
+	"image/color"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/workspaces"
+	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
+
+	"deskhost/hostd/virt"
+	"deskhost/internal/testenv"
+	"deskhost/zeroclient/internal/testsvc"
+)
+
+var binDir string
+
+// TestMain builds the real hostd and zeroclient binaries the tests run.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "zc-e2e-bin")
+	if err != nil {
+		panic(err)
+	}
+	binDir = dir
+	for _, p := range []string{"hostd", "zeroclient"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, p), "deskhost/"+p).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", p, err, out)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const (
+	directoryID = "d-0123456789"
+	bundleID    = "wsb-value00001"
+	imageID     = "wsi-desktop001"
+	regCode     = "SLiad+E2ETEST"
+	alicePW     = "Corr3ct-Horse!"
+	alicePIN    = "4321"
+	aliceCode   = "246810"
+)
+
+// env is the whole host: slapd, FreeRADIUS, hostd with one WorkSpace, zeroclient.
+type env struct {
+	t          *testing.T
+	dir        string
+	config     string
+	hostdSock  string
+	pool       string
+	conn       *virt.Conn
+	ldap       *testsvc.LDAP
+	rad        *testsvc.RADIUS
+	brokerPort int
+	gwPort     int
+	echoPort   int
+	metrics    int
+	webhook    *webhook
+	hostd      *proc
+	zc         *proc
+	wsID       string
+}
+
+// proc is a child process with its output kept.
+type proc struct {
+	cmd *exec.Cmd
+	out *lockedBuf
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func start(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(name, args...), out: &lockedBuf{}}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	return p
+}
+
+// stop sends SIGTERM to exactly this process and waits (SIGKILL after 30 s).
+func (p *proc) stop() {
+	if p == nil || p.cmd.Process == nil || p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// webhook records the events POSTed to it.
+type webhook struct {
+	mu     sync.Mutex
+	bodies [][]byte
+	srv    *http.Server
+	port   int
+}
+
+func newWebhook(t *testing.T) *webhook {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &webhook{port: l.Addr().(*net.TCPAddr).Port}
+	w.srv = &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.mu.Lock()
+		w.bodies = append(w.bodies, b)
+		w.mu.Unlock()
+	})}
+	go w.srv.Serve(l)
+	t.Cleanup(func() { w.srv.Close() })
+	return w
+}
+
+func (w *webhook) got() [][]byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([][]byte(nil), w.bodies...)
+}
+
+// newEnv starts everything and waits until alice's WorkSpace is AVAILABLE.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	testenv.Root(t)
+	sock := testenv.LibvirtSocket(t)
+	image := testenv.DesktopImage(t)
+	dir, err := os.MkdirTemp("", "zce")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, dir: dir, hostdSock: filepath.Join(dir, "hostd.sock"), pool: "zce-" + randHex(3)}
+	t.Cleanup(e.cleanup)
+	e.ldap = testsvc.Slapd(t, "corp.example.com", []testsvc.LDAPUser{{UID: "alice", Password: alicePW, GivenName: "Alice"}, {UID: "bob", Password: "B0b-Secret!"}})
+	e.rad = testsvc.FreeRADIUS(t, testsvc.RADIUSConfig{Challenges: map[string]testsvc.Challenge{"alice": {PIN: alicePIN, Code: aliceCode}},
+		Passcodes: map[string]string{"bob": "111111"}})
+	e.webhook = newWebhook(t)
+	suffix := randHex(3)
+	mgmt, pri := "zem"+suffix, "zep"+suffix
+	testenv.Bridge(t, mgmt)
+	testenv.Bridge(t, pri)
+	e.brokerPort, e.gwPort, e.echoPort, e.metrics = testsvc.FreePort(t, "tcp"), testsvc.FreePort(t, "tcp"), testsvc.FreePort(t, "tcp"), testsvc.FreePort(t, "tcp")
+	e.config = filepath.Join(dir, "deskhost.yaml")
+	cfg := fmt.Sprintf(`hostd:
+  store: %[1]s/store.db
+  dataDir: %[1]s
+  libvirt: {socket: %[2]s, pool: %[3]s, domainType: qemu}
+  network: {managementBridge: %[4]s, primaryBridge: %[5]s}
+  api: {socket: %[6]s, throttle: {rate: 5000, burst: 5000}}
+  provisionTimeout: 4m
+  shutdownTimeout: 20s
+  healthInterval: 2s
+  computeTypes:
+    VALUE: {vcpus: 1, memoryMiB: 256}
+  images:
+    - {id: %[7]s, name: desktop, os: linux, dir: %[8]s}
+  bundles:
+    - {id: %[9]s, name: Value, image: %[7]s, computeType: VALUE, protocol: PCOIP, rootGiB: 80, userGiB: 10}
+  directories:
+    - id: %[10]s
+      name: corp.example.com
+      alias: corp
+      registrationCode: %[11]s
+      users:
+        - {userName: alice, firstName: Alice, lastName: Test, email: alice@example.com}
+        - {userName: bob, firstName: Bob, lastName: Test, email: bob@example.com}
+      login:
+        type: ldap
+        netbiosName: CORP
+        ldap:
+          url: %[12]s
+          bindDN: "%[13]s"
+          bindPassword: "%[14]s"
+          userBase: "%[15]s"
+          userAttribute: uid
+          userFilter: "(objectClass=inetOrgPerson)"
+        mfa:
+          type: radius
+          radius: {servers: "127.0.0.1", port: %[16]d, sharedSecret: "%[17]s", timeoutSeconds: 3, retries: 1}
+zeroclient:
+  broker: {listen: "127.0.0.1:%[18]d", hostname: localhost}
+  gateway: {listen: "127.0.0.1:%[19]d"}
+  echo: {listen: ["127.0.0.1:%[19]d", "127.0.0.1:%[20]d"]}
+  tls: {selfSignedDir: %[1]s/zc/tls}
+  events: {log: %[1]s/zc/access.jsonl, auditLog: %[1]s/zc/audit.jsonl, webhook: "http://127.0.0.1:%[21]d/events"}
+  metrics: {listen: "127.0.0.1:%[22]d"}
+  credentialStore: %[1]s/zc/credentials.db
+  hostdSocket: %[6]s
+  adminSocket: %[1]s/zc/admin.sock
+  authFailureFloor: 200ms
+  startWait: 150s
+`, dir, sock, e.pool, mgmt, pri, e.hostdSock, imageID, image, bundleID, directoryID, regCode,
+		e.ldap.URL, e.ldap.ServiceDN, e.ldap.ServicePassword, e.ldap.UserBase, e.rad.Port, e.rad.Secret,
+		e.brokerPort, e.gwPort, e.echoPort, e.webhook.port, e.metrics)
+	if err := os.WriteFile(e.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if e.conn, err = virt.Dial(ctx, sock); err != nil {
+		t.Fatal(err)
+	}
+	e.hostd = start(t, filepath.Join(binDir, "hostd"), "serve", "--config", e.config)
+	e.waitFor("hostd", 60*time.Second, func() bool {
+		_, err := e.api().DescribeWorkspaces(context.Background(), &workspaces.DescribeWorkspacesInput{})
+		return err == nil
+	})
+	out, err := e.api().CreateWorkspaces(context.Background(), &workspaces.CreateWorkspacesInput{Workspaces: []types.WorkspaceRequest{{
+		DirectoryId: aws.String(directoryID), UserName: aws.String("alice"), BundleId: aws.String(bundleID),
+		WorkspaceProperties: &types.WorkspaceProperties{RunningMode: types.RunningModeAutoStop, RunningModeAutoStopTimeoutInMinutes: aws.Int32(60)}}}})
+	if err != nil || len(out.PendingRequests) != 1 {
+		t.Fatalf("create WorkSpace: %v %+v\n%s", err, out, e.hostd.out)
+	}
+	e.wsID = aws.ToString(out.PendingRequests[0].WorkspaceId)
+	e.zc = start(t, filepath.Join(binDir, "zeroclient"), "serve", "--config", e.config)
+	e.waitFor("zeroclient", 30*time.Second, func() bool {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", e.brokerPort))
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	e.waitState(types.WorkspaceStateAvailable, 4*time.Minute)
+	return e
+}
+
+func (e *env) waitFor(what string, within time.Duration, ok func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(within)
+	for !ok() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s not ready within %s\nhostd:\n%s\nzeroclient:\n%s", what, within, tail(e.hostd), tail(e.zc))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func tail(p *proc) string {
+	if p == nil {
+		return ""
+	}
+	s := p.out.String()
+	if len(s) > 6000 {
+		s = "..." + s[len(s)-6000:]
+	}
+	return s
+}
+
+func (e *env) api() *workspaces.Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", e.hostdSock)
+	}}
+	return workspaces.New(workspaces.Options{BaseEndpoint: aws.String("http://hostd.local"), Region: "local",
+		Credentials: credentials.NewStaticCredentialsProvider("local", "local", ""), HTTPClient: &http.Client{Transport: tr, Timeout: 30 * time.Second}})
+}
+
+func (e *env) state() types.WorkspaceState {
+	out, err := e.api().DescribeWorkspaces(context.Background(), &workspaces.DescribeWorkspacesInput{WorkspaceIds: []string{e.wsID}})
+	if err != nil || len(out.Workspaces) != 1 {
+		e.t.Fatalf("describe: %v", err)
+	}
+	return out.Workspaces[0].State
+}
+
+func (e *env) waitState(want types.WorkspaceState, within time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		s := e.state()
+		if s == want {
+			return
+		}
+		if s == types.WorkspaceStateError || time.Now().After(deadline) {
+			e.t.Fatalf("%s is %s, want %s\nhostd:\n%s", e.wsID, s, want, tail(e.hostd))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func (e *env) caFile() string { return filepath.Join(e.dir, "zc", "tls", "ca.pem") }
+
+func (e *env) brokerURL() string { return fmt.Sprintf("https://127.0.0.1:%d", e.brokerPort) }
+
+// zeroclient runs the zeroclient binary (the reference client and operator commands).
+func (e *env) zeroclient(args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(binDir, "zeroclient"), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String(), fmt.Errorf("%v: %s", err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// cleanup terminates the WorkSpace, stops zeroclient and hostd, and removes whatever
+// domains and volumes are left.
+func (e *env) cleanup() {
+	e.zc.stop()
+	if e.hostd != nil && e.wsID != "" {
+		e.api().TerminateWorkspaces(context.Background(), &workspaces.TerminateWorkspacesInput{TerminateWorkspaceRequests: []types.TerminateRequest{{WorkspaceId: aws.String(e.wsID)}}})
+		deadline := time.Now().Add(60 * time.Second)
+		for time.Now().Before(deadline) {
+			out, err := e.api().DescribeWorkspaces(context.Background(), &workspaces.DescribeWorkspacesInput{WorkspaceIds: []string{e.wsID}})
+			if err != nil || len(out.Workspaces) == 0 || out.Workspaces[0].State == types.WorkspaceStateTerminated {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	e.hostd.stop()
+	if e.t.Failed() {
+		e.t.Logf("hostd log:\n%s\nzeroclient log:\n%s", tail(e.hostd), tail(e.zc))
+	}
+	if e.conn != nil {
+		doms, _ := e.conn.Domains("ws-")
+		for _, d := range doms {
+			if x, err := e.conn.XML(d); err == nil && x.Devices != nil && len(x.Devices.Disks) > 0 &&
+				x.Devices.Disks[0].Source != nil && x.Devices.Disks[0].Source.File != nil &&
+				strings.HasPrefix(x.Devices.Disks[0].Source.File.File, e.dir) {
+				_ = e.conn.Destroy(d)
+				_ = e.conn.Undefine(d)
+			}
+		}
+		vols, _ := e.conn.Volumes(e.pool, "")
+		for _, v := range vols {
+			_ = e.conn.DeleteVolume(e.pool, v.Name)
+		}
+		_ = e.conn.DestroyPool(e.pool)
+		e.conn.Close()
+	}
+	os.RemoveAll(e.dir)
+}
+
+// metric returns the sum of a metric's samples whose labels contain all of match.
+func (e *env) metric(name string, match ...string) float64 {
+	r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", e.metrics))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer r.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(r.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		ok := true
+		for _, m := range match {
+			ok = ok && strings.Contains(line, m)
+		}
+		if ok {
+			var v float64
+			fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v)
+			sum += v
+		}
+	}
+	return sum
+}
+
+// readXWD decodes an xwd dump (ZPixmap, 32 bits per pixel, as Xvfb's 24-bit screens are).
+func readXWD(b []byte) (image.Image, error) {
+	if len(b) < 100 {
+		return nil, errors.New("xwd: short")
+	}
+	u := func(i int) uint32 { return binary.BigEndian.Uint32(b[i*4:]) }
+	hdr, w, h, byteOrder, bpp, bpl, ncolors := u(0), u(4), u(5), u(7), u(11), u(12), u(19)
+	if u(1) != 7 || bpp != 32 {
+		return nil, fmt.Errorf("xwd: version %d, %d bits per pixel; want 7 and 32", u(1), bpp)
+	}
+	off := int(hdr) + int(ncolors)*12
+	if len(b) < off+int(bpl*h) {
+		return nil, errors.New("xwd: truncated")
+	}
+	img := image.NewRGBA(image.Rect(0, 0, int(w), int(h)))
+	for y := 0; y < int(h); y++ {
+		for x := 0; x < int(w); x++ {
+			p := b[off+y*int(bpl)+x*4:]
+			var v uint32
+			if byteOrder == 0 {
+				v = binary.LittleEndian.Uint32(p)
+			} else {
+				v = binary.BigEndian.Uint32(p)
+			}
+			img.SetRGBA(x, y, color.RGBA{uint8(v >> 16), uint8(v >> 8), uint8(v), 255})
+		}
+	}
+	return img, nil
+}

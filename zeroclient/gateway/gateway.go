@@ -1,0 +1,340 @@
+// Package gateway is the streaming gateway on TCP 4172: it speaks RFB 3.8 to the client
+// with VeNCrypt as the only security type (TLS with the broker's certificate, then VNC
+// authentication or Plain with the connect tag as the one-time password), checks the tag
+// and the client's address, connects to the WorkSpace's VNC unix socket as an RFB client
+// (qemu offers None there), forwards ServerInit and then relays bytes unchanged both ways.
+// Unencrypted RFB is refused. A TCP health probe (anything that is not an RFB version
+// after the greeting) is echoed back, so 4172 answers TCP health checks too.
+package gateway
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"deskhost/zeroclient/metrics"
+	"deskhost/zeroclient/rfb"
+	"deskhost/zeroclient/tags"
+)
+
+// Config is what the gateway needs.
+type Config struct {
+	TLS  *tls.Config
+	Tags *tags.Store
+	// Socket returns the VNC unix socket of a WorkSpace.
+	Socket func(workspaceID string) string
+	// Allowed reports whether the directory's IP access control groups (as they are now)
+	// let addr in.
+	Allowed          func(directoryID string, addr netip.Addr) bool
+	HandshakeTimeout time.Duration
+	Metrics          *metrics.Metrics
+	Log              *slog.Logger
+	Now              func() time.Time
+}
+
+// Offered VeNCrypt sub-types: Plain first (the whole tag), then VNC (its first 8 characters).
+var Offered = []uint32{rfb.VeNCryptX509Plain, rfb.VeNCryptX509Vnc}
+
+// Gateway relays desktops.
+type Gateway struct {
+	c      Config
+	mu     sync.Mutex
+	active map[string]*relay // by WorkSpace: a new session replaces the old one
+	wg     sync.WaitGroup
+}
+
+// New makes a gateway.
+func New(c Config) *Gateway {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return &Gateway{c: c, active: map[string]*relay{}}
+}
+
+// Serve accepts connections until l is closed, then waits for nothing: relays end when
+// their connections do (Close ends them).
+func (g *Gateway) Serve(l net.Listener) error {
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			g.handle(conn)
+		}()
+	}
+}
+
+// Close ends every relay and waits for their goroutines.
+func (g *Gateway) Close() {
+	g.mu.Lock()
+	for _, r := range g.active {
+		r.close()
+	}
+	g.mu.Unlock()
+	g.wg.Wait()
+}
+
+// errRefused carries the reason sent to the client in SecurityResult.
+type errRefused struct{ reason, log string }
+
+func (e *errRefused) Error() string { return e.log }
+
+// Reasons the client is told. A bad tag gets one message whatever was wrong with it.
+const (
+	ReasonBadTag     = "The connect tag is not valid (used, expired, or for another device). Log in again."
+	ReasonNotAllowed = "This device is not authorized to access the WorkSpace. Please contact your administrator for assistance."
+	ReasonLaunch     = "An error occurred while launching your WorkSpace. Please try again."
+	ReasonPlainRFB   = "Unencrypted connections are refused: use VeNCrypt (TLS) with your connect tag."
+)
+
+func (g *Gateway) handle(conn net.Conn) {
+	from := netip.Addr{}
+	if ap, err := netip.ParseAddrPort(conn.RemoteAddr().String()); err == nil {
+		from = ap.Addr().Unmap()
+	}
+	log := g.c.Log.With("client", from.String())
+	if tc, ok := conn.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	conn.SetDeadline(time.Now().Add(g.c.HandshakeTimeout))
+	if _, err := conn.Write([]byte(rfb.ProtocolVersion38)); err != nil {
+		conn.Close()
+		return
+	}
+	// The client's first bytes: an RFB version, or a health probe to echo.
+	first := make([]byte, 12)
+	n, err := conn.Read(first)
+	for err == nil && n < 12 && bytes.HasPrefix([]byte("RFB "), first[:min(n, 4)]) {
+		var m int
+		m, err = conn.Read(first[n:])
+		n += m
+	}
+	if err != nil && n == 0 {
+		conn.Close()
+		return
+	}
+	if n < 4 || string(first[:4]) != "RFB " {
+		echo(conn, first[:n])
+		return
+	}
+	major, minor, err := rfb.ParseVersion(first[:n])
+	if err != nil || major != 3 {
+		log.Info("gateway: not RFB 3.x", "err", err)
+		conn.Close()
+		return
+	}
+	if minor < 7 {
+		rfb.WriteSecurityFailure(conn, minor, "RFB 3.7 or later is required (VeNCrypt)")
+		conn.Close()
+		return
+	}
+	r, err := g.handshake(conn, minor, from)
+	if err != nil {
+		log.Info("gateway: connection refused", "err", err)
+		return
+	}
+	r.run(g)
+}
+
+// handshake runs everything up to the relay; on failure the client has been told why and
+// conn is closed.
+func (g *Gateway) handshake(conn net.Conn, minor int, from netip.Addr) (*relay, error) {
+	if _, err := conn.Write([]byte{1, rfb.SecVeNCrypt}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	var choice [1]byte
+	if _, err := io.ReadFull(conn, choice[:]); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("security type: %w", err)
+	}
+	if choice[0] != rfb.SecVeNCrypt {
+		rfb.WriteSecurityResult(conn, minor, false, ReasonPlainRFB)
+		conn.Close()
+		return nil, fmt.Errorf("client chose security type %d, not VeNCrypt", choice[0])
+	}
+	sub, err := rfb.ServerVeNCrypt(conn, Offered)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	tc := tls.Server(conn, g.c.TLS)
+	if err := tc.Handshake(); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("TLS: %w", err)
+	}
+	var tag tags.Tag
+	switch sub {
+	case rfb.VeNCryptX509Plain:
+		user, password, err := rfb.ServerPlain(tc)
+		if err != nil {
+			tc.Close()
+			return nil, fmt.Errorf("Plain credentials: %w", err)
+		}
+		tag, err = g.c.Tags.RedeemPlain(password, from)
+		if err == nil && user != "" && !strings.EqualFold(userPart(user), tag.UserName) {
+			err = fmt.Errorf("Plain user %q is not the tag's user", user)
+		}
+		if err != nil {
+			return nil, g.refuse(tc, minor, &errRefused{ReasonBadTag, "Plain: " + err.Error()})
+		}
+	case rfb.VeNCryptX509Vnc:
+		ch, resp, err := rfb.ServerVNCChallenge(tc)
+		if err != nil {
+			tc.Close()
+			return nil, fmt.Errorf("VNC auth: %w", err)
+		}
+		if tag, err = g.c.Tags.RedeemVNC(ch, resp, from); err != nil {
+			return nil, g.refuse(tc, minor, &errRefused{ReasonBadTag, "VNC auth: " + err.Error()})
+		}
+	}
+	labels := []string{tag.DirectoryID, tag.WorkspaceID}
+	failed := func(e *errRefused) error {
+		g.c.Metrics.ConnectionFailure.WithLabelValues(labels...).Inc()
+		g.c.Metrics.SessionDisconnect.WithLabelValues(labels...).Inc()
+		return g.refuse(tc, minor, e)
+	}
+	if g.c.Allowed != nil && !g.c.Allowed(tag.DirectoryID, from) {
+		return nil, failed(&errRefused{ReasonNotAllowed, "client address no longer allowed by the directory's IP access control groups"})
+	}
+	// Reach the desktop before telling the client it is in, so a display that cannot be
+	// reached gets the guide's launch error instead of a dropped connection.
+	up, err := net.DialTimeout("unix", g.c.Socket(tag.WorkspaceID), 5*time.Second)
+	if err != nil {
+		return nil, failed(&errRefused{ReasonLaunch, "WorkSpace display: " + err.Error()})
+	}
+	up.SetDeadline(time.Now().Add(g.c.HandshakeTimeout))
+	if err := rfb.ClientNone(up); err != nil {
+		up.Close()
+		return nil, failed(&errRefused{ReasonLaunch, "WorkSpace display handshake: " + err.Error()})
+	}
+	if err := rfb.WriteSecurityResult(tc, minor, true, ""); err != nil {
+		up.Close()
+		tc.Close()
+		return nil, err
+	}
+	var shared [1]byte
+	if _, err := io.ReadFull(tc, shared[:]); err != nil {
+		up.Close()
+		tc.Close()
+		return nil, fmt.Errorf("ClientInit: %w", err)
+	}
+	si, err := rfb.ClientInit(up, shared[0] != 0)
+	if err != nil {
+		up.Close()
+		tc.Close()
+		g.c.Metrics.ConnectionFailure.WithLabelValues(labels...).Inc()
+		g.c.Metrics.SessionDisconnect.WithLabelValues(labels...).Inc()
+		return nil, fmt.Errorf("WorkSpace ServerInit: %w", err)
+	}
+	si.Name = tag.WorkspaceID // what the viewer's title shows
+	if _, err := tc.Write(si.Bytes()); err != nil {
+		up.Close()
+		tc.Close()
+		return nil, err
+	}
+	tc.SetDeadline(time.Time{})
+	up.SetDeadline(time.Time{})
+	g.c.Metrics.ConnectionSuccess.WithLabelValues(labels...).Inc()
+	g.c.Metrics.SessionLaunchTime.WithLabelValues(labels...).Observe(g.c.Now().Sub(tag.Issued).Seconds())
+	g.c.Log.Info("gateway: session started", "client", from.String(), "directory", tag.DirectoryID, "user", tag.UserName,
+		"workspace", tag.WorkspaceID, "session_id", tag.SessionID, "security", rfb.VeNCryptName(sub),
+		"size", fmt.Sprintf("%dx%d", si.Width, si.Height))
+	return &relay{tag: tag, client: tc, up: up, from: from}, nil
+}
+
+// userPart strips a DOMAIN\ prefix from a Plain user name.
+func userPart(u string) string {
+	if _, rest, ok := strings.Cut(u, `\`); ok {
+		return rest
+	}
+	return u
+}
+
+func (g *Gateway) refuse(tc *tls.Conn, minor int, e *errRefused) error {
+	rfb.WriteSecurityResult(tc, minor, false, e.reason)
+	tc.Close()
+	return e
+}
+
+// relay is one client's session.
+type relay struct {
+	tag      tags.Tag
+	client   net.Conn
+	up       net.Conn
+	from     netip.Addr
+	once     sync.Once
+	replaced bool
+}
+
+func (r *relay) close() {
+	r.once.Do(func() {
+		r.client.Close()
+		r.up.Close()
+	})
+}
+
+func (r *relay) run(g *Gateway) {
+	labels := []string{r.tag.DirectoryID, r.tag.WorkspaceID}
+	g.mu.Lock()
+	if old := g.active[r.tag.WorkspaceID]; old != nil {
+		// A reconnect takes the desktop over: the previous session ends.
+		old.replaced = true
+		old.close()
+	}
+	g.active[r.tag.WorkspaceID] = r
+	g.mu.Unlock()
+	g.c.Metrics.UserConnected.WithLabelValues(labels...).Set(1)
+	start := g.c.Now()
+	var toUp, toClient int64
+	done := make(chan struct{})
+	go func() {
+		toUp, _ = io.Copy(r.up, r.client)
+		r.close()
+		close(done)
+	}()
+	// Large reads from the display: frames are hundreds of KiB, and each read is a syscall
+	// and a few TLS records.
+	toClient, _ = io.CopyBuffer(r.client, struct{ io.Reader }{r.up}, make([]byte, 256<<10))
+	r.close()
+	<-done
+	g.mu.Lock()
+	if g.active[r.tag.WorkspaceID] == r {
+		delete(g.active, r.tag.WorkspaceID)
+		g.c.Metrics.UserConnected.WithLabelValues(labels...).Set(0)
+	}
+	g.mu.Unlock()
+	g.c.Metrics.SessionDisconnect.WithLabelValues(labels...).Inc()
+	g.c.Log.Info("gateway: session ended", "client", r.from.String(), "workspace", r.tag.WorkspaceID, "session_id", r.tag.SessionID,
+		"seconds", int(g.c.Now().Sub(start).Seconds()), "bytes_to_client", toClient, "bytes_from_client", toUp, "replaced", r.replaced)
+}
+
+// echo answers a TCP health probe: the bytes already read, then whatever else arrives, up
+// to 64 KiB or 10 s.
+func echo(conn net.Conn, first []byte) {
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write(first); err != nil {
+		return
+	}
+	io.Copy(conn, io.LimitReader(conn, 64<<10))
+}

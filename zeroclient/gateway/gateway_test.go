@@ -1,0 +1,300 @@
+package gateway
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"image"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"deskhost/zeroclient/certs"
+	"deskhost/zeroclient/metrics"
+	"deskhost/zeroclient/rfb"
+	"deskhost/zeroclient/tags"
+)
+
+// display is a synthetic RFB server on a unix socket, as qemu's is (None security), that
+// answers every FramebufferUpdateRequest at once with raw pixels. It is the load source
+// for the gateway's benchmarks: it answers as fast as it can, so what is measured is the
+// path (direct socket or gateway), not a display's refresh timer.
+type display struct {
+	path  string
+	w, h  uint16
+	frame []byte
+}
+
+func newDisplay(t testing.TB, w, h uint16) *display {
+	d := &display{path: filepath.Join(t.TempDir(), "vnc.sock"), w: w, h: h, frame: make([]byte, int(w)*int(h)*4)}
+	for i := range d.frame {
+		d.frame[i] = byte(i * 7)
+	}
+	l, err := net.Listen("unix", d.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go d.serve(c)
+		}
+	}()
+	return d
+}
+
+func (d *display) serve(c net.Conn) {
+	defer c.Close()
+	c.Write([]byte(rfb.ProtocolVersion38))
+	var v [12]byte
+	if _, err := io.ReadFull(c, v[:]); err != nil {
+		return
+	}
+	c.Write([]byte{1, rfb.SecNone})
+	var b [1]byte
+	io.ReadFull(c, b[:])
+	c.Write([]byte{0, 0, 0, 0})
+	io.ReadFull(c, b[:]) // ClientInit
+	c.Write(rfb.ServerInit{Width: d.w, Height: d.h, PixelFormat: rfb.RGB32, Name: "synthetic"}.Bytes())
+	for {
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			return
+		}
+		switch b[0] {
+		case 0: // SetPixelFormat
+			io.CopyN(io.Discard, c, 19)
+		case 2: // SetEncodings
+			var h [3]byte
+			io.ReadFull(c, h[:])
+			io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint16(h[1:]))*4)
+		case 3: // FramebufferUpdateRequest
+			var r [9]byte
+			io.ReadFull(c, r[:])
+			x, y := binary.BigEndian.Uint16(r[1:]), binary.BigEndian.Uint16(r[3:])
+			w, h := binary.BigEndian.Uint16(r[5:]), binary.BigEndian.Uint16(r[7:])
+			var out bytes.Buffer
+			out.Write([]byte{0, 0, 0, 1})
+			binary.Write(&out, binary.BigEndian, [4]uint16{x, y, w, h})
+			binary.Write(&out, binary.BigEndian, int32(0))
+			for row := 0; row < int(h); row++ {
+				off := (int(y)+row)*int(d.w)*4 + int(x)*4
+				out.Write(d.frame[off : off+int(w)*4])
+			}
+			if _, err := c.Write(out.Bytes()); err != nil {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+type rig struct {
+	g      *Gateway
+	addr   string
+	tags   *tags.Store
+	client *tls.Config
+	m      *metrics.Metrics
+	allow  bool
+}
+
+func newRig(t testing.TB, d *display) *rig {
+	dir := t.TempDir()
+	cert, err := certs.SelfSigned(dir, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pemCA, _ := readFile(filepath.Join(dir, certs.CAFile))
+	pool.AppendCertsFromPEM(pemCA)
+	r := &rig{tags: tags.NewStore(time.Minute, nil), client: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}, m: metrics.New(), allow: true}
+	r.g = New(Config{TLS: certs.ServerConfig(cert), Tags: r.tags, Socket: func(string) string { return d.path },
+		Allowed: func(string, netip.Addr) bool { return r.allow }, HandshakeTimeout: 10 * time.Second, Metrics: r.m,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = l.Addr().String()
+	go r.g.Serve(l)
+	t.Cleanup(func() { l.Close(); r.g.Close() })
+	return r
+}
+
+func (r *rig) issue(t testing.TB) tags.Tag {
+	tag, err := r.tags.Issue(tags.Tag{DirectoryID: "d-0123456789", UserName: "alice", WorkspaceID: "ws-0123456789", Client: netip.MustParseAddr("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tag
+}
+
+func (r *rig) connect(t testing.TB, sub uint32, tag string) (*tls.Conn, rfb.ServerInit, error) {
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := rfb.ClientVeNCrypt(c, r.client, sub, "alice", tag)
+	if err != nil {
+		c.Close()
+		return nil, rfb.ServerInit{}, err
+	}
+	si, err := rfb.ClientInit(tc, true)
+	return tc, si, err
+}
+
+func TestRelayAndTags(t *testing.T) {
+	d := newDisplay(t, 64, 32)
+	r := newRig(t, d)
+	for _, sub := range []uint32{rfb.VeNCryptX509Plain, rfb.VeNCryptX509Vnc} {
+		tag := r.issue(t)
+		tc, si, err := r.connect(t, sub, tag.Value)
+		if err != nil {
+			t.Fatalf("%s: %v", rfb.VeNCryptName(sub), err)
+		}
+		if si.Width != 64 || si.Name != "ws-0123456789" {
+			t.Errorf("ServerInit %+v", si)
+		}
+		img := image.NewRGBA(image.Rect(0, 0, 64, 32))
+		rfb.RequestRawFrame(tc, 64, 32, false)
+		if n, err := rfb.ReadUpdate(tc, img); err != nil || n != 64*32*4 {
+			t.Errorf("frame: %d bytes, %v", n, err)
+		}
+		tc.Close()
+		// The tag is single use.
+		var refused *rfb.RefusedError
+		if _, _, err := r.connect(t, sub, tag.Value); !errors.As(err, &refused) || refused.Reason != ReasonBadTag {
+			t.Errorf("%s reuse: %v", rfb.VeNCryptName(sub), err)
+		}
+	}
+	// A rule change since the allocation refuses the connection with the guide's message.
+	r.allow = false
+	var refused *rfb.RefusedError
+	if _, _, err := r.connect(t, rfb.VeNCryptX509Plain, r.issue(t).Value); !errors.As(err, &refused) || refused.Reason != ReasonNotAllowed {
+		t.Errorf("disallowed address: %v", err)
+	}
+}
+
+// TestVNCAuthGuessBudget: three wrong VNC-auth answers from an address revoke its tags.
+func TestVNCAuthGuessBudget(t *testing.T) {
+	r := newRig(t, newDisplay(t, 8, 8))
+	tag := r.issue(t)
+	for i := 0; i < tags.MaxFailuresPerAddress; i++ {
+		if _, _, err := r.connect(t, rfb.VeNCryptX509Vnc, "wrongtag"); err == nil {
+			t.Fatal("a wrong tag got in")
+		}
+	}
+	if _, _, err := r.connect(t, rfb.VeNCryptX509Vnc, tag.Value); err == nil {
+		t.Error("the tag still worked after the guess budget was spent")
+	}
+}
+
+func readFile(p string) ([]byte, error) { return os.ReadFile(p) }
+
+// BenchmarkGateway compares the gateway with reading the display's socket directly, in the
+// same run: full 720×400 frames (throughput) and 1-pixel updates (round trip).
+func BenchmarkGateway(b *testing.B) {
+	d := newDisplay(b, 720, 400)
+	r := newRig(b, d)
+	direct := func() (net.Conn, rfb.ServerInit) {
+		c, err := net.Dial("unix", d.path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := rfb.ClientNone(c); err != nil {
+			b.Fatal(err)
+		}
+		si, err := rfb.ClientInit(c, true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c, si
+	}
+	via := func() (net.Conn, rfb.ServerInit) {
+		tc, si, err := r.connect(b, rfb.VeNCryptX509Plain, r.issue(b).Value)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return tc, si
+	}
+	frames := func(c net.Conn, si rfb.ServerInit, n int) float64 {
+		img := image.NewRGBA(image.Rect(0, 0, int(si.Width), int(si.Height)))
+		rfb.RequestRawFrame(c, si.Width, si.Height, false)
+		rfb.ReadUpdate(c, img)
+		start, total := time.Now(), 0
+		for i := 0; i < n; i++ {
+			rfb.WriteUpdateRequest(c, false, 0, 0, si.Width, si.Height)
+			k, err := rfb.ReadUpdate(c, img)
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += k
+		}
+		return float64(total) / time.Since(start).Seconds()
+	}
+	pings := func(c net.Conn, n int) []time.Duration {
+		img := image.NewRGBA(image.Rect(0, 0, 720, 400))
+		var ds []time.Duration
+		for i := 0; i < n; i++ {
+			start := time.Now()
+			rfb.WriteUpdateRequest(c, false, 0, 0, 1, 1)
+			if _, err := rfb.ReadUpdate(c, img); err != nil {
+				b.Fatal(err)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		return ds
+	}
+	b.Run("throughput", func(b *testing.B) {
+		dc, dsi := direct()
+		gc, gsi := via()
+		defer dc.Close()
+		defer gc.Close()
+		var dT, gT float64
+		for i := 0; i < b.N; i++ { // alternate so both see the same load
+			dT += frames(dc, dsi, 20)
+			gT += frames(gc, gsi, 20)
+		}
+		b.ReportMetric(gT/float64(b.N)/1e6, "gateway-MB/s")
+		b.ReportMetric(dT/float64(b.N)/1e6, "direct-MB/s")
+		b.ReportMetric(gT/dT, "ratio")
+	})
+	b.Run("latency", func(b *testing.B) {
+		dc, _ := direct()
+		gc, _ := via()
+		defer dc.Close()
+		defer gc.Close()
+		img := image.NewRGBA(image.Rect(0, 0, 720, 400))
+		rfb.RequestRawFrame(dc, 1, 1, false)
+		rfb.ReadUpdate(dc, img)
+		rfb.RequestRawFrame(gc, 1, 1, false)
+		rfb.ReadUpdate(gc, img)
+		var dl, gl []time.Duration
+		for i := 0; i < b.N; i++ {
+			dl = append(dl, pings(dc, 50)...)
+			gl = append(gl, pings(gc, 50)...)
+		}
+		p := func(ds []time.Duration, q int) time.Duration {
+			s := slices.Clone(ds)
+			slices.Sort(s)
+			return s[(len(s)-1)*q/100]
+		}
+		b.ReportMetric(float64(p(gl, 50).Microseconds()), "gateway-p50-µs")
+		b.ReportMetric(float64(p(gl, 99).Microseconds()), "gateway-p99-µs")
+		b.ReportMetric(float64(p(dl, 50).Microseconds()), "direct-p50-µs")
+		b.ReportMetric(float64(p(dl, 99).Microseconds()), "direct-p99-µs")
+		b.ReportMetric(float64((p(gl, 99) - p(dl, 99)).Microseconds()), "added-p99-µs")
+	})
+}

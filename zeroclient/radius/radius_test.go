@@ -1,0 +1,94 @@
+package radius
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"deskhost/hostd/directory"
+	"deskhost/zeroclient/internal/testsvc"
+)
+
+func cfg(r *testsvc.RADIUS, secret string, port, timeout, retries int) *directory.RADIUS {
+	to, re := directory.RADIUSTimeout(timeout), directory.RADIUSRetries(retries)
+	return &directory.RADIUS{Servers: directory.ServerList{r.Host}, Port: directory.Port(port), SharedSecret: secret,
+		TimeoutSeconds: &to, Retries: &re}
+}
+
+func TestAgainstFreeRADIUS(t *testing.T) {
+	r := testsvc.FreeRADIUS(t, testsvc.RADIUSConfig{
+		Passcodes:  map[string]string{"alice": "123456"},
+		Challenges: map[string]testsvc.Challenge{"carol": {PIN: "4321", Code: "246810"}},
+	})
+	c, err := New(cfg(r, r.Secret, r.Port, 2, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	check := func(user, code string, state []byte, want Outcome) Response {
+		t.Helper()
+		resp, err := c.Authenticate(ctx, user, code, state)
+		if err != nil {
+			t.Fatalf("%s/%s: %v\n%s", user, code, err, r.Log())
+		}
+		if resp.Outcome != want {
+			t.Fatalf("%s/%s: %s, want %s\n%s", user, code, resp.Outcome, want, r.Log())
+		}
+		return resp
+	}
+	check("alice", "123456", nil, Accept)
+	check("alice", "654321", nil, Reject)
+	check("nobody", "123456", nil, Reject)
+	ch := check("carol", "4321", nil, Challenge)
+	if ch.Message != testsvc.ChallengePrompt || len(ch.State) == 0 {
+		t.Errorf("challenge: %+v", ch)
+	}
+	check("carol", "000000", ch.State, Reject)
+	check("carol", "246810", ch.State, Accept)
+	check("carol", "246810", nil, Reject) // the code alone, without the PIN step, is not enough
+
+	// A wrong shared secret: FreeRADIUS drops the request (bad Message-Authenticator), so
+	// it looks like no answer, and says so.
+	wrong, _ := New(cfg(r, "not-the-secret", r.Port, 1, 0))
+	if _, err := wrong.Authenticate(ctx, "alice", "123456", nil); !errors.Is(err, ErrUnreachable) {
+		t.Errorf("wrong secret: %v", err)
+	}
+}
+
+// TestTimeoutAndRetries: a server that never answers costs (retries+1) × timeout, then
+// ErrUnreachable; the next server in the list is tried.
+func TestTimeoutAndRetries(t *testing.T) {
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	got := make(chan int, 16)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, _, err := silent.ReadFrom(buf); err != nil {
+				return
+			}
+			got <- 1
+		}
+	}()
+	to, re := directory.RADIUSTimeout(1), directory.RADIUSRetries(2)
+	c, _ := New(&directory.RADIUS{Servers: directory.ServerList{"127.0.0.1"}, Port: directory.Port(silent.LocalAddr().(*net.UDPAddr).Port),
+		SharedSecret: "s", TimeoutSeconds: &to, Retries: &re})
+	start := time.Now()
+	_, err = c.Authenticate(context.Background(), "alice", "123456", nil)
+	took := time.Since(start)
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "attempt 3 of 3") {
+		t.Errorf("err = %v", err)
+	}
+	if took < 3*time.Second || took > 5*time.Second {
+		t.Errorf("took %s, want about 3 × 1 s", took)
+	}
+	if n := len(got); n != 3 {
+		t.Errorf("server saw %d requests, want 3 (1 + 2 retries)", n)
+	}
+}

@@ -1,0 +1,121 @@
+// Package workspaces is how zeroclient reaches WorkSpaces: hostd's own WorkSpaces API
+// (AWS's protocol) over hostd's root-only unix socket, through the AWS SDK. hostd owns
+// WorkSpace records; zeroclient only looks them up and starts stopped AutoStop ones.
+package workspaces
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/workspaces"
+	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
+)
+
+// Workspace is what the broker needs to know about a WorkSpace.
+type Workspace struct {
+	ID           string
+	DirectoryID  string
+	UserName     string
+	State        string
+	RunningMode  string
+	Protocol     string // PCOIP or WSP
+	ComputerName string
+	BundleID     string
+}
+
+// Backend is what the broker asks of hostd.
+type Backend interface {
+	// ForUser returns the user's WorkSpace (the guide: one per user); ok is false if none.
+	ForUser(ctx context.Context, directoryID, userName string) (ws Workspace, ok bool, err error)
+	Describe(ctx context.Context, id string) (Workspace, error)
+	Start(ctx context.Context, id string) error
+}
+
+// Client talks to hostd.
+type Client struct{ api *workspaces.Client }
+
+// Dial returns a client for hostd's socket (nothing is connected until the first call).
+func Dial(socket string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		MaxIdleConnsPerHost: 16,
+	}
+	return &Client{api: workspaces.New(workspaces.Options{
+		BaseEndpoint: aws.String("http://hostd"),
+		Region:       "local",
+		// hostd's socket checks the peer (root) instead of SigV4; the SDK signs anyway.
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: "local", SecretAccessKey: "local", Source: "hostd socket"}, nil
+		}),
+		HTTPClient: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		// hostd throttles its API per principal (the guide's 2 calls/s, burst 5), the local
+		// socket included: a throttled call is retried with the SDK's backoff.
+		RetryMaxAttempts: 5,
+	})}
+}
+
+func convert(w types.Workspace) Workspace {
+	out := Workspace{ID: aws.ToString(w.WorkspaceId), DirectoryID: aws.ToString(w.DirectoryId), UserName: aws.ToString(w.UserName),
+		State: string(w.State), ComputerName: aws.ToString(w.ComputerName), BundleID: aws.ToString(w.BundleId)}
+	if p := w.WorkspaceProperties; p != nil {
+		out.RunningMode = string(p.RunningMode)
+		if len(p.Protocols) > 0 {
+			out.Protocol = string(p.Protocols[0])
+		}
+	}
+	if out.Protocol == "" {
+		out.Protocol = "PCOIP"
+	}
+	return out
+}
+
+// ForUser implements Backend.
+func (c *Client) ForUser(ctx context.Context, directoryID, userName string) (Workspace, bool, error) {
+	out, err := c.api.DescribeWorkspaces(ctx, &workspaces.DescribeWorkspacesInput{DirectoryId: aws.String(directoryID), UserName: aws.String(userName)})
+	if err != nil {
+		return Workspace{}, false, fmt.Errorf("hostd: describe WorkSpaces of %s/%s: %w", directoryID, userName, err)
+	}
+	for _, w := range out.Workspaces {
+		if w.State == types.WorkspaceStateTerminated || w.State == types.WorkspaceStateTerminating {
+			continue
+		}
+		if strings.EqualFold(aws.ToString(w.UserName), userName) {
+			return convert(w), true, nil
+		}
+	}
+	return Workspace{}, false, nil
+}
+
+// Describe implements Backend.
+func (c *Client) Describe(ctx context.Context, id string) (Workspace, error) {
+	out, err := c.api.DescribeWorkspaces(ctx, &workspaces.DescribeWorkspacesInput{WorkspaceIds: []string{id}})
+	if err != nil {
+		return Workspace{}, fmt.Errorf("hostd: describe %s: %w", id, err)
+	}
+	if len(out.Workspaces) != 1 {
+		return Workspace{}, fmt.Errorf("hostd: WorkSpace %s not found", id)
+	}
+	return convert(out.Workspaces[0]), nil
+}
+
+// Start implements Backend.
+func (c *Client) Start(ctx context.Context, id string) error {
+	out, err := c.api.StartWorkspaces(ctx, &workspaces.StartWorkspacesInput{StartWorkspaceRequests: []types.StartRequest{{WorkspaceId: aws.String(id)}}})
+	if err != nil {
+		return fmt.Errorf("hostd: start %s: %w", id, err)
+	}
+	if len(out.FailedRequests) > 0 {
+		f := out.FailedRequests[0]
+		return errors.New("hostd: start " + id + ": " + aws.ToString(f.ErrorCode) + ": " + aws.ToString(f.ErrorMessage))
+	}
+	return nil
+}
