@@ -152,7 +152,7 @@ func boot() {
 				blog.Printf("management address as set on the console: %+v", *o)
 			}
 		}
-		if err := writeAtomic(runConfig, eff, 0o600); err != nil {
+		if err := writeFile(runConfig, eff, 0o600); err != nil {
 			h.alarm("config", "writing "+runConfig+": "+err.Error())
 		}
 	}
@@ -224,21 +224,6 @@ func nonEmpty(s, def string) string {
 func readFile(p string) string {
 	b, _ := os.ReadFile(p)
 	return strings.TrimSpace(string(b))
-}
-
-func writeAtomic(path string, data []byte, perm os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, perm); err != nil {
-		return err
-	}
-	if f, err := os.Open(tmp); err == nil {
-		_ = f.Sync()
-		f.Close()
-	}
-	return os.Rename(tmp, path)
 }
 
 // setupPerm finds, prepares and mounts /perm, then restores the entropy seed and binds

@@ -9,11 +9,14 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"deskhost/internal/atomicfile"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -272,7 +275,7 @@ func (h *host) applyNetwork() {
 		}
 		return
 	}
-	if err := writeAtomic(runNetcfg, b, 0o600); err != nil {
+	if err := writeFile(runNetcfg, b, 0o600); err != nil {
 		h.alarm("netcfg", err.Error())
 		return
 	}
@@ -445,13 +448,13 @@ func (h *host) SetManagement(ctx context.Context, m console.Management) (string,
 		return "", fmt.Errorf("netcfg refuses it: %w", err)
 	}
 	ob, _ := yaml.Marshal(o)
-	if err := writeAtomic(mgmtOverride, ob, 0o600); err != nil {
+	if err := writeFile(mgmtOverride, ob, 0o600); err != nil {
 		return "", fmt.Errorf("cannot keep the setting on /perm: %w", err)
 	}
-	if err := writeAtomic(runConfig, raw, 0o600); err != nil {
+	if err := writeFile(runConfig, raw, 0o600); err != nil {
 		return "", err
 	}
-	if err := writeAtomic(runNetcfg, nb, 0o600); err != nil {
+	if err := writeFile(runNetcfg, nb, 0o600); err != nil {
 		return "", err
 	}
 	h.mu.Lock()
@@ -639,4 +642,13 @@ func (h *host) Power(action string) error {
 	h.initLog.Printf("console: %s", action)
 	h.power <- req
 	return nil
+}
+
+// writeFile writes a file init keeps (under /run or /perm) whole or not at all, making its
+// directory first: on a fresh /perm or /run it does not exist yet.
+func writeFile(path string, data []byte, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(path, data, perm)
 }

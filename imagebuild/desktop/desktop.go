@@ -24,13 +24,9 @@ package desktop
 
 import (
 	"context"
-	"crypto/sha256"
-	"deskhost/internal/desktopimage"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -38,6 +34,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"deskhost/internal/atomicfile"
+	"deskhost/internal/desktopimage"
+	"deskhost/internal/digest"
 
 	"deskhost/hostd/agent"
 	"deskhost/imagebuild/ext4img"
@@ -238,7 +238,7 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	// Manifest.
 	m.SHA256 = map[string]string{}
 	for _, f := range []string{m.Kernel, m.Initrd, m.Root} {
-		sum, err := fileSHA256(filepath.Join(tmp, f))
+		sum, err := digest.File(filepath.Join(tmp, f))
 		if err != nil {
 			return nil, err
 		}
@@ -288,7 +288,7 @@ func writeKernel(k *kernel.Unpacked, boot, dir string, m *Manifest, step func(st
 		if err != nil {
 			return fmt.Errorf("kernel %s: %w (build with boot protocol %s)", k.Release, err, BootBzImage)
 		}
-		if err := writeFileAtomic(cached, v); err != nil {
+		if err := atomicfile.WriteFile(cached, v, 0o644); err != nil {
 			step("cannot cache vmlinux: %v", err)
 		}
 	}
@@ -504,25 +504,6 @@ func swapIn(dir, out string) error {
 	return syncDir(filepath.Dir(out))
 }
 
-func writeFileAtomic(p string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), p)
-}
-
 func syncFile(p string) error {
 	f, err := os.Open(p)
 	if err != nil {
@@ -533,19 +514,6 @@ func syncFile(p string) error {
 }
 
 func syncDir(p string) error { return syncFile(p) }
-
-func fileSHA256(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
 
 // Load reads dir/image.json and checks that the files it names exist and have the
 // recorded SHA256 (verify=true) or at least exist (verify=false).

@@ -7,16 +7,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"deskhost/internal/digest"
 )
 
 // DefaultPackage is the Debian metapackage that depends on the current kernel.
@@ -91,7 +90,7 @@ func Fetch(ctx context.Context, o FetchOptions) (*Unpacked, error) {
 			return nil, err
 		}
 	}
-	sum, err := fileSHA256(u.Deb)
+	sum, err := digest.File(u.Deb)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +215,7 @@ func aptShow(ctx context.Context, pkg, version string) (map[string]string, error
 }
 
 func download(ctx context.Context, dir, name, version, sha, dest string, log Logf) error {
-	if sum, err := fileSHA256(dest); err == nil {
+	if sum, err := digest.File(dest); err == nil {
 		if sha == "" || sum == sha {
 			log("kernel package %s %s: cached", name, version)
 			return nil
@@ -234,7 +233,7 @@ func download(ctx context.Context, dir, name, version, sha, dest string, log Log
 		return fmt.Errorf("%w: %v", ErrDownload, err)
 	}
 	got := filepath.Join(tmp, debFileName(name, version))
-	sum, err := fileSHA256(got)
+	sum, err := digest.File(got)
 	if err != nil {
 		return fmt.Errorf("downloading kernel package: %w", err)
 	}
@@ -307,17 +306,4 @@ func run(ctx context.Context, dir, name string, args ...string) (string, error) 
 		return "", fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, msg)
 	}
 	return stdout.String(), nil
-}
-
-func fileSHA256(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -4,15 +4,14 @@
 package desktopimage
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"deskhost/internal/digest"
 )
 
 // ManifestName is the manifest's file name in an image directory.
@@ -94,17 +93,11 @@ func (img Image) Verify() error {
 		if !ok {
 			return fmt.Errorf("desktop image %s: %s has no sha256 in %s", img.Dir, name, ManifestName)
 		}
-		f, err := os.Open(p)
+		got, err := digest.File(p)
 		if err != nil {
 			return fmt.Errorf("desktop image %s: %w", img.Dir, err)
 		}
-		h := sha256.New()
-		_, err = io.Copy(h, f)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("desktop image %s: %w", img.Dir, err)
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		if got != want {
 			return fmt.Errorf("desktop image %s: %s has SHA256 %s, %s says %s", img.Dir, name, got, ManifestName, want)
 		}
 	}
