@@ -96,7 +96,7 @@ type Controller struct {
 	idle    *sync.Cond                // signalled when a worker settles
 
 	// Test hooks. afterZero sees the held RAM after it was zeroed, before it is released;
-	// skipZero leaves RAM unscrubbed (and unreleased) to prove the tests would notice.
+	// skipZero releases RAM without zeroing it, to prove the tests would notice.
 	afterZero func(id string, h *memscrub.Held)
 	skipZero  atomic.Bool
 }
