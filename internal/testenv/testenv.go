@@ -47,7 +47,7 @@ func LibvirtSocket(t testing.TB) string {
 		s = "/run/deskhost/libvirt/run/libvirt-sock"
 	}
 	if _, err := os.Stat(s); err != nil {
-		Missing(t, "libvirtd is not running at "+s+" (scripts/libvirt.sh start)")
+		Missing(t, "libvirtd is not running at "+s+" (bin/libvirtrun start --root /run/deskhost/libvirt)")
 	}
 	return s
 }

@@ -88,6 +88,18 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
+// Close closes the directories' kept connections.
+func (s *Service) Close() {
+	for _, d := range s.dirs {
+		if d.ldap != nil {
+			d.ldap.Close()
+		}
+		if d.radius != nil {
+			d.radius.Close()
+		}
+	}
+}
+
 // Directories lists the configured directories.
 func (s *Service) Directories() []*Directory { return s.dirs }
 

@@ -187,13 +187,13 @@ func (b *Broker) serveXML(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/xml; charset=UTF-8")
 	w.Header().Set("Cache-Control", "no-store")
+	// The protocol's responses are chunked. Asking for it in the header (rather than
+	// flushing before the handler returns, which also makes net/http chunk) keeps the
+	// headers, the one chunk and the last chunk in a single write: one TLS record for the
+	// client to wait for instead of two.
+	w.Header().Set("Transfer-Encoding", "chunked")
 	w.WriteHeader(http.StatusOK)
 	w.Write(out)
-	// The protocol's responses are chunked: flushing before the handler returns makes the
-	// server send Transfer-Encoding: chunked instead of a Content-Length.
-	if f, ok := w.(http.Flusher); ok {
-		f.Flush()
-	}
 }
 
 // exchange is one request/response.
@@ -274,6 +274,7 @@ func (x *exchange) authenticate(a *brokerxml.Authenticate) any {
 	}
 	s := x.sess
 	x.touch = true
+	s.Lookup = nil // whatever was looked up was for the previous login
 	ctx, cancel := context.WithTimeout(x.r.Context(), 60*time.Second)
 	defer cancel()
 	dir, user := x.b.c.Auth.Resolve(a.Username, a.Domain)
@@ -307,6 +308,9 @@ func (x *exchange) authenticate(a *brokerxml.Authenticate) any {
 	switch res.Outcome {
 	case auth.OK, auth.NeedPasscode:
 		s.DirectoryID, s.UserName, s.RADIUSState, s.Rounds = dir.ID, res.UserName, nil, 0
+		// The WorkSpace is looked up while the client answers the MFA prompt (or sends its
+		// next request): get-resource-list then finds the answer waiting.
+		x.prefetch()
 		if res.Outcome == auth.NeedPasscode {
 			s.Stage = session.NeedPasscode
 			x.b.c.Metrics.Logins.WithLabelValues(dir.ID, brokerxml.AuthIncomplete).Inc()
@@ -347,7 +351,7 @@ func (x *exchange) passcode(a *brokerxml.Authenticate) any {
 		x.b.c.Metrics.Logins.WithLabelValues(dir.ID, id).Inc()
 		x.b.c.Events.Audit("authenticate", id, res.Reason, audit)
 		x.log().Info("broker: passcode refused", "result", id, "reason", res.Reason)
-		s.Stage, s.RADIUSState, s.Rounds = session.Greeted, nil, 0 // start again from the password
+		s.Stage, s.RADIUSState, s.Rounds, s.Lookup = session.Greeted, nil, 0, nil // start again from the password
 		return authResp(a.Method, id, msg)
 	}
 	switch res.Outcome {
@@ -378,9 +382,68 @@ func (x *exchange) loggedIn(method string) any {
 	s := x.sess
 	s.Stage, s.RADIUSState, s.Rounds = session.Authenticated, nil, 0
 	s.LoginTime, s.AccessEmitted = x.b.c.Now(), false
+	x.prefetch() // unless the one from the password step is under way or fresh
 	x.b.c.Metrics.Logins.WithLabelValues(s.DirectoryID, brokerxml.AuthComplete).Inc()
 	x.log().Info("broker: logged in", "device", s.Device)
 	return authResp(method, brokerxml.AuthComplete, "Authentication complete.")
+}
+
+// lookupFresh is how long hostd's description of a user's WorkSpace stands in for asking
+// again. It spans the few round trips of a client going straight from the password to
+// allocate-resource (the lookup started at the password step serves get-resource-list,
+// and that one allocate-resource), and no more: a client that lingers at a prompt or at
+// the list gets the state as it is then.
+const lookupFresh = 2 * time.Second
+
+// prefetch starts looking the session's WorkSpace up in the background, unless a lookup
+// is under way or fresh.
+func (x *exchange) prefetch() {
+	s := x.sess
+	if l := s.Lookup; l != nil && l.DirectoryID == s.DirectoryID && l.UserName == s.UserName {
+		select {
+		case <-l.Done:
+			if l.Err == nil && x.b.c.Now().Sub(l.At) < lookupFresh {
+				return
+			}
+		default:
+			return // under way
+		}
+	}
+	l := &session.WorkspaceLookup{DirectoryID: s.DirectoryID, UserName: s.UserName, Done: make(chan struct{})}
+	s.Lookup = l
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		l.WS, l.OK, l.Err = x.b.c.Workspaces.ForUser(ctx, l.DirectoryID, l.UserName)
+		l.At = x.b.c.Now()
+		close(l.Done)
+	}()
+}
+
+// workspace is the session user's WorkSpace: the login's lookup when it is fresh (waiting
+// for it if it is under way), else hostd's answer now.
+func (x *exchange) workspace(ctx context.Context) (workspaces.Workspace, bool, error) {
+	s := x.sess
+	if l := s.Lookup; l != nil && l.DirectoryID == s.DirectoryID && l.UserName == s.UserName {
+		select {
+		case <-l.Done:
+		case <-ctx.Done():
+			return workspaces.Workspace{}, false, ctx.Err()
+		}
+		if l.Err == nil && x.b.c.Now().Sub(l.At) < lookupFresh {
+			return l.WS, l.OK, nil
+		}
+	}
+	s.Lookup = nil
+	ws, ok, err := x.b.c.Workspaces.ForUser(ctx, s.DirectoryID, s.UserName)
+	if err != nil {
+		return ws, ok, err
+	}
+	l := &session.WorkspaceLookup{DirectoryID: s.DirectoryID, UserName: s.UserName, Done: make(chan struct{}),
+		WS: ws, OK: ok, At: x.b.c.Now()}
+	close(l.Done)
+	s.Lookup = l
+	return ws, ok, nil
 }
 
 func (x *exchange) resourceList() any {
@@ -391,7 +454,7 @@ func (x *exchange) resourceList() any {
 	}
 	s := x.sess
 	x.touch = true
-	ws, ok, err := x.b.c.Workspaces.ForUser(x.r.Context(), s.DirectoryID, s.UserName)
+	ws, ok, err := x.workspace(x.r.Context())
 	if err != nil {
 		x.log().Error("broker: list WorkSpaces", "err", err)
 		resp.Result = brokerxml.Result{ID: brokerxml.ListNoResources, Str: MsgLaunchError}
@@ -471,7 +534,7 @@ func (x *exchange) allocate(a *brokerxml.AllocateResource) any {
 	s := x.sess
 	x.touch = true
 	ctx := x.r.Context()
-	ws, ok, err := x.b.c.Workspaces.ForUser(ctx, s.DirectoryID, s.UserName)
+	ws, ok, err := x.workspace(ctx)
 	if err != nil || !ok || ws.ID != a.ResourceID {
 		if err != nil {
 			x.log().Error("broker: find WorkSpace", "err", err)
@@ -508,7 +571,7 @@ func (x *exchange) allocate(a *brokerxml.AllocateResource) any {
 			if err := x.b.c.Workspaces.Start(ctx, ws.ID); err != nil {
 				return fail(brokerxml.AllocFailed, MsgLaunchError, err.Error())
 			}
-			started = true
+			started, s.Lookup = true, nil // the state it saw is changing
 			x.log().Info("broker: starting stopped AutoStop WorkSpace", "workspace", ws.ID)
 		case Issue:
 			return x.issue(ws, resp)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,7 +72,10 @@ func src(s string) directory.IPSource {
 	return directory.IPSource{Prefix: p}
 }
 
-func newRig(t testing.TB) *rig {
+func newRig(t testing.TB) *rig { return newRigWith(t, server.Options{}) }
+
+// newRigWith is newRig with options; without Workspaces, the static ones below.
+func newRigWith(t testing.TB, opt server.Options) *rig {
 	dir := t.TempDir()
 	dirs := []directory.Directory{
 		{ID: "d-0000000001", Name: "corp.example.com", RegistrationCode: "SLiad+CORP", Users: users("alice", "bob", "carol", "dave"),
@@ -100,7 +104,10 @@ func newRig(t testing.TB) *rig {
 	}
 	backend := staticWorkspaces{"d-0000000001/alice": {ID: "ws-alice00001", State: "AVAILABLE", Protocol: "PCOIP"},
 		"d-0000000007/paul": {ID: "ws-paul000001", State: "AVAILABLE", Protocol: "PCOIP"}}
-	s, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), server.Options{Workspaces: backend})
+	if opt.Workspaces == nil {
+		opt.Workspaces = backend
+	}
+	s, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -571,4 +578,101 @@ func BenchmarkLogin(b *testing.B) {
 	b.ReportMetric(float64(p(bares, 99).Microseconds())/1000, "bare-p99-ms")
 	b.ReportMetric(float64(len(flows))/ft.Seconds(), "logins/s")
 	b.ReportMetric(float64(p(flows, 50))/float64(p(bares, 50)), "ratio-p50")
+}
+
+// countingWorkspaces is one WorkSpace whose state a test changes, counting hostd's lookups.
+type countingWorkspaces struct {
+	mu      sync.Mutex
+	ws      workspaces.Workspace
+	forUser int
+}
+
+func (c *countingWorkspaces) ForUser(context.Context, string, string) (workspaces.Workspace, bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.forUser++
+	return c.ws, true, nil
+}
+func (c *countingWorkspaces) Describe(context.Context, string) (workspaces.Workspace, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ws, nil
+}
+func (c *countingWorkspaces) Start(context.Context, string) error { return nil }
+func (c *countingWorkspaces) set(state string) {
+	c.mu.Lock()
+	c.ws.State = state
+	c.mu.Unlock()
+}
+func (c *countingWorkspaces) calls() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.forUser
+}
+
+// clock is a settable time for the server.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// TestWorkspaceLookup: one login asks hostd about the WorkSpace once (started when the
+// password is accepted; get-resource-list and allocate-resource use that answer while it
+// is fresh); after that, allocate-resource asks again and acts on the state as it is.
+func TestWorkspaceLookup(t *testing.T) {
+	ws := &countingWorkspaces{ws: workspaces.Workspace{ID: "ws-paul000001", State: "AVAILABLE", Protocol: "PCOIP"}}
+	clk := &clock{t: time.Now()}
+	r := newRigWith(t, server.Options{Workspaces: ws, Now: clk.now})
+	b := r.broker()
+	b.Hello(client.Identity)
+	if err := b.Login("paul", pw, "plain.example.com", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := b.Resources()
+	if err != nil || len(rs) != 1 || rs[0].State != "AVAILABLE" {
+		t.Fatalf("resources: %+v %v", rs, err)
+	}
+	if _, err := b.Allocate(rs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Allocate(rs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if n := ws.calls(); n != 1 {
+		t.Errorf("%d hostd lookups for one login, its list and two allocations", n)
+	}
+	// Later, the WorkSpace has changed: allocate-resource sees it.
+	ws.set("ADMIN_MAINTENANCE")
+	clk.add(3 * time.Second)
+	a, err := b.Allocate(rs[0].ID)
+	if err == nil || a.Result.ID != brokerxml.AllocMaintenance {
+		t.Errorf("allocation after the WorkSpace went into maintenance: %+v %v", a, err)
+	}
+	if n := ws.calls(); n != 2 {
+		t.Errorf("%d hostd lookups, want 2", n)
+	}
+	// A new login looks again.
+	ws.set("AVAILABLE")
+	b = r.broker()
+	b.Hello(client.Identity)
+	if err := b.Login("paul", pw, "plain.example.com", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if rs, err := b.Resources(); err != nil || rs[0].State != "AVAILABLE" {
+		t.Fatalf("resources: %+v %v", rs, err)
+	}
+	if n := ws.calls(); n != 3 {
+		t.Errorf("%d hostd lookups, want 3", n)
+	}
 }

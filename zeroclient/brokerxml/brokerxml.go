@@ -7,6 +7,7 @@
 package brokerxml
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/xml"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -119,6 +121,10 @@ func (e *Error) Error() string { return e.msg }
 func bad(format string, args ...any) error { return &Error{fmt.Sprintf(format, args...)} }
 
 // Decode parses one request body.
+//
+// It reads the body once: a guard under the decoder refuses what may not appear anywhere
+// (DTDs and other directives, processing instructions but the XML declaration), the
+// envelope is checked token by token, and the message is decoded where it stands.
 func Decode(body []byte) (*Request, error) {
 	if len(body) > MaxBody {
 		return nil, bad("request body is %d bytes; the limit is %d", len(body), MaxBody)
@@ -126,30 +132,10 @@ func Decode(body []byte) (*Request, error) {
 	if !utf8.Valid(body) {
 		return nil, bad("request body is not UTF-8")
 	}
-	version, child, err := envelope(body)
-	if err != nil {
-		return nil, err
-	}
-	var env struct {
-		XMLName  xml.Name          `xml:"pcoip-client"`
-		Hello    *Hello            `xml:"hello"`
-		Auth     *Authenticate     `xml:"authenticate"`
-		List     *GetResourceList  `xml:"get-resource-list"`
-		Allocate *AllocateResource `xml:"allocate-resource"`
-		Bye      *Bye              `xml:"bye"`
-	}
-	if err := xml.Unmarshal(body, &env); err != nil {
-		return nil, bad("<%s>: %v", child, err)
-	}
-	r := &Request{Version: version, Kind: Kind(child), Hello: env.Hello, Auth: env.Auth, List: env.List, Allocate: env.Allocate}
-	return r, r.check()
-}
-
-// envelope walks the tokens: one <pcoip-client version="N.N"> root holding exactly one
-// known child element and nothing else but whitespace and comments.
-func envelope(body []byte) (version, child string, err error) {
-	d := xml.NewDecoder(bytes.NewReader(body))
-	d.Strict = true
+	raw := xml.NewDecoder(bytes.NewReader(body))
+	raw.Strict = true
+	d := xml.NewTokenDecoder(&guard{d: raw})
+	r := &Request{}
 	depth, children, rootDone := 0, 0, false
 	for {
 		tok, err := d.Token()
@@ -157,54 +143,72 @@ func envelope(body []byte) (version, child string, err error) {
 			break
 		}
 		if err != nil {
-			return "", "", bad("not well-formed XML: %v", err)
+			return nil, malformed(err)
 		}
 		switch t := tok.(type) {
-		case xml.Directive:
-			return "", "", bad("DTDs and other <!...> directives are not accepted")
-		case xml.ProcInst:
-			if depth > 0 || rootDone || t.Target != "xml" {
-				return "", "", bad("unexpected processing instruction <?%s?>", t.Target)
-			}
 		case xml.CharData:
 			if len(bytes.TrimSpace(t)) > 0 && depth <= 1 {
-				return "", "", bad("text outside a message element")
+				return nil, bad("text outside a message element")
 			}
 		case xml.StartElement:
 			switch {
 			case depth == 0 && rootDone:
-				return "", "", bad("more than one root element")
+				return nil, bad("more than one root element")
 			case depth == 0:
 				if t.Name.Local != "pcoip-client" || t.Name.Space != "" {
-					return "", "", bad("root element is <%s>; want <pcoip-client>", t.Name.Local)
+					return nil, bad("root element is <%s>; want <pcoip-client>", t.Name.Local)
 				}
 				for _, a := range t.Attr {
 					if a.Name.Local == "version" && a.Name.Space == "" {
-						version = a.Value
+						r.Version = a.Value
 					}
 				}
-				if version == "" {
-					return "", "", bad("<pcoip-client> has no version attribute")
+				if r.Version == "" {
+					return nil, bad("<pcoip-client> has no version attribute")
 				}
-				if !versionRE.MatchString(version) {
-					return "", "", bad("<pcoip-client> version %q is not a protocol version", version)
+				if !versionRE.MatchString(r.Version) {
+					return nil, bad("<pcoip-client> version %q is not a protocol version", r.Version)
 				}
+				depth++
 			case depth == 1:
 				children++
 				if children > 1 {
-					return "", "", bad("<pcoip-client> holds more than one message")
-				}
-				switch Kind(t.Name.Local) {
-				case KindHello, KindAuthenticate, KindGetResourceList, KindAllocateResource, KindBye:
-				default:
-					return "", "", bad("unknown message <%s>", t.Name.Local)
+					return nil, bad("<pcoip-client> holds more than one message")
 				}
 				if t.Name.Space != "" {
-					return "", "", bad("message <%s> is in a namespace", t.Name.Local)
+					return nil, bad("message <%s> is in a namespace", t.Name.Local)
 				}
-				child = t.Name.Local
+				// The message, through its end tag.
+				r.Kind = Kind(t.Name.Local)
+				switch r.Kind {
+				case KindHello:
+					r.Hello = &Hello{}
+					err = d.DecodeElement(r.Hello, &t)
+				case KindAuthenticate:
+					r.Auth = &Authenticate{}
+					err = d.DecodeElement(r.Auth, &t)
+				case KindGetResourceList:
+					r.List = &GetResourceList{}
+					err = d.DecodeElement(r.List, &t)
+				case KindAllocateResource:
+					r.Allocate = &AllocateResource{}
+					err = d.DecodeElement(r.Allocate, &t)
+				case KindBye:
+					err = d.Skip()
+				default:
+					return nil, bad("unknown message <%s>", t.Name.Local)
+				}
+				if err != nil {
+					var e *Error
+					var se *xml.SyntaxError
+					if errors.As(err, &e) || errors.As(err, &se) {
+						return nil, malformed(err)
+					}
+					return nil, bad("<%s>: %v", r.Kind, err)
+				}
+			default:
+				depth++ // not reached: messages are decoded whole
 			}
-			depth++
 		case xml.EndElement:
 			depth--
 			if depth == 0 {
@@ -213,12 +217,54 @@ func envelope(body []byte) (version, child string, err error) {
 		}
 	}
 	if !rootDone {
-		return "", "", bad("no <pcoip-client> element")
+		return nil, bad("no <pcoip-client> element")
 	}
 	if children == 0 {
-		return "", "", bad("<pcoip-client> holds no message")
+		return nil, bad("<pcoip-client> holds no message")
 	}
-	return version, child, nil
+	return r, r.check()
+}
+
+// malformed is err as Decode reports it: the guard's own refusals as they are, anything
+// else from the token stream as not well-formed.
+func malformed(err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return bad("not well-formed XML: %v", err)
+}
+
+// guard is the raw token stream of a request with what may appear nowhere in one refused:
+// directives (<!DOCTYPE ...> and the rest) anywhere, and processing instructions other
+// than the XML declaration before the root element.
+type guard struct {
+	d        *xml.Decoder
+	depth    int
+	rootDone bool
+}
+
+func (g *guard) Token() (xml.Token, error) {
+	tok, err := g.d.RawToken()
+	if err != nil {
+		return tok, err
+	}
+	switch t := tok.(type) {
+	case xml.Directive:
+		return nil, bad("DTDs and other <!...> directives are not accepted")
+	case xml.ProcInst:
+		if g.depth > 0 || g.rootDone || t.Target != "xml" {
+			return nil, bad("unexpected processing instruction <?%s?>", t.Target)
+		}
+	case xml.StartElement:
+		g.depth++
+	case xml.EndElement:
+		g.depth--
+		if g.depth == 0 {
+			g.rootDone = true
+		}
+	}
+	return tok, nil
 }
 
 func (r *Request) check() error {
@@ -424,29 +470,69 @@ func Encode(msg any) ([]byte, error) {
 		Version string   `xml:"version,attr"`
 		Msg     any
 	}{Version: Version, Msg: msg}
-	b, err := xml.Marshal(env)
-	if err != nil {
+	e := encoders.Get().(*encoder)
+	defer encoders.Put(e)
+	e.buf.Reset()
+	e.buf.WriteString(xml.Header)
+	e.w.Reset(&e.buf)
+	if err := xml.NewEncoder(e.w).Encode(env); err != nil {
 		return nil, fmt.Errorf("encode %T: %w", msg, err)
 	}
-	return append([]byte(xml.Header), b...), nil
+	return bytes.Clone(e.buf.Bytes()), nil
 }
 
+// encoder is Encode's scratch space, reused: a request or response is encoded on every
+// broker exchange, and encoding/xml would otherwise make a 4 KiB buffered writer each time
+// (NewEncoder uses a *bufio.Writer it is given as it is).
+type encoder struct {
+	buf bytes.Buffer
+	w   *bufio.Writer
+}
+
+var encoders = sync.Pool{New: func() any {
+	e := &encoder{}
+	e.w = bufio.NewWriterSize(&e.buf, 4096)
+	return e
+}}
+
 // DecodeResponse parses a broker's response envelope into dst (one of the *Resp types),
-// for clients.
+// for clients, in one pass: the first element inside <pcoip-client> is decoded into dst
+// (whose XMLName must match it).
 func DecodeResponse(body []byte, dst any) error {
-	var env struct {
-		XMLName xml.Name `xml:"pcoip-client"`
-		Version string   `xml:"version,attr"`
-		Inner   []byte   `xml:",innerxml"`
+	d := xml.NewDecoder(bytes.NewReader(body))
+	inRoot := false
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			return errors.New("broker response: no message in it")
+		}
+		if err != nil {
+			return fmt.Errorf("broker response: %w", err)
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			if !inRoot {
+				if t.Name.Local != "pcoip-client" {
+					return fmt.Errorf("broker response: root element is <%s>; want <pcoip-client>", t.Name.Local)
+				}
+				version := ""
+				for _, a := range t.Attr {
+					if a.Name.Local == "version" {
+						version = a.Value
+					}
+				}
+				if version == "" {
+					return errors.New("broker response: <pcoip-client> has no version")
+				}
+				inRoot = true
+				continue
+			}
+			if err := d.DecodeElement(dst, &t); err != nil {
+				return fmt.Errorf("broker response: %w", err)
+			}
+			return nil
+		case xml.EndElement:
+			return errors.New("broker response: <pcoip-client> holds no message")
+		}
 	}
-	if err := xml.Unmarshal(body, &env); err != nil {
-		return fmt.Errorf("broker response: %w", err)
-	}
-	if env.Version == "" {
-		return errors.New("broker response: <pcoip-client> has no version")
-	}
-	if err := xml.Unmarshal(env.Inner, dst); err != nil {
-		return fmt.Errorf("broker response: %w", err)
-	}
-	return nil
 }

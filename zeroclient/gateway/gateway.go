@@ -177,7 +177,10 @@ func (g *Gateway) handshake(conn net.Conn, minor int, from netip.Addr) (*relay, 
 		conn.Close()
 		return nil, err
 	}
-	tc := tls.Server(conn, g.c.TLS)
+	// The TLS layer writes through a coalescer: during the relay, the records of one chunk
+	// of the display go to the client in a few large writes instead of one write each.
+	cw := newCoalescer(conn)
+	tc := tls.Server(cw, g.c.TLS)
 	if err := tc.Handshake(); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("TLS: %w", err)
@@ -259,7 +262,7 @@ func (g *Gateway) handshake(conn net.Conn, minor int, from netip.Addr) (*relay, 
 	g.c.Log.Info("gateway: session started", "client", from.String(), "directory", tag.DirectoryID, "user", tag.UserName,
 		"workspace", tag.WorkspaceID, "session_id", tag.SessionID, "security", rfb.VeNCryptName(sub),
 		"size", fmt.Sprintf("%dx%d", si.Width, si.Height))
-	return &relay{tag: tag, client: tc, up: up, from: from}, nil
+	return &relay{tag: tag, client: tc, raw: cw, up: up, from: from}, nil
 }
 
 // userPart strips a DOMAIN\ prefix from a Plain user name.
@@ -279,16 +282,21 @@ func (g *Gateway) refuse(tc *tls.Conn, minor int, e *errRefused) error {
 // relay is one client's session.
 type relay struct {
 	tag      tags.Tag
-	client   net.Conn
+	client   *tls.Conn
+	raw      *coalescer // the client's TCP connection, under client
 	up       net.Conn
 	from     netip.Addr
 	once     sync.Once
 	replaced bool
 }
 
+// close ends the session from any goroutine at once: it closes the TCP connection under
+// the TLS layer rather than the TLS connection, whose close_notify could wait up to 5 s on
+// a client that has stopped reading. The display's end of a session says goodbye properly
+// (see run).
 func (r *relay) close() {
 	r.once.Do(func() {
-		r.client.Close()
+		r.raw.Close()
 		r.up.Close()
 	})
 }
@@ -312,9 +320,14 @@ func (r *relay) run(g *Gateway) {
 		r.close()
 		close(done)
 	}()
-	// Large reads from the display: frames are hundreds of KiB, and each read is a syscall
-	// and a few TLS records.
-	toClient, _ = io.CopyBuffer(r.client, struct{ io.Reader }{r.up}, make([]byte, 256<<10))
+	var err error
+	toClient, err = r.toClient()
+	if err == nil {
+		// The display ended the session (EOF): tell the client with a close_notify (a client
+		// that has stopped reading holds this goroutine up to the 5 s TLS gives it, as
+		// before, and nothing else).
+		r.client.Close()
+	}
 	r.close()
 	<-done
 	g.mu.Lock()

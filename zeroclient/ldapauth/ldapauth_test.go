@@ -51,3 +51,64 @@ func TestAgainstSlapd(t *testing.T) {
 		t.Errorf("unreachable directory: %v", err)
 	}
 }
+
+// TestKeptConnections: checks reuse the service connection and the bind connections
+// (a check does not dial); what a bind connection was last bound as never lets a wrong
+// password or an unknown user through; a directory restart closes every kept connection
+// and the next check gets in on fresh ones.
+func TestKeptConnections(t *testing.T) {
+	l := testsvc.Slapd(t, "corp.example.com", []testsvc.LDAPUser{
+		{UID: "alice", Password: "Corr3ct-Horse"},
+		{UID: "bob", Password: "B0b-secret!"},
+	})
+	a, err := New(&directory.LDAP{URL: l.URL, BindDN: l.ServiceDN, BindPassword: l.ServicePassword,
+		UserBase: l.UserBase, UserAttribute: "uid", UserFilter: "(objectClass=inetOrgPerson)"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ctx := context.Background()
+	check := func(name, pw string, ok bool) {
+		t.Helper()
+		_, err := a.Authenticate(ctx, name, pw)
+		if ok && err != nil {
+			t.Fatalf("Authenticate(%q) with the right password: %v", name, err)
+		}
+		if !ok && !errors.Is(err, ErrBadCredentials) {
+			t.Fatalf("Authenticate(%q, %q) = %v, want ErrBadCredentials", name, pw, err)
+		}
+	}
+	check("alice", "Corr3ct-Horse", true)
+	dials := a.dials.Load() // the service connection and one bind connection
+	for i := 0; i < 5; i++ {
+		// Right after alice's bind succeeded on the kept connection: bob's wrong password,
+		// alice's wrong password, an unknown user with alice's password.
+		check("alice", "Corr3ct-Horse", true)
+		check("bob", "Corr3ct-Horse", false)
+		check("alice", "wrong", false)
+		check("alice", "Corr3ct-Horse", true)
+		check("mallory", "Corr3ct-Horse", false)
+		check("bob", "B0b-secret!", true)
+	}
+	if n := a.dials.Load(); n != dials || n > 2 {
+		t.Errorf("%d connections dialed for 31 sequential checks", n)
+	}
+	l.Restart(t)
+	check("alice", "Corr3ct-Horse", true)
+	check("alice", "wrong", false)
+	check("mallory", "Corr3ct-Horse", false)
+	// Concurrent checks share the service connection and each take a bind connection.
+	errs := make(chan error, 16)
+	for i := 0; i < 16; i++ {
+		go func() {
+			_, err := a.Authenticate(ctx, "bob", "B0b-secret!")
+			errs <- err
+		}()
+	}
+	for i := 0; i < 16; i++ {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent check: %v", err)
+		}
+	}
+	check("bob", "wrong", false)
+}

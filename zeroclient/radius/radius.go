@@ -4,6 +4,11 @@
 // Servers are tried in order, each with the guide's timeout (1–20 s) and retries (0–10).
 // Every request carries a Message-Authenticator (RFC 3579, and the BlastRADIUS fix), and a
 // response's is checked when present.
+//
+// Each server's UDP sockets are kept for the next request (a login sends two or three):
+// one request at a time per socket, and an answer counts only if it carries the request's
+// identifier and its Response Authenticator proves it answers this very request, so a late
+// answer to an earlier one is ignored. A socket that timed out or failed is closed.
 package radius
 
 import (
@@ -14,6 +19,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"layeh.com/radius"
@@ -55,7 +61,13 @@ type Client struct {
 	timeout time.Duration
 	retries int
 	nasID   string
+
+	mu   sync.Mutex
+	idle map[string][]net.Conn // per server: connected sockets not in use
 }
+
+// maxIdle sockets are kept per server.
+const maxIdle = 4
 
 // NASIdentifier names this host in requests.
 const NASIdentifier = "deskhost-zeroclient"
@@ -66,7 +78,8 @@ func New(cfg *directory.RADIUS) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("radius: %w", err)
 	}
-	c := &Client{secret: []byte(secret), timeout: time.Duration(cfg.Timeout()) * time.Second, retries: cfg.RetryCount(), nasID: NASIdentifier}
+	c := &Client{secret: []byte(secret), timeout: time.Duration(cfg.Timeout()) * time.Second, retries: cfg.RetryCount(), nasID: NASIdentifier,
+		idle: map[string][]net.Conn{}}
 	for _, s := range cfg.Servers {
 		c.servers = append(c.servers, net.JoinHostPort(s, strconv.Itoa(cfg.PortNumber())))
 	}
@@ -115,9 +128,7 @@ func (c *Client) exchange(ctx context.Context, server, user, passcode string, st
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	// Retry 0: this package retries itself, with a fresh packet each time.
-	client := &radius.Client{Retry: 0, MaxPacketErrors: 10}
-	resp, err := client.Exchange(ctx, p, server)
+	resp, err := c.roundTrip(ctx, server, p)
 	if err != nil {
 		return Response{}, err
 	}
@@ -140,6 +151,95 @@ func (c *Client) exchange(ctx context.Context, server, user, passcode string, st
 		return Response{}, fmt.Errorf("unexpected RADIUS code %v", resp.Code)
 	}
 	return out, nil
+}
+
+// maxPacketErrors is how many unparsable or unrelated datagrams a request tolerates
+// before giving up on the server.
+const maxPacketErrors = 10
+
+// roundTrip sends p to server on a kept socket and waits, until ctx ends, for the answer
+// to it.
+func (c *Client) roundTrip(ctx context.Context, server string, p *radius.Packet) (*radius.Packet, error) {
+	wire, err := p.Encode()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := c.conn(ctx, server)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if ok {
+			c.put(server, conn)
+		} else {
+			conn.Close()
+		}
+	}()
+	if dl, has := ctx.Deadline(); has {
+		conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) }) // cancelled: stop waiting
+	defer stop()
+	if _, err := conn.Write(wire); err != nil {
+		return nil, err
+	}
+	var buf [radius.MaxPacketLength]byte
+	for errs := 0; ; {
+		n, err := conn.Read(buf[:])
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, err
+		}
+		in := buf[:n]
+		resp, perr := radius.Parse(in, p.Secret)
+		if perr != nil || in[1] != wire[1] || !radius.IsAuthenticResponse(in, wire, p.Secret) {
+			if errs++; errs >= maxPacketErrors {
+				return nil, errors.New("no authentic answer among the datagrams received")
+			}
+			continue
+		}
+		ok = stop() // the socket is reusable unless ctx ended meanwhile
+		return resp, nil
+	}
+}
+
+func (c *Client) conn(ctx context.Context, server string) (net.Conn, error) {
+	c.mu.Lock()
+	if idle := c.idle[server]; len(idle) > 0 {
+		conn := idle[len(idle)-1]
+		c.idle[server] = idle[:len(idle)-1]
+		c.mu.Unlock()
+		return conn, nil
+	}
+	c.mu.Unlock()
+	var d net.Dialer
+	return d.DialContext(ctx, "udp", server)
+}
+
+// Close closes the kept sockets.
+func (c *Client) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for server, idle := range c.idle {
+		for _, conn := range idle {
+			conn.Close()
+		}
+		delete(c.idle, server)
+	}
+}
+
+func (c *Client) put(server string, conn net.Conn) {
+	conn.SetDeadline(time.Time{})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.idle[server]) >= maxIdle {
+		conn.Close()
+		return
+	}
+	c.idle[server] = append(c.idle[server], conn)
 }
 
 // signRequest adds the Message-Authenticator: HMAC-MD5 over the whole packet with the

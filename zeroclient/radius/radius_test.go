@@ -5,8 +5,11 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"layeh.com/radius"
 
 	"deskhost/hostd/directory"
 	"deskhost/zeroclient/internal/testsvc"
@@ -90,5 +93,64 @@ func TestTimeoutAndRetries(t *testing.T) {
 	}
 	if n := len(got); n != 3 {
 		t.Errorf("server saw %d requests, want 3 (1 + 2 retries)", n)
+	}
+}
+
+// TestKeptSockets: requests to a server reuse one socket; a datagram that is not the answer
+// to the request in flight (a stale answer to another request) is ignored, and the real
+// answer is taken.
+func TestKeptSockets(t *testing.T) {
+	const secret = "s3cret"
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	ports := map[string]bool{}
+	var mu sync.Mutex
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			req, err := radius.Parse(buf[:n], []byte(secret))
+			if err != nil {
+				continue
+			}
+			mu.Lock()
+			ports[from.String()] = true
+			mu.Unlock()
+			// First a stale answer: an Access-Accept for some other request.
+			other := radius.New(radius.CodeAccessRequest, []byte(secret))
+			other.Identifier = req.Identifier + 1
+			if b, err := other.Response(radius.CodeAccessAccept).Encode(); err == nil {
+				pc.WriteTo(b, from)
+			}
+			other.Identifier = req.Identifier // same identifier, wrong authenticator
+			if b, err := other.Response(radius.CodeAccessAccept).Encode(); err == nil {
+				pc.WriteTo(b, from)
+			}
+			// Then the real one: this request is rejected.
+			if b, err := req.Response(radius.CodeAccessReject).Encode(); err == nil {
+				pc.WriteTo(b, from)
+			}
+		}
+	}()
+	to, re := directory.RADIUSTimeout(2), directory.RADIUSRetries(0)
+	c, _ := New(&directory.RADIUS{Servers: directory.ServerList{"127.0.0.1"}, Port: directory.Port(pc.LocalAddr().(*net.UDPAddr).Port),
+		SharedSecret: secret, TimeoutSeconds: &to, Retries: &re})
+	defer c.Close()
+	for i := 0; i < 5; i++ {
+		resp, err := c.Authenticate(context.Background(), "alice", "123456", nil)
+		if err != nil || resp.Outcome != Reject {
+			t.Fatalf("request %d: %+v %v (a stale Access-Accept was taken?)", i, resp, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ports) != 1 {
+		t.Errorf("5 sequential requests came from %d sockets", len(ports))
 	}
 }

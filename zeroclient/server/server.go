@@ -84,6 +84,7 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 		Floor: zc.AuthFailureFloor.Duration, Now: opt.Now}); err != nil {
 		return nil, err
 	}
+	s.closers = append(s.closers, s.Auth.Close)
 	cert, err := certs.Load(zc.TLS.Cert, zc.TLS.Key, zc.TLS.SelfSignedDir, append(zc.TLS.Names, zc.Broker.Hostname, zc.Gateway.AdvertiseAddress))
 	if err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"deskhost/hostd/directory"
+	"deskhost/zeroclient/workspaces"
 )
 
 // Stage is how far a session has got.
@@ -49,6 +50,20 @@ type Session struct {
 	Rounds      int
 	// AccessEmitted: this login's "WorkSpaces Access" event was sent (once per login).
 	AccessEmitted bool
+	// Lookup is hostd's answer about this login's WorkSpace, asked for by the broker in the
+	// background once the password is accepted; nil when there is none.
+	Lookup *WorkspaceLookup
+}
+
+// WorkspaceLookup is one question to hostd about a user's WorkSpace. Done is closed once
+// the answer (WS, OK, Err) and the time it came (At) are set; they do not change after.
+type WorkspaceLookup struct {
+	DirectoryID, UserName string
+	Done                  chan struct{}
+	WS                    workspaces.Workspace
+	OK                    bool
+	Err                   error
+	At                    time.Time
 }
 
 // Limits bound sessions.

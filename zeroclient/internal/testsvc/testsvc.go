@@ -72,6 +72,9 @@ type LDAP struct {
 	dir             string
 	slapadd         string
 	conf            string
+	slapd           string
+	mu              sync.Mutex
+	cmd             *exec.Cmd
 }
 
 // Slapd starts slapd for suffix (from a DNS domain, e.g. corp.example.com) with a service
@@ -123,25 +126,51 @@ access to * by users read by * none
 	l.load(t, ldif.String())
 	port := FreePort(t, "tcp")
 	l.URL = fmt.Sprintf("ldap://127.0.0.1:%d", port)
-	cmd := exec.Command(slapd, "-h", l.URL+"/", "-f", l.conf, "-d", "0")
+	l.slapd = slapd
+	t.Cleanup(func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		stop(l.cmd)
+	})
+	l.start(t)
+	return l
+}
+
+// start runs slapd on l.URL and waits until it listens.
+func (l *LDAP) start(t testing.TB) {
+	t.Helper()
+	cmd := exec.Command(l.slapd, "-h", l.URL+"/", "-f", l.conf, "-d", "0")
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start slapd: %v", err)
 	}
-	t.Cleanup(func() { stop(cmd) })
+	l.mu.Lock()
+	l.cmd = cmd
+	l.mu.Unlock()
+	addr := strings.TrimPrefix(l.URL, "ldap://")
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return l
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("slapd did not listen within 15 s: %s", out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Restart stops slapd and starts it again on the same address: every connection to it
+// is closed, as a directory restart closes them.
+func (l *LDAP) Restart(t testing.TB) {
+	t.Helper()
+	l.mu.Lock()
+	stop(l.cmd)
+	l.mu.Unlock()
+	l.start(t)
 }
 
 func writeUser(w io.Writer, base string, u LDAPUser) {
@@ -246,7 +275,7 @@ libdir = /usr/lib/freeradius
 pidfile = %[1]s/radiusd.pid
 max_request_time = 30
 cleanup_delay = 5
-max_requests = 1024
+max_requests = 65536
 hostname_lookups = no
 log {
   destination = stderr
@@ -337,7 +366,7 @@ func (r *RADIUS) Log() string { return r.log.String() }
 
 // stop ends a server this package started: SIGTERM, then SIGKILL after 5 s.
 func stop(cmd *exec.Cmd) {
-	if cmd.Process == nil {
+	if cmd == nil || cmd.Process == nil || cmd.ProcessState != nil {
 		return
 	}
 	_ = cmd.Process.Signal(os.Interrupt)

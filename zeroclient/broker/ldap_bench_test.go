@@ -1,0 +1,169 @@
+package broker_test
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"deskhost/hostd/directory"
+	"deskhost/internal/hostconfig"
+	"deskhost/zeroclient/brokerxml"
+	"deskhost/zeroclient/certs"
+	"deskhost/zeroclient/client"
+	"deskhost/zeroclient/internal/testsvc"
+	"deskhost/zeroclient/server"
+	"deskhost/zeroclient/workspaces"
+)
+
+// fakeHostd answers DescribeWorkspaces on a unix socket in hostd's protocol (AWS JSON 1.1),
+// with one AVAILABLE WorkSpace for every user: the SDK client and its socket are exercised,
+// hostd's own work is not (the end-to-end test has the real hostd).
+func fakeHostd(t testing.TB) string {
+	sock := filepath.Join(t.TempDir(), "hostd.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		io.WriteString(w, `{"Workspaces":[{"WorkspaceId":"ws-alice00001","DirectoryId":"d-0123456789","UserName":"alice",`+
+			`"State":"AVAILABLE","WorkspaceProperties":{"RunningMode":"AUTO_STOP","Protocols":["PCOIP"]}}]}`)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return sock
+}
+
+// BenchmarkLoginLDAPRADIUS is the end-to-end test's login figure without a WorkSpace VM:
+// hello → connect info against a real slapd and a real FreeRADIUS (PIN, Access-Challenge,
+// token code), the WorkSpace from a stand-in hostd, access events to a log and a webhook,
+// a new TLS connection per login; against the same 6 round trips on a new TLS connection
+// to a minimal HTTPS server with the broker's certificate, interleaved in the same run.
+func BenchmarkLoginLDAPRADIUS(b *testing.B) {
+	const pin, code, alicePW = "4321", "246810", "Corr3ct-Horse!"
+	ldap := testsvc.Slapd(b, "corp.example.com", []testsvc.LDAPUser{{UID: "alice", Password: alicePW}})
+	rad := testsvc.FreeRADIUS(b, testsvc.RADIUSConfig{Challenges: map[string]testsvc.Challenge{"alice": {PIN: pin, Code: code}}})
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }))
+	defer hook.Close()
+	dir := b.TempDir()
+	port := directory.Port(rad.Port)
+	cfg := &hostconfig.Config{
+		Hostd: hostconfig.Hostd{DataDir: dir, Directories: []directory.Directory{{
+			ID: "d-0123456789", Name: "corp.example.com", Users: users("alice"),
+			Login: directory.Login{Type: directory.TypeLDAP, NetBIOSName: "CORP",
+				LDAP: &directory.LDAP{URL: ldap.URL, BindDN: ldap.ServiceDN, BindPassword: ldap.ServicePassword,
+					UserBase: ldap.UserBase, UserAttribute: "uid", UserFilter: "(objectClass=inetOrgPerson)"},
+				MFA: &directory.MFA{Type: directory.MFARADIUS, RADIUS: &directory.RADIUS{Servers: directory.ServerList{"127.0.0.1"},
+					Port: port, SharedSecret: rad.Secret}}},
+		}}},
+		Zeroclient: hostconfig.Zeroclient{
+			Broker: hostconfig.ZeroclientBroker{Listen: "127.0.0.1:0", Hostname: "localhost"}, Gateway: hostconfig.ZeroclientGateway{Listen: "127.0.0.1:0"},
+			Echo: hostconfig.ZeroclientEcho{Listen: []string{}}, TLS: hostconfig.ZeroclientTLS{SelfSignedDir: filepath.Join(dir, "tls")},
+			CredentialStore: filepath.Join(dir, "creds.db"), AuthFailureFloor: hostconfig.Duration{Duration: 200 * time.Millisecond},
+			Events:      hostconfig.ZeroclientEvents{Log: filepath.Join(dir, "access.jsonl"), AuditLog: filepath.Join(dir, "audit.jsonl"), Webhook: hook.URL},
+			HostdSocket: fakeHostd(b),
+		},
+	}
+	s, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), server.Options{Workspaces: workspaces.Dial(cfg.Zeroclient.HostdSocket)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	tlsCfg, err := client.TLSConfig(filepath.Join(dir, "tls", "ca.pem"), "127.0.0.1")
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls", "cert.pem"), filepath.Join(dir, "tls", "key.pem"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", certs.ServerConfig(cert))
+	if err != nil {
+		b.Fatal(err)
+	}
+	reply, _ := brokerxml.Encode(&brokerxml.ByeResp{})
+	bareSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		io.Copy(io.Discard, req.Body)
+		w.Header().Set("Content-Type", "application/xml")
+		w.Write(reply)
+	}), TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
+	go bareSrv.Serve(l)
+	defer bareSrv.Close()
+	bare := func() time.Duration {
+		start := time.Now()
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+		for i := 0; i < 6; i++ {
+			resp, err := hc.Post("https://"+l.Addr().String()+"/pcoip-broker/xml", "application/xml", strings.NewReader("<pcoip-client version=\"2.1\"><bye/></pcoip-client>"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		hc.CloseIdleConnections()
+		return time.Since(start)
+	}
+	flow := func() time.Duration {
+		start := time.Now()
+		c, err := client.NewBroker("https://"+s.BrokerAddr, tlsCfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Hello(client.Identity); err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Login("alice", alicePW, "", []string{pin, code}, nil); err != nil {
+			b.Fatal(err)
+		}
+		rs, err := c.Resources()
+		if err != nil || len(rs) != 1 {
+			b.Fatalf("resources: %v", err)
+		}
+		if _, err := c.Allocate(rs[0].ID); err != nil {
+			b.Fatal(err)
+		}
+		d := time.Since(start)
+		c.CloseIdle()
+		return d
+	}
+	flow()
+	bare()
+	var flows, bares []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ { // interleaved: both see the same load
+		flows = append(flows, flow())
+		bares = append(bares, bare())
+	}
+	b.StopTimer()
+	var ft, bt time.Duration
+	for i := range flows {
+		ft += flows[i]
+		bt += bares[i]
+	}
+	p := func(ds []time.Duration, q int) time.Duration {
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		return s[(len(s)-1)*q/100]
+	}
+	b.ReportMetric(float64(p(flows, 50).Microseconds())/1000, "login-p50-ms")
+	b.ReportMetric(float64(p(flows, 99).Microseconds())/1000, "login-p99-ms")
+	b.ReportMetric(float64(p(bares, 50).Microseconds())/1000, "bare-p50-ms")
+	b.ReportMetric(float64(p(bares, 99).Microseconds())/1000, "bare-p99-ms")
+	b.ReportMetric(float64(len(flows))/ft.Seconds(), "logins/s")
+	b.ReportMetric(float64(p(flows, 50))/float64(p(bares, 50)), "ratio-p50")
+	b.ReportMetric(float64(p(flows, 99))/float64(p(bares, 99)), "ratio-p99")
+}
