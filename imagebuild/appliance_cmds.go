@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"strings"
 	"time"
 
@@ -84,10 +86,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.SetOutput(stderr)
 	httpAddr := fs.String("http", ":8080", "HTTP listen address (\"\" disables HTTP)")
 	tftpAddr := fs.String("tftp", ":69", "TFTP listen address (\"\" disables TFTP)")
+	qemuDir := fs.String("proxydhcp-qemu", "", "answer iPXE as a ProxyDHCP server on a qemu guest's user network, through files in `DIR` (prints the qemu options)")
+	netdev := fs.String("netdev", "mgmt", "with --proxydhcp-qemu: the id of the guest's -netdev user,...")
+	bootURL := fs.String("boot-url", "", "with --proxydhcp-qemu: the boot file offered (default http://10.0.2.2:PORT/boot.ipxe, this server as a qemu guest sees it)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: imagebuild serve [--http ADDR] [--tftp ADDR] DIR")
+		fmt.Fprintln(stderr, "usage: imagebuild serve [--http ADDR] [--tftp ADDR] [--proxydhcp-qemu DIR [--netdev ID] [--boot-url URL]] DIR")
 		fmt.Fprintln(stderr, "\nServes DIR (a PXE bundle: build/images/appliance/pxe) to iPXE: chain")
 		fmt.Fprintln(stderr, "http://SERVER:PORT/boot.ipxe or tftp://SERVER/boot.ipxe. Names outside DIR are refused.")
+		fmt.Fprintln(stderr, "With --proxydhcp-qemu it also answers the guest's iPXE as a ProxyDHCP server, so iPXE")
+		fmt.Fprintln(stderr, "does not wait ~3 s for one after qemu's DHCP offer.")
 		fmt.Fprintln(stderr)
 		fs.PrintDefaults()
 	}
@@ -104,13 +111,57 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	var qn *serve.QEMUNet
+	if *qemuDir != "" {
+		bootFile := *bootURL
+		if bootFile == "" {
+			if l.HTTP == nil {
+				l.Close()
+				return errors.New("imagebuild serve: --proxydhcp-qemu without HTTP needs --boot-url")
+			}
+			bootFile = fmt.Sprintf("http://10.0.2.2:%d/boot.ipxe", l.HTTP.Addr().(*net.TCPAddr).Port)
+		}
+		host, err := bootURLHost(bootFile)
+		if err != nil {
+			l.Close()
+			return err
+		}
+		p, err := serve.NewProxyDHCP(bootFile, host, nil)
+		if err != nil {
+			l.Close()
+			return err
+		}
+		p.Log = log.Info
+		if qn, err = serve.ListenQEMU(*qemuDir, p); err != nil {
+			l.Close()
+			return err
+		}
+		defer qn.Close()
+		fmt.Fprintf(stdout, "ProxyDHCP for a qemu guest: boot file %s; qemu options: %s\n", bootFile, strings.Join(qn.Args(*netdev), " "))
+	}
 	if l.HTTP != nil {
 		fmt.Fprintf(stdout, "serving %s over HTTP on %s: chain http://%s/boot.ipxe\n", fs.Arg(0), l.HTTP.Addr(), l.HTTP.Addr())
 	}
 	if l.TFTP != nil {
 		fmt.Fprintf(stdout, "serving %s over TFTP on %s\n", fs.Arg(0), l.TFTP.LocalAddr())
 	}
+	if qn != nil {
+		go qn.Run(ctx)
+	}
 	return s.Run(ctx, l)
+}
+
+// bootURLHost is the IPv4 address in a boot URL: ProxyDHCP's server identifier.
+func bootURLHost(u string) (net.IP, error) {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return nil, fmt.Errorf("imagebuild serve: --boot-url: %w", err)
+	}
+	ip := net.ParseIP(pu.Hostname()).To4()
+	if (pu.Scheme != "http" && pu.Scheme != "tftp") || ip == nil {
+		return nil, fmt.Errorf("imagebuild serve: --boot-url %q: want http:// or tftp:// with an IPv4 address", u)
+	}
+	return ip, nil
 }
 
 func runFlash(ctx context.Context, args []string, stdout, stderr io.Writer) error {

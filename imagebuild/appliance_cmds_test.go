@@ -6,8 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // minimalProfile is a valid profile naming only files every Debian machine has.
@@ -42,6 +44,8 @@ func TestApplianceCLI(t *testing.T) {
 		{[]string{"build", "-q", "--profile", badKey}, 1, "field kernal not found"},
 		{[]string{"serve"}, 2, "want 1 argument"},
 		{[]string{"serve", "--http", "", "--tftp", "", notDir}, 1, "not a directory"},
+		{[]string{"serve", "--http", "", "--tftp", "", "--proxydhcp-qemu", filepath.Join(tmp, "q1"), tmp}, 1, "needs --boot-url"},
+		{[]string{"serve", "--http", "", "--tftp", "", "--proxydhcp-qemu", filepath.Join(tmp, "q2"), "--boot-url", "http://pxe.example/boot.ipxe", tmp}, 1, "with an IPv4 address"},
 		{[]string{"flash", "--image", "x"}, 2, "--image and --device are required"},
 		{[]string{"flash", "--image", filepath.Join(tmp, "none.img"), "--device", "/dev/null"}, 1, "none.img"},
 	} {
@@ -88,5 +92,22 @@ func TestApplianceBuildFailuresLeaveNoOutput(t *testing.T) {
 		if len(left) > 0 {
 			t.Errorf("%s: temporary output left behind: %v", tc.name, left)
 		}
+	}
+}
+
+// serve --proxydhcp-qemu prints the qemu options that attach its ProxyDHCP, with the
+// default boot URL: this server as a qemu guest sees it.
+func TestServeProxyDHCPQEMU(t *testing.T) {
+	tmp := t.TempDir()
+	os.WriteFile(filepath.Join(tmp, "boot.ipxe"), []byte("#!ipxe\n"), 0o644)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	q := filepath.Join(tmp, "q")
+	code := run(ctx, []string{"serve", "--http", "127.0.0.1:0", "--tftp", "", "--proxydhcp-qemu", q, tmp}, &stdout, &stderr)
+	out := stdout.String()
+	if code != 0 || !regexp.MustCompile(`boot file http://10\.0\.2\.2:\d+/boot\.ipxe`).MatchString(out) ||
+		!strings.Contains(out, "-object filter-dump,id=mgmt-pxe-dump,netdev=mgmt,") || !strings.Contains(out, "path="+filepath.Join(q, "inject.sock")) {
+		t.Errorf("exit %d\nstdout %s\nstderr %s", code, out, stderr.String())
 	}
 }

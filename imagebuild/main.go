@@ -2,7 +2,7 @@
 //
 //	imagebuild desktop --out build/images/desktop [--cache build/cache]
 //	imagebuild build --profile configs/appliance.yaml --out build/images/appliance
-//	imagebuild serve [--http :8080] [--tftp :69] build/images/appliance/pxe
+//	imagebuild serve [--http :8080] [--tftp :69] [--proxydhcp-qemu DIR] build/images/appliance/pxe
 //	imagebuild flash --image build/images/appliance/disk.img --device /dev/sdX
 //
 // Each subcommand has its own flags (imagebuild SUBCOMMAND -h).

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,6 +43,9 @@ func startVM(t testing.TB, name string, args []string) *vm {
 	all := append([]string{"-accel", "tcg", "-display", "none", "-monitor", "none",
 		"-serial", "unix:" + sock + ",server=on,wait=on"}, args...)
 	cmd := exec.Command("qemu-system-x86_64", all...)
+	// A test binary that dies (a -timeout panic) takes its guests with it; t.Cleanup
+	// would not run.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	v := &vm{t: t, name: name, cmd: cmd, screen: vt100.New(24, 80), more: make(chan struct{}, 1), done: make(chan struct{})}

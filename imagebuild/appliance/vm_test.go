@@ -1,8 +1,6 @@
 package appliance_test
 
 import (
-	"context"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"deskhost/imagebuild/serve"
 	"deskhost/internal/imagelayout"
 	"deskhost/internal/testenv"
 	"deskhost/internal/vt100"
@@ -71,9 +68,9 @@ func TestDirectKernel(t *testing.T) {
 		"-append", strings.TrimSpace(string(cmdline))+" panic=-1 deskhost.perm=/dev/vda",
 		"-drive", "file="+disk+",if=virtio,format=qcow2")
 	v := startVM(t, "direct", args)
-	_, d := v.waitFor(0, imagelayout.ReadyLine, readyTimeout)
-	readyTimes["direct"] = d
-	t.Logf("direct kernel: %q after %.1fs", imagelayout.ReadyLine, d.Seconds())
+	ph := v.phases(nil, readyTimeout)
+	readyTimes["direct"] = ph.ready
+	t.Logf("direct kernel: %q after %.1fs (%s)", imagelayout.ReadyLine, ph.ready.Seconds(), ph)
 
 	boot := v.text(0)
 	for _, want := range []string{"/perm: formatted blank /dev/vda", "time: set from NTP server " + guestNTP(), "netcfg applied"} {
@@ -162,41 +159,35 @@ func TestDirectKernel(t *testing.T) {
 	})
 }
 
-// TestPXE boots over the network: qemu's iPXE ROM (Debian's ipxe-qemu) gets
-// http://10.0.2.2:PORT/boot.ipxe as its DHCP boot file from qemu's user network, and
-// imagebuild serve (this package's server, on the loopback) serves the bundle.
+// TestPXE boots over the network, on the virtual host `make demo` boots: qemu's iPXE ROM
+// (Debian's ipxe-qemu) gets its address and http://10.0.2.2:PORT/boot.ipxe from qemu's
+// user network, imagebuild serve (this package's server, on the loopback) serves the
+// bundle and answers iPXE as a ProxyDHCP server, and the disk is disk.img (through a
+// copy-on-write overlay), whose blank /perm partition the boot formats.
 func TestPXE(t *testing.T) {
 	needQEMU(t)
 	needFile(t, "/usr/lib/ipxe/qemu/efi-virtio.rom")
 	dir, _ := image(t)
-	srv, err := serve.New(filepath.Join(dir, "pxe"), slog.New(slog.NewTextHandler(os.Stderr, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	l, err := serve.Listen("127.0.0.1:0", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go srv.Run(ctx, l)
-	port := l.HTTP.Addr().String()[strings.LastIndex(l.HTTP.Addr().String(), ":")+1:]
-	args := append(base(), nics("http://10.0.2.2:"+port+"/boot.ipxe")...)
-	args = append(args, "-no-reboot", "-boot", "n")
-	v := startVM(t, "pxe", args)
-	_, d := v.waitFor(0, imagelayout.ReadyLine, readyTimeout)
-	readyTimes["pxe"] = d
-	sent := srv.Sent()
+	p := startPXEServer(t, filepath.Join(dir, "pxe"))
+	v := startVM(t, "pxe", p.vmArgs(t, dir))
+	ph := v.phases(p, readyTimeout)
+	readyTimes["pxe"] = ph.ready
+	sent := p.srv.Sent()
 	for _, f := range []string{"boot.ipxe", "vmlinuz", "initrd.img"} {
 		if sent[f] == 0 {
 			t.Errorf("imagebuild serve never sent %s (sent %v)", f, sent)
 		}
 	}
+	if offers, _ := p.proxy.Answered(); offers == 0 {
+		t.Errorf("iPXE never asked imagebuild serve's ProxyDHCP")
+	}
+	if !strings.Contains(v.text(0), "/perm: formatted blank /dev/vda2") {
+		t.Errorf("the boot did not format disk.img's blank /perm partition")
+	}
 	v.waitScreen("the management address", time.Minute, func(s *vt100.Screen) bool { return mgmtRe.MatchString(s.String()) })
-	t.Logf("PXE: %q after %.1fs", imagelayout.ReadyLine, d.Seconds())
+	t.Logf("PXE: %q after %.1fs (%s)", imagelayout.ReadyLine, ph.ready.Seconds(), ph)
 	if direct, ok := readyTimes["direct"]; ok {
-		t.Logf("PXE -> ready %.1fs vs direct kernel -> ready %.1fs: %.2fx (goal <= 1.3x)", d.Seconds(), direct.Seconds(), d.Seconds()/direct.Seconds())
+		t.Logf("PXE -> ready %.1fs vs direct kernel -> ready %.1fs: %.2fx (goal <= 1.3x)", ph.ready.Seconds(), direct.Seconds(), ph.ready.Seconds()/direct.Seconds())
 	}
 }
 
@@ -207,10 +198,7 @@ func TestEFIDisk(t *testing.T) {
 	needQEMU(t)
 	needFile(t, "/usr/share/ovmf/OVMF.fd")
 	dir, _ := image(t)
-	overlay := filepath.Join(t.TempDir(), "disk.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", filepath.Join(dir, "disk.img"), overlay).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img: %v: %s", err, out)
-	}
+	overlay := diskOverlay(t, dir)
 	args := append(base(), nics("")...)
 	args = append(args, "-bios", "/usr/share/ovmf/OVMF.fd",
 		"-drive", "file="+overlay+",if=none,id=disk,format=qcow2", "-device", "virtio-blk-pci,drive=disk,bootindex=0")

@@ -28,8 +28,17 @@ type Server struct {
 	dir  string
 	log  *slog.Logger
 
-	mu    sync.Mutex
-	stats map[string]int // file -> times sent
+	mu        sync.Mutex
+	stats     map[string]int // file -> times sent
+	transfers []Transfer
+}
+
+// Transfer is a file sent completely.
+type Transfer struct {
+	Path       string
+	Proto      string // "http" or "tftp"
+	Bytes      int64
+	Start, End time.Time // request received, last byte handed to the kernel
 }
 
 // New opens dir for serving.
@@ -54,6 +63,13 @@ func New(dir string, log *slog.Logger) (*Server, error) {
 // Close releases the directory.
 func (s *Server) Close() error { return s.root.Close() }
 
+// Transfers returns the files sent completely so far, in the order they completed.
+func (s *Server) Transfers() []Transfer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Transfer(nil), s.transfers...)
+}
+
 // Sent returns how many times each file was sent completely.
 func (s *Server) Sent() map[string]int {
 	s.mu.Lock()
@@ -65,9 +81,10 @@ func (s *Server) Sent() map[string]int {
 	return out
 }
 
-func (s *Server) sent(name string) {
+func (s *Server) sent(t Transfer) {
 	s.mu.Lock()
-	s.stats[name]++
+	s.stats[t.Path]++
+	s.transfers = append(s.transfers, t)
 	s.mu.Unlock()
 }
 
@@ -131,10 +148,16 @@ func (s *Server) HTTP() http.Handler {
 		}
 		defer f.Close()
 		start := time.Now()
+		// http.ServeContent sets Content-Length (iPXE sizes its buffer once instead of
+		// growing it) and, for a whole file, hands the connection the *os.File, which
+		// net/http sends with sendfile(2): no chunking, no copy through user space.
 		w.Header().Set("Content-Type", "application/octet-stream")
 		http.ServeContent(w, r, clean, st.ModTime(), f)
-		s.log.Info("sent", "proto", "http", "client", r.RemoteAddr, "path", clean, "bytes", st.Size(), "seconds", time.Since(start).Seconds())
-		s.sent(clean)
+		end := time.Now()
+		s.log.Info("sent", "proto", "http", "client", r.RemoteAddr, "path", clean, "bytes", st.Size(), "seconds", end.Sub(start).Seconds())
+		if r.Method == http.MethodGet {
+			s.sent(Transfer{Path: clean, Proto: "http", Bytes: st.Size(), Start: start, End: end})
+		}
 	})
 }
 
@@ -177,8 +200,9 @@ func (s *Server) ServeTFTP(r tftp.ReadRequest) {
 		s.log.Warn("send failed", "proto", "tftp", "client", r.Addr().String(), "path", clean, "bytes", n, "err", err)
 		return
 	}
-	s.log.Info("sent", "proto", "tftp", "client", r.Addr().String(), "path", clean, "bytes", n, "seconds", time.Since(start).Seconds())
-	s.sent(clean)
+	end := time.Now()
+	s.log.Info("sent", "proto", "tftp", "client", r.Addr().String(), "path", clean, "bytes", n, "seconds", end.Sub(start).Seconds())
+	s.sent(Transfer{Path: clean, Proto: "tftp", Bytes: n, Start: start, End: end})
 }
 
 // Listeners are what Run serves on.
