@@ -77,7 +77,7 @@ Look at it:
 
 Drive it as an administrator would, with AWS's own CLI:
   . $STATE/credentials; AWS_ACCESS_KEY_ID=\$ACCESS_KEY AWS_SECRET_ACCESS_KEY=\$SECRET_KEY \\
-    AWS_CA_BUNDLE=$STATE/tls/api-cert.pem /usr/bin/aws workspaces describe-workspaces \\
+    AWS_CA_BUNDLE=$STATE/tls/ca.pem /usr/bin/aws workspaces describe-workspaces \\
     --endpoint-url https://127.0.0.1:8443 --region local
   bin/hostd reboot $ws --socket $SOCK
   bin/hostd terminate $ws --socket $SOCK

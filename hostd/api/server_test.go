@@ -20,6 +20,7 @@ import (
 
 	"deskhost/hostd/service"
 	"deskhost/hostd/workspace"
+	"deskhost/internal/certs"
 	"deskhost/internal/hostconfig"
 )
 
@@ -151,7 +152,7 @@ func TestLoadOrCreateCertificate(t *testing.T) {
 	if x.PublicKeyAlgorithm != x509.ECDSA {
 		t.Errorf("key algorithm %v, want ECDSA", x.PublicKeyAlgorithm)
 	}
-	if fi, err := os.Stat(filepath.Join(dir, SelfSignedKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(filepath.Join(dir, certs.KeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("key file mode %v %v", fi.Mode().Perm(), err)
 	}
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
@@ -174,8 +175,8 @@ func TestLoadOrCreateCertificate(t *testing.T) {
 		t.Errorf("remade certificate does not name the new address")
 	}
 	// Configured files are loaded as they are.
-	keyPath := filepath.Join(dir, SelfSignedKeyFile)
-	certPath := filepath.Join(dir, SelfSignedCertFile)
+	keyPath := filepath.Join(dir, certs.KeyFile)
+	certPath := filepath.Join(dir, certs.CertFile)
 	if _, p, err := LoadOrCreateCertificate(certPath, keyPath, "", ""); err != nil || p != certPath {
 		t.Errorf("configured certificate: %v %s", err, p)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/workspaces"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
 
+	"deskhost/internal/certs"
 	"deskhost/internal/hostconfig"
 )
 
@@ -205,7 +206,7 @@ func TestRunFromConfig(t *testing.T) {
 	}()
 	var pem []byte
 	for i := 0; i < 100 && pem == nil; i++ {
-		pem, _ = os.ReadFile(filepath.Join(dir, "tls", SelfSignedCertFile))
+		pem, _ = os.ReadFile(filepath.Join(dir, "tls", certs.CAFile))
 		time.Sleep(20 * time.Millisecond)
 	}
 	https := &env{t: t, url: "https://" + addr, roots: x509.NewCertPool(), region: testRegion}

@@ -156,7 +156,7 @@ func (r *run) global(fs *flag.FlagSet) {
 	fs.StringVar(&r.endpoint, "endpoint", "", "HTTPS endpoint of hostd's admin API, e.g. https://10.0.0.1:8443 (instead of the socket)")
 	fs.StringVar(&r.accessKey, "access-key", "", "access key id for --endpoint (default $AWS_ACCESS_KEY_ID)")
 	fs.StringVar(&r.secretKey, "secret-key", "", "secret access key for --endpoint (default $AWS_SECRET_ACCESS_KEY)")
-	fs.StringVar(&r.caFile, "ca-file", "", "PEM file of the certificate(s) to trust for --endpoint, e.g. hostd's self-signed api-cert.pem")
+	fs.StringVar(&r.caFile, "ca-file", "", "PEM file of the certificate(s) to trust for --endpoint, e.g. hostd's self-signed ca.pem")
 	fs.StringVar(&r.region, "region", "", "SigV4 region hostd is configured with (default $AWS_REGION, else "+hostconfig.DefaultRegion+")")
 }
 
@@ -305,7 +305,7 @@ Connection (any command):
   --socket PATH       hostd's unix socket, as root (default %s)
   --endpoint URL      HTTPS endpoint instead, e.g. https://10.0.0.1:8443, with
   --access-key ID     and --secret-key KEY (default $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY)
-  --ca-file PEM       certificate to trust, e.g. hostd's self-signed api-cert.pem
+  --ca-file PEM       certificate to trust, e.g. hostd's self-signed ca.pem
   --region NAME       the region hostd signs for (default $AWS_REGION, else %s)
 
 '%s help <command>' describes a command's options.

@@ -35,7 +35,7 @@ func TestAWSCLIDrivesHostd(t *testing.T) {
 		cmd.Env = []string{
 			"HOME=" + home, "PATH=/usr/bin:/bin",
 			"AWS_ACCESS_KEY_ID=" + h.accessKey, "AWS_SECRET_ACCESS_KEY=" + h.secretKey,
-			"AWS_CA_BUNDLE=" + filepath.Join(h.dir, "tls", "api-cert.pem"),
+			"AWS_CA_BUNDLE=" + filepath.Join(h.dir, "tls", "ca.pem"),
 			"AWS_CONFIG_FILE=" + filepath.Join(home, "config"), "AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(home, "creds"),
 			"AWS_PAGER=", "AWS_MAX_ATTEMPTS=2",
 		}

@@ -2,13 +2,12 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"deskhost/internal/insmod"
 )
 
 // loadEntry is one line of /lib/modules/load.order, written by imagebuild: the absolute
@@ -56,7 +55,7 @@ func loadModules(orderPath string, log *logger) (int, []error) {
 	var errs []error
 	n := 0
 	for _, e := range entries {
-		if err := finitModule(e.path); err != nil {
+		if err := insmod.Insert(e.path); err != nil {
 			if e.optional {
 				log.Printf("optional module %s not loaded: %v", e.path, err)
 				continue
@@ -67,17 +66,4 @@ func loadModules(orderPath string, log *logger) (int, []error) {
 		n++
 	}
 	return n, errs
-}
-
-func finitModule(path string) error {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	err = unix.FinitModule(fd, "", 0)
-	if errors.Is(err, unix.EEXIST) {
-		return nil
-	}
-	return err
 }

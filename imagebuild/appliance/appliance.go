@@ -40,6 +40,7 @@ import (
 	"deskhost/imagebuild/outdir"
 	"deskhost/imagebuild/profile"
 	"deskhost/imagebuild/userland"
+	"deskhost/internal/digest"
 	"deskhost/internal/hostconfig"
 	"deskhost/internal/imagelayout"
 	"deskhost/internal/modindex"
@@ -167,7 +168,7 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	}
 	m.Profile.Path = p.Path
 	if p.Path != "" {
-		if m.Profile.SHA256, err = fileSHA256(p.Path); err != nil {
+		if m.Profile.SHA256, err = digest.File(p.Path); err != nil {
 			return nil, fmt.Errorf("appliance: %w", err)
 		}
 	}
@@ -226,7 +227,7 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 		if err := a.HostFile(pr.Path, f); err != nil {
 			return nil, err
 		}
-		sum, _ := fileSHA256(f)
+		sum, _ := digest.File(f)
 		st, _ := os.Stat(f)
 		m.Programs = append(m.Programs, Program{Package: pr.Package, Path: pr.Path, SHA256: sum, Bytes: st.Size()})
 	}
@@ -329,7 +330,7 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 			return err
 		}
 		r, _ := filepath.Rel(out.Tmp, path)
-		sum, err := fileSHA256(path)
+		sum, err := digest.File(path)
 		if err != nil {
 			return err
 		}
@@ -616,19 +617,6 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
-}
-
-func fileSHA256(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func firstLine(s string) string {

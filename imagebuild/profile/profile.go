@@ -25,10 +25,8 @@
 package profile
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -37,6 +35,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"deskhost/internal/strictyaml"
 )
 
 // FixedCmdline is the part of the kernel command line every appliance image has: consoles
@@ -201,18 +201,9 @@ func Load(path string) (*Profile, error) {
 // Parse decodes a profile strictly, makes its relative paths relative to dir, fills in
 // defaults and checks it, including that every file it names exists.
 func Parse(b []byte, dir string) (*Profile, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
 	var p Profile
-	if err := dec.Decode(&p); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("empty document")
-		}
+	if err := strictyaml.Decode(b, &p); err != nil {
 		return nil, err
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, errors.New("more than one YAML document")
 	}
 	rel := func(s string) string {
 		if s == "" || filepath.IsAbs(s) {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"deskhost/internal/imagelayout"
+	"deskhost/internal/insmod"
 	"deskhost/internal/modindex"
 )
 
@@ -89,7 +90,7 @@ func (l *Loader) Load(name string) error {
 			continue
 		}
 		m := l.Index.Modules[n]
-		err := finit(filepath.Join(l.Dir, m.Path))
+		err := insmod.Insert(filepath.Join(l.Dir, m.Path))
 		if err != nil {
 			// Soft dependencies (CPU-specific implementations) may refuse to load.
 			if n != name && !l.hardDep(name, n) {
@@ -126,19 +127,6 @@ func (l *Loader) hardDep(name, dep string) bool {
 		return false
 	}
 	return walk(name)
-}
-
-func finit(path string) error {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	err = unix.FinitModule(fd, "", 0)
-	if errors.Is(err, unix.EEXIST) {
-		return nil
-	}
-	return err
 }
 
 // Probe loads what a modprobe request for s means (a name or an alias): every module

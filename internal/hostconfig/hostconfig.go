@@ -4,10 +4,7 @@
 package hostconfig
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
@@ -15,6 +12,7 @@ import (
 
 	"deskhost/hostd/bundle"
 	"deskhost/hostd/directory"
+	"deskhost/internal/strictyaml"
 )
 
 // Config is the whole host configuration.
@@ -161,18 +159,9 @@ func Load(path string) (*Config, error) {
 
 // Parse decodes a config strictly, fills defaults and validates it.
 func Parse(b []byte) (*Config, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
 	var c Config
-	if err := dec.Decode(&c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("empty document")
-		}
+	if err := strictyaml.Decode(b, &c); err != nil {
 		return nil, err
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, errors.New("more than one YAML document")
 	}
 	c.Hostd.defaults()
 	if err := c.Hostd.validate(c.ManagedNetwork()); err != nil {

@@ -18,11 +18,11 @@ import (
 	"time"
 
 	"deskhost/hostd/directory"
+	"deskhost/internal/certs"
 	"deskhost/internal/hostconfig"
 	"deskhost/zeroclient/auth"
 	"deskhost/zeroclient/broker"
 	"deskhost/zeroclient/brokerxml"
-	"deskhost/zeroclient/certs"
 	"deskhost/zeroclient/client"
 	"deskhost/zeroclient/credstore"
 	"deskhost/zeroclient/server"

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"deskhost/hostd/directory"
+	"deskhost/internal/certs"
 	"deskhost/internal/hostconfig"
 	"deskhost/zeroclient/brokerxml"
-	"deskhost/zeroclient/certs"
 	"deskhost/zeroclient/client"
 	"deskhost/zeroclient/internal/testsvc"
 	"deskhost/zeroclient/server"

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"deskhost/internal/certs"
 	"deskhost/zeroclient/brokerxml"
-	"deskhost/zeroclient/certs"
 	"deskhost/zeroclient/client"
 	"deskhost/zeroclient/rfb"
 )

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"deskhost/zeroclient/certs"
+	"deskhost/internal/certs"
 	"deskhost/zeroclient/metrics"
 	"deskhost/zeroclient/rfb"
 	"deskhost/zeroclient/tags"

@@ -19,10 +19,10 @@ import (
 	"sync"
 	"time"
 
+	"deskhost/internal/certs"
 	"deskhost/internal/hostconfig"
 	"deskhost/zeroclient/auth"
 	"deskhost/zeroclient/broker"
-	"deskhost/zeroclient/certs"
 	"deskhost/zeroclient/credstore"
 	"deskhost/zeroclient/echo"
 	"deskhost/zeroclient/events"

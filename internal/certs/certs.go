@@ -1,9 +1,10 @@
-// Package certs gives the broker and the gateway their TLS identity: the operator's PEM
-// certificate and key, or a CA and a server certificate made once and kept in a
-// directory. Clients are given ca.pem to trust (zero clients take it as an uploaded
-// certificate, TigerVNC as -X509CA); the server certificate names the configured names,
-// the host name, localhost and every address the host has, so any address a client dials
-// verifies.
+// Package certs gives a TLS server (zeroclient's broker and gateway, hostd's admin API) its
+// identity: the operator's PEM certificate and key, or a CA and a server certificate made
+// once and kept in a directory. Clients are given ca.pem to trust (zero clients take it as
+// an uploaded certificate, TigerVNC as -X509CA, awscli as AWS_CA_BUNDLE); the server
+// certificate names the configured names, the host name, localhost and every address the
+// host has, so any address a client dials verifies. Only the server certificate is remade
+// (when it nears expiry or misses a name): the CA clients pinned stays.
 package certs
 
 import (
@@ -14,13 +15,17 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
+
+	"deskhost/internal/atomicfile"
 )
 
 // Files in a self-signed directory.
@@ -50,12 +55,18 @@ func ServerConfig(cert tls.Certificate) *tls.Config {
 // Load returns the certificate: from certFile/keyFile when given, else made (or reused)
 // in dir for names.
 func Load(certFile, keyFile, dir string, names []string) (tls.Certificate, error) {
-	if certFile != "" {
+	if certFile != "" || keyFile != "" {
+		if certFile == "" || keyFile == "" {
+			return tls.Certificate{}, errors.New("tls: a certificate file and a key file go together")
+		}
 		c, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
 			return tls.Certificate{}, fmt.Errorf("tls: %w", err)
 		}
 		return c, nil
+	}
+	if dir == "" {
+		return tls.Certificate{}, errors.New("tls: no certificate configured and no directory to keep a self-signed one in")
 	}
 	return SelfSigned(dir, names, time.Now())
 }
@@ -91,11 +102,13 @@ func SelfSigned(dir string, names []string, now time.Time) (tls.Certificate, err
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("tls: make certificate: %w", err)
 	}
-	if err := writePEM(filepath.Join(dir, CertFile), "CERTIFICATE", der); err != nil {
-		return tls.Certificate{}, err
-	}
+	// The key first: a crash between the two leaves a pair that does not match, which the
+	// next start remakes, never a new certificate with the old key.
 	kb, _ := x509.MarshalECPrivateKey(priv)
 	if err := writePEM(filepath.Join(dir, KeyFile), "EC PRIVATE KEY", kb); err != nil {
+		return tls.Certificate{}, err
+	}
+	if err := writePEM(filepath.Join(dir, CertFile), "CERTIFICATE", der); err != nil {
 		return tls.Certificate{}, err
 	}
 	return tls.LoadX509KeyPair(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
@@ -124,11 +137,11 @@ func loadOrMakeCA(dir string, now time.Time) (*x509.Certificate, *ecdsa.PrivateK
 	if err != nil {
 		return nil, nil, fmt.Errorf("tls: make CA: %w", err)
 	}
-	if err := writePEM(filepath.Join(dir, CAFile), "CERTIFICATE", der); err != nil {
-		return nil, nil, err
-	}
 	kb, _ := x509.MarshalECPrivateKey(priv)
 	if err := writePEM(filepath.Join(dir, caKey), "EC PRIVATE KEY", kb); err != nil {
+		return nil, nil, err
+	}
+	if err := writePEM(filepath.Join(dir, CAFile), "CERTIFICATE", der); err != nil {
 		return nil, nil, err
 	}
 	ca, err := x509.ParseCertificate(der)
@@ -181,13 +194,17 @@ func covers(c *x509.Certificate, dns []string, ips []net.IP) bool {
 	return true
 }
 
+// writePEM writes one PEM block atomically: keys readable by root only, certificates by
+// anyone (clients are given ca.pem).
 func writePEM(path, typ string, der []byte) error {
-	b := pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	perm := os.FileMode(0o644)
+	if strings.HasSuffix(typ, "PRIVATE KEY") {
+		perm = 0o600
+	}
+	if err := atomicfile.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), perm); err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
-	return os.Rename(tmp, path)
+	return nil
 }
 
 func serial() *big.Int {
