@@ -1,26 +1,20 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
 
+	"deskhost/hostd/hostdtest"
 	"deskhost/hostd/virt"
 	"deskhost/internal/testenv"
 )
@@ -28,16 +22,12 @@ import (
 var hostdBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "hostd-bin")
+	dir, err := hostdtest.Build("deskhost/hostd")
 	if err != nil {
-		panic(err)
-	}
-	hostdBin = filepath.Join(dir, "hostd")
-	out, err := exec.Command("go", "build", "-o", hostdBin, "deskhost/hostd").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build hostd: %v\n%s", err, out)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	hostdBin = filepath.Join(dir, "hostd")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -53,8 +43,7 @@ type host struct {
 	pool       string
 	accessKey  string
 	secretKey  string
-	cmd        *exec.Cmd
-	log        *bytes.Buffer
+	proc       *hostdtest.Proc
 	conn       *virt.Conn
 	libvirtSoc string
 	netns      string
@@ -86,9 +75,9 @@ func newHostWith(t *testing.T, o hostOptions) *host {
 	if err != nil {
 		t.Fatal(err)
 	}
-	suffix := randHex(3)
+	suffix := hostdtest.RandHex(3)
 	h := &host{t: t, dir: dir, socket: filepath.Join(dir, "hostd.sock"), pool: "dhe-" + suffix, libvirtSoc: sock,
-		accessKey: "AKDHTEST" + strings.ToUpper(randHex(6)), secretKey: randHex(20)}
+		accessKey: "AKDHTEST" + strings.ToUpper(hostdtest.RandHex(6)), secretKey: hostdtest.RandHex(20)}
 	h.netns = o.netns
 	mgmt, pri := "dem"+suffix, "dep"+suffix
 	network := fmt.Sprintf("network: {managementBridge: %s, primaryBridge: %s}", mgmt, pri)
@@ -149,23 +138,13 @@ func newHostWith(t *testing.T, o hostOptions) *host {
 	return h
 }
 
-func randHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // start runs hostd and waits until its socket answers.
 func (h *host) start() {
 	h.t.Helper()
-	h.log = &bytes.Buffer{}
-	h.cmd = exec.Command(hostdBin, "serve", "--config", h.config)
 	if h.netns != "" {
-		h.cmd = exec.Command("ip", "netns", "exec", h.netns, hostdBin, "serve", "--config", h.config)
-	}
-	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
-	if err := h.cmd.Start(); err != nil {
-		h.t.Fatal(err)
+		h.proc = hostdtest.Start(h.t, "ip", "netns", "exec", h.netns, hostdBin, "serve", "--config", h.config)
+	} else {
+		h.proc = hostdtest.Start(h.t, hostdBin, "serve", "--config", h.config)
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -176,7 +155,7 @@ func (h *host) start() {
 			}
 		}
 		if time.Now().After(deadline) {
-			h.t.Fatalf("hostd did not serve within 60 s:\n%s", h.log)
+			h.t.Fatalf("hostd did not serve within 60 s:\n%s", h.proc.Output())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -185,70 +164,25 @@ func (h *host) start() {
 // kill ends hostd with SIGKILL: no cleanup of any kind runs.
 func (h *host) kill() {
 	h.t.Helper()
-	_ = h.cmd.Process.Signal(syscall.SIGKILL)
-	_ = h.cmd.Wait()
-	h.t.Logf("hostd killed (SIGKILL); its log:\n%s", tail(h.log.String(), 3000))
+	h.proc.Kill()
+	h.t.Logf("hostd killed (SIGKILL); its log:\n%s", h.proc.Tail(3000))
 }
 
-func (h *host) stop() {
-	if h.cmd == nil || h.cmd.ProcessState != nil {
-		return
-	}
-	_ = h.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { h.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		h.cmd.Process.Kill()
-		<-done
-	}
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
-}
+func (h *host) stop() { h.proc.Stop() }
 
 // cleanup stops hostd and removes whatever domains and volumes it left.
 func (h *host) cleanup() {
 	h.stop()
-	if h.t.Failed() && h.log != nil {
-		h.t.Logf("hostd log:\n%s", tail(h.log.String(), 8000))
+	if h.t.Failed() && h.proc != nil {
+		h.t.Logf("hostd log:\n%s", h.proc.Tail(8000))
 	}
-	doms, _ := h.conn.Domains("ws-")
-	for _, d := range doms {
-		if x, err := h.conn.XML(d); err == nil && x.Devices != nil && len(x.Devices.Disks) > 0 &&
-			x.Devices.Disks[0].Source != nil && x.Devices.Disks[0].Source.File != nil &&
-			strings.HasPrefix(x.Devices.Disks[0].Source.File.File, h.dir) {
-			_ = h.conn.Destroy(d)
-			_ = h.conn.Undefine(d)
-		}
-	}
-	vols, _ := h.conn.Volumes(h.pool, "")
-	for _, v := range vols {
-		_ = h.conn.DeleteVolume(h.pool, v.Name)
-	}
-	_ = h.conn.DestroyPool(h.pool)
+	hostdtest.RemoveLeftovers(h.conn, h.dir, h.pool)
 	h.conn.Close()
 	os.RemoveAll(h.dir)
 }
 
 // client is an AWS SDK WorkSpaces client over hostd's unix socket.
-func (h *host) client() *workspaces.Client {
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", h.socket)
-	}}
-	return workspaces.New(workspaces.Options{
-		BaseEndpoint: aws.String("http://hostd.local"),
-		Region:       "local",
-		Credentials:  credentials.NewStaticCredentialsProvider("local", "local", ""),
-		HTTPClient:   &http.Client{Transport: tr, Timeout: 30 * time.Second},
-	})
-}
+func (h *host) client() *workspaces.Client { return hostdtest.Client(h.socket) }
 
 func (h *host) create(users ...string) []string {
 	h.t.Helper()
@@ -313,7 +247,7 @@ func (h *host) libvirtView(id string) (virt.DomainState, int) {
 // heldRAM counts the guest-RAM memfds the running hostd holds open.
 func (h *host) heldRAM() int {
 	h.t.Helper()
-	dir := fmt.Sprintf("/proc/%d/fd", h.cmd.Process.Pid)
+	dir := fmt.Sprintf("/proc/%d/fd", h.proc.Cmd.Process.Pid)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		h.t.Fatal(err)

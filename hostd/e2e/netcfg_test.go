@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
 
 	"deskhost/hostd/agent"
+	"deskhost/hostd/hostdtest"
 	"deskhost/hostd/virt"
 	"deskhost/internal/testenv"
 	"deskhost/netcfg/reconcile"
@@ -27,7 +28,7 @@ import (
 // bridge and the firewall, and on terminate the taps and the WorkSpace's rules go.
 func TestNetcfgManagesWorkSpaceNetwork(t *testing.T) {
 	testenv.Root(t)
-	sfx := randHex(3)
+	sfx := hostdtest.RandHex(3)
 	ns, peer := "dhn"+sfx, "dhc"+sfx
 	run := func(args ...string) string {
 		t.Helper()
@@ -131,7 +132,7 @@ func TestNetcfgManagesWorkSpaceNetwork(t *testing.T) {
 	for st = status(); st.ManagementAddress == ""; st = status() {
 		if time.Now().After(deadline) {
 			serial, _ := os.ReadFile(filepath.Join(h.dir, "run", id, "serial.log"))
-			t.Fatalf("the guest never leased a management address: %+v\nserial:\n%s", st, tail(string(serial), 3000))
+			t.Fatalf("the guest never leased a management address: %+v\nserial:\n%s", st, hostdtest.Tail(string(serial), 3000))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}

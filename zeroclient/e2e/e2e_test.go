@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/workspaces"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
 
+	"deskhost/hostd/hostdtest"
 	"deskhost/internal/testenv"
 	"deskhost/zeroclient/broker"
 	"deskhost/zeroclient/brokerxml"
@@ -67,7 +68,7 @@ func TestEndToEnd(t *testing.T) {
 	// 1. The reference client: the whole flow, a PNG of the desktop.
 	out, err := e.zeroclient(connectArgs("alice", "--png", framePNG)...)
 	if err != nil {
-		t.Fatalf("zeroclient connect: %v\n%s\nzeroclient log:\n%s", err, out, tail(e.zc))
+		t.Fatalf("zeroclient connect: %v\n%s\nzeroclient log:\n%s", err, out, e.zc.Tail(6000))
 	}
 	var res connectResult
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
@@ -102,7 +103,7 @@ func TestEndToEnd(t *testing.T) {
 	} else {
 		t.Logf("TigerVNC's window matches the reference client's frame in %.1f%% of pixels", sim*100)
 	}
-	if !strings.Contains(e.zc.out.String(), "security=X509Vnc") {
+	if !strings.Contains(e.zc.Output(), "security=X509Vnc") {
 		t.Errorf("gateway did not log an X509Vnc session")
 	}
 
@@ -184,7 +185,7 @@ func TestEndToEnd(t *testing.T) {
 	start := time.Now()
 	out, err = e.zeroclient(connectArgs("alice", "--timeout", "90s")...)
 	if err != nil {
-		t.Fatalf("login to a STOPPED AutoStop WorkSpace: %v\n%s", err, tail(e.zc))
+		t.Fatalf("login to a STOPPED AutoStop WorkSpace: %v\n%s", err, e.zc.Tail(6000))
 	}
 	json.Unmarshal([]byte(out), &res)
 	if res.Colours < 2 {
@@ -292,15 +293,15 @@ func tigerVNC(t *testing.T, e *env, tag string) image.Image {
 			break
 		}
 	}
-	xvfb := start(t, "Xvfb", display, "-screen", "0", "1024x768x24", "-nolisten", "tcp", "-br")
-	defer xvfb.stop()
+	xvfb := hostdtest.Start(t, "Xvfb", display, "-screen", "0", "1024x768x24", "-nolisten", "tcp", "-br")
+	defer xvfb.Stop()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if _, err := os.Stat("/tmp/.X11-unix/X" + display[1:]); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("Xvfb did not start: %s", xvfb.out)
+			t.Fatalf("Xvfb did not start: %s", xvfb.Output())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -343,7 +344,7 @@ func tigerVNC(t *testing.T, e *env, tag string) image.Image {
 			return shot
 		}
 	}
-	t.Fatalf("TigerVNC showed no desktop within 45 s:\n%s\nzeroclient:\n%s", vout.String(), tail(e.zc))
+	t.Fatalf("TigerVNC showed no desktop within 45 s:\n%s\nzeroclient:\n%s", vout.String(), e.zc.Tail(6000))
 	return nil
 }
 

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"image"
@@ -19,15 +17,14 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
 
+	"deskhost/hostd/hostdtest"
 	"deskhost/hostd/virt"
 	"deskhost/internal/testenv"
 	"deskhost/zeroclient/internal/testsvc"
@@ -37,18 +34,12 @@ var binDir string
 
 // TestMain builds the real hostd and zeroclient binaries the tests run.
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "zc-e2e-bin")
+	dir, err := hostdtest.Build("deskhost/hostd", "deskhost/zeroclient")
 	if err != nil {
-		panic(err)
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 	binDir = dir
-	for _, p := range []string{"hostd", "zeroclient"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, p), "deskhost/"+p).CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", p, err, out)
-			os.Exit(1)
-		}
-	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -79,64 +70,9 @@ type env struct {
 	echoPort   int
 	metrics    int
 	webhook    *webhook
-	hostd      *proc
-	zc         *proc
+	hostd      *hostdtest.Proc
+	zc         *hostdtest.Proc
 	wsID       string
-}
-
-// proc is a child process with its output kept.
-type proc struct {
-	cmd *exec.Cmd
-	out *lockedBuf
-}
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func start(t *testing.T, name string, args ...string) *proc {
-	t.Helper()
-	p := &proc{cmd: exec.Command(name, args...), out: &lockedBuf{}}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	return p
-}
-
-// stop sends SIGTERM to exactly this process and waits (SIGKILL after 30 s).
-func (p *proc) stop() {
-	if p == nil || p.cmd.Process == nil || p.cmd.ProcessState != nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-done
-	}
-}
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // webhook records the events POSTed to it.
@@ -180,13 +116,13 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, dir: dir, hostdSock: filepath.Join(dir, "hostd.sock"), pool: "zce-" + randHex(3)}
+	e := &env{t: t, dir: dir, hostdSock: filepath.Join(dir, "hostd.sock"), pool: "zce-" + hostdtest.RandHex(3)}
 	t.Cleanup(e.cleanup)
 	e.ldap = testsvc.Slapd(t, "corp.example.com", []testsvc.LDAPUser{{UID: "alice", Password: alicePW, GivenName: "Alice"}, {UID: "bob", Password: "B0b-Secret!"}})
 	e.rad = testsvc.FreeRADIUS(t, testsvc.RADIUSConfig{Challenges: map[string]testsvc.Challenge{"alice": {PIN: alicePIN, Code: aliceCode}},
 		Passcodes: map[string]string{"bob": "111111"}})
 	e.webhook = newWebhook(t)
-	suffix := randHex(3)
+	suffix := hostdtest.RandHex(3)
 	mgmt, pri := "zem"+suffix, "zep"+suffix
 	testenv.Bridge(t, mgmt)
 	testenv.Bridge(t, pri)
@@ -251,7 +187,7 @@ zeroclient:
 	if e.conn, err = virt.Dial(ctx, sock); err != nil {
 		t.Fatal(err)
 	}
-	e.hostd = start(t, filepath.Join(binDir, "hostd"), "serve", "--config", e.config)
+	e.hostd = hostdtest.Start(t, filepath.Join(binDir, "hostd"), "serve", "--config", e.config)
 	e.waitFor("hostd", 60*time.Second, func() bool {
 		_, err := e.api().DescribeWorkspaces(context.Background(), &workspaces.DescribeWorkspacesInput{})
 		return err == nil
@@ -260,10 +196,10 @@ zeroclient:
 		DirectoryId: aws.String(directoryID), UserName: aws.String("alice"), BundleId: aws.String(bundleID),
 		WorkspaceProperties: &types.WorkspaceProperties{RunningMode: types.RunningModeAutoStop, RunningModeAutoStopTimeoutInMinutes: aws.Int32(60)}}}})
 	if err != nil || len(out.PendingRequests) != 1 {
-		t.Fatalf("create WorkSpace: %v %+v\n%s", err, out, e.hostd.out)
+		t.Fatalf("create WorkSpace: %v %+v\n%s", err, out, e.hostd.Output())
 	}
 	e.wsID = aws.ToString(out.PendingRequests[0].WorkspaceId)
-	e.zc = start(t, filepath.Join(binDir, "zeroclient"), "serve", "--config", e.config)
+	e.zc = hostdtest.Start(t, filepath.Join(binDir, "zeroclient"), "serve", "--config", e.config)
 	e.waitFor("zeroclient", 30*time.Second, func() bool {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", e.brokerPort))
 		if err == nil {
@@ -280,31 +216,13 @@ func (e *env) waitFor(what string, within time.Duration, ok func() bool) {
 	deadline := time.Now().Add(within)
 	for !ok() {
 		if time.Now().After(deadline) {
-			e.t.Fatalf("%s not ready within %s\nhostd:\n%s\nzeroclient:\n%s", what, within, tail(e.hostd), tail(e.zc))
+			e.t.Fatalf("%s not ready within %s\nhostd:\n%s\nzeroclient:\n%s", what, within, e.hostd.Tail(6000), e.zc.Tail(6000))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-func tail(p *proc) string {
-	if p == nil {
-		return ""
-	}
-	s := p.out.String()
-	if len(s) > 6000 {
-		s = "..." + s[len(s)-6000:]
-	}
-	return s
-}
-
-func (e *env) api() *workspaces.Client {
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", e.hostdSock)
-	}}
-	return workspaces.New(workspaces.Options{BaseEndpoint: aws.String("http://hostd.local"), Region: "local",
-		Credentials: credentials.NewStaticCredentialsProvider("local", "local", ""), HTTPClient: &http.Client{Transport: tr, Timeout: 30 * time.Second}})
-}
+func (e *env) api() *workspaces.Client { return hostdtest.Client(e.hostdSock) }
 
 func (e *env) state() types.WorkspaceState {
 	out, err := e.api().DescribeWorkspaces(context.Background(), &workspaces.DescribeWorkspacesInput{WorkspaceIds: []string{e.wsID}})
@@ -323,7 +241,7 @@ func (e *env) waitState(want types.WorkspaceState, within time.Duration) {
 			return
 		}
 		if s == types.WorkspaceStateError || time.Now().After(deadline) {
-			e.t.Fatalf("%s is %s, want %s\nhostd:\n%s", e.wsID, s, want, tail(e.hostd))
+			e.t.Fatalf("%s is %s, want %s\nhostd:\n%s", e.wsID, s, want, e.hostd.Tail(6000))
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
@@ -348,7 +266,7 @@ func (e *env) zeroclient(args ...string) (string, error) {
 // cleanup terminates the WorkSpace, stops zeroclient and hostd, and removes whatever
 // domains and volumes are left.
 func (e *env) cleanup() {
-	e.zc.stop()
+	e.zc.Stop()
 	if e.hostd != nil && e.wsID != "" {
 		e.api().TerminateWorkspaces(context.Background(), &workspaces.TerminateWorkspacesInput{TerminateWorkspaceRequests: []types.TerminateRequest{{WorkspaceId: aws.String(e.wsID)}}})
 		deadline := time.Now().Add(60 * time.Second)
@@ -360,25 +278,12 @@ func (e *env) cleanup() {
 			time.Sleep(250 * time.Millisecond)
 		}
 	}
-	e.hostd.stop()
+	e.hostd.Stop()
 	if e.t.Failed() {
-		e.t.Logf("hostd log:\n%s\nzeroclient log:\n%s", tail(e.hostd), tail(e.zc))
+		e.t.Logf("hostd log:\n%s\nzeroclient log:\n%s", e.hostd.Tail(6000), e.zc.Tail(6000))
 	}
 	if e.conn != nil {
-		doms, _ := e.conn.Domains("ws-")
-		for _, d := range doms {
-			if x, err := e.conn.XML(d); err == nil && x.Devices != nil && len(x.Devices.Disks) > 0 &&
-				x.Devices.Disks[0].Source != nil && x.Devices.Disks[0].Source.File != nil &&
-				strings.HasPrefix(x.Devices.Disks[0].Source.File.File, e.dir) {
-				_ = e.conn.Destroy(d)
-				_ = e.conn.Undefine(d)
-			}
-		}
-		vols, _ := e.conn.Volumes(e.pool, "")
-		for _, v := range vols {
-			_ = e.conn.DeleteVolume(e.pool, v.Name)
-		}
-		_ = e.conn.DestroyPool(e.pool)
+		hostdtest.RemoveLeftovers(e.conn, e.dir, e.pool)
 		e.conn.Close()
 	}
 	os.RemoveAll(e.dir)
