@@ -203,6 +203,8 @@ func run(path string, log *slog.Logger) error {
 	errs := make(chan error, 2)
 	go func() { errs <- ctl.Run(ctx) }()
 	go func() { errs <- srv.Run(ctx, h.API, filepath.Join(h.DataDir, "tls")) }()
+	// AutoStop's idle timer: AutoStop times are whole hours, so a minute's granularity.
+	go svc.RunAutoStop(ctx, time.Minute)
 	log.Info("hostd serving", "socket", h.API.Socket, "https", h.API.Listen, "images", len(images), "bundles", len(h.Bundles), "directories", len(h.Directories))
 
 	var first error

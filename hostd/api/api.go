@@ -197,6 +197,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call) *apierr.
 		return aerr
 	}
 	c.action = name
+	if op.localOnly && !viaUnix {
+		return apierr.New(apierr.AccessDenied, "%s is hostd's own operation for the host's services: it is taken only on the local socket", name)
+	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != ContentType {
 		return apierr.New(apierr.SerializationError, "Content-Type %s: the WorkSpaces API takes %s", quote(r.Header.Get("Content-Type")), ContentType)
 	}

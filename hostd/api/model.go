@@ -192,4 +192,15 @@ var (
 		m("Limit", shLimit),
 		m("NextToken", shPaginationToken),
 	)
+
+	shDescribeWorkspacesConnectionStatusRequest = structure("DescribeWorkspacesConnectionStatusRequest", nil,
+		m("WorkspaceIds", list("WorkspaceIdList", shWorkspaceID, ip(1), ip(25))),
+		m("NextToken", shPaginationToken),
+	)
+
+	// hostd's own operation, not AWS's: the connection manager's session report, taken
+	// only over the local socket (operation.localOnly).
+	shReportConnectionsRequest = structure("ReportConnectionsRequest", []string{"ConnectedWorkspaceIds"},
+		m("ConnectedWorkspaceIds", list("ConnectedWorkspaceIdList", shWorkspaceID, nil, ip(10000))),
+	)
 )

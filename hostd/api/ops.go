@@ -25,15 +25,20 @@ type Service interface {
 	ModifyWorkspaceProperties(ctx context.Context, id string, c workspace.PropertiesChange) error
 	DescribeWorkspaceBundles(ctx context.Context, bundleIDs []string) ([]bundle.Bundle, error)
 	DescribeWorkspaceDirectories(ctx context.Context, dirIDs []string) ([]directory.Directory, error)
+	DescribeWorkspacesConnectionStatus(ctx context.Context, ids []string, nextToken string) ([]service.ConnectionStatus, string, error)
+	ReportConnections(ctx context.Context, connected []string) error
 }
 
 var _ Service = (*service.Service)(nil)
 
 // operation is one X-Amz-Target: its input shape, a fresh decoded input, and the call.
+// A localOnly operation is hostd's own, for the host's own services, and answers only on
+// the root-only unix socket.
 type operation struct {
-	input  *shape
-	newReq func() any
-	call   func(ctx context.Context, svc Service, req any) (any, error)
+	input     *shape
+	newReq    func() any
+	call      func(ctx context.Context, svc Service, req any) (any, error)
+	localOnly bool
 }
 
 func op[Req any](in *shape, fn func(ctx context.Context, svc Service, r *Req) (any, error)) operation {
@@ -47,16 +52,44 @@ func op[Req any](in *shape, fn func(ctx context.Context, svc Service, r *Req) (a
 }
 
 var operations = map[string]operation{
-	"CreateWorkspaces":             op(shCreateWorkspacesRequest, createWorkspaces),
-	"DescribeWorkspaces":           op(shDescribeWorkspacesRequest, describeWorkspaces),
-	"RebootWorkspaces":             op(shRebootWorkspacesRequest, rebootWorkspaces),
-	"StopWorkspaces":               op(shStopWorkspacesRequest, stopWorkspaces),
-	"StartWorkspaces":              op(shStartWorkspacesRequest, startWorkspaces),
-	"TerminateWorkspaces":          op(shTerminateWorkspacesRequest, terminateWorkspaces),
-	"ModifyWorkspaceState":         op(shModifyWorkspaceStateRequest, modifyWorkspaceState),
-	"ModifyWorkspaceProperties":    op(shModifyWorkspacePropertiesRequest, modifyWorkspaceProperties),
-	"DescribeWorkspaceBundles":     op(shDescribeWorkspaceBundlesRequest, describeWorkspaceBundles),
-	"DescribeWorkspaceDirectories": op(shDescribeWorkspaceDirectoriesRequest, describeWorkspaceDirectories),
+	"CreateWorkspaces":                   op(shCreateWorkspacesRequest, createWorkspaces),
+	"DescribeWorkspaces":                 op(shDescribeWorkspacesRequest, describeWorkspaces),
+	"RebootWorkspaces":                   op(shRebootWorkspacesRequest, rebootWorkspaces),
+	"StopWorkspaces":                     op(shStopWorkspacesRequest, stopWorkspaces),
+	"StartWorkspaces":                    op(shStartWorkspacesRequest, startWorkspaces),
+	"TerminateWorkspaces":                op(shTerminateWorkspacesRequest, terminateWorkspaces),
+	"ModifyWorkspaceState":               op(shModifyWorkspaceStateRequest, modifyWorkspaceState),
+	"ModifyWorkspaceProperties":          op(shModifyWorkspacePropertiesRequest, modifyWorkspaceProperties),
+	"DescribeWorkspaceBundles":           op(shDescribeWorkspaceBundlesRequest, describeWorkspaceBundles),
+	"DescribeWorkspaceDirectories":       op(shDescribeWorkspaceDirectoriesRequest, describeWorkspaceDirectories),
+	"DescribeWorkspacesConnectionStatus": op(shDescribeWorkspacesConnectionStatusRequest, describeWorkspacesConnectionStatus),
+	ReportConnectionsOperation:           localOnly(op(shReportConnectionsRequest, reportConnections)),
+}
+
+// ReportConnectionsOperation is hostd's own operation by which the connection manager
+// reports which WorkSpaces users are streaming (service.ReportConnections).
+const ReportConnectionsOperation = "ReportConnections"
+
+func localOnly(o operation) operation {
+	o.localOnly = true
+	return o
+}
+
+func describeWorkspacesConnectionStatus(ctx context.Context, svc Service, r *describeWorkspacesConnectionStatusRequest) (any, error) {
+	st, next, err := svc.DescribeWorkspacesConnectionStatus(ctx, r.WorkspaceIds, deref(r.NextToken))
+	if err != nil {
+		return nil, err
+	}
+	out := describeWorkspacesConnectionStatusResult{WorkspacesConnectionStatus: make([]wireConnectionStatus, len(st)), NextToken: next}
+	for i, c := range st {
+		out.WorkspacesConnectionStatus[i] = wireConnectionStatus{WorkspaceId: c.WorkspaceID, ConnectionState: c.State,
+			ConnectionStateCheckTimestamp: epochOrNil(c.CheckedAt), LastKnownUserConnectionTimestamp: epochOrNil(c.LastUserConnection)}
+	}
+	return out, nil
+}
+
+func reportConnections(ctx context.Context, svc Service, r *reportConnectionsRequest) (any, error) {
+	return struct{}{}, svc.ReportConnections(ctx, r.ConnectedWorkspaceIds)
 }
 
 // Operations lists the X-Amz-Target operation names this API implements.

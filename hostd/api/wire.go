@@ -2,6 +2,7 @@ package api
 
 import (
 	"strconv"
+	"time"
 
 	"deskhost/hostd/bundle"
 	"deskhost/hostd/directory"
@@ -278,4 +279,41 @@ type describeWorkspaceDirectoriesResult struct {
 type errorBody struct {
 	Type    string `json:"__type"`
 	Message string `json:"message"`
+}
+
+type describeWorkspacesConnectionStatusRequest struct {
+	WorkspaceIds []string `json:"WorkspaceIds,omitempty"`
+	NextToken    *string  `json:"NextToken,omitempty"`
+}
+
+type reportConnectionsRequest struct {
+	ConnectedWorkspaceIds []string `json:"ConnectedWorkspaceIds"`
+}
+
+// epochSeconds is a timestamp as AWS's JSON protocols write one: seconds since the epoch,
+// with milliseconds.
+type epochSeconds time.Time
+
+func (e epochSeconds) MarshalJSON() ([]byte, error) {
+	return strconv.AppendFloat(nil, float64(time.Time(e).UnixMilli())/1000, 'f', -1, 64), nil
+}
+
+func epochOrNil(t time.Time) *epochSeconds {
+	if t.IsZero() {
+		return nil
+	}
+	e := epochSeconds(t)
+	return &e
+}
+
+type wireConnectionStatus struct {
+	WorkspaceId                      string        `json:"WorkspaceId"`
+	ConnectionState                  string        `json:"ConnectionState"`
+	ConnectionStateCheckTimestamp    *epochSeconds `json:"ConnectionStateCheckTimestamp,omitempty"`
+	LastKnownUserConnectionTimestamp *epochSeconds `json:"LastKnownUserConnectionTimestamp,omitempty"`
+}
+
+type describeWorkspacesConnectionStatusResult struct {
+	WorkspacesConnectionStatus []wireConnectionStatus `json:"WorkspacesConnectionStatus"`
+	NextToken                  string                 `json:"NextToken,omitempty"`
 }

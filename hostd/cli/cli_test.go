@@ -217,7 +217,8 @@ func TestCLIOverUnixSocket(t *testing.T) {
 
 	// list, filters, JSON
 	code, out, _ = f.cli("workspaces")
-	if code != 0 || !hasRow(out, "WORKSPACE", "STATE", "USER") || !hasRow(out, alice, "PENDING", "alice") || !hasRow(out, bob, "PENDING", "bob") {
+	// A PENDING WorkSpace's user session is UNKNOWN, as AWS says of one not running.
+	if code != 0 || !hasRow(out, "WORKSPACE", "STATE", "USER", "SESSION") || !hasRow(out, alice, "PENDING", "alice", "UNKNOWN") || !hasRow(out, bob, "PENDING", "bob", "UNKNOWN") {
 		t.Errorf("workspaces:\n%s", out)
 	}
 	code, out, _ = f.cli("workspaces", "--user", "BOB")

@@ -114,14 +114,37 @@ func listWorkspaces(r *run) int {
 		fmt.Fprintln(r.stdout, "No WorkSpaces.")
 		return exitOK
 	}
+	conn := r.connectionStates(c, all)
 	t := newTable(r.stdout)
-	t.row("WORKSPACE", "STATE", "USER", "DIRECTORY", "BUNDLE", "RUNNING MODE", "IP ADDRESS")
+	t.row("WORKSPACE", "STATE", "USER", "DIRECTORY", "BUNDLE", "RUNNING MODE", "IP ADDRESS", "USER SESSION")
 	for _, w := range all {
-		t.row(aws.ToString(w.WorkspaceId), string(w.State), aws.ToString(w.UserName), aws.ToString(w.DirectoryId),
-			aws.ToString(w.BundleId), runningMode(w.WorkspaceProperties), dash(aws.ToString(w.IpAddress)))
+		id := aws.ToString(w.WorkspaceId)
+		t.row(id, string(w.State), aws.ToString(w.UserName), aws.ToString(w.DirectoryId),
+			aws.ToString(w.BundleId), runningMode(w.WorkspaceProperties), dash(aws.ToString(w.IpAddress)), dash(conn[id]))
 	}
 	t.flush()
 	return exitOK
+}
+
+// connectionStates asks for the WorkSpaces' connection states, 25 at a time (the API's
+// limit). The listing does without them if hostd cannot say.
+func (r *run) connectionStates(c *workspaces.Client, ws []types.Workspace) map[string]string {
+	out := map[string]string{}
+	for i := 0; i < len(ws); i += 25 {
+		var ids []string
+		for _, w := range ws[i:min(i+25, len(ws))] {
+			ids = append(ids, aws.ToString(w.WorkspaceId))
+		}
+		res, err := c.DescribeWorkspacesConnectionStatus(r.ctx, &workspaces.DescribeWorkspacesConnectionStatusInput{WorkspaceIds: ids})
+		if err != nil {
+			fmt.Fprintf(r.stderr, "hostd: connection states unavailable: %v\n", err)
+			return out
+		}
+		for _, st := range res.WorkspacesConnectionStatus {
+			out[aws.ToString(st.WorkspaceId)] = string(st.ConnectionState)
+		}
+	}
+	return out
 }
 
 func runningMode(p *types.WorkspaceProperties) string {

@@ -45,6 +45,12 @@ type Service struct {
 	// mu serialises read-check-write sequences (one WorkSpace per user, quotas); the store
 	// transaction alone would not stop two creates for one user from interleaving.
 	mu sync.Mutex
+
+	// reportedAt is when the connection manager last reported its sessions (in memory: a
+	// restarted hostd counts from its start, and the next report comes within
+	// ConnectionReportInterval).
+	connMu     sync.Mutex
+	reportedAt time.Time
 }
 
 // New returns a Service. now may be nil (time.Now).
@@ -52,7 +58,7 @@ func New(st store.Store, cat Catalog, waker Waker, now func() time.Time, log *sl
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{store: st, catalog: cat, waker: waker, now: now, log: log}
+	return &Service{store: st, catalog: cat, waker: waker, now: now, log: log, reportedAt: now()}
 }
 
 // BatchLimit is AWS's limit on items in one batch request.
@@ -538,4 +544,168 @@ func (s *Service) DescribeWorkspaceDirectories(ctx context.Context, dirIDs []str
 func (s *Service) Hardware(c bundle.ComputeType) (bundle.Hardware, bool) {
 	hw, ok := s.catalog.ComputeTypes[c]
 	return hw, ok
+}
+
+// ConnectionReportInterval is how often the connection manager reports its sessions even
+// when none changed; a report older than ConnectionReportStale no longer vouches for a
+// session (the connection states read UNKNOWN, and AutoStop counts the session as ended).
+const (
+	ConnectionReportInterval = 30 * time.Second
+	ConnectionReportStale    = 4 * ConnectionReportInterval
+)
+
+// MaxConnectionReport bounds one report's list.
+const MaxConnectionReport = 10000
+
+// ReportConnections takes the connection manager's list of the WorkSpaces a user is
+// streaming now: those are CONNECTED and every other DISCONNECTED. The whole list comes
+// each time (on every change and every ConnectionReportInterval), so a lost or repeated
+// report does no harm. Unknown ids are skipped (a WorkSpace may be gone since); records
+// are written only where the state changed.
+func (s *Service) ReportConnections(ctx context.Context, connected []string) error {
+	if len(connected) > MaxConnectionReport {
+		return apierr.New(apierr.InvalidParameterValues, "a report lists at most %d WorkSpaces, not %d", MaxConnectionReport, len(connected))
+	}
+	want := make(map[string]bool, len(connected))
+	for _, id := range connected {
+		if err := ids.Check(ids.Workspace, id); err != nil {
+			return apierr.New(apierr.InvalidParameterValues, "ConnectedWorkspaceIds: %v", err)
+		}
+		want[id] = true
+	}
+	now := s.now()
+	var changed []string
+	err := s.store.Update(func(tx store.Tx) error {
+		all, err := store.ListJSON[workspace.Workspace](tx, store.Workspaces)
+		if err != nil {
+			return err
+		}
+		for _, w := range all {
+			on := want[w.ID] && w.Live()
+			if on == w.Connection.Connected {
+				continue
+			}
+			w.Connection.Connected, w.Connection.Since = on, now
+			if on {
+				w.Connection.LastUserConnection = now
+			}
+			if err := store.PutJSON(tx, store.Workspaces, w.ID, w); err != nil {
+				return err
+			}
+			changed = append(changed, w.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("report connections: %w", err)
+	}
+	s.connMu.Lock()
+	s.reportedAt = now
+	s.connMu.Unlock()
+	for _, id := range changed {
+		s.log.Info("workspace connection", "workspace", id, "connected", want[id])
+	}
+	return nil
+}
+
+func (s *Service) lastReport() time.Time {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	return s.reportedAt
+}
+
+// Connection states, as AWS names them.
+const (
+	Connected    = "CONNECTED"
+	Disconnected = "DISCONNECTED"
+	Unknown      = "UNKNOWN"
+)
+
+// ConnectionStatus is one WorkSpace's answer to DescribeWorkspacesConnectionStatus.
+type ConnectionStatus struct {
+	WorkspaceID        string
+	State              string    // Connected, Disconnected or Unknown
+	CheckedAt          time.Time // the connection manager's last report; zero if none counts
+	LastUserConnection time.Time
+}
+
+// DescribeWorkspacesConnectionStatus says whether users are streaming the WorkSpaces
+// (ids, or all, a page at a time). A WorkSpace whose desktop is not running, or whose
+// connection manager has not reported for ConnectionReportStale, is UNKNOWN.
+func (s *Service) DescribeWorkspacesConnectionStatus(ctx context.Context, ids []string, nextToken string) ([]ConnectionStatus, string, error) {
+	if len(ids) == 0 && ids != nil {
+		return nil, "", apierr.New(apierr.InvalidParameterValues, "WorkspaceIds lists no WorkSpace")
+	}
+	ws, next, err := s.DescribeWorkspaces(ctx, DescribeFilter{IDs: ids, NextToken: nextToken})
+	if err != nil {
+		return nil, "", err
+	}
+	reported := s.lastReport()
+	fresh := s.now().Sub(reported) < ConnectionReportStale
+	out := make([]ConnectionStatus, len(ws))
+	for i, w := range ws {
+		st := ConnectionStatus{WorkspaceID: w.ID, State: Unknown, LastUserConnection: w.Connection.LastUserConnection}
+		if w.Running() && fresh {
+			st.State, st.CheckedAt = Disconnected, reported
+			if w.Connection.Connected {
+				st.State = Connected
+			}
+		}
+		out[i] = st
+	}
+	return out, next, nil
+}
+
+// AutoStop stops every AutoStop WorkSpace that has been idle for its AutoStop time
+// (workspace.AutoStopDue), as StopWorkspaces would, and returns their ids.
+func (s *Service) AutoStop(ctx context.Context) ([]string, error) {
+	var all []workspace.Workspace
+	if err := s.store.View(func(tx store.Tx) error {
+		var err error
+		all, err = store.ListJSON[workspace.Workspace](tx, store.Workspaces)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("autostop: %w", err)
+	}
+	var stopped []string
+	for _, w := range all {
+		if due, _ := w.AutoStopDue(s.now(), s.lastReport(), ConnectionReportStale); !due {
+			continue
+		}
+		// Checked again inside the transaction: a session may have begun since.
+		var since time.Time
+		err := s.change(w.ID, workspace.OpStop, func(r *workspace.Workspace, now time.Time) error {
+			due, idle := r.AutoStopDue(now, s.lastReport(), ConnectionReportStale)
+			if !due {
+				return nil
+			}
+			since = idle
+			r.SetState(workspace.Stopping, now)
+			return nil
+		})
+		if err != nil {
+			return stopped, fmt.Errorf("autostop %s: %w", w.ID, err)
+		}
+		if !since.IsZero() {
+			s.log.Info("autostop: stopping idle workspace", "workspace", w.ID, "idleSince", since, "autoStopMinutes", w.Properties.AutoStopTimeoutMinutes)
+			stopped = append(stopped, w.ID)
+		}
+	}
+	return stopped, nil
+}
+
+// RunAutoStop runs AutoStop every interval until ctx ends.
+func (s *Service) RunAutoStop(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := s.AutoStop(ctx); err != nil {
+				s.log.Error("autostop", "err", err)
+			}
+		}
+	}
 }

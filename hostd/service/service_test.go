@@ -326,3 +326,154 @@ func TestDescribeFiltersAndPages(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectionsAndAutoStop: reports make WorkSpaces CONNECTED and DISCONNECTED; an idle
+// AutoStop WorkSpace is stopped after its AutoStop time and a connected one is not, until
+// the connection manager stops vouching for its session.
+func TestConnectionsAndAutoStop(t *testing.T) {
+	s, wk, now := newService(t, 100)
+	ctx := context.Background()
+	mk := func(user string, mode workspace.RunningMode) string {
+		r := req(user)
+		r.RunningMode = mode
+		ws, failed, err := s.CreateWorkspaces(ctx, []CreateRequest{r})
+		if err != nil || len(failed) > 0 {
+			t.Fatalf("create %s: %v %v", user, err, failed)
+		}
+		setState(t, s, ws[0].ID, workspace.Available)
+		return ws[0].ID
+	}
+	idle, busy, always := mk("user01", workspace.AutoStop), mk("user02", workspace.AutoStop), mk("user03", workspace.AlwaysOn)
+	state := func(id string) workspace.Workspace {
+		w, err := s.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	status := func() map[string]ConnectionStatus {
+		st, _, err := s.DescribeWorkspacesConnectionStatus(ctx, nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]ConnectionStatus{}
+		for _, c := range st {
+			out[c.WorkspaceID] = c
+		}
+		return out
+	}
+	advance := func(d time.Duration) { *now = now.Add(d) }
+
+	// busy streams from minute 10; the manager reports every 30 s from then on.
+	advance(10 * time.Minute)
+	connectedAt := *now
+	if err := s.ReportConnections(ctx, []string{busy}); err != nil {
+		t.Fatal(err)
+	}
+	st := status()
+	if st[busy].State != Connected || st[idle].State != Disconnected || !st[busy].LastUserConnection.Equal(connectedAt) || !st[busy].CheckedAt.Equal(connectedAt) {
+		t.Fatalf("after the report: %+v", st)
+	}
+	report := func(until time.Duration, connected ...string) {
+		for end := now.Add(until); now.Before(end); {
+			advance(ConnectionReportInterval)
+			if err := s.ReportConnections(ctx, connected); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.AutoStop(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	report(49*time.Minute, busy) // minute 59: nobody is due yet
+	if w := state(idle); w.State != workspace.Available {
+		t.Fatalf("idle WorkSpace is %s at minute 59", w.State)
+	}
+	woken := len(wk.woken)
+	report(time.Minute, busy) // minute 60: idle has been AVAILABLE, unconnected, for 1 h
+	if w := state(idle); w.State != workspace.Stopping {
+		t.Fatalf("idle AutoStop WorkSpace is %s after 1 h, want STOPPING", w.State)
+	}
+	if len(wk.woken) != woken+1 || wk.woken[len(wk.woken)-1] != idle {
+		t.Errorf("the controller was not told to stop %s: %v", idle, wk.woken[woken:])
+	}
+	report(3*time.Hour, busy)
+	if w := state(busy); w.State != workspace.Available {
+		t.Fatalf("a connected AutoStop WorkSpace is %s", w.State)
+	}
+	if w := state(always); w.State != workspace.Available {
+		t.Fatalf("an AlwaysOn WorkSpace is %s", w.State)
+	}
+	if st := status(); st[idle].State != Unknown {
+		t.Errorf("a stopping WorkSpace's connection state is %s, want UNKNOWN", st[idle].State)
+	}
+
+	// The session ends: busy stops an hour later, not sooner.
+	report(ConnectionReportInterval)
+	disconnectedAt := *now
+	report(59 * time.Minute)
+	if w := state(busy); w.State != workspace.Available {
+		t.Fatalf("busy stopped %s after its session ended", now.Sub(disconnectedAt))
+	}
+	report(time.Minute)
+	if w := state(busy); w.State != workspace.Stopping {
+		t.Fatalf("busy is %s an hour after its session ended", w.State)
+	}
+	if w := state(busy); !w.Connection.LastUserConnection.Equal(connectedAt) || w.Connection.Connected {
+		t.Errorf("busy's connection record: %+v", w.Connection)
+	}
+}
+
+// TestConnectionReportSilence: a session the connection manager stops confirming reads
+// UNKNOWN, and AutoStop counts it as ended when the reports stopped.
+func TestConnectionReportSilence(t *testing.T) {
+	s, _, now := newService(t, 100)
+	ctx := context.Background()
+	r := req("user04")
+	r.RunningMode = workspace.AutoStop
+	ws, _, err := s.CreateWorkspaces(ctx, []CreateRequest{r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ws[0].ID
+	setState(t, s, id, workspace.Available)
+	if err := s.ReportConnections(ctx, []string{id}); err != nil {
+		t.Fatal(err)
+	}
+	lastReport := *now
+	*now = now.Add(ConnectionReportStale)
+	st, _, _ := s.DescribeWorkspacesConnectionStatus(ctx, []string{id}, "")
+	if st[0].State != Unknown {
+		t.Errorf("with no report for %s the state is %s, want UNKNOWN", ConnectionReportStale, st[0].State)
+	}
+	*now = lastReport.Add(59 * time.Minute)
+	if stopped, _ := s.AutoStop(ctx); len(stopped) != 0 {
+		t.Fatalf("stopped %v 59 min after the last report", stopped)
+	}
+	*now = lastReport.Add(time.Hour)
+	if stopped, _ := s.AutoStop(ctx); len(stopped) != 1 || stopped[0] != id {
+		t.Fatalf("1 h after the connection manager went quiet: stopped %v", stopped)
+	}
+}
+
+func TestReportConnectionsRefuses(t *testing.T) {
+	s, _, _ := newService(t, 100)
+	ctx := context.Background()
+	ws, _, _ := s.CreateWorkspaces(ctx, []CreateRequest{req("user05")})
+	before, _ := s.Get(ws[0].ID)
+	for _, bad := range [][]string{{"ws-NOTVALID!"}, {ws[0].ID, "d-0123456789"}, make([]string, MaxConnectionReport+1)} {
+		if err := s.ReportConnections(ctx, bad); !apierr.Is(err, apierr.InvalidParameterValues) {
+			t.Errorf("report %.40v: %v", bad, err)
+		}
+	}
+	if after, _ := s.Get(ws[0].ID); after.Connection != before.Connection {
+		t.Errorf("a refused report changed the record: %+v", after.Connection)
+	}
+	// An id that is not (or no longer) on this host is skipped.
+	if err := s.ReportConnections(ctx, []string{"ws-zzzzzzzzzz", ws[0].ID}); err != nil {
+		t.Errorf("report with an unknown id: %v", err)
+	}
+	if _, _, err := s.DescribeWorkspacesConnectionStatus(ctx, []string{}, ""); !apierr.Is(err, apierr.InvalidParameterValues) {
+		t.Errorf("empty WorkspaceIds: %v", err)
+	}
+}

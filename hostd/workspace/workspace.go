@@ -62,6 +62,55 @@ type Workspace struct {
 	// BootedAt is when hostd last started the WorkSpace's VM: a reboot whose VM booted
 	// after the reboot was accepted has done its power-off, even if hostd crashed since.
 	BootedAt time.Time `json:"bootedAt,omitzero"`
+
+	// Connection is the user's streaming session as the connection manager last reported it.
+	Connection Connection `json:"connection,omitzero"`
+}
+
+// Connection is whether a user is streaming the WorkSpace's desktop.
+type Connection struct {
+	Connected bool      `json:"connected,omitempty"`
+	Since     time.Time `json:"since,omitzero"` // when Connected last changed
+	// LastUserConnection is when a session last began (AWS's
+	// LastKnownUserConnectionTimestamp).
+	LastUserConnection time.Time `json:"lastUserConnection,omitzero"`
+}
+
+// Running reports whether the WorkSpace's desktop is up for users to connect to: the
+// states in which a connection state means something (AWS reports UNKNOWN otherwise).
+func (w *Workspace) Running() bool {
+	switch w.State {
+	case Available, Unhealthy, AdminMaintenance:
+		return true
+	}
+	return false
+}
+
+// AutoStopDue reports whether an AutoStop WorkSpace has been idle for its AutoStop time
+// at now (guide §2.3: "automatically stopped after a specified period of inactivity"),
+// and since when it counts as idle. Only an AVAILABLE WorkSpace is stopped: not one in
+// ADMIN_MAINTENANCE (the guide: "An AutoStop WorkSpace is not hibernated"), UNHEALTHY or
+// busy. Idle time runs from when it became AVAILABLE or its last session ended,
+// whichever is later. A session counts only while the connection manager keeps
+// confirming it: reportedAt is its last report, and once that is older than staleAfter
+// the session is taken to have ended then (a connection manager that is gone streams
+// nothing).
+func (w *Workspace) AutoStopDue(now, reportedAt time.Time, staleAfter time.Duration) (due bool, idleSince time.Time) {
+	if w.Properties.RunningMode != AutoStop || w.State != Available || w.Properties.AutoStopTimeoutMinutes <= 0 {
+		return false, time.Time{}
+	}
+	idleSince = w.StateSince
+	if w.Connection.Connected {
+		if now.Sub(reportedAt) < staleAfter {
+			return false, time.Time{}
+		}
+		if reportedAt.After(idleSince) {
+			idleSince = reportedAt
+		}
+	} else if w.Connection.Since.After(idleSince) {
+		idleSince = w.Connection.Since
+	}
+	return now.Sub(idleSince) >= time.Duration(w.Properties.AutoStopTimeoutMinutes)*time.Minute, idleSince
 }
 
 // SetState moves w to s at time now, clearing a previous error unless s is ERROR.

@@ -106,3 +106,47 @@ func TestPropertiesChange(t *testing.T) {
 		t.Error("MANUAL accepted")
 	}
 }
+
+// TestAutoStopDue: the catalog's acceptance case (an AutoStop WorkSpace with AutoStop Time
+// 1 h and no connected session goes STOPPED after 1 h) and what keeps one running.
+func TestAutoStopDue(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+	stale := 2 * time.Minute
+	base := Workspace{ID: "ws-0123456789", State: Available, StateSince: t0,
+		Properties: Properties{RunningMode: AutoStop, AutoStopTimeoutMinutes: 60}}
+	cases := []struct {
+		name       string
+		mod        func(w *Workspace)
+		now        time.Time
+		reportedAt time.Time
+		due        bool
+		since      time.Time
+	}{
+		{"never connected, 59 min", nil, t0.Add(59 * time.Minute), t0.Add(59 * time.Minute), false, t0},
+		{"never connected, 1 h", nil, t0.Add(time.Hour), t0.Add(time.Hour), true, t0},
+		{"connected, confirmed", func(w *Workspace) { w.Connection = Connection{Connected: true, Since: t0.Add(time.Minute)} },
+			t0.Add(5 * time.Hour), t0.Add(5*time.Hour - 30*time.Second), false, time.Time{}},
+		{"connected, but the connection manager went quiet 1 h ago", func(w *Workspace) { w.Connection = Connection{Connected: true, Since: t0.Add(time.Minute)} },
+			t0.Add(5 * time.Hour), t0.Add(4 * time.Hour), true, t0.Add(4 * time.Hour)},
+		{"disconnected 30 min ago", func(w *Workspace) { w.Connection = Connection{Since: t0.Add(150 * time.Minute)} },
+			t0.Add(3 * time.Hour), t0.Add(3 * time.Hour), false, t0.Add(150 * time.Minute)},
+		{"disconnected 2 h ago, AutoStop 3 h", func(w *Workspace) {
+			w.Connection = Connection{Since: t0.Add(time.Hour)}
+			w.Properties.AutoStopTimeoutMinutes = 180
+		}, t0.Add(3 * time.Hour), t0.Add(3 * time.Hour), false, t0.Add(time.Hour)},
+		{"AlwaysOn", func(w *Workspace) { w.Properties = Properties{RunningMode: AlwaysOn} }, t0.Add(48 * time.Hour), t0, false, time.Time{}},
+		{"ADMIN_MAINTENANCE", func(w *Workspace) { w.State = AdminMaintenance }, t0.Add(48 * time.Hour), t0, false, time.Time{}},
+		{"UNHEALTHY", func(w *Workspace) { w.State = Unhealthy }, t0.Add(48 * time.Hour), t0, false, time.Time{}},
+		{"STOPPED", func(w *Workspace) { w.State = Stopped }, t0.Add(48 * time.Hour), t0, false, time.Time{}},
+	}
+	for _, c := range cases {
+		w := base
+		if c.mod != nil {
+			c.mod(&w)
+		}
+		due, since := w.AutoStopDue(c.now, c.reportedAt, stale)
+		if due != c.due || (c.since != time.Time{} && !since.Equal(c.since)) {
+			t.Errorf("%s: due %v since %v, want %v since %v", c.name, due, since, c.due, c.since)
+		}
+	}
+}

@@ -107,6 +107,12 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("gateway did not log an X509Vnc session")
 	}
 
+	// The viewer has gone: hostd hears that the session ended, and when it began.
+	st := e.waitConnection(types.ConnectionStateDisconnected, 10*time.Second)
+	if last := aws.ToTime(st.LastKnownUserConnectionTimestamp); time.Since(last) > 2*time.Minute {
+		t.Errorf("hostd's last known user connection is %v", last)
+	}
+
 	// 3. The used tag is refused (by the full-tag path too), with the gateway's reason.
 	tlsCfg, _ := client.TLSConfig(e.caFile(), "127.0.0.1")
 	_, err = client.Stream(alloc.Gateway, tlsCfg, rfb.VeNCryptX509Plain, "alice", alloc.ConnectTag, 10*time.Second)
@@ -341,6 +347,9 @@ func tigerVNC(t *testing.T, e *env, tag string) image.Image {
 				os.WriteFile(filepath.Join(keep, "reference-frame.png"), b, 0o644)
 			}
 			t.Logf("TigerVNC:\n%s", strings.TrimSpace(vout.String()))
+			// While the viewer streams, hostd knows the user is connected (zeroclient's
+			// presence report: AutoStop's idle timer and DescribeWorkspacesConnectionStatus).
+			e.waitConnection(types.ConnectionStateConnected, 10*time.Second)
 			return shot
 		}
 	}

@@ -247,6 +247,26 @@ func (e *env) waitState(want types.WorkspaceState, within time.Duration) {
 	}
 }
 
+// waitConnection waits until hostd reports the WorkSpace's connection state as want.
+func (e *env) waitConnection(want types.ConnectionState, within time.Duration) types.WorkspaceConnectionStatus {
+	e.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		out, err := e.api().DescribeWorkspacesConnectionStatus(context.Background(), &workspaces.DescribeWorkspacesConnectionStatusInput{WorkspaceIds: []string{e.wsID}})
+		if err != nil || len(out.WorkspacesConnectionStatus) != 1 {
+			e.t.Fatalf("DescribeWorkspacesConnectionStatus: %v %+v", err, out)
+		}
+		st := out.WorkspacesConnectionStatus[0]
+		if st.ConnectionState == want {
+			return st
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("hostd says %s is %s after %s, want %s\nzeroclient:\n%s", e.wsID, st.ConnectionState, within, want, e.zc.Tail(3000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func (e *env) caFile() string { return filepath.Join(e.dir, "zc", "tls", "ca.pem") }
 
 func (e *env) brokerURL() string { return fmt.Sprintf("https://127.0.0.1:%d", e.brokerPort) }

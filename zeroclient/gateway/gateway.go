@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -38,6 +39,9 @@ type Config struct {
 	Metrics          *metrics.Metrics
 	Log              *slog.Logger
 	Now              func() time.Time
+	// SessionsChanged, if set, is called (without blocking) whenever a session begins or
+	// ends: Connected has changed.
+	SessionsChanged func()
 }
 
 // Offered VeNCrypt sub-types: Plain first (the whole tag), then VNC (its first 8 characters).
@@ -57,6 +61,24 @@ func New(c Config) *Gateway {
 		c.Now = time.Now
 	}
 	return &Gateway{c: c, active: map[string]*relay{}}
+}
+
+// Connected lists the WorkSpaces a user is streaming now, in id order.
+func (g *Gateway) Connected() []string {
+	g.mu.Lock()
+	ids := make([]string, 0, len(g.active))
+	for id := range g.active {
+		ids = append(ids, id)
+	}
+	g.mu.Unlock()
+	slices.Sort(ids)
+	return ids
+}
+
+func (g *Gateway) sessionsChanged() {
+	if g.c.SessionsChanged != nil {
+		g.c.SessionsChanged()
+	}
 }
 
 // Serve accepts connections until l is closed, then waits for nothing: relays end when
@@ -311,6 +333,7 @@ func (r *relay) run(g *Gateway) {
 	}
 	g.active[r.tag.WorkspaceID] = r
 	g.mu.Unlock()
+	g.sessionsChanged()
 	g.c.Metrics.UserConnected.WithLabelValues(labels...).Set(1)
 	start := g.c.Now()
 	var toUp, toClient int64
@@ -331,11 +354,15 @@ func (r *relay) run(g *Gateway) {
 	r.close()
 	<-done
 	g.mu.Lock()
-	if g.active[r.tag.WorkspaceID] == r {
+	ended := g.active[r.tag.WorkspaceID] == r
+	if ended {
 		delete(g.active, r.tag.WorkspaceID)
 		g.c.Metrics.UserConnected.WithLabelValues(labels...).Set(0)
 	}
 	g.mu.Unlock()
+	if ended {
+		g.sessionsChanged()
+	}
 	g.c.Metrics.SessionDisconnect.WithLabelValues(labels...).Inc()
 	g.c.Log.Info("gateway: session ended", "client", r.from.String(), "workspace", r.tag.WorkspaceID, "session_id", r.tag.SessionID,
 		"seconds", int(g.c.Now().Sub(start).Seconds()), "bytes_to_client", toClient, "bytes_from_client", toUp, "replaced", r.replaced)

@@ -112,6 +112,7 @@ type rig struct {
 	client *tls.Config
 	m      *metrics.Metrics
 	allow  bool
+	change chan struct{} // one per SessionsChanged call
 }
 
 func newRig(t testing.TB, d *display) *rig {
@@ -123,10 +124,16 @@ func newRig(t testing.TB, d *display) *rig {
 	pool := x509.NewCertPool()
 	pemCA, _ := readFile(filepath.Join(dir, certs.CAFile))
 	pool.AppendCertsFromPEM(pemCA)
-	r := &rig{tags: tags.NewStore(time.Minute, nil), client: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}, m: metrics.New(), allow: true}
+	r := &rig{tags: tags.NewStore(time.Minute, nil), client: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}, m: metrics.New(), allow: true,
+		change: make(chan struct{}, 64)}
 	r.g = New(Config{TLS: certs.ServerConfig(cert), Tags: r.tags, Socket: func(string) string { return d.path },
 		Allowed: func(string, netip.Addr) bool { return r.allow }, HandshakeTimeout: 10 * time.Second, Metrics: r.m,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), SessionsChanged: func() {
+			select {
+			case r.change <- struct{}{}:
+			default: // a test that does not watch
+			}
+		}})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -381,5 +388,37 @@ func TestTakeoverDoesNotWaitForAStalledClient(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("the takeover took %s", d)
+	}
+}
+
+// TestConnectedSessions: Connected lists a WorkSpace while a session streams it, and
+// SessionsChanged fires when the session begins and when it ends (hostd's AutoStop and
+// connection status follow it through zeroclient/presence).
+func TestConnectedSessions(t *testing.T) {
+	d := newDisplay(t, 64, 32)
+	r := newRig(t, d)
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-r.change:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no SessionsChanged when %s", what)
+		}
+	}
+	if c := r.g.Connected(); len(c) != 0 {
+		t.Fatalf("connected before any session: %v", c)
+	}
+	tc, _, err := r.connect(t, rfb.VeNCryptX509Plain, r.issue(t).Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait("the session began")
+	if c := r.g.Connected(); len(c) != 1 || c[0] != "ws-0123456789" {
+		t.Errorf("connected during the session: %v", c)
+	}
+	tc.Close()
+	wait("the session ended")
+	if c := r.g.Connected(); len(c) != 0 {
+		t.Errorf("connected after the session ended: %v", c)
 	}
 }

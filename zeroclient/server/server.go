@@ -29,6 +29,7 @@ import (
 	"deskhost/zeroclient/gateway"
 	"deskhost/zeroclient/metrics"
 	"deskhost/zeroclient/policy"
+	"deskhost/zeroclient/presence"
 	"deskhost/zeroclient/session"
 	"deskhost/zeroclient/tags"
 	"deskhost/zeroclient/workspaces"
@@ -49,8 +50,9 @@ type Server struct {
 	// Addresses actually bound (useful with port 0).
 	BrokerAddr, GatewayAddr, MetricsAddr string
 
-	closers []func()
-	wg      sync.WaitGroup
+	closers  []func()
+	wg       sync.WaitGroup
+	presence *presence.Reporter // nil when the WorkSpaces backend takes no reports
 }
 
 // Options override parts of the assembly (tests).
@@ -131,7 +133,18 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 		Allowed: func(dirID string, a netip.Addr) bool {
 			d := s.Auth.ByID(dirID)
 			return d != nil && d.Login.IPAllowed(a)
-		}})
+		},
+		SessionsChanged: func() { s.presence.Changed() }})
+	// hostd learns the gateway's sessions (AutoStop, connection status). Its closer is
+	// added before the gateway's, so it runs after: the last report follows the sessions'
+	// end.
+	if sender, ok := ws.(presence.Sender); ok {
+		s.presence = presence.New(s.Gateway.Connected, sender, presence.Interval, log)
+		pctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { s.presence.Run(pctx); close(done) }()
+		s.closers = append(s.closers, func() { cancel(); <-done })
+	}
 
 	// Listeners.
 	bl, err := net.Listen("tcp", zc.Broker.Listen)

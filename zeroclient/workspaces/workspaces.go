@@ -4,9 +4,12 @@
 package workspaces
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -38,7 +41,10 @@ type Backend interface {
 }
 
 // Client talks to hostd.
-type Client struct{ api *workspaces.Client }
+type Client struct {
+	api  *workspaces.Client
+	http *http.Client // for hostd's own operations, which the SDK does not know
+}
 
 // Dial returns a client for hostd's socket (nothing is connected until the first call).
 func Dial(socket string) *Client {
@@ -49,14 +55,15 @@ func Dial(socket string) *Client {
 		},
 		MaxIdleConnsPerHost: 16,
 	}
-	return &Client{api: workspaces.New(workspaces.Options{
+	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	return &Client{http: hc, api: workspaces.New(workspaces.Options{
 		BaseEndpoint: aws.String("http://hostd"),
 		Region:       "local",
 		// hostd's socket checks the peer (root) instead of SigV4; the SDK signs anyway.
 		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
 			return aws.Credentials{AccessKeyID: "local", SecretAccessKey: "local", Source: "hostd socket"}, nil
 		}),
-		HTTPClient: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		HTTPClient: hc,
 		// hostd throttles its API per principal (the guide's 2 calls/s, burst 5), the local
 		// socket included: a throttled call is retried with the SDK's backoff.
 		RetryMaxAttempts: 5,
@@ -116,6 +123,37 @@ func (c *Client) Start(ctx context.Context, id string) error {
 	if len(out.FailedRequests) > 0 {
 		f := out.FailedRequests[0]
 		return errors.New("hostd: start " + id + ": " + aws.ToString(f.ErrorCode) + ": " + aws.ToString(f.ErrorMessage))
+	}
+	return nil
+}
+
+// ReportConnections tells hostd which WorkSpaces users are streaming now (hostd's own
+// operation ReportConnections, on its local socket only): the whole list, every other
+// WorkSpace counts as disconnected.
+func (c *Client) ReportConnections(ctx context.Context, connected []string) error {
+	if connected == nil {
+		connected = []string{}
+	}
+	body, err := json.Marshal(struct {
+		ConnectedWorkspaceIds []string
+	}{connected})
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://hostd/", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Amz-Target", "WorkspacesService.ReportConnections")
+	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("hostd: report connections: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("hostd: report connections: %s: %s", resp.Status, bytes.TrimSpace(msg))
 	}
 	return nil
 }
