@@ -182,9 +182,15 @@ func readLimited(r io.Reader, what string) ([]byte, error) {
 	return b, nil
 }
 
+// leaseGrace is how long DHCPBootstrap waits for the other NICs' leases after the first.
+const leaseGrace = 3 * time.Second
+
 // DHCPBootstrap brings every Ethernet NIC up, asks DHCP on all of them at once, and
-// configures the first lease (address and default route). The returned function
-// removes what it configured.
+// configures every lease that comes within leaseGrace of the first: each NIC's address
+// (so a server on any of the NICs' networks is reached on that NIC) and a default route
+// per lease, the first lease's preferred. Taking only the first lease would send a
+// config server's traffic out of whichever NIC answered first, which need not be the one
+// on the server's network. The returned function removes what it configured.
 func DHCPBootstrap(ctx context.Context, log *slog.Logger) (func(), error) {
 	if log == nil {
 		log = slog.Default()
@@ -229,33 +235,49 @@ func DHCPBootstrap(ctx context.Context, log *slog.Logger) (func(), error) {
 		}(l)
 	}
 	var errs []error
+	var undo []func()
+	teardown := func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	var grace <-chan time.Time
+collect:
 	for range nics {
-		r := <-results
+		var r result
+		select {
+		case r = <-results:
+		case <-grace:
+			break collect
+		}
 		if r.err != nil {
 			errs = append(errs, r.err)
 			continue
 		}
-		cancel() // the others may stop
+		if grace == nil {
+			grace = time.After(leaseGrace)
+		}
 		addr := &netlink.Addr{IPNet: &net.IPNet{IP: r.lease.Addr.Addr().AsSlice(), Mask: net.CIDRMask(r.lease.Addr.Bits(), 32)}}
 		if err := netlink.AddrAdd(r.link, addr); err != nil && !errors.Is(err, os.ErrExist) {
-			return nil, fmt.Errorf("bootstrap: %s: address %s: %w", r.link.Attrs().Name, r.lease.Addr, err)
+			errs = append(errs, fmt.Errorf("%s: address %s: %w", r.link.Attrs().Name, r.lease.Addr, err))
+			continue
 		}
-		var route *netlink.Route
-		if r.lease.Router.IsValid() {
-			route = &netlink.Route{LinkIndex: r.link.Attrs().Index, Gw: r.lease.Router.AsSlice()}
-			if err := netlink.RouteAdd(route); err != nil && !errors.Is(err, os.ErrExist) {
-				log.Warn("bootstrap: default route", "err", err)
-				route = nil
-			}
-		}
-		log.Info("bootstrap network", "interface", r.link.Attrs().Name, "address", r.lease.Addr.String(), "router", r.lease.Router.String())
 		link := r.link
-		return func() {
-			if route != nil {
-				_ = netlink.RouteDel(route)
+		undo = append(undo, func() { _ = netlink.AddrDel(link, addr) })
+		if r.lease.Router.IsValid() {
+			// Leases in the order they came: the first one's default route is preferred.
+			route := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: r.lease.Router.AsSlice(), Priority: 100 + len(undo)}
+			if err := netlink.RouteAdd(route); err != nil && !errors.Is(err, os.ErrExist) {
+				log.Warn("bootstrap: default route", "interface", link.Attrs().Name, "err", err)
+			} else {
+				undo = append(undo, func() { _ = netlink.RouteDel(route) })
 			}
-			_ = netlink.AddrDel(link, addr)
-		}, nil
+		}
+		log.Info("bootstrap network", "interface", link.Attrs().Name, "address", r.lease.Addr.String(), "router", r.lease.Router.String())
+	}
+	cancel() // NICs still asking may stop
+	if len(undo) > 0 {
+		return teardown, nil
 	}
 	return nil, fmt.Errorf("no DHCP lease on %d interfaces: %w", len(nics), errors.Join(errs...))
 }
