@@ -113,26 +113,29 @@ func TestNetcfgManagesWorkSpaceNetwork(t *testing.T) {
 	// is the management tap's.
 	// One short connection per look: the agent's channel takes one client at a time, and
 	// hostd's health checks need it too.
-	status := func() *agent.Status {
+	// A look that finds the channel busy (a health check holding it, on a loaded machine)
+	// is tried again until the deadline.
+	status := func() (*agent.Status, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		a, err := agent.Dial(ctx, filepath.Join(h.dir, "run", id, "agent.sock"))
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		defer a.Close()
-		st, err := a.Status(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st
+		return a.Status(ctx)
 	}
 	var st *agent.Status
 	deadline := time.Now().Add(2 * time.Minute)
-	for st = status(); st.ManagementAddress == ""; st = status() {
+	for {
+		var err error
+		st, err = status()
+		if err == nil && st.ManagementAddress != "" {
+			break
+		}
 		if time.Now().After(deadline) {
 			serial, _ := os.ReadFile(filepath.Join(h.dir, "run", id, "serial.log"))
-			t.Fatalf("the guest never leased a management address: %+v\nserial:\n%s", st, hostdtest.Tail(string(serial), 3000))
+			t.Fatalf("the guest never leased a management address: %+v (last error: %v)\nserial:\n%s", st, err, hostdtest.Tail(string(serial), 3000))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
