@@ -5,10 +5,12 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/digitalocean/go-libvirt"
@@ -23,19 +25,65 @@ type Conn struct {
 }
 
 // Dial connects to libvirtd's read-write socket, retrying until ctx ends: libvirtd takes
-// seconds to answer after it starts.
+// seconds to answer after it starts. A libvirtd that accepts the connection but does not
+// answer (it holds new clients while its drivers initialise, which under load can take
+// very long) does not hold Dial past ctx: go-libvirt's Connect has no deadline, so the
+// connection is closed under it.
 func Dial(ctx context.Context, socket string) (*Conn, error) {
 	var last error
 	for {
-		l := libvirt.NewWithDialer(dialers.NewLocal(dialers.WithSocket(socket), dialers.WithLocalTimeout(5*time.Second)))
-		if last = l.Connect(); last == nil {
-			return &Conn{l: l, socket: socket}, nil
+		d := &closableDialer{Dialer: dialers.NewLocal(dialers.WithSocket(socket), dialers.WithLocalTimeout(5*time.Second))}
+		l := libvirt.NewWithDialer(d)
+		done := make(chan error, 1)
+		go func() { done <- l.Connect() }()
+		select {
+		case last = <-done:
+			if last == nil {
+				return &Conn{l: l, socket: socket}, nil
+			}
+		case <-ctx.Done():
+			d.close()
+			<-done
+			return nil, fmt.Errorf("connect to libvirtd at %s: no answer: %w", socket, ctx.Err())
 		}
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("connect to libvirtd at %s: %w", socket, last)
 		case <-time.After(500 * time.Millisecond):
 		}
+	}
+}
+
+// closableDialer remembers the connection it made, so that Dial can close it under a
+// Connect that waits for an answer.
+type closableDialer struct {
+	Dialer interface{ Dial() (net.Conn, error) }
+	mu     sync.Mutex
+	conn   net.Conn
+	closed bool
+}
+
+func (d *closableDialer) Dial() (net.Conn, error) {
+	c, err := d.Dialer.Dial()
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		c.Close()
+		return nil, errors.New("dial abandoned")
+	}
+	d.conn = c
+	return c, nil
+}
+
+func (d *closableDialer) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	if d.conn != nil {
+		d.conn.Close()
 	}
 }
 

@@ -65,7 +65,7 @@ func TestConfigURL(t *testing.T) {
 		}
 		t.Fatalf("boot log lacks %q:\n%s", want, head(boot, 4000))
 	}
-	_, d := v.waitFor(m, imagelayout.ReadyLine, readyTimeout)
+	d := v.waitReady(m, readyTimeout)
 	if fetched.Load() == 0 {
 		t.Errorf("the host config was never fetched from %s", url)
 	}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"deskhost/imagebuild/serve"
-	"deskhost/internal/imagelayout"
 )
 
 // pxeHost is what a PXE boot needs besides qemu: imagebuild serve on the loopback (HTTP;
@@ -101,7 +100,7 @@ func (b bootPhases) String() string {
 func (v *vm) phases(p *pxeHost, timeout time.Duration) bootPhases {
 	v.t.Helper()
 	m, initAt := v.waitFor(0, ") starting", timeout) // init's first line
-	_, ready := v.waitFor(m, imagelayout.ReadyLine, timeout)
+	ready := v.waitReady(m, timeout)
 	b := bootPhases{init: initAt, ready: ready}
 	if p != nil {
 		for _, tr := range p.srv.Transfers() {

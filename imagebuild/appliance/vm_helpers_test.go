@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"deskhost/internal/imagelayout"
 	"deskhost/internal/vt100"
 )
 
@@ -154,6 +155,47 @@ func (v *vm) waitFor(from int, s string, timeout time.Duration) (int, time.Durat
 			v.t.Fatalf("%s: %q did not appear within %v", v.name, s, timeout)
 		}
 	}
+}
+
+// waitQuietly is waitFor that reports a timeout instead of failing, so the caller can
+// look inside the guest first.
+func (v *vm) waitQuietly(from int, s string, timeout time.Duration) (time.Duration, bool) {
+	deadline := time.After(timeout)
+	for {
+		v.mu.Lock()
+		i := bytes.Index(v.raw[from:], []byte(s))
+		v.mu.Unlock()
+		if i >= 0 {
+			return time.Since(v.started), true
+		}
+		select {
+		case <-v.more:
+		case <-v.done:
+			return 0, false
+		case <-deadline:
+			return 0, false
+		}
+	}
+}
+
+// waitReady waits for the ready line; if it does not come, the test fails with what the
+// guest's own logs say (hostd's, init's) and its network, read through the console's
+// shell.
+func (v *vm) waitReady(from int, timeout time.Duration) time.Duration {
+	v.t.Helper()
+	d, ok := v.waitQuietly(from, imagelayout.ReadyLine, timeout)
+	if ok {
+		return d
+	}
+	select {
+	case <-v.done:
+		v.t.Fatalf("%s: qemu exited (%v) before %q appeared", v.name, v.err, imagelayout.ReadyLine)
+	default:
+	}
+	out := v.shell("tail -n 40 /perm/log/hostd.log", "tail -n 20 /perm/log/zeroclient.log", "tail -n 30 /perm/log/init.log", "ip -4 -o addr; ip route")
+	v.t.Fatalf("%s: %q did not appear within %s\nhostd.log:\n%s\nzeroclient.log:\n%s\ninit.log:\n%s\nnetwork:\n%s",
+		v.name, imagelayout.ReadyLine, timeout, out[0], out[1], out[2], out[3])
+	return 0
 }
 
 // waitScreen waits until the screen satisfies ok.
