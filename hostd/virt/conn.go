@@ -28,7 +28,8 @@ type Conn struct {
 // seconds to answer after it starts. A libvirtd that accepts the connection but does not
 // answer (it holds new clients while its drivers initialise, which under load can take
 // very long) does not hold Dial past ctx: go-libvirt's Connect has no deadline, so the
-// connection is closed under it.
+// connection is closed under it, and a connection unanswered for connectAttempt is
+// replaced by a new one.
 func Dial(ctx context.Context, socket string) (*Conn, error) {
 	var last error
 	for {
@@ -36,12 +37,20 @@ func Dial(ctx context.Context, socket string) (*Conn, error) {
 		l := libvirt.NewWithDialer(d)
 		done := make(chan error, 1)
 		go func() { done <- l.Connect() }()
+		attempt := time.NewTimer(connectAttempt)
 		select {
 		case last = <-done:
+			attempt.Stop()
 			if last == nil {
 				return &Conn{l: l, socket: socket}, nil
 			}
+		case <-attempt.C:
+			// Unanswered: try again on a new connection.
+			d.close()
+			<-done
+			last = fmt.Errorf("no answer within %s", connectAttempt)
 		case <-ctx.Done():
+			attempt.Stop()
 			d.close()
 			<-done
 			return nil, fmt.Errorf("connect to libvirtd at %s: no answer: %w", socket, ctx.Err())
@@ -53,6 +62,11 @@ func Dial(ctx context.Context, socket string) (*Conn, error) {
 		}
 	}
 }
+
+// connectAttempt bounds one connection's wait for libvirtd's answer before Dial tries a
+// new one. libvirtd answers in well under a second once up, and within about 8 s of its
+// start on these machines.
+var connectAttempt = 20 * time.Second
 
 // closableDialer remembers the connection it made, so that Dial can close it under a
 // Connect that waits for an answer.

@@ -40,6 +40,9 @@ func TestDialGivesUpOnSilentLibvirtd(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
+	// Each unanswered connection is replaced after connectAttempt.
+	defer func(d time.Duration) { connectAttempt = d }(connectAttempt)
+	connectAttempt = 200 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	start := time.Now()
@@ -49,6 +52,12 @@ func TestDialGivesUpOnSilentLibvirtd(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("Dial took %s with a 1 s context", d)
+	}
+	mu.Lock()
+	n := len(held)
+	mu.Unlock()
+	if n < 2 { // 200 ms unanswered, 500 ms pause, a second connection
+		t.Errorf("%d connections in 1 s with a 200 ms attempt limit: unanswered ones were not replaced", n)
 	}
 
 	// Nobody listening at all: the last dial error, once the context ends.
