@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -140,30 +139,5 @@ func BenchmarkLoginLDAPRADIUS(b *testing.B) {
 		c.CloseIdle()
 		return d
 	}
-	flow()
-	bare()
-	var flows, bares []time.Duration
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ { // interleaved: both see the same load
-		flows = append(flows, flow())
-		bares = append(bares, bare())
-	}
-	b.StopTimer()
-	var ft, bt time.Duration
-	for i := range flows {
-		ft += flows[i]
-		bt += bares[i]
-	}
-	p := func(ds []time.Duration, q int) time.Duration {
-		s := slices.Clone(ds)
-		slices.Sort(s)
-		return s[(len(s)-1)*q/100]
-	}
-	b.ReportMetric(float64(p(flows, 50).Microseconds())/1000, "login-p50-ms")
-	b.ReportMetric(float64(p(flows, 99).Microseconds())/1000, "login-p99-ms")
-	b.ReportMetric(float64(p(bares, 50).Microseconds())/1000, "bare-p50-ms")
-	b.ReportMetric(float64(p(bares, 99).Microseconds())/1000, "bare-p99-ms")
-	b.ReportMetric(float64(len(flows))/ft.Seconds(), "logins/s")
-	b.ReportMetric(float64(p(flows, 50))/float64(p(bares, 50)), "ratio-p50")
-	b.ReportMetric(float64(p(flows, 99))/float64(p(bares, 99)), "ratio-p99")
+	measureAgainstBare(b, flow, bare)
 }
