@@ -46,11 +46,13 @@ type Service struct {
 	// transaction alone would not stop two creates for one user from interleaving.
 	mu sync.Mutex
 
-	// reportedAt is when the connection manager last reported its sessions (in memory: a
-	// restarted hostd counts from its start, and the next report comes within
-	// ConnectionReportInterval).
+	// reportedAt is when the connection manager last reported its sessions; zero until
+	// it first does (in memory: the next report comes within ConnectionReportInterval).
 	connMu     sync.Mutex
 	reportedAt time.Time
+	// started is when this Service was made: AutoStop vouches for the sessions the store
+	// holds from before a restart until the connection manager has had time to report.
+	started time.Time
 }
 
 // New returns a Service. now may be nil (time.Now).
@@ -58,7 +60,7 @@ func New(st store.Store, cat Catalog, waker Waker, now func() time.Time, log *sl
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{store: st, catalog: cat, waker: waker, now: now, log: log, reportedAt: now()}
+	return &Service{store: st, catalog: cat, waker: waker, now: now, log: log, started: now()}
 }
 
 // BatchLimit is AWS's limit on items in one batch request.
@@ -614,6 +616,16 @@ func (s *Service) lastReport() time.Time {
 	return s.reportedAt
 }
 
+// vouchedAt is the time from which AutoStop counts unconfirmed sessions as ended: the
+// last report, or this Service's start if that is later.
+func (s *Service) vouchedAt() time.Time {
+	r := s.lastReport()
+	if r.Before(s.started) {
+		return s.started
+	}
+	return r
+}
+
 // Connection states, as AWS names them.
 const (
 	Connected    = "CONNECTED"
@@ -669,13 +681,13 @@ func (s *Service) AutoStop(ctx context.Context) ([]string, error) {
 	}
 	var stopped []string
 	for _, w := range all {
-		if due, _ := w.AutoStopDue(s.now(), s.lastReport(), ConnectionReportStale); !due {
+		if due, _ := w.AutoStopDue(s.now(), s.vouchedAt(), ConnectionReportStale); !due {
 			continue
 		}
 		// Checked again inside the transaction: a session may have begun since.
 		var since time.Time
 		err := s.change(w.ID, workspace.OpStop, func(r *workspace.Workspace, now time.Time) error {
-			due, idle := r.AutoStopDue(now, s.lastReport(), ConnectionReportStale)
+			due, idle := r.AutoStopDue(now, s.vouchedAt(), ConnectionReportStale)
 			if !due {
 				return nil
 			}

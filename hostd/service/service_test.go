@@ -477,3 +477,38 @@ func TestReportConnectionsRefuses(t *testing.T) {
 		t.Errorf("empty WorkspaceIds: %v", err)
 	}
 }
+
+// TestConnectionsAfterRestart: a restarted hostd has heard no report yet, so it says
+// UNKNOWN, and it does not stop a WorkSpace whose session the store holds until the
+// connection manager has had its chance to report (idle time counts from the restart).
+func TestConnectionsAfterRestart(t *testing.T) {
+	s, wk, now := newService(t, 100)
+	ctx := context.Background()
+	r := req("user06")
+	r.RunningMode = workspace.AutoStop
+	ws, _, err := s.CreateWorkspaces(ctx, []CreateRequest{r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ws[0].ID
+	setState(t, s, id, workspace.Available)
+	if err := s.ReportConnections(ctx, []string{id}); err != nil {
+		t.Fatal(err)
+	}
+	// hostd restarts five hours later.
+	*now = now.Add(5 * time.Hour)
+	s2 := New(s.store, s.catalog, wk, func() time.Time { return *now }, s.log)
+	st, _, err := s2.DescribeWorkspacesConnectionStatus(ctx, []string{id}, "")
+	if err != nil || st[0].State != Unknown || !st[0].CheckedAt.IsZero() {
+		t.Fatalf("before any report: %+v %v", st, err)
+	}
+	restart := *now
+	*now = restart.Add(59 * time.Minute)
+	if stopped, _ := s2.AutoStop(ctx); len(stopped) != 0 {
+		t.Fatalf("stopped %v 59 min after the restart, with no report", stopped)
+	}
+	*now = restart.Add(time.Hour)
+	if stopped, _ := s2.AutoStop(ctx); len(stopped) != 1 {
+		t.Fatalf("an hour after the restart with no report: stopped %v", stopped)
+	}
+}
