@@ -563,6 +563,11 @@ func (c *Controller) hold(ctx context.Context, w workspace.Workspace) error {
 		if pid, _, err = virt.QemuProcess(w.ID); err == nil {
 			break
 		}
+		// No qemu because the guest is already gone (it died right after it started):
+		// there is nothing to hold, and nothing to wait for.
+		if st, serr := c.cfg.Conn.State(w.ID); serr == nil && !st.Active() {
+			return fmt.Errorf("%w (see %s)", errGuestStopped, c.SerialLog(w.ID))
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -715,7 +720,7 @@ func (c *Controller) waitAgent(ctx context.Context, w workspace.Workspace) error
 		}
 		// The guest may have died while booting.
 		if st, err := c.cfg.Conn.State(w.ID); err == nil && !st.Active() {
-			return fmt.Errorf("the guest stopped while booting (see %s)", c.SerialLog(w.ID))
+			return fmt.Errorf("%w (see %s)", errGuestStopped, c.SerialLog(w.ID))
 		}
 		select {
 		case <-ctx.Done():
@@ -729,7 +734,10 @@ func (c *Controller) waitAgent(ctx context.Context, w workspace.Workspace) error
 	}
 }
 
-var errBootTimeout = errors.New("boot timed out")
+var (
+	errBootTimeout  = errors.New("boot timed out")
+	errGuestStopped = errors.New("the guest stopped while booting")
+)
 
 // permanent marks an error no retry can fix (a missing image, the memory preflight): the
 // WorkSpace goes to ERROR at once instead of at its deadline.
@@ -751,6 +759,9 @@ func (c *Controller) boot(ctx context.Context, w workspace.Workspace, from works
 		var p permanent
 		if errors.As(err, &p) {
 			return c.bootFailed(w.ID, from, "ProvisioningFailed", err)
+		}
+		if errors.Is(err, errGuestStopped) { // as waitAgent would have found a moment later
+			return c.bootFailed(w.ID, from, "BootFailed", err)
 		}
 		h.lastErr = err // retried at the next tick until the deadline
 		return err
