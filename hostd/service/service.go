@@ -577,27 +577,38 @@ func (s *Service) ReportConnections(ctx context.Context, connected []string) err
 	}
 	now := s.now()
 	var changed []string
-	err := s.store.Update(func(tx store.Tx) error {
+	differs := func(w workspace.Workspace) bool { return (want[w.ID] && w.Live()) != w.Connection.Connected }
+	// Most reports change nothing: look first, so that those cost no write transaction
+	// (a bbolt commit syncs the file even when nothing was put).
+	var stale bool
+	err := s.store.View(func(tx store.Tx) error {
 		all, err := store.ListJSON[workspace.Workspace](tx, store.Workspaces)
-		if err != nil {
-			return err
-		}
-		for _, w := range all {
-			on := want[w.ID] && w.Live()
-			if on == w.Connection.Connected {
-				continue
-			}
-			w.Connection.Connected, w.Connection.Since = on, now
-			if on {
-				w.Connection.LastUserConnection = now
-			}
-			if err := store.PutJSON(tx, store.Workspaces, w.ID, w); err != nil {
+		stale = slices.ContainsFunc(all, differs)
+		return err
+	})
+	if err == nil && stale {
+		err = s.store.Update(func(tx store.Tx) error {
+			all, err := store.ListJSON[workspace.Workspace](tx, store.Workspaces)
+			if err != nil {
 				return err
 			}
-			changed = append(changed, w.ID)
-		}
-		return nil
-	})
+			for _, w := range all {
+				if !differs(w) {
+					continue
+				}
+				on := !w.Connection.Connected
+				w.Connection.Connected, w.Connection.Since = on, now
+				if on {
+					w.Connection.LastUserConnection = now
+				}
+				if err := store.PutJSON(tx, store.Workspaces, w.ID, w); err != nil {
+					return err
+				}
+				changed = append(changed, w.ID)
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("report connections: %w", err)
 	}

@@ -327,23 +327,28 @@ func TestDescribeFiltersAndPages(t *testing.T) {
 	}
 }
 
+// available creates user's WorkSpace in the given running mode and stands in for the
+// controller bringing it to AVAILABLE.
+func available(t *testing.T, s *Service, user string, mode workspace.RunningMode) string {
+	t.Helper()
+	r := req(user)
+	r.RunningMode = mode
+	ws, failed, err := s.CreateWorkspaces(context.Background(), []CreateRequest{r})
+	if err != nil || len(failed) > 0 {
+		t.Fatalf("create %s: %v %v", user, err, failed)
+	}
+	setState(t, s, ws[0].ID, workspace.Available)
+	return ws[0].ID
+}
+
 // TestConnectionsAndAutoStop: reports make WorkSpaces CONNECTED and DISCONNECTED; an idle
 // AutoStop WorkSpace is stopped after its AutoStop time and a connected one is not, until
 // the connection manager stops vouching for its session.
 func TestConnectionsAndAutoStop(t *testing.T) {
 	s, wk, now := newService(t, 100)
 	ctx := context.Background()
-	mk := func(user string, mode workspace.RunningMode) string {
-		r := req(user)
-		r.RunningMode = mode
-		ws, failed, err := s.CreateWorkspaces(ctx, []CreateRequest{r})
-		if err != nil || len(failed) > 0 {
-			t.Fatalf("create %s: %v %v", user, err, failed)
-		}
-		setState(t, s, ws[0].ID, workspace.Available)
-		return ws[0].ID
-	}
-	idle, busy, always := mk("user01", workspace.AutoStop), mk("user02", workspace.AutoStop), mk("user03", workspace.AlwaysOn)
+	idle, busy, always := available(t, s, "user01", workspace.AutoStop), available(t, s, "user02", workspace.AutoStop),
+		available(t, s, "user03", workspace.AlwaysOn)
 	state := func(id string) workspace.Workspace {
 		w, err := s.Get(id)
 		if err != nil {
@@ -429,14 +434,7 @@ func TestConnectionsAndAutoStop(t *testing.T) {
 func TestConnectionReportSilence(t *testing.T) {
 	s, _, now := newService(t, 100)
 	ctx := context.Background()
-	r := req("user04")
-	r.RunningMode = workspace.AutoStop
-	ws, _, err := s.CreateWorkspaces(ctx, []CreateRequest{r})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := ws[0].ID
-	setState(t, s, id, workspace.Available)
+	id := available(t, s, "user04", workspace.AutoStop)
 	if err := s.ReportConnections(ctx, []string{id}); err != nil {
 		t.Fatal(err)
 	}
@@ -484,14 +482,7 @@ func TestReportConnectionsRefuses(t *testing.T) {
 func TestConnectionsAfterRestart(t *testing.T) {
 	s, wk, now := newService(t, 100)
 	ctx := context.Background()
-	r := req("user06")
-	r.RunningMode = workspace.AutoStop
-	ws, _, err := s.CreateWorkspaces(ctx, []CreateRequest{r})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := ws[0].ID
-	setState(t, s, id, workspace.Available)
+	id := available(t, s, "user06", workspace.AutoStop)
 	if err := s.ReportConnections(ctx, []string{id}); err != nil {
 		t.Fatal(err)
 	}

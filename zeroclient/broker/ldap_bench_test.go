@@ -2,21 +2,17 @@ package broker_test
 
 import (
 	"context"
-	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"deskhost/hostd/directory"
-	"deskhost/internal/certs"
 	"deskhost/internal/hostconfig"
-	"deskhost/zeroclient/brokerxml"
 	"deskhost/zeroclient/client"
 	"deskhost/zeroclient/internal/testsvc"
 	"deskhost/zeroclient/server"
@@ -86,36 +82,7 @@ func BenchmarkLoginLDAPRADIUS(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls", "cert.pem"), filepath.Join(dir, "tls", "key.pem"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	l, err := tls.Listen("tcp", "127.0.0.1:0", certs.ServerConfig(cert))
-	if err != nil {
-		b.Fatal(err)
-	}
-	reply, _ := brokerxml.Encode(&brokerxml.ByeResp{})
-	bareSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		io.Copy(io.Discard, req.Body)
-		w.Header().Set("Content-Type", "application/xml")
-		w.Write(reply)
-	}), TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
-	go bareSrv.Serve(l)
-	defer bareSrv.Close()
-	bare := func() time.Duration {
-		start := time.Now()
-		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}
-		for i := 0; i < 6; i++ {
-			resp, err := hc.Post("https://"+l.Addr().String()+"/pcoip-broker/xml", "application/xml", strings.NewReader("<pcoip-client version=\"2.1\"><bye/></pcoip-client>"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}
-		hc.CloseIdleConnections()
-		return time.Since(start)
-	}
+	bare := bareRoundTrips(b, dir, tlsCfg, 6)
 	flow := func() time.Duration {
 		start := time.Now()
 		c, err := client.NewBroker("https://"+s.BrokerAddr, tlsCfg)
