@@ -35,12 +35,12 @@ import (
 	"deskhost/hostd/api"
 	"deskhost/hostd/cli"
 	"deskhost/hostd/controller"
-	"deskhost/hostd/ids"
 	"deskhost/hostd/memscrub"
 	"deskhost/hostd/network"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/virt"
+	"deskhost/internal/catalog"
 	"deskhost/internal/desktopimage"
 	"deskhost/internal/hostconfig"
 )
@@ -232,7 +232,7 @@ func hostIdentity(st store.Store) (string, error) {
 		if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		id = "host-" + ids.New(ids.Directory)[2:]
+		id = "host-" + catalog.NewID(catalog.KindDirectory)[2:]
 		return tx.Put(store.Meta, "hostId", []byte(id))
 	})
 	if err != nil {

@@ -24,7 +24,7 @@ import (
 	"strconv"
 	"time"
 
-	"deskhost/hostd/apierr"
+	"deskhost/internal/catalog"
 	"deskhost/internal/hostconfig"
 )
 
@@ -131,14 +131,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serve handles one request, writing the success response itself; an error it returns is
 // written by the caller.
-func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call) *apierr.Error {
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call) *catalog.Error {
 	if r.URL.Path != "/" {
-		s.writeError(w, c, apierr.New(apierr.UnknownOperation, "path %s: the WorkSpaces API is POST /", quote(r.URL.Path)), http.StatusNotFound)
+		s.writeError(w, c, catalog.Errorf(catalog.UnknownOperation, "path %s: the WorkSpaces API is POST /", quote(r.URL.Path)), http.StatusNotFound)
 		return nil
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		s.writeError(w, c, apierr.New(apierr.UnknownOperation, "method %s: the WorkSpaces API is POST /", quote(r.Method)), http.StatusMethodNotAllowed)
+		s.writeError(w, c, catalog.Errorf(catalog.UnknownOperation, "method %s: the WorkSpaces API is POST /", quote(r.Method)), http.StatusMethodNotAllowed)
 		return nil
 	}
 
@@ -149,15 +149,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call) *apierr.
 	if viaUnix {
 		c.source = peer.String()
 		if peer.err != nil {
-			return apierr.New(apierr.AccessDenied, "cannot identify the peer on the local socket: %v", peer.err)
+			return catalog.Errorf(catalog.AccessDenied, "cannot identify the peer on the local socket: %v", peer.err)
 		}
 		if peer.uid != 0 {
-			return apierr.New(apierr.AccessDenied,
+			return catalog.Errorf(catalog.AccessDenied,
 				"the local socket accepts only root (peer uid %d); use the HTTPS endpoint with an access key", peer.uid)
 		}
 		c.principal = LocalPrincipal
 	} else {
-		var aerr *apierr.Error
+		var aerr *catalog.Error
 		auth, key, aerr = s.verifier.checkHeader(r)
 		c.accessKey = auth.accessKey
 		if aerr != nil {
@@ -186,7 +186,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call) *apierr.
 		bucket := "key:" + key.ID
 		if !s.limiter.Allow(bucket) {
 			w.Header().Set("Retry-After", strconv.Itoa(int(s.limiter.RetryAfter(bucket)/time.Second)+1))
-			return apierr.New(apierr.Throttling, "Rate exceeded")
+			return catalog.Errorf(catalog.Throttling, "Rate exceeded")
 		}
 	}
 
@@ -198,10 +198,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call) *apierr.
 	}
 	c.action = name
 	if op.localOnly && !viaUnix {
-		return apierr.New(apierr.AccessDenied, "%s is hostd's own operation for the host's services: it is taken only on the local socket", name)
+		return catalog.Errorf(catalog.AccessDenied, "%s is hostd's own operation for the host's services: it is taken only on the local socket", name)
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != ContentType {
-		return apierr.New(apierr.SerializationError, "Content-Type %s: the WorkSpaces API takes %s", quote(r.Header.Get("Content-Type")), ContentType)
+		return catalog.Errorf(catalog.SerializationError, "Content-Type %s: the WorkSpaces API takes %s", quote(r.Header.Get("Content-Type")), ContentType)
 	}
 	req := op.newReq()
 	if aerr := decodeInto(body, op.input, req); aerr != nil {
@@ -213,7 +213,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call) *apierr.
 
 	resp, err := op.call(r.Context(), s.svc, req)
 	if err != nil {
-		return apierr.As(err)
+		return catalog.AsError(err)
 	}
 	switch v := resp.(type) {
 	case createWorkspacesResult:
@@ -227,8 +227,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call) *apierr.
 }
 
 // readBody reads the body up to the limit, never buffering more.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apierr.Error) {
-	tooLarge := apierr.New(apierr.RequestEntityTooLarge, "the request body is larger than %d bytes", s.maxBody)
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *catalog.Error) {
+	tooLarge := catalog.Errorf(catalog.RequestEntityTooLarge, "the request body is larger than %d bytes", s.maxBody)
 	if r.ContentLength > s.maxBody {
 		return nil, tooLarge
 	}
@@ -238,33 +238,33 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apie
 		if errors.As(err, &mbe) {
 			return nil, tooLarge
 		}
-		return nil, apierr.New(apierr.SerializationError, "cannot read the request body: %v", err)
+		return nil, catalog.Errorf(catalog.SerializationError, "cannot read the request body: %v", err)
 	}
 	return body, nil
 }
 
 // statusFor is the HTTP status AWS's JSON protocol uses for an error type.
-func statusFor(t apierr.Type) int {
+func statusFor(t catalog.ErrorType) int {
 	switch t {
-	case apierr.MissingAuthenticationToken, apierr.UnrecognizedClient, apierr.InvalidSignature,
-		apierr.IncompleteSignature, apierr.AccessDenied:
+	case catalog.MissingAuthenticationToken, catalog.UnrecognizedClient, catalog.InvalidSignature,
+		catalog.IncompleteSignature, catalog.AccessDenied:
 		return http.StatusForbidden
-	case apierr.RequestEntityTooLarge:
+	case catalog.RequestEntityTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case apierr.InternalFailure:
+	case catalog.InternalFailure:
 		return http.StatusInternalServerError
-	case apierr.ServiceUnavailableException:
+	case catalog.ServiceUnavailableException:
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusBadRequest
 }
 
-func (s *Server) writeError(w http.ResponseWriter, c *call, e *apierr.Error, status int) {
+func (s *Server) writeError(w http.ResponseWriter, c *call, e *catalog.Error, status int) {
 	if status == 0 {
 		status = statusFor(e.Type)
 	}
 	msg := e.Message
-	if e.Type == apierr.InternalFailure {
+	if e.Type == catalog.InternalFailure {
 		// The detail is for the operator's log, not for the client.
 		s.log.Error("admin api internal failure", "request_id", c.requestID, "action", c.action, "error", e.Message)
 		msg = fmt.Sprintf("internal error; hostd's log has the details under request id %s", c.requestID)
@@ -279,7 +279,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	if err != nil {
 		status = http.StatusInternalServerError
 		b = []byte(`{"__type":"InternalFailure","message":"cannot encode the response"}`)
-		w.Header().Set("X-Amzn-ErrorType", string(apierr.InternalFailure))
+		w.Header().Set("X-Amzn-ErrorType", string(catalog.InternalFailure))
 	}
 	w.Header().Set("Content-Type", ContentType)
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))

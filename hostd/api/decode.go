@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"deskhost/internal/catalog"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
-
-	"deskhost/hostd/apierr"
 )
 
 // TargetPrefix is the X-Amz-Target prefix of AWS's WorkSpaces JSON protocol.
@@ -25,7 +24,7 @@ const ContentType = "application/x-amz-json-1.1"
 // SerializationException for malformed JSON, wrong types and unknown members, and
 // InvalidParameterValuesException for missing required members and values out of range.
 // It never panics, whatever it is given (FuzzDecode).
-func decodeRequest(target string, body []byte) (string, operation, any, *apierr.Error) {
+func decodeRequest(target string, body []byte) (string, operation, any, *catalog.Error) {
 	name, op, aerr := lookupOperation(target)
 	if aerr != nil {
 		return "", operation{}, nil, aerr
@@ -37,19 +36,19 @@ func decodeRequest(target string, body []byte) (string, operation, any, *apierr.
 	return name, op, req, nil
 }
 
-func lookupOperation(target string) (string, operation, *apierr.Error) {
+func lookupOperation(target string) (string, operation, *catalog.Error) {
 	if target == "" {
-		return "", operation{}, apierr.New(apierr.UnknownOperation,
+		return "", operation{}, catalog.Errorf(catalog.UnknownOperation,
 			"missing X-Amz-Target header: it names the operation, e.g. %sDescribeWorkspaces", TargetPrefix)
 	}
 	name, ok := strings.CutPrefix(target, TargetPrefix)
 	if !ok {
-		return "", operation{}, apierr.New(apierr.UnknownOperation,
+		return "", operation{}, catalog.Errorf(catalog.UnknownOperation,
 			"X-Amz-Target %s is not %s<Operation>", quote(target), TargetPrefix)
 	}
 	op, ok := operations[name]
 	if !ok {
-		return "", operation{}, apierr.New(apierr.UnknownOperation,
+		return "", operation{}, catalog.Errorf(catalog.UnknownOperation,
 			"operation %s is not one this host implements (%s)", quote(name), strings.Join(operationNames(), ", "))
 	}
 	return name, op, nil
@@ -59,7 +58,7 @@ func lookupOperation(target string) (string, operation, *apierr.Error) {
 // is a pointer to the Go type mirroring s. Validation first, so that nothing reaches the
 // Go decoder that it would read differently (encoding/json matches names without regard
 // to case, keeps the last of duplicate members, and so on).
-func decodeInto(body []byte, s *shape, v any) *apierr.Error {
+func decodeInto(body []byte, s *shape, v any) *catalog.Error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		// AWS's JSON protocol allows an empty body for an input with no members set.
 		body = []byte("{}")
@@ -69,15 +68,15 @@ func decodeInto(body []byte, s *shape, v any) *apierr.Error {
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		// Unreachable when the shape and the Go type agree; FuzzDecode checks they do.
-		return apierr.New(apierr.SerializationError, "cannot decode the request body: %v", err)
+		return catalog.Errorf(catalog.SerializationError, "cannot decode the request body: %v", err)
 	}
 	return nil
 }
 
 // validateJSON walks body as a token stream against s.
-func validateJSON(body []byte, s *shape) *apierr.Error {
+func validateJSON(body []byte, s *shape) *catalog.Error {
 	if !utf8.Valid(body) {
-		return apierr.New(apierr.SerializationError, "the request body is not valid UTF-8")
+		return catalog.Errorf(catalog.SerializationError, "the request body is not valid UTF-8")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
@@ -87,7 +86,7 @@ func validateJSON(body []byte, s *shape) *apierr.Error {
 		return w.syntax(err)
 	}
 	if tok != json.Delim('{') {
-		return apierr.New(apierr.SerializationError, "the request body must be a JSON object (%s), not %s", s.name, describeToken(tok))
+		return catalog.Errorf(catalog.SerializationError, "the request body must be a JSON object (%s), not %s", s.name, describeToken(tok))
 	}
 	if aerr := w.object(s, ""); aerr != nil {
 		return aerr
@@ -96,7 +95,7 @@ func validateJSON(body []byte, s *shape) *apierr.Error {
 		if err != nil {
 			return w.syntax(err)
 		}
-		return apierr.New(apierr.SerializationError, "unexpected %s after the request's JSON object", describeToken(tok))
+		return catalog.Errorf(catalog.SerializationError, "unexpected %s after the request's JSON object", describeToken(tok))
 	}
 	if w.invalid != nil {
 		return w.invalid
@@ -109,23 +108,23 @@ type walker struct {
 	// invalid is the first constraint violation (InvalidParameterValuesException); the walk
 	// goes on so that a SerializationException later in the body takes precedence, as the
 	// body is first deserialized and only then validated.
-	invalid *apierr.Error
+	invalid *catalog.Error
 }
 
-func (w *walker) syntax(err error) *apierr.Error {
+func (w *walker) syntax(err error) *catalog.Error {
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
-		return apierr.New(apierr.SerializationError, "malformed JSON at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: "))
+		return catalog.Errorf(catalog.SerializationError, "malformed JSON at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: "))
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return apierr.New(apierr.SerializationError, "malformed JSON: the body ends before the JSON value does")
+		return catalog.Errorf(catalog.SerializationError, "malformed JSON: the body ends before the JSON value does")
 	}
-	return apierr.New(apierr.SerializationError, "malformed JSON: %v", err)
+	return catalog.Errorf(catalog.SerializationError, "malformed JSON: %v", err)
 }
 
 func (w *walker) violate(format string, args ...any) {
 	if w.invalid == nil {
-		w.invalid = apierr.New(apierr.InvalidParameterValues, format, args...)
+		w.invalid = catalog.Errorf(catalog.InvalidParameterValues, format, args...)
 	}
 }
 
@@ -137,7 +136,7 @@ func join(path, name string) string {
 }
 
 // object reads the members of an object whose '{' has been read, through its '}'.
-func (w *walker) object(s *shape, path string) *apierr.Error {
+func (w *walker) object(s *shape, path string) *catalog.Error {
 	present := map[string]bool{}
 	seen := map[string]bool{}
 	for w.dec.More() {
@@ -147,7 +146,7 @@ func (w *walker) object(s *shape, path string) *apierr.Error {
 		}
 		key, ok := kt.(string)
 		if !ok {
-			return apierr.New(apierr.SerializationError, "malformed JSON: expected a member name, got %s", describeToken(kt))
+			return catalog.Errorf(catalog.SerializationError, "malformed JSON: expected a member name, got %s", describeToken(kt))
 		}
 		mp := join(path, key)
 		ms := s.member(key)
@@ -165,10 +164,10 @@ func (w *walker) object(s *shape, path string) *apierr.Error {
 			if hint == "" {
 				hint = fmt.Sprintf("; a %s has %s", s.name, strings.Join(s.memberNames(), ", "))
 			}
-			return apierr.New(apierr.SerializationError, "unknown member %s in %s%s", quote(mp), where, hint)
+			return catalog.Errorf(catalog.SerializationError, "unknown member %s in %s%s", quote(mp), where, hint)
 		}
 		if seen[key] {
-			return apierr.New(apierr.SerializationError, "member %s appears more than once", mp)
+			return catalog.Errorf(catalog.SerializationError, "member %s appears more than once", mp)
 		}
 		seen[key] = true
 		vt, err := w.dec.Token()
@@ -194,7 +193,7 @@ func (w *walker) object(s *shape, path string) *apierr.Error {
 	return nil
 }
 
-func (w *walker) value(s *shape, path string, tok json.Token) *apierr.Error {
+func (w *walker) value(s *shape, path string, tok json.Token) *catalog.Error {
 	switch s.kind {
 	case kStruct:
 		if tok != json.Delim('{') {
@@ -213,7 +212,7 @@ func (w *walker) value(s *shape, path string, tok json.Token) *apierr.Error {
 			}
 			ep := fmt.Sprintf("%s[%d]", path, n)
 			if et == nil {
-				return apierr.New(apierr.SerializationError, "%s: null is not allowed in a list", ep)
+				return catalog.Errorf(catalog.SerializationError, "%s: null is not allowed in a list", ep)
 			}
 			if aerr := w.value(s.elem, ep, et); aerr != nil {
 				return aerr
@@ -254,7 +253,7 @@ func (w *walker) value(s *shape, path string, tok json.Token) *apierr.Error {
 		}
 		v, err := strconv.ParseInt(string(num), 10, 32)
 		if err != nil {
-			return apierr.New(apierr.SerializationError, "%s: expected an integer (32-bit, no fraction or exponent), got %s", path, clip(string(num)))
+			return catalog.Errorf(catalog.SerializationError, "%s: expected an integer (32-bit, no fraction or exponent), got %s", path, clip(string(num)))
 		}
 		switch {
 		case s.min != nil && v < int64(*s.min):
@@ -269,10 +268,10 @@ func (w *walker) value(s *shape, path string, tok json.Token) *apierr.Error {
 		}
 		return nil
 	}
-	return apierr.New(apierr.InternalFailure, "model shape %s has no kind", s.name)
+	return catalog.Errorf(catalog.InternalFailure, "model shape %s has no kind", s.name)
 }
 
-func typeError(path string, s *shape, tok json.Token) *apierr.Error {
+func typeError(path string, s *shape, tok json.Token) *catalog.Error {
 	want := "a " + s.kind.String()
 	switch s.kind {
 	case kStruct:
@@ -285,7 +284,7 @@ func typeError(path string, s *shape, tok json.Token) *apierr.Error {
 	case kInteger:
 		want = "an integer"
 	}
-	return apierr.New(apierr.SerializationError, "%s: expected %s, got %s", path, want, describeToken(tok))
+	return catalog.Errorf(catalog.SerializationError, "%s: expected %s, got %s", path, want, describeToken(tok))
 }
 
 func describeToken(tok json.Token) string {

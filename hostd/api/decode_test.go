@@ -1,14 +1,13 @@
 package api
 
 import (
+	"deskhost/internal/catalog"
 	"encoding/json"
 	"os"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
-
-	"deskhost/hostd/apierr"
 )
 
 // botocoreModel is AWS's WorkSpaces API model as awscli ships it (Debian package awscli).
@@ -186,14 +185,14 @@ func FuzzDecode(f *testing.F) {
 		name, op, req, aerr := decodeRequest(target, body)
 		if aerr != nil {
 			switch aerr.Type {
-			case apierr.SerializationError, apierr.UnknownOperation, apierr.InvalidParameterValues:
+			case catalog.SerializationError, catalog.UnknownOperation, catalog.InvalidParameterValues:
 			default:
 				t.Fatalf("error type %s (%s)", aerr.Type, aerr.Message)
 			}
 			if aerr.Message == "" || req != nil {
 				t.Fatalf("error %s with message %q and request %v", aerr.Type, aerr.Message, req)
 			}
-			if aerr.Type == apierr.UnknownOperation && (name != "" || op.input != nil) {
+			if aerr.Type == catalog.UnknownOperation && (name != "" || op.input != nil) {
 				t.Fatalf("unknown operation but name %q", name)
 			}
 			return

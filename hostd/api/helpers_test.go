@@ -22,11 +22,10 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces"
 
-	"deskhost/hostd/bundle"
-	"deskhost/hostd/directory"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
+	"deskhost/internal/catalog"
 	"deskhost/internal/hostconfig"
 )
 
@@ -47,22 +46,22 @@ const (
 
 func testCatalog() service.Catalog {
 	return service.Catalog{
-		ComputeTypes: map[bundle.ComputeType]bundle.Hardware{
-			bundle.Value:    {VCPUs: 1, MemoryMiB: 2048},
-			bundle.Standard: {VCPUs: 2, MemoryMiB: 4096},
-			bundle.Power:    {VCPUs: 4, MemoryMiB: 16384},
+		ComputeTypes: map[catalog.ComputeType]catalog.Hardware{
+			catalog.ComputeValue:    {VCPUs: 1, MemoryMiB: 2048},
+			catalog.ComputeStandard: {VCPUs: 2, MemoryMiB: 4096},
+			catalog.ComputePower:    {VCPUs: 4, MemoryMiB: 16384},
 		},
-		Images: []bundle.Image{{ID: imageLinux, Name: "Debian desktop", OS: bundle.Linux, Dir: "/nonexistent"}},
-		Bundles: []bundle.Bundle{
+		Images: []catalog.Image{{ID: imageLinux, Name: "Debian desktop", OS: catalog.Linux, Dir: "/nonexistent"}},
+		Bundles: []catalog.Bundle{
 			{ID: bundleStd, Name: "Standard Linux", Description: "2 vCPU, 4 GiB", ImageID: imageLinux,
-				ComputeType: bundle.Standard, Protocol: bundle.PCoIP, RootGiB: 80, UserGiB: 50},
+				ComputeType: catalog.ComputeStandard, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 50},
 			{ID: bundleValue, Name: "Value Linux", ImageID: imageLinux,
-				ComputeType: bundle.Value, Protocol: bundle.PCoIP, RootGiB: 80, UserGiB: 10},
+				ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10},
 			{ID: bundleBig, Name: "Power Linux", ImageID: imageLinux,
-				ComputeType: bundle.Power, Protocol: bundle.PCoIP, RootGiB: 175, UserGiB: 100},
+				ComputeType: catalog.ComputePower, Protocol: catalog.PCoIP, RootGiB: 175, UserGiB: 100},
 		},
-		Directories: []directory.Directory{
-			{ID: dirID, Name: "corp.example.com", Alias: "corp", RegistrationCode: "SLiad+KX7B2Q", Users: []directory.User{
+		Directories: []catalog.Directory{
+			{ID: dirID, Name: "corp.example.com", Alias: "corp", RegistrationCode: "SLiad+KX7B2Q", Users: []catalog.User{
 				{UserName: "alice", Email: "alice@example.com"},
 				{UserName: "bob", Email: "bob@example.com"},
 				{UserName: "carol", Email: "carol@example.com"},
@@ -70,7 +69,7 @@ func testCatalog() service.Catalog {
 				{UserName: "erin", Email: "erin@example.com"},
 				{UserName: "nomail"},
 			}},
-			{ID: otherDirID, Name: "lab.example.com", Alias: "lab", RegistrationCode: "SLiad+LAB001", Users: []directory.User{
+			{ID: otherDirID, Name: "lab.example.com", Alias: "lab", RegistrationCode: "SLiad+LAB001", Users: []catalog.User{
 				{UserName: "alice", Email: "alice@lab.example.com"},
 			}},
 		},

@@ -5,11 +5,9 @@ import (
 	"slices"
 	"sort"
 
-	"deskhost/hostd/apierr"
-	"deskhost/hostd/bundle"
-	"deskhost/hostd/directory"
 	"deskhost/hostd/service"
 	"deskhost/hostd/workspace"
+	"deskhost/internal/catalog"
 )
 
 // Service is what the API calls: hostd's WorkSpaces operations, as *service.Service
@@ -23,8 +21,8 @@ type Service interface {
 	TerminateWorkspaces(ctx context.Context, ids []string) ([]service.Failure, error)
 	ModifyWorkspaceState(ctx context.Context, id string, target workspace.State) error
 	ModifyWorkspaceProperties(ctx context.Context, id string, c workspace.PropertiesChange) error
-	DescribeWorkspaceBundles(ctx context.Context, bundleIDs []string) ([]bundle.Bundle, error)
-	DescribeWorkspaceDirectories(ctx context.Context, dirIDs []string) ([]directory.Directory, error)
+	DescribeWorkspaceBundles(ctx context.Context, bundleIDs []string) ([]catalog.Bundle, error)
+	DescribeWorkspaceDirectories(ctx context.Context, dirIDs []string) ([]catalog.Directory, error)
 	DescribeWorkspacesConnectionStatus(ctx context.Context, ids []string, nextToken string) ([]service.ConnectionStatus, string, error)
 	ReportConnections(ctx context.Context, connected []string) error
 }
@@ -196,7 +194,7 @@ func stopWorkspaces(ctx context.Context, svc Service, r *stopWorkspacesRequest) 
 	for i, q := range r.StopWorkspaceRequests {
 		if q.WorkspaceId == "" {
 			// The model leaves StopRequest.WorkspaceId optional; a stop without one means nothing.
-			return nil, apierr.New(apierr.InvalidParameterValues, "missing required member StopWorkspaceRequests[%d].WorkspaceId", i)
+			return nil, catalog.Errorf(catalog.InvalidParameterValues, "missing required member StopWorkspaceRequests[%d].WorkspaceId", i)
 		}
 	}
 	return batchResult(svc.StopWorkspaces(ctx, idsOf(r.StopWorkspaceRequests)))
@@ -205,7 +203,7 @@ func stopWorkspaces(ctx context.Context, svc Service, r *stopWorkspacesRequest) 
 func startWorkspaces(ctx context.Context, svc Service, r *startWorkspacesRequest) (any, error) {
 	for i, q := range r.StartWorkspaceRequests {
 		if q.WorkspaceId == "" {
-			return nil, apierr.New(apierr.InvalidParameterValues, "missing required member StartWorkspaceRequests[%d].WorkspaceId", i)
+			return nil, catalog.Errorf(catalog.InvalidParameterValues, "missing required member StartWorkspaceRequests[%d].WorkspaceId", i)
 		}
 	}
 	return batchResult(svc.StartWorkspaces(ctx, idsOf(r.StartWorkspaceRequests)))
@@ -226,11 +224,11 @@ func modifyWorkspaceProperties(ctx context.Context, svc Service, r *modifyWorksp
 	p := r.WorkspaceProperties
 	if p == nil {
 		// Unreachable: the model requires WorkspaceProperties and the decoder enforces it.
-		return nil, apierr.New(apierr.InvalidParameterValues, "missing required member WorkspaceProperties")
+		return nil, catalog.Errorf(catalog.InvalidParameterValues, "missing required member WorkspaceProperties")
 	}
 	if p.RunningMode == nil && p.RunningModeAutoStopTimeoutInMinutes == nil && p.RootVolumeSizeGib == nil &&
 		p.UserVolumeSizeGib == nil && p.ComputeTypeName == nil && p.Protocols == nil {
-		return nil, apierr.New(apierr.InvalidParameterValues, "WorkspaceProperties names no property to change")
+		return nil, catalog.Errorf(catalog.InvalidParameterValues, "WorkspaceProperties names no property to change")
 	}
 	if p.Protocols != nil {
 		// The service cannot change a WorkSpace's protocol; restating the current one is fine.
@@ -239,10 +237,10 @@ func modifyWorkspaceProperties(ctx context.Context, svc Service, r *modifyWorksp
 			return nil, err
 		}
 		if len(ws) == 0 {
-			return nil, apierr.New(apierr.ResourceNotFound, "WorkSpace %s does not exist", r.WorkspaceId)
+			return nil, catalog.Errorf(catalog.ResourceNotFound, "WorkSpace %s does not exist", r.WorkspaceId)
 		}
 		if !slices.Equal(p.Protocols, []string{ws[0].Properties.Protocol}) {
-			return nil, apierr.New(apierr.UnsupportedWorkspaceConfig,
+			return nil, catalog.Errorf(catalog.UnsupportedWorkspaceConfig,
 				"changing the protocol of WorkSpace %s (%s) is not supported by this host yet", r.WorkspaceId, ws[0].Properties.Protocol)
 		}
 	}
@@ -264,7 +262,7 @@ func modifyWorkspaceProperties(ctx context.Context, svc Service, r *modifyWorksp
 
 func describeWorkspaceBundles(ctx context.Context, svc Service, r *describeWorkspaceBundlesRequest) (any, error) {
 	if r.NextToken != nil {
-		return nil, apierr.New(apierr.InvalidParameterValues, "NextToken %s is not one this host issued", quote(*r.NextToken))
+		return nil, catalog.Errorf(catalog.InvalidParameterValues, "NextToken %s is not one this host issued", quote(*r.NextToken))
 	}
 	res := describeWorkspaceBundlesResult{Bundles: []wireBundle{}}
 	if r.Owner != nil && *r.Owner != BundleOwner {
@@ -289,9 +287,9 @@ func describeWorkspaceDirectories(ctx context.Context, svc Service, r *describeW
 	// The service lists them all; pages are cut here. NextToken is the last id returned.
 	start := 0
 	if r.NextToken != nil {
-		i := slices.IndexFunc(ds, func(d directory.Directory) bool { return d.ID == *r.NextToken })
+		i := slices.IndexFunc(ds, func(d catalog.Directory) bool { return d.ID == *r.NextToken })
 		if i < 0 {
-			return nil, apierr.New(apierr.InvalidParameterValues, "NextToken %s is not one this host issued", quote(*r.NextToken))
+			return nil, catalog.Errorf(catalog.InvalidParameterValues, "NextToken %s is not one this host issued", quote(*r.NextToken))
 		}
 		start = i + 1
 	}

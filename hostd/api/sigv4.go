@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"deskhost/hostd/apierr"
+	"deskhost/internal/catalog"
 	"deskhost/internal/hostconfig"
 )
 
@@ -50,10 +50,10 @@ func (a sigAuth) scope() string {
 
 // parseAuthorization parses "AWS4-HMAC-SHA256 Credential=AKID/20150830/us-east-1/
 // workspaces/aws4_request, SignedHeaders=host;x-amz-date, Signature=hex".
-func parseAuthorization(h string) (sigAuth, *apierr.Error) {
+func parseAuthorization(h string) (sigAuth, *catalog.Error) {
 	var a sigAuth
-	bad := func(format string, args ...any) (sigAuth, *apierr.Error) {
-		return a, apierr.New(apierr.IncompleteSignature, format, args...)
+	bad := func(format string, args ...any) (sigAuth, *catalog.Error) {
+		return a, catalog.Errorf(catalog.IncompleteSignature, format, args...)
 	}
 	rest, ok := strings.CutPrefix(h, sigAlgorithm)
 	if !ok || (rest != "" && rest[0] != ' ') {
@@ -129,19 +129,19 @@ func newVerifier(region string, keys []hostconfig.AccessKey, now func() time.Tim
 // the access key, the scope and the request time. It returns the parsed header, the key and
 // the request time. Split from checkSignature so that an unauthenticated request is refused
 // before its body is read.
-func (v *verifier) checkHeader(r *http.Request) (sigAuth, hostconfig.AccessKey, *apierr.Error) {
+func (v *verifier) checkHeader(r *http.Request) (sigAuth, hostconfig.AccessKey, *catalog.Error) {
 	var key hostconfig.AccessKey
 	h := r.Header.Values("Authorization")
 	if len(h) == 0 {
 		if r.URL.Query().Has("X-Amz-Signature") {
-			return sigAuth{}, key, apierr.New(apierr.MissingAuthenticationToken,
+			return sigAuth{}, key, catalog.Errorf(catalog.MissingAuthenticationToken,
 				"presigned URLs are not accepted; sign the request with an Authorization header")
 		}
-		return sigAuth{}, key, apierr.New(apierr.MissingAuthenticationToken,
+		return sigAuth{}, key, catalog.Errorf(catalog.MissingAuthenticationToken,
 			"Missing Authentication Token: sign the request with AWS Signature Version 4 and an access key configured in hostd.api.accessKeys")
 	}
 	if len(h) > 1 {
-		return sigAuth{}, key, apierr.New(apierr.IncompleteSignature, "the request has more than one Authorization header")
+		return sigAuth{}, key, catalog.Errorf(catalog.IncompleteSignature, "the request has more than one Authorization header")
 	}
 	a, aerr := parseAuthorization(h[0])
 	if aerr != nil {
@@ -149,62 +149,62 @@ func (v *verifier) checkHeader(r *http.Request) (sigAuth, hostconfig.AccessKey, 
 	}
 	key, ok := v.keys[a.accessKey]
 	if !ok {
-		return a, key, apierr.New(apierr.UnrecognizedClient,
+		return a, key, catalog.Errorf(catalog.UnrecognizedClient,
 			"The security token included in the request is invalid: access key %s is not configured on this host", quote(a.accessKey))
 	}
 	if r.Header.Get("X-Amz-Security-Token") != "" {
-		return a, key, apierr.New(apierr.UnrecognizedClient,
+		return a, key, catalog.Errorf(catalog.UnrecognizedClient,
 			"The security token included in the request is invalid: this host issues no session tokens; unset AWS_SESSION_TOKEN")
 	}
 	if a.service != sigService {
-		return a, key, apierr.New(apierr.InvalidSignature, "Credential should be scoped to correct service: '%s', not %s", sigService, quote(a.service))
+		return a, key, catalog.Errorf(catalog.InvalidSignature, "Credential should be scoped to correct service: '%s', not %s", sigService, quote(a.service))
 	}
 	if a.region != v.region {
-		return a, key, apierr.New(apierr.InvalidSignature,
+		return a, key, catalog.Errorf(catalog.InvalidSignature,
 			"Credential should be scoped to a valid region: this host signs for region %s, not %s", quote(v.region), quote(a.region))
 	}
 	if !slices.Contains(a.signedHeaders, "host") {
-		return a, key, apierr.New(apierr.InvalidSignature, "'Host' must be a 'SignedHeader' in the AWS Authorization")
+		return a, key, catalog.Errorf(catalog.InvalidSignature, "'Host' must be a 'SignedHeader' in the AWS Authorization")
 	}
 	if !slices.Contains(a.signedHeaders, "x-amz-date") {
-		return a, key, apierr.New(apierr.InvalidSignature, "'X-Amz-Date' must be a 'SignedHeader' in the AWS Authorization")
+		return a, key, catalog.Errorf(catalog.InvalidSignature, "'X-Amz-Date' must be a 'SignedHeader' in the AWS Authorization")
 	}
 	// The operation must be signed too (every SDK signs it), or a request seen in transit
 	// could be replayed within the skew window as another operation.
 	if r.Header.Get("X-Amz-Target") != "" && !slices.Contains(a.signedHeaders, "x-amz-target") {
-		return a, key, apierr.New(apierr.InvalidSignature, "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization")
+		return a, key, catalog.Errorf(catalog.InvalidSignature, "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization")
 	}
 	dates := r.Header.Values("X-Amz-Date")
 	if len(dates) != 1 {
-		return a, key, apierr.New(apierr.IncompleteSignature, "the request needs exactly one X-Amz-Date header (yyyymmddThhmmssZ)")
+		return a, key, catalog.Errorf(catalog.IncompleteSignature, "the request needs exactly one X-Amz-Date header (yyyymmddThhmmssZ)")
 	}
 	t, err := time.Parse(amzDateFormat, dates[0])
 	if err != nil {
-		return a, key, apierr.New(apierr.IncompleteSignature, "X-Amz-Date %s is not in the form yyyymmddThhmmssZ", quote(dates[0]))
+		return a, key, catalog.Errorf(catalog.IncompleteSignature, "X-Amz-Date %s is not in the form yyyymmddThhmmssZ", quote(dates[0]))
 	}
 	if t.Format(scopeDayFormat) != a.day {
-		return a, key, apierr.New(apierr.InvalidSignature,
+		return a, key, catalog.Errorf(catalog.InvalidSignature,
 			"Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '%s' != '%s', from '%s'",
 			a.day, t.Format(scopeDayFormat), dates[0])
 	}
 	now := v.now().UTC()
 	switch {
 	case t.Before(now.Add(-MaxClockSkew)):
-		return a, key, apierr.New(apierr.InvalidSignature, "Signature expired: %s is now earlier than %s (%s - 15 min.)",
+		return a, key, catalog.Errorf(catalog.InvalidSignature, "Signature expired: %s is now earlier than %s (%s - 15 min.)",
 			dates[0], now.Add(-MaxClockSkew).Format(amzDateFormat), now.Format(amzDateFormat))
 	case t.After(now.Add(MaxClockSkew)):
-		return a, key, apierr.New(apierr.InvalidSignature, "Signature not yet current: %s is still later than %s (%s + 15 min.)",
+		return a, key, catalog.Errorf(catalog.InvalidSignature, "Signature not yet current: %s is still later than %s (%s + 15 min.)",
 			dates[0], now.Add(MaxClockSkew).Format(amzDateFormat), now.Format(amzDateFormat))
 	}
 	return a, key, nil
 }
 
 // checkSignature recomputes the signature over r and its body and compares it.
-func (v *verifier) checkSignature(r *http.Request, body []byte, a sigAuth, key hostconfig.AccessKey) *apierr.Error {
+func (v *verifier) checkSignature(r *http.Request, body []byte, a sigAuth, key hostconfig.AccessKey) *catalog.Error {
 	sum := sha256.Sum256(body)
 	payloadHash := hex.EncodeToString(sum[:])
 	if declared := r.Header.Get("X-Amz-Content-Sha256"); declared != "" && declared != payloadHash {
-		return apierr.New(apierr.InvalidSignature, "The provided 'x-amz-content-sha256' header does not match what was computed")
+		return catalog.Errorf(catalog.InvalidSignature, "The provided 'x-amz-content-sha256' header does not match what was computed")
 	}
 	creq := canonicalRequest(r, a.signedHeaders, payloadHash)
 	creqSum := sha256.Sum256([]byte(creq))
@@ -215,7 +215,7 @@ func (v *verifier) checkSignature(r *http.Request, body []byte, a sigAuth, key h
 	k = hmacSHA256(k, sigTerminator)
 	want := hex.EncodeToString(hmacSHA256(k, stringToSign))
 	if subtle.ConstantTimeCompare([]byte(want), []byte(a.signature)) != 1 {
-		return apierr.New(apierr.InvalidSignature,
+		return catalog.Errorf(catalog.InvalidSignature,
 			"The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.")
 	}
 	return nil

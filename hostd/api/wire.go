@@ -4,10 +4,9 @@ import (
 	"strconv"
 	"time"
 
-	"deskhost/hostd/bundle"
-	"deskhost/hostd/directory"
 	"deskhost/hostd/service"
 	"deskhost/hostd/workspace"
+	"deskhost/internal/catalog"
 )
 
 // The Go types of AWS's WorkSpaces shapes, with the wire's member names. Request types
@@ -228,7 +227,7 @@ type wireBundle struct {
 // catalog, as Amazon's public bundles come with the service.
 const BundleOwner = "AMAZON"
 
-func toWireBundle(b bundle.Bundle) wireBundle {
+func toWireBundle(b catalog.Bundle) wireBundle {
 	name := b.Name
 	if name == "" {
 		name = b.ID
@@ -260,7 +259,7 @@ type wireDirectory struct {
 	State            string `json:"State"`
 }
 
-func toWireDirectory(d directory.Directory) wireDirectory {
+func toWireDirectory(d catalog.Directory) wireDirectory {
 	return wireDirectory{
 		DirectoryId:      d.ID,
 		Alias:            d.Alias,

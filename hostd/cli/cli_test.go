@@ -16,11 +16,10 @@ import (
 	"time"
 
 	"deskhost/hostd/api"
-	"deskhost/hostd/bundle"
-	"deskhost/hostd/directory"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
+	"deskhost/internal/catalog"
 	"deskhost/internal/hostconfig"
 )
 
@@ -59,14 +58,14 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { st.Close() })
 	cat := service.Catalog{
-		ComputeTypes: map[bundle.ComputeType]bundle.Hardware{bundle.Standard: {VCPUs: 2, MemoryMiB: 4096}, bundle.Value: {VCPUs: 1, MemoryMiB: 2048}},
-		Images:       []bundle.Image{{ID: "wsi-linux000001", Name: "Debian", OS: bundle.Linux, Dir: "/nonexistent"}},
-		Bundles: []bundle.Bundle{
-			{ID: bundleStd, Name: "Standard Linux", Description: "2 vCPU, 4 GiB", ImageID: "wsi-linux000001", ComputeType: bundle.Standard, Protocol: bundle.PCoIP, RootGiB: 80, UserGiB: 50},
-			{ID: bundleVal, Name: "Value Linux", ImageID: "wsi-linux000001", ComputeType: bundle.Value, Protocol: bundle.PCoIP, RootGiB: 80, UserGiB: 10},
+		ComputeTypes: map[catalog.ComputeType]catalog.Hardware{catalog.ComputeStandard: {VCPUs: 2, MemoryMiB: 4096}, catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 2048}},
+		Images:       []catalog.Image{{ID: "wsi-linux000001", Name: "Debian", OS: catalog.Linux, Dir: "/nonexistent"}},
+		Bundles: []catalog.Bundle{
+			{ID: bundleStd, Name: "Standard Linux", Description: "2 vCPU, 4 GiB", ImageID: "wsi-linux000001", ComputeType: catalog.ComputeStandard, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 50},
+			{ID: bundleVal, Name: "Value Linux", ImageID: "wsi-linux000001", ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10},
 		},
-		Directories: []directory.Directory{{ID: dirID, Name: "corp.example.com", Alias: "corp", RegistrationCode: "SLiad+KX7B2Q",
-			Users: []directory.User{{UserName: "alice", Email: "a@example.com"}, {UserName: "bob", Email: "b@example.com"}, {UserName: "carol", Email: "c@example.com"}}}},
+		Directories: []catalog.Directory{{ID: dirID, Name: "corp.example.com", Alias: "corp", RegistrationCode: "SLiad+KX7B2Q",
+			Users: []catalog.User{{UserName: "alice", Email: "a@example.com"}, {UserName: "bob", Email: "b@example.com"}, {UserName: "carol", Email: "c@example.com"}}}},
 		WorkspaceQuota: 10,
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -21,11 +21,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"deskhost/hostd/bundle"
 	"deskhost/hostd/memscrub"
 	"deskhost/hostd/store"
 	"deskhost/hostd/virt"
 	"deskhost/hostd/workspace"
+	"deskhost/internal/catalog"
 )
 
 // ImageFiles are the files of a desktop image a domain boots from.
@@ -55,7 +55,7 @@ type Config struct {
 	Store        store.Store
 	Conn         *virt.Conn
 	Images       map[string]ImageFiles // by image id
-	ComputeTypes map[bundle.ComputeType]bundle.Hardware
+	ComputeTypes map[catalog.ComputeType]catalog.Hardware
 
 	// Owner marks the domains this hostd makes (libvirt metadata). Several hostds may share
 	// one libvirtd (tests do); each removes only orphans carrying its own mark.
@@ -456,7 +456,7 @@ func (c *Controller) spec(w workspace.Workspace, root, user string) (virt.Spec, 
 	if !ok {
 		return virt.Spec{}, fmt.Errorf("image %s is not on this host", w.ImageID)
 	}
-	hw, ok := c.cfg.ComputeTypes[bundle.ComputeType(w.Properties.ComputeTypeName)]
+	hw, ok := c.cfg.ComputeTypes[catalog.ComputeType(w.Properties.ComputeTypeName)]
 	if !ok {
 		return virt.Spec{}, fmt.Errorf("compute type %s has no hardware on this host", w.Properties.ComputeTypeName)
 	}
@@ -487,7 +487,7 @@ func (c *Controller) spec(w workspace.Workspace, root, user string) (virt.Spec, 
 }
 
 func (c *Controller) memBytes(w workspace.Workspace) int64 {
-	return int64(c.cfg.ComputeTypes[bundle.ComputeType(w.Properties.ComputeTypeName)].MemoryMiB) << 20
+	return int64(c.cfg.ComputeTypes[catalog.ComputeType(w.Properties.ComputeTypeName)].MemoryMiB) << 20
 }
 
 // ensureVolumes creates the root volume (a copy-on-write child of the image) and the user

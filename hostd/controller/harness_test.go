@@ -11,14 +11,12 @@ import (
 	"time"
 
 	"deskhost/hostd/agent"
-	"deskhost/hostd/bundle"
-	"deskhost/hostd/directory"
-	"deskhost/hostd/ids"
 	"deskhost/hostd/memscrub"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/virt"
 	"deskhost/hostd/workspace"
+	"deskhost/internal/catalog"
 	"deskhost/internal/desktopimage"
 	"deskhost/internal/testenv"
 )
@@ -49,10 +47,10 @@ const (
 	testMemoryMiB = 256
 )
 
-func testUsers() []directory.User {
-	var us []directory.User
+func testUsers() []catalog.User {
+	var us []catalog.User
 	for _, n := range []string{"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"} {
-		us = append(us, directory.User{UserName: n, FirstName: strings.ToUpper(n[:1]) + n[1:], LastName: "Test", Email: n + "@example.com"})
+		us = append(us, catalog.User{UserName: n, FirstName: strings.ToUpper(n[:1]) + n[1:], LastName: "Test", Email: n + "@example.com"})
 	}
 	return us
 }
@@ -70,7 +68,7 @@ func newHarness(t testing.TB, tweak func(*Config), hooks func(*Controller)) *har
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	suffix := ids.New(ids.Directory)[2:8]
+	suffix := catalog.NewID(catalog.KindDirectory)[2:8]
 	h := &harness{t: t, dir: dir, pool: "dhtest-" + suffix, mgmt: "dhm" + suffix, pri: "dhp" + suffix}
 	testenv.Bridge(t, h.mgmt)
 	testenv.Bridge(t, h.pri)
@@ -82,18 +80,18 @@ func newHarness(t testing.TB, tweak func(*Config), hooks func(*Controller)) *har
 	if h.store, err = store.OpenBolt(filepath.Join(dir, "store.db")); err != nil {
 		t.Fatal(err)
 	}
-	hw := map[bundle.ComputeType]bundle.Hardware{bundle.Value: {VCPUs: 1, MemoryMiB: testMemoryMiB}}
+	hw := map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: testMemoryMiB}}
 	cat := service.Catalog{
 		ComputeTypes: hw,
-		Images: []bundle.Image{
-			{ID: testImage, Name: "desktop", OS: bundle.Linux, Dir: img.Dir},
-			{ID: brokenImage, Name: "broken", OS: bundle.Linux, Dir: img.Dir},
+		Images: []catalog.Image{
+			{ID: testImage, Name: "desktop", OS: catalog.Linux, Dir: img.Dir},
+			{ID: brokenImage, Name: "broken", OS: catalog.Linux, Dir: img.Dir},
 		},
-		Bundles: []bundle.Bundle{
-			{ID: testBundle, Name: "Value", ImageID: testImage, ComputeType: bundle.Value, Protocol: bundle.PCoIP, RootGiB: 80, UserGiB: 10},
-			{ID: brokenBundle, Name: "Broken", ImageID: brokenImage, ComputeType: bundle.Value, Protocol: bundle.PCoIP, RootGiB: 80, UserGiB: 10},
+		Bundles: []catalog.Bundle{
+			{ID: testBundle, Name: "Value", ImageID: testImage, ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10},
+			{ID: brokenBundle, Name: "Broken", ImageID: brokenImage, ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10},
 		},
-		Directories:    []directory.Directory{{ID: testDirectory, Name: "corp.example.com", Users: testUsers()}},
+		Directories:    []catalog.Directory{{ID: testDirectory, Name: "corp.example.com", Users: testUsers()}},
 		WorkspaceQuota: 20,
 	}
 	cfg := Config{

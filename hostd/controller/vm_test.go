@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"deskhost/hostd/apierr"
 	"deskhost/hostd/memscrub"
 	"deskhost/hostd/service"
 	"deskhost/hostd/virt"
 	"deskhost/hostd/workspace"
+	"deskhost/internal/catalog"
 )
 
 const bootWithin = 3 * time.Minute
@@ -103,7 +103,7 @@ func TestLifecycleAgainstLibvirt(t *testing.T) {
 
 	// A refused operation names the current state.
 	failed, _ := h.svc.StartWorkspaces(ctx, []string{w.ID})
-	if len(failed) != 1 || failed[0].Code != string(apierr.InvalidResourceState) || !strings.Contains(failed[0].Message, "AVAILABLE") {
+	if len(failed) != 1 || failed[0].Code != string(catalog.InvalidResourceState) || !strings.Contains(failed[0].Message, "AVAILABLE") {
 		t.Errorf("start of an AVAILABLE WorkSpace: %+v", failed)
 	}
 
@@ -125,7 +125,7 @@ func TestLifecycleAgainstLibvirt(t *testing.T) {
 	if len(failed) != 1 || !strings.Contains(failed[0].Message, "STOPPED") {
 		t.Errorf("reboot of a STOPPED WorkSpace: %+v", failed)
 	}
-	if err := h.svc.ModifyWorkspaceState(ctx, w.ID, workspace.AdminMaintenance); !apierr.Is(err, apierr.InvalidResourceState) {
+	if err := h.svc.ModifyWorkspaceState(ctx, w.ID, workspace.AdminMaintenance); !catalog.IsError(err, catalog.InvalidResourceState) {
 		t.Errorf("ADMIN_MAINTENANCE of a STOPPED WorkSpace: %v", err)
 	}
 

@@ -14,20 +14,17 @@ import (
 	"sync"
 	"time"
 
-	"deskhost/hostd/apierr"
-	"deskhost/hostd/bundle"
-	"deskhost/hostd/directory"
-	"deskhost/hostd/ids"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
+	"deskhost/internal/catalog"
 )
 
 // Catalog is what the service needs from the host config: bundles, images, directories.
 type Catalog struct {
-	ComputeTypes map[bundle.ComputeType]bundle.Hardware
-	Images       []bundle.Image
-	Bundles      []bundle.Bundle
-	Directories  []directory.Directory
+	ComputeTypes map[catalog.ComputeType]catalog.Hardware
+	Images       []catalog.Image
+	Bundles      []catalog.Bundle
+	Directories  []catalog.Directory
 	// WorkspaceQuota caps live WorkSpaces on this host.
 	WorkspaceQuota int
 }
@@ -75,10 +72,10 @@ type Failure struct {
 }
 
 func failure(i int, id string, err error) Failure {
-	var e *apierr.Error
+	var e *catalog.Error
 	if !errors.As(err, &e) {
 		// Not a refusal but a fault (the store failed): the detail is for the log.
-		return Failure{Index: i, WorkspaceID: id, Code: string(apierr.InternalFailure), Message: "internal error; see hostd's log"}
+		return Failure{Index: i, WorkspaceID: id, Code: string(catalog.InternalFailure), Message: "internal error; see hostd's log"}
 	}
 	return Failure{Index: i, WorkspaceID: id, Code: string(e.Type), Message: e.Message}
 }
@@ -104,7 +101,7 @@ type CreateRequest struct {
 // CreateWorkspaces launches a batch; each item is accepted (PENDING) or refused on its own.
 func (s *Service) CreateWorkspaces(ctx context.Context, reqs []CreateRequest) ([]workspace.Workspace, []Failure, error) {
 	if len(reqs) == 0 || len(reqs) > BatchLimit {
-		return nil, nil, apierr.New(apierr.InvalidParameterValues, "Workspaces must list 1 to %d WorkSpaces, not %d", BatchLimit, len(reqs))
+		return nil, nil, catalog.Errorf(catalog.InvalidParameterValues, "Workspaces must list 1 to %d WorkSpaces, not %d", BatchLimit, len(reqs))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -113,7 +110,7 @@ func (s *Service) CreateWorkspaces(ctx context.Context, reqs []CreateRequest) ([
 	for i, r := range reqs {
 		w, err := s.create(r)
 		if err != nil {
-			if !errors.As(err, new(*apierr.Error)) {
+			if !errors.As(err, new(*catalog.Error)) {
 				s.log.Error("create workspace", "item", i, "err", err)
 			}
 			failed = append(failed, failure(i, "", err))
@@ -129,37 +126,37 @@ func (s *Service) CreateWorkspaces(ctx context.Context, reqs []CreateRequest) ([
 }
 
 func (s *Service) create(r CreateRequest) (workspace.Workspace, error) {
-	if err := ids.Check(ids.Directory, r.DirectoryID); err != nil {
-		return workspace.Workspace{}, apierr.New(apierr.InvalidParameterValues, "DirectoryId: %v", err)
+	if err := catalog.CheckID(catalog.KindDirectory, r.DirectoryID); err != nil {
+		return workspace.Workspace{}, catalog.Errorf(catalog.InvalidParameterValues, "DirectoryId: %v", err)
 	}
-	if err := ids.Check(ids.Bundle, r.BundleID); err != nil {
-		return workspace.Workspace{}, apierr.New(apierr.InvalidParameterValues, "BundleId: %v", err)
+	if err := catalog.CheckID(catalog.KindBundle, r.BundleID); err != nil {
+		return workspace.Workspace{}, catalog.Errorf(catalog.InvalidParameterValues, "BundleId: %v", err)
 	}
 	dir, ok := s.directory(r.DirectoryID)
 	if !ok {
-		return workspace.Workspace{}, apierr.New(apierr.ResourceNotFound, "directory %s is not registered on this host", r.DirectoryID)
+		return workspace.Workspace{}, catalog.Errorf(catalog.ResourceNotFound, "directory %s is not registered on this host", r.DirectoryID)
 	}
 	b, ok := s.bundle(r.BundleID)
 	if !ok {
-		return workspace.Workspace{}, apierr.New(apierr.ResourceNotFound, "bundle %s does not exist", r.BundleID)
+		return workspace.Workspace{}, catalog.Errorf(catalog.ResourceNotFound, "bundle %s does not exist", r.BundleID)
 	}
 	img, ok := s.image(b.ImageID)
 	if !ok {
-		return workspace.Workspace{}, apierr.New(apierr.ResourceUnavailable, "bundle %s names image %s, which this host does not have", b.ID, b.ImageID)
+		return workspace.Workspace{}, catalog.Errorf(catalog.ResourceUnavailable, "bundle %s names image %s, which this host does not have", b.ID, b.ImageID)
 	}
-	if err := directory.ValidateUserName(r.UserName, img.OS); err != nil {
+	if err := catalog.ValidateUserName(r.UserName, img.OS); err != nil {
 		return workspace.Workspace{}, err
 	}
 	user, ok := dir.FindUser(r.UserName)
 	if !ok {
-		return workspace.Workspace{}, apierr.New(apierr.ResourceNotFound, "user %q does not exist in directory %s", r.UserName, dir.ID)
+		return workspace.Workspace{}, catalog.Errorf(catalog.ResourceNotFound, "user %q does not exist in directory %s", r.UserName, dir.ID)
 	}
 	if user.Email == "" {
 		// "you cannot select a user that does not have an email address"
-		return workspace.Workspace{}, apierr.New(apierr.InvalidParameterValues, "user %q has no email address; a WorkSpace needs one for its invitation", user.UserName)
+		return workspace.Workspace{}, catalog.Errorf(catalog.InvalidParameterValues, "user %q has no email address; a WorkSpace needs one for its invitation", user.UserName)
 	}
 	if r.RootVolumeEncryptionEnabled || r.UserVolumeEncryptionEnabled || r.VolumeEncryptionKey != "" {
-		return workspace.Workspace{}, apierr.New(apierr.UnsupportedWorkspaceConfig, "volume encryption is not supported by this host yet")
+		return workspace.Workspace{}, catalog.Errorf(catalog.UnsupportedWorkspaceConfig, "volume encryption is not supported by this host yet")
 	}
 	props := workspace.Properties{
 		RunningMode:            r.RunningMode,
@@ -184,19 +181,19 @@ func (s *Service) create(r CreateRequest) (workspace.Workspace, error) {
 	if props.UserVolumeSizeGib == 0 {
 		props.UserVolumeSizeGib = b.UserGiB
 	}
-	if err := bundle.ValidateVolumes(b.ComputeType, props.RootVolumeSizeGib, props.UserVolumeSizeGib); err != nil {
+	if err := catalog.ValidateVolumes(b.ComputeType, props.RootVolumeSizeGib, props.UserVolumeSizeGib); err != nil {
 		return workspace.Workspace{}, err
 	}
 	if r.ComputeTypeName != "" && r.ComputeTypeName != string(b.ComputeType) {
-		return workspace.Workspace{}, apierr.New(apierr.InvalidParameterValues,
+		return workspace.Workspace{}, catalog.Errorf(catalog.InvalidParameterValues,
 			"ComputeTypeName %s differs from bundle %s's %s; choose a bundle with that compute type", r.ComputeTypeName, b.ID, b.ComputeType)
 	}
 	for _, p := range r.Protocols {
-		if err := bundle.ValidateProtocol(bundle.Protocol(p), img.OS); err != nil {
+		if err := catalog.ValidateProtocol(catalog.Protocol(p), img.OS); err != nil {
 			return workspace.Workspace{}, err
 		}
 		if p != string(b.Protocol) {
-			return workspace.Workspace{}, apierr.New(apierr.InvalidParameterValues, "protocol %s differs from bundle %s's %s", p, b.ID, b.Protocol)
+			return workspace.Workspace{}, catalog.Errorf(catalog.InvalidParameterValues, "protocol %s differs from bundle %s's %s", p, b.ID, b.Protocol)
 		}
 	}
 	if err := validateTags(r.Tags); err != nil {
@@ -205,7 +202,7 @@ func (s *Service) create(r CreateRequest) (workspace.Workspace, error) {
 
 	now := s.now()
 	w := workspace.Workspace{
-		ID:          ids.New(ids.Workspace),
+		ID:          catalog.NewID(catalog.KindWorkspace),
 		DirectoryID: dir.ID,
 		UserName:    user.UserName,
 		BundleID:    b.ID,
@@ -228,12 +225,12 @@ func (s *Service) create(r CreateRequest) (workspace.Workspace, error) {
 			}
 			live++
 			if o.DirectoryID == w.DirectoryID && strings.EqualFold(o.UserName, w.UserName) {
-				return apierr.New(apierr.ResourceAlreadyExists,
+				return catalog.Errorf(catalog.ResourceAlreadyExists,
 					"user %q in directory %s already has WorkSpace %s (%s); each user can have one", w.UserName, w.DirectoryID, o.ID, o.State)
 			}
 		}
 		if live >= s.catalog.WorkspaceQuota {
-			return apierr.New(apierr.ResourceLimitExceeded, "this host's quota of %d WorkSpaces is used", s.catalog.WorkspaceQuota)
+			return catalog.Errorf(catalog.ResourceLimitExceeded, "this host's quota of %d WorkSpaces is used", s.catalog.WorkspaceQuota)
 		}
 		return store.PutJSON(tx, store.Workspaces, w.ID, w)
 	})
@@ -248,50 +245,50 @@ func computerName(id string) string { return strings.ToUpper(strings.ReplaceAll(
 
 func validateTags(tags []workspace.Tag) error {
 	if len(tags) > 50 {
-		return apierr.New(apierr.InvalidParameterValues, "%d tags; a resource can have at most 50", len(tags))
+		return catalog.Errorf(catalog.InvalidParameterValues, "%d tags; a resource can have at most 50", len(tags))
 	}
 	seen := map[string]bool{}
 	for _, t := range tags {
 		switch {
 		case t.Key == "" || len(t.Key) > 127:
-			return apierr.New(apierr.InvalidParameterValues, "tag key %q must be 1 to 127 characters", t.Key)
+			return catalog.Errorf(catalog.InvalidParameterValues, "tag key %q must be 1 to 127 characters", t.Key)
 		case len(t.Value) > 255:
-			return apierr.New(apierr.InvalidParameterValues, "tag %q value must be at most 255 characters", t.Key)
+			return catalog.Errorf(catalog.InvalidParameterValues, "tag %q value must be at most 255 characters", t.Key)
 		case strings.HasPrefix(strings.ToLower(t.Key), "aws:"):
-			return apierr.New(apierr.InvalidParameterValues, "tag key %q: the aws: prefix is reserved", t.Key)
+			return catalog.Errorf(catalog.InvalidParameterValues, "tag key %q: the aws: prefix is reserved", t.Key)
 		case seen[t.Key]:
-			return apierr.New(apierr.InvalidParameterValues, "tag key %q appears twice", t.Key)
+			return catalog.Errorf(catalog.InvalidParameterValues, "tag key %q appears twice", t.Key)
 		}
 		seen[t.Key] = true
 	}
 	return nil
 }
 
-func (s *Service) directory(id string) (directory.Directory, bool) {
+func (s *Service) directory(id string) (catalog.Directory, bool) {
 	for _, d := range s.catalog.Directories {
 		if d.ID == id {
 			return d, true
 		}
 	}
-	return directory.Directory{}, false
+	return catalog.Directory{}, false
 }
 
-func (s *Service) bundle(id string) (bundle.Bundle, bool) {
+func (s *Service) bundle(id string) (catalog.Bundle, bool) {
 	for _, b := range s.catalog.Bundles {
 		if b.ID == id {
 			return b, true
 		}
 	}
-	return bundle.Bundle{}, false
+	return catalog.Bundle{}, false
 }
 
-func (s *Service) image(id string) (bundle.Image, bool) {
+func (s *Service) image(id string) (catalog.Image, bool) {
 	for _, i := range s.catalog.Images {
 		if i.ID == id {
 			return i, true
 		}
 	}
-	return bundle.Image{}, false
+	return catalog.Image{}, false
 }
 
 // Get returns one WorkSpace record.
@@ -303,7 +300,7 @@ func (s *Service) Get(id string) (workspace.Workspace, error) {
 		return err
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return w, apierr.New(apierr.ResourceNotFound, "WorkSpace %s does not exist", id)
+		return w, catalog.Errorf(catalog.ResourceNotFound, "WorkSpace %s does not exist", id)
 	}
 	return w, err
 }
@@ -311,14 +308,14 @@ func (s *Service) Get(id string) (workspace.Workspace, error) {
 // change runs one state-changing operation on one WorkSpace inside a store transaction:
 // fn checks the rules and mutates the record; the result is written before anyone acts.
 func (s *Service) change(id string, op workspace.Op, fn func(w *workspace.Workspace, now time.Time) error) error {
-	if err := ids.Check(ids.Workspace, id); err != nil {
-		return apierr.New(apierr.InvalidParameterValues, "WorkspaceId: %v", err)
+	if err := catalog.CheckID(catalog.KindWorkspace, id); err != nil {
+		return catalog.Errorf(catalog.InvalidParameterValues, "WorkspaceId: %v", err)
 	}
 	changed := false
 	err := s.store.Update(func(tx store.Tx) error {
 		w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
 		if errors.Is(err, store.ErrNotFound) {
-			return apierr.New(apierr.ResourceNotFound, "WorkSpace %s does not exist", id)
+			return catalog.Errorf(catalog.ResourceNotFound, "WorkSpace %s does not exist", id)
 		}
 		if err != nil {
 			return err
@@ -345,12 +342,12 @@ func (s *Service) change(id string, op workspace.Op, fn func(w *workspace.Worksp
 
 func (s *Service) batch(ids []string, op workspace.Op, fn func(w *workspace.Workspace, now time.Time) error) ([]Failure, error) {
 	if len(ids) == 0 || len(ids) > BatchLimit {
-		return nil, apierr.New(apierr.InvalidParameterValues, "%s takes 1 to %d WorkSpaces, not %d", op, BatchLimit, len(ids))
+		return nil, catalog.Errorf(catalog.InvalidParameterValues, "%s takes 1 to %d WorkSpaces, not %d", op, BatchLimit, len(ids))
 	}
 	var failed []Failure
 	for i, id := range ids {
 		if err := s.change(id, op, fn); err != nil {
-			if !errors.As(err, new(*apierr.Error)) {
+			if !errors.As(err, new(*catalog.Error)) {
 				s.log.Error("workspace operation", "op", string(op), "workspace", id, "err", err)
 			}
 			failed = append(failed, failure(i, id, err))
@@ -374,7 +371,7 @@ func (s *Service) RebootWorkspaces(ctx context.Context, ids []string) ([]Failure
 func (s *Service) StopWorkspaces(ctx context.Context, ids []string) ([]Failure, error) {
 	return s.batch(ids, workspace.OpStop, func(w *workspace.Workspace, now time.Time) error {
 		if w.Properties.RunningMode != workspace.AutoStop {
-			return apierr.New(apierr.OperationNotSupported, "WorkSpace %s runs %s; only AUTO_STOP WorkSpaces can be stopped", w.ID, w.Properties.RunningMode)
+			return catalog.Errorf(catalog.OperationNotSupported, "WorkSpace %s runs %s; only AUTO_STOP WorkSpaces can be stopped", w.ID, w.Properties.RunningMode)
 		}
 		if err := workspace.CheckState(workspace.OpStop, w.ID, w.State); err != nil {
 			return err
@@ -388,7 +385,7 @@ func (s *Service) StopWorkspaces(ctx context.Context, ids []string) ([]Failure, 
 func (s *Service) StartWorkspaces(ctx context.Context, ids []string) ([]Failure, error) {
 	return s.batch(ids, workspace.OpStart, func(w *workspace.Workspace, now time.Time) error {
 		if w.Properties.RunningMode != workspace.AutoStop {
-			return apierr.New(apierr.OperationNotSupported, "WorkSpace %s runs %s; only AUTO_STOP WorkSpaces can be started", w.ID, w.Properties.RunningMode)
+			return catalog.Errorf(catalog.OperationNotSupported, "WorkSpace %s runs %s; only AUTO_STOP WorkSpaces can be started", w.ID, w.Properties.RunningMode)
 		}
 		if err := workspace.CheckState(workspace.OpStart, w.ID, w.State); err != nil {
 			return err
@@ -414,7 +411,7 @@ func (s *Service) TerminateWorkspaces(ctx context.Context, ids []string) ([]Fail
 // ModifyWorkspaceState moves a WorkSpace into or out of ADMIN_MAINTENANCE.
 func (s *Service) ModifyWorkspaceState(ctx context.Context, id string, target workspace.State) error {
 	if target != workspace.Available && target != workspace.AdminMaintenance {
-		return apierr.New(apierr.InvalidParameterValues, "WorkspaceState %q must be AVAILABLE or ADMIN_MAINTENANCE", target)
+		return catalog.Errorf(catalog.InvalidParameterValues, "WorkspaceState %q must be AVAILABLE or ADMIN_MAINTENANCE", target)
 	}
 	return s.change(id, workspace.OpModifyState, func(w *workspace.Workspace, now time.Time) error {
 		if err := workspace.CheckState(workspace.OpModifyState, w.ID, w.State); err != nil {
@@ -466,22 +463,22 @@ func (s *Service) DescribeWorkspaces(ctx context.Context, f DescribeFilter) ([]w
 	}
 	switch {
 	case set > 1:
-		return nil, "", apierr.New(apierr.InvalidParameterValues, "give only one of WorkspaceIds, DirectoryId and BundleId")
+		return nil, "", catalog.Errorf(catalog.InvalidParameterValues, "give only one of WorkspaceIds, DirectoryId and BundleId")
 	case f.UserName != "" && f.DirectoryID == "":
-		return nil, "", apierr.New(apierr.InvalidParameterValues, "UserName needs DirectoryId")
+		return nil, "", catalog.Errorf(catalog.InvalidParameterValues, "UserName needs DirectoryId")
 	case len(f.IDs) > BatchLimit:
-		return nil, "", apierr.New(apierr.InvalidParameterValues, "WorkspaceIds lists %d; at most %d", len(f.IDs), BatchLimit)
+		return nil, "", catalog.Errorf(catalog.InvalidParameterValues, "WorkspaceIds lists %d; at most %d", len(f.IDs), BatchLimit)
 	case f.Limit < 0 || f.Limit > BatchLimit:
-		return nil, "", apierr.New(apierr.InvalidParameterValues, "Limit %d must be 1 to %d", f.Limit, BatchLimit)
+		return nil, "", catalog.Errorf(catalog.InvalidParameterValues, "Limit %d must be 1 to %d", f.Limit, BatchLimit)
 	}
 	for _, id := range f.IDs {
-		if err := ids.Check(ids.Workspace, id); err != nil {
-			return nil, "", apierr.New(apierr.InvalidParameterValues, "WorkspaceIds: %v", err)
+		if err := catalog.CheckID(catalog.KindWorkspace, id); err != nil {
+			return nil, "", catalog.Errorf(catalog.InvalidParameterValues, "WorkspaceIds: %v", err)
 		}
 	}
 	if f.NextToken != "" {
-		if err := ids.Check(ids.Workspace, f.NextToken); err != nil {
-			return nil, "", apierr.New(apierr.InvalidParameterValues, "NextToken %q is not one this host issued", f.NextToken)
+		if err := catalog.CheckID(catalog.KindWorkspace, f.NextToken); err != nil {
+			return nil, "", catalog.Errorf(catalog.InvalidParameterValues, "NextToken %q is not one this host issued", f.NextToken)
 		}
 	}
 	limit := f.Limit
@@ -515,11 +512,11 @@ func (s *Service) DescribeWorkspaces(ctx context.Context, f DescribeFilter) ([]w
 }
 
 // DescribeWorkspaceBundles lists bundles, all or by id.
-func (s *Service) DescribeWorkspaceBundles(ctx context.Context, bundleIDs []string) ([]bundle.Bundle, error) {
+func (s *Service) DescribeWorkspaceBundles(ctx context.Context, bundleIDs []string) ([]catalog.Bundle, error) {
 	if len(bundleIDs) > BatchLimit {
-		return nil, apierr.New(apierr.InvalidParameterValues, "BundleIds lists %d; at most %d", len(bundleIDs), BatchLimit)
+		return nil, catalog.Errorf(catalog.InvalidParameterValues, "BundleIds lists %d; at most %d", len(bundleIDs), BatchLimit)
 	}
-	var out []bundle.Bundle
+	var out []catalog.Bundle
 	for _, b := range s.catalog.Bundles {
 		if len(bundleIDs) == 0 || slices.Contains(bundleIDs, b.ID) {
 			out = append(out, b)
@@ -529,11 +526,11 @@ func (s *Service) DescribeWorkspaceBundles(ctx context.Context, bundleIDs []stri
 }
 
 // DescribeWorkspaceDirectories lists directories, all or by id.
-func (s *Service) DescribeWorkspaceDirectories(ctx context.Context, dirIDs []string) ([]directory.Directory, error) {
+func (s *Service) DescribeWorkspaceDirectories(ctx context.Context, dirIDs []string) ([]catalog.Directory, error) {
 	if len(dirIDs) > BatchLimit {
-		return nil, apierr.New(apierr.InvalidParameterValues, "DirectoryIds lists %d; at most %d", len(dirIDs), BatchLimit)
+		return nil, catalog.Errorf(catalog.InvalidParameterValues, "DirectoryIds lists %d; at most %d", len(dirIDs), BatchLimit)
 	}
-	var out []directory.Directory
+	var out []catalog.Directory
 	for _, d := range s.catalog.Directories {
 		if len(dirIDs) == 0 || slices.Contains(dirIDs, d.ID) {
 			out = append(out, d)
@@ -543,7 +540,7 @@ func (s *Service) DescribeWorkspaceDirectories(ctx context.Context, dirIDs []str
 }
 
 // Hardware returns the compute type's hardware on this host.
-func (s *Service) Hardware(c bundle.ComputeType) (bundle.Hardware, bool) {
+func (s *Service) Hardware(c catalog.ComputeType) (catalog.Hardware, bool) {
 	hw, ok := s.catalog.ComputeTypes[c]
 	return hw, ok
 }
@@ -566,12 +563,12 @@ const MaxConnectionReport = 10000
 // are written only where the state changed.
 func (s *Service) ReportConnections(ctx context.Context, connected []string) error {
 	if len(connected) > MaxConnectionReport {
-		return apierr.New(apierr.InvalidParameterValues, "a report lists at most %d WorkSpaces, not %d", MaxConnectionReport, len(connected))
+		return catalog.Errorf(catalog.InvalidParameterValues, "a report lists at most %d WorkSpaces, not %d", MaxConnectionReport, len(connected))
 	}
 	want := make(map[string]bool, len(connected))
 	for _, id := range connected {
-		if err := ids.Check(ids.Workspace, id); err != nil {
-			return apierr.New(apierr.InvalidParameterValues, "ConnectedWorkspaceIds: %v", err)
+		if err := catalog.CheckID(catalog.KindWorkspace, id); err != nil {
+			return catalog.Errorf(catalog.InvalidParameterValues, "ConnectedWorkspaceIds: %v", err)
 		}
 		want[id] = true
 	}
@@ -657,7 +654,7 @@ type ConnectionStatus struct {
 // connection manager has not reported for ConnectionReportStale, is UNKNOWN.
 func (s *Service) DescribeWorkspacesConnectionStatus(ctx context.Context, ids []string, nextToken string) ([]ConnectionStatus, string, error) {
 	if len(ids) == 0 && ids != nil {
-		return nil, "", apierr.New(apierr.InvalidParameterValues, "WorkspaceIds lists no WorkSpace")
+		return nil, "", catalog.Errorf(catalog.InvalidParameterValues, "WorkspaceIds lists no WorkSpace")
 	}
 	ws, next, err := s.DescribeWorkspaces(ctx, DescribeFilter{IDs: ids, NextToken: nextToken})
 	if err != nil {

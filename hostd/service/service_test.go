@@ -10,11 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"deskhost/hostd/apierr"
-	"deskhost/hostd/bundle"
-	"deskhost/hostd/directory"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
+	"deskhost/internal/catalog"
 )
 
 // waker records wake-ups and, at each, what the store held: desired state must be written
@@ -53,20 +51,20 @@ func newService(t *testing.T, quota int) (*Service, *waker, *time.Time) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	var users []directory.User
+	var users []catalog.User
 	for i := 0; i < 40; i++ {
-		users = append(users, directory.User{UserName: fmt.Sprintf("user%02d", i), Email: fmt.Sprintf("u%d@example.com", i)})
+		users = append(users, catalog.User{UserName: fmt.Sprintf("user%02d", i), Email: fmt.Sprintf("u%d@example.com", i)})
 	}
-	users = append(users, directory.User{UserName: "noemail"}, directory.User{UserName: "a@b", Email: "ab@example.com"})
+	users = append(users, catalog.User{UserName: "noemail"}, catalog.User{UserName: "a@b", Email: "ab@example.com"})
 	cat := Catalog{
-		ComputeTypes: map[bundle.ComputeType]bundle.Hardware{bundle.Value: {VCPUs: 1, MemoryMiB: 256}, bundle.Graphics: {VCPUs: 2, MemoryMiB: 512}},
-		Images:       []bundle.Image{{ID: "wsi-linux00001", OS: bundle.Linux}, {ID: "wsi-windows001", OS: bundle.Windows}},
-		Bundles: []bundle.Bundle{
-			{ID: valueID, ImageID: "wsi-linux00001", ComputeType: bundle.Value, Protocol: bundle.PCoIP, RootGiB: 80, UserGiB: 10},
-			{ID: gpuID, ImageID: "wsi-linux00001", ComputeType: bundle.Graphics, Protocol: bundle.PCoIP, RootGiB: 100, UserGiB: 100},
-			{ID: winID, ImageID: "wsi-windows001", ComputeType: bundle.Value, Protocol: bundle.WSP, RootGiB: 80, UserGiB: 50},
+		ComputeTypes: map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 256}, catalog.ComputeGraphics: {VCPUs: 2, MemoryMiB: 512}},
+		Images:       []catalog.Image{{ID: "wsi-linux00001", OS: catalog.Linux}, {ID: "wsi-windows001", OS: catalog.Windows}},
+		Bundles: []catalog.Bundle{
+			{ID: valueID, ImageID: "wsi-linux00001", ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10},
+			{ID: gpuID, ImageID: "wsi-linux00001", ComputeType: catalog.ComputeGraphics, Protocol: catalog.PCoIP, RootGiB: 100, UserGiB: 100},
+			{ID: winID, ImageID: "wsi-windows001", ComputeType: catalog.ComputeValue, Protocol: catalog.WSP, RootGiB: 80, UserGiB: 50},
 		},
-		Directories:    []directory.Directory{{ID: dirID, Name: "corp.example.com", Users: users}},
+		Directories:    []catalog.Directory{{ID: dirID, Name: "corp.example.com", Users: users}},
 		WorkspaceQuota: quota,
 	}
 	now := time.Unix(1_700_000_000, 0)
@@ -83,26 +81,26 @@ func TestCreateValidatesEachItem(t *testing.T) {
 	ctx := context.Background()
 	bad := []struct {
 		r    CreateRequest
-		typ  apierr.Type
+		typ  catalog.ErrorType
 		want string
 	}{
-		{CreateRequest{DirectoryID: "d-ffffffffff", UserName: "user01", BundleID: valueID}, apierr.ResourceNotFound, "directory d-ffffffffff"},
-		{CreateRequest{DirectoryID: dirID, UserName: "user01", BundleID: "wsb-nosuch0001"}, apierr.ResourceNotFound, "bundle wsb-nosuch0001"},
-		{CreateRequest{DirectoryID: "corp", UserName: "user01", BundleID: valueID}, apierr.InvalidParameterValues, "DirectoryId"},
-		{req("nobody"), apierr.ResourceNotFound, `user "nobody"`},
-		{req("noemail"), apierr.InvalidParameterValues, "no email"},
-		{req("a@b"), apierr.InvalidParameterValues, "Linux"},
-		{func() CreateRequest { r := req("user01"); r.RootVolumeSizeGib, r.UserVolumeSizeGib = 80, 20; return r }(), apierr.InvalidParameterValues, "[80,10]"},
+		{CreateRequest{DirectoryID: "d-ffffffffff", UserName: "user01", BundleID: valueID}, catalog.ResourceNotFound, "directory d-ffffffffff"},
+		{CreateRequest{DirectoryID: dirID, UserName: "user01", BundleID: "wsb-nosuch0001"}, catalog.ResourceNotFound, "bundle wsb-nosuch0001"},
+		{CreateRequest{DirectoryID: "corp", UserName: "user01", BundleID: valueID}, catalog.InvalidParameterValues, "DirectoryId"},
+		{req("nobody"), catalog.ResourceNotFound, `user "nobody"`},
+		{req("noemail"), catalog.InvalidParameterValues, "no email"},
+		{req("a@b"), catalog.InvalidParameterValues, "Linux"},
+		{func() CreateRequest { r := req("user01"); r.RootVolumeSizeGib, r.UserVolumeSizeGib = 80, 20; return r }(), catalog.InvalidParameterValues, "[80,10]"},
 		{func() CreateRequest {
 			r := req("user01")
 			r.RunningMode = workspace.AutoStop
 			r.AutoStopTimeoutMinutes = 90
 			return r
-		}(), apierr.InvalidParameterValues, "whole number of hours"},
-		{func() CreateRequest { r := req("user01"); r.ComputeTypeName = "POWER"; return r }(), apierr.InvalidParameterValues, "ComputeTypeName"},
-		{func() CreateRequest { r := req("user01"); r.RootVolumeEncryptionEnabled = true; return r }(), apierr.UnsupportedWorkspaceConfig, "encryption"},
-		{func() CreateRequest { r := req("user01"); r.Protocols = []string{"WSP"}; return r }(), apierr.InvalidParameterValues, "Linux"},
-		{func() CreateRequest { r := req("user01"); r.Tags = []workspace.Tag{{Key: "aws:x"}}; return r }(), apierr.InvalidParameterValues, "reserved"},
+		}(), catalog.InvalidParameterValues, "whole number of hours"},
+		{func() CreateRequest { r := req("user01"); r.ComputeTypeName = "POWER"; return r }(), catalog.InvalidParameterValues, "ComputeTypeName"},
+		{func() CreateRequest { r := req("user01"); r.RootVolumeEncryptionEnabled = true; return r }(), catalog.UnsupportedWorkspaceConfig, "encryption"},
+		{func() CreateRequest { r := req("user01"); r.Protocols = []string{"WSP"}; return r }(), catalog.InvalidParameterValues, "Linux"},
+		{func() CreateRequest { r := req("user01"); r.Tags = []workspace.Tag{{Key: "aws:x"}}; return r }(), catalog.InvalidParameterValues, "reserved"},
 	}
 	var reqs []CreateRequest
 	for _, b := range bad {
@@ -145,7 +143,7 @@ func TestCreateValidatesEachItem(t *testing.T) {
 	if len(failed) != 1 || failed[0].Index != 1 || !strings.Contains(failed[0].Message, "at least 100 GB") {
 		t.Errorf("windows user / gpu volumes: %+v", failed)
 	}
-	if _, _, err := s.CreateWorkspaces(ctx, make([]CreateRequest, 26)); !apierr.Is(err, apierr.InvalidParameterValues) {
+	if _, _, err := s.CreateWorkspaces(ctx, make([]CreateRequest, 26)); !catalog.IsError(err, catalog.InvalidParameterValues) {
 		t.Errorf("26 items: %v", err)
 	}
 }
@@ -154,11 +152,11 @@ func TestOneWorkspacePerUserAndQuota(t *testing.T) {
 	s, _, _ := newService(t, 3)
 	ctx := context.Background()
 	pending, failed, _ := s.CreateWorkspaces(ctx, []CreateRequest{req("user01"), req("USER01")})
-	if len(pending) != 1 || len(failed) != 1 || failed[0].Code != string(apierr.ResourceAlreadyExists) || !strings.Contains(failed[0].Message, pending[0].ID) {
+	if len(pending) != 1 || len(failed) != 1 || failed[0].Code != string(catalog.ResourceAlreadyExists) || !strings.Contains(failed[0].Message, pending[0].ID) {
 		t.Fatalf("second WorkSpace for one user: %+v %+v", pending, failed)
 	}
 	_, failed, _ = s.CreateWorkspaces(ctx, []CreateRequest{req("user02"), req("user03"), req("user04")})
-	if len(failed) != 1 || failed[0].Code != string(apierr.ResourceLimitExceeded) {
+	if len(failed) != 1 || failed[0].Code != string(catalog.ResourceLimitExceeded) {
 		t.Fatalf("over quota: %+v", failed)
 	}
 	// TERMINATED frees the user and the quota.
@@ -233,7 +231,7 @@ func TestOperationsWriteDesiredStateFirst(t *testing.T) {
 
 	// Stop/start are for AutoStop WorkSpaces only.
 	f, _ = s.StopWorkspaces(ctx, []string{o})
-	if len(f) != 1 || f[0].Code != string(apierr.OperationNotSupported) {
+	if len(f) != 1 || f[0].Code != string(catalog.OperationNotSupported) {
 		t.Errorf("stop of ALWAYS_ON: %+v", f)
 	}
 	// Maintenance in and out; not from STOPPED.
@@ -246,11 +244,11 @@ func TestOperationsWriteDesiredStateFirst(t *testing.T) {
 	if err := s.ModifyWorkspaceState(ctx, o, workspace.Available); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ModifyWorkspaceState(ctx, o, "STOPPED"); !apierr.Is(err, apierr.InvalidParameterValues) {
+	if err := s.ModifyWorkspaceState(ctx, o, "STOPPED"); !catalog.IsError(err, catalog.InvalidParameterValues) {
 		t.Errorf("target STOPPED: %v", err)
 	}
 	setState(t, s, a, workspace.Stopped)
-	if err := s.ModifyWorkspaceState(ctx, a, workspace.AdminMaintenance); !apierr.Is(err, apierr.InvalidResourceState) || !strings.Contains(err.Error(), "STOPPED") {
+	if err := s.ModifyWorkspaceState(ctx, a, workspace.AdminMaintenance); !catalog.IsError(err, catalog.InvalidResourceState) || !strings.Contains(err.Error(), "STOPPED") {
 		t.Errorf("maintenance from STOPPED: %v", err)
 	}
 	// A STOPPED AutoStop WorkSpace switched to ALWAYS_ON starts.
@@ -264,7 +262,7 @@ func TestOperationsWriteDesiredStateFirst(t *testing.T) {
 	// Unknown ids are refused per item with ResourceNotFound; malformed ones with
 	// InvalidParameterValues; nothing else changes.
 	f, _ = s.TerminateWorkspaces(ctx, []string{"ws-nosuchthing", "bogus", o})
-	if len(f) != 2 || f[0].Code != string(apierr.ResourceNotFound) || f[1].Code != string(apierr.InvalidParameterValues) {
+	if len(f) != 2 || f[0].Code != string(catalog.ResourceNotFound) || f[1].Code != string(catalog.InvalidParameterValues) {
 		t.Errorf("terminate of unknown ids: %+v", f)
 	}
 	if got, _ := s.Get(o); got.State != workspace.Terminating {
@@ -321,7 +319,7 @@ func TestDescribeFiltersAndPages(t *testing.T) {
 		{IDs: []string{"nope"}},
 		{NextToken: "garbage"},
 	} {
-		if _, _, err := s.DescribeWorkspaces(ctx, f); !apierr.Is(err, apierr.InvalidParameterValues) {
+		if _, _, err := s.DescribeWorkspaces(ctx, f); !catalog.IsError(err, catalog.InvalidParameterValues) {
 			t.Errorf("%+v: %v", f, err)
 		}
 	}
@@ -460,7 +458,7 @@ func TestReportConnectionsRefuses(t *testing.T) {
 	ws, _, _ := s.CreateWorkspaces(ctx, []CreateRequest{req("user05")})
 	before, _ := s.Get(ws[0].ID)
 	for _, bad := range [][]string{{"ws-NOTVALID!"}, {ws[0].ID, "d-0123456789"}, make([]string, MaxConnectionReport+1)} {
-		if err := s.ReportConnections(ctx, bad); !apierr.Is(err, apierr.InvalidParameterValues) {
+		if err := s.ReportConnections(ctx, bad); !catalog.IsError(err, catalog.InvalidParameterValues) {
 			t.Errorf("report %.40v: %v", bad, err)
 		}
 	}
@@ -471,7 +469,7 @@ func TestReportConnectionsRefuses(t *testing.T) {
 	if err := s.ReportConnections(ctx, []string{"ws-zzzzzzzzzz", ws[0].ID}); err != nil {
 		t.Errorf("report with an unknown id: %v", err)
 	}
-	if _, _, err := s.DescribeWorkspacesConnectionStatus(ctx, []string{}, ""); !apierr.Is(err, apierr.InvalidParameterValues) {
+	if _, _, err := s.DescribeWorkspacesConnectionStatus(ctx, []string{}, ""); !catalog.IsError(err, catalog.InvalidParameterValues) {
 		t.Errorf("empty WorkspaceIds: %v", err)
 	}
 }

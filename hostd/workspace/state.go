@@ -4,10 +4,9 @@
 package workspace
 
 import (
+	"deskhost/internal/catalog"
 	"slices"
 	"strings"
-
-	"deskhost/hostd/apierr"
 )
 
 // State is a WorkSpace's status as DescribeWorkspaces reports it (AWS's WorkspaceState).
@@ -81,7 +80,7 @@ var allowed = map[Op][]State{
 func CheckState(op Op, id string, s State) error {
 	states, ok := allowed[op]
 	if !ok {
-		return apierr.New(apierr.InternalFailure, "no state rule for %s", op)
+		return catalog.Errorf(catalog.InternalFailure, "no state rule for %s", op)
 	}
 	if slices.Contains(states, s) {
 		return nil
@@ -90,7 +89,7 @@ func CheckState(op Op, id string, s State) error {
 	for i, st := range states {
 		names[i] = string(st)
 	}
-	return apierr.New(apierr.InvalidResourceState,
+	return catalog.Errorf(catalog.InvalidResourceState,
 		"WorkSpace %s is %s; %s accepts only a WorkSpace that is %s", id, s, op, orList(names))
 }
 

@@ -1,10 +1,9 @@
 package workspace
 
 import (
+	"deskhost/internal/catalog"
 	"fmt"
 	"time"
-
-	"deskhost/hostd/apierr"
 )
 
 // RunningMode is how a WorkSpace is kept running (guide §5).
@@ -163,9 +162,9 @@ func (c PropertiesChange) Apply(w *Workspace) (Properties, error) {
 	switch {
 	case c.RootVolumeSizeGib != nil && *c.RootVolumeSizeGib != p.RootVolumeSizeGib,
 		c.UserVolumeSizeGib != nil && *c.UserVolumeSizeGib != p.UserVolumeSizeGib:
-		return p, apierr.New(apierr.UnsupportedWorkspaceConfig, "changing volume sizes is not supported by this host yet")
+		return p, catalog.Errorf(catalog.UnsupportedWorkspaceConfig, "changing volume sizes is not supported by this host yet")
 	case c.ComputeTypeName != nil && *c.ComputeTypeName != p.ComputeTypeName:
-		return p, apierr.New(apierr.UnsupportedWorkspaceConfig, "changing the compute type is not supported by this host yet")
+		return p, catalog.Errorf(catalog.UnsupportedWorkspaceConfig, "changing the compute type is not supported by this host yet")
 	}
 	if c.RunningMode != nil {
 		p.RunningMode = *c.RunningMode
@@ -190,15 +189,15 @@ func ValidateRunningMode(m RunningMode, autoStopMinutes int) error {
 	switch m {
 	case AlwaysOn:
 		if autoStopMinutes != 0 {
-			return apierr.New(apierr.InvalidParameterValues, "RunningModeAutoStopTimeoutInMinutes applies only to AUTO_STOP WorkSpaces")
+			return catalog.Errorf(catalog.InvalidParameterValues, "RunningModeAutoStopTimeoutInMinutes applies only to AUTO_STOP WorkSpaces")
 		}
 	case AutoStop:
 		if autoStopMinutes < 60 || autoStopMinutes > MaxAutoStopMinutes || autoStopMinutes%60 != 0 {
-			return apierr.New(apierr.InvalidParameterValues,
+			return catalog.Errorf(catalog.InvalidParameterValues,
 				"RunningModeAutoStopTimeoutInMinutes %d must be a whole number of hours from 60 to %d", autoStopMinutes, MaxAutoStopMinutes)
 		}
 	default:
-		return apierr.New(apierr.InvalidParameterValues, "RunningMode %q must be %s or %s", m, AlwaysOn, AutoStop)
+		return catalog.Errorf(catalog.InvalidParameterValues, "RunningMode %q must be %s or %s", m, AlwaysOn, AutoStop)
 	}
 	return nil
 }

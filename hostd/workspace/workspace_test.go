@@ -1,11 +1,10 @@
 package workspace
 
 import (
+	"deskhost/internal/catalog"
 	"strings"
 	"testing"
 	"time"
-
-	"deskhost/hostd/apierr"
 )
 
 var allStates = []State{Pending, Available, Impaired, Unhealthy, Rebooting, Starting, Rebuilding, Restoring,
@@ -31,7 +30,7 @@ func TestOperationStateMatrix(t *testing.T) {
 				t.Errorf("%s in %s: %v, want allowed=%v", op, s, err, allowed)
 			}
 			if err != nil {
-				if !apierr.Is(err, apierr.InvalidResourceState) {
+				if !catalog.IsError(err, catalog.InvalidResourceState) {
 					t.Errorf("%s in %s: error type %v", op, s, err)
 				}
 				if !strings.Contains(err.Error(), "is "+string(s)+";") {
@@ -85,7 +84,7 @@ func TestPropertiesChange(t *testing.T) {
 		if m == 0 {
 			continue
 		}
-		if _, err := (PropertiesChange{AutoStopTimeoutMinutes: &m}).Apply(w2); !apierr.Is(err, apierr.InvalidParameterValues) {
+		if _, err := (PropertiesChange{AutoStopTimeoutMinutes: &m}).Apply(w2); !catalog.IsError(err, catalog.InvalidParameterValues) {
 			t.Errorf("AutoStop %d minutes: %v", m, err)
 		}
 	}
@@ -94,7 +93,7 @@ func TestPropertiesChange(t *testing.T) {
 		t.Errorf("2 hours: %+v %v", p2, err)
 	}
 	bigger := 175
-	if _, err := (PropertiesChange{RootVolumeSizeGib: &bigger}).Apply(w); !apierr.Is(err, apierr.UnsupportedWorkspaceConfig) {
+	if _, err := (PropertiesChange{RootVolumeSizeGib: &bigger}).Apply(w); !catalog.IsError(err, catalog.UnsupportedWorkspaceConfig) {
 		t.Errorf("volume change: %v", err)
 	}
 	ao := AlwaysOn

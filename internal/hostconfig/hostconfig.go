@@ -10,8 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"deskhost/hostd/bundle"
-	"deskhost/hostd/directory"
+	"deskhost/internal/catalog"
 	"deskhost/internal/strictyaml"
 )
 
@@ -56,10 +55,10 @@ type Hostd struct {
 	// Quotas are the guide's defaults, raised per host.
 	Quotas Quotas `yaml:"quotas"`
 
-	ComputeTypes map[bundle.ComputeType]bundle.Hardware `yaml:"computeTypes"`
-	Images       []bundle.Image                         `yaml:"images"`
-	Bundles      []bundle.Bundle                        `yaml:"bundles"`
-	Directories  []directory.Directory                  `yaml:"directories"`
+	ComputeTypes map[catalog.ComputeType]catalog.Hardware `yaml:"computeTypes"`
+	Images       []catalog.Image                          `yaml:"images"`
+	Bundles      []catalog.Bundle                         `yaml:"bundles"`
+	Directories  []catalog.Directory                      `yaml:"directories"`
 }
 
 // Libvirt locates libvirtd.

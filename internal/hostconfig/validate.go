@@ -1,13 +1,11 @@
 package hostconfig
 
 import (
+	"deskhost/internal/catalog"
 	"errors"
 	"fmt"
 	"net"
 	"time"
-
-	"deskhost/hostd/bundle"
-	"deskhost/hostd/ids"
 )
 
 // Defaults: the guide's numbers where it has one.
@@ -112,18 +110,18 @@ func (h *Hostd) validate(managedNetwork bool) error {
 	}
 	for c, hw := range h.ComputeTypes {
 		if !c.Known() {
-			bad("hostd.computeTypes.%s: not one of %v", c, bundle.KnownComputeTypes)
+			bad("hostd.computeTypes.%s: not one of %v", c, catalog.KnownComputeTypes)
 		}
 		if hw.VCPUs < 1 || hw.MemoryMiB < 64 {
 			bad("hostd.computeTypes.%s: vcpus ≥ 1 and memoryMiB ≥ 64 required", c)
 		}
 	}
-	images := map[string]bundle.Image{}
+	images := map[string]catalog.Image{}
 	for i, img := range h.Images {
-		if err := ids.Check(ids.Image, img.ID); err != nil {
+		if err := catalog.CheckID(catalog.KindImage, img.ID); err != nil {
 			bad("hostd.images[%d].id: %v", i, err)
 		}
-		if img.OS != bundle.Linux && img.OS != bundle.Windows {
+		if img.OS != catalog.Linux && img.OS != catalog.Windows {
 			bad("hostd.images[%d].os %q: must be linux or windows", i, img.OS)
 		}
 		if img.Dir == "" {
@@ -136,7 +134,7 @@ func (h *Hostd) validate(managedNetwork bool) error {
 	}
 	bundles := map[string]bool{}
 	for i, b := range h.Bundles {
-		if err := ids.Check(ids.Bundle, b.ID); err != nil {
+		if err := catalog.CheckID(catalog.KindBundle, b.ID); err != nil {
 			bad("hostd.bundles[%d].id: %v", i, err)
 			continue
 		}
@@ -155,7 +153,7 @@ func (h *Hostd) validate(managedNetwork bool) error {
 	}
 	dirs := map[string]bool{}
 	for i, d := range h.Directories {
-		if err := ids.Check(ids.Directory, d.ID); err != nil {
+		if err := catalog.CheckID(catalog.KindDirectory, d.ID); err != nil {
 			bad("hostd.directories[%d].id: %v", i, err)
 		}
 		if dirs[d.ID] {
@@ -183,11 +181,11 @@ func (h *Hostd) validate(managedNetwork bool) error {
 }
 
 // Image returns the image with this id.
-func (h *Hostd) Image(id string) (bundle.Image, bool) {
+func (h *Hostd) Image(id string) (catalog.Image, bool) {
 	for _, img := range h.Images {
 		if img.ID == id {
 			return img, true
 		}
 	}
-	return bundle.Image{}, false
+	return catalog.Image{}, false
 }

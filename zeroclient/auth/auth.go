@@ -19,7 +19,7 @@ import (
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
 
-	"deskhost/hostd/directory"
+	"deskhost/internal/catalog"
 	"deskhost/zeroclient/credstore"
 	"deskhost/zeroclient/ldapauth"
 	"deskhost/zeroclient/policy"
@@ -28,7 +28,7 @@ import (
 
 // Directory is a configured directory with its clients.
 type Directory struct {
-	directory.Directory
+	catalog.Directory
 	ldap   *ldapauth.Authenticator
 	radius *radius.Client
 }
@@ -38,7 +38,7 @@ func (d *Directory) MFAEnabled() bool { return d.Login.MFA != nil }
 
 // MFAReady reports whether MFA, when configured, is Enabled (logins are refused otherwise).
 func (d *Directory) MFAReady() bool {
-	return d.Login.MFA == nil || d.Login.MFA.MFAStatusOrDefault() == directory.MFAEnabled
+	return d.Login.MFA == nil || d.Login.MFA.MFAStatusOrDefault() == catalog.MFAEnabled
 }
 
 // Service checks credentials.
@@ -53,7 +53,7 @@ type Service struct {
 
 // Config builds a Service.
 type Config struct {
-	Directories []directory.Directory
+	Directories []catalog.Directory
 	Creds       *credstore.Store
 	Lockout     *policy.Lockout
 	// Floor is the least time a failed check takes.
@@ -73,12 +73,12 @@ func New(cfg Config) (*Service, error) {
 		}
 		dir := &Directory{Directory: d}
 		var err error
-		if d.Login.Kind() == directory.TypeLDAP {
+		if d.Login.Kind() == catalog.TypeLDAP {
 			if dir.ldap, err = ldapauth.New(d.Login.LDAP); err != nil {
 				return nil, fmt.Errorf("directory %s: %w", d.ID, err)
 			}
 		}
-		if m := d.Login.MFA; m != nil && m.Type == directory.MFARADIUS {
+		if m := d.Login.MFA; m != nil && m.Type == catalog.MFARADIUS {
 			if dir.radius, err = radius.New(m.RADIUS); err != nil {
 				return nil, fmt.Errorf("directory %s: %w", d.ID, err)
 			}
@@ -227,7 +227,7 @@ func (s *Service) password(ctx context.Context, dir *Directory, user, password s
 	case dir == nil:
 		credstore.VerifyPassword("", password)
 		err = errors.New("no such directory")
-	case dir.Login.Kind() == directory.TypeLDAP:
+	case dir.Login.Kind() == catalog.TypeLDAP:
 		var u ldapauth.User
 		u, err = dir.ldap.Authenticate(ctx, user, password)
 		name = u.Name
@@ -248,7 +248,7 @@ func (s *Service) password(ctx context.Context, dir *Directory, user, password s
 	}
 	if dir.MFAEnabled() {
 		prompt := RADIUSPrompt
-		if dir.Login.MFA.Type == directory.MFATOTP {
+		if dir.Login.MFA.Type == catalog.MFATOTP {
 			prompt = TOTPPrompt
 		}
 		return Result{Outcome: NeedPasscode, UserName: name, Prompt: prompt}
@@ -310,7 +310,7 @@ func (s *Service) passcode(ctx context.Context, dir *Directory, user, passcode s
 		return Result{Outcome: Failed, Reason: reason}
 	}
 	switch dir.Login.MFA.Type {
-	case directory.MFARADIUS:
+	case catalog.MFARADIUS:
 		resp, err := dir.radius.Authenticate(ctx, user, passcode, state)
 		if err != nil {
 			return Result{Outcome: Unavailable, Reason: err.Error()}
@@ -327,7 +327,7 @@ func (s *Service) passcode(ctx context.Context, dir *Directory, user, passcode s
 			return Result{Outcome: NeedPasscode, UserName: user, Prompt: prompt, State: resp.State}
 		}
 		return fail("RADIUS Access-Reject")
-	case directory.MFATOTP:
+	case catalog.MFATOTP:
 		c, ok, err := s.creds.Credential(dir.ID, user)
 		if err != nil {
 			return Result{Outcome: Unavailable, Reason: err.Error()}

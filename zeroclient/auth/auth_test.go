@@ -1,17 +1,16 @@
 package auth
 
 import (
+	"deskhost/internal/catalog"
 	"testing"
 	"time"
-
-	"deskhost/hostd/directory"
 )
 
 func TestResolve(t *testing.T) {
-	s, err := New(Config{Directories: []directory.Directory{
+	s, err := New(Config{Directories: []catalog.Directory{
 		{ID: "d-0000000001", Name: "corp.example.com", Alias: "corp-alias"},
-		{ID: "d-0000000002", Name: "lab.example.org", Login: directory.Login{NetBIOSName: "LABNET"}},
-		{ID: "d-0000000003", Name: "gone.example.com", Login: directory.Login{Deregistered: true}},
+		{ID: "d-0000000002", Name: "lab.example.org", Login: catalog.Login{NetBIOSName: "LABNET"}},
+		{ID: "d-0000000003", Name: "gone.example.com", Login: catalog.Login{Deregistered: true}},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +37,7 @@ func TestResolve(t *testing.T) {
 			t.Errorf("Resolve(%q, %q) = %s %q, want %s %q", tc.user, tc.domain, got, name, tc.dir, tc.name)
 		}
 	}
-	if _, err := New(Config{Directories: []directory.Directory{{ID: "d-0000000009", Name: "x.y", Login: directory.Login{Type: directory.TypeLDAP}}}}); err == nil {
+	if _, err := New(Config{Directories: []catalog.Directory{{ID: "d-0000000009", Name: "x.y", Login: catalog.Login{Type: catalog.TypeLDAP}}}}); err == nil {
 		t.Error("an invalid login block was accepted")
 	}
 }

@@ -27,7 +27,7 @@ import (
 	"strings"
 	"time"
 
-	"deskhost/hostd/directory"
+	"deskhost/internal/catalog"
 	"deskhost/zeroclient/auth"
 	"deskhost/zeroclient/brokerxml"
 	"deskhost/zeroclient/credstore"
@@ -482,8 +482,8 @@ func (x *exchange) resourceList() any {
 
 // protocolOK: "PCoIP zero clients are compatible only with WorkSpaces bundles that are using
 // the PCoIP protocol."
-func protocolOK(ws workspaces.Workspace, d directory.DeviceType) bool {
-	return d != directory.DeviceZeroClient || ws.Protocol == "PCOIP"
+func protocolOK(ws workspaces.Workspace, d catalog.DeviceType) bool {
+	return d != catalog.DeviceZeroClient || ws.Protocol == "PCOIP"
 }
 
 // Action is what allocate-resource does with a WorkSpace in its current state.
@@ -503,7 +503,7 @@ const (
 // Decide is allocate-resource's rule for a WorkSpace in a state (pure logic): AVAILABLE gets
 // a tag; a STOPPED AutoStop WorkSpace is started; transitions are waited for; UNHEALTHY and
 // ADMIN_MAINTENANCE get the guide's messages; a WSP WorkSpace is not for a zero client.
-func Decide(ws workspaces.Workspace, d directory.DeviceType) (Action, string, string) {
+func Decide(ws workspaces.Workspace, d catalog.DeviceType) (Action, string, string) {
 	if !protocolOK(ws, d) {
 		return Refuse, brokerxml.AllocNotOnDevice, MsgNotOnDevice
 	}

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"deskhost/hostd/directory"
+	"deskhost/internal/catalog"
 	"deskhost/internal/certs"
 	"deskhost/internal/hostconfig"
 	"deskhost/zeroclient/auth"
@@ -59,17 +59,17 @@ type rig struct {
 	creds  *credstore.Store
 }
 
-func users(names ...string) []directory.User {
-	var us []directory.User
+func users(names ...string) []catalog.User {
+	var us []catalog.User
 	for _, n := range names {
-		us = append(us, directory.User{UserName: n})
+		us = append(us, catalog.User{UserName: n})
 	}
 	return us
 }
 
-func src(s string) directory.IPSource {
-	p, _ := directory.ParseIPSource(s)
-	return directory.IPSource{Prefix: p}
+func src(s string) catalog.IPSource {
+	p, _ := catalog.ParseIPSource(s)
+	return catalog.IPSource{Prefix: p}
 }
 
 func newRig(t testing.TB) *rig { return newRigWith(t, server.Options{}) }
@@ -77,20 +77,20 @@ func newRig(t testing.TB) *rig { return newRigWith(t, server.Options{}) }
 // newRigWith is newRig with options; without Workspaces, the static ones below.
 func newRigWith(t testing.TB, opt server.Options) *rig {
 	dir := t.TempDir()
-	dirs := []directory.Directory{
+	dirs := []catalog.Directory{
 		{ID: "d-0000000001", Name: "corp.example.com", RegistrationCode: "SLiad+CORP", Users: users("alice", "bob", "carol", "dave"),
-			Login: directory.Login{MFA: &directory.MFA{Type: directory.MFATOTP}}},
+			Login: catalog.Login{MFA: &catalog.MFA{Type: catalog.MFATOTP}}},
 		{ID: "d-0000000002", Name: "office.example.com", Users: users("erin"),
-			Login: directory.Login{IPGroups: []directory.IPGroup{{ID: "wsipg-a1bcd2efg", Rules: []directory.IPRule{{Source: src("203.0.113.0/24")}}}}}},
+			Login: catalog.Login{IPGroups: []catalog.IPGroup{{ID: "wsipg-a1bcd2efg", Rules: []catalog.IPRule{{Source: src("203.0.113.0/24")}}}}}},
 		{ID: "d-0000000003", Name: "empty.example.com", Users: users("frank"),
-			Login: directory.Login{IPGroups: []directory.IPGroup{{ID: "wsipg-b1bcd2efg"}}}},
+			Login: catalog.Login{IPGroups: []catalog.IPGroup{{ID: "wsipg-b1bcd2efg"}}}},
 		{ID: "d-0000000004", Name: "nozc.example.com", Users: users("gina"),
-			Login: directory.Login{DeviceAccess: directory.DeviceAccess{ZeroClient: directory.Deny}}},
+			Login: catalog.Login{DeviceAccess: catalog.DeviceAccess{ZeroClient: catalog.Deny}}},
 		{ID: "d-0000000005", Name: "setup.example.com", Users: users("hank"),
-			Login: directory.Login{MFA: &directory.MFA{Type: directory.MFARADIUS, Status: directory.MFACreating,
-				RADIUS: &directory.RADIUS{Servers: directory.ServerList{"127.0.0.1"}, SharedSecret: "x"}}}},
+			Login: catalog.Login{MFA: &catalog.MFA{Type: catalog.MFARADIUS, Status: catalog.MFACreating,
+				RADIUS: &catalog.RADIUS{Servers: catalog.ServerList{"127.0.0.1"}, SharedSecret: "x"}}}},
 		{ID: "d-0000000006", Name: "gone.example.com", RegistrationCode: "SLiad+GONE", Users: users("ivan"),
-			Login: directory.Login{Deregistered: true}},
+			Login: catalog.Login{Deregistered: true}},
 		{ID: "d-0000000007", Name: "plain.example.com", Users: users("paul")},
 	}
 	cfg := &hostconfig.Config{
@@ -477,22 +477,22 @@ func TestDecide(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		w      workspaces.Workspace
-		device directory.DeviceType
+		device catalog.DeviceType
 		act    broker.Action
 		id     string
 		msg    string
 	}{
-		{ws("AVAILABLE", "ALWAYS_ON", "PCOIP"), directory.DeviceZeroClient, broker.Issue, "", ""},
-		{ws("STOPPED", "AUTO_STOP", "PCOIP"), directory.DeviceZeroClient, broker.Start, "", ""},
-		{ws("STOPPED", "ALWAYS_ON", "PCOIP"), directory.DeviceZeroClient, broker.Refuse, brokerxml.AllocFailed, broker.MsgLaunchError},
-		{ws("STARTING", "AUTO_STOP", "PCOIP"), directory.DeviceZeroClient, broker.Wait, "", ""},
-		{ws("PENDING", "ALWAYS_ON", "PCOIP"), directory.DeviceZeroClient, broker.Wait, "", ""},
-		{ws("UNHEALTHY", "ALWAYS_ON", "PCOIP"), directory.DeviceZeroClient, broker.Refuse, brokerxml.AllocUnhealthy,
+		{ws("AVAILABLE", "ALWAYS_ON", "PCOIP"), catalog.DeviceZeroClient, broker.Issue, "", ""},
+		{ws("STOPPED", "AUTO_STOP", "PCOIP"), catalog.DeviceZeroClient, broker.Start, "", ""},
+		{ws("STOPPED", "ALWAYS_ON", "PCOIP"), catalog.DeviceZeroClient, broker.Refuse, brokerxml.AllocFailed, broker.MsgLaunchError},
+		{ws("STARTING", "AUTO_STOP", "PCOIP"), catalog.DeviceZeroClient, broker.Wait, "", ""},
+		{ws("PENDING", "ALWAYS_ON", "PCOIP"), catalog.DeviceZeroClient, broker.Wait, "", ""},
+		{ws("UNHEALTHY", "ALWAYS_ON", "PCOIP"), catalog.DeviceZeroClient, broker.Refuse, brokerxml.AllocUnhealthy,
 			"WorkSpace Status: Unhealthy. We were unable to connect you to your WorkSpace. Please try again in a few minutes."},
-		{ws("ADMIN_MAINTENANCE", "ALWAYS_ON", "PCOIP"), directory.DeviceZeroClient, broker.Refuse, brokerxml.AllocMaintenance, broker.MsgMaintenance},
-		{ws("AVAILABLE", "ALWAYS_ON", "WSP"), directory.DeviceZeroClient, broker.Refuse, brokerxml.AllocNotOnDevice, broker.MsgNotOnDevice},
-		{ws("AVAILABLE", "ALWAYS_ON", "WSP"), directory.DeviceWindows, broker.Issue, "", ""},
-		{ws("ERROR", "ALWAYS_ON", "PCOIP"), directory.DeviceZeroClient, broker.Refuse, brokerxml.AllocFailed, broker.MsgLaunchError},
+		{ws("ADMIN_MAINTENANCE", "ALWAYS_ON", "PCOIP"), catalog.DeviceZeroClient, broker.Refuse, brokerxml.AllocMaintenance, broker.MsgMaintenance},
+		{ws("AVAILABLE", "ALWAYS_ON", "WSP"), catalog.DeviceZeroClient, broker.Refuse, brokerxml.AllocNotOnDevice, broker.MsgNotOnDevice},
+		{ws("AVAILABLE", "ALWAYS_ON", "WSP"), catalog.DeviceWindows, broker.Issue, "", ""},
+		{ws("ERROR", "ALWAYS_ON", "PCOIP"), catalog.DeviceZeroClient, broker.Refuse, brokerxml.AllocFailed, broker.MsgLaunchError},
 	} {
 		act, id, msg := broker.Decide(tc.w, tc.device)
 		if act != tc.act || id != tc.id || msg != tc.msg {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"deskhost/hostd/directory"
+	"deskhost/internal/catalog"
 	"deskhost/internal/hostconfig"
 	"deskhost/zeroclient/client"
 	"deskhost/zeroclient/internal/testsvc"
@@ -51,14 +51,14 @@ func BenchmarkLoginLDAPRADIUS(b *testing.B) {
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.Copy(io.Discard, r.Body) }))
 	defer hook.Close()
 	dir := b.TempDir()
-	port := directory.Port(rad.Port)
+	port := catalog.Port(rad.Port)
 	cfg := &hostconfig.Config{
-		Hostd: hostconfig.Hostd{DataDir: dir, Directories: []directory.Directory{{
+		Hostd: hostconfig.Hostd{DataDir: dir, Directories: []catalog.Directory{{
 			ID: "d-0123456789", Name: "corp.example.com", Users: users("alice"),
-			Login: directory.Login{Type: directory.TypeLDAP, NetBIOSName: "CORP",
-				LDAP: &directory.LDAP{URL: ldap.URL, BindDN: ldap.ServiceDN, BindPassword: ldap.ServicePassword,
+			Login: catalog.Login{Type: catalog.TypeLDAP, NetBIOSName: "CORP",
+				LDAP: &catalog.LDAP{URL: ldap.URL, BindDN: ldap.ServiceDN, BindPassword: ldap.ServicePassword,
 					UserBase: ldap.UserBase, UserAttribute: "uid", UserFilter: "(objectClass=inetOrgPerson)"},
-				MFA: &directory.MFA{Type: directory.MFARADIUS, RADIUS: &directory.RADIUS{Servers: directory.ServerList{"127.0.0.1"},
+				MFA: &catalog.MFA{Type: catalog.MFARADIUS, RADIUS: &catalog.RADIUS{Servers: catalog.ServerList{"127.0.0.1"},
 					Port: port, SharedSecret: rad.Secret}}},
 		}}},
 		Zeroclient: hostconfig.Zeroclient{

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"deskhost/hostd/directory"
+	"deskhost/internal/catalog"
 	"deskhost/zeroclient/auth"
 	"deskhost/zeroclient/credstore"
 	"deskhost/zeroclient/policy"
@@ -161,7 +161,7 @@ func (b *Broker) serveActivate(w http.ResponseWriter, r *http.Request) {
 		var policyErr error
 		_, _, err = b.c.Creds.Activate(m["code"], now, func(dirID, user string) (credstore.Credential, error) {
 			d := b.c.Auth.ByID(dirID)
-			if d == nil || d.Login.Kind() != directory.TypeLocal {
+			if d == nil || d.Login.Kind() != catalog.TypeLocal {
 				return credstore.Credential{}, credstore.ErrNoActivation
 			}
 			if policyErr = policy.CheckPassword(m["password"], d.Login.PasswordPolicy); policyErr != nil {
@@ -173,7 +173,7 @@ func (b *Broker) serveActivate(w http.ResponseWriter, r *http.Request) {
 			}
 			c := credstore.Credential{Hash: hash, PasswordAt: now}
 			res = ActivationResult{DirectoryID: dirID, UserName: user}
-			if mfa := d.Login.MFA; mfa != nil && mfa.Type == directory.MFATOTP {
+			if mfa := d.Login.MFA; mfa != nil && mfa.Type == catalog.MFATOTP {
 				if c.TOTPSecret, res.TOTPURI, err = auth.NewTOTPSecret("deskhost "+d.Name, user+"@"+d.Name); err != nil {
 					return credstore.Credential{}, err
 				}
@@ -206,7 +206,7 @@ func (b *Broker) Invite(dirID, user string, ttl time.Duration) (string, time.Tim
 	if d == nil {
 		return "", time.Time{}, fmt.Errorf("no directory %s", dirID)
 	}
-	if d.Login.Kind() != directory.TypeLocal {
+	if d.Login.Kind() != catalog.TypeLocal {
 		return "", time.Time{}, fmt.Errorf("directory %s is %s: its users set passwords in their own directory", dirID, d.Login.Kind())
 	}
 	u, ok := d.FindUser(strings.TrimSpace(user))

@@ -21,6 +21,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"deskhost/internal/catalog"
 	"errors"
 	"fmt"
 	"net"
@@ -31,8 +32,6 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
-
-	"deskhost/hostd/directory"
 )
 
 // ErrBadCredentials is an unknown user or a wrong password: callers must not tell them
@@ -75,7 +74,7 @@ const (
 )
 
 // New prepares an authenticator from a directory's LDAP settings (already validated).
-func New(cfg *directory.LDAP) (*Authenticator, error) {
+func New(cfg *catalog.LDAP) (*Authenticator, error) {
 	pw, err := cfg.Password()
 	if err != nil {
 		return nil, fmt.Errorf("ldap: service account: %w", err)
@@ -89,13 +88,13 @@ func New(cfg *directory.LDAP) (*Authenticator, error) {
 		attr: cfg.UserAttribute, filter: cfg.UserFilter, timeout: time.Duration(cfg.TimeoutSeconds) * time.Second,
 	}
 	if a.attr == "" {
-		a.attr = directory.DefaultLDAPUserAttribute
+		a.attr = catalog.DefaultLDAPUserAttribute
 	}
 	if a.filter == "" {
-		a.filter = directory.DefaultLDAPUserFilter
+		a.filter = catalog.DefaultLDAPUserFilter
 	}
 	if a.timeout == 0 {
-		a.timeout = directory.DefaultLDAPTimeout * time.Second
+		a.timeout = catalog.DefaultLDAPTimeout * time.Second
 	}
 	host, _, _ := net.SplitHostPort(u.Host)
 	if host == "" {

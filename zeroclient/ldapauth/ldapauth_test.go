@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"deskhost/hostd/directory"
+	"deskhost/internal/catalog"
 	"deskhost/zeroclient/internal/testsvc"
 )
 
@@ -15,7 +15,7 @@ func TestAgainstSlapd(t *testing.T) {
 		{UID: "alice", Password: "Corr3ct-Horse", GivenName: "Alice"},
 		{UID: "bob", Password: "B0b-secret!"},
 	})
-	a, err := New(&directory.LDAP{URL: l.URL, BindDN: l.ServiceDN, BindPassword: l.ServicePassword,
+	a, err := New(&catalog.LDAP{URL: l.URL, BindDN: l.ServiceDN, BindPassword: l.ServicePassword,
 		UserBase: l.UserBase, UserAttribute: "uid", UserFilter: "(objectClass=inetOrgPerson)"})
 	if err != nil {
 		t.Fatal(err)
@@ -41,12 +41,12 @@ func TestAgainstSlapd(t *testing.T) {
 		}
 	}
 	// A wrong service account is an operator problem, not a user's bad password.
-	bad, _ := New(&directory.LDAP{URL: l.URL, BindDN: l.ServiceDN, BindPassword: "nope", UserBase: l.UserBase, UserAttribute: "uid"})
+	bad, _ := New(&catalog.LDAP{URL: l.URL, BindDN: l.ServiceDN, BindPassword: "nope", UserBase: l.UserBase, UserAttribute: "uid"})
 	if _, err := bad.Authenticate(ctx, "alice", "Corr3ct-Horse"); err == nil || errors.Is(err, ErrBadCredentials) || !strings.Contains(err.Error(), "service account") {
 		t.Errorf("wrong service password: %v", err)
 	}
 	// An unreachable directory says so.
-	down, _ := New(&directory.LDAP{URL: "ldap://127.0.0.1:1", BindDN: l.ServiceDN, BindPassword: "x", UserBase: l.UserBase, TimeoutSeconds: 1})
+	down, _ := New(&catalog.LDAP{URL: "ldap://127.0.0.1:1", BindDN: l.ServiceDN, BindPassword: "x", UserBase: l.UserBase, TimeoutSeconds: 1})
 	if _, err := down.Authenticate(ctx, "alice", "Corr3ct-Horse"); err == nil || errors.Is(err, ErrBadCredentials) {
 		t.Errorf("unreachable directory: %v", err)
 	}
@@ -61,7 +61,7 @@ func TestKeptConnections(t *testing.T) {
 		{UID: "alice", Password: "Corr3ct-Horse"},
 		{UID: "bob", Password: "B0b-secret!"},
 	})
-	a, err := New(&directory.LDAP{URL: l.URL, BindDN: l.ServiceDN, BindPassword: l.ServicePassword,
+	a, err := New(&catalog.LDAP{URL: l.URL, BindDN: l.ServiceDN, BindPassword: l.ServicePassword,
 		UserBase: l.UserBase, UserAttribute: "uid", UserFilter: "(objectClass=inetOrgPerson)"})
 	if err != nil {
 		t.Fatal(err)

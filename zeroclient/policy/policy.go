@@ -5,12 +5,11 @@
 package policy
 
 import (
+	"deskhost/internal/catalog"
 	"fmt"
 	"strconv"
 	"strings"
 	"unicode/utf8"
-
-	"deskhost/hostd/directory"
 )
 
 // SpecialCharacters is the guide's special set, exactly: ~!@#$%^&*_-+=`|\(){}[]:;"'<>,.?/
@@ -25,7 +24,7 @@ const (
 // CheckPassword applies the guide's password policy: 8–64 characters and characters from
 // at least p.Classes() of lowercase, uppercase, digits and the special set. Characters in
 // none of the four (spaces, accented letters) are allowed but count toward no class.
-func CheckPassword(pw string, p directory.PasswordPolicy) error {
+func CheckPassword(pw string, p catalog.PasswordPolicy) error {
 	if !utf8.ValidString(pw) {
 		return fmt.Errorf("the password is not valid UTF-8")
 	}
@@ -70,7 +69,7 @@ type ClientInfo struct {
 // Tera1/Tera2 platform or a "Zero Client" product; software clients report their OS in
 // platform. Anything unrecognised is DeviceUnknown, which no setting allows: a client must
 // say what it is to be let in.
-func ClassifyDevice(ci ClientInfo) directory.DeviceType {
+func ClassifyDevice(ci ClientInfo) catalog.DeviceType {
 	p := strings.ToLower(ci.Platform)
 	n := strings.ToLower(ci.ProductName)
 	has := func(s string, subs ...string) bool {
@@ -83,23 +82,23 @@ func ClassifyDevice(ci ClientInfo) directory.DeviceType {
 	}
 	switch {
 	case has(p, "tera1", "tera2", "zero client") || has(n, "zero client"):
-		return directory.DeviceZeroClient
+		return catalog.DeviceZeroClient
 	case has(n, "web client", "web access") || p == "web":
-		return directory.DeviceWeb
+		return catalog.DeviceWeb
 	case has(p, "android"):
-		return directory.DeviceAndroid
+		return catalog.DeviceAndroid
 	case has(p, "ipad", "iphone", "ios"):
-		return directory.DeviceIOS
+		return catalog.DeviceIOS
 	case has(p, "chrome"):
-		return directory.DeviceChromeOS
+		return catalog.DeviceChromeOS
 	case has(p, "windows"):
-		return directory.DeviceWindows
+		return catalog.DeviceWindows
 	case has(p, "mac", "os x", "osx", "darwin"):
-		return directory.DeviceMacOS
+		return catalog.DeviceMacOS
 	case has(p, "linux", "ubuntu", "centos", "debian", "red hat", "rhel", "fedora"):
-		return directory.DeviceLinux
+		return catalog.DeviceLinux
 	}
-	return directory.DeviceUnknown
+	return catalog.DeviceUnknown
 }
 
 // MinZeroClientFirmware is the oldest zero-client firmware that can reach WorkSpaces at all
@@ -107,8 +106,8 @@ func ClassifyDevice(ci ClientInfo) directory.DeviceType {
 var MinZeroClientFirmware = [3]int{4, 6, 0}
 
 // CheckFirmware refuses zero clients whose firmware is older than 4.6.0 or unreadable.
-func CheckFirmware(t directory.DeviceType, version string) error {
-	if t != directory.DeviceZeroClient {
+func CheckFirmware(t catalog.DeviceType, version string) error {
+	if t != catalog.DeviceZeroClient {
 		return nil
 	}
 	v, ok := parseVersion(version)
@@ -152,22 +151,22 @@ const (
 
 // EventProduct is the event's workspacesClientProductName: the client's own name when it
 // is one the guide lists for its kind, else the guide's name for that kind.
-func EventProduct(t directory.DeviceType, productName string) string {
+func EventProduct(t catalog.DeviceType, productName string) string {
 	switch t {
-	case directory.DeviceZeroClient:
+	case catalog.DeviceZeroClient:
 		for _, known := range []string{"Teradici PCoIP Zero Client", "Teradici PCoIP Desktop Client", "Dell Wyse PCoIP Client"} {
 			if strings.EqualFold(productName, known) {
 				return known
 			}
 		}
 		return "Teradici PCoIP Zero Client"
-	case directory.DeviceIOS:
+	case catalog.DeviceIOS:
 		return "Amazon WorkSpaces Mobile client"
-	case directory.DeviceAndroid:
+	case catalog.DeviceAndroid:
 		return "WorkSpaces Mobile client"
-	case directory.DeviceChromeOS:
+	case catalog.DeviceChromeOS:
 		return "WorkSpaces Chrome client"
-	case directory.DeviceWeb:
+	case catalog.DeviceWeb:
 		return "WorkSpaces Web client"
 	}
 	if strings.EqualFold(productName, "Teradici PCoIP Desktop Client") {
@@ -178,23 +177,23 @@ func EventProduct(t directory.DeviceType, productName string) string {
 
 // EventPlatform is the event's clientPlatform: one of Android, Chrome, iOS, Linux, OSX,
 // Windows, "Teradici PCoIP Zero Client and Tera2", Web.
-func EventPlatform(t directory.DeviceType) string {
+func EventPlatform(t catalog.DeviceType) string {
 	switch t {
-	case directory.DeviceZeroClient:
+	case catalog.DeviceZeroClient:
 		return ZeroClientPlatform
-	case directory.DeviceAndroid:
+	case catalog.DeviceAndroid:
 		return "Android"
-	case directory.DeviceChromeOS:
+	case catalog.DeviceChromeOS:
 		return "Chrome"
-	case directory.DeviceIOS:
+	case catalog.DeviceIOS:
 		return "iOS"
-	case directory.DeviceLinux:
+	case catalog.DeviceLinux:
 		return "Linux"
-	case directory.DeviceMacOS:
+	case catalog.DeviceMacOS:
 		return "OSX"
-	case directory.DeviceWindows:
+	case catalog.DeviceWindows:
 		return "Windows"
-	case directory.DeviceWeb:
+	case catalog.DeviceWeb:
 		return "Web"
 	}
 	return "Unknown"

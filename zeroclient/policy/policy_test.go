@@ -7,14 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"deskhost/hostd/directory"
+	"deskhost/internal/catalog"
 	"deskhost/zeroclient/credstore"
 )
 
 // TestPasswordPolicy is the guide's policy exactly (catalog §10.4 and acceptance item 1).
 func TestPasswordPolicy(t *testing.T) {
-	three := directory.PasswordPolicy{}
-	four := directory.PasswordPolicy{RequiredClasses: 4}
+	three := catalog.PasswordPolicy{}
+	four := catalog.PasswordPolicy{RequiredClasses: 4}
 	for _, tc := range []struct {
 		pw       string
 		ok3, ok4 bool
@@ -48,17 +48,17 @@ func TestPasswordPolicy(t *testing.T) {
 func TestClassifyAndFirmware(t *testing.T) {
 	for _, tc := range []struct {
 		ci   ClientInfo
-		want directory.DeviceType
+		want catalog.DeviceType
 	}{
-		{ClientInfo{ProductName: "Teradici PCoIP Zero Client", Platform: "Tera2"}, directory.DeviceZeroClient},
-		{ClientInfo{ProductName: "Dell Wyse PCoIP Client", Platform: "Tera2"}, directory.DeviceZeroClient},
-		{ClientInfo{ProductName: "Teradici PCoIP Desktop Client", Platform: "CentOS Linux 7 (Core) linux 3.10.0 x86_64"}, directory.DeviceLinux},
-		{ClientInfo{ProductName: "Teradici PCoIP Desktop Client", Platform: "Windows 10"}, directory.DeviceWindows},
-		{ClientInfo{ProductName: "WorkSpaces", Platform: "macOS 10.15"}, directory.DeviceMacOS},
-		{ClientInfo{ProductName: "WorkSpaces", Platform: "Android 10"}, directory.DeviceAndroid},
-		{ClientInfo{ProductName: "WorkSpaces", Platform: "iPadOS"}, directory.DeviceIOS},
-		{ClientInfo{ProductName: "WorkSpaces Web client", Platform: "Chrome 80"}, directory.DeviceWeb},
-		{ClientInfo{ProductName: "x", Platform: "PlayStation"}, directory.DeviceUnknown},
+		{ClientInfo{ProductName: "Teradici PCoIP Zero Client", Platform: "Tera2"}, catalog.DeviceZeroClient},
+		{ClientInfo{ProductName: "Dell Wyse PCoIP Client", Platform: "Tera2"}, catalog.DeviceZeroClient},
+		{ClientInfo{ProductName: "Teradici PCoIP Desktop Client", Platform: "CentOS Linux 7 (Core) linux 3.10.0 x86_64"}, catalog.DeviceLinux},
+		{ClientInfo{ProductName: "Teradici PCoIP Desktop Client", Platform: "Windows 10"}, catalog.DeviceWindows},
+		{ClientInfo{ProductName: "WorkSpaces", Platform: "macOS 10.15"}, catalog.DeviceMacOS},
+		{ClientInfo{ProductName: "WorkSpaces", Platform: "Android 10"}, catalog.DeviceAndroid},
+		{ClientInfo{ProductName: "WorkSpaces", Platform: "iPadOS"}, catalog.DeviceIOS},
+		{ClientInfo{ProductName: "WorkSpaces Web client", Platform: "Chrome 80"}, catalog.DeviceWeb},
+		{ClientInfo{ProductName: "x", Platform: "PlayStation"}, catalog.DeviceUnknown},
 	} {
 		if got := ClassifyDevice(tc.ci); got != tc.want {
 			t.Errorf("%+v: %s, want %s", tc.ci, got, tc.want)
@@ -68,14 +68,14 @@ func TestClassifyAndFirmware(t *testing.T) {
 		v  string
 		ok bool
 	}{{"6.0.0", true}, {"4.6.0", true}, {"4.5.9", false}, {"20.07.1", true}, {"4.6", true}, {"3.9.9", false}, {"banana", false}, {"", false}} {
-		if err := CheckFirmware(directory.DeviceZeroClient, tc.v); (err == nil) != tc.ok {
+		if err := CheckFirmware(catalog.DeviceZeroClient, tc.v); (err == nil) != tc.ok {
 			t.Errorf("firmware %q: %v, want ok=%v", tc.v, err, tc.ok)
 		}
 	}
-	if err := CheckFirmware(directory.DeviceWindows, "1.0"); err != nil {
+	if err := CheckFirmware(catalog.DeviceWindows, "1.0"); err != nil {
 		t.Errorf("firmware gating applies to zero clients only: %v", err)
 	}
-	if EventPlatform(directory.DeviceZeroClient) != "Teradici PCoIP Zero Client and Tera2" || EventPlatform(directory.DeviceMacOS) != "OSX" {
+	if EventPlatform(catalog.DeviceZeroClient) != "Teradici PCoIP Zero Client and Tera2" || EventPlatform(catalog.DeviceMacOS) != "OSX" {
 		t.Error("event platform names are not the guide's")
 	}
 }

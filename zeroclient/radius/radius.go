@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/md5"
+	"deskhost/internal/catalog"
 	"errors"
 	"fmt"
 	"net"
@@ -25,8 +26,6 @@ import (
 	"layeh.com/radius"
 	"layeh.com/radius/rfc2865"
 	"layeh.com/radius/rfc2869"
-
-	"deskhost/hostd/directory"
 )
 
 // Outcome is what the server decided.
@@ -73,7 +72,7 @@ const maxIdle = 4
 const NASIdentifier = "deskhost-zeroclient"
 
 // New prepares a client from a directory's RADIUS settings (already validated).
-func New(cfg *directory.RADIUS) (*Client, error) {
+func New(cfg *catalog.RADIUS) (*Client, error) {
 	secret, err := cfg.Secret()
 	if err != nil {
 		return nil, fmt.Errorf("radius: %w", err)

@@ -11,13 +11,13 @@ import (
 
 	"layeh.com/radius"
 
-	"deskhost/hostd/directory"
+	"deskhost/internal/catalog"
 	"deskhost/zeroclient/internal/testsvc"
 )
 
-func cfg(r *testsvc.RADIUS, secret string, port, timeout, retries int) *directory.RADIUS {
-	to, re := directory.RADIUSTimeout(timeout), directory.RADIUSRetries(retries)
-	return &directory.RADIUS{Servers: directory.ServerList{r.Host}, Port: directory.Port(port), SharedSecret: secret,
+func cfg(r *testsvc.RADIUS, secret string, port, timeout, retries int) *catalog.RADIUS {
+	to, re := catalog.RADIUSTimeout(timeout), catalog.RADIUSRetries(retries)
+	return &catalog.RADIUS{Servers: catalog.ServerList{r.Host}, Port: catalog.Port(port), SharedSecret: secret,
 		TimeoutSeconds: &to, Retries: &re}
 }
 
@@ -79,8 +79,8 @@ func TestTimeoutAndRetries(t *testing.T) {
 			got <- 1
 		}
 	}()
-	to, re := directory.RADIUSTimeout(1), directory.RADIUSRetries(2)
-	c, _ := New(&directory.RADIUS{Servers: directory.ServerList{"127.0.0.1"}, Port: directory.Port(silent.LocalAddr().(*net.UDPAddr).Port),
+	to, re := catalog.RADIUSTimeout(1), catalog.RADIUSRetries(2)
+	c, _ := New(&catalog.RADIUS{Servers: catalog.ServerList{"127.0.0.1"}, Port: catalog.Port(silent.LocalAddr().(*net.UDPAddr).Port),
 		SharedSecret: "s", TimeoutSeconds: &to, Retries: &re})
 	start := time.Now()
 	_, err = c.Authenticate(context.Background(), "alice", "123456", nil)
@@ -138,8 +138,8 @@ func TestKeptSockets(t *testing.T) {
 			}
 		}
 	}()
-	to, re := directory.RADIUSTimeout(2), directory.RADIUSRetries(0)
-	c, _ := New(&directory.RADIUS{Servers: directory.ServerList{"127.0.0.1"}, Port: directory.Port(pc.LocalAddr().(*net.UDPAddr).Port),
+	to, re := catalog.RADIUSTimeout(2), catalog.RADIUSRetries(0)
+	c, _ := New(&catalog.RADIUS{Servers: catalog.ServerList{"127.0.0.1"}, Port: catalog.Port(pc.LocalAddr().(*net.UDPAddr).Port),
 		SharedSecret: secret, TimeoutSeconds: &to, Retries: &re})
 	defer c.Close()
 	for i := 0; i < 5; i++ {

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"deskhost/hostd/directory"
+	"deskhost/internal/catalog"
 	"deskhost/zeroclient/workspaces"
 )
 
@@ -39,7 +39,7 @@ type Session struct {
 
 	// From hello.
 	ProductName, ProductVersion, Platform, Hostname string
-	Device                                          directory.DeviceType
+	Device                                          catalog.DeviceType
 
 	Stage       Stage
 	DirectoryID string

@@ -9,11 +9,10 @@ import (
 	"testing"
 
 	"deskhost/hostd/api"
-	"deskhost/hostd/bundle"
-	"deskhost/hostd/directory"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
+	"deskhost/internal/catalog"
 )
 
 type noWake struct{}
@@ -37,10 +36,10 @@ func TestReportConnectionsToHostd(t *testing.T) {
 	defer st.Close()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc := service.New(st, service.Catalog{
-		ComputeTypes:   map[bundle.ComputeType]bundle.Hardware{bundle.Value: {VCPUs: 1, MemoryMiB: 256}},
-		Images:         []bundle.Image{{ID: "wsi-linux00001", OS: bundle.Linux}},
-		Bundles:        []bundle.Bundle{{ID: "wsb-value00001", ImageID: "wsi-linux00001", ComputeType: bundle.Value, Protocol: bundle.PCoIP, RootGiB: 80, UserGiB: 10}},
-		Directories:    []directory.Directory{{ID: "d-0123456789", Name: "corp.example.com", Users: []directory.User{{UserName: "alice", Email: "alice@example.com"}}}},
+		ComputeTypes:   map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 256}},
+		Images:         []catalog.Image{{ID: "wsi-linux00001", OS: catalog.Linux}},
+		Bundles:        []catalog.Bundle{{ID: "wsb-value00001", ImageID: "wsi-linux00001", ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10}},
+		Directories:    []catalog.Directory{{ID: "d-0123456789", Name: "corp.example.com", Users: []catalog.User{{UserName: "alice", Email: "alice@example.com"}}}},
 		WorkspaceQuota: 10,
 	}, noWake{}, nil, log)
 	ws, failed, err := svc.CreateWorkspaces(context.Background(), []service.CreateRequest{{DirectoryID: "d-0123456789", UserName: "alice", BundleID: "wsb-value00001"}})

@@ -1,14 +1,11 @@
-// Package directory is the minimal directory model hostd needs to launch WorkSpaces: a
-// directory record and its users, with the guide's user-name rules.
-package directory
+// Directories: a directory record and its users, with the guide's user-name rules.
+
+package catalog
 
 import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
-
-	"deskhost/hostd/apierr"
-	"deskhost/hostd/bundle"
 )
 
 // Directory is a registered directory (AWS's WorkspaceDirectory, reduced).
@@ -51,31 +48,31 @@ const (
 // ValidateUserName applies the guide's rules for an image OS. Linux: "a maximum of 20
 // characters; letters, spaces, and numbers that are representable in UTF-8; the special
 // characters _.-#; cannot begin with a dash". Windows: AWS's 1–63 characters.
-func ValidateUserName(name string, os bundle.OS) error {
+func ValidateUserName(name string, os OS) error {
 	n := utf8.RuneCountInString(name)
 	if n == 0 {
-		return apierr.New(apierr.InvalidParameterValues, "user name is empty")
+		return Errorf(InvalidParameterValues, "user name is empty")
 	}
 	if !utf8.ValidString(name) {
-		return apierr.New(apierr.InvalidParameterValues, "user name %q is not valid UTF-8", name)
+		return Errorf(InvalidParameterValues, "user name %q is not valid UTF-8", name)
 	}
-	if os != bundle.Linux {
+	if os != Linux {
 		if n > MaxUserName {
-			return apierr.New(apierr.InvalidParameterValues, "user name %q is %d characters; the limit is %d", name, n, MaxUserName)
+			return Errorf(InvalidParameterValues, "user name %q is %d characters; the limit is %d", name, n, MaxUserName)
 		}
 		return nil
 	}
 	if n > MaxLinuxUserName {
-		return apierr.New(apierr.InvalidParameterValues, "user name %q is %d characters; Linux WorkSpaces allow at most %d", name, n, MaxLinuxUserName)
+		return Errorf(InvalidParameterValues, "user name %q is %d characters; Linux WorkSpaces allow at most %d", name, n, MaxLinuxUserName)
 	}
 	if strings.HasPrefix(name, "-") {
-		return apierr.New(apierr.InvalidParameterValues, "user name %q begins with a dash, which Linux WorkSpaces do not allow", name)
+		return Errorf(InvalidParameterValues, "user name %q begins with a dash, which Linux WorkSpaces do not allow", name)
 	}
 	for _, r := range name {
 		if unicode.IsLetter(r) || unicode.IsNumber(r) || r == ' ' || strings.ContainsRune("_.-#", r) {
 			continue
 		}
-		return apierr.New(apierr.InvalidParameterValues,
+		return Errorf(InvalidParameterValues,
 			"user name %q has %q; Linux WorkSpaces allow letters, numbers, spaces and _.-# only", name, r)
 	}
 	return nil

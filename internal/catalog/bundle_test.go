@@ -1,10 +1,8 @@
-package bundle
+package catalog
 
 import (
 	"strings"
 	"testing"
-
-	"deskhost/hostd/apierr"
 )
 
 func TestValidateVolumesGuideGroups(t *testing.T) {
@@ -13,19 +11,19 @@ func TestValidateVolumesGuideGroups(t *testing.T) {
 		root, user int
 		ok         bool
 	}{
-		{Value, 80, 10, true}, {Standard, 80, 50, true}, {Performance, 80, 100, true},
-		{Power, 175, 100, true}, {PowerPro, 2000, 2000, true}, {Value, 500, 1000, true},
-		{Value, 80, 20, false}, {Value, 80, 200, false}, {Value, 100, 100, false},
-		{Value, 174, 100, false}, {Value, 175, 99, false}, {Value, 2001, 100, false},
-		{Value, 175, 2001, false}, {Value, 0, 0, false}, {Value, 79, 10, false},
-		{Graphics, 100, 100, true}, {GraphicsPro, 100, 2000, true},
-		{Graphics, 80, 10, false}, {GraphicsPro, 99, 100, false}, {Graphics, 100, 99, false},
+		{ComputeValue, 80, 10, true}, {ComputeStandard, 80, 50, true}, {ComputePerformance, 80, 100, true},
+		{ComputePower, 175, 100, true}, {ComputePowerPro, 2000, 2000, true}, {ComputeValue, 500, 1000, true},
+		{ComputeValue, 80, 20, false}, {ComputeValue, 80, 200, false}, {ComputeValue, 100, 100, false},
+		{ComputeValue, 174, 100, false}, {ComputeValue, 175, 99, false}, {ComputeValue, 2001, 100, false},
+		{ComputeValue, 175, 2001, false}, {ComputeValue, 0, 0, false}, {ComputeValue, 79, 10, false},
+		{ComputeGraphics, 100, 100, true}, {ComputeGraphicsPro, 100, 2000, true},
+		{ComputeGraphics, 80, 10, false}, {ComputeGraphicsPro, 99, 100, false}, {ComputeGraphics, 100, 99, false},
 	} {
 		err := ValidateVolumes(tc.c, tc.root, tc.user)
 		if (err == nil) != tc.ok {
 			t.Errorf("ValidateVolumes(%s, %d, %d) = %v, want ok=%v", tc.c, tc.root, tc.user, err, tc.ok)
 		}
-		if err != nil && !apierr.Is(err, apierr.InvalidParameterValues) {
+		if err != nil && !IsError(err, InvalidParameterValues) {
 			t.Errorf("error type %v, want InvalidParameterValues", err)
 		}
 	}
@@ -49,15 +47,15 @@ func TestValidateProtocol(t *testing.T) {
 }
 
 func TestBundleValidate(t *testing.T) {
-	hw := map[ComputeType]Hardware{Value: {VCPUs: 1, MemoryMiB: 256}}
+	hw := map[ComputeType]Hardware{ComputeValue: {VCPUs: 1, MemoryMiB: 256}}
 	img := Image{ID: "wsi-0123456789", OS: Linux}
-	good := Bundle{ID: "wsb-0123456789", ComputeType: Value, Protocol: PCoIP, RootGiB: 80, UserGiB: 10}
+	good := Bundle{ID: "wsb-0123456789", ComputeType: ComputeValue, Protocol: PCoIP, RootGiB: 80, UserGiB: 10}
 	if err := good.Validate(img, hw); err != nil {
 		t.Fatal(err)
 	}
 	for name, mut := range map[string]func(*Bundle){
 		"unknown compute": func(b *Bundle) { b.ComputeType = "HUGE" },
-		"no hardware":     func(b *Bundle) { b.ComputeType = Power },
+		"no hardware":     func(b *Bundle) { b.ComputeType = ComputePower },
 		"wsp on linux":    func(b *Bundle) { b.Protocol = WSP },
 		"bad volumes":     func(b *Bundle) { b.UserGiB = 11 },
 	} {

@@ -1,31 +1,30 @@
-// Package bundle is the WorkSpace bundle catalog: compute types, images, bundles, and the
-// guide's launch-time rules for volume sizes and protocols (guide catalog §1.9, §3).
-package bundle
+// Bundles: compute types, images, bundles, and the guide's launch-time rules for volume
+// sizes and protocols (guide catalog §1.9, §3).
+
+package catalog
 
 import (
 	"fmt"
-
-	"deskhost/hostd/apierr"
 )
 
 // ComputeType names the guide's hardware sizes (AWS's Compute enum).
 type ComputeType string
 
 const (
-	Value       ComputeType = "VALUE"
-	Standard    ComputeType = "STANDARD"
-	Performance ComputeType = "PERFORMANCE"
-	Power       ComputeType = "POWER"
-	PowerPro    ComputeType = "POWERPRO"
-	Graphics    ComputeType = "GRAPHICS"
-	GraphicsPro ComputeType = "GRAPHICSPRO"
+	ComputeValue       ComputeType = "VALUE"
+	ComputeStandard    ComputeType = "STANDARD"
+	ComputePerformance ComputeType = "PERFORMANCE"
+	ComputePower       ComputeType = "POWER"
+	ComputePowerPro    ComputeType = "POWERPRO"
+	ComputeGraphics    ComputeType = "GRAPHICS"
+	ComputeGraphicsPro ComputeType = "GRAPHICSPRO"
 )
 
 // KnownComputeTypes lists every compute type the guide names, in its order.
-var KnownComputeTypes = []ComputeType{Value, Standard, Performance, Power, PowerPro, Graphics, GraphicsPro}
+var KnownComputeTypes = []ComputeType{ComputeValue, ComputeStandard, ComputePerformance, ComputePower, ComputePowerPro, ComputeGraphics, ComputeGraphicsPro}
 
 // GPU reports whether c is a Graphics family type, which has its own volume minimums.
-func (c ComputeType) GPU() bool { return c == Graphics || c == GraphicsPro }
+func (c ComputeType) GPU() bool { return c == ComputeGraphics || c == ComputeGraphicsPro }
 
 // Known reports whether c is one of the guide's compute types.
 func (c ComputeType) Known() bool {
@@ -89,14 +88,14 @@ const MaxVolumeGiB = 2000
 // volume and 100 GB for the user volume").
 func ValidateVolumes(c ComputeType, rootGiB, userGiB int) error {
 	if rootGiB > MaxVolumeGiB || userGiB > MaxVolumeGiB {
-		return apierr.New(apierr.InvalidParameterValues,
+		return Errorf(InvalidParameterValues,
 			"volume sizes root %d GB, user %d GB: each volume can be at most %d GB", rootGiB, userGiB, MaxVolumeGiB)
 	}
 	if c.GPU() {
 		if rootGiB >= 100 && userGiB >= 100 {
 			return nil
 		}
-		return apierr.New(apierr.InvalidParameterValues,
+		return Errorf(InvalidParameterValues,
 			"volume sizes root %d GB, user %d GB: a %s WorkSpace needs at least 100 GB root and 100 GB user", rootGiB, userGiB, c)
 	}
 	switch {
@@ -105,7 +104,7 @@ func ValidateVolumes(c ComputeType, rootGiB, userGiB int) error {
 	case rootGiB >= 175 && userGiB >= 100:
 		return nil
 	}
-	return apierr.New(apierr.InvalidParameterValues,
+	return Errorf(InvalidParameterValues,
 		"volume sizes root %d GB, user %d GB are not an allowed group: use [80,10], [80,50], [80,100] or [175-2000, 100-2000]", rootGiB, userGiB)
 }
 
@@ -117,14 +116,14 @@ func ValidateProtocol(p Protocol, os OS) error {
 		return nil
 	case WSP:
 		if os == Linux {
-			return apierr.New(apierr.InvalidParameterValues, "protocol WSP is not available for Linux images: Linux WorkSpaces support only PCOIP")
+			return Errorf(InvalidParameterValues, "protocol WSP is not available for Linux images: Linux WorkSpaces support only PCOIP")
 		}
 		return nil
 	}
-	return apierr.New(apierr.InvalidParameterValues, "protocol %q must be PCOIP or WSP", p)
+	return Errorf(InvalidParameterValues, "protocol %q must be PCOIP or WSP", p)
 }
 
-// Validate checks a bundle against its image and the host's compute catalog.
+// Validate checks a bundle against its image and the host's compute
 func (b Bundle) Validate(img Image, hw map[ComputeType]Hardware) error {
 	if !b.ComputeType.Known() {
 		return fmt.Errorf("bundle %s: computeType %q is not one of %v", b.ID, b.ComputeType, KnownComputeTypes)
@@ -133,10 +132,10 @@ func (b Bundle) Validate(img Image, hw map[ComputeType]Hardware) error {
 		return fmt.Errorf("bundle %s: computeType %s has no hardware in computeTypes", b.ID, b.ComputeType)
 	}
 	if err := ValidateProtocol(b.Protocol, img.OS); err != nil {
-		return fmt.Errorf("bundle %s: %s", b.ID, apierr.As(err).Message)
+		return fmt.Errorf("bundle %s: %s", b.ID, AsError(err).Message)
 	}
 	if err := ValidateVolumes(b.ComputeType, b.RootGiB, b.UserGiB); err != nil {
-		return fmt.Errorf("bundle %s: default %s", b.ID, apierr.As(err).Message)
+		return fmt.Errorf("bundle %s: default %s", b.ID, AsError(err).Message)
 	}
 	return nil
 }

@@ -1,29 +1,27 @@
-package directory
+package catalog
 
 import (
 	"strings"
 	"testing"
-
-	"deskhost/hostd/bundle"
 )
 
 func TestLinuxUserNames(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		os   bundle.OS
+		os   OS
 		ok   bool
 	}{
-		{strings.Repeat("a", 20), bundle.Linux, true},
-		{strings.Repeat("a", 21), bundle.Linux, false},
-		{"-alice", bundle.Linux, false},
-		{"a.b_c-d#e f", bundle.Linux, true},
-		{"a@b", bundle.Linux, false},
-		{"a@b", bundle.Windows, true},
-		{"-alice", bundle.Windows, true},
-		{"jürgen", bundle.Linux, true},
-		{"", bundle.Linux, false},
-		{strings.Repeat("b", 64), bundle.Windows, false},
-		{"al/ice", bundle.Linux, false},
+		{strings.Repeat("a", 20), Linux, true},
+		{strings.Repeat("a", 21), Linux, false},
+		{"-alice", Linux, false},
+		{"a.b_c-d#e f", Linux, true},
+		{"a@b", Linux, false},
+		{"a@b", Windows, true},
+		{"-alice", Windows, true},
+		{"jürgen", Linux, true},
+		{"", Linux, false},
+		{strings.Repeat("b", 64), Windows, false},
+		{"al/ice", Linux, false},
 	} {
 		err := ValidateUserName(tc.name, tc.os)
 		if (err == nil) != tc.ok {

@@ -1,6 +1,7 @@
-// Package ids makes and checks resource identifiers in the forms the WorkSpaces guide uses:
-// a prefix and ten characters (ws-a1b2c3d4e5, wsb-0123456789, d-92673056e8).
-package ids
+// Identifiers in the forms the WorkSpaces guide uses: a prefix and ten characters
+// (ws-a1b2c3d4e5, wsb-0123456789, d-92673056e8).
+
+package catalog
 
 import (
 	"crypto/rand"
@@ -8,8 +9,8 @@ import (
 	"strings"
 )
 
-// Kind is a resource type: its prefix and the alphabet of its suffix.
-type Kind struct {
+// IDKind is a resource type: its prefix and the alphabet of its suffix.
+type IDKind struct {
 	Name     string // what the resource is called in error messages
 	Prefix   string
 	alphabet string
@@ -24,14 +25,14 @@ const (
 // The kinds hostd issues. Directory ids are hexadecimal, as AWS's API model requires
 // (^d-[0-9a-f]{8,63}$); the others are lower-case alphanumerics.
 var (
-	Workspace = Kind{Name: "WorkSpace", Prefix: "ws-", alphabet: lowerAlnum}
-	Bundle    = Kind{Name: "bundle", Prefix: "wsb-", alphabet: lowerAlnum}
-	Directory = Kind{Name: "directory", Prefix: "d-", alphabet: lowerHex}
-	Image     = Kind{Name: "image", Prefix: "wsi-", alphabet: lowerAlnum}
+	KindWorkspace = IDKind{Name: "WorkSpace", Prefix: "ws-", alphabet: lowerAlnum}
+	KindBundle    = IDKind{Name: "bundle", Prefix: "wsb-", alphabet: lowerAlnum}
+	KindDirectory = IDKind{Name: "directory", Prefix: "d-", alphabet: lowerHex}
+	KindImage     = IDKind{Name: "image", Prefix: "wsi-", alphabet: lowerAlnum}
 )
 
 // New returns a fresh random identifier of kind k.
-func New(k Kind) string {
+func NewID(k IDKind) string {
 	var b [suffixLen]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		panic(fmt.Sprintf("ids: crypto/rand failed: %v", err)) // the kernel's CSPRNG does not fail
@@ -48,7 +49,7 @@ func New(k Kind) string {
 // Check returns an error naming what is wrong if s is not an identifier of kind k.
 // Suffixes of 8 to 63 characters are accepted, as AWS's model allows, so that ids made
 // elsewhere (a fleet, an import) still validate; New always makes 10.
-func Check(k Kind, s string) error {
+func CheckID(k IDKind, s string) error {
 	rest, ok := strings.CutPrefix(s, k.Prefix)
 	if !ok {
 		return fmt.Errorf("%s id %q must start with %q", k.Name, s, k.Prefix)

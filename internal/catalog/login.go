@@ -1,8 +1,8 @@
-package directory
+package catalog
 
 // Per-directory login settings: what the connection manager (zeroclient) enforces when a
 // directory's users sign in. hostd only carries them (they live in the directory's section of
-// the host config); zeroclient reads and enforces them.
+// the catalog in hostd's store); zeroclient reads and enforces them.
 //
 // Decoding stays strict: every type here is a plain struct (so yaml.v3's KnownFields reaches
 // it) or a leaf with its own UnmarshalYAML that checks one value's range or spelling at
