@@ -57,6 +57,16 @@ func Open(path string) (*Store, error) {
 	return &Store{db: db}, nil
 }
 
+// OpenReadOnly opens an existing store without the right to write it (for inspection while
+// no zeroclient runs). Logins against it are refused: their failures could not be counted.
+func OpenReadOnly(path string) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("credential store %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
 // Close closes the store.
 func (s *Store) Close() error { return s.db.Close() }
 
@@ -236,7 +246,8 @@ func (s *Store) SetCredential(dir, user string, c Credential) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return putCredential(tx, dir, user, c) })
 }
 
-// Lockout is one (user, address) pair's failure record.
+// Lockout is one failure count's record: a (user, address) pair's, a user's across
+// addresses, or a user's MFA failures (the key says which; package policy names them).
 type Lockout struct {
 	// Failures are the times of recent failures, oldest first.
 	Failures []time.Time `json:"failures,omitempty"`
@@ -244,33 +255,47 @@ type Lockout struct {
 	Until time.Time `json:"until,omitzero"`
 }
 
-// UpdateLockout reads the record for key, lets fn change it, and writes it back (deleting
-// it when fn leaves it empty), in one transaction.
-func (s *Store) UpdateLockout(key string, fn func(*Lockout)) (Lockout, error) {
-	var out Lockout
+// UpdateLockouts reads the records for keys, lets fn change them, and, when fn returns
+// true, writes them back (deleting those fn leaves empty), all in one transaction: the
+// counts an attempt is charged to change together or not at all. An error means nothing
+// was written.
+func (s *Store) UpdateLockouts(keys []string, fn func([]*Lockout) bool) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketLockouts)
-		var l Lockout
-		if v := b.Get([]byte(key)); v != nil {
-			if err := json.Unmarshal(v, &l); err != nil {
-				l = Lockout{} // a damaged record must not lock anyone out forever
+		recs := make([]*Lockout, len(keys))
+		for i, k := range keys {
+			recs[i] = &Lockout{}
+			if v := b.Get([]byte(k)); v != nil {
+				if err := json.Unmarshal(v, recs[i]); err != nil {
+					*recs[i] = Lockout{} // a damaged record must not lock anyone out forever
+				}
 			}
 		}
-		fn(&l)
-		out = l
-		if len(l.Failures) == 0 && l.Until.IsZero() {
-			return b.Delete([]byte(key))
+		if !fn(recs) {
+			return nil
 		}
-		v, err := json.Marshal(l)
-		if err != nil {
-			return err
+		for i, k := range keys {
+			l := recs[i]
+			if len(l.Failures) == 0 && l.Until.IsZero() {
+				if err := b.Delete([]byte(k)); err != nil {
+					return err
+				}
+				continue
+			}
+			v, err := json.Marshal(l)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(k), v); err != nil {
+				return err
+			}
 		}
-		return b.Put([]byte(key), v)
+		return nil
 	})
 	if err != nil {
-		return Lockout{}, fmt.Errorf("credential store: lockout record: %w", err)
+		return fmt.Errorf("credential store: lockout records: %w", err)
 	}
-	return out, nil
+	return nil
 }
 
 // ReadLockout returns the record for key without changing it.
@@ -282,7 +307,88 @@ func (s *Store) ReadLockout(key string) (Lockout, error) {
 		}
 		return nil
 	})
-	return l, err
+	if err != nil {
+		return Lockout{}, fmt.Errorf("credential store: lockout record: %w", err)
+	}
+	return l, nil
+}
+
+// sweepBatch bounds the deletions of one sweep transaction, so a sweep of a large bucket
+// never holds the write lock (and logins) for long.
+const sweepBatch = 2000
+
+// SweepLockouts deletes every lockout record dead says is of no more use (no recent
+// failure, no lockout in force), in batches, and returns how many went. Records for user
+// names that exist nowhere pile up otherwise: every guess at a new name makes one.
+func (s *Store) SweepLockouts(dead func(Lockout) bool) (int, error) {
+	total := 0
+	var after []byte
+	for {
+		var keys [][]byte
+		done := true
+		err := s.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketLockouts).Cursor()
+			k, v := c.First()
+			if after != nil {
+				k, v = c.Seek(after)
+				if k != nil && string(k) == string(after) {
+					k, v = c.Next()
+				}
+			}
+			for ; k != nil; k, v = c.Next() {
+				var l Lockout
+				if json.Unmarshal(v, &l) != nil || dead(l) {
+					keys = append(keys, append([]byte(nil), k...))
+				}
+				after = append(after[:0], k...)
+				if len(keys) >= sweepBatch {
+					done = false
+					break
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("credential store: sweep lockouts: %w", err)
+		}
+		if len(keys) > 0 {
+			err = s.db.Update(func(tx *bolt.Tx) error {
+				b := tx.Bucket(bucketLockouts)
+				for _, k := range keys {
+					// Checked again inside the write: the record may have changed since.
+					v := b.Get(k)
+					if v == nil {
+						continue
+					}
+					var l Lockout
+					if json.Unmarshal(v, &l) == nil && !dead(l) {
+						continue
+					}
+					if err := b.Delete(k); err != nil {
+						return err
+					}
+					total++
+				}
+				return nil
+			})
+			if err != nil {
+				return total, fmt.Errorf("credential store: sweep lockouts: %w", err)
+			}
+		}
+		if done {
+			return total, nil
+		}
+	}
+}
+
+// LockoutCount is the number of lockout records kept.
+func (s *Store) LockoutCount() (int, error) {
+	n := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketLockouts).Stats().KeyN
+		return nil
+	})
+	return n, err
 }
 
 // ClearLockouts removes every lockout record whose key starts with prefix (operator

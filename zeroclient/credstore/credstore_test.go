@@ -2,6 +2,7 @@ package credstore
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,13 +77,50 @@ func TestActivationAndLockouts(t *testing.T) {
 		t.Error("a TOTP step was accepted twice")
 	}
 	// Lockout records.
-	s.UpdateLockout("d-1/alice/192.0.2.1", func(l *Lockout) { l.Failures = append(l.Failures, now) })
-	s.UpdateLockout("d-1/alice/192.0.2.2", func(l *Lockout) { l.Until = now })
-	s.UpdateLockout("d-1/alicia/192.0.2.2", func(l *Lockout) { l.Until = now })
+	s.UpdateLockouts([]string{"d-1/alice/192.0.2.1", "d-1/alice/192.0.2.2"}, func(r []*Lockout) bool {
+		r[0].Failures = append(r[0].Failures, now)
+		r[1].Until = now
+		return true
+	})
+	s.UpdateLockouts([]string{"d-1/alicia/192.0.2.2"}, func(r []*Lockout) bool { r[0].Until = now; return true })
+	// fn returning false writes nothing.
+	s.UpdateLockouts([]string{"d-1/carol/192.0.2.2"}, func(r []*Lockout) bool { r[0].Until = now; return false })
+	if l, _ := s.ReadLockout("d-1/carol/192.0.2.2"); !l.Until.IsZero() {
+		t.Error("a refused update was written")
+	}
 	if n, _ := s.ClearLockouts("d-1/alice/"); n != 2 {
 		t.Errorf("cleared %d records, want 2 (alicia is another user)", n)
 	}
 	if l, _ := s.ReadLockout("d-1/alicia/192.0.2.2"); l.Until.IsZero() {
 		t.Error("another user's lockout was cleared")
+	}
+}
+
+// TestSweepLockouts: records the caller calls dead go, in batches, the others stay.
+func TestSweepLockouts(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "creds.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	const n = 2*sweepBatch + 17
+	for i := 0; i < n; i++ {
+		at := now
+		if i%3 == 0 {
+			at = now.Add(-time.Hour) // dead
+		}
+		key := fmt.Sprintf("d-1/user%05d/192.0.2.1", i)
+		if err := s.UpdateLockouts([]string{key}, func(r []*Lockout) bool { r[0].Failures = []time.Time{at}; return true }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	swept, err := s.SweepLockouts(func(l Lockout) bool { return l.Failures[0].Before(now.Add(-time.Minute)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, _ := s.LockoutCount()
+	if want := (n + 2) / 3; swept != want || left != n-want {
+		t.Errorf("swept %d, %d left; want %d swept, %d left", swept, left, want, n-want)
 	}
 }
