@@ -57,6 +57,24 @@ type rig struct {
 	base   string
 	tlsCfg *tls.Config
 	creds  *credstore.Store
+	logs   *logBuffer // the server's log
+}
+
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func users(names ...string) []catalog.User {
@@ -75,7 +93,10 @@ func src(s string) catalog.IPSource {
 func newRig(t testing.TB) *rig { return newRigWith(t, server.Options{}) }
 
 // newRigWith is newRig with options; without Workspaces, the static ones below.
-func newRigWith(t testing.TB, opt server.Options) *rig {
+func newRigWith(t testing.TB, opt server.Options) *rig { return newRigConfig(t, opt, nil) }
+
+// newRigConfig is newRigWith with the host config changed by edit first.
+func newRigConfig(t testing.TB, opt server.Options, edit func(*hostconfig.Config)) *rig {
 	dir := t.TempDir()
 	dirs := []catalog.Directory{
 		{ID: "d-0000000001", Name: "corp.example.com", RegistrationCode: "SLiad+CORP", Users: users("alice", "bob", "carol", "dave"),
@@ -102,12 +123,16 @@ func newRigWith(t testing.TB, opt server.Options) *rig {
 			Events: hostconfig.ZeroclientEvents{Log: filepath.Join(dir, "access.jsonl"), AuditLog: filepath.Join(dir, "audit.jsonl")},
 		},
 	}
+	if edit != nil {
+		edit(cfg)
+	}
 	backend := staticWorkspaces{"d-0000000001/alice": {ID: "ws-alice00001", State: "AVAILABLE", Protocol: "PCOIP"},
 		"d-0000000007/paul": {ID: "ws-paul000001", State: "AVAILABLE", Protocol: "PCOIP"}}
 	if opt.Workspaces == nil {
 		opt.Workspaces = backend
 	}
-	s, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), opt)
+	logs := &logBuffer{}
+	s, err := server.New(cfg, slog.New(slog.NewTextHandler(logs, nil)), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +144,7 @@ func newRigWith(t testing.TB, opt server.Options) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{t: t, srv: s, dir: dir, base: "https://" + s.BrokerAddr, tlsCfg: tlsCfg}
+	r := &rig{t: t, srv: s, dir: dir, base: "https://" + s.BrokerAddr, tlsCfg: tlsCfg, logs: logs}
 	// The store is the server's; give the other users passwords through it.
 	r.creds = s.Creds()
 	hash, _ := credstore.HashPassword(pw)
@@ -194,7 +219,7 @@ func TestActivationTOTPAndLogin(t *testing.T) {
 	}
 	// Login: password, then TOTP.
 	b, resp := r.login(client.Identity, "alice", pw, "corp.example.com")
-	if resp.Result.ID != brokerxml.AuthIncomplete || resp.NextAuth == nil || resp.NextAuth.Methods[0] != brokerxml.MethodPasscode {
+	if resp.Result.ID != brokerxml.AuthIncomplete || resp.NextAuth == nil || resp.NextAuth.Methods[0] != brokerxml.AuthMethodPasscode {
 		t.Fatalf("password step: %+v", resp)
 	}
 	var r2 brokerxml.AuthenticateResp
