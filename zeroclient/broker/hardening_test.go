@@ -103,7 +103,10 @@ func TestMFAGuessesLockOut(t *testing.T) {
 // once from one address get 5 checked, and 40 at once from 40 addresses get the user's
 // ceiling (20) checked; the rest are refused as locked.
 func TestParallelGuesses(t *testing.T) {
-	r := newRig(t)
+	// Every guess waits for its password check however loaded the machine: none is busy.
+	r := newRigConfig(t, server.Options{}, func(c *hostconfig.Config) {
+		c.Zeroclient.PasswordChecks.Wait = hostconfig.Duration{Duration: time.Minute}
+	})
 	run := func(user string, n int, addr func(i int) int) map[string]int {
 		var mu sync.Mutex
 		got := map[string]int{}
