@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +17,9 @@ import (
 
 	"deskhost/internal/atomicfile"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/workspaces"
+	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
@@ -31,6 +33,7 @@ import (
 	"deskhost/init/proc"
 	"deskhost/init/supervisor"
 	"deskhost/internal/hostconfig"
+	"deskhost/internal/hostdclient"
 	"deskhost/internal/imagelayout"
 	"deskhost/netcfg/config"
 )
@@ -70,6 +73,8 @@ type host struct {
 	wsNote       string
 	netMu        sync.Mutex // one network change at a time
 	powerAsked   bool
+	hostdAPI     *hostdclient.Client
+	hostdSocket  string // hostdAPI's
 }
 
 func (h *host) alarm(key, text string) {
@@ -508,36 +513,42 @@ func (h *host) RestartService(name string) error {
 	return s.Restart()
 }
 
-// hostd runs the operator CLI against hostd's socket.
-func (h *host) hostd(ctx context.Context, args ...string) ([]byte, error) {
+// hostd is a client of hostd's API on its socket (one per socket path, so its connections
+// are reused).
+func (h *host) hostd() (*hostdclient.Client, error) {
 	cfg := h.config()
 	if cfg == nil || cfg.Hostd.API.Socket == "" {
 		return nil, errors.New("hostd has no API socket in the host config")
 	}
-	d := 30 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		d = time.Until(dl)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.hostdAPI == nil || h.hostdSocket != cfg.Hostd.API.Socket {
+		c, err := hostdclient.New(hostdclient.Options{Socket: cfg.Hostd.API.Socket})
+		if err != nil {
+			return nil, err
+		}
+		h.hostdAPI, h.hostdSocket = c, cfg.Hostd.API.Socket
 	}
-	return h.runOutput(d, imagelayout.Hostd, append(args, "--socket", cfg.Hostd.API.Socket)...)
+	return h.hostdAPI, nil
 }
 
 // Workspaces implements console.Host.
 func (h *host) Workspaces(ctx context.Context) ([]console.Workspace, error) {
-	out, err := h.hostd(ctx, "workspaces", "--json")
+	c, err := h.hostd()
 	if err != nil {
-		return nil, fmt.Errorf("%v: %s", err, lastLine(string(out)))
-	}
-	var doc struct {
-		Workspaces []struct {
-			WorkspaceId, State, UserName, DirectoryId, IpAddress string
-		}
-	}
-	if err := json.Unmarshal(out, &doc); err != nil {
-		return nil, fmt.Errorf("hostd workspaces --json: %w", err)
+		return nil, err
 	}
 	var list []console.Workspace
-	for _, w := range doc.Workspaces {
-		list = append(list, console.Workspace{ID: w.WorkspaceId, State: w.State, User: w.UserName, Directory: w.DirectoryId, IP: w.IpAddress})
+	p := workspaces.NewDescribeWorkspacesPaginator(c, &workspaces.DescribeWorkspacesInput{})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range page.Workspaces {
+			list = append(list, console.Workspace{ID: aws.ToString(w.WorkspaceId), State: string(w.State), User: aws.ToString(w.UserName),
+				Directory: aws.ToString(w.DirectoryId), IP: aws.ToString(w.IpAddress)})
+		}
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
 	return list, nil
@@ -548,9 +559,29 @@ func (h *host) WorkspaceAction(ctx context.Context, action, id string) (string, 
 	if action != "reboot" && action != "stop" {
 		return "", fmt.Errorf("unknown action %q", action)
 	}
+	c, err := h.hostd()
+	if err != nil {
+		return "", err
+	}
 	h.initLog.Printf("console: %s %s", action, id)
-	out, err := h.hostd(ctx, action, id)
-	return string(out), err
+	var failed []types.FailedWorkspaceChangeRequest
+	if action == "reboot" {
+		out, err := c.RebootWorkspaces(ctx, &workspaces.RebootWorkspacesInput{RebootWorkspaceRequests: []types.RebootRequest{{WorkspaceId: aws.String(id)}}})
+		if err != nil {
+			return "", err
+		}
+		failed = out.FailedRequests
+	} else {
+		out, err := c.StopWorkspaces(ctx, &workspaces.StopWorkspacesInput{StopWorkspaceRequests: []types.StopRequest{{WorkspaceId: aws.String(id)}}})
+		if err != nil {
+			return "", err
+		}
+		failed = out.FailedRequests
+	}
+	for _, f := range failed {
+		return "", fmt.Errorf("%s: %s", aws.ToString(f.ErrorCode), aws.ToString(f.ErrorMessage))
+	}
+	return id + ": " + action + " requested", nil
 }
 
 // refreshWorkspaces keeps the status screen's WorkSpace counts current.
