@@ -407,7 +407,7 @@ func (h *host) Management() (console.Management, error) {
 }
 
 // SetManagement implements console.Host. The new addressing is checked with netcfg's
-// own rules and kept on /perm for the next boots. While hostd runs it is the network's
+// own rules (through hostconfig's validator) and kept on /perm for the next boots. While hostd runs it is the network's
 // one writer (it keeps the WorkSpaces' taps in netcfg's state: a bare `netcfg apply`
 // would remove them), so hostd is restarted with the new config and applies it;
 // otherwise `netcfg apply` does, and the netcfg service reloads.
@@ -439,6 +439,7 @@ func (h *host) SetManagement(ctx context.Context, m console.Management) (string,
 	if err != nil {
 		return "", err
 	}
+	// hostconfig's validator checks init.network by netcfg's own rules.
 	cfg, err := hostcfg.Parse(raw)
 	if err != nil {
 		return "", fmt.Errorf("the new config does not load: %w", err)
@@ -446,11 +447,6 @@ func (h *host) SetManagement(ctx context.Context, m console.Management) (string,
 	nb, err := cfg.Init.NetworkYAML()
 	if err != nil {
 		return "", err
-	}
-	if c, err := config.Decode(nb); err != nil {
-		return "", fmt.Errorf("netcfg refuses it: %w", err)
-	} else if _, err := config.Validate(c); err != nil {
-		return "", fmt.Errorf("netcfg refuses it: %w", err)
 	}
 	ob, _ := yaml.Marshal(o)
 	if err := writeFile(mgmtOverride, ob, 0o600); err != nil {

@@ -15,6 +15,7 @@ import (
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
 	"deskhost/init/console"
+	"deskhost/init/hostcfg"
 	"deskhost/init/logbuf"
 	"deskhost/internal/catalog"
 	"deskhost/internal/hostconfig"
@@ -163,5 +164,17 @@ func TestConsoleWorkspaces(t *testing.T) {
 	h.cfg.Hostd.API.Socket = filepath.Join(dir, "nobody.sock")
 	if _, err := h.Workspaces(ctx); err == nil || !strings.Contains(err.Error(), "nobody.sock") {
 		t.Errorf("hostd's socket moved: %v", err)
+	}
+}
+
+// init's config loading refuses an init.network that netcfg would refuse, with netcfg's
+// reason: hostconfig's one validator applies netcfg's rules.
+func TestParseRefusesBadNetwork(t *testing.T) {
+	bad := strings.Replace(hostYAML, `mac: "52:54:00:12:34:01"`, `mac: "52:54:00:12:34"`, 1)
+	if _, err := hostcfg.Parse([]byte(bad)); err == nil || !strings.Contains(err.Error(), "init.network: ") || !strings.Contains(err.Error(), "interfaces.management") {
+		t.Fatalf("a bad management MAC: %v", err)
+	}
+	if _, err := hostcfg.Parse([]byte(hostYAML)); err != nil {
+		t.Fatal(err)
 	}
 }
