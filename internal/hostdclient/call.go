@@ -18,9 +18,12 @@ import (
 	"deskhost/internal/catalog"
 )
 
-// WorkspacesTarget is the X-Amz-Target prefix of AWS's WorkSpaces operations, which hostd
-// also uses for its own ReportConnections.
-const WorkspacesTarget = "WorkspacesService."
+// X-Amz-Target prefixes: AWS's WorkSpaces operations (hostd's own ReportConnections has
+// it too), and hostd's own operations that are not AWS's.
+const (
+	WorkspacesTarget = "WorkspacesService."
+	DeskhostTarget   = "Deskhost."
+)
 
 // contentType is AWS JSON 1.1's.
 const contentType = "application/x-amz-json-1.1"
@@ -131,24 +134,4 @@ func responseError(op string, resp *http.Response, body []byte) *APIError {
 	}
 	return &APIError{Err: &catalog.Error{Type: catalog.ErrorType(typ), Message: msg}, Operation: op,
 		StatusCode: resp.StatusCode, RequestID: resp.Header.Get("X-Amzn-Requestid")}
-}
-
-// ReportConnectionsInput is hostd's own ReportConnections (local socket only): the
-// WorkSpaces users are streaming now, the whole list; every other WorkSpace counts as
-// disconnected.
-type ReportConnectionsInput struct {
-	ConnectedWorkspaceIds []string
-}
-
-// ReportConnectionsOutput is its (empty) response.
-type ReportConnectionsOutput struct{}
-
-// ReportConnections tells hostd which WorkSpaces users are streaming.
-func (c *Client) ReportConnections(ctx context.Context, in *ReportConnectionsInput) (*ReportConnectionsOutput, error) {
-	req := *in
-	if req.ConnectedWorkspaceIds == nil {
-		req.ConnectedWorkspaceIds = []string{} // "none", which hostd tells from a missing list
-	}
-	out := &ReportConnectionsOutput{}
-	return out, c.Call(ctx, WorkspacesTarget+"ReportConnections", &req, out)
 }
