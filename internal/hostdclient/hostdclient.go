@@ -72,10 +72,14 @@ type Client struct {
 	retryer  aws.RetryerV2
 }
 
-// Dial returns a client for hostd's unix socket. Nothing is connected until the first call.
+// Dial returns a client for hostd's unix socket (DefaultSocket if empty). Nothing is
+// connected until the first call.
 func Dial(socket string) *Client {
+	if socket == "" {
+		socket = DefaultSocket
+	}
 	c, err := New(Options{Socket: socket})
-	if err != nil { // a socket path alone cannot be wrong until it is dialled
+	if err != nil { // unreachable: a socket path alone is not wrong until it is dialled
 		panic(err)
 	}
 	return c
