@@ -40,7 +40,8 @@ const (
 // Authentication methods as the broker names them in next-authentication (hello-resp
 // offers the password; an authenticate-resp that wants the MFA step offers the passcode).
 // Real PCoIP clients look for AUTHENTICATE_VIA_PASSWORD: a broker that offers "password"
-// is one they cannot log in to.
+// is one they cannot log in to. (Public brokers and client traces show that name; the
+// passcode's follows it by analogy, the specification being distributed by agreement only.)
 const (
 	AuthMethodPassword = "AUTHENTICATE_VIA_PASSWORD"
 	AuthMethodPasscode = "AUTHENTICATE_VIA_PASSCODE"

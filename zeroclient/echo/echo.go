@@ -23,7 +23,8 @@ import (
 const MaxDatagram = 1200
 
 // Limits bound the UDP echo's replies: Total per second from all sources, PerSource per
-// second from one address (each with a burst of one second's worth).
+// second from one address, an IPv6 one counting as its /64 (each with a burst of one
+// second's worth).
 type Limits struct {
 	Total, PerSource int
 }
@@ -73,6 +74,9 @@ func take(b *bucket, rate int, now time.Time) bool {
 }
 
 func (l *limiter) allow(src netip.Addr, now time.Time) bool {
+	if src.Is6() {
+		src = netip.PrefixFrom(src, 64).Masked().Addr() // one subscriber's many addresses
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.sources[src]

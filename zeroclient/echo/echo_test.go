@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
@@ -110,5 +111,23 @@ func TestUDPRefusesLoopsAndFloods(t *testing.T) {
 	defer other.Close()
 	if n := replies(other, 3); n != 3 {
 		t.Errorf("another source while the first is limited: %d of 3 replies", n)
+	}
+}
+
+// TestPerSourceIPv6: the addresses of one IPv6 /64 share one source's rate.
+func TestPerSourceIPv6(t *testing.T) {
+	now := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	l := newLimiter(Limits{Total: 1000, PerSource: 10}, now)
+	got := 0
+	for i := 0; i < 100; i++ {
+		if l.allow(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 15: byte(i)}), now) {
+			got++
+		}
+	}
+	if got != 10 {
+		t.Errorf("100 addresses of one /64: %d answered, want 10", got)
+	}
+	if !l.allow(netip.MustParseAddr("2001:db8:0:2::1"), now) {
+		t.Error("the next /64 is limited too")
 	}
 }
