@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -268,6 +269,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("ipGroups: [{id: a, rules: [{source: 1.2.3.4/33}]}]"))
 	f.Add([]byte("workspaces: [{id: ws-abc, directory: d}]\ndirectories: [{id: d}]"))
 	f.Add([]byte("{"))
+	f.Add([]byte("stateFile: /s\ninterfaces: {management: {name: a}, primary: {name: b}}\nprimaryNetwork: {ipv6: unfiltered}\ndirectories: [{id: d, controllers: [10.0.1.10]}]\nworkspaces: [{id: ws-a, directory: d, primaryAddress: 10.0.2.11}, {id: ws-b, directory: d, primaryAddress: 10.0.1.10}]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Decode(data)
 		if err != nil {
@@ -290,6 +292,25 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		// A valid model is internally consistent.
+		primary := map[netip.Addr]bool{}
+		for _, w := range m.WorkSpaces {
+			if a := w.PrimaryAddr; a.IsValid() {
+				if !a.Is4() || notUnicast(a) != "" || primary[a] {
+					t.Fatalf("primary address %s accepted (unicast: %q, duplicate: %v)", a, notUnicast(a), primary[a])
+				}
+				primary[a] = true
+			}
+		}
+		for _, d := range m.Directories {
+			for _, c := range d.Controllers {
+				if primary[c] {
+					t.Fatalf("a WorkSpace claims directory controller %s", c)
+				}
+			}
+		}
+		if c.PrimaryNetwork.IPv6 != "" && m.PrimaryIPv6 != (c.PrimaryNetwork.IPv6 == IPv6Unfiltered) {
+			t.Fatalf("ipv6 %q gave PrimaryIPv6 %v", c.PrimaryNetwork.IPv6, m.PrimaryIPv6)
+		}
 		for _, w := range m.WorkSpaces {
 			if len(w.MgmtTap) > 15 || len(w.PrimaryTap) > 15 {
 				t.Fatalf("tap name too long: %+v", w)

@@ -425,6 +425,19 @@ func TestEndToEnd(t *testing.T) {
 	if ud := httpGet(t, v1, "http://169.254.169.254/latest/user-data"); ud != "#cloud-config for "+v1.ID {
 		t.Fatalf("user-data %q", ud)
 	}
+	// IMDSv2 over the real path: a token works for the guest that asked for
+	// it and for no other
+	code, tok := httpDo(t, v1, "PUT", "http://169.254.169.254/latest/api/token", map[string]string{"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+	if code != 200 || len(tok) < 40 {
+		t.Fatalf("IMDSv2 token: %d %q", code, tok)
+	}
+	hdr := map[string]string{"X-aws-ec2-metadata-token": tok}
+	if code, id := httpDo(t, v1, "GET", "http://169.254.169.254/latest/meta-data/instance-id", hdr); code != 200 || id != v1.ID {
+		t.Fatalf("with its token: %d %q", code, id)
+	}
+	if code, _ := httpDo(t, v2, "GET", "http://169.254.169.254/latest/meta-data/instance-id", hdr); code != 401 {
+		t.Fatalf("another guest's token: %d, want 401", code)
+	}
 
 	// read back equals intent; other tables untouched
 	drift, err := tp.r.Check(context.Background(), cfg)
@@ -485,6 +498,29 @@ func lineDiff(a, b string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// httpDo sends one request from inside a VM namespace.
+func httpDo(t *testing.T, vm *vmNS, method, url string, hdr map[string]string) (int, string) {
+	t.Helper()
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return nsutil.Dial(ctx, vm.Handle, &net.Dialer{Timeout: time.Second}, network, addr)
+	}}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := (&http.Client{Transport: tr, Timeout: 2 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("%s: %s %s: %v", vm.ID, method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func httpGet(t *testing.T, vm *vmNS, url string) string {
