@@ -65,6 +65,9 @@ type LDAP struct {
 	URL string `yaml:"url"`
 	// StartTLS upgrades an ldap:// connection before any bind.
 	StartTLS bool `yaml:"startTLS"`
+	// AllowCleartext lets an ldap:// URL be used without StartTLS: every user's password
+	// and the service account's then cross the network readable. Off unless set.
+	AllowCleartext bool `yaml:"allowCleartext"`
 	// CAFile is a PEM bundle to verify the server with (ldaps or StartTLS).
 	CAFile string `yaml:"caFile"`
 	// BindDN and BindPassword (or BindPasswordFile) are the service account's; the guide:
@@ -496,6 +499,10 @@ func (l *Login) Validate() error {
 			bad("login.ldap.url %q: want ldap://host[:port] or ldaps://host[:port]", l.LDAP.URL)
 		case u.Scheme == "ldaps" && l.LDAP.StartTLS:
 			bad("login.ldap: startTLS applies to ldap:// URLs, not ldaps://")
+		case u.Scheme == "ldap" && !l.LDAP.StartTLS && !l.LDAP.AllowCleartext:
+			bad("login.ldap.url %q: ldap:// without startTLS sends passwords in cleartext; use ldaps://, set startTLS: true, or (on a network you trust) allowCleartext: true", l.LDAP.URL)
+		case l.LDAP.AllowCleartext && (u.Scheme == "ldaps" || l.LDAP.StartTLS):
+			bad("login.ldap.allowCleartext: set only for an ldap:// URL without startTLS")
 		}
 		if l.LDAP.BindDN == "" {
 			bad("login.ldap.bindDN: required (the service account that looks users up)")

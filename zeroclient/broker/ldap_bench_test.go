@@ -56,7 +56,7 @@ func BenchmarkLoginLDAPRADIUS(b *testing.B) {
 		Hostd: hostconfig.Hostd{DataDir: dir, Directories: []catalog.Directory{{
 			ID: "d-0123456789", Name: "corp.example.com", Users: users("alice"),
 			Login: catalog.Login{Type: catalog.TypeLDAP, NetBIOSName: "CORP",
-				LDAP: &catalog.LDAP{URL: ldap.URL, BindDN: ldap.ServiceDN, BindPassword: ldap.ServicePassword,
+				LDAP: &catalog.LDAP{URL: ldap.URL, StartTLS: true, CAFile: ldap.CAFile, BindDN: ldap.ServiceDN, BindPassword: ldap.ServicePassword,
 					UserBase: ldap.UserBase, UserAttribute: "uid", UserFilter: "(objectClass=inetOrgPerson)"},
 				MFA: &catalog.MFA{Type: catalog.MFARADIUS, RADIUS: &catalog.RADIUS{Servers: catalog.ServerList{"127.0.0.1"},
 					Port: port, SharedSecret: rad.Secret}}},

@@ -157,6 +157,8 @@ func newEnv(t *testing.T) *env {
         netbiosName: CORP
         ldap:
           url: %[12]s
+          startTLS: true
+          caFile: %[23]s
           bindDN: "%[13]s"
           bindPassword: "%[14]s"
           userBase: "%[15]s"
@@ -179,7 +181,7 @@ zeroclient:
   startWait: 150s
 `, dir, sock, e.pool, mgmt, pri, e.hostdSock, imageID, image, bundleID, directoryID, regCode,
 		e.ldap.URL, e.ldap.ServiceDN, e.ldap.ServicePassword, e.ldap.UserBase, e.rad.Port, e.rad.Secret,
-		e.brokerPort, e.gwPort, e.echoPort, e.webhook.port, e.metrics)
+		e.brokerPort, e.gwPort, e.echoPort, e.webhook.port, e.metrics, e.ldap.CAFile)
 	if err := os.WriteFile(e.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,8 +13,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +51,7 @@ type Server struct {
 	closers  []func()
 	wg       sync.WaitGroup
 	presence *presence.Reporter // nil when the WorkSpaces backend takes no reports
+	conns    *connLimiter
 }
 
 // Options override parts of the assembly (tests).
@@ -81,10 +79,11 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { s.creds.Close() })
-	lock := &policy.Lockout{Failures: zc.Lockout.Failures, Window: zc.Lockout.Window.Duration, Duration: zc.Lockout.Duration.Duration,
-		Store: s.creds, Now: opt.Now}
+	lock := &policy.Lockout{Failures: zc.Lockout.Failures, UserFailures: zc.Lockout.UserFailures, Window: zc.Lockout.Window.Duration,
+		Duration: zc.Lockout.Duration.Duration, Store: s.creds, Now: opt.Now}
 	if s.Auth, err = auth.New(auth.Config{Directories: c.Hostd.Directories, Creds: s.creds, Lockout: lock,
-		Floor: zc.AuthFailureFloor.Duration, Now: opt.Now}); err != nil {
+		Floor: zc.AuthFailureFloor.Duration, Now: opt.Now,
+		HashConcurrency: zc.PasswordChecks.Concurrency, HashWait: zc.PasswordChecks.Wait.Duration}); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, s.Auth.Close)
@@ -94,7 +93,8 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 	}
 	tlsCfg := certs.ServerConfig(cert)
 	if s.events, err = events.Open(events.Config{Log: zc.Events.Log, AuditLog: zc.Events.AuditLog, Webhook: zc.Events.Webhook,
-		WebhookTimeout: zc.Events.WebhookTimeout.Duration, Source: zc.Events.Source, Account: zc.Events.Account, Region: zc.Events.Region}, log); err != nil {
+		WebhookTimeout: zc.Events.WebhookTimeout.Duration, Source: zc.Events.Source, Account: zc.Events.Account, Region: zc.Events.Region,
+		RotateSize: int64(zc.Events.RotateMiB) << 20, Keep: zc.Events.Keep}, log); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { s.events.Close() })
@@ -152,8 +152,10 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 		return nil, fmt.Errorf("broker listen %s: %w", zc.Broker.Listen, err)
 	}
 	s.BrokerAddr = bl.Addr().String()
+	s.conns = newConnLimiter(zc.Broker.MaxConnections, zc.Broker.MaxConnectionsPerAddress, log)
+	bl = s.conns.listener(bl)
 	srv := &http.Server{Handler: s.Broker.Handler(), TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 150 * time.Second, IdleTimeout: 120 * time.Second,
+		WriteTimeout: 150 * time.Second, IdleTimeout: 120 * time.Second, ConnState: s.conns.connState,
 		// HTTP/1.1 only: the broker protocol's chunked responses are an HTTP/1.1 notion.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
@@ -170,7 +172,7 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 		if err != nil {
 			return nil, fmt.Errorf("echo listen udp %s: %w", addr, err)
 		}
-		s.goServe("echo udp "+addr, func() error { return echo.UDP(pc, 1000, log) })
+		s.goServe("echo udp "+addr, func() error { return echo.UDP(pc, echo.DefaultLimits, log) })
 		s.closers = append(s.closers, func() { pc.Close() })
 		if sameAddr(addr, zc.Gateway.Listen) {
 			continue // the gateway echoes TCP probes itself
@@ -199,7 +201,7 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 			return nil, err
 		}
 	}
-	// Sweep expired tags and sessions.
+	// Sweep expired tags and sessions, and (less often) lockout records of no more use.
 	stop := make(chan struct{})
 	s.closers = append(s.closers, func() { close(stop) })
 	s.wg.Add(1)
@@ -207,13 +209,20 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 		defer s.wg.Done()
 		t := time.NewTicker(5 * time.Second)
 		defer t.Stop()
-		for {
+		for n := 0; ; n++ {
 			select {
 			case <-stop:
 				return
 			case <-t.C:
 				s.Tags.Sweep()
 				sessions.Sweep()
+				if n%12 == 0 {
+					if k, err := lock.Sweep(); err != nil {
+						log.Warn("lockout sweep", "err", err)
+					} else if k > 0 {
+						log.Debug("lockout records swept", "records", k)
+					}
+				}
 			}
 		}
 	}()
@@ -255,89 +264,4 @@ func (s *Server) close() {
 	}
 	s.closers = nil
 	s.wg.Wait()
-}
-
-// InviteRequest is the admin socket's /invite body.
-type InviteRequest struct {
-	DirectoryID string `json:"directoryId"`
-	UserName    string `json:"userName"`
-}
-
-// InviteResponse answers /invite.
-type InviteResponse struct {
-	ActivationCode string    `json:"activationCode"`
-	ActivationURL  string    `json:"activationUrl"`
-	Expires        time.Time `json:"expires"`
-}
-
-// serveAdmin serves operator commands on a root-only unix socket.
-func (s *Server) serveAdmin(path string) error {
-	os.MkdirAll(filepath.Dir(path), 0o755)
-	os.Remove(path)
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return fmt.Errorf("admin socket %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return err
-	}
-	mux := http.NewServeMux()
-	reply := func(w http.ResponseWriter, status int, v any) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		json.NewEncoder(w).Encode(v)
-	}
-	read := func(w http.ResponseWriter, r *http.Request) (InviteRequest, bool) {
-		var req InviteRequest
-		if r.Method != http.MethodPost {
-			reply(w, http.StatusMethodNotAllowed, map[string]string{"error": "POST"})
-			return req, false
-		}
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil || req.DirectoryID == "" || req.UserName == "" {
-			reply(w, http.StatusBadRequest, map[string]string{"error": "want {\"directoryId\": ..., \"userName\": ...}"})
-			return req, false
-		}
-		return req, true
-	}
-	mux.HandleFunc("/invite", func(w http.ResponseWriter, r *http.Request) {
-		req, ok := read(w, r)
-		if !ok {
-			return
-		}
-		code, exp, err := s.Broker.Invite(req.DirectoryID, req.UserName, s.cfg.ActivationTTL.Duration)
-		if err != nil {
-			reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-			return
-		}
-		host := s.cfg.Broker.Hostname
-		if host == "" {
-			host, _ = os.Hostname()
-		}
-		_, port, _ := net.SplitHostPort(s.BrokerAddr)
-		if port != "443" {
-			host = net.JoinHostPort(host, port)
-		}
-		s.log.Info("activation code issued", "directory", req.DirectoryID, "user", req.UserName, "expires", exp.Format(time.RFC3339))
-		reply(w, http.StatusOK, InviteResponse{ActivationCode: code, ActivationURL: "https://" + host + "/activate?code=" + code, Expires: exp})
-	})
-	mux.HandleFunc("/unlock", func(w http.ResponseWriter, r *http.Request) {
-		req, ok := read(w, r)
-		if !ok {
-			return
-		}
-		n, err := s.creds.ClearLockouts(req.DirectoryID + "/" + strings.ToLower(req.UserName) + "/")
-		if err != nil {
-			reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-			return
-		}
-		s.log.Info("lockouts cleared", "directory", req.DirectoryID, "user", req.UserName, "records", n)
-		reply(w, http.StatusOK, map[string]int{"cleared": n})
-	})
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	s.goServe("admin", func() error { return hs.Serve(l) })
-	s.closers = append(s.closers, func() { hs.Close(); os.Remove(path) })
-	return nil
 }
