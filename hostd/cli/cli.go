@@ -5,9 +5,13 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +28,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces"
 	"github.com/aws/smithy-go"
 
@@ -72,6 +77,12 @@ func MainContext(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return exitOK
 	}
 	c, ok := commands[name]
+	if len(args) > 1 {
+		// Two-word commands: `hostd ipgroups create`, `hostd directory put`.
+		if sub, ok2 := commands[name+" "+args[1]]; ok2 {
+			c, ok, name, args = sub, true, name+" "+args[1], args[1:]
+		}
+	}
 	if !ok {
 		fmt.Fprintf(stderr, "%s: unknown command %q; `%s help` lists the commands\n", prog, name, prog)
 		return exitUsage
@@ -149,7 +160,18 @@ type run struct {
 	autostopHours, rootGiB, userGiB int
 	wait                            bool
 	timeout, interval               time.Duration
+
+	// Catalog command options.
+	file, name, description, image, compute, email, first, last, id, dir string
+	rules, allow, deny, tags                                             multi
+	selfService                                                          bool
 }
+
+// multi is a flag that may be given more than once.
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
 func (r *run) global(fs *flag.FlagSet) {
 	fs.StringVar(&r.socket, "socket", DefaultSocket, "hostd's unix socket (as root; no credentials needed)")
@@ -207,8 +229,16 @@ func (r *run) explain(err error) string {
 	return err.Error()
 }
 
-// client builds the WorkSpaces client for the chosen transport.
-func (r *run) client() (*workspaces.Client, error) {
+// conn is the chosen transport: hostd's socket, or HTTPS with an access key.
+type conn struct {
+	http      *http.Client
+	base      string // URL requests go to
+	region    string
+	creds     aws.Credentials
+	viaSocket bool
+}
+
+func (r *run) conn() (*conn, error) {
 	region := r.region
 	for _, env := range []string{"AWS_REGION", "AWS_DEFAULT_REGION"} {
 		if region == "" {
@@ -218,36 +248,20 @@ func (r *run) client() (*workspaces.Client, error) {
 	if region == "" {
 		region = hostconfig.DefaultRegion
 	}
-	o := workspaces.Options{
-		Region: region,
-		Retryer: retry.NewStandard(func(so *retry.StandardOptions) {
-			// A connection that cannot be made will not be made by trying again at once.
-			so.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
-				var oe *net.OpError
-				if errors.As(err, &oe) && oe.Op == "dial" {
-					return aws.FalseTernary
-				}
-				return aws.UnknownTernary
-			})}, so.Retryables...)
-		}),
-	}
 	if r.endpoint == "" {
 		if r.set["access-key"] || r.set["secret-key"] || r.set["ca-file"] {
 			return nil, errors.New("--access-key, --secret-key and --ca-file go with --endpoint; the socket needs none")
 		}
 		path := r.socket
-		o.BaseEndpoint = aws.String("http://hostd")
-		// The socket's peer check stands in for SigV4; the SDK signs anyway, with these.
-		o.Credentials = aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return aws.Credentials{AccessKeyID: "local", SecretAccessKey: "local", Source: "hostd socket"}, nil
-		})
-		o.HTTPClient = &http.Client{Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", path)
-			},
-		}}
-		return workspaces.New(o), nil
+		return &conn{region: region, base: "http://hostd", viaSocket: true,
+			// The socket's peer check stands in for SigV4; the SDK signs anyway, with these.
+			creds: aws.Credentials{AccessKeyID: "local", SecretAccessKey: "local", Source: "hostd socket"},
+			http: &http.Client{Transport: &http.Transport{
+				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+					var d net.Dialer
+					return d.DialContext(ctx, "unix", path)
+				},
+			}}}, nil
 	}
 	u, err := url.Parse(r.endpoint)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
@@ -275,16 +289,96 @@ func (r *run) client() (*workspaces.Client, error) {
 		}
 		tlsCfg.RootCAs = pool
 	}
-	o.BaseEndpoint = aws.String(strings.TrimRight(r.endpoint, "/"))
-	o.Credentials = aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-		return aws.Credentials{AccessKeyID: ak, SecretAccessKey: sk, Source: "hostd cli"}, nil
-	})
-	o.HTTPClient = &http.Client{Transport: &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		TLSClientConfig:     tlsCfg,
-		TLSHandshakeTimeout: 10 * time.Second,
-	}}
-	return workspaces.New(o), nil
+	return &conn{region: region, base: strings.TrimRight(r.endpoint, "/"),
+		creds: aws.Credentials{AccessKeyID: ak, SecretAccessKey: sk, Source: "hostd cli"},
+		http: &http.Client{Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			TLSClientConfig:     tlsCfg,
+			TLSHandshakeTimeout: 10 * time.Second,
+		}}}, nil
+}
+
+// client builds the WorkSpaces client for the chosen transport.
+func (r *run) client() (*workspaces.Client, error) {
+	c, err := r.conn()
+	if err != nil {
+		return nil, err
+	}
+	creds := c.creds
+	return workspaces.New(workspaces.Options{
+		Region:       c.region,
+		BaseEndpoint: aws.String(c.base),
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return creds, nil
+		}),
+		HTTPClient: c.http,
+		Retryer: retry.NewStandard(func(so *retry.StandardOptions) {
+			// A connection that cannot be made will not be made by trying again at once.
+			so.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+				var oe *net.OpError
+				if errors.As(err, &oe) && oe.Op == "dial" {
+					return aws.FalseTernary
+				}
+				return aws.UnknownTernary
+			})}, so.Retryables...)
+		}),
+	}), nil
+}
+
+// ownError is an error answer to one of hostd's own operations, in the SDK's terms.
+type ownError struct{ code, message string }
+
+func (e *ownError) Error() string                 { return e.code + ": " + e.message }
+func (e *ownError) ErrorCode() string             { return e.code }
+func (e *ownError) ErrorMessage() string          { return e.message }
+func (e *ownError) ErrorFault() smithy.ErrorFault { return smithy.FaultUnknown }
+
+// own calls one of hostd's own operations (Deskhost.<op>), which the AWS SDK does not
+// know: the same protocol and signature, by hand.
+func (r *run) own(op string, in, out any) error {
+	c, err := r.conn()
+	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(r.ctx, http.MethodPost, c.base+"/", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Amz-Target", "Deskhost."+op)
+	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
+	if !c.viaSocket {
+		sum := sha256.Sum256(body)
+		if err := v4.NewSigner().SignHTTP(r.ctx, c.creds, req, hex.EncodeToString(sum[:]), "workspaces", c.region, time.Now()); err != nil {
+			return err
+		}
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Type    string `json:"__type"`
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(b, &e) != nil || e.Type == "" {
+			return fmt.Errorf("hostd answered %s: %s", resp.Status, bytes.TrimSpace(b))
+		}
+		return &ownError{e.Type, e.Message}
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(b, out)
 }
 
 func usage(w io.Writer) {

@@ -57,19 +57,26 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	cat := service.Catalog{
-		ComputeTypes: map[catalog.ComputeType]catalog.Hardware{catalog.ComputeStandard: {VCPUs: 2, MemoryMiB: 4096}, catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 2048}},
-		Images:       []catalog.Image{{ID: "wsi-linux000001", Name: "Debian", OS: catalog.Linux, Dir: "/nonexistent"}},
-		Bundles: []catalog.Bundle{
-			{ID: bundleStd, Name: "Standard Linux", Description: "2 vCPU, 4 GiB", ImageID: "wsi-linux000001", ComputeType: catalog.ComputeStandard, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 50},
-			{ID: bundleVal, Name: "Value Linux", ImageID: "wsi-linux000001", ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10},
-		},
-		Directories: []catalog.Directory{{ID: dirID, Name: "corp.example.com", Alias: "corp", RegistrationCode: "SLiad+KX7B2Q",
-			Users: []catalog.User{{UserName: "alice", Email: "a@example.com"}, {UserName: "bob", Email: "b@example.com"}, {UserName: "carol", Email: "c@example.com"}}}},
+	cfg := service.Config{
+		ComputeTypes:   map[catalog.ComputeType]catalog.Hardware{catalog.ComputeStandard: {VCPUs: 2, MemoryMiB: 4096}, catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 2048}},
 		WorkspaceQuota: 10,
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc := service.New(st, cat, &waker{}, nil, log)
+	svc := service.New(st, cfg, &waker{}, nil, log)
+	// The shared fixture's catalog comes in as a host config's would (the import); the
+	// catalog commands build theirs with the CLI (TestCLICatalogCommands).
+	legacy := &hostconfig.LegacyCatalog{
+		Images: []hostconfig.Sourced[catalog.Image]{{From: "images[0]", Item: catalog.Image{ID: "wsi-linux000001", Name: "Debian", OS: catalog.Linux, Dir: "/nonexistent"}}},
+		Bundles: []hostconfig.Sourced[catalog.Bundle]{
+			{From: "bundles[0]", Item: catalog.Bundle{ID: bundleStd, Name: "Standard Linux", Description: "2 vCPU, 4 GiB", ImageID: "wsi-linux000001", ComputeType: catalog.ComputeStandard, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 50}},
+			{From: "bundles[1]", Item: catalog.Bundle{ID: bundleVal, Name: "Value Linux", ImageID: "wsi-linux000001", ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10}},
+		},
+		Directories: []hostconfig.Sourced[catalog.Directory]{{From: "directories[0]", Item: catalog.Directory{ID: dirID, Name: "corp.example.com", Alias: "corp", RegistrationCode: "SLiad+KX7B2Q",
+			Users: []catalog.User{{UserName: "alice", Email: "a@example.com"}, {UserName: "bob", Email: "b@example.com"}, {UserName: "carol", Email: "c@example.com"}}}}},
+	}
+	if _, err := svc.ImportCatalog(context.Background(), legacy, "test"); err != nil {
+		t.Fatal(err)
+	}
 	srv := api.New(svc, api.Options{
 		AccessKeys: []hostconfig.AccessKey{{ID: keyID, Secret: keySecret, Name: "cli-test"}},
 		Throttle:   hostconfig.Throttle{Rate: 1000, Burst: 1000},
