@@ -45,7 +45,7 @@ type shape struct {
 	// because newer AWS clients no longer send them (TestModelMatchesBotocore counts them
 	// as required).
 	relaxed []string
-	elem     *shape   // list
+	elem    *shape // list
 	// min and max bound a string's length in characters, a list's length, or an integer's
 	// value; nil means unbounded.
 	min, max *int
@@ -208,5 +208,4 @@ var (
 		m("WorkspaceIds", list("WorkspaceIdList", shWorkspaceID, ip(1), ip(25))),
 		m("NextToken", shPaginationToken),
 	)
-
 )

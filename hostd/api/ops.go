@@ -322,4 +322,3 @@ func modifyWorkspaceProperties(ctx context.Context, svc Service, r *modifyWorksp
 	}
 	return emptyResult{}, nil
 }
-

@@ -562,4 +562,3 @@ func bundles(r *run) int {
 	t.flush()
 	return exitOK
 }
-

@@ -17,8 +17,8 @@ import (
 	"deskhost/hostd/virt"
 	"deskhost/hostd/workspace"
 	"deskhost/internal/catalog"
-	"deskhost/internal/hostconfig"
 	"deskhost/internal/desktopimage"
+	"deskhost/internal/hostconfig"
 	"deskhost/internal/testenv"
 )
 

@@ -39,11 +39,11 @@ type Waker interface{ Wake(id string) }
 
 // Service is the WorkSpaces operations over a store.
 type Service struct {
-	store   store.Store
-	cfg     Config
-	waker   Waker
-	now     func() time.Time
-	log     *slog.Logger
+	store store.Store
+	cfg   Config
+	waker Waker
+	now   func() time.Time
+	log   *slog.Logger
 	// mu serialises read-check-write sequences (one WorkSpace per user, quotas); the store
 	// transaction alone would not stop two creates for one user from interleaving.
 	mu sync.Mutex

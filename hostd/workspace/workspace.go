@@ -31,7 +31,6 @@ type Properties struct {
 	Protocol               string      `json:"protocol"`
 }
 
-
 // Workspace is one user's desktop: the record hostd stores, the desired state the
 // controller converges libvirt to. Its State is both what DescribeWorkspaces reports and,
 // when transitional, the operation the controller still owes.
