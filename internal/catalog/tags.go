@@ -55,7 +55,7 @@ func checkTagText(what, s string, min, max int) error {
 	case !tagChars.MatchString(s):
 		for _, r := range s {
 			if !tagChars.MatchString(string(r)) {
-				return Errorf(InvalidParameterValues, "tag %s %q has %q; tags take letters, numbers, spaces and + - = . _ : / @", what, s, r)
+				return Errorf(InvalidParameterValues, "tag %s %q has %q; tags take letters, numbers, spaces and + - = . _ : / @", what, s, string(r))
 			}
 		}
 	}

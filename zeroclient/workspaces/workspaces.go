@@ -1,6 +1,7 @@
-// Package workspaces is how zeroclient reaches WorkSpaces: hostd's own WorkSpaces API
-// (AWS's protocol) over hostd's root-only unix socket, through the AWS SDK. hostd owns
-// WorkSpace records; zeroclient only looks them up and starts stopped AutoStop ones.
+// Package workspaces is how zeroclient reaches hostd: its WorkSpaces API (AWS's protocol)
+// over hostd's root-only unix socket, through the AWS SDK, and hostd's own operations on
+// that socket (session reports, the catalog). hostd owns WorkSpace and catalog records;
+// zeroclient looks them up, starts stopped AutoStop ones and follows the catalog.
 package workspaces
 
 import (
@@ -18,6 +19,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
+
+	"deskhost/internal/catalog"
 )
 
 // Workspace is what the broker needs to know about a WorkSpace.
@@ -127,16 +130,10 @@ func (c *Client) Start(ctx context.Context, id string) error {
 	return nil
 }
 
-// ReportConnections tells hostd which WorkSpaces users are streaming now (hostd's own
-// operation ReportConnections, on its local socket only): the whole list, every other
-// WorkSpace counts as disconnected.
-func (c *Client) ReportConnections(ctx context.Context, connected []string) error {
-	if connected == nil {
-		connected = []string{}
-	}
-	body, err := json.Marshal(struct {
-		ConnectedWorkspaceIds []string
-	}{connected})
+// own calls one of hostd's own operations (Deskhost.<op>), which the SDK does not know,
+// on its local socket.
+func (c *Client) own(ctx context.Context, op string, in, out any) error {
+	body, err := json.Marshal(in)
 	if err != nil {
 		return err
 	}
@@ -144,16 +141,59 @@ func (c *Client) ReportConnections(ctx context.Context, connected []string) erro
 	if err != nil {
 		return err
 	}
-	req.Header.Set("X-Amz-Target", "WorkspacesService.ReportConnections")
+	req.Header.Set("X-Amz-Target", "Deskhost."+op)
 	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("hostd: report connections: %w", err)
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("hostd: report connections: %s: %s", resp.Status, bytes.TrimSpace(msg))
+		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(msg))
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out)
+}
+
+// ReportConnections tells hostd which WorkSpaces users are streaming now (hostd's own
+// operation ReportConnections, on its local socket only): the whole list, every other
+// WorkSpace counts as disconnected.
+func (c *Client) ReportConnections(ctx context.Context, connected []string) error {
+	if connected == nil {
+		connected = []string{}
+	}
+	if err := c.own(ctx, "ReportConnections", struct{ ConnectedWorkspaceIds []string }{connected}, nil); err != nil {
+		return fmt.Errorf("hostd: report connections: %w", err)
 	}
 	return nil
+}
+
+// Catalog is what zeroclient enforces, as hostd's store holds it: the registered
+// directories with their login settings (secrets included), device access and IP access
+// control groups, at a revision.
+type Catalog struct {
+	Revision    uint64
+	Directories []catalog.Directory
+	IpGroups    []catalog.IPGroup
+}
+
+// MaxCatalogWait bounds one long poll, inside the client's request timeout.
+const MaxCatalogWait = 20 * time.Second
+
+// DescribeCatalog reads the catalog (hostd's own operation DescribeCatalog, local socket
+// only). With wait > 0 hostd answers as soon as the revision differs from since, or after
+// wait with the same revision.
+func (c *Client) DescribeCatalog(ctx context.Context, since uint64, wait time.Duration) (Catalog, error) {
+	in := map[string]any{}
+	if wait > 0 {
+		in["SinceRevision"], in["WaitSeconds"] = since, int(min(wait, MaxCatalogWait)/time.Second)
+	}
+	var out Catalog
+	if err := c.own(ctx, "DescribeCatalog", in, &out); err != nil {
+		return Catalog{}, fmt.Errorf("hostd: describe catalog: %w", err)
+	}
+	return out, nil
 }
