@@ -299,7 +299,7 @@ func TestSecretsAreNeverDescribed(t *testing.T) {
 	ctx := context.Background()
 	d := catalog.Directory{ID: "d-00000000b1", Name: "ad.example.com", Login: catalog.Login{Type: catalog.TypeLDAP,
 		LDAP: &catalog.LDAP{URL: "ldaps://dc.example.com", BindDN: "cn=svc", BindPassword: "bind-s3cret", UserBase: "dc=ad"},
-		MFA: &catalog.MFA{Type: catalog.MFARADIUS, RADIUS: &catalog.RADIUS{Servers: catalog.ServerList{"10.0.0.5"}, SharedSecret: "radius-s3cret"}}}}
+		MFA:  &catalog.MFA{Type: catalog.MFARADIUS, RADIUS: &catalog.RADIUS{Servers: catalog.ServerList{"10.0.0.5"}, SharedSecret: "radius-s3cret"}}}}
 	if _, _, err := s.PutDirectory(ctx, d); err != nil {
 		t.Fatal(err)
 	}
