@@ -214,7 +214,7 @@ func TestAwscliCatalog(t *testing.T) {
 	if len(imgs) != 1 || obj(imgs[0])["ImageId"] != imageID || obj(obj(imgs[0])["OperatingSystem"])["Type"] != "LINUX" {
 		t.Errorf("describe-workspace-images: %v", out)
 	}
-	out = aws("create-workspace-bundle", "--bundle-name", "Value-80-50", "--bundle-description", "1 vCPU, 80 and 50 GB",
+	out = aws("create-workspace-bundle", "--bundle-name", "Value-80-50", "--bundle-description", "1 vCPU (80 and 50 GB)",
 		"--image-id", imageID, "--compute-type", "Name=VALUE", "--user-storage", "Capacity=50", "--root-storage", "Capacity=80", "--tags", "Key=tier,Value=value")
 	b := obj(out["WorkspaceBundle"])
 	bid := b["BundleId"].(string)
