@@ -1,23 +1,17 @@
 // Package cli is the operator's command line for hostd's admin API: `hostd <command> ...`.
-// It talks AWS's WorkSpaces protocol through the AWS SDK, either over hostd's root-only unix
+// It talks to hostd through deskhost/internal/hostdclient, either over hostd's root-only unix
 // socket (the default; no credentials needed) or over HTTPS with an access key, and prints
 // aligned tables and errors a person can act on (the AWS error type and its message).
 package cli
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -26,17 +20,14 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	"github.com/aws/aws-sdk-go-v2/service/workspaces"
 	"github.com/aws/smithy-go"
 
 	"deskhost/internal/hostconfig"
+	"deskhost/internal/hostdclient"
 )
 
 // DefaultSocket is where hostd's admin API socket lives on the appliance.
-const DefaultSocket = "/run/deskhost/hostd.sock"
+const DefaultSocket = hostdclient.DefaultSocket
 
 const prog = "hostd"
 
@@ -163,8 +154,8 @@ type run struct {
 
 	// Catalog command options.
 	file, name, description, image, compute, email, first, last, id, dir string
-	rules, allow, deny, tags                                             multi
-	selfService                                                          bool
+	rules, allow, deny, tags                                           multi
+	selfService                                                        bool
 }
 
 // multi is a flag that may be given more than once.
@@ -229,39 +220,19 @@ func (r *run) explain(err error) string {
 	return err.Error()
 }
 
-// conn is the chosen transport: hostd's socket, or HTTPS with an access key.
-type conn struct {
-	http      *http.Client
-	base      string // URL requests go to
-	region    string
-	creds     aws.Credentials
-	viaSocket bool
-}
-
-func (r *run) conn() (*conn, error) {
+// client builds hostd's API client for the chosen transport.
+func (r *run) client() (*hostdclient.Client, error) {
 	region := r.region
 	for _, env := range []string{"AWS_REGION", "AWS_DEFAULT_REGION"} {
 		if region == "" {
 			region = os.Getenv(env)
 		}
 	}
-	if region == "" {
-		region = hostconfig.DefaultRegion
-	}
 	if r.endpoint == "" {
 		if r.set["access-key"] || r.set["secret-key"] || r.set["ca-file"] {
 			return nil, errors.New("--access-key, --secret-key and --ca-file go with --endpoint; the socket needs none")
 		}
-		path := r.socket
-		return &conn{region: region, base: "http://hostd", viaSocket: true,
-			// The socket's peer check stands in for SigV4; the SDK signs anyway, with these.
-			creds: aws.Credentials{AccessKeyID: "local", SecretAccessKey: "local", Source: "hostd socket"},
-			http: &http.Client{Transport: &http.Transport{
-				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-					var d net.Dialer
-					return d.DialContext(ctx, "unix", path)
-				},
-			}}}, nil
+		return hostdclient.New(hostdclient.Options{Socket: r.socket, Region: region})
 	}
 	u, err := url.Parse(r.endpoint)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
@@ -277,108 +248,7 @@ func (r *run) conn() (*conn, error) {
 	if ak == "" || sk == "" {
 		return nil, errors.New("--endpoint needs an access key: --access-key and --secret-key, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
 	}
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if r.caFile != "" {
-		pem, err := os.ReadFile(r.caFile)
-		if err != nil {
-			return nil, fmt.Errorf("--ca-file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--ca-file %s holds no PEM certificate", r.caFile)
-		}
-		tlsCfg.RootCAs = pool
-	}
-	return &conn{region: region, base: strings.TrimRight(r.endpoint, "/"),
-		creds: aws.Credentials{AccessKeyID: ak, SecretAccessKey: sk, Source: "hostd cli"},
-		http: &http.Client{Transport: &http.Transport{
-			Proxy:               http.ProxyFromEnvironment,
-			TLSClientConfig:     tlsCfg,
-			TLSHandshakeTimeout: 10 * time.Second,
-		}}}, nil
-}
-
-// client builds the WorkSpaces client for the chosen transport.
-func (r *run) client() (*workspaces.Client, error) {
-	c, err := r.conn()
-	if err != nil {
-		return nil, err
-	}
-	creds := c.creds
-	return workspaces.New(workspaces.Options{
-		Region:       c.region,
-		BaseEndpoint: aws.String(c.base),
-		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return creds, nil
-		}),
-		HTTPClient: c.http,
-		Retryer: retry.NewStandard(func(so *retry.StandardOptions) {
-			// A connection that cannot be made will not be made by trying again at once.
-			so.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
-				var oe *net.OpError
-				if errors.As(err, &oe) && oe.Op == "dial" {
-					return aws.FalseTernary
-				}
-				return aws.UnknownTernary
-			})}, so.Retryables...)
-		}),
-	}), nil
-}
-
-// ownError is an error answer to one of hostd's own operations, in the SDK's terms.
-type ownError struct{ code, message string }
-
-func (e *ownError) Error() string                 { return e.code + ": " + e.message }
-func (e *ownError) ErrorCode() string             { return e.code }
-func (e *ownError) ErrorMessage() string          { return e.message }
-func (e *ownError) ErrorFault() smithy.ErrorFault { return smithy.FaultUnknown }
-
-// own calls one of hostd's own operations (Deskhost.<op>), which the AWS SDK does not
-// know: the same protocol and signature, by hand.
-func (r *run) own(op string, in, out any) error {
-	c, err := r.conn()
-	if err != nil {
-		return err
-	}
-	body, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(r.ctx, http.MethodPost, c.base+"/", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("X-Amz-Target", "Deskhost."+op)
-	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
-	if !c.viaSocket {
-		sum := sha256.Sum256(body)
-		if err := v4.NewSigner().SignHTTP(r.ctx, c.creds, req, hex.EncodeToString(sum[:]), "workspaces", c.region, time.Now()); err != nil {
-			return err
-		}
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Type    string `json:"__type"`
-			Message string `json:"message"`
-		}
-		if json.Unmarshal(b, &e) != nil || e.Type == "" {
-			return fmt.Errorf("hostd answered %s: %s", resp.Status, bytes.TrimSpace(b))
-		}
-		return &ownError{e.Type, e.Message}
-	}
-	if out == nil {
-		return nil
-	}
-	return json.Unmarshal(b, out)
+	return hostdclient.New(hostdclient.Options{Endpoint: r.endpoint, AccessKeyID: ak, SecretAccessKey: sk, CAFile: r.caFile, Region: region})
 }
 
 func usage(w io.Writer) {

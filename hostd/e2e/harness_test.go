@@ -17,6 +17,7 @@ import (
 
 	"deskhost/hostd/hostdtest"
 	"deskhost/hostd/virt"
+	"deskhost/internal/hostdclient"
 	"deskhost/internal/testenv"
 )
 
@@ -251,7 +252,7 @@ func (h *host) cleanup() {
 }
 
 // client is an AWS SDK WorkSpaces client over hostd's unix socket.
-func (h *host) client() *workspaces.Client { return hostdtest.Client(h.socket) }
+func (h *host) client() *hostdclient.Client { return hostdtest.Client(h.socket) }
 
 func (h *host) create(users ...string) []string {
 	h.t.Helper()

@@ -1,18 +1,13 @@
 // Package workspaces is how zeroclient reaches hostd: its WorkSpaces API (AWS's protocol)
-// over hostd's root-only unix socket, through the AWS SDK, and hostd's own operations on
-// that socket (session reports, the catalog). hostd owns WorkSpace and catalog records;
-// zeroclient looks them up, starts stopped AutoStop ones and follows the catalog.
+// over hostd's root-only unix socket, through deskhost/internal/hostdclient, and hostd's
+// own operations there (session reports, the catalog). hostd owns WorkSpace and catalog
+// records; zeroclient looks them up, starts stopped AutoStop ones and follows the catalog.
 package workspaces
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"strings"
 	"time"
 
@@ -21,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
 
 	"deskhost/internal/catalog"
+	"deskhost/internal/hostdclient"
 )
 
 // Workspace is what the broker needs to know about a WorkSpace.
@@ -45,33 +41,13 @@ type Backend interface {
 
 // Client talks to hostd.
 type Client struct {
-	api  *workspaces.Client
-	http *http.Client // for hostd's own operations, which the SDK does not know
+	api *hostdclient.Client
 }
 
 // Dial returns a client for hostd's socket (nothing is connected until the first call).
-func Dial(socket string) *Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-		MaxIdleConnsPerHost: 16,
-	}
-	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	return &Client{http: hc, api: workspaces.New(workspaces.Options{
-		BaseEndpoint: aws.String("http://hostd"),
-		Region:       "local",
-		// hostd's socket checks the peer (root) instead of SigV4; the SDK signs anyway.
-		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return aws.Credentials{AccessKeyID: "local", SecretAccessKey: "local", Source: "hostd socket"}, nil
-		}),
-		HTTPClient: hc,
-		// hostd throttles its API per principal (the guide's 2 calls/s, burst 5), the local
-		// socket included: a throttled call is retried with the SDK's backoff.
-		RetryMaxAttempts: 5,
-	})}
-}
+// hostd may throttle its API, the local socket included: a throttled call is retried with
+// backoff (hostdclient).
+func Dial(socket string) *Client { return &Client{api: hostdclient.Dial(socket)} }
 
 func convert(w types.Workspace) Workspace {
 	out := Workspace{ID: aws.ToString(w.WorkspaceId), DirectoryID: aws.ToString(w.DirectoryId), UserName: aws.ToString(w.UserName),
@@ -130,42 +106,11 @@ func (c *Client) Start(ctx context.Context, id string) error {
 	return nil
 }
 
-// own calls one of hostd's own operations (Deskhost.<op>), which the SDK does not know,
-// on its local socket.
-func (c *Client) own(ctx context.Context, op string, in, out any) error {
-	body, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://hostd/", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("X-Amz-Target", "Deskhost."+op)
-	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(msg))
-	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out)
-}
-
 // ReportConnections tells hostd which WorkSpaces users are streaming now (hostd's own
 // operation ReportConnections, on its local socket only): the whole list, every other
 // WorkSpace counts as disconnected.
 func (c *Client) ReportConnections(ctx context.Context, connected []string) error {
-	if connected == nil {
-		connected = []string{}
-	}
-	if err := c.own(ctx, "ReportConnections", struct{ ConnectedWorkspaceIds []string }{connected}, nil); err != nil {
+	if _, err := c.api.ReportConnections(ctx, &hostdclient.ReportConnectionsInput{ConnectedWorkspaceIds: connected}); err != nil {
 		return fmt.Errorf("hostd: report connections: %w", err)
 	}
 	return nil
@@ -187,13 +132,13 @@ const MaxCatalogWait = 20 * time.Second
 // only). With wait > 0 hostd answers as soon as the revision differs from since, or after
 // wait with the same revision.
 func (c *Client) DescribeCatalog(ctx context.Context, since uint64, wait time.Duration) (Catalog, error) {
-	in := map[string]any{}
+	in := &hostdclient.DescribeCatalogInput{}
 	if wait > 0 {
-		in["SinceRevision"], in["WaitSeconds"] = since, int(min(wait, MaxCatalogWait)/time.Second)
+		in.SinceRevision, in.WaitSeconds = &since, int(min(wait, MaxCatalogWait)/time.Second)
 	}
-	var out Catalog
-	if err := c.own(ctx, "DescribeCatalog", in, &out); err != nil {
+	out, err := c.api.DescribeCatalog(ctx, in)
+	if err != nil {
 		return Catalog{}, fmt.Errorf("hostd: describe catalog: %w", err)
 	}
-	return out, nil
+	return Catalog{Revision: out.Revision, Directories: out.Directories, IpGroups: out.IpGroups}, nil
 }
