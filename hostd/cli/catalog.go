@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"deskhost/internal/catalog"
+	"deskhost/internal/hostdclient"
 	"deskhost/internal/strictyaml"
 )
 
@@ -118,7 +119,7 @@ func (r *run) done(format string, args ...any) int {
 	return exitOK
 }
 
-func (r *run) sdk() (*workspaces.Client, int) {
+func (r *run) sdk() (*hostdclient.Client, int) {
 	c, err := r.client()
 	if err != nil {
 		return nil, r.usageError("%v", err)
@@ -141,11 +142,12 @@ func directoryPut(r *run) int {
 	if err := strictyaml.Decode(b, &d); err != nil {
 		return r.failf("%s: %v", r.file, err)
 	}
-	var out struct {
-		DirectoryId string
-		Created     bool
+	c, code := r.sdk()
+	if c == nil {
+		return code
 	}
-	if err := r.own("PutDirectory", map[string]string{"Definition": string(b)}, &out); err != nil {
+	out, err := c.PutDirectory(r.ctx, &hostdclient.PutDirectoryInput{Definition: string(b)})
+	if err != nil {
 		return r.fail(err)
 	}
 	if out.Created {
@@ -155,26 +157,26 @@ func directoryPut(r *run) int {
 }
 
 func directoryDelete(r *run) int {
-	if err := r.own("DeleteDirectory", map[string]string{"DirectoryId": r.args[0]}, nil); err != nil {
+	c, code := r.sdk()
+	if c == nil {
+		return code
+	}
+	if err := c.DeleteDirectory(r.ctx, &hostdclient.DirectoryIDInput{DirectoryId: r.args[0]}); err != nil {
 		return r.fail(err)
 	}
 	return r.done("%s: deleted", r.args[0])
 }
 
-type ownDirectory struct {
-	DirectoryId, DirectoryName, Alias, Type, State, RegistrationCode string
-	Users                                                            int
-	Login                                                            catalog.Login
-}
-
-func (r *run) describeDirectories(ids []string) ([]ownDirectory, error) {
-	in := map[string]any{}
-	if len(ids) > 0 {
-		in["DirectoryIds"] = ids
+func (r *run) describeDirectories(ids []string) ([]hostdclient.Directory, error) {
+	c, err := r.client()
+	if err != nil {
+		return nil, err
 	}
-	var out struct{ Directories []ownDirectory }
-	err := r.own("DescribeDirectories", in, &out)
-	return out.Directories, err
+	out, err := c.DescribeDirectories(r.ctx, &hostdclient.DescribeDirectoriesInput{DirectoryIds: ids})
+	if err != nil {
+		return nil, err
+	}
+	return out.Directories, nil
 }
 
 func directoryShow(r *run) int {
@@ -312,10 +314,12 @@ func usersList(r *run) int {
 	if r.directory == "" {
 		return r.usageError("--directory is required")
 	}
-	var out struct {
-		Users []struct{ UserName, FirstName, LastName, Email string }
+	c, code := r.sdk()
+	if c == nil {
+		return code
 	}
-	if err := r.own("DescribeUsers", map[string]string{"DirectoryId": r.directory}, &out); err != nil {
+	out, err := c.DescribeUsers(r.ctx, &hostdclient.DirectoryIDInput{DirectoryId: r.directory})
+	if err != nil {
 		return r.fail(err)
 	}
 	if r.json {
@@ -337,13 +341,12 @@ func usersAdd(r *run) int {
 	if r.directory == "" || r.user == "" {
 		return r.usageError("--directory and --user are required")
 	}
-	u := map[string]string{"UserName": r.user}
-	for k, v := range map[string]string{"Email": r.email, "FirstName": r.first, "LastName": r.last} {
-		if v != "" {
-			u[k] = v
-		}
+	c, code := r.sdk()
+	if c == nil {
+		return code
 	}
-	if err := r.own("CreateUsers", map[string]any{"DirectoryId": r.directory, "Users": []any{u}}, nil); err != nil {
+	u := hostdclient.User{UserName: r.user, Email: r.email, FirstName: r.first, LastName: r.last}
+	if err := c.CreateUsers(r.ctx, &hostdclient.CreateUsersInput{DirectoryId: r.directory, Users: []hostdclient.User{u}}); err != nil {
 		return r.fail(err)
 	}
 	return r.done("%s: user %s added", r.directory, r.user)
@@ -353,7 +356,11 @@ func usersRemove(r *run) int {
 	if r.directory == "" {
 		return r.usageError("--directory is required")
 	}
-	if err := r.own("DeleteUsers", map[string]any{"DirectoryId": r.directory, "UserNames": r.args}, nil); err != nil {
+	c, code := r.sdk()
+	if c == nil {
+		return code
+	}
+	if err := c.DeleteUsers(r.ctx, &hostdclient.DeleteUsersInput{DirectoryId: r.directory, UserNames: r.args}); err != nil {
 		return r.fail(err)
 	}
 	return r.done("%s: removed %s", r.directory, strings.Join(r.args, ", "))
@@ -597,14 +604,12 @@ func imagesRegister(r *run) int {
 	if r.dir == "" {
 		return r.usageError("--dir is required")
 	}
-	in := map[string]string{"Directory": r.dir}
-	for k, v := range map[string]string{"ImageId": r.id, "Name": r.name, "Description": r.description} {
-		if v != "" {
-			in[k] = v
-		}
+	c, code := r.sdk()
+	if c == nil {
+		return code
 	}
-	var out struct{ ImageId, Name string }
-	if err := r.own("RegisterImage", in, &out); err != nil {
+	out, err := c.RegisterImage(r.ctx, &hostdclient.RegisterImageInput{Directory: r.dir, ImageId: r.id, Name: r.name, Description: r.description})
+	if err != nil {
 		return r.fail(err)
 	}
 	return r.done("%s", out.ImageId)
