@@ -57,6 +57,12 @@ func MainContext(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	switch name {
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
+			if len(args) > 2 {
+				if c, ok := commands[args[1]+" "+args[2]]; ok {
+					commandUsage(stdout, c)
+					return exitOK
+				}
+			}
 			if c, ok := commands[args[1]]; ok {
 				commandUsage(stdout, c)
 				return exitOK
