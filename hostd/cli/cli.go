@@ -160,8 +160,8 @@ type run struct {
 
 	// Catalog command options.
 	file, name, description, image, compute, email, first, last, id, dir string
-	rules, allow, deny, tags                                           multi
-	selfService                                                        bool
+	rules, allow, deny, tags                                             multi
+	selfService                                                          bool
 }
 
 // multi is a flag that may be given more than once.
