@@ -266,7 +266,13 @@ func liveIPGroups(t *testing.T, e *env, connectArgs func(string, ...string) []st
 		ended <- time.Now()
 	}()
 
-	// Revoke the rule that let the session in.
+	// Revoke the rule that let the session in (the session is still streaming).
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case <-ended:
+		t.Fatalf("the session ended before any revocation\nzeroclient:\n%s", e.zc.Tail(4000))
+	default:
+	}
 	revoked := time.Now()
 	if _, err := api.RevokeIpRules(ctx, &workspaces.RevokeIpRulesInput{GroupId: aws.String(gid), UserRules: []string{"127.0.0.0/8"}}); err != nil {
 		t.Fatal(err)
@@ -274,8 +280,11 @@ func liveIPGroups(t *testing.T, e *env, connectArgs func(string, ...string) []st
 	select {
 	case at := <-ended:
 		d := at.Sub(revoked)
-		if d > time.Second {
+		if d < 0 || d > time.Second {
 			t.Errorf("the live session was cut %v after the revocation; the bound is 1 s", d)
+		}
+		if !strings.Contains(e.zc.Output(), "session cut: the client address is no longer allowed") {
+			t.Errorf("zeroclient's gateway did not log the cut:\n%s", e.zc.Tail(4000))
 		}
 		t.Logf("revoked rule → live session cut in %v", d.Round(time.Millisecond))
 	case <-time.After(10 * time.Second):
