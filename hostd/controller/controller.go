@@ -34,6 +34,23 @@ type ImageFiles struct {
 	Kernel, Initrd, Root, Cmdline string
 }
 
+// Images finds an image's files by id: images are catalog records, added and removed
+// while hostd runs.
+type Images interface {
+	ImageFiles(id string) (ImageFiles, error)
+}
+
+// StaticImages is a fixed set of images.
+type StaticImages map[string]ImageFiles
+
+func (m StaticImages) ImageFiles(id string) (ImageFiles, error) {
+	img, ok := m[id]
+	if !ok {
+		return ImageFiles{}, fmt.Errorf("image %s is not on this host", id)
+	}
+	return img, nil
+}
+
 // Agent is what the controller asks of a guest agent.
 type Agent interface {
 	// Ping asks for the agent's status; nil means the guest is up and answering.
@@ -55,7 +72,7 @@ type Network interface {
 type Config struct {
 	Store        store.Store
 	Conn         *virt.Conn
-	Images       map[string]ImageFiles // by image id
+	Images       Images
 	ComputeTypes map[catalog.ComputeType]catalog.Hardware
 
 	// Owner marks the domains this hostd makes (libvirt metadata). Several hostds may share
@@ -184,7 +201,18 @@ func (c *Controller) Sweep() error {
 	known := map[string]bool{}
 	for _, w := range all {
 		if w.State == workspace.Terminated && now.Sub(w.StateSince) > c.cfg.TerminatedRetention {
-			if err := c.cfg.Store.Update(func(tx store.Tx) error { return tx.Delete(store.Workspaces, w.ID) }); err != nil {
+			if err := c.cfg.Store.Update(func(tx store.Tx) error {
+				// Its tags go with it: they are catalog records, so the revision moves.
+				if _, err := tx.Get(store.Tags, w.ID); err == nil {
+					if err := tx.Delete(store.Tags, w.ID); err != nil {
+						return err
+					}
+					if _, err := store.BumpCatalogRevision(tx); err != nil {
+						return err
+					}
+				}
+				return tx.Delete(store.Workspaces, w.ID)
+			}); err != nil {
 				return err
 			}
 			c.cfg.Log.Info("forgot terminated workspace", "workspace", w.ID)
@@ -452,9 +480,9 @@ func rootVolume(id string) string { return id + "-root.qcow2" }
 func userVolume(id string) string { return id + "-user.qcow2" }
 
 func (c *Controller) spec(w workspace.Workspace, root, user string) (virt.Spec, error) {
-	img, ok := c.cfg.Images[w.ImageID]
-	if !ok {
-		return virt.Spec{}, fmt.Errorf("image %s is not on this host", w.ImageID)
+	img, err := c.cfg.Images.ImageFiles(w.ImageID)
+	if err != nil {
+		return virt.Spec{}, err
 	}
 	hw, ok := c.cfg.ComputeTypes[catalog.ComputeType(w.Properties.ComputeTypeName)]
 	if !ok {
@@ -462,7 +490,6 @@ func (c *Controller) spec(w workspace.Workspace, root, user string) (virt.Spec, 
 	}
 	mgmt, primary := virt.NIC{Bridge: c.cfg.ManagementBridge}, virt.NIC{Bridge: c.cfg.PrimaryBridge}
 	if c.cfg.Network != nil {
-		var err error
 		if mgmt, primary, err = c.cfg.Network.NICs(w.ID); err != nil {
 			return virt.Spec{}, err
 		}
@@ -493,9 +520,9 @@ func (c *Controller) memBytes(w workspace.Workspace) int64 {
 // ensureVolumes creates the root volume (a copy-on-write child of the image) and the user
 // volume if they are missing, at their logical sizes.
 func (c *Controller) ensureVolumes(w workspace.Workspace) (root, user string, err error) {
-	img, ok := c.cfg.Images[w.ImageID]
-	if !ok {
-		return "", "", permanent{fmt.Errorf("image %s is not on this host", w.ImageID)}
+	img, err := c.cfg.Images.ImageFiles(w.ImageID)
+	if err != nil {
+		return "", "", permanent{err}
 	}
 	r, err := c.cfg.Conn.CreateVolume(c.cfg.Pool, rootVolume(w.ID), w.Properties.RootVolumeSizeGib, img.Root)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"deskhost/hostd/workspace"
 	"deskhost/internal/catalog"
 	"deskhost/internal/desktopimage"
+	"deskhost/internal/hostconfig"
 	"deskhost/internal/testenv"
 )
 
@@ -81,24 +82,22 @@ func newHarness(t testing.TB, tweak func(*Config), hooks func(*Controller)) *har
 		t.Fatal(err)
 	}
 	hw := map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: testMemoryMiB}}
-	cat := service.Catalog{
-		ComputeTypes: hw,
-		Images: []catalog.Image{
-			{ID: testImage, Name: "desktop", OS: catalog.Linux, Dir: img.Dir},
-			{ID: brokenImage, Name: "broken", OS: catalog.Linux, Dir: img.Dir},
+	legacy := &hostconfig.LegacyCatalog{
+		Images: []hostconfig.Sourced[catalog.Image]{
+			{From: "images[0]", Item: catalog.Image{ID: testImage, Name: "desktop", OS: catalog.Linux, Dir: img.Dir}},
+			{From: "images[1]", Item: catalog.Image{ID: brokenImage, Name: "broken", OS: catalog.Linux, Dir: img.Dir}},
 		},
-		Bundles: []catalog.Bundle{
-			{ID: testBundle, Name: "Value", ImageID: testImage, ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10},
-			{ID: brokenBundle, Name: "Broken", ImageID: brokenImage, ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10},
+		Bundles: []hostconfig.Sourced[catalog.Bundle]{
+			{From: "bundles[0]", Item: catalog.Bundle{ID: testBundle, Name: "Value", ImageID: testImage, ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10}},
+			{From: "bundles[1]", Item: catalog.Bundle{ID: brokenBundle, Name: "Broken", ImageID: brokenImage, ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10}},
 		},
-		Directories:    []catalog.Directory{{ID: testDirectory, Name: "corp.example.com", Users: testUsers()}},
-		WorkspaceQuota: 20,
+		Directories: []hostconfig.Sourced[catalog.Directory]{{From: "directories[0]", Item: catalog.Directory{ID: testDirectory, Name: "corp.example.com", Users: testUsers()}}},
 	}
 	cfg := Config{
 		Store: h.store,
 		Conn:  h.conn,
 		Owner: "test-" + suffix,
-		Images: map[string]ImageFiles{
+		Images: StaticImages{
 			testImage:   {Kernel: img.Kernel, Initrd: img.Initrd, Root: img.Root, Cmdline: img.Manifest.Cmdline},
 			brokenImage: {Kernel: img.Kernel, Initrd: img.Initrd, Root: img.Root, Cmdline: img.Manifest.Cmdline + " rdinit=/nonexistent"},
 		},
@@ -130,7 +129,10 @@ func newHarness(t testing.TB, tweak func(*Config), hooks func(*Controller)) *har
 	if hooks != nil {
 		hooks(h.ctl)
 	}
-	h.svc = service.New(h.store, cat, h.ctl, nil, cfg.Log)
+	h.svc = service.New(h.store, service.Config{ComputeTypes: hw, WorkspaceQuota: 20}, h.ctl, nil, cfg.Log)
+	if _, err := h.svc.ImportCatalog(context.Background(), legacy, "test"); err != nil {
+		t.Fatal(err)
+	}
 	h.start()
 	t.Cleanup(h.cleanup)
 	return h

@@ -7,16 +7,32 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // ErrNotFound is returned by Get for a missing key.
 var ErrNotFound = errors.New("not found")
 
-// Buckets hostd uses.
+// Buckets hostd uses. The catalog buckets (directories, IP groups, bundles, images,
+// tags) change only together with the catalog revision in Meta (CatalogRevisionKey), in
+// the same transaction, so that a reader who saw a revision has seen every write before it.
 const (
 	Workspaces  = "workspaces"
-	Directories = "directories"
+	Directories = "directories" // d-… → catalog.DirectoryRecord
+	IPGroups    = "ipgroups"    // wsipg-… → catalog.IPGroup
+	Bundles     = "bundles"     // wsb-… → catalog.Bundle
+	Images      = "images"      // wsi-… → catalog.Image
+	Tags        = "tags"        // resource id → []catalog.Tag
 	Meta        = "meta"
+)
+
+// Keys in Meta.
+const (
+	// CatalogRevisionKey is the catalog's revision: a decimal counter bumped by every
+	// catalog write.
+	CatalogRevisionKey = "catalogRevision"
+	// CatalogImportKey records the one import of a host config's catalog sections.
+	CatalogImportKey = "catalogImport"
 )
 
 // Store is a transactional key-value store with named buckets.
@@ -71,4 +87,31 @@ func ListJSON[T any](tx Tx, bucket string) ([]T, error) {
 		return nil
 	})
 	return out, err
+}
+
+// CatalogRevision reads the catalog revision (0 before the first catalog write).
+func CatalogRevision(tx Tx) (uint64, error) {
+	b, err := tx.Get(Meta, CatalogRevisionKey)
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(string(b), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("decode %s/%s %q: %w", Meta, CatalogRevisionKey, b, err)
+	}
+	return n, nil
+}
+
+// BumpCatalogRevision adds one to the catalog revision in tx and returns the new value.
+// Every transaction that writes a catalog bucket calls it.
+func BumpCatalogRevision(tx Tx) (uint64, error) {
+	n, err := CatalogRevision(tx)
+	if err != nil {
+		return 0, err
+	}
+	n++
+	return n, tx.Put(Meta, CatalogRevisionKey, []byte(strconv.FormatUint(n, 10)))
 }

@@ -58,9 +58,12 @@ type Hostd struct {
 	Quotas Quotas `yaml:"quotas"`
 
 	ComputeTypes map[catalog.ComputeType]catalog.Hardware `yaml:"computeTypes"`
-	Images       []catalog.Image                          `yaml:"images"`
-	Bundles      []catalog.Bundle                         `yaml:"bundles"`
-	Directories  []catalog.Directory                      `yaml:"directories"`
+
+	// The catalog sections of older host configs. The catalog lives in hostd's store now:
+	// hostd imports these once (LegacyCatalog) and refuses them afterwards (CatalogMoved).
+	Images      []catalog.Image     `yaml:"images"`
+	Bundles     []catalog.Bundle    `yaml:"bundles"`
+	Directories []catalog.Directory `yaml:"directories"`
 }
 
 // Libvirt locates libvirtd.

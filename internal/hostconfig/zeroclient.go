@@ -11,8 +11,8 @@ import (
 // Zeroclient configures the connection manager (zeroclient/): the broker on 443, the
 // streaming gateway on 4172, the health echo on 4172/4195, and what it keeps and reports.
 // Its fields are owned by the zeroclient component. Directories, their users and their
-// login settings (type, LDAP, MFA, IP groups, device types, password policy) are in
-// hostd.directories; WorkSpace displays are under hostd.dataDir.
+// login settings (type, LDAP, MFA, IP groups, device types, password policy) are hostd's
+// catalog, read through hostd's API; WorkSpace displays are under hostd.dataDir.
 //
 //	zeroclient:
 //	  broker: {listen: ":443", hostname: desk.example.com, maxConnections: 1024, maxConnectionsPerAddress: 64}

@@ -13,7 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pquerna/otp"
@@ -43,7 +45,9 @@ func (d *Directory) MFAReady() bool {
 
 // Service checks credentials.
 type Service struct {
-	dirs    []*Directory
+	// dirs is the directories as hostd's catalog last said, replaced whole by Update; a
+	// login holds on to the *Directory it resolved.
+	dirs    atomic.Pointer[[]*Directory]
 	creds   *credstore.Store
 	lockout *policy.Lockout
 	floor   time.Duration
@@ -89,30 +93,90 @@ func New(cfg Config) (*Service, error) {
 	if s.wait <= 0 {
 		s.wait = DefaultHashWait
 	}
-	for i, d := range cfg.Directories {
-		if err := d.Login.Validate(); err != nil {
-			return nil, fmt.Errorf("hostd.directories[%d] (%s): %w", i, d.ID, err)
-		}
-		dir := &Directory{Directory: d}
-		var err error
-		if d.Login.Kind() == catalog.TypeLDAP {
-			if dir.ldap, err = ldapauth.New(d.Login.LDAP); err != nil {
-				return nil, fmt.Errorf("directory %s: %w", d.ID, err)
-			}
-		}
-		if m := d.Login.MFA; m != nil && m.Type == catalog.MFARADIUS {
-			if dir.radius, err = radius.New(m.RADIUS); err != nil {
-				return nil, fmt.Errorf("directory %s: %w", d.ID, err)
-			}
-		}
-		s.dirs = append(s.dirs, dir)
+	s.dirs.Store(&[]*Directory{})
+	if _, err := s.Update(cfg.Directories); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
 
+// retireAfter is how long a replaced directory's LDAP and RADIUS clients stay open for the
+// logins already using them.
+const retireAfter = time.Minute
+
+// Update replaces the directories with those hostd's catalog lists now. A directory whose
+// LDAP or RADIUS settings did not change keeps its kept connections; the others' are
+// closed once the logins using them are done. A directory whose settings are invalid is
+// left out (and named in the error); the rest still take effect. It reports whether any
+// directory's IP access control groups or registration changed: live sessions may need
+// checking again.
+func (s *Service) Update(dirs []catalog.Directory) (accessChanged bool, err error) {
+	old := map[string]*Directory{}
+	for _, d := range *s.dirs.Load() {
+		old[d.ID] = d
+	}
+	var errs []error
+	next := make([]*Directory, 0, len(dirs))
+	kept := map[any]bool{}
+	for _, d := range dirs {
+		if err := d.Login.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("directory %s: %w", d.ID, err))
+			continue
+		}
+		dir := &Directory{Directory: d}
+		prev := old[d.ID]
+		if prev == nil || !reflect.DeepEqual(prev.Login.IPGroups, d.Login.IPGroups) || prev.Login.Deregistered != d.Login.Deregistered {
+			accessChanged = true
+		}
+		if d.Login.Kind() == catalog.TypeLDAP {
+			if prev != nil && prev.ldap != nil && reflect.DeepEqual(prev.Login.LDAP, d.Login.LDAP) {
+				dir.ldap, kept[prev.ldap] = prev.ldap, true
+			} else if dir.ldap, err = ldapauth.New(d.Login.LDAP); err != nil {
+				errs = append(errs, fmt.Errorf("directory %s: %w", d.ID, err))
+				continue
+			}
+		}
+		if m := d.Login.MFA; m != nil && m.Type == catalog.MFARADIUS {
+			if prev != nil && prev.radius != nil && reflect.DeepEqual(prev.Login.MFA.RADIUS, m.RADIUS) {
+				dir.radius, kept[prev.radius] = prev.radius, true
+			} else if dir.radius, err = radius.New(m.RADIUS); err != nil {
+				if dir.ldap != nil && !kept[dir.ldap] {
+					dir.ldap.Close()
+				}
+				errs = append(errs, fmt.Errorf("directory %s: %w", d.ID, err))
+				continue
+			}
+		}
+		next = append(next, dir)
+	}
+	if len(next) != len(old) {
+		accessChanged = true
+	}
+	s.dirs.Store(&next)
+	var retired []*Directory
+	for _, d := range old {
+		if d.ldap != nil && !kept[d.ldap] || d.radius != nil && !kept[d.radius] {
+			retired = append(retired, d)
+		}
+	}
+	if len(retired) > 0 {
+		time.AfterFunc(retireAfter, func() {
+			for _, d := range retired {
+				if d.ldap != nil && !kept[d.ldap] {
+					d.ldap.Close()
+				}
+				if d.radius != nil && !kept[d.radius] {
+					d.radius.Close()
+				}
+			}
+		})
+	}
+	return accessChanged, errors.Join(errs...)
+}
+
 // Close closes the directories' kept connections.
 func (s *Service) Close() {
-	for _, d := range s.dirs {
+	for _, d := range *s.dirs.Load() {
 		if d.ldap != nil {
 			d.ldap.Close()
 		}
@@ -122,12 +186,12 @@ func (s *Service) Close() {
 	}
 }
 
-// Directories lists the configured directories.
-func (s *Service) Directories() []*Directory { return s.dirs }
+// Directories lists the directories.
+func (s *Service) Directories() []*Directory { return *s.dirs.Load() }
 
 // ByID returns a directory by id.
 func (s *Service) ByID(id string) *Directory {
-	for _, d := range s.dirs {
+	for _, d := range s.Directories() {
 		if d.ID == id {
 			return d
 		}
@@ -142,7 +206,7 @@ func (s *Service) ByRegistrationCode(code string) *Directory {
 	if code == "" {
 		return nil
 	}
-	for _, d := range s.dirs {
+	for _, d := range s.Directories() {
 		if d.RegistrationCode != "" && subtle.ConstantTimeCompare([]byte(strings.ToUpper(d.RegistrationCode)), []byte(strings.ToUpper(code))) == 1 {
 			if d.Login.Deregistered {
 				return nil
@@ -167,7 +231,7 @@ func (s *Service) Resolve(username, domain string) (*Directory, string) {
 		return nil, ""
 	}
 	var match []*Directory
-	for _, d := range s.dirs {
+	for _, d := range s.Directories() {
 		if d.Login.Deregistered {
 			continue
 		}

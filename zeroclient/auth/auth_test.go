@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,5 +111,41 @@ func TestFailsClosedWhenLockoutsCannotBeWritten(t *testing.T) {
 	dir, user = s2.Resolve("alice", "")
 	if r := s2.Password(context.Background(), dir, user, "Corr3ct-Horse!", from); r.Outcome != OK {
 		t.Errorf("writable store: %v %s", r.Outcome, r.Reason)
+	}
+}
+
+// TestUpdate: a new catalog replaces the directories at once; a directory whose LDAP
+// settings did not change keeps its kept connection; an invalid directory is left out
+// while the others take effect; access changes are reported so live sessions get checked.
+func TestUpdate(t *testing.T) {
+	ldapDir := catalog.Directory{ID: "d-0000000001", Name: "corp.example.com", Login: catalog.Login{Type: catalog.TypeLDAP,
+		LDAP: &catalog.LDAP{URL: "ldap://127.0.0.1:1", AllowCleartext: true, BindDN: "cn=svc", BindPassword: "pw", UserBase: "dc=corp"}}}
+	s, err := New(Config{Directories: []catalog.Directory{ldapDir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.ByID("d-0000000001")
+	same := ldapDir
+	same.Users = []catalog.User{{UserName: "alice"}}
+	changed, err := s.Update([]catalog.Directory{same})
+	if err != nil || changed {
+		t.Fatalf("same access: changed %v, err %v", changed, err)
+	}
+	after := s.ByID("d-0000000001")
+	if after == before || after.ldap != before.ldap || len(after.Users) != 1 {
+		t.Errorf("the LDAP connection was not kept, or the users not updated")
+	}
+	grouped := same
+	grouped.Login.IPGroups = []catalog.IPGroup{{ID: "wsipg-a1bcd2efg"}}
+	bad := catalog.Directory{ID: "d-0000000002", Name: "bad.example.com", Login: catalog.Login{Type: catalog.TypeLDAP}}
+	changed, err = s.Update([]catalog.Directory{grouped, bad})
+	if err == nil || !strings.Contains(err.Error(), "d-0000000002") || !changed {
+		t.Fatalf("changed %v, err %v", changed, err)
+	}
+	if s.ByID("d-0000000002") != nil || len(s.ByID("d-0000000001").Login.IPGroups) != 1 {
+		t.Errorf("directories after a partly bad update: %v", s.Directories())
+	}
+	if changed, _ := s.Update(nil); !changed || s.ByID("d-0000000001") != nil {
+		t.Errorf("a directory gone from the catalog is still known (changed %v)", changed)
 	}
 }

@@ -116,7 +116,7 @@ func newRigConfig(t testing.TB, opt server.Options, edit func(*hostconfig.Config
 		{ID: "d-0000000007", Name: "plain.example.com", Users: users("paul")},
 	}
 	cfg := &hostconfig.Config{
-		Hostd: hostconfig.Hostd{DataDir: dir, Directories: dirs},
+		Hostd: hostconfig.Hostd{DataDir: dir},
 		Zeroclient: hostconfig.Zeroclient{
 			Broker: hostconfig.ZeroclientBroker{Listen: "127.0.0.1:0", Hostname: "localhost"}, Gateway: hostconfig.ZeroclientGateway{Listen: "127.0.0.1:0"},
 			Echo: hostconfig.ZeroclientEcho{Listen: []string{}}, TLS: hostconfig.ZeroclientTLS{SelfSignedDir: filepath.Join(dir, "tls")},
@@ -131,6 +131,9 @@ func newRigConfig(t testing.TB, opt server.Options, edit func(*hostconfig.Config
 		"d-0000000007/paul": {ID: "ws-paul000001", State: "AVAILABLE", Protocol: "PCOIP"}}
 	if opt.Workspaces == nil {
 		opt.Workspaces = backend
+	}
+	if opt.Catalog == nil {
+		opt.Catalog = server.StaticCatalog(dirs)
 	}
 	logs := &logBuffer{}
 	s, err := server.New(cfg, slog.New(slog.NewTextHandler(logs, nil)), opt)

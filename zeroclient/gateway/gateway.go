@@ -117,6 +117,29 @@ func (g *Gateway) recoverConn(conn net.Conn, what string) {
 	}
 }
 
+// Recheck ends the sessions whose client address the directory's IP access control
+// groups no longer allow (Allowed, as it is now), and returns how many: "If you remove a
+// rule that was used to allow a connection to a WorkSpace, the user is disconnected".
+func (g *Gateway) Recheck() int {
+	if g.c.Allowed == nil {
+		return 0
+	}
+	g.mu.Lock()
+	var cut []*relay
+	for _, r := range g.active {
+		if !g.c.Allowed(r.tag.DirectoryID, r.from) {
+			cut = append(cut, r)
+		}
+	}
+	g.mu.Unlock()
+	for _, r := range cut {
+		g.c.Log.Info("gateway: session cut: the client address is no longer allowed by the directory's IP access control groups",
+			"client", r.from.String(), "directory", r.tag.DirectoryID, "workspace", r.tag.WorkspaceID, "session_id", r.tag.SessionID)
+		r.close()
+	}
+	return len(cut)
+}
+
 // Close ends every relay and waits for their goroutines.
 func (g *Gateway) Close() {
 	g.mu.Lock()

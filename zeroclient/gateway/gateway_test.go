@@ -448,3 +448,46 @@ func TestPanicEndsOneConnection(t *testing.T) {
 	}
 	tc.Close()
 }
+
+// TestRecheckCutsSessions: a live session whose client address the directory's groups no
+// longer allow is cut by Recheck; one still allowed is left alone.
+func TestRecheckCutsSessions(t *testing.T) {
+	d := newDisplay(t, 64, 32)
+	r := newRig(t, d)
+	tc, _, err := r.connect(t, rfb.VeNCryptX509Plain, r.issue(t).Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	select {
+	case <-r.change:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session did not begin")
+	}
+	if n := r.g.Recheck(); n != 0 {
+		t.Fatalf("Recheck cut %d sessions that are still allowed", n)
+	}
+	r.allow = false
+	start := time.Now()
+	if n := r.g.Recheck(); n != 1 {
+		t.Fatalf("Recheck cut %d sessions, want 1", n)
+	}
+	tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, tc); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("the client's connection stayed open after the cut")
+		}
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the cut took %v to reach the client", d)
+	}
+	select {
+	case <-r.change:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no SessionsChanged after the cut")
+	}
+	if c := r.g.Connected(); len(c) != 0 {
+		t.Errorf("connected after the cut: %v", c)
+	}
+}

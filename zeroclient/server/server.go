@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"deskhost/internal/catalog"
 	"deskhost/internal/certs"
 	"deskhost/internal/hostconfig"
 	"deskhost/internal/runpaths"
@@ -57,8 +58,34 @@ type Server struct {
 // Options override parts of the assembly (tests).
 type Options struct {
 	Workspaces workspaces.Backend // default: hostd over its socket
-	Now        func() time.Time
+	// Catalog is where the directories and IP access control groups come from; default:
+	// hostd's DescribeCatalog over its socket (the Workspaces backend, if it offers it).
+	Catalog CatalogSource
+	Now     func() time.Time
 }
+
+// CatalogSource is hostd's catalog as zeroclient reads it: DescribeCatalog, a long poll on
+// the catalog revision (workspaces.Client).
+type CatalogSource interface {
+	DescribeCatalog(ctx context.Context, since uint64, wait time.Duration) (workspaces.Catalog, error)
+}
+
+// StaticCatalog is a catalog that never changes (tests of the broker's own logic).
+type StaticCatalog []catalog.Directory
+
+func (c StaticCatalog) DescribeCatalog(ctx context.Context, since uint64, wait time.Duration) (workspaces.Catalog, error) {
+	if since == 1 && wait > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+	return workspaces.Catalog{Revision: 1, Directories: c}, nil
+}
+
+// FirstCatalogWait is how long New waits for hostd's catalog before serving without it
+// (logins fail until it comes; it keeps being asked for).
+const FirstCatalogWait = 15 * time.Second
 
 // New builds and binds everything; Run serves.
 func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err error) {
@@ -81,12 +108,25 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 	s.closers = append(s.closers, func() { s.creds.Close() })
 	lock := &policy.Lockout{Failures: zc.Lockout.Failures, UserFailures: zc.Lockout.UserFailures, Window: zc.Lockout.Window.Duration,
 		Duration: zc.Lockout.Duration.Duration, Store: s.creds, Now: opt.Now}
-	if s.Auth, err = auth.New(auth.Config{Directories: c.Hostd.Directories, Creds: s.creds, Lockout: lock,
-		Floor: zc.AuthFailureFloor.Duration, Now: opt.Now,
+	if s.Auth, err = auth.New(auth.Config{Creds: s.creds, Lockout: lock, Floor: zc.AuthFailureFloor.Duration, Now: opt.Now,
 		HashConcurrency: zc.PasswordChecks.Concurrency, HashWait: zc.PasswordChecks.Wait.Duration}); err != nil {
 		return nil, err
 	}
-	s.closers = append(s.closers, s.Auth.Close)
+	s.closers = append(s.closers, func() { s.Auth.Close() })
+	ws := opt.Workspaces
+	if ws == nil {
+		ws = workspaces.Dial(zc.HostdSocket)
+	}
+	src := opt.Catalog
+	if src == nil {
+		var ok bool
+		if src, ok = ws.(CatalogSource); !ok {
+			return nil, errors.New("zeroclient: no catalog source: the WorkSpaces backend does not serve hostd's catalog")
+		}
+	}
+	// The directories and IP access control groups are hostd's catalog records: read them
+	// before serving, and follow every change (catalogFollower).
+	first := s.loadCatalog(src)
 	cert, err := certs.Load(zc.TLS.Cert, zc.TLS.Key, zc.TLS.SelfSignedDir, append(zc.TLS.Names, zc.Broker.Hostname, zc.Gateway.AdvertiseAddress))
 	if err != nil {
 		return nil, err
@@ -105,10 +145,6 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 		s.Metrics.ConnectionFailure.WithLabelValues(t.DirectoryID, t.WorkspaceID).Inc()
 		log.Info("connect tag ended unused", "directory", t.DirectoryID, "user", t.UserName, "workspace", t.WorkspaceID,
 			"session_id", t.SessionID, "reason", string(why))
-	}
-	ws := opt.Workspaces
-	if ws == nil {
-		ws = workspaces.Dial(zc.HostdSocket)
 	}
 	hostname := zc.Broker.Hostname
 	if hostname == "" {
@@ -201,6 +237,10 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 			return nil, err
 		}
 	}
+	fctx, fcancel := context.WithCancel(context.Background())
+	fdone := make(chan struct{})
+	go func() { s.followCatalog(fctx, src, first); close(fdone) }()
+	s.closers = append(s.closers, func() { fcancel(); <-fdone })
 	// Sweep expired tags and sessions, and (less often) lockout records of no more use.
 	stop := make(chan struct{})
 	s.closers = append(s.closers, func() { close(stop) })
@@ -229,6 +269,63 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 	log.Info("zeroclient serving", "broker", s.BrokerAddr, "gateway", s.GatewayAddr, "echo", zc.Echo.Listen, "metrics", s.MetricsAddr,
 		"admin", zc.AdminSocket, "directories", len(s.Auth.Directories()), "hostd", zc.HostdSocket)
 	return s, nil
+}
+
+// loadCatalog reads hostd's catalog for the first time, retrying for FirstCatalogWait,
+// and returns its revision (0 if hostd did not answer: the follower keeps asking).
+func (s *Server) loadCatalog(src CatalogSource) uint64 {
+	deadline := time.Now().Add(FirstCatalogWait)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := src.DescribeCatalog(ctx, 0, 0)
+		cancel()
+		if err == nil {
+			s.applyCatalog(c)
+			return c.Revision
+		}
+		if time.Now().After(deadline) {
+			s.log.Error("hostd's catalog is not available yet; logins fail until it is", "err", err)
+			return 0
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// applyCatalog makes a catalog the one enforced: new logins use it at once, and live
+// sessions from addresses it no longer allows are cut.
+func (s *Server) applyCatalog(c workspaces.Catalog) {
+	changed, err := s.Auth.Update(c.Directories)
+	if err != nil {
+		s.log.Error("catalog: some directories' login settings were refused", "revision", c.Revision, "err", err)
+	}
+	s.log.Info("catalog applied", "revision", c.Revision, "directories", len(s.Auth.Directories()))
+	if changed && s.Gateway != nil {
+		if n := s.Gateway.Recheck(); n > 0 {
+			s.log.Info("catalog: sessions cut", "revision", c.Revision, "sessions", n)
+		}
+	}
+}
+
+// followCatalog long-polls hostd's catalog revision and applies each new revision, until
+// ctx ends. A change reaches the broker and the gateway within one round trip.
+func (s *Server) followCatalog(ctx context.Context, src CatalogSource, rev uint64) {
+	for ctx.Err() == nil {
+		c, err := src.DescribeCatalog(ctx, rev, workspaces.MaxCatalogWait)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("following hostd's catalog", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+			continue
+		}
+		if c.Revision != rev {
+			s.applyCatalog(c)
+			rev = c.Revision
+		}
+	}
 }
 
 func sameAddr(a, b string) bool {

@@ -55,12 +55,15 @@ func (noWorkspaces) Describe(context.Context, string) (workspaces.Workspace, err
 }
 func (noWorkspaces) Start(context.Context, string) error { return nil }
 
-// config is a zeroclient on loopback with one local directory (users alice, bob), its
-// state in dir.
+// testCatalog is the catalog the test zeroclients serve: one local directory (users alice,
+// bob).
+var testCatalog = server.StaticCatalog([]catalog.Directory{{ID: "d-0000000001", Name: "corp.example.com",
+	Users: []catalog.User{{UserName: "alice"}, {UserName: "bob"}}}})
+
+// config is a zeroclient on loopback, its state in dir.
 func config(dir string, edit func(*hostconfig.Zeroclient)) *hostconfig.Config {
 	c := &hostconfig.Config{
-		Hostd: hostconfig.Hostd{DataDir: dir, Directories: []catalog.Directory{{ID: "d-0000000001", Name: "corp.example.com",
-			Users: []catalog.User{{UserName: "alice"}, {UserName: "bob"}}}}},
+		Hostd: hostconfig.Hostd{DataDir: dir},
 		Zeroclient: hostconfig.Zeroclient{
 			Broker: hostconfig.ZeroclientBroker{Listen: "127.0.0.1:0", Hostname: "localhost"}, Gateway: hostconfig.ZeroclientGateway{Listen: "127.0.0.1:0"},
 			Echo: hostconfig.ZeroclientEcho{Listen: []string{}}, TLS: hostconfig.ZeroclientTLS{SelfSignedDir: filepath.Join(dir, "tls")},
@@ -80,7 +83,7 @@ func runChild(dir string) int {
 	c := config(dir, func(z *hostconfig.Zeroclient) {
 		z.Broker.MaxConnectionsPerAddress = 512 // the load comes from few addresses; memory is what is measured
 	})
-	s, err := server.New(c, slog.New(slog.NewTextHandler(io.Discard, nil)), server.Options{Workspaces: noWorkspaces{}})
+	s, err := server.New(c, slog.New(slog.NewTextHandler(io.Discard, nil)), server.Options{Workspaces: noWorkspaces{}, Catalog: testCatalog})
 	if err != nil {
 		fmt.Println("ERROR", err)
 		return 1
@@ -215,7 +218,7 @@ func rawConn(t *testing.T, addr string, n int) (net.Conn, bool) {
 func start(t *testing.T, edit func(*hostconfig.Zeroclient)) (*server.Server, string) {
 	t.Helper()
 	dir := t.TempDir()
-	s, err := server.New(config(dir, edit), slog.New(slog.NewTextHandler(io.Discard, nil)), server.Options{Workspaces: noWorkspaces{}})
+	s, err := server.New(config(dir, edit), slog.New(slog.NewTextHandler(io.Discard, nil)), server.Options{Workspaces: noWorkspaces{}, Catalog: testCatalog})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +336,7 @@ func TestAdminSocket(t *testing.T) {
 	for _, shared := range []string{"/tmp/zc.sock", "/run/zc.sock"} {
 		dir := t.TempDir()
 		if _, err := server.New(config(dir, func(z *hostconfig.Zeroclient) { z.AdminSocket = shared }),
-			slog.New(slog.NewTextHandler(io.Discard, nil)), server.Options{Workspaces: noWorkspaces{}}); err == nil || !strings.Contains(err.Error(), "directory of its own") {
+			slog.New(slog.NewTextHandler(io.Discard, nil)), server.Options{Workspaces: noWorkspaces{}, Catalog: testCatalog}); err == nil || !strings.Contains(err.Error(), "directory of its own") {
 			t.Errorf("admin socket %s: %v", shared, err)
 		}
 	}
