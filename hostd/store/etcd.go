@@ -132,9 +132,9 @@ func (s *Etcd) callCtx(parent context.Context) (context.Context, context.CancelF
 	return clientv3.WithRequireLeader(ctx), cancel
 }
 
-func (s *Etcd) key(bucket, key string) string   { return s.cfg.Prefix + bucket + "/" + key }
+func (s *Etcd) key(bucket, key string) string     { return s.cfg.Prefix + bucket + "/" + key }
 func (s *Etcd) bucketPrefix(bucket string) string { return s.cfg.Prefix + bucket + "/" }
-func (s *Etcd) marker(bucket string) string     { return s.cfg.Prefix + bucket }
+func (s *Etcd) marker(bucket string) string       { return s.cfg.Prefix + bucket }
 
 func checkBucket(bucket string) error {
 	if bucket == "" || strings.ContainsAny(bucket, "/\x00") {
