@@ -3,6 +3,7 @@
 //
 //	hostd serve --config /perm/deskhost.yaml   run the daemon
 //	hostd preflight                            print the host's memory hygiene and exit
+//	hostd etcd --config-file FILE              run a member of the fleet's etcd cluster
 //	hostd <command> ...                        the operator CLI (hostd help)
 //
 // Serving, in order:
@@ -35,6 +36,7 @@ import (
 	"deskhost/hostd/api"
 	"deskhost/hostd/cli"
 	"deskhost/hostd/controller"
+	"deskhost/hostd/etcdmember"
 	"deskhost/hostd/memscrub"
 	"deskhost/hostd/network"
 	"deskhost/hostd/service"
@@ -51,6 +53,8 @@ func main() {
 		switch args[0] {
 		case "serve":
 			os.Exit(serve(args[1:]))
+		case "etcd":
+			os.Exit(etcdmember.Main(args[1:]))
 		case "preflight":
 			r, err := memscrub.Check()
 			if err != nil {
@@ -67,7 +71,7 @@ func main() {
 	}
 	code := cli.Main(args, os.Stdout, os.Stderr)
 	if len(args) == 0 || len(args) == 1 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help") {
-		fmt.Println("\nDaemon:\n  serve --config FILE [--debug]   run hostd\n  preflight                       check swap, KSM and init_on_free, and exit")
+		fmt.Println("\nDaemon:\n  serve --config FILE [--debug]   run hostd\n  preflight                       check swap, KSM and init_on_free, and exit\n  etcd --config-file FILE         run a member of the fleet's etcd cluster")
 	}
 	os.Exit(code)
 }

@@ -89,7 +89,7 @@ func (c *Cluster) Join(ctx context.Context, name string) (*Member, error) {
 		return nil, err
 	}
 	defer cli.Close()
-	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	initial, err := AddMember(actx, cli, name, cfg.PeerURL)
 	cancel()
 	if err != nil {
@@ -101,7 +101,26 @@ func (c *Cluster) Join(ctx context.Context, name string) (*Member, error) {
 		return nil, err
 	}
 	c.Members = append(c.Members, m)
-	return m, nil
+	// Joined once it has published its name and client URL to the cluster.
+	for {
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		ml, err := cli.MemberList(lctx)
+		cancel()
+		if err == nil {
+			for _, x := range ml.Members {
+				if x.Name == name && len(x.ClientURLs) > 0 {
+					return m, nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return m, fmt.Errorf("etcd member %s did not join: %w\n%s", name, ctx.Err(), m.LogTail())
+		case <-m.Exited():
+			return m, fmt.Errorf("etcd member %s exited while joining\n%s", name, m.LogTail())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Endpoints are the members' client URLs.

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -253,8 +254,14 @@ func WaitServing(ctx context.Context, cli *clientv3.Client) error {
 // AddMember announces a new member (its peer URL) to the running cluster through the
 // member API, and returns the initial cluster the new member must start with (State
 // "existing"). Start it promptly: until it is up, the cluster counts it in its quorum.
+// etcd refuses a new member while another has been connected for less than a few seconds
+// (it would risk the quorum): AddMember waits that out, until ctx ends.
 func AddMember(ctx context.Context, cli *clientv3.Client, name, peerURL string) (string, error) {
-	resp, err := cli.MemberAdd(ctx, []string{peerURL})
+	var resp *clientv3.MemberAddResponse
+	err := untilHealthy(ctx, func() (err error) {
+		resp, err = cli.MemberAdd(ctx, []string{peerURL})
+		return err
+	})
 	if err != nil {
 		return "", fmt.Errorf("add etcd member %s (%s): %w", name, peerURL, err)
 	}
@@ -271,6 +278,22 @@ func AddMember(ctx context.Context, cli *clientv3.Client, name, peerURL string) 
 	return strings.Join(parts, ","), nil
 }
 
+// untilHealthy runs a membership change until etcd stops refusing it as unsafe for the
+// quorum (a member connected for less than a few seconds), or ctx ends.
+func untilHealthy(ctx context.Context, change func() error) error {
+	for {
+		err := change()
+		if err == nil || !errors.Is(rpctypes.Error(err), rpctypes.ErrUnhealthy) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
 // RemoveMember takes the member named name out of the cluster.
 func RemoveMember(ctx context.Context, cli *clientv3.Client, name string) error {
 	resp, err := cli.MemberList(ctx)
@@ -279,7 +302,7 @@ func RemoveMember(ctx context.Context, cli *clientv3.Client, name string) error 
 	}
 	for _, m := range resp.Members {
 		if m.Name == name {
-			if _, err := cli.MemberRemove(ctx, m.ID); err != nil {
+			if err := untilHealthy(ctx, func() error { _, err := cli.MemberRemove(ctx, m.ID); return err }); err != nil {
 				return fmt.Errorf("remove etcd member %s: %w", name, err)
 			}
 			return nil
