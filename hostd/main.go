@@ -11,7 +11,7 @@
 //  2. run the memory preflight (swap, KSM, init_on_free) and log it; WorkSpaces will not
 //     boot while it refuses;
 //  3. load every configured desktop image's manifest;
-//  4. open the store (bbolt), connect to libvirtd (retrying while it starts);
+//  4. open the store (bbolt, or the fleet's etcd), connect to libvirtd (retrying while it starts);
 //  5. start the controller: a first reconcile of store against libvirt (orphans removed,
 //     interrupted operations finished), then libvirt events and periodic sweeps;
 //  6. serve the admin API on the root-only unix socket and on HTTPS;
@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,6 +43,7 @@ import (
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/virt"
+	"deskhost/internal/atomicfile"
 	"deskhost/internal/catalog"
 	"deskhost/internal/desktopimage"
 	"deskhost/internal/hostconfig"
@@ -130,15 +132,11 @@ func run(path string, log *slog.Logger) error {
 		images[img.ID] = controller.ImageFiles{Kernel: di.Kernel, Initrd: di.Initrd, Root: di.Root, Cmdline: di.Manifest.Cmdline}
 	}
 
-	st, err := store.OpenBolt(h.Store)
+	st, hostID, err := openStore(h, log)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	hostID, err := hostIdentity(st)
-	if err != nil {
-		return err
-	}
 	log.Info("host identity", "host", hostID)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -223,6 +221,59 @@ func run(path string, log *slog.Logger) error {
 	return first
 }
 
+// openStore opens the configured store — the bbolt file, or the fleet's etcd — and this
+// host's identity.
+func openStore(h hostconfig.Hostd, log *slog.Logger) (store.Store, string, error) {
+	if e := h.Store.Etcd; e != nil {
+		st, err := store.OpenEtcd(store.EtcdConfig{
+			Endpoints: e.Endpoints, CAFile: e.CAFile, CertFile: e.CertFile, KeyFile: e.KeyFile,
+			Prefix: e.Prefix, Timeout: e.Timeout.Duration, Log: log.With("component", "store"),
+		})
+		if err != nil {
+			return nil, "", err
+		}
+		// The fleet's store is shared: each host's identity stays with the host.
+		id, err := localIdentity(filepath.Join(h.DataDir, "host-id"))
+		if err != nil {
+			st.Close()
+			return nil, "", err
+		}
+		return st, id, nil
+	}
+	st, err := store.OpenBolt(h.Store.Path)
+	if err != nil {
+		return nil, "", err
+	}
+	id, err := hostIdentity(st)
+	if err != nil {
+		st.Close()
+		return nil, "", err
+	}
+	return st, id, nil
+}
+
+// localIdentity is this host's id kept in a file, made once.
+func localIdentity(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if id := strings.TrimSpace(string(b)); strings.HasPrefix(id, "host-") {
+			return id, nil
+		}
+		return "", fmt.Errorf("host identity %s: not a host id", path)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("host identity: %w", err)
+	}
+	id := newHostID()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", fmt.Errorf("host identity: %w", err)
+	}
+	if err := atomicfile.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("host identity: %w", err)
+	}
+	return id, nil
+}
+
+func newHostID() string { return "host-" + catalog.NewID(catalog.KindDirectory)[2:] }
+
 // hostIdentity is this host's id, made once and kept in the store: hostd marks the
 // domains it creates with it, and only ever removes domains that carry it.
 func hostIdentity(st store.Store) (string, error) {
@@ -236,7 +287,7 @@ func hostIdentity(st store.Store) (string, error) {
 		if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		id = "host-" + catalog.NewID(catalog.KindDirectory)[2:]
+		id = newHostID()
 		return tx.Put(store.Meta, "hostId", []byte(id))
 	})
 	if err != nil {
