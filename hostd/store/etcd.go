@@ -115,6 +115,9 @@ func OpenEtcd(cfg EtcdConfig) (*Etcd, error) {
 	return s, nil
 }
 
+// Prefix is the root of the store's keys.
+func (s *Etcd) Prefix() string { return s.cfg.Prefix }
+
 // Client is the etcd client, for what the store does not cover (leases, members).
 func (s *Etcd) Client() *clientv3.Client { return s.cli }
 
