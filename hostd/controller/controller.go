@@ -94,9 +94,9 @@ type Controller struct {
 	workers map[string]*worker
 	held    map[string]*memscrub.Held // guest RAM, by WorkSpace id
 	idle    *sync.Cond                // signalled when a worker settles
-	// known holds, per WorkSpace, the last few desired states the controller itself read
-	// or wrote: a watched change that is one of them asks nothing new (watch.go).
-	known map[string][]desired
+	// seen is, per WorkSpace, the desired state the controller last read or wrote and the
+	// revision it read at: a watched change asks something new only beyond both (watch.go).
+	seen map[string]seen
 
 	// Test hooks. afterZero sees the held RAM after it was zeroed, before it is released;
 	// skipZero releases RAM without zeroing it, to prove the tests would notice.
@@ -120,7 +120,7 @@ func New(cfg Config) *Controller {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	c := &Controller{cfg: cfg, workers: map[string]*worker{}, held: map[string]*memscrub.Held{}, known: map[string][]desired{}}
+	c := &Controller{cfg: cfg, workers: map[string]*worker{}, held: map[string]*memscrub.Held{}, seen: map[string]seen{}}
 	c.idle = sync.NewCond(&c.mu)
 	return c
 }
@@ -412,12 +412,11 @@ func (c *Controller) load(id string) (workspace.Workspace, error) {
 	var w workspace.Workspace
 	err := c.cfg.Store.View(func(tx store.Tx) error {
 		var err error
-		w, err = store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
+		if w, err = store.GetJSON[workspace.Workspace](tx, store.Workspaces, id); err == nil {
+			c.remember(tx, w)
+		}
 		return err
 	})
-	if err == nil {
-		c.remember(w)
-	}
 	return w, err
 }
 
@@ -434,7 +433,7 @@ func (c *Controller) transition(id string, from workspace.State, fn func(*worksp
 		}
 		fn(&w)
 		w.Updated = c.cfg.Now()
-		c.remember(w) // before the commit: its watched change may come before Update returns
+		c.remember(nil, w) // before the commit: its watched change may come before Update returns
 		return store.PutJSON(tx, store.Workspaces, id, w)
 	})
 	if err == nil && w.State != from {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"slices"
 	"time"
 
 	"deskhost/hostd/store"
@@ -22,11 +21,12 @@ import (
 //     without polling.
 //
 // A watched change wakes the worker (cancelling a reconcile in progress, as Wake does)
-// only when it asks something new: a desired state (state, when it was entered, and
-// properties) the controller has not itself read or written. The controller's own
-// writes, and fields that ask nothing of it (connection reports), come back through the
-// watch too and are let pass, so that a boot in progress is not restarted by its own
-// progress report.
+// only when it asks something new. Per WorkSpace the controller keeps the desired state
+// (state, when it was entered, properties) it last read or wrote, and the store revision
+// it last read at. A change at or below that revision was already in what it read; a
+// change whose desired state is the one it holds asks nothing (its own write coming back,
+// or a field such as a connection report): so a boot in progress is not restarted by its
+// own progress report, and a change back to an earlier state is still a change.
 
 // desired is what of a record asks the controller to act.
 type desired struct {
@@ -39,27 +39,26 @@ func desiredOf(w workspace.Workspace) desired {
 	return desired{w.State, w.StateSince.UnixNano(), w.Properties}
 }
 
-// knownPerWorkspace bounds the memory of desired states per WorkSpace: enough for the
-// writes whose watched changes may still be on their way.
-const knownPerWorkspace = 8
-
-// remember notes a desired state the controller read or is writing.
-func (c *Controller) remember(w workspace.Workspace) {
-	d := desiredOf(w)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.rememberLocked(w.ID, d)
+// seen is what the controller last knew of a WorkSpace's record.
+type seen struct {
+	rev int64 // the store revision it last read the record at, or last watched a change at
+	d   desired
 }
 
-func (c *Controller) rememberLocked(id string, d desired) {
-	k := c.known[id]
-	if slices.Contains(k, d) {
-		return
+// revisioned is a transaction that tells the revision of its snapshot (both stores' do).
+type revisioned interface{ Revision() int64 }
+
+// remember notes the desired state the controller read in tx, or is writing (tx nil: a
+// write's revision is not known before it commits).
+func (c *Controller) remember(tx store.Tx, w workspace.Workspace) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.seen[w.ID]
+	if r, ok := tx.(revisioned); ok && tx != nil && r.Revision() > s.rev {
+		s.rev = r.Revision()
 	}
-	if len(k) >= knownPerWorkspace {
-		k = slices.Delete(k, 0, 1)
-	}
-	c.known[id] = append(k, d)
+	s.d = desiredOf(w)
+	c.seen[w.ID] = s
 }
 
 // follow watches the WorkSpace records until ctx ends, waking workers for changes that ask
@@ -95,7 +94,7 @@ func (c *Controller) changed(ev store.Event) {
 	id := ev.Key
 	if ev.Deleted {
 		c.mu.Lock()
-		delete(c.known, id)
+		delete(c.seen, id)
 		c.mu.Unlock()
 		c.Poke(id) // the worker finds no record and removes what is left
 		return
@@ -107,12 +106,14 @@ func (c *Controller) changed(ev store.Event) {
 	}
 	d := desiredOf(w)
 	c.mu.Lock()
-	mine := slices.Contains(c.known[id], d)
-	if !mine {
-		c.rememberLocked(id, d)
+	s := c.seen[id]
+	news := ev.Revision > s.rev && d != s.d
+	if ev.Revision > s.rev {
+		s.rev, s.d = ev.Revision, d
+		c.seen[id] = s
 	}
 	c.mu.Unlock()
-	if mine {
+	if !news {
 		return
 	}
 	c.cfg.Log.Debug("desired state changed", "workspace", id, "state", string(w.State), "revision", ev.Revision)

@@ -87,6 +87,10 @@ type boltTx struct {
 	changes map[[2]string]*Event // bucket, key → the last change; nil in a read-only tx
 }
 
+// Revision is the transaction id of the snapshot: the last commit it sees (a read-only
+// transaction), or the one it will be (a read-write one).
+func (t *boltTx) Revision() int64 { return int64(t.tx.ID()) }
+
 func (t *boltTx) Get(bucket, key string) ([]byte, error) {
 	bk := t.tx.Bucket([]byte(bucket))
 	if bk == nil {

@@ -197,6 +197,9 @@ type etcdTx struct {
 	deleted map[string]bool // buckets with a deletion
 }
 
+// Revision is the revision of the transaction's snapshot; 0 before its first read.
+func (t *etcdTx) Revision() int64 { return t.rev }
+
 // get runs one read at the snapshot's revision, fixing the revision at the first read.
 func (t *etcdTx) get(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
 	if t.rev > 0 {
@@ -275,7 +278,7 @@ func (t *etcdTx) Delete(bucket, key string) error {
 
 // page is how many keys one range read returns; a bucket is listed a page at a time,
 // every page at the snapshot's revision.
-const page = 500
+const page = 1000
 
 func (t *etcdTx) ForEach(bucket string, fn func(string, []byte) error) error {
 	if err := checkBucket(bucket); err != nil {
