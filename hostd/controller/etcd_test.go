@@ -284,3 +284,41 @@ func BenchmarkDescribeWorkspaces1000(b *testing.B) {
 		b.Logf("DescribeWorkspaces p99 with %d WorkSpaces: bolt %s, etcd %s (etcd/bolt %.2f)", n, p99["bolt"], p99["etcd"], float64(p99["etcd"])/float64(p99["bolt"]))
 	}
 }
+
+// BenchmarkCreateToAvailableEtcd is create → AVAILABLE (the service's CreateWorkspaces to
+// the guest agent answering) with the store in a 3-member etcd cluster against the same
+// with the bbolt file, alternating in one run on the same libvirtd and desktop image
+// (goal: etcd/bolt ≤ 1.10).
+func BenchmarkCreateToAvailableEtcd(b *testing.B) {
+	c := etcdCluster(b)
+	hs := map[string]*harness{
+		"bolt": newHarness(b, nil, nil),
+		"etcd": newHarnessOn(b, etcdStore(b, c, fmt.Sprintf("/create%d/", time.Now().UnixNano())), nil, nil),
+	}
+	users := testUsers()
+	took := map[string]time.Duration{}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		order := []string{"bolt", "etcd"}
+		if i%2 == 1 {
+			order = []string{"etcd", "bolt"} // neither always boots first
+		}
+		for _, kind := range order {
+			h := hs[kind]
+			t0 := time.Now()
+			w := h.create(users[i%len(users)].UserName)
+			h.waitState(w.ID, workspace.Available, bootWithin)
+			took[kind] += time.Since(t0)
+			b.StopTimer()
+			if f, _ := h.svc.TerminateWorkspaces(context.Background(), []string{w.ID}); len(f) > 0 {
+				b.Fatal(f)
+			}
+			h.waitState(w.ID, workspace.Terminated, time.Minute)
+			markTerminatedGone(b, h, w.ID)
+			b.StartTimer()
+		}
+	}
+	b.ReportMetric(took["bolt"].Seconds()/float64(b.N), "bolt-s/op")
+	b.ReportMetric(took["etcd"].Seconds()/float64(b.N), "etcd-s/op")
+	b.ReportMetric(took["etcd"].Seconds()/took["bolt"].Seconds(), "etcd/bolt")
+}

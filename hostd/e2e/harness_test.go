@@ -60,6 +60,7 @@ type hostOptions struct {
 	libvirtSocket string // default: the libvirtd `make test` runs
 	netns         string // run hostd in this network namespace
 	network       string // init.network (netcfg's config, YAML indented 4): netcfg manages the network
+	store         string // hostd.store's value (YAML indented 4 past the key); default: a bbolt file
 }
 
 func newHost(t *testing.T) *host { return newHostWith(t, hostOptions{}) }
@@ -125,6 +126,9 @@ func newHostWith(t *testing.T, o hostOptions) *host {
 `, dir, sock, h.pool, network, pri, h.socket, h.listen, h.accessKey, h.secretKey, imageID, image, bundleID, directoryID)
 	if o.network != "" {
 		cfg += "init:\n  network:\n" + o.network
+	}
+	if o.store != "" {
+		cfg = strings.Replace(cfg, "store: "+dir+"/store.db", "store:"+o.store, 1)
 	}
 	if err := os.WriteFile(h.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -510,7 +510,7 @@ func (s *Etcd) classify(op string, err error) error {
 	ee := rpctypes.Error(err)
 	switch {
 	case errors.Is(ee, rpctypes.ErrNoLeader), strings.Contains(err.Error(), "proposal dropped"):
-		ue.Reason = "no quorum: the etcd members this host reaches have no leader, so a majority of the cluster's members is down or cut off; writes are refused until a majority is back"
+		ue.Reason = "no quorum: the etcd members this host reaches have no leader, so a majority of the cluster's members is down or cut off; the store answers again once a majority is back"
 	case errors.Is(ee, rpctypes.ErrTimeout), errors.Is(ee, rpctypes.ErrTimeoutDueToLeaderFail),
 		errors.Is(ee, rpctypes.ErrTimeoutDueToConnectionLost), errors.Is(ee, rpctypes.ErrLeaderChanged):
 		ue.Reason = "quorum was lost while the request was being replicated (" + ee.Error() + ")"

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -73,7 +74,7 @@ func sharedCluster(t testing.TB) *etcdmember.Cluster {
 
 func openEtcd(t testing.TB, c *etcdmember.Cluster, prefix string) *Etcd {
 	t.Helper()
-	s, err := OpenEtcd(EtcdConfig{Endpoints: c.Endpoints(), CAFile: c.CAFile, CertFile: c.ClientCert, KeyFile: c.ClientKey, Prefix: prefix, Timeout: 3 * time.Second})
+	s, err := OpenEtcd(EtcdConfig{Endpoints: c.Endpoints(), CAFile: c.CAFile, CertFile: c.ClientCert, KeyFile: c.ClientKey, Prefix: prefix, Timeout: 3 * time.Second, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
