@@ -2,6 +2,7 @@
 // serves the WorkSpaces admin API.
 //
 //	hostd serve --config /perm/deskhost.yaml   run the daemon
+//	hostd check-config --config FILE           validate the host config and exit
 //	hostd preflight                            print the host's memory hygiene and exit
 //	hostd etcd --config-file FILE              run a member of the fleet's etcd cluster
 //	hostd <command> ...                        the operator CLI (hostd help)
@@ -24,6 +25,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -55,6 +57,8 @@ func main() {
 		switch args[0] {
 		case "serve":
 			os.Exit(serve(args[1:]))
+		case "check-config":
+			os.Exit(checkConfig(args[1:], os.Stdout, os.Stderr))
 		case "etcd":
 			os.Exit(etcdmember.Main(args[1:]))
 		case "preflight":
@@ -73,9 +77,26 @@ func main() {
 	}
 	code := cli.Main(args, os.Stdout, os.Stderr)
 	if len(args) == 0 || len(args) == 1 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help") {
-		fmt.Println("\nDaemon:\n  serve --config FILE [--debug]   run hostd\n  preflight                       check swap, KSM and init_on_free, and exit\n  etcd --config-file FILE         run a member of the fleet's etcd cluster")
+		fmt.Println("\nDaemon:\n  serve --config FILE [--debug]   run hostd\n  check-config --config FILE      validate the host config and exit\n  preflight                       check swap, KSM and init_on_free, and exit\n  etcd --config-file FILE         run a member of the fleet's etcd cluster")
 	}
 	os.Exit(code)
+}
+
+// checkConfig validates the host config as serve loads it (hostconfig's one validator,
+// init.network by netcfg's rules included).
+func checkConfig(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/perm/deskhost.yaml", "host config file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if _, err := hostconfig.Load(*path); err != nil {
+		fmt.Fprintln(stderr, "hostd check-config:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, "ok")
+	return 0
 }
 
 func serve(args []string) int {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +17,9 @@ import (
 
 	"deskhost/internal/atomicfile"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/workspaces"
+	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
@@ -31,6 +33,7 @@ import (
 	"deskhost/init/proc"
 	"deskhost/init/supervisor"
 	"deskhost/internal/hostconfig"
+	"deskhost/internal/hostdclient"
 	"deskhost/internal/imagelayout"
 	"deskhost/netcfg/config"
 )
@@ -70,6 +73,8 @@ type host struct {
 	wsNote       string
 	netMu        sync.Mutex // one network change at a time
 	powerAsked   bool
+	hostdAPI     *hostdclient.Client
+	hostdSocket  string // hostdAPI's
 }
 
 func (h *host) alarm(key, text string) {
@@ -402,7 +407,7 @@ func (h *host) Management() (console.Management, error) {
 }
 
 // SetManagement implements console.Host. The new addressing is checked with netcfg's
-// own rules and kept on /perm for the next boots. While hostd runs it is the network's
+// own rules (through hostconfig's validator) and kept on /perm for the next boots. While hostd runs it is the network's
 // one writer (it keeps the WorkSpaces' taps in netcfg's state: a bare `netcfg apply`
 // would remove them), so hostd is restarted with the new config and applies it;
 // otherwise `netcfg apply` does, and the netcfg service reloads.
@@ -434,6 +439,7 @@ func (h *host) SetManagement(ctx context.Context, m console.Management) (string,
 	if err != nil {
 		return "", err
 	}
+	// hostconfig's validator checks init.network by netcfg's own rules.
 	cfg, err := hostcfg.Parse(raw)
 	if err != nil {
 		return "", fmt.Errorf("the new config does not load: %w", err)
@@ -441,11 +447,6 @@ func (h *host) SetManagement(ctx context.Context, m console.Management) (string,
 	nb, err := cfg.Init.NetworkYAML()
 	if err != nil {
 		return "", err
-	}
-	if c, err := config.Decode(nb); err != nil {
-		return "", fmt.Errorf("netcfg refuses it: %w", err)
-	} else if _, err := config.Validate(c); err != nil {
-		return "", fmt.Errorf("netcfg refuses it: %w", err)
 	}
 	ob, _ := yaml.Marshal(o)
 	if err := writeFile(mgmtOverride, ob, 0o600); err != nil {
@@ -508,36 +509,42 @@ func (h *host) RestartService(name string) error {
 	return s.Restart()
 }
 
-// hostd runs the operator CLI against hostd's socket.
-func (h *host) hostd(ctx context.Context, args ...string) ([]byte, error) {
+// hostd is a client of hostd's API on its socket (one per socket path, so its connections
+// are reused).
+func (h *host) hostd() (*hostdclient.Client, error) {
 	cfg := h.config()
 	if cfg == nil || cfg.Hostd.API.Socket == "" {
 		return nil, errors.New("hostd has no API socket in the host config")
 	}
-	d := 30 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		d = time.Until(dl)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.hostdAPI == nil || h.hostdSocket != cfg.Hostd.API.Socket {
+		c, err := hostdclient.New(hostdclient.Options{Socket: cfg.Hostd.API.Socket})
+		if err != nil {
+			return nil, err
+		}
+		h.hostdAPI, h.hostdSocket = c, cfg.Hostd.API.Socket
 	}
-	return h.runOutput(d, imagelayout.Hostd, append(args, "--socket", cfg.Hostd.API.Socket)...)
+	return h.hostdAPI, nil
 }
 
 // Workspaces implements console.Host.
 func (h *host) Workspaces(ctx context.Context) ([]console.Workspace, error) {
-	out, err := h.hostd(ctx, "workspaces", "--json")
+	c, err := h.hostd()
 	if err != nil {
-		return nil, fmt.Errorf("%v: %s", err, lastLine(string(out)))
-	}
-	var doc struct {
-		Workspaces []struct {
-			WorkspaceId, State, UserName, DirectoryId, IpAddress string
-		}
-	}
-	if err := json.Unmarshal(out, &doc); err != nil {
-		return nil, fmt.Errorf("hostd workspaces --json: %w", err)
+		return nil, err
 	}
 	var list []console.Workspace
-	for _, w := range doc.Workspaces {
-		list = append(list, console.Workspace{ID: w.WorkspaceId, State: w.State, User: w.UserName, Directory: w.DirectoryId, IP: w.IpAddress})
+	p := workspaces.NewDescribeWorkspacesPaginator(c, &workspaces.DescribeWorkspacesInput{})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range page.Workspaces {
+			list = append(list, console.Workspace{ID: aws.ToString(w.WorkspaceId), State: string(w.State), User: aws.ToString(w.UserName),
+				Directory: aws.ToString(w.DirectoryId), IP: aws.ToString(w.IpAddress)})
+		}
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
 	return list, nil
@@ -548,9 +555,29 @@ func (h *host) WorkspaceAction(ctx context.Context, action, id string) (string, 
 	if action != "reboot" && action != "stop" {
 		return "", fmt.Errorf("unknown action %q", action)
 	}
+	c, err := h.hostd()
+	if err != nil {
+		return "", err
+	}
 	h.initLog.Printf("console: %s %s", action, id)
-	out, err := h.hostd(ctx, action, id)
-	return string(out), err
+	var failed []types.FailedWorkspaceChangeRequest
+	if action == "reboot" {
+		out, err := c.RebootWorkspaces(ctx, &workspaces.RebootWorkspacesInput{RebootWorkspaceRequests: []types.RebootRequest{{WorkspaceId: aws.String(id)}}})
+		if err != nil {
+			return "", err
+		}
+		failed = out.FailedRequests
+	} else {
+		out, err := c.StopWorkspaces(ctx, &workspaces.StopWorkspacesInput{StopWorkspaceRequests: []types.StopRequest{{WorkspaceId: aws.String(id)}}})
+		if err != nil {
+			return "", err
+		}
+		failed = out.FailedRequests
+	}
+	for _, f := range failed {
+		return "", fmt.Errorf("%s: %s", aws.ToString(f.ErrorCode), aws.ToString(f.ErrorMessage))
+	}
+	return id + ": " + action + " requested", nil
 }
 
 // refreshWorkspaces keeps the status screen's WorkSpace counts current.

@@ -1,10 +1,25 @@
 package main
 
 import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"deskhost/hostd/api"
+	"deskhost/hostd/service"
+	"deskhost/hostd/store"
+	"deskhost/hostd/workspace"
+	"deskhost/init/console"
+	"deskhost/init/hostcfg"
+	"deskhost/init/logbuf"
+	"deskhost/internal/catalog"
 	"deskhost/internal/hostconfig"
+	"deskhost/internal/testenv"
 	"deskhost/netcfg/config"
 )
 
@@ -70,5 +85,96 @@ func TestEffectiveConfig(t *testing.T) {
 	nc, _ = config.Decode(nb)
 	if !nc.Interfaces.Management.DHCP || len(nc.Interfaces.Management.Addresses) != 0 || nc.Interfaces.Management.Gateway != "" {
 		t.Errorf("back to DHCP: %+v", nc.Interfaces.Management)
+	}
+}
+
+type noWake struct{}
+
+func (noWake) Wake(string) {}
+
+// The console lists WorkSpaces and reboots or stops one through hostd's real API on its
+// socket; hostd's refusal reaches the console with its exception name.
+func TestConsoleWorkspaces(t *testing.T) {
+	testenv.Root(t)
+	dir := t.TempDir()
+	st, err := store.OpenBolt(filepath.Join(dir, "hostd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	svc := service.New(st, service.Catalog{
+		ComputeTypes: map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 256}},
+		Images:       []catalog.Image{{ID: "wsi-linux00001", OS: catalog.Linux}},
+		Bundles: []catalog.Bundle{{ID: "wsb-value00001", ImageID: "wsi-linux00001", ComputeType: catalog.ComputeValue,
+			Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10}},
+		Directories: []catalog.Directory{{ID: "d-0123456789", Name: "corp.example.com", Users: []catalog.User{
+			{UserName: "alice", Email: "alice@example.com"}, {UserName: "bob", Email: "bob@example.com"}}}},
+		WorkspaceQuota: 10,
+	}, noWake{}, nil, log)
+	ws, _, err := svc.CreateWorkspaces(context.Background(), []service.CreateRequest{
+		{DirectoryID: "d-0123456789", UserName: "alice", BundleID: "wsb-value00001"},
+		{DirectoryID: "d-0123456789", UserName: "bob", BundleID: "wsb-value00001"}})
+	if err != nil || len(ws) != 2 {
+		t.Fatalf("create: %v", err)
+	}
+	sock := filepath.Join(dir, "run", "hostd.sock")
+	os.MkdirAll(filepath.Dir(sock), 0o700)
+	ln, err := api.ListenUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- api.New(svc, api.Options{Logger: log}).ServeUnixListener(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+
+	h := &host{initLog: logbuf.New(100), cfg: &hostconfig.Config{Hostd: hostconfig.Hostd{API: hostconfig.API{Socket: sock}}}}
+	list, err := h.Workspaces(ctx)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("Workspaces: %v %+v", err, list)
+	}
+	byUser := map[string]console.Workspace{}
+	for _, w := range list {
+		byUser[w.User] = w
+	}
+	if w := byUser["alice"]; w.ID != ws[0].ID || w.State != "PENDING" || w.Directory != "d-0123456789" {
+		t.Errorf("alice's WorkSpace as listed: %+v", w)
+	}
+	// A PENDING WorkSpace cannot be rebooted: hostd says why.
+	if _, err := h.WorkspaceAction(ctx, "reboot", ws[0].ID); err == nil || !strings.Contains(err.Error(), "InvalidResourceStateException") {
+		t.Errorf("reboot of a PENDING WorkSpace: %v", err)
+	}
+	if err := st.Update(func(tx store.Tx) error {
+		w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, ws[1].ID)
+		if err != nil {
+			return err
+		}
+		w.SetState(workspace.Available, time.Now())
+		return store.PutJSON(tx, store.Workspaces, w.ID, w)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := h.WorkspaceAction(ctx, "reboot", ws[1].ID); err != nil || !strings.Contains(out, "reboot requested") {
+		t.Fatalf("reboot: %q %v", out, err)
+	}
+	if w, _ := svc.Get(ws[1].ID); w.State != workspace.Rebooting {
+		t.Errorf("after the console's reboot hostd has %s, want REBOOTING", w.State)
+	}
+	h.cfg.Hostd.API.Socket = filepath.Join(dir, "nobody.sock")
+	if _, err := h.Workspaces(ctx); err == nil || !strings.Contains(err.Error(), "nobody.sock") {
+		t.Errorf("hostd's socket moved: %v", err)
+	}
+}
+
+// init's config loading refuses an init.network that netcfg would refuse, with netcfg's
+// reason: hostconfig's one validator applies netcfg's rules.
+func TestParseRefusesBadNetwork(t *testing.T) {
+	bad := strings.Replace(hostYAML, `mac: "52:54:00:12:34:01"`, `mac: "52:54:00:12:34"`, 1)
+	if _, err := hostcfg.Parse([]byte(bad)); err == nil || !strings.Contains(err.Error(), "init.network: ") || !strings.Contains(err.Error(), "interfaces.management") {
+		t.Fatalf("a bad management MAC: %v", err)
+	}
+	if _, err := hostcfg.Parse([]byte(hostYAML)); err != nil {
+		t.Fatal(err)
 	}
 }

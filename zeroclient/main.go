@@ -10,7 +10,7 @@
 //	zeroclient activate --broker URL --ca F --code C --password P
 //	                                                  set the first password (the invitation's link)
 //	zeroclient netcheck --host HOST                   round trip to the health echo on 4172/4195, judged as the guide does
-//	zeroclient check-config --config FILE             validate the zeroclient section and directories' login settings
+//	zeroclient check-config --config FILE             validate the host config (hostconfig's one validator) and exit
 package main
 
 import (
@@ -77,18 +77,16 @@ func fail(format string, args ...any) int {
 	return 1
 }
 
+// loadConfig loads the host config, every section validated by hostconfig (the one
+// validator: zeroclient's section and the directories' login settings included); zeroclient
+// needs its own section.
 func loadConfig(path string) (*hostconfig.Config, error) {
 	c, err := hostconfig.Load(path)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.Zeroclient.Resolved(); err != nil {
-		return nil, fmt.Errorf("host config %s: %w", path, err)
-	}
-	for i, d := range c.Hostd.Directories {
-		if err := d.Login.Validate(); err != nil {
-			return nil, fmt.Errorf("host config %s: hostd.directories[%d] (%s): %w", path, i, d.ID, err)
-		}
+	if !c.HasZeroclient() {
+		return nil, fmt.Errorf("host config %s: no zeroclient section (at least zeroclient.tls: the broker's certificate)", path)
 	}
 	return c, nil
 }

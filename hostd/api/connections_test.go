@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
 
 	"deskhost/hostd/workspace"
+	"deskhost/internal/hostdclient"
 )
 
 // TestConnectionStatus: the connection manager's report, taken on the local socket only,
@@ -44,7 +45,7 @@ func TestConnectionStatus(t *testing.T) {
 		t.Fatal("a refused report changed the connection state")
 	}
 
-	// On the local socket it is taken.
+	// On the local socket it is taken; malformed reports are refused (hand-made requests).
 	dir := filepath.Join(t.TempDir(), "run")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -70,8 +71,8 @@ func TestConnectionStatus(t *testing.T) {
 		return resp
 	}
 	before := time.Now()
-	if resp := report(string(body)); resp.StatusCode != http.StatusOK {
-		t.Fatalf("report over the local socket: %s", resp.Status)
+	if _, err := socketClient(t, sock).ReportConnections(ctx, &hostdclient.ReportConnectionsInput{ConnectedWorkspaceIds: []string{a}}); err != nil {
+		t.Fatalf("report over the local socket: %v", err)
 	}
 	for _, bad := range []string{`{}`, `{"ConnectedWorkspaceIds":["nope"]}`, `{"ConnectedWorkspaceIds":"` + a + `"}`} {
 		if resp := report(bad); resp.StatusCode != http.StatusBadRequest {

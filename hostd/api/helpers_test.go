@@ -20,13 +20,13 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	"github.com/aws/aws-sdk-go-v2/service/workspaces"
 
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
 	"deskhost/internal/catalog"
 	"deskhost/internal/hostconfig"
+	"deskhost/internal/hostdclient"
 )
 
 // The test catalog: real ids in the forms hostd issues.
@@ -215,18 +215,15 @@ func (e *env) httpClient() *http.Client {
 	}}
 }
 
-// client is an AWS SDK WorkSpaces client for the test server, without retries so that
-// each call is one request.
-func (e *env) client(keyID, secret string) *workspaces.Client {
-	return workspaces.New(workspaces.Options{
-		Region:       e.region,
-		BaseEndpoint: aws.String(e.url),
-		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return aws.Credentials{AccessKeyID: keyID, SecretAccessKey: secret, Source: "test"}, nil
-		}),
-		HTTPClient: e.httpClient(),
-		Retryer:    aws.NopRetryer{},
-	})
+// client is hostd's API client for the test server, without retries so that each call is
+// one request.
+func (e *env) client(keyID, secret string) *hostdclient.Client {
+	c, err := hostdclient.New(hostdclient.Options{Endpoint: e.url, RootCAs: e.roots, AccessKeyID: keyID, SecretAccessKey: secret,
+		Region: e.region, MaxAttempts: 1})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
 }
 
 // rawCall is one hand-made request, signed like an SDK would unless unsigned.

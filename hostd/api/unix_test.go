@@ -22,6 +22,7 @@ import (
 
 	"deskhost/internal/certs"
 	"deskhost/internal/hostconfig"
+	"deskhost/internal/hostdclient"
 )
 
 func TestMain(m *testing.M) {
@@ -29,6 +30,15 @@ func TestMain(m *testing.M) {
 		os.Exit(unixClientHelper(os.Getenv("HOSTD_API_TEST_SOCKET")))
 	}
 	os.Exit(m.Run())
+}
+
+// socketClient is hostd's API client on the unix socket at path, without retries.
+func socketClient(t *testing.T, path string) *hostdclient.Client {
+	c, err := hostdclient.New(hostdclient.Options{Socket: path, Region: testRegion, MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func unixHTTPClient(path string) *http.Client {
@@ -92,16 +102,8 @@ func TestUnixSocket(t *testing.T) {
 		t.Errorf("socket mode %v (%v), want a socket with 0600", fi.Mode(), err)
 	}
 
-	// Root: accepted without a real signature (the SDK signs with dummy credentials).
-	c := workspaces.New(workspaces.Options{
-		Region:       testRegion,
-		BaseEndpoint: aws.String("http://hostd.sock"),
-		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return aws.Credentials{AccessKeyID: "local", SecretAccessKey: "local"}, nil
-		}),
-		HTTPClient: unixHTTPClient(path),
-		Retryer:    aws.NopRetryer{},
-	})
+	// Root: accepted without a signature.
+	c := socketClient(t, path)
 	out, err := c.CreateWorkspaces(context.Background(), &workspaces.CreateWorkspacesInput{Workspaces: []types.WorkspaceRequest{
 		{DirectoryId: aws.String(dirID), UserName: aws.String("erin"), BundleId: aws.String(bundleValue)}}})
 	if err != nil || len(out.PendingRequests) != 1 {
@@ -221,8 +223,7 @@ func TestRunFromConfig(t *testing.T) {
 	if lastErr != nil {
 		t.Fatalf("HTTPS from config: %v", lastErr)
 	}
-	c := workspaces.New(workspaces.Options{Region: testRegion, BaseEndpoint: aws.String("http://hostd"),
-		Credentials: aws.AnonymousCredentials{}, HTTPClient: unixHTTPClient(cfg.Socket), Retryer: aws.NopRetryer{}})
+	c := socketClient(t, cfg.Socket)
 	if _, err := c.DescribeWorkspaceBundles(context.Background(), &workspaces.DescribeWorkspaceBundlesInput{}); err != nil {
 		t.Errorf("socket from config: %v", err)
 	}

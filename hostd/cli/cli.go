@@ -1,5 +1,5 @@
 // Package cli is the operator's command line for hostd's admin API: `hostd <command> ...`.
-// It talks AWS's WorkSpaces protocol through the AWS SDK, either over hostd's root-only unix
+// It talks to hostd through deskhost/internal/hostdclient, either over hostd's root-only unix
 // socket (the default; no credentials needed) or over HTTPS with an access key, and prints
 // aligned tables and errors a person can act on (the AWS error type and its message).
 package cli
@@ -7,31 +7,26 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"sort"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	"github.com/aws/aws-sdk-go-v2/service/workspaces"
 	"github.com/aws/smithy-go"
 
 	"deskhost/internal/hostconfig"
+	"deskhost/internal/hostdclient"
 )
 
 // DefaultSocket is where hostd's admin API socket lives on the appliance.
-const DefaultSocket = "/run/deskhost/hostd.sock"
+const DefaultSocket = hostdclient.DefaultSocket
 
 const prog = "hostd"
 
@@ -207,47 +202,19 @@ func (r *run) explain(err error) string {
 	return err.Error()
 }
 
-// client builds the WorkSpaces client for the chosen transport.
-func (r *run) client() (*workspaces.Client, error) {
+// client builds hostd's API client for the chosen transport.
+func (r *run) client() (*hostdclient.Client, error) {
 	region := r.region
 	for _, env := range []string{"AWS_REGION", "AWS_DEFAULT_REGION"} {
 		if region == "" {
 			region = os.Getenv(env)
 		}
 	}
-	if region == "" {
-		region = hostconfig.DefaultRegion
-	}
-	o := workspaces.Options{
-		Region: region,
-		Retryer: retry.NewStandard(func(so *retry.StandardOptions) {
-			// A connection that cannot be made will not be made by trying again at once.
-			so.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
-				var oe *net.OpError
-				if errors.As(err, &oe) && oe.Op == "dial" {
-					return aws.FalseTernary
-				}
-				return aws.UnknownTernary
-			})}, so.Retryables...)
-		}),
-	}
 	if r.endpoint == "" {
 		if r.set["access-key"] || r.set["secret-key"] || r.set["ca-file"] {
 			return nil, errors.New("--access-key, --secret-key and --ca-file go with --endpoint; the socket needs none")
 		}
-		path := r.socket
-		o.BaseEndpoint = aws.String("http://hostd")
-		// The socket's peer check stands in for SigV4; the SDK signs anyway, with these.
-		o.Credentials = aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return aws.Credentials{AccessKeyID: "local", SecretAccessKey: "local", Source: "hostd socket"}, nil
-		})
-		o.HTTPClient = &http.Client{Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", path)
-			},
-		}}
-		return workspaces.New(o), nil
+		return hostdclient.New(hostdclient.Options{Socket: r.socket, Region: region})
 	}
 	u, err := url.Parse(r.endpoint)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
@@ -263,28 +230,7 @@ func (r *run) client() (*workspaces.Client, error) {
 	if ak == "" || sk == "" {
 		return nil, errors.New("--endpoint needs an access key: --access-key and --secret-key, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
 	}
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if r.caFile != "" {
-		pem, err := os.ReadFile(r.caFile)
-		if err != nil {
-			return nil, fmt.Errorf("--ca-file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--ca-file %s holds no PEM certificate", r.caFile)
-		}
-		tlsCfg.RootCAs = pool
-	}
-	o.BaseEndpoint = aws.String(strings.TrimRight(r.endpoint, "/"))
-	o.Credentials = aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-		return aws.Credentials{AccessKeyID: ak, SecretAccessKey: sk, Source: "hostd cli"}, nil
-	})
-	o.HTTPClient = &http.Client{Transport: &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		TLSClientConfig:     tlsCfg,
-		TLSHandshakeTimeout: 10 * time.Second,
-	}}
-	return workspaces.New(o), nil
+	return hostdclient.New(hostdclient.Options{Endpoint: r.endpoint, AccessKeyID: ak, SecretAccessKey: sk, CAFile: r.caFile, Region: region})
 }
 
 func usage(w io.Writer) {

@@ -10,6 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
+
+	"deskhost/internal/hostdclient"
 )
 
 // batchLimit is AWS's limit on WorkSpaces per batch call; longer lists are sent in batches.
@@ -128,7 +130,7 @@ func listWorkspaces(r *run) int {
 
 // connectionStates asks for the WorkSpaces' connection states, 25 at a time (the API's
 // limit). The listing does without them if hostd cannot say.
-func (r *run) connectionStates(c *workspaces.Client, ws []types.Workspace) map[string]string {
+func (r *run) connectionStates(c *hostdclient.Client, ws []types.Workspace) map[string]string {
 	out := map[string]string{}
 	for i := 0; i < len(ws); i += 25 {
 		var ids []string
@@ -177,7 +179,7 @@ func dash(s string) string {
 }
 
 // getWorkspace returns one WorkSpace, or ok=false if hostd does not have it.
-func (r *run) getWorkspace(c *workspaces.Client, id string) (types.Workspace, bool, error) {
+func (r *run) getWorkspace(c *hostdclient.Client, id string) (types.Workspace, bool, error) {
 	out, err := c.DescribeWorkspaces(r.ctx, &workspaces.DescribeWorkspacesInput{WorkspaceIds: []string{id}})
 	if err != nil {
 		return types.Workspace{}, false, err
@@ -483,7 +485,7 @@ func waitCmd(r *run) int {
 // waitFor polls id until it is in target, printing each state it passes through. It fails
 // on ERROR (with the reason), on TERMINATED when waiting for anything else, when the
 // WorkSpace disappears, and on timeout.
-func (r *run) waitFor(c *workspaces.Client, id string, target types.WorkspaceState) int {
+func (r *run) waitFor(c *hostdclient.Client, id string, target types.WorkspaceState) int {
 	start := time.Now()
 	deadline := start.Add(r.timeout)
 	last := types.WorkspaceState("")

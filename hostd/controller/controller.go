@@ -26,6 +26,7 @@ import (
 	"deskhost/hostd/virt"
 	"deskhost/hostd/workspace"
 	"deskhost/internal/catalog"
+	"deskhost/internal/runpaths"
 )
 
 // ImageFiles are the files of a desktop image a domain boots from.
@@ -450,19 +451,18 @@ func (c *Controller) fail(id string, from workspace.State, code string, err erro
 	return c.transition(id, from, func(w *workspace.Workspace) { w.Fail(code, err.Error(), c.cfg.Now()) })
 }
 
-// runDir holds a WorkSpace's sockets and serial log.
-func (c *Controller) runDir(id string) string { return filepath.Join(c.cfg.DataDir, "run", id) }
+// runDir holds a WorkSpace's sockets and serial log (internal/runpaths: zeroclient's
+// gateway finds the VNC socket there too).
+func (c *Controller) runDir(id string) string { return runpaths.Dir(c.cfg.DataDir, id) }
 
 // VNCSocket is where a WorkSpace's display is served.
-func (c *Controller) VNCSocket(id string) string { return filepath.Join(c.runDir(id), "vnc.sock") }
+func (c *Controller) VNCSocket(id string) string { return runpaths.VNCSocket(c.cfg.DataDir, id) }
 
 // AgentSocket is a WorkSpace's guest agent channel.
-func (c *Controller) AgentSocket(id string) string {
-	return filepath.Join(c.runDir(id), "agent.sock")
-}
+func (c *Controller) AgentSocket(id string) string { return runpaths.AgentSocket(c.cfg.DataDir, id) }
 
 // SerialLog is a WorkSpace's serial console log.
-func (c *Controller) SerialLog(id string) string { return filepath.Join(c.runDir(id), "serial.log") }
+func (c *Controller) SerialLog(id string) string { return runpaths.SerialLog(c.cfg.DataDir, id) }
 
 func rootVolume(id string) string { return id + "-root.qcow2" }
 func userVolume(id string) string { return id + "-user.qcow2" }

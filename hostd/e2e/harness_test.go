@@ -16,6 +16,7 @@ import (
 
 	"deskhost/hostd/hostdtest"
 	"deskhost/hostd/virt"
+	"deskhost/internal/hostdclient"
 	"deskhost/internal/testenv"
 )
 
@@ -186,7 +187,7 @@ func (h *host) cleanup() {
 }
 
 // client is an AWS SDK WorkSpaces client over hostd's unix socket.
-func (h *host) client() *workspaces.Client { return hostdtest.Client(h.socket) }
+func (h *host) client() *hostdclient.Client { return hostdtest.Client(h.socket) }
 
 func (h *host) create(users ...string) []string {
 	h.t.Helper()

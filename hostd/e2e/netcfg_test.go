@@ -17,6 +17,7 @@ import (
 	"deskhost/hostd/agent"
 	"deskhost/hostd/hostdtest"
 	"deskhost/hostd/virt"
+	"deskhost/internal/runpaths"
 	"deskhost/internal/testenv"
 	"deskhost/netcfg/reconcile"
 )
@@ -118,7 +119,7 @@ func TestNetcfgManagesWorkSpaceNetwork(t *testing.T) {
 	status := func() (*agent.Status, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		a, err := agent.Dial(ctx, filepath.Join(h.dir, "run", id, "agent.sock"))
+		a, err := agent.Dial(ctx, runpaths.AgentSocket(h.dir, id))
 		if err != nil {
 			return nil, err
 		}
@@ -134,7 +135,7 @@ func TestNetcfgManagesWorkSpaceNetwork(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			serial, _ := os.ReadFile(filepath.Join(h.dir, "run", id, "serial.log"))
+			serial, _ := os.ReadFile(runpaths.SerialLog(h.dir, id))
 			t.Fatalf("the guest never leased a management address: %+v (last error: %v)\nserial:\n%s", st, err, hostdtest.Tail(string(serial), 3000))
 		}
 		time.Sleep(500 * time.Millisecond)

@@ -1,17 +1,14 @@
 // Package hostdtest is what end-to-end tests need to run the real hostd binary (and its
 // neighbours): building the binaries once per package, child processes with their
-// output kept, a WorkSpaces API client over hostd's unix socket, and removing whatever
+// output kept, hostd's API client over its unix socket, and removing whatever
 // domains and volumes a test's hostd left in the shared libvirtd.
 package hostdtest
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,11 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/workspaces"
-
 	"deskhost/hostd/virt"
+	"deskhost/internal/hostdclient"
 )
 
 // Build compiles the main packages (import paths, e.g. "deskhost/hostd") into a new
@@ -131,20 +125,9 @@ func RandHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// Client is a WorkSpaces API client over hostd's root-only unix socket (no signature
-// needed there).
-func Client(socket string) *workspaces.Client {
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", socket)
-	}}
-	return workspaces.New(workspaces.Options{
-		BaseEndpoint: aws.String("http://hostd.local"),
-		Region:       "local",
-		Credentials:  credentials.NewStaticCredentialsProvider("local", "local", ""),
-		HTTPClient:   &http.Client{Transport: tr, Timeout: 30 * time.Second},
-	})
-}
+// Client is hostd's API client (AWS's SDK WorkSpaces client with hostd's own operations)
+// over hostd's root-only unix socket.
+func Client(socket string) *hostdclient.Client { return hostdclient.Dial(socket) }
 
 // RemoveLeftovers destroys and undefines the WorkSpace domains whose root disk lies under
 // dataDir (another test's domains are left alone), deletes the volumes of pool, and the

@@ -19,6 +19,8 @@ type Config struct {
 	Hostd      Hostd      `yaml:"hostd"`
 	Zeroclient Zeroclient `yaml:"zeroclient"`
 	Init       Init       `yaml:"init"`
+
+	hasZeroclient bool
 }
 
 // ManagedNetwork reports whether the config describes the host's network (init.network,
@@ -156,7 +158,10 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
-// Parse decodes a config strictly, fills defaults and validates it.
+// Parse decodes a config strictly, fills defaults and validates it: it is the one
+// validator of the host config, for every component and their check-config commands.
+// Every section it is given is checked: hostd, init (while decoding), init.network (by
+// netcfg's rules, see RegisterNetworkValidator) and zeroclient.
 func Parse(b []byte) (*Config, error) {
 	var c Config
 	if err := strictyaml.Decode(b, &c); err != nil {
@@ -166,9 +171,13 @@ func Parse(b []byte) (*Config, error) {
 	if err := c.Hostd.validate(c.ManagedNetwork()); err != nil {
 		return nil, err
 	}
+	if err := c.validateNetwork(); err != nil {
+		return nil, err
+	}
 	var top map[string]yaml.Node
 	if err := yaml.Unmarshal(b, &top); err == nil {
 		if _, ok := top["zeroclient"]; ok { // a host without the broker has no section
+			c.hasZeroclient = true
 			if _, err := c.Zeroclient.Resolved(); err != nil {
 				return nil, err
 			}
@@ -176,3 +185,7 @@ func Parse(b []byte) (*Config, error) {
 	}
 	return &c, nil
 }
+
+// HasZeroclient reports whether the config has a zeroclient section (a host without the
+// broker has none).
+func (c *Config) HasZeroclient() bool { return c.hasZeroclient }

@@ -26,6 +26,7 @@ import (
 
 	"deskhost/hostd/hostdtest"
 	"deskhost/hostd/virt"
+	"deskhost/internal/hostdclient"
 	"deskhost/internal/testenv"
 	"deskhost/zeroclient/internal/testsvc"
 )
@@ -222,7 +223,7 @@ func (e *env) waitFor(what string, within time.Duration, ok func() bool) {
 	}
 }
 
-func (e *env) api() *workspaces.Client { return hostdtest.Client(e.hostdSock) }
+func (e *env) api() *hostdclient.Client { return hostdtest.Client(e.hostdSock) }
 
 func (e *env) state() types.WorkspaceState {
 	out, err := e.api().DescribeWorkspaces(context.Background(), &workspaces.DescribeWorkspacesInput{WorkspaceIds: []string{e.wsID}})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"deskhost/internal/certs"
+	"deskhost/internal/runpaths"
 	"deskhost/zeroclient/brokerxml"
 	"deskhost/zeroclient/client"
 	"deskhost/zeroclient/rfb"
@@ -109,7 +110,7 @@ func measure(t *testing.T, e *env) {
 	}
 
 	// Gateway against the VNC socket directly.
-	sock := filepath.Join(e.dir, "run", e.wsID, "vnc.sock")
+	sock := runpaths.VNCSocket(e.dir, e.wsID)
 	direct := func() (net.Conn, rfb.ServerInit) {
 		c, err := net.Dial("unix", sock)
 		if err != nil {

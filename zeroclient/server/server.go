@@ -21,6 +21,7 @@ import (
 
 	"deskhost/internal/certs"
 	"deskhost/internal/hostconfig"
+	"deskhost/internal/runpaths"
 	"deskhost/zeroclient/auth"
 	"deskhost/zeroclient/broker"
 	"deskhost/zeroclient/credstore"
@@ -126,10 +127,9 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 	s.Broker = broker.New(broker.Config{Auth: s.Auth, Sessions: sessions, Tags: s.Tags, Workspaces: ws, Events: s.events, Metrics: s.Metrics,
 		Creds: s.creds, Log: log, Hostname: hostname, GatewayPort: gp, AdvertiseIP: zc.Gateway.AdvertiseAddress,
 		StartWait: zc.StartWait.Duration, Now: opt.Now})
-	runDir := filepath.Join(c.Hostd.DataDir, "run")
 	s.Gateway = gateway.New(gateway.Config{TLS: tlsCfg, Tags: s.Tags, Metrics: s.Metrics, Log: log, Now: opt.Now,
 		HandshakeTimeout: zc.Gateway.HandshakeTimeout.Duration,
-		Socket:           func(id string) string { return filepath.Join(runDir, id, "vnc.sock") },
+		Socket:           func(id string) string { return runpaths.VNCSocket(c.Hostd.DataDir, id) },
 		Allowed: func(dirID string, a netip.Addr) bool {
 			d := s.Auth.ByID(dirID)
 			return d != nil && d.Login.IPAllowed(a)

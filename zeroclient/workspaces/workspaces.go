@@ -1,23 +1,20 @@
 // Package workspaces is how zeroclient reaches WorkSpaces: hostd's own WorkSpaces API
-// (AWS's protocol) over hostd's root-only unix socket, through the AWS SDK. hostd owns
-// WorkSpace records; zeroclient only looks them up and starts stopped AutoStop ones.
+// (AWS's protocol) over hostd's root-only unix socket, through deskhost/internal/hostdclient.
+// hostd owns WorkSpace records; zeroclient only looks them up and starts stopped AutoStop
+// ones.
 package workspaces
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
+
+	"deskhost/internal/hostdclient"
 )
 
 // Workspace is what the broker needs to know about a WorkSpace.
@@ -42,33 +39,13 @@ type Backend interface {
 
 // Client talks to hostd.
 type Client struct {
-	api  *workspaces.Client
-	http *http.Client // for hostd's own operations, which the SDK does not know
+	api *hostdclient.Client
 }
 
 // Dial returns a client for hostd's socket (nothing is connected until the first call).
-func Dial(socket string) *Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-		MaxIdleConnsPerHost: 16,
-	}
-	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	return &Client{http: hc, api: workspaces.New(workspaces.Options{
-		BaseEndpoint: aws.String("http://hostd"),
-		Region:       "local",
-		// hostd's socket checks the peer (root) instead of SigV4; the SDK signs anyway.
-		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return aws.Credentials{AccessKeyID: "local", SecretAccessKey: "local", Source: "hostd socket"}, nil
-		}),
-		HTTPClient: hc,
-		// hostd throttles its API per principal (the guide's 2 calls/s, burst 5), the local
-		// socket included: a throttled call is retried with the SDK's backoff.
-		RetryMaxAttempts: 5,
-	})}
-}
+// hostd may throttle its API, the local socket included: a throttled call is retried with
+// backoff (hostdclient).
+func Dial(socket string) *Client { return &Client{api: hostdclient.Dial(socket)} }
 
 func convert(w types.Workspace) Workspace {
 	out := Workspace{ID: aws.ToString(w.WorkspaceId), DirectoryID: aws.ToString(w.DirectoryId), UserName: aws.ToString(w.UserName),
@@ -131,29 +108,8 @@ func (c *Client) Start(ctx context.Context, id string) error {
 // operation ReportConnections, on its local socket only): the whole list, every other
 // WorkSpace counts as disconnected.
 func (c *Client) ReportConnections(ctx context.Context, connected []string) error {
-	if connected == nil {
-		connected = []string{}
-	}
-	body, err := json.Marshal(struct {
-		ConnectedWorkspaceIds []string
-	}{connected})
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://hostd/", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("X-Amz-Target", "WorkspacesService.ReportConnections")
-	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
-	resp, err := c.http.Do(req)
-	if err != nil {
+	if _, err := c.api.ReportConnections(ctx, &hostdclient.ReportConnectionsInput{ConnectedWorkspaceIds: connected}); err != nil {
 		return fmt.Errorf("hostd: report connections: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("hostd: report connections: %s: %s", resp.Status, bytes.TrimSpace(msg))
 	}
 	return nil
 }
