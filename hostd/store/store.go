@@ -24,6 +24,7 @@ const (
 // Store is a transactional key-value store with named buckets.
 type Store interface {
 	// View runs fn in a read-only transaction: every read sees one consistent snapshot.
+	// fn may run again if the snapshot is discarded under it (etcd's compaction; rare).
 	View(fn func(Tx) error) error
 	// Update runs fn in a read-write transaction, committed if fn returns nil; if fn or the
 	// commit fails, nothing of it is applied. Reads inside fn see fn's own writes.
