@@ -106,7 +106,7 @@ func (c *Controller) changed(ev store.Event) {
 	}
 	d := desiredOf(w)
 	c.mu.Lock()
-	s := c.seen[id]
+	s, known := c.seen[id]
 	news := ev.Revision > s.rev && d != s.d
 	if ev.Revision > s.rev {
 		s.rev, s.d = ev.Revision, d
@@ -117,5 +117,11 @@ func (c *Controller) changed(ev store.Event) {
 		return
 	}
 	c.cfg.Log.Debug("desired state changed", "workspace", id, "state", string(w.State), "revision", ev.Revision)
+	if !known {
+		// A record the controller has not read yet (new, or its worker about to load it):
+		// nothing in progress asks to be cancelled.
+		c.Poke(id)
+		return
+	}
 	c.Wake(id)
 }
