@@ -4,15 +4,16 @@
 //	hostd serve --config /perm/deskhost.yaml   run the daemon
 //	hostd check-config --config FILE           validate the host config and exit
 //	hostd preflight                            print the host's memory hygiene and exit
+//	hostd etcd --config-file FILE              run a member of the fleet's etcd cluster
 //	hostd <command> ...                        the operator CLI (hostd help)
 //
 // Serving, in order:
 //  1. load the host config (strict: an unknown key is an error);
 //  2. run the memory preflight (swap, KSM, init_on_free) and log it; WorkSpaces will not
 //     boot while it refuses;
-//  3. open the store (bbolt); the first time the config still has catalog sections
-//     (images, bundles, directories, IP groups), import them into the store with a
-//     report, and refuse such a config ever after;
+//  3. open the store (a bbolt file, or the fleet's etcd); the first time the config still
+//     has catalog sections (images, bundles, directories, IP groups), import them into the
+//     store with a report, and refuse such a config ever after;
 //  4. connect to libvirtd (retrying while it starts);
 //  5. start the controller: a first reconcile of store against libvirt (orphans removed,
 //     interrupted operations finished), then libvirt events and periodic sweeps;
@@ -39,6 +40,7 @@ import (
 	"deskhost/hostd/api"
 	"deskhost/hostd/cli"
 	"deskhost/hostd/controller"
+	"deskhost/hostd/etcdmember"
 	"deskhost/hostd/memscrub"
 	"deskhost/hostd/network"
 	"deskhost/hostd/service"
@@ -58,6 +60,8 @@ func main() {
 			os.Exit(serve(args[1:]))
 		case "check-config":
 			os.Exit(checkConfig(args[1:], os.Stdout, os.Stderr))
+		case "etcd":
+			os.Exit(etcdmember.Main(args[1:]))
 		case "preflight":
 			r, err := memscrub.Check()
 			if err != nil {
@@ -74,7 +78,7 @@ func main() {
 	}
 	code := cli.Main(args, os.Stdout, os.Stderr)
 	if len(args) == 0 || len(args) == 1 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help") {
-		fmt.Println("\nDaemon:\n  serve --config FILE [--debug]   run hostd\n  check-config --config FILE      validate the host config and exit\n  preflight                       check swap, KSM and init_on_free, and exit")
+		fmt.Println("\nDaemon:\n  serve --config FILE [--debug]   run hostd\n  check-config --config FILE      validate the host config and exit\n  preflight                       check swap, KSM and init_on_free, and exit\n  etcd --config-file FILE         run a member of the fleet's etcd cluster")
 	}
 	os.Exit(code)
 }
@@ -142,15 +146,11 @@ func run(path string, log *slog.Logger) error {
 		log.Error("WorkSpaces will not boot until this is fixed", "err", err)
 	}
 
-	st, err := store.OpenBolt(h.Store)
+	st, hostID, err := openStore(h, log)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	hostID, err := hostIdentity(st)
-	if err != nil {
-		return err
-	}
 	log.Info("host identity", "host", hostID)
 
 	var nm *network.Manager
@@ -329,6 +329,59 @@ func (s storeImages) ImageFiles(id string) (controller.ImageFiles, error) {
 	return controller.ImageFiles{Kernel: di.Kernel, Initrd: di.Initrd, Root: di.Root, Cmdline: di.Manifest.Cmdline}, nil
 }
 
+// openStore opens the configured store — the bbolt file, or the fleet's etcd — and this
+// host's identity.
+func openStore(h hostconfig.Hostd, log *slog.Logger) (store.Store, string, error) {
+	if e := h.Store.Etcd; e != nil {
+		st, err := store.OpenEtcd(store.EtcdConfig{
+			Endpoints: e.Endpoints, CAFile: e.CAFile, CertFile: e.CertFile, KeyFile: e.KeyFile,
+			Prefix: e.Prefix, Timeout: e.Timeout.Duration, Log: log.With("component", "store"),
+		})
+		if err != nil {
+			return nil, "", err
+		}
+		// The fleet's store is shared: each host's identity stays with the host.
+		id, err := localIdentity(filepath.Join(h.DataDir, "host-id"))
+		if err != nil {
+			st.Close()
+			return nil, "", err
+		}
+		return st, id, nil
+	}
+	st, err := store.OpenBolt(h.Store.Path)
+	if err != nil {
+		return nil, "", err
+	}
+	id, err := hostIdentity(st)
+	if err != nil {
+		st.Close()
+		return nil, "", err
+	}
+	return st, id, nil
+}
+
+// localIdentity is this host's id kept in a file, made once.
+func localIdentity(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if id := strings.TrimSpace(string(b)); strings.HasPrefix(id, "host-") {
+			return id, nil
+		}
+		return "", fmt.Errorf("host identity %s: not a host id", path)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("host identity: %w", err)
+	}
+	id := newHostID()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", fmt.Errorf("host identity: %w", err)
+	}
+	if err := atomicfile.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("host identity: %w", err)
+	}
+	return id, nil
+}
+
+func newHostID() string { return "host-" + catalog.NewID(catalog.KindDirectory)[2:] }
+
 // hostIdentity is this host's id, made once and kept in the store: hostd marks the
 // domains it creates with it, and only ever removes domains that carry it.
 func hostIdentity(st store.Store) (string, error) {
@@ -342,7 +395,7 @@ func hostIdentity(st store.Store) (string, error) {
 		if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		id = "host-" + catalog.NewID(catalog.KindDirectory)[2:]
+		id = newHostID()
 		return tx.Put(store.Meta, "hostId", []byte(id))
 	})
 	if err != nil {

@@ -27,7 +27,7 @@ import (
 type harness struct {
 	t      testing.TB
 	dir    string
-	store  *store.Bolt
+	store  store.Store
 	svc    *service.Service
 	ctl    *Controller
 	conn   *virt.Conn
@@ -58,6 +58,12 @@ func testUsers() []catalog.User {
 
 func newHarness(t testing.TB, tweak func(*Config), hooks func(*Controller)) *harness {
 	t.Helper()
+	return newHarnessOn(t, nil, tweak, hooks)
+}
+
+// newHarnessOn is a harness on st (nil: a bbolt file of its own).
+func newHarnessOn(t testing.TB, st store.Store, tweak func(*Config), hooks func(*Controller)) *harness {
+	t.Helper()
 	sock := testenv.LibvirtSocket(t)
 	img, err := desktopimage.Load(testenv.DesktopImage(t))
 	if err != nil {
@@ -78,8 +84,10 @@ func newHarness(t testing.TB, tweak func(*Config), hooks func(*Controller)) *har
 	if h.conn, err = virt.Dial(ctx, sock); err != nil {
 		t.Fatal(err)
 	}
-	if h.store, err = store.OpenBolt(filepath.Join(dir, "store.db")); err != nil {
-		t.Fatal(err)
+	if h.store = st; st == nil {
+		if h.store, err = store.OpenBolt(filepath.Join(dir, "store.db")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	hw := map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: testMemoryMiB}}
 	legacy := &hostconfig.LegacyCatalog{

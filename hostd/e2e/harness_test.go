@@ -69,6 +69,7 @@ type hostOptions struct {
 	// legacy writes the catalog into the host config's old sections, for hostd to import
 	// at its first start, instead of creating it with hostd's CLI.
 	legacy bool
+	store  string // hostd.store's value (YAML indented 4 past the key); default: a bbolt file
 }
 
 func newHost(t *testing.T) *host { return newHostWith(t, hostOptions{}) }
@@ -126,6 +127,9 @@ func newHostWith(t *testing.T, o hostOptions) *host {
 	}
 	if o.network != "" {
 		cfg += "init:\n  network:\n" + o.network
+	}
+	if o.store != "" {
+		cfg = strings.Replace(cfg, "store: "+dir+"/store.db", "store:"+o.store, 1)
 	}
 	if err := os.WriteFile(h.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

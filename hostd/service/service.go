@@ -564,6 +564,7 @@ func (s *Service) ReportConnections(ctx context.Context, connected []string) err
 	})
 	if err == nil && stale {
 		err = s.store.Update(func(tx store.Tx) error {
+			changed = nil // fn runs again if another writer got there first
 			all, err := store.ListJSON[workspace.Workspace](tx, store.Workspaces)
 			if err != nil {
 				return err
