@@ -472,4 +472,3 @@ func shot(t *testing.T, ctx context.Context, name string) string {
 	t.Logf("screenshot (artifact): %s", path)
 	return path
 }
-
