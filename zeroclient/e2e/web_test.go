@@ -9,12 +9,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"image/png"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,8 +92,10 @@ func TestWebAccessInBrowser(t *testing.T) {
 		t.Fatalf("activation gave no TOTP secret: %v\n%s", err, out)
 	}
 
-	// The browser trusts exactly zeroclient's certificate (its public key), nothing else.
-	base := e.brokerURL()
+	// The browser reaches zeroclient through a TCP relay the test can cut (a network drop),
+	// and trusts exactly zeroclient's certificate (its public key), nothing else.
+	proxy := newCutProxy(t, fmt.Sprintf("127.0.0.1:%d", e.brokerPort))
+	base := "https://" + proxy.addr
 	spki := serverSPKI(t, fmt.Sprintf("127.0.0.1:%d", e.brokerPort))
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
 		chromedp.Flag("ignore-certificate-errors-spki-list", spki), chromedp.WindowSize(1100, 900))
@@ -276,10 +280,7 @@ func TestWebAccessInBrowser(t *testing.T) {
 		t.Errorf("%d access events with the Web platform for one web login", webEvents)
 	}
 
-	// 7. A WebSocket tag works once: the second use of the same tag is refused. (The first
-	// use takes the desktop over from the page's own session, which reconnects with a
-	// fresh tag, as after a network drop: checked below.)
-	allocated := strings.Count(e.zc.Output(), "web: allocated")
+	// 7. A WebSocket tag works once: the second use of the same tag is refused.
 	replay := evalJS[[]string](t, bctx, replayJS, chromedp.EvalAwaitPromise)
 	if len(replay) != 2 || replay[0] != "open" || replay[1] != "refused" {
 		t.Errorf("a tag used twice: %v, want [open refused]", replay)
@@ -287,17 +288,24 @@ func TestWebAccessInBrowser(t *testing.T) {
 	if !strings.Contains(e.zc.Output(), "web: WebSocket refused") {
 		t.Errorf("zeroclient did not log the replayed tag's refusal")
 	}
-	// The page lost its session to the takeover: it reconnects by itself with a new tag.
+	// A network drop (the relay resets every connection): the page reconnects by itself,
+	// with a new tag, within the web session.
+	sessions := strings.Count(e.zc.Output(), "security=WebSocket")
+	allocated := strings.Count(e.zc.Output(), "web: allocated")
+	dropped := time.Now()
+	if n := proxy.cut(); n == 0 {
+		t.Fatal("no connection to cut")
+	}
 	deadline = time.Now().Add(30 * time.Second)
-	for strings.Count(e.zc.Output(), "web: allocated") < allocated+2 ||
+	for strings.Count(e.zc.Output(), "security=WebSocket") <= sessions || strings.Count(e.zc.Output(), "web: allocated") <= allocated ||
 		evalJS[string](t, bctx, `document.body.dataset.state`) != "connected" {
 		if time.Now().After(deadline) {
-			t.Fatalf("the desktop page did not reconnect after its session was cut (state %q)\n%s",
+			t.Fatalf("the desktop page did not reconnect after a network drop (state %q)\n%s",
 				evalJS[string](t, bctx, `document.body.dataset.state`), e.zc.Tail(3000))
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 	}
-	t.Log("the desktop page reconnected by itself after its session was cut")
+	t.Logf("network drop → the desktop page reconnected by itself in %v", time.Since(dropped).Round(time.Millisecond))
 
 	// 8. Cross-site requests. (a) A page of another origin posts the logout form: the
 	// browser sends no cookie (SameSite=Strict) and zeroclient refuses it anyway by its
@@ -365,7 +373,9 @@ func TestWebAccessInBrowser(t *testing.T) {
 	}
 
 	// Figures: login → first frame, the browser against zeroclient connect (the next TOTP
-	// step: a code is good once).
+	// step: a code is good once), which takes the desktop over from the page.
+	run("desktop page again", 60*time.Second, chromedp.Navigate(base+"/web/desktop"),
+		chromedp.WaitVisible(chromedp.CSS(`body[data-state="connected"] #screen canvas`)))
 	next, _ := auth.TOTPCode(act.TOTPSecret, time.Now().Add(30*time.Second))
 	frame := filepath.Join(e.dir, "zc-frame.png")
 	cstart := time.Now()
@@ -375,6 +385,20 @@ func TestWebAccessInBrowser(t *testing.T) {
 		t.Errorf("zeroclient connect (zero client devices are allowed): %v\n%s", err, out)
 	} else {
 		zc := time.Since(cstart)
+		// zeroclient connect took the desktop over: the page says so and does not fight
+		// back (no reconnect after the service ended its session).
+		allocated := strings.Count(e.zc.Output(), "web: allocated")
+		deadline := time.Now().Add(15 * time.Second)
+		for evalJS[string](t, bctx, `document.body.dataset.state`) != "ended" {
+			if time.Now().After(deadline) {
+				t.Fatalf("after a takeover the page is %q, want ended", evalJS[string](t, bctx, `document.body.dataset.state`))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		time.Sleep(3 * time.Second)
+		if n := strings.Count(e.zc.Output(), "web: allocated"); n != allocated {
+			t.Errorf("the page reconnected after its session was taken over (%d new allocations)", n-allocated)
+		}
 		t.Logf("figure: login → first frame: browser %v (login page load, password, TOTP, WorkSpace page, desktop page, noVNC), zeroclient connect %v (process start, password, TOTP, allocation, RFB+TLS, first frame); ratio %.2f",
 			browserFirstFrame.Round(time.Millisecond), zc.Round(time.Millisecond), browserFirstFrame.Seconds()/zc.Seconds())
 	}
@@ -461,6 +485,55 @@ func serverSPKI(t *testing.T, addr string) string {
 	defer c.Close()
 	sum := sha256.Sum256(c.ConnectionState().PeerCertificates[0].RawSubjectPublicKeyInfo)
 	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// cutProxy relays TCP connections to target until cut resets them all.
+type cutProxy struct {
+	addr  string
+	mu    sync.Mutex
+	conns map[*net.TCPConn]bool
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{addr: l.Addr().String(), conns: map[*net.TCPConn]bool{}}
+	t.Cleanup(func() { l.Close(); p.cut() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns[c.(*net.TCPConn)], p.conns[u.(*net.TCPConn)] = true, true
+			p.mu.Unlock()
+			go func() { io.Copy(u, c); u.Close() }()
+			go func() { io.Copy(c, u); c.Close() }()
+		}
+	}()
+	return p
+}
+
+// cut resets every relayed connection (no FIN, no WebSocket close frame) and returns how
+// many there were.
+func (p *cutProxy) cut() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.conns)
+	for c := range p.conns {
+		c.SetLinger(0)
+		c.Close()
+	}
+	clear(p.conns)
+	return n
 }
 
 // evilSite serves, from another origin, a page that posts Web Access's logout form.

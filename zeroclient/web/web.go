@@ -696,8 +696,17 @@ func (w *Web) serveWebSocket(rw http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	nc := websocket.NetConn(ctx, c, websocket.MessageBinary)
-	w.c.Gateway.ServeWeb(nc, func() { c.CloseNow() }, tag, from)
+	// A session the service ends (taken over by another connection, cut by the IP groups,
+	// shutdown) gets a close frame with CloseEnded, sent without waiting for the browser's
+	// answer: the page then knows not to reconnect, as it does after a network drop (which
+	// leaves it no close frame, 1006).
+	end := func() { go c.Close(CloseEnded, "Session ended by the service: opened elsewhere, or access changed.") }
+	w.c.Gateway.ServeWeb(nc, end, tag, from)
 }
+
+// CloseEnded is the WebSocket close code of a session the service ended; desktop.js does
+// not reconnect after it.
+const CloseEnded websocket.StatusCode = 4000
 
 // Logout ends the web session.
 func (w *Web) handleLogout(rw http.ResponseWriter, r *http.Request, s *session.Session) {

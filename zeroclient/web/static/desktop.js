@@ -1,6 +1,8 @@
 // The desktop page: asks for a fresh connect tag (POST /web/connect with the page's CSRF
-// token), opens the WebSocket that redeems it with noVNC, and reconnects with a new tag
-// after a network drop while the web session lasts.
+// token), opens the WebSocket that redeems it and hands it to noVNC, and reconnects with a
+// new tag after a network drop (the socket closed without a close frame: 1006) while the
+// web session lasts. A session the service ended (close code 4000: opened elsewhere, or
+// the access rules changed) or the desktop ended (1000) is not reconnected.
 import RFB from './novnc/core/rfb.js';
 
 const screen = document.getElementById('screen');
@@ -8,6 +10,7 @@ const statusEl = document.getElementById('status');
 const clip = document.getElementById('clipboard');
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const maxRetries = 5;
+const closeEnded = 4000; // web.CloseEnded
 let rfb = null;
 let retries = 0;
 let leaving = false;
@@ -33,7 +36,10 @@ async function connect() {
     return;
   }
   const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + body.path;
-  rfb = new RFB(screen, url, { wsProtocols: ['binary'] });
+  const sock = new WebSocket(url, ['binary']);
+  let closeCode = 0;
+  sock.addEventListener('close', (e) => { closeCode = e.code; });
+  rfb = new RFB(screen, sock);
   rfb.scaleViewport = true;       // the desktop fits the window, and follows its size
   rfb.focusOnClick = true;
   rfb.addEventListener('connect', () => {
@@ -41,10 +47,14 @@ async function connect() {
     status('Connected to ' + body.workspaceId, 'connected');
     rfb.focus();
   });
-  rfb.addEventListener('disconnect', (e) => {
+  rfb.addEventListener('disconnect', () => {
     rfb = null;
     if (leaving) return;
-    if (e.detail.clean) {
+    if (closeCode === closeEnded) {
+      status('Your session was ended: the WorkSpace was opened elsewhere, or your access changed.', 'ended');
+      return;
+    }
+    if (closeCode === 1000) {
       status('Disconnected.', 'disconnected');
       return;
     }
