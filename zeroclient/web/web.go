@@ -78,6 +78,8 @@ const (
 	MsgCrossSite      = "The request did not come from this site's own pages, so it was refused. Reload the page and try again."
 	MsgStartRequested = "Your WorkSpace is starting. This page refreshes until it is available."
 	MsgMissingFields  = "Enter your user name and password."
+	// MsgWebNotWSP: the guide's Web Access is "not supported for the WSP beta".
+	MsgWebNotWSP = "Web Access cannot open this WorkSpace: it uses the WSP protocol, which Web Access does not support. Use a WorkSpaces client application."
 )
 
 // Config is what Web Access needs; all but Log and Now are required.
@@ -540,6 +542,9 @@ func (w *Web) serveWorkspace(rw http.ResponseWriter, r *http.Request) {
 		if _, id, msg := broker.Decide(ws, catalog.DeviceWeb); id != "" && !p.CanStart {
 			p.Error = msg
 		}
+		if ws.Protocol == "WSP" {
+			p.Error, p.CanOpen = MsgWebNotWSP, false
+		}
 		if r.URL.Query().Get("started") != "" && p.Refresh {
 			p.Notice = MsgStartRequested
 		}
@@ -615,6 +620,10 @@ func (w *Web) handleConnect(rw http.ResponseWriter, r *http.Request, s *session.
 		fail(http.StatusForbidden, brokerxml.AllocDenied, broker.MsgNotAuthorized, "device type web is not allowed", false)
 		return
 	}
+	if ws.Protocol == "WSP" {
+		fail(http.StatusConflict, brokerxml.AllocNotOnDevice, MsgWebNotWSP, "Web Access does not serve WSP WorkSpaces", false)
+		return
+	}
 	switch act, id, msg := broker.Decide(ws, catalog.DeviceWeb); act {
 	case broker.Refuse:
 		fail(http.StatusConflict, id, msg, "WorkSpace is "+ws.State, false)
@@ -675,6 +684,12 @@ func (w *Web) serveWebSocket(rw http.ResponseWriter, r *http.Request) {
 	tag, err := w.c.Tags.RedeemPlain(r.URL.Query().Get("tag"), from)
 	if err == nil && (tag.UserName != s.UserName || tag.DirectoryID != s.DirectoryID) {
 		err = errors.New("the tag is another user's")
+	}
+	if err == nil {
+		// Web access may have been turned off since the tag was issued.
+		if d := w.c.Auth.ByID(tag.DirectoryID); d == nil || !d.Login.DeviceAccess.Allowed(catalog.DeviceWeb) {
+			err = errors.New("web access is no longer allowed for the directory")
+		}
 	}
 	if err != nil {
 		w.c.Log.Info("web: WebSocket refused", "client", from.String(), "user", s.UserName, "err", err)

@@ -135,6 +135,8 @@ func newRig(t *testing.T) *rig {
 		{ID: "d-00000000a3", Name: "ipg.example.com", RegistrationCode: "SLiad+IPGR", Users: users("ivy"),
 			Login: catalog.Login{DeviceAccess: catalog.DeviceAccess{Web: catalog.Allow},
 				IPGroups: []catalog.IPGroup{{ID: "wsipg-a1bcd2efg", Rules: []catalog.IPRule{{Source: catalog.IPSource{Prefix: netip.MustParsePrefix("203.0.113.0/24")}}}}}}},
+		{ID: "d-00000000a4", Name: "wsp.example.com", RegistrationCode: "SLiad+WSPW", Users: users("wes"),
+			Login: catalog.Login{DeviceAccess: catalog.DeviceAccess{Web: catalog.Allow}}},
 	}
 	cfg := &hostconfig.Config{
 		Hostd: hostconfig.Hostd{DataDir: dir},
@@ -145,7 +147,8 @@ func newRig(t *testing.T) *rig {
 			Events: hostconfig.ZeroclientEvents{Log: filepath.Join(dir, "access.jsonl"), AuditLog: filepath.Join(dir, "audit.jsonl")},
 		},
 	}
-	ws := staticWorkspaces{"d-00000000a1/amy": {ID: "ws-amy0000001", State: "AVAILABLE", Protocol: "PCOIP"}}
+	ws := staticWorkspaces{"d-00000000a1/amy": {ID: "ws-amy0000001", State: "AVAILABLE", Protocol: "PCOIP"},
+		"d-00000000a4/wes": {ID: "ws-wes0000001", State: "AVAILABLE", Protocol: "WSP"}}
 	logs := &logBuffer{}
 	s, err := server.New(cfg, slog.New(slog.NewTextHandler(logs, nil)), server.Options{Workspaces: ws, Catalog: server.StaticCatalog(dirs)})
 	if err != nil {
@@ -157,7 +160,7 @@ func newRig(t *testing.T) *rig {
 	t.Cleanup(func() { cancel(); <-done })
 	hash, _ := credstore.HashPassword(pw)
 	secret, _, _ := auth.NewTOTPSecret("test", "amy")
-	for _, u := range []struct{ d, n string }{{"d-00000000a1", "amy"}, {"d-00000000a2", "ned"}, {"d-00000000a3", "ivy"}} {
+	for _, u := range []struct{ d, n string }{{"d-00000000a1", "amy"}, {"d-00000000a2", "ned"}, {"d-00000000a3", "ivy"}, {"d-00000000a4", "wes"}} {
 		c := credstore.Credential{Hash: hash}
 		if u.n == "amy" {
 			c.TOTPSecret = secret
@@ -409,6 +412,25 @@ func TestWebLogin(t *testing.T) {
 	}
 	if p := b.do(http.MethodGet, "/web/workspace", nil, nil); p.code != http.StatusSeeOther || p.h.Get("Location") != "/web/" {
 		t.Errorf("the WorkSpace page after logout: %d %s", p.code, p.h.Get("Location"))
+	}
+}
+
+// TestWSPRefused: a WSP WorkSpace is not for Web Access (the guide); the refusal says why.
+func TestWSPRefused(t *testing.T) {
+	r := newRig(t)
+	b := r.browser()
+	if p := b.login("SLiad+WSPW", "wes"); p.code != http.StatusSeeOther {
+		t.Fatalf("login: %d %s", p.code, p.body)
+	}
+	wp := b.do(http.MethodGet, "/web/workspace", nil, nil)
+	if errorOf(wp.body) != web.MsgWebNotWSP || strings.Contains(wp.body, `id="open"`) {
+		t.Errorf("the WorkSpace page of a WSP WorkSpace:\n%s", wp.body)
+	}
+	c := b.do(http.MethodPost, "/web/connect", nil, map[string]string{web.CSRFHeader: csrfOf(t, wp.body)})
+	var res struct{ Message, Path string }
+	json.Unmarshal([]byte(c.body), &res)
+	if c.code != http.StatusConflict || res.Message != web.MsgWebNotWSP || res.Path != "" {
+		t.Errorf("connect to a WSP WorkSpace: %d %s", c.code, c.body)
 	}
 }
 
