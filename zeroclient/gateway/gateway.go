@@ -219,10 +219,10 @@ const ReasonWebSecurity = "The web client authenticates with its connect tag bef
 // TLS) was opened with tag, already redeemed for this address and user. The browser
 // proved itself with the tag, so RFB offers it security type None; from there the path is
 // the VeNCrypt clients' own (attach): the IP groups as they are now, the display,
-// takeover of an earlier session, presence, metrics. closeNow ends conn at once, without
-// a closing handshake (a takeover or a cut must not wait on a browser that stopped
-// reading); conn's own Close says goodbye when the display ends the session. It returns
-// when the session ends.
+// takeover of an earlier session, presence, metrics. closeNow ends conn without waiting
+// on the client (a takeover or a cut must not wait on a browser that stopped reading);
+// conn's own Close says goodbye when the display ends the session. It returns when the
+// session ends.
 func (g *Gateway) ServeWeb(conn net.Conn, closeNow func(), tag tags.Tag, from netip.Addr) {
 	g.wg.Add(1)
 	defer g.wg.Done()
