@@ -10,7 +10,7 @@ APPLIANCE := build/images/appliance
 CACHE   := build/cache
 BINARIES := hostd netcfg zeroclient imagebuild libvirtrun
 
-.PHONY: all deps build image appliance test demo demo-host demo-stop libvirt-start libvirt-stop clean fmt vet
+.PHONY: all deps build novnc image appliance test demo demo-host demo-stop libvirt-start libvirt-stop clean fmt vet
 
 all: build
 
@@ -25,6 +25,11 @@ build:
 	$(GO) build -trimpath -o $(BIN)/zeroclient ./zeroclient
 	$(GO) build -trimpath -o $(BIN)/imagebuild ./imagebuild
 	$(GO) build -trimpath -o $(BIN)/libvirtrun ./scripts/libvirtrun
+
+# Refreshes the vendored noVNC (zeroclient/web/static/novnc) from the version and sha512
+# pinned in zeroclient/web/novnc.lock; the result is committed and embedded.
+novnc:
+	$(GO) run ./zeroclient/web/internal/vendornovnc
 
 # The tiny desktop image WorkSpaces boot (kernel + initramfs with the guest agent + root fs).
 image: build

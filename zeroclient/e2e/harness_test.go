@@ -72,6 +72,7 @@ type env struct {
 	hostd      *hostdtest.Proc
 	zc         *hostdtest.Proc
 	wsID       string
+	dirID      string // the directory of the WorkSpace's user
 	bundle     string // made with hostd's CLI
 	regCode    string // the directory's registration code, made at registration
 }
@@ -107,8 +108,23 @@ func (w *webhook) got() [][]byte {
 	return append([][]byte(nil), w.bodies...)
 }
 
+// spec is what an env's directory is: its definition (for hostd directory put) and the
+// user whose WorkSpace is made; ldap: slapd and FreeRADIUS are started for it.
+type spec struct {
+	directory func(e *env) string
+	user      string
+	ldap      bool
+}
+
+// ldapSpec is the LDAP directory with RADIUS MFA most tests use, and alice.
+var ldapSpec = spec{directory: ldapDirectory, user: "alice", ldap: true}
+
 // newEnv starts everything and waits until alice's WorkSpace is AVAILABLE.
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvFor(t, ldapSpec) }
+
+// newEnvFor starts everything for a directory and waits until its user's WorkSpace is
+// AVAILABLE.
+func newEnvFor(t *testing.T, sp spec) *env {
 	t.Helper()
 	testenv.Root(t)
 	sock := testenv.LibvirtSocket(t)
@@ -119,9 +135,11 @@ func newEnv(t *testing.T) *env {
 	}
 	e := &env{t: t, dir: dir, hostdSock: filepath.Join(dir, "hostd.sock"), pool: "zce-" + hostdtest.RandHex(3)}
 	t.Cleanup(e.cleanup)
-	e.ldap = testsvc.Slapd(t, "corp.example.com", []testsvc.LDAPUser{{UID: "alice", Password: alicePW, GivenName: "Alice"}, {UID: "bob", Password: "B0b-Secret!"}})
-	e.rad = testsvc.FreeRADIUS(t, testsvc.RADIUSConfig{Challenges: map[string]testsvc.Challenge{"alice": {PIN: alicePIN, Code: aliceCode}},
-		Passcodes: map[string]string{"bob": "111111"}})
+	if sp.ldap {
+		e.ldap = testsvc.Slapd(t, "corp.example.com", []testsvc.LDAPUser{{UID: "alice", Password: alicePW, GivenName: "Alice"}, {UID: "bob", Password: "B0b-Secret!"}})
+		e.rad = testsvc.FreeRADIUS(t, testsvc.RADIUSConfig{Challenges: map[string]testsvc.Challenge{"alice": {PIN: alicePIN, Code: aliceCode}},
+			Passcodes: map[string]string{"bob": "111111"}})
+	}
 	e.webhook = newWebhook(t)
 	suffix := hostdtest.RandHex(3)
 	mgmt, pri := "zem"+suffix, "zep"+suffix
@@ -167,9 +185,9 @@ zeroclient:
 		_, err := e.api().DescribeWorkspaces(context.Background(), &workspaces.DescribeWorkspacesInput{})
 		return err == nil
 	})
-	e.makeCatalog(image)
+	e.dirID = e.makeCatalog(image, sp.directory(e))
 	out, err := e.api().CreateWorkspaces(context.Background(), &workspaces.CreateWorkspacesInput{Workspaces: []types.WorkspaceRequest{{
-		DirectoryId: aws.String(directoryID), UserName: aws.String("alice"), BundleId: aws.String(e.bundle),
+		DirectoryId: aws.String(e.dirID), UserName: aws.String(sp.user), BundleId: aws.String(e.bundle),
 		WorkspaceProperties: &types.WorkspaceProperties{RunningMode: types.RunningModeAutoStop, RunningModeAutoStopTimeoutInMinutes: aws.Int32(60)}}}})
 	if err != nil || len(out.PendingRequests) != 1 {
 		t.Fatalf("create WorkSpace: %v %+v\n%s", err, out, e.hostd.Output())
@@ -188,8 +206,9 @@ zeroclient:
 }
 
 // makeCatalog builds the catalog as an operator does, with hostd's CLI on its socket: the
-// desktop image, a bundle, the directory (LDAP with RADIUS MFA) and its registration.
-func (e *env) makeCatalog(image string) {
+// desktop image, a bundle, the directory (def, a definition for hostd directory put) and
+// its registration. It returns the directory's id.
+func (e *env) makeCatalog(image, def string) string {
 	t := e.t
 	t.Helper()
 	if _, err := e.hostdCLI("images", "register", "--dir", image, "--id", imageID); err != nil {
@@ -200,8 +219,37 @@ func (e *env) makeCatalog(image string) {
 		t.Fatal(err)
 	}
 	e.bundle = strings.TrimSpace(out)
-	def := filepath.Join(e.dir, "corp.yaml")
-	if err := os.WriteFile(def, []byte(fmt.Sprintf(`id: %s
+	var d struct{ ID string }
+	for _, line := range strings.Split(def, "\n") {
+		if v, ok := strings.CutPrefix(line, "id: "); ok {
+			d.ID = strings.TrimSpace(v)
+		}
+	}
+	if d.ID == "" {
+		t.Fatalf("directory definition without an id line:\n%s", def)
+	}
+	file := filepath.Join(e.dir, "directory.yaml")
+	if err := os.WriteFile(file, []byte(def), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.hostdCLI("directory", "put", "--file", file); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.hostdCLI("directories", "register", d.ID); err != nil {
+		t.Fatal(err)
+	}
+	dirs, err := e.api().DescribeWorkspaceDirectories(context.Background(), &workspaces.DescribeWorkspaceDirectoriesInput{DirectoryIds: []string{d.ID}})
+	if err != nil || len(dirs.Directories) != 1 {
+		t.Fatalf("DescribeWorkspaceDirectories: %v %+v", err, dirs)
+	}
+	e.regCode = aws.ToString(dirs.Directories[0].RegistrationCode)
+	return d.ID
+}
+
+// ldapDirectory is the directory of most tests: LDAP (the test's slapd) with RADIUS MFA
+// (its FreeRADIUS), users alice and bob.
+func ldapDirectory(e *env) string {
+	return fmt.Sprintf(`id: %s
 name: corp.example.com
 alias: corp
 users:
@@ -222,20 +270,7 @@ login:
   mfa:
     type: radius
     radius: {servers: "127.0.0.1", port: %d, sharedSecret: "%s", timeoutSeconds: 3, retries: 1}
-`, directoryID, e.ldap.URL, e.ldap.CAFile, e.ldap.ServiceDN, e.ldap.ServicePassword, e.ldap.UserBase, e.rad.Port, e.rad.Secret)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.hostdCLI("directory", "put", "--file", def); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.hostdCLI("directories", "register", directoryID); err != nil {
-		t.Fatal(err)
-	}
-	d, err := e.api().DescribeWorkspaceDirectories(context.Background(), &workspaces.DescribeWorkspaceDirectoriesInput{DirectoryIds: []string{directoryID}})
-	if err != nil || len(d.Directories) != 1 {
-		t.Fatalf("DescribeWorkspaceDirectories: %v %+v", err, d)
-	}
-	e.regCode = aws.ToString(d.Directories[0].RegistrationCode)
+`, directoryID, e.ldap.URL, e.ldap.CAFile, e.ldap.ServiceDN, e.ldap.ServicePassword, e.ldap.UserBase, e.rad.Port, e.rad.Secret)
 }
 
 // hostdCLI runs hostd's CLI on the test hostd's socket.

@@ -212,6 +212,74 @@ func (g *Gateway) handle(conn net.Conn) {
 	r.run(g)
 }
 
+// ReasonWebSecurity is what a web client that does not take security type None is told.
+const ReasonWebSecurity = "The web client authenticates with its connect tag before RFB starts: choose security type None."
+
+// ServeWeb runs the session of a web client, whose WebSocket (conn, over the broker's
+// TLS) was opened with tag, already redeemed for this address and user. The browser
+// proved itself with the tag, so RFB offers it security type None; from there the path is
+// the VeNCrypt clients' own (attach): the IP groups as they are now, the display,
+// takeover of an earlier session, presence, metrics. closeNow ends conn without waiting
+// on the client (a takeover or a cut must not wait on a browser that stopped reading);
+// conn's own Close says goodbye when the display ends the session. It returns when the
+// session ends.
+func (g *Gateway) ServeWeb(conn net.Conn, closeNow func(), tag tags.Tag, from netip.Addr) {
+	g.wg.Add(1)
+	defer g.wg.Done()
+	defer g.recoverConn(conn, "web connection")
+	from = from.Unmap()
+	conn.SetDeadline(time.Now().Add(g.c.HandshakeTimeout))
+	labels := []string{tag.DirectoryID, tag.WorkspaceID}
+	fail := func(err error) {
+		g.c.Metrics.ConnectionFailure.WithLabelValues(labels...).Inc()
+		g.c.Log.Info("gateway: web connection refused", "client", from.String(), "workspace", tag.WorkspaceID, "err", err)
+		conn.Close()
+	}
+	if _, err := conn.Write([]byte(rfb.ProtocolVersion38)); err != nil {
+		fail(err)
+		return
+	}
+	var ver [12]byte
+	if _, err := io.ReadFull(conn, ver[:]); err != nil {
+		fail(fmt.Errorf("client version: %w", err))
+		return
+	}
+	major, minor, err := rfb.ParseVersion(ver[:])
+	if err != nil || major != 3 || minor < 7 {
+		rfb.WriteSecurityFailure(conn, minor, "RFB 3.7 or later is required")
+		fail(fmt.Errorf("client version %q: %v", ver[:], err))
+		return
+	}
+	if _, err := conn.Write([]byte{1, rfb.SecNone}); err != nil {
+		fail(err)
+		return
+	}
+	var choice [1]byte
+	if _, err := io.ReadFull(conn, choice[:]); err != nil {
+		fail(fmt.Errorf("security type: %w", err))
+		return
+	}
+	if choice[0] != rfb.SecNone {
+		rfb.WriteSecurityResult(conn, minor, false, ReasonWebSecurity)
+		fail(fmt.Errorf("web client chose security type %d", choice[0]))
+		return
+	}
+	r, err := g.attach(conn, abortConn{conn, closeNow}, nil, minor, tag, from, "WebSocket")
+	if err != nil {
+		g.c.Log.Info("gateway: web connection refused", "client", from.String(), "err", err)
+		return
+	}
+	r.run(g)
+}
+
+// abortConn is a connection whose Close ends it at once.
+type abortConn struct {
+	net.Conn
+	abort func()
+}
+
+func (c abortConn) Close() error { c.abort(); return nil }
+
 // handshake runs everything up to the relay; on failure the client has been told why and
 // conn is closed.
 func (g *Gateway) handshake(conn net.Conn, minor int, from netip.Addr) (*relay, error) {
@@ -267,6 +335,16 @@ func (g *Gateway) handshake(conn net.Conn, minor int, from netip.Addr) (*relay, 
 			return nil, g.refuse(tc, minor, &errRefused{ReasonBadTag, "VNC auth: " + err.Error()})
 		}
 	}
+	return g.attach(tc, cw, cw, minor, tag, from, rfb.VeNCryptName(sub))
+}
+
+// attach is the part of a session after the tag was redeemed, the same for every kind of
+// client: the directory's IP access control groups (as they are now), the WorkSpace's
+// display, SecurityResult, ClientInit and ServerInit. client is what carries RFB to the
+// client (TLS, or a WebSocket); raw is what closes it at once; co, when not nil, gathers
+// client's writes (the TLS path). On failure the client has been told why and is closed.
+func (g *Gateway) attach(client net.Conn, raw net.Conn, co *coalescer, minor int, tag tags.Tag, from netip.Addr, security string) (*relay, error) {
+	tc := client
 	labels := []string{tag.DirectoryID, tag.WorkspaceID}
 	failed := func(e *errRefused) error {
 		g.c.Metrics.ConnectionFailure.WithLabelValues(labels...).Inc()
@@ -317,9 +395,9 @@ func (g *Gateway) handshake(conn net.Conn, minor int, from netip.Addr) (*relay, 
 	g.c.Metrics.ConnectionSuccess.WithLabelValues(labels...).Inc()
 	g.c.Metrics.SessionLaunchTime.WithLabelValues(labels...).Observe(g.c.Now().Sub(tag.Issued).Seconds())
 	g.c.Log.Info("gateway: session started", "client", from.String(), "directory", tag.DirectoryID, "user", tag.UserName,
-		"workspace", tag.WorkspaceID, "session_id", tag.SessionID, "security", rfb.VeNCryptName(sub),
+		"workspace", tag.WorkspaceID, "session_id", tag.SessionID, "security", security,
 		"size", fmt.Sprintf("%dx%d", si.Width, si.Height))
-	return &relay{tag: tag, client: tc, raw: cw, up: up, from: from}, nil
+	return &relay{tag: tag, client: tc, raw: raw, co: co, up: up, from: from}, nil
 }
 
 // userPart strips a DOMAIN\ prefix from a Plain user name.
@@ -330,7 +408,7 @@ func userPart(u string) string {
 	return u
 }
 
-func (g *Gateway) refuse(tc *tls.Conn, minor int, e *errRefused) error {
+func (g *Gateway) refuse(tc net.Conn, minor int, e *errRefused) error {
 	rfb.WriteSecurityResult(tc, minor, false, e.reason)
 	tc.Close()
 	return e
@@ -339,8 +417,9 @@ func (g *Gateway) refuse(tc *tls.Conn, minor int, e *errRefused) error {
 // relay is one client's session.
 type relay struct {
 	tag      tags.Tag
-	client   *tls.Conn
-	raw      *coalescer // the client's TCP connection, under client
+	client   net.Conn   // RFB to the client: TLS, or a WebSocket
+	raw      net.Conn   // what client runs over (TCP), closed at once by close
+	co       *coalescer // gathers client's writes (TLS); nil for a WebSocket
 	up       net.Conn
 	from     netip.Addr
 	once     sync.Once

@@ -31,6 +31,7 @@ import (
 	"deskhost/zeroclient/presence"
 	"deskhost/zeroclient/session"
 	"deskhost/zeroclient/tags"
+	"deskhost/zeroclient/web"
 	"deskhost/zeroclient/workspaces"
 )
 
@@ -45,6 +46,7 @@ type Server struct {
 	Metrics *metrics.Metrics
 	Tags    *tags.Store
 	Auth    *auth.Service
+	Web     *web.Web
 
 	// Addresses actually bound (useful with port 0).
 	BrokerAddr, GatewayAddr, MetricsAddr string
@@ -182,6 +184,17 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 		s.closers = append(s.closers, func() { cancel(); <-done })
 	}
 
+	// Web Access shares the broker's listener, sessions, tags and rules, and streams
+	// through the gateway.
+	if s.Web, err = web.New(web.Config{Auth: s.Auth, Sessions: sessions, Tags: s.Tags, Workspaces: ws, Gateway: s.Gateway,
+		Events: s.events, Metrics: s.Metrics, Log: log, Now: opt.Now}); err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", s.Broker.Handler())
+	mux.Handle("/web", s.Web.Handler())
+	mux.Handle(web.Prefix, s.Web.Handler())
+
 	// Listeners.
 	bl, err := net.Listen("tcp", zc.Broker.Listen)
 	if err != nil {
@@ -190,9 +203,10 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 	s.BrokerAddr = bl.Addr().String()
 	s.conns = newConnLimiter(zc.Broker.MaxConnections, zc.Broker.MaxConnectionsPerAddress, log)
 	bl = s.conns.listener(bl)
-	srv := &http.Server{Handler: s.Broker.Handler(), TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+	srv := &http.Server{Handler: mux, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 150 * time.Second, IdleTimeout: 120 * time.Second, ConnState: s.conns.connState,
-		// HTTP/1.1 only: the broker protocol's chunked responses are an HTTP/1.1 notion.
+		// HTTP/1.1 only: the broker protocol's chunked responses are an HTTP/1.1 notion (and
+		// Web Access's WebSocket is an HTTP/1.1 upgrade).
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	s.goServe("broker", func() error { return srv.ServeTLS(bl, "", "") })
