@@ -9,6 +9,9 @@ import (
 	"deskhost/hostd/agent"
 )
 
+// homeFormattedFile exists when this boot's user setup formatted the blank user volume.
+const homeFormattedFile = "/run/deskhost/home-formatted"
+
 // userFile is where the graphical image's user setup (deskhost-user.service) records the
 // WorkSpace's user it created from the metadata service.
 const userFile = "/run/deskhost/user"
@@ -42,6 +45,8 @@ func (g *guest) refreshService() {
 	if b, err := os.ReadFile(userFile); err == nil {
 		user = strings.TrimSpace(string(b))
 	}
+	_, err := os.Stat(homeFormattedFile)
+	formatted := err == nil
 	addr := ""
 	for _, i := range interfaces() {
 		if i.Name == "eth0" {
@@ -54,7 +59,7 @@ func (g *guest) refreshService() {
 		}
 	}
 	g.mu.Lock()
-	g.rootMounted, g.homeMounted = true, home
+	g.rootMounted, g.homeMounted, g.homeFormatted = true, home, formatted
 	if user != "" {
 		g.user = user
 	}

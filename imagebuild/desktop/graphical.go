@@ -175,7 +175,11 @@ func buildGraphical(ctx context.Context, o Options, tmp string, step func(string
 
 // debianTarball returns the cached mmdebstrap tarball, making it first if needed.
 func debianTarball(ctx context.Context, o Options, step func(string, ...any)) (string, error) {
-	dir := filepath.Join(o.CacheDir, "graphical")
+	cache, err := filepath.Abs(o.CacheDir)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(cache, "graphical")
 	debs := filepath.Join(dir, "debs")
 	if err := os.MkdirAll(debs, 0o755); err != nil {
 		return "", fmt.Errorf("desktop: cache directory: %w", err)
@@ -196,8 +200,10 @@ func debianTarball(ctx context.Context, o Options, step func(string, ...any)) (s
 	if o.Mirror != "" {
 		args = append(args, o.Mirror)
 	}
+	// The key is what goes into the system, not where the cache is (make and the tests
+	// name the same cache by relative and absolute paths).
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n%s\n", graphicalCacheVersion, initramfsHook, strings.Join(args, "\n"))
+	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n", graphicalCacheVersion, initramfsHook, graphicalSuite, o.Mirror, strings.Join(GraphicalPackages, ","))
 	tarball := filepath.Join(dir, "debian-"+hex.EncodeToString(h.Sum(nil))[:16]+".tar")
 	if _, err := os.Stat(tarball); err == nil {
 		step("Debian system from the cache: %s", tarball)

@@ -219,9 +219,12 @@ func TestGraphicalDesktop(t *testing.T) {
 	}
 	agentUp := time.Since(start)
 	t.Logf("agent answers with the user volume mounted after %v: %+v", agentUp.Round(time.Second), *st)
-	if st.WorkspaceID != testWorkspace || st.User != login || !st.RootMounted || !st.HomeMounted || len(st.Errors) != 0 {
-		t.Errorf("agent status: workspace %q user %q (want %q from the metadata service) root %v home %v errors %v",
-			st.WorkspaceID, st.User, login, st.RootMounted, st.HomeMounted, st.Errors)
+	if st.WorkspaceID != testWorkspace || st.User != login || !st.RootMounted || !st.HomeMounted || !st.HomeFormatted || len(st.Errors) != 0 {
+		t.Errorf("agent status: workspace %q user %q (want %q from the metadata service) root %v home %v (formatted %v) errors %v",
+			st.WorkspaceID, st.User, login, st.RootMounted, st.HomeMounted, st.HomeFormatted, st.Errors)
+	}
+	if st.ManagementAddress != "169.254.169.15" {
+		t.Errorf("management address %q, want qemu's DHCP lease 169.254.169.15", st.ManagementAddress)
 	}
 	if st.KernelRelease != m.KernelVersion || st.AgentVersion != agent.Version {
 		t.Errorf("kernel %q agent %q, want %q %q", st.KernelRelease, st.AgentVersion, m.KernelVersion, agent.Version)
