@@ -2,6 +2,8 @@
 // kernel (as an uncompressed PVH vmlinux), an initramfs whose /init is the deskhost guest
 // agent (hostd/guestagent) with the kernel modules it needs and mke2fs, and a small ext4
 // root volume as qcow2, described by image.json. Same inputs give byte-identical files.
+// Options.Profile ProfileGraphical builds instead a real desktop (Debian 12 + Xfce, the
+// agent as a systemd service) in the same layout: see graphical.go.
 //
 // What a domain booting the image needs (hostd/virt):
 //   - direct kernel boot: <kernel> = image.json kernel, <initrd> = initrd, <cmdline> =
