@@ -6,11 +6,12 @@ GO      ?= go
 BIN     := bin
 RUNDIR  ?= /run/deskhost
 IMAGE   := build/images/desktop
+GRAPHICAL := build/images/desktop-graphical
 APPLIANCE := build/images/appliance
 CACHE   := build/cache
 BINARIES := hostd netcfg zeroclient imagebuild libvirtrun
 
-.PHONY: all deps build novnc image appliance test demo demo-host demo-stop libvirt-start libvirt-stop clean fmt vet
+.PHONY: all deps build novnc image image-graphical appliance test demo demo-host demo-stop libvirt-start libvirt-stop clean fmt vet
 
 all: build
 
@@ -34,6 +35,11 @@ novnc:
 # The tiny desktop image WorkSpaces boot (kernel + initramfs with the guest agent + root fs).
 image: build
 	$(BIN)/imagebuild desktop --out $(IMAGE) --cache $(CACHE)
+
+# The graphical desktop image (Debian 12 + Xfce by mmdebstrap, automatic login, the agent
+# as a service); its Debian system and .debs are cached under $(CACHE)/graphical.
+image-graphical: build
+	$(BIN)/imagebuild desktop --profile graphical --out $(GRAPHICAL) --cache $(CACHE)
 
 # The appliance image (configs/appliance.yaml): PXE bundle, raw EFI disk, manifest.
 appliance: build

@@ -1,6 +1,6 @@
 // Command imagebuild builds deskhost images.
 //
-//	imagebuild desktop --out build/images/desktop [--cache build/cache]
+//	imagebuild desktop --out build/images/desktop [--cache build/cache] [--profile tiny|graphical]
 //	imagebuild build --profile configs/appliance.yaml --out build/images/appliance
 //	imagebuild serve [--http :8080] [--tftp :69] [--proxydhcp-qemu DIR] build/images/appliance/pxe
 //	imagebuild flash --image build/images/appliance/disk.img --device /dev/sdX
@@ -100,6 +100,8 @@ func runDesktop(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	comp := fs.String("initrd-compression", string(initramfs.None), "initramfs compression: none or gzip")
 	cmdline := fs.String("cmdline", desktop.DefaultCmdline, "base kernel command line recorded in image.json")
 	agentBin := fs.String("agent", "", "prebuilt static guest agent binary (default: build hostd/guestagent)")
+	profile := fs.String("profile", desktop.ProfileTiny, "tiny (the agent as init, a status screen: fast tests) or graphical (Debian 12 + Xfce by mmdebstrap, automatic login)")
+	mirror := fs.String("mirror", "", "Debian mirror for --profile graphical (default: mmdebstrap's, deb.debian.org)")
 	quiet := fs.Bool("q", false, "do not print progress")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: imagebuild desktop [flags]")
@@ -125,7 +127,7 @@ func runDesktop(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		Out: *out, CacheDir: *cache,
 		KernelPackage: *kpkg, KernelVersion: *kver, KernelDeb: *kdeb,
 		Boot: *boot, Compression: initramfs.Compression(*comp), Cmdline: *cmdline,
-		AgentBinary: *agentBin, Log: log,
+		AgentBinary: *agentBin, Profile: *profile, Mirror: *mirror, Log: log,
 	})
 	if err != nil {
 		return err

@@ -53,11 +53,19 @@ type guest struct {
 
 	// fsPrefix is prepended to the mount points by write-file and read-file (tests only).
 	fsPrefix string
+
+	// service: the agent runs as a service of the image's own init (-service), which
+	// mounted the volumes: the root volume is "/", not agent.RootMount.
+	service bool
 }
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "-service" {
+		serviceMain() // the graphical image: a systemd service, not init
+		return
+	}
 	if os.Getpid() != 1 {
-		fmt.Fprintln(os.Stderr, "guestagent: this is the init of the deskhost desktop image and only runs as PID 1 inside it")
+		fmt.Fprintln(os.Stderr, "guestagent: this is the init of the deskhost desktop image and only runs as PID 1 inside it (or with -service under an init)")
 		os.Exit(2)
 	}
 	// PID 1 must never exit: the kernel would panic. Ignore the signals that would end it.

@@ -281,6 +281,9 @@ func (g *guest) handle(line []byte) (resp agent.Response, after func()) {
 }
 
 func (g *guest) status() agent.Status {
+	if g.service {
+		g.refreshService()
+	}
 	total, avail := meminfo()
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
@@ -398,7 +401,11 @@ func (g *guest) volumeRoot(p string) (*os.Root, string, error) {
 		}
 		mnt = agent.HomeMount
 	}
-	r, err := os.OpenRoot(g.fsPrefix + mnt)
+	dir := mnt
+	if g.service && mnt == agent.RootMount {
+		dir = "/"
+	}
+	r, err := os.OpenRoot(g.fsPrefix + dir)
 	if err != nil {
 		return nil, "", err
 	}
@@ -466,6 +473,10 @@ func (g *guest) readFile(p string) ([]byte, error) {
 
 // shutdown syncs, unmounts the volumes and powers off (or reboots).
 func (g *guest) shutdown(reboot bool) {
+	if g.service {
+		g.serviceShutdown(reboot)
+		return
+	}
 	what := "powering off"
 	cmd := unix.LINUX_REBOOT_CMD_POWER_OFF
 	if reboot {

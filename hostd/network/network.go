@@ -122,7 +122,7 @@ func (m *Manager) Desired() (*config.Config, error) {
 			known[w.DirectoryID] = true
 		}
 		// The MACs are netcfg's defaults (reconcile.MACs), which NICs below also uses.
-		cfg.WorkSpaces = append(cfg.WorkSpaces, config.WorkSpace{ID: w.ID, Directory: w.DirectoryID, Hostname: w.ComputerName})
+		cfg.WorkSpaces = append(cfg.WorkSpaces, config.WorkSpace{ID: w.ID, Directory: w.DirectoryID, Hostname: w.ComputerName, UserName: w.UserName})
 	}
 	return &cfg, nil
 }

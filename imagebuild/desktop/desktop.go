@@ -2,6 +2,8 @@
 // kernel (as an uncompressed PVH vmlinux), an initramfs whose /init is the deskhost guest
 // agent (hostd/guestagent) with the kernel modules it needs and mke2fs, and a small ext4
 // root volume as qcow2, described by image.json. Same inputs give byte-identical files.
+// Options.Profile ProfileGraphical builds instead a real desktop (Debian 12 + Xfce, the
+// agent as a systemd service) in the same layout: see graphical.go.
 //
 // What a domain booting the image needs (hostd/virt):
 //   - direct kernel boot: <kernel> = image.json kernel, <initrd> = initrd, <cmdline> =
@@ -104,6 +106,11 @@ type Options struct {
 	Compression initramfs.Compression // initramfs compression, default none
 	Cmdline     string                // default DefaultCmdline
 
+	// Profile is ProfileTiny (default) or ProfileGraphical (see graphical.go); Mirror is
+	// the Debian mirror the graphical profile installs from (default: mmdebstrap's).
+	Profile string
+	Mirror  string
+
 	// AgentBinary is a prebuilt static guest agent; empty builds hostd/guestagent from
 	// the deskhost module the current directory is in.
 	AgentBinary string
@@ -118,6 +125,15 @@ func (o *Options) defaults() error {
 	}
 	if o.CacheDir == "" {
 		return errors.New("desktop: no cache directory")
+	}
+	if o.Profile == "" {
+		o.Profile = ProfileTiny
+	}
+	if o.Profile != ProfileTiny && o.Profile != ProfileGraphical {
+		return fmt.Errorf("desktop: profile %q: want %s or %s", o.Profile, ProfileTiny, ProfileGraphical)
+	}
+	if o.Profile == ProfileGraphical && (o.KernelDeb != "" || o.KernelVersion != "" || o.KernelPackage != "") {
+		return fmt.Errorf("desktop: profile %s installs Debian's linux-image-amd64 with the system: no kernel package, version or .deb options", ProfileGraphical)
 	}
 	if o.Boot == "" {
 		o.Boot = BootPVH
@@ -180,6 +196,21 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	}
 	if err := os.MkdirAll(o.CacheDir, 0o755); err != nil {
 		return nil, fmt.Errorf("desktop: cache directory: %w", err)
+	}
+
+	if o.Profile == ProfileGraphical {
+		m, err := buildGraphical(ctx, o, tmp, step)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeManifest(tmp, m); err != nil {
+			return nil, err
+		}
+		if err := swapIn(tmp, out); err != nil {
+			return nil, err
+		}
+		step("done: %s", out)
+		return m, nil
 	}
 
 	// Kernel.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -34,9 +35,15 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(metadataHelperEnv) != "" {
+		serveMetadataOnce() // qemu's guestfwd runs the test binary per connection
+		return
+	}
 	code := m.Run()
-	if imagesDir != "" {
-		os.RemoveAll(imagesDir)
+	for _, d := range []string{imagesDir, graphicalTmp} {
+		if d != "" {
+			os.RemoveAll(d)
+		}
 	}
 	os.Exit(code)
 }
@@ -89,6 +96,8 @@ type vmOpts struct {
 	kernel, initrd, root string
 	cmdline              string
 	home                 string // existing user volume to reuse; "" makes a blank 10G one
+	memMiB, cpus         int    // default 256 MiB, 1 vCPU
+	env                  []string
 	extra                []string
 }
 
@@ -104,7 +113,14 @@ func bootVM(t testing.TB, o vmOpts) *vm {
 		run(t, "qemu-img", "create", "-q", "-f", "qcow2", home, "10G")
 	}
 	sock := filepath.Join(dir, "agent.sock")
-	args := []string{"-accel", "tcg", "-m", "256", "-nographic", "-nodefaults", "-vga", "std",
+	mem, cpus := o.memMiB, o.cpus
+	if mem == 0 {
+		mem = 256
+	}
+	if cpus == 0 {
+		cpus = 1
+	}
+	args := []string{"-accel", "tcg", "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus), "-nographic", "-nodefaults", "-vga", "std",
 		"-serial", "stdio", "-monitor", "unix:" + filepath.Join(dir, "monitor.sock") + ",server=on,wait=off",
 		"-kernel", o.kernel, "-initrd", o.initrd, "-append", o.cmdline,
 		"-drive", "file=" + child + ",if=virtio,format=qcow2",
@@ -115,6 +131,7 @@ func bootVM(t testing.TB, o vmOpts) *vm {
 	}
 	args = append(args, o.extra...)
 	cmd := exec.Command("qemu-system-x86_64", args...)
+	cmd.Env = append(os.Environ(), o.env...)
 	cmd.Stdin = nil
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -168,6 +168,7 @@ type WorkSpace struct {
 	// to 255.255.255.255 and ARP probes (sender 0.0.0.0) until one is set.
 	PrimaryAddress string `yaml:"primaryAddress"`
 	Hostname       string `yaml:"hostname"`
+	UserName       string `yaml:"userName"` // served by the metadata service (workspaces/user-name)
 	UserData       string `yaml:"userData"` // served by the metadata service
 }
 

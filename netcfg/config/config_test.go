@@ -142,6 +142,8 @@ func TestBadConfigs(t *testing.T) {
 		{"primary address link-local", "primaryAddress: 10.0.2.11", "primaryAddress: 169.254.169.254", "workspaces[0].primaryAddress"},
 		{"primary address is the DC", "primaryAddress: 10.0.2.11", "primaryAddress: 10.0.1.10", "workspaces[0].primaryAddress"},
 		{"primary address is the host", "primaryAddress: 10.0.2.11", "primaryAddress: 10.0.0.5", "workspaces[0].primaryAddress"},
+		{"user name with a newline", "primaryAddress: 10.0.2.11", "primaryAddress: 10.0.2.11\n    userName: \"alice\\nroot\"", "workspaces[0].userName"},
+		{"user name too long", "primaryAddress: 10.0.2.11", "primaryAddress: 10.0.2.11\n    userName: " + strings.Repeat("a", 64), "workspaces[0].userName"},
 		{"primary address twice", "    primaryAddress: 10.0.2.11\n", "    primaryAddress: 10.0.2.11\n  - id: ws-b\n    directory: d-926720fc18\n    primaryAddress: 10.0.2.11\n", "workspaces[1].primaryAddress"},
 	}
 	for _, tc := range cases {

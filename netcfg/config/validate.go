@@ -152,6 +152,7 @@ type WorkSpaceModel struct {
 	PrimaryAddr         netip.Addr // invalid: none known yet
 	SecurityGroups      []string   // effective: the directory's members group first
 	Hostname            string
+	UserName            string
 	UserData            string
 }
 
@@ -857,7 +858,7 @@ func validateWorkSpaces(e *errs, c *Config, m *Model) {
 			continue
 		}
 		ids[w.ID] = true
-		wm := WorkSpaceModel{ID: w.ID, Directory: w.Directory, Hostname: w.Hostname, UserData: w.UserData}
+		wm := WorkSpaceModel{ID: w.ID, Directory: w.Directory, Hostname: w.Hostname, UserName: w.UserName, UserData: w.UserData}
 		wm.MgmtTap, wm.PrimaryTap, _ = taps.Names(w.ID)
 		wm.MgmtMAC, wm.PrimaryMAC, _ = taps.MACs(w.ID)
 		if w.Directory == "" {
@@ -917,6 +918,11 @@ func validateWorkSpaces(e *errs, c *Config, m *Model) {
 		}
 		if len(w.UserData) > 16<<10 {
 			e.add(f+".userData", "larger than 16 KiB")
+		}
+		// The guide's user names are at most 63 characters; no control characters (the
+		// metadata service returns it as a line of text).
+		if len(w.UserName) > 63 || strings.ContainsFunc(w.UserName, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			e.add(f+".userName", "longer than 63 characters or holds control characters")
 		}
 		m.WorkSpaces = append(m.WorkSpaces, wm)
 	}

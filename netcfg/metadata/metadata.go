@@ -49,6 +49,7 @@ type Instance struct {
 	IP          netip.Addr // management address: identifies the requester
 	MAC         string
 	Hostname    string
+	UserName    string // the WorkSpace's directory user (the graphical image creates it)
 	UserData    string
 }
 
@@ -323,6 +324,7 @@ func (s *Server) lookup(i Instance, path string) (string, bool) {
 		"local-hostname":          host,
 		"workspaces/directory-id": i.DirectoryID,
 		"workspaces/workspace-id": i.WorkspaceID,
+		"workspaces/user-name":    i.UserName,
 	}
 	switch path {
 	case "/", "/latest", "/latest/":
@@ -330,7 +332,7 @@ func (s *Server) lookup(i Instance, path string) (string, bool) {
 	case "/latest/meta-data", "/latest/meta-data/":
 		return "hostname\ninstance-id\nlocal-hostname\nlocal-ipv4\nmac\nworkspaces/\n", true
 	case "/latest/meta-data/workspaces", "/latest/meta-data/workspaces/":
-		return "directory-id\nworkspace-id\n", true
+		return "directory-id\nuser-name\nworkspace-id\n", true
 	case "/latest/user-data":
 		if i.UserData == "" {
 			return "", false

@@ -27,10 +27,17 @@ func do(t *testing.T, s *Server, method, path, from string, hdr map[string]strin
 
 func TestMetadata(t *testing.T) {
 	s := New(nil)
-	s.SetInstances([]Instance{{WorkspaceID: "ws-abc", DirectoryID: "d-1", IP: netip.MustParseAddr("198.19.0.10"), MAC: "02:d5:00:00:00:01", UserData: "#cloud-config\n"}})
+	s.SetInstances([]Instance{{WorkspaceID: "ws-abc", DirectoryID: "d-1", IP: netip.MustParseAddr("198.19.0.10"), MAC: "02:d5:00:00:00:01", UserName: "Alice Smith", UserData: "#cloud-config\n"}})
 	const me = "198.19.0.10:40000"
 	if c, b := do(t, s, "GET", "/latest/meta-data/instance-id", me, nil); c != 200 || b != "ws-abc" {
 		t.Fatalf("instance-id: %d %q", c, b)
+	}
+	// The graphical desktop image creates this user at first boot.
+	if c, b := do(t, s, "GET", "/latest/meta-data/workspaces/user-name", me, nil); c != 200 || b != "Alice Smith" {
+		t.Fatalf("user-name: %d %q", c, b)
+	}
+	if c, b := do(t, s, "GET", "/latest/meta-data/workspaces/", me, nil); c != 200 || !strings.Contains(b, "user-name\n") {
+		t.Fatalf("workspaces/: %d %q", c, b)
 	}
 	if c, b := do(t, s, "GET", "/latest/user-data", me, nil); c != 200 || !strings.HasPrefix(b, "#cloud-config") {
 		t.Fatalf("user-data: %d %q", c, b)

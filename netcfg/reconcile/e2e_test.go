@@ -205,6 +205,7 @@ workspaces:
     primaryAddress: {{.VM1Addr}}
 {{- end}}
     hostname: vm-one
+    userName: "Alice Smith"
     userData: "#cloud-config for {{.VM1.ID}}"
   - id: {{.VM2.ID}}
     directory: d-e2e0000001
@@ -424,6 +425,10 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if ud := httpGet(t, v1, "http://169.254.169.254/latest/user-data"); ud != "#cloud-config for "+v1.ID {
 		t.Fatalf("user-data %q", ud)
+	}
+	// the graphical desktop image creates this user at first boot
+	if u := httpGet(t, v1, "http://169.254.169.254/latest/meta-data/workspaces/user-name"); u != "Alice Smith" {
+		t.Fatalf("user-name %q", u)
 	}
 	// IMDSv2 over the real path: a token works for the guest that asked for
 	// it and for no other

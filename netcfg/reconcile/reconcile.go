@@ -466,7 +466,7 @@ func (r *Reconciler) updateServers() {
 	for _, w := range s.model.WorkSpaces {
 		ls = append(ls, dhcpserver.Lease{MAC: w.MgmtMAC, IP: s.addrs[w.ID], Hostname: w.Hostname})
 		is = append(is, metadata.Instance{WorkspaceID: w.ID, DirectoryID: w.Directory, IP: s.addrs[w.ID],
-			MAC: w.MgmtMAC.String(), Hostname: w.Hostname, UserData: w.UserData})
+			MAC: w.MgmtMAC.String(), Hostname: w.Hostname, UserName: w.UserName, UserData: w.UserData})
 	}
 	r.dhcp.SetLeases(ls)
 	r.meta.SetInstances(is)
