@@ -117,6 +117,9 @@ func run(path string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if err := cfg.LoadSecrets(); err != nil {
+		return err
+	}
 	h := cfg.Hostd
 
 	report, err := memscrub.Check()
@@ -129,7 +132,7 @@ func run(path string, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		return r.Refusal(h.Memory.RequireInitOnFree)
+		return r.Refusal(h.Memory.InitOnFreeRequired())
 	}
 	if err := preflight(); err != nil {
 		log.Error("WorkSpaces will not boot until this is fixed", "err", err)
