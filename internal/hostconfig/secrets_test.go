@@ -10,7 +10,6 @@ import (
 	"deskhost/internal/argon2id"
 )
 
-
 func withKeys(keys string) string {
 	return strings.Replace(minimalHostd, "  api: {socket: /tmp/h.sock}\n", "  api:\n    socket: /tmp/h.sock\n    listen: 127.0.0.1:8443\n    accessKeys:\n"+keys, 1)
 }
@@ -50,7 +49,7 @@ func TestAccessKeySecretFile(t *testing.T) {
 	}
 	for keys, want := range map[string]string{
 		"      - {id: AKIAEXAMPLE0000001, secret: abcdefghijklmnopqrstuvwxyz, secretFile: " + f + "}\n": "secret or secretFile, not both",
-		"      - {id: AKIAEXAMPLE0000001}\n":                          "secretFile (a 0600 file on /perm) or secret required",
+		"      - {id: AKIAEXAMPLE0000001}\n":                           "secretFile (a 0600 file on /perm) or secret required",
 		"      - {id: AKIAEXAMPLE0000001, secretFile: relative.key}\n": "an absolute path",
 	} {
 		if _, err := Parse([]byte(withKeys(keys))); err == nil || !strings.Contains(err.Error(), want) {
