@@ -120,6 +120,10 @@ func run(path string, log *slog.Logger) error {
 	if err := cfg.LoadSecrets(); err != nil {
 		return err
 	}
+	if r := cfg.Init.NICsByRule(); cfg.ManagedNetwork() && len(r) > 0 {
+		// init resolves these once per boot and hands hostd the config with them pinned.
+		return fmt.Errorf("init.network.interfaces.%s names no NIC: on the appliance init chooses it at boot and runs hostd with it pinned (/run/deskhost/host.yaml); elsewhere pin it by name or mac", r[0])
+	}
 	h := cfg.Hostd
 
 	report, err := memscrub.Check()
