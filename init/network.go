@@ -228,4 +228,3 @@ func (st nicState) ruleOf(role string) string {
 	}
 	return ""
 }
-

@@ -77,14 +77,14 @@ type Status struct {
 	NetworkWriter string
 	// NICs are the network screen's lines: each NIC with its role and the rule that
 	// chose it, and the hardware identity.
-	NICs []string
-	Time, Storage             string
-	Uptime                    time.Duration
-	Orphans                   int // processes init reaped that it had not started
-	Services                  []ServiceInfo
-	Workspaces                map[string]int // by state
-	WorkspacesNote            string         // why there are no counts
-	Alarms                    []string
+	NICs           []string
+	Time, Storage  string
+	Uptime         time.Duration
+	Orphans        int // processes init reaped that it had not started
+	Services       []ServiceInfo
+	Workspaces     map[string]int // by state
+	WorkspacesNote string         // why there are no counts
+	Alarms         []string
 }
 
 // Management is the management NIC's addressing as the operator sets it.

@@ -139,4 +139,3 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
-
