@@ -117,8 +117,8 @@ func run(path string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := cfg.LoadSecrets(); err != nil {
-		return err
+	for _, p := range cfg.LoadSecrets() {
+		log.Error("access key not loaded", "err", p)
 	}
 	if r := cfg.Init.NICsByRule(); cfg.ManagedNetwork() && len(r) > 0 {
 		// init resolves these once per boot and hands hostd the config with them pinned.

@@ -80,23 +80,30 @@ func (c *Config) InlineSecrets() []string {
 }
 
 // LoadSecrets reads the secrets the config names by file (hostd.api.accessKeys[].secretFile)
-// into their fields. Each file must be readable by its owner only (secretfile.Read); the
-// error names the field and the file. Parse does not read them: a config is checked on
-// machines (imagebuild's) where the appliance's /perm does not exist.
-func (c *Config) LoadSecrets() error {
-	for i := range c.Hostd.API.AccessKeys {
-		k := &c.Hostd.API.AccessKeys[i]
-		if k.SecretFile == "" {
-			continue
+// into their fields. Each file must be readable by its owner only (secretfile.Read). A key
+// whose secret cannot be read is left out, and the problem returned, naming the field and
+// the file: on a fresh host booted from a generic image the files may not be provisioned
+// yet, and hostd must still come up (its API then refuses that key). Parse does not read
+// them: a config is checked on machines (imagebuild's) where the appliance's /perm does
+// not exist.
+func (c *Config) LoadSecrets() []error {
+	var problems []error
+	keys := c.Hostd.API.AccessKeys[:0:0]
+	for i, k := range c.Hostd.API.AccessKeys {
+		if k.SecretFile != "" {
+			s, err := secretfile.Read(k.SecretFile)
+			switch {
+			case err != nil:
+				problems = append(problems, fmt.Errorf("hostd.api.accessKeys[%d] (%s) left out: secretFile: %w", i, k.ID, err))
+				continue
+			case len(s) < minSecretLen:
+				problems = append(problems, fmt.Errorf("hostd.api.accessKeys[%d] (%s) left out: secretFile %s: the secret has %d characters, at least %d required", i, k.ID, k.SecretFile, len(s), minSecretLen))
+				continue
+			}
+			k.Secret = s
 		}
-		s, err := secretfile.Read(k.SecretFile)
-		if err != nil {
-			return fmt.Errorf("hostd.api.accessKeys[%d].secretFile: %w", i, err)
-		}
-		if len(s) < minSecretLen {
-			return fmt.Errorf("hostd.api.accessKeys[%d].secretFile %s: the secret has %d characters, at least %d required", i, k.SecretFile, len(s), minSecretLen)
-		}
-		k.Secret = s
+		keys = append(keys, k)
 	}
-	return nil
+	c.Hostd.API.AccessKeys = keys
+	return problems
 }

@@ -27,25 +27,29 @@ func TestAccessKeySecretFile(t *testing.T) {
 	if c.Hostd.API.AccessKeys[0].Secret != "" {
 		t.Fatal("Parse read the secret file")
 	}
-	if err := c.LoadSecrets(); err != nil {
-		t.Fatal(err)
+	if p := c.LoadSecrets(); len(p) != 0 {
+		t.Fatal(p)
 	}
 	if got := c.Hostd.API.AccessKeys[0].Secret; got != "abcdefghijklmnopqrstuvwxyz0123" {
 		t.Errorf("secret from file: %q", got)
 	}
+	// Refused files leave their key out (named), the others stay.
+	two := "      - {id: AKIAEXAMPLE0000001, secretFile: " + f + ", name: admin}\n      - {id: AKIAEXAMPLE0000002, secret: abcdefghijklmnopqrstuvwxyz}\n"
 	os.Chmod(f, 0o640)
-	c, _ = Parse([]byte(withKeys("      - {id: AKIAEXAMPLE0000001, secretFile: " + f + ", name: admin}\n")))
-	if err := c.LoadSecrets(); err == nil || !strings.Contains(err.Error(), "accessKeys[0].secretFile") || !strings.Contains(err.Error(), f) {
-		t.Errorf("group-readable secret file: %v", err)
+	c, _ = Parse([]byte(withKeys(two)))
+	p := c.LoadSecrets()
+	if len(p) != 1 || !strings.Contains(p[0].Error(), "accessKeys[0] (AKIAEXAMPLE0000001) left out") || !strings.Contains(p[0].Error(), f) || !strings.Contains(p[0].Error(), "chmod 600") {
+		t.Errorf("group-readable secret file: %v", p)
 	}
-	if c.Hostd.API.AccessKeys[0].Secret != "" {
-		t.Error("a refused secret file's content was kept")
+	if len(c.Hostd.API.AccessKeys) != 1 || c.Hostd.API.AccessKeys[0].ID != "AKIAEXAMPLE0000002" {
+		t.Errorf("keys after a refused file: %+v", c.Hostd.API.AccessKeys)
 	}
 	short := filepath.Join(dir, "short")
 	os.WriteFile(short, []byte("tooshort"), 0o600)
-	c, _ = Parse([]byte(withKeys("      - {id: AKIAEXAMPLE0000001, secretFile: " + short + "}\n")))
-	if err := c.LoadSecrets(); err == nil || !strings.Contains(err.Error(), "at least 20") {
-		t.Errorf("short secret in a file: %v", err)
+	missing := filepath.Join(dir, "missing")
+	c, _ = Parse([]byte(withKeys("      - {id: AKIAEXAMPLE0000001, secretFile: " + short + "}\n      - {id: AKIAEXAMPLE0000003, secretFile: " + missing + "}\n")))
+	if p := c.LoadSecrets(); len(p) != 2 || !strings.Contains(p[0].Error(), "at least 20") || !strings.Contains(p[1].Error(), missing) || len(c.Hostd.API.AccessKeys) != 0 {
+		t.Errorf("short and missing secret files: %v %+v", p, c.Hostd.API.AccessKeys)
 	}
 	for keys, want := range map[string]string{
 		"      - {id: AKIAEXAMPLE0000001, secret: abcdefghijklmnopqrstuvwxyz, secretFile: " + f + "}\n": "secret or secretFile, not both",
