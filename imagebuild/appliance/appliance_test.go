@@ -30,15 +30,15 @@ import (
 func missing(t testing.TB, what string) { t.Helper(); testenv.Missing(t, what) }
 
 var (
-	ntpAddr   string // the test's SNTP server, which guests reach as 10.0.2.2:port
-	tmpRoot   string
+	ntpAddr string // the test's SNTP server, which guests reach as 10.0.2.2:port
+	tmpRoot string
 	// testSecret is an access key's secret, kept in secretFile on the build machine and
 	// named by the baked config (secretFile), and in the build's environment: no artifact
 	// may contain it (TestNoSecretInArtifacts).
 	testSecret string
 	secretFile string
-	buildOnce sync.Once
-	built     struct {
+	buildOnce  sync.Once
+	built      struct {
 		dir        string
 		m          *appliance.Manifest
 		err        error
