@@ -219,7 +219,7 @@ func TestDirectKernel(t *testing.T) {
 		}
 		v.send(" ")
 		v.waitScreen("the new address on the status screen", time.Minute, func(s *vt100.Screen) bool {
-			return s.Contains("10.0.2.16/24") && strings.Contains(s.Row("Management"), "(static)")
+			return s.Contains("10.0.2.16/24") && strings.Contains(s.Row("Management"), "(static")
 		})
 		out := v.shell("ip -4 -o addr show", "cat /perm/init/management.yaml")
 		if !strings.Contains(out[0], "10.0.2.16/24") {

@@ -62,7 +62,7 @@ func (p Pin) String() string {
 const (
 	RulePinned   = "pinned"
 	RuleBootIF   = "BOOTIF"
-	RuleDHCP     = "DHCP"
+	RuleDHCP     = "first DHCP lease"
 	RuleOther    = "other NIC"
 	RuleFallback = "fallback"
 )
