@@ -97,3 +97,37 @@ func TestHostnames(t *testing.T) {
 		t.Errorf("defaultHostname without a NIC: %q", h)
 	}
 }
+
+// FuzzPinNICs: for any config init accepts, pinning the boot's NIC roles gives a config
+// init still accepts, with no role left to the rules.
+func FuzzPinNICs(f *testing.F) {
+	f.Add(defaultConfig())
+	f.Add([]byte(hostYAML))
+	f.Add([]byte("hostd: {store: /s, dataDir: /d, libvirt: {socket: /l}, api: {socket: /h}}\ninit:\n  network: {stateFile: /s, interfaces: {primary: {name: eth7}}}\n"))
+	f.Add([]byte("hostd: {store: /s, dataDir: /d, libvirt: {socket: /l}, api: {socket: /h}}\ninit:\n  network: {stateFile: /s, interfaces: {management: ~, primary: {}}}\n"))
+	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
+	nics := []nicroles.NIC{{Name: "eth0", MAC: mac("52:54:00:aa:00:00"), Index: 2, Carrier: true}, {Name: "eth1", MAC: mac("52:54:00:aa:00:01"), Index: 3, Carrier: true}}
+	res := nicroles.Resolve(context.Background(), nicroles.Input{NICs: nics, BootIF: nics[1].MAC})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := hostcfg.Parse(b)
+		if err != nil || !c.ManagedNetwork() {
+			return
+		}
+		pinned, err := pinNICs(b, res)
+		if err != nil {
+			t.Fatalf("pinNICs: %v", err)
+		}
+		c2, err := hostcfg.Parse(pinned)
+		if err != nil {
+			// A pin may clash with what the config says about the other role (both
+			// roles on one NIC): netcfg's refusal is the right outcome, never a panic.
+			if strings.Contains(err.Error(), "same interface") || strings.Contains(err.Error(), "has MAC") {
+				return
+			}
+			t.Fatalf("the pinned config does not load: %v\n%s\n---\n%s", err, b, pinned)
+		}
+		if r := c2.Init.NICsByRule(); len(r) != 0 {
+			t.Fatalf("still by rule after pinning: %v\n%s", r, pinned)
+		}
+	})
+}
