@@ -231,7 +231,7 @@ func (h *host) addresses() (mgmt, primary string) {
 		}
 		uplink := nonEmpty(c.Interfaces.Primary.Name, c.Interfaces.Primary.MAC)
 		if r := h.nics.ruleOf(nicroles.Primary); r != "" {
-			uplink += " by " + r
+			uplink += ", " + r
 		}
 		primary = fmt.Sprintf("br-primary %s (%s, uplink %s)", linkAddrs(br), mode, uplink)
 	} else {

@@ -78,6 +78,8 @@ func (h *host) resolveNICs(params map[string]string, cfg *hostconfig.Config, lea
 		st.note = err.Error()
 		return st, nil
 	}
+	// Carrier is a rule's input, and known only once a NIC is up.
+	nics, _ = nicroles.Up(netns.None(), nics, nicroles.CarrierWait)
 	in := nicroles.Input{NICs: nics}
 	if s, ok := params[imagelayout.ParamBootIF]; ok {
 		st.bootIF = s

@@ -262,8 +262,8 @@ func TestPXE(t *testing.T) {
 	v.waitScreen("the management address", time.Minute, func(s *vt100.Screen) bool {
 		return regexp.MustCompile(`Management\s+eth1 10\.0\.2\.\d+/24 gw 10\.0\.2\.2 \(dhcp, BOOTIF\)`).MatchString(s.String())
 	})
-	if !strings.Contains(v.text(0), "BOOTIF="+n.mgmtMAC) {
-		t.Errorf("the kernel command line iPXE passed has no BOOTIF=%s", n.mgmtMAC)
+	if out := v.shell("cat /proc/cmdline"); !strings.Contains(out[0], "BOOTIF="+n.mgmtMAC) {
+		t.Errorf("the kernel command line iPXE passed has no BOOTIF=%s: %s", n.mgmtMAC, out[0])
 	}
 	v.networkScreen("eth1 "+n.mgmtMAC+": management - network-booted from it (BOOTIF)",
 		"eth0 "+n.primaryMAC+": primary - the first other NIC with carrier")

@@ -61,6 +61,37 @@ func carrier(a *netlink.LinkAttrs) bool {
 	return a.RawFlags&0x10000 != 0 || a.OperState == netlink.OperUp // IFF_LOWER_UP
 }
 
+// Up brings nics up and waits, at most wait, until every one sees a carrier (a NIC's
+// carrier is only known once it is up; an uncabled one never gets one). It returns nics
+// with their carrier as it is then.
+func Up(ns netns.NsHandle, nics []NIC, wait time.Duration) ([]NIC, error) {
+	h, err := handle(ns)
+	if err != nil {
+		return nics, err
+	}
+	defer h.Close()
+	out := append([]NIC(nil), nics...)
+	for _, n := range out {
+		if l, err := h.LinkByName(n.Name); err == nil {
+			_ = h.LinkSetUp(l)
+		}
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		all := true
+		for i := range out {
+			if l, err := h.LinkByName(out[i].Name); err == nil {
+				out[i].Carrier = carrier(l.Attrs())
+			}
+			all = all && out[i].Carrier
+		}
+		if all || time.Now().After(deadline) {
+			return out, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // Probe timings.
 var (
 	// CarrierWait is how long a NIC brought up is given to see a carrier (a real NIC

@@ -69,6 +69,13 @@ func TestDHCPProbe(t *testing.T) {
 	if err != nil || len(nics) != 3 || nics[0].Name != "nr0" || nics[2].Name != "nr2" || nics[1].MAC.String() != "02:00:00:00:0a:01" {
 		t.Fatalf("List: %+v %v", nics, err)
 	}
+	// Down, a NIC has no carrier; Up brings them up and sees it.
+	if nics[0].Carrier {
+		t.Errorf("a NIC that is down has carrier: %+v", nics[0])
+	}
+	if nics, err = Up(h, nics, 5*time.Second); err != nil || !nics[0].Carrier || !nics[1].Carrier || !nics[2].Carrier {
+		t.Fatalf("Up: %+v %v", nics, err)
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	probe := DHCPProbe(h, log)
 	start := time.Now()
