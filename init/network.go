@@ -161,7 +161,9 @@ func pinNICs(b []byte, res nicroles.Result) ([]byte, error) {
 	if ifs == nil || ifs.Kind != yaml.MappingNode {
 		return b, nil
 	}
-	if child(ifs, "interfaces") == nil {
+	if n := child(ifs, "interfaces"); n == nil || n.Kind != yaml.MappingNode {
+		// Absent, or empty (null): a mapping of its own. Anything else netcfg refused.
+		del(ifs, "interfaces")
 		put(ifs, "interfaces", &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"})
 	}
 	ifs = child(ifs, "interfaces")

@@ -16,6 +16,12 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimalHostd + "init:\n  console: {shell: true, passwordHash: \"$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$a2V5a2V5a2V5a2V5a2V5a2V5\"}\n"))
 	f.Add([]byte(minimalHostd + "init:\n  network: [1, 2]\n"))
 	f.Add([]byte(minimalHostd + "init:\n  network: {interfaces: {management: null}}\n"))
+	// A validator that accepts everything, so that Parse takes init.network's path (the
+	// placeholders for NICs left to the rules) as it does when netcfg is linked in.
+	RegisterNetworkValidator(func([]byte) error { return nil })
+	defer RegisterNetworkValidator(nil)
+	f.Add([]byte(minimalHostd + "init:\n  network: {stateFile: /s, interfaces: [1]}\n"))
+	f.Add([]byte(minimalHostd + "init:\n  network: {stateFile: /s, interfaces: {management: 7}}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse(b)
 		if err != nil {

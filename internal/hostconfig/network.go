@@ -98,6 +98,9 @@ func withNICKey(n yaml.Node, role, key, value string) yaml.Node {
 		return *c
 	}
 	ifs := ensureMap(c, "interfaces")
+	if ifs == nil {
+		return *c // not a mapping: netcfg's validator says what is wrong
+	}
 	nic := ensureMap(ifs, role)
 	if nic == nil {
 		return *c
@@ -128,6 +131,9 @@ func mapChild(m *yaml.Node, key string) *yaml.Node {
 // ensureMap returns m's mapping child key, adding an empty one if missing (nil if key
 // holds something else).
 func ensureMap(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
 	if c := mapChild(m, key); c != nil {
 		if c.Kind == yaml.MappingNode {
 			return c
