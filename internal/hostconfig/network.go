@@ -74,16 +74,6 @@ func (i *Init) NICsByRule() []string {
 	return roles
 }
 
-// WithNIC returns the network section with interfaces.ROLE pinned to the NIC name and
-// mac (either may be empty), everything else as it was.
-func (i *Init) WithNIC(role, name, mac string) yaml.Node {
-	n := withNICName(i.Network, role, name)
-	if mac != "" {
-		n = withNICKey(n, role, "mac", mac)
-	}
-	return n
-}
-
 func withNICName(n yaml.Node, role, name string) yaml.Node {
 	if name == "" {
 		return n

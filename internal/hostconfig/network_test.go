@@ -46,7 +46,7 @@ func TestHasZeroclient(t *testing.T) {
 }
 
 // A NIC with neither name nor mac is left to init's rules: Parse checks the rest of the
-// section as if it were pinned, NICsByRule names the roles, and WithNIC pins one.
+// section as if it were pinned, NICsByRule names the roles, and pinning one leaves the rest.
 func TestNICsByRule(t *testing.T) {
 	var got []string
 	RegisterNetworkValidator(func(b []byte) error {
@@ -67,13 +67,13 @@ func TestNICsByRule(t *testing.T) {
 	if strings.Contains(string(mustNetworkYAML(t, c.Init)), "by-rule") {
 		t.Error("the placeholder leaked into the section")
 	}
-	n := c.Init.WithNIC(RoleManagement, "eth1", "52:54:00:11:22:33")
+	n := withNICKey(withNICName(c.Init.Network, RoleManagement, "eth1"), RoleManagement, "mac", "52:54:00:11:22:33")
 	b, _ := networkYAML(n)
 	if !strings.Contains(string(b), `name: "eth1"`) || !strings.Contains(string(b), `mac: "52:54:00:11:22:33"`) || !strings.Contains(string(b), "dhcp: true") {
 		t.Errorf("pinned:\n%s", b)
 	}
 	if r := c.Init.NICsByRule(); len(r) != 1 {
-		t.Error("WithNIC changed the config it was called on")
+		t.Error("pinning changed the config it was given")
 	}
 	// No interfaces at all: both roles by rule; pinning adds the mapping.
 	c, err = Parse([]byte(minimalHostd + "init:\n  network: {stateFile: /perm/s.json}\n"))
@@ -83,7 +83,7 @@ func TestNICsByRule(t *testing.T) {
 	if r := c.Init.NICsByRule(); len(r) != 2 {
 		t.Errorf("NICsByRule without interfaces: %v", r)
 	}
-	c.Init.Network = c.Init.WithNIC(RolePrimary, "eth0", "")
+	c.Init.Network = withNICName(c.Init.Network, RolePrimary, "eth0")
 	if r := c.Init.NICsByRule(); len(r) != 1 || r[0] != RoleManagement {
 		t.Errorf("after pinning primary: %v", r)
 	}
