@@ -363,8 +363,8 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 // asks, so the config must hold no secret (an access key's secret, a bind password, a
 // RADIUS secret, the console's password hash: give them as files on /perm instead) and
 // nothing that belongs to one machine (a NIC's MAC, a host name: the NICs are chosen by
-// rule at boot, the name follows the management NIC's MAC or the per-host overrides).
-// Every problem is named.
+// rule at boot, the name follows the management NIC's MAC or the per-host overrides),
+// and no catalog (it is in hostd's store). Every problem is named.
 func CheckBakedConfig(path string) error {
 	if err := CheckHostConfig(path); err != nil {
 		return err
@@ -376,6 +376,14 @@ func CheckBakedConfig(path string) error {
 	var errs []error
 	for _, f := range c.InlineSecrets() {
 		errs = append(errs, fmt.Errorf("%s holds a secret: an image and its PXE bundle are readable by anyone who can fetch them; give it as a file on /perm (0600) instead (%s)", f, fileFormOf(f)))
+	}
+	// The catalog lives in hostd's store and a host gets it through the API. hostd imports
+	// a config's catalog sections once and refuses them afterwards, so a baked copy would
+	// stop every host at its second boot.
+	if l, err := c.LegacyCatalog(); err != nil {
+		errs = append(errs, err)
+	} else if l != nil {
+		errs = append(errs, fmt.Errorf("%s: the catalog is not part of an image (every host would import it, then refuse its own config at the next boot); create it through hostd's API (hostd directories, ipgroups, bundles, images register, or aws workspaces) and leave these sections out", strings.Join(l.Sections, ", ")))
 	}
 	if c.Init.Hostname != "" {
 		errs = append(errs, fmt.Errorf("init.hostname %q names one host: a baked config is every host's; set it per host (per-host overrides on /perm, or a config fetched with %s=)", c.Init.Hostname, imagelayout.ParamConfig))

@@ -25,7 +25,7 @@ import (
 )
 
 // A config baked into an image is every host's and anyone's who can fetch the PXE
-// bundle: build refuses one with a secret, a NIC's MAC or a host name, naming each field
+// bundle: build refuses one with a secret, a NIC's MAC, a host name or catalog sections, naming each field
 // and never repeating the secret, and writes nothing.
 func TestBakedConfigRefused(t *testing.T) {
 	repo, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "configs", "host-qemu.yaml"))
@@ -49,6 +49,8 @@ func TestBakedConfigRefused(t *testing.T) {
 			"hostd.api.accessKeys[0].secret holds a secret"},
 		"console hash": {strings.Replace(string(repo), "    shell: true", "    shell: true\n    passwordHash: \""+hash+"\"", 1),
 			"init.console.passwordHash holds a secret"},
+		"catalog": {strings.Replace(string(repo), "  computeTypes:\n", "  images:\n    - {id: wsi-desktop001, name: desktop, os: linux, dir: /perm/images/desktop}\n  bundles:\n    - {id: wsb-value00001, name: Value, image: wsi-desktop001, computeType: VALUE, protocol: PCOIP, rootGiB: 80, userGiB: 10}\n  computeTypes:\n", 1),
+			"hostd.images, hostd.bundles: the catalog is not part of an image"},
 		"host name": {strings.Replace(string(repo), "init:\n", "init:\n  hostname: rack3-u12\n", 1), `init.hostname "rack3-u12" names one host`},
 		"MAC":       {strings.Replace(string(repo), "        dhcp: true                    # which NIC", "        mac: \"52:54:00:12:34:01\"\n        dhcp: true                    # which NIC", 1), "init.network.interfaces.management.mac 52:54:00:12:34:01"},
 	} {

@@ -15,6 +15,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(withKeys("      - {id: AKIAEXAMPLE0000001, secretFile: /perm/k}\n")))
 	f.Add([]byte(minimalHostd + "init:\n  console: {shell: true, passwordHash: \"$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$a2V5a2V5a2V5a2V5a2V5a2V5\"}\n"))
 	f.Add([]byte(minimalHostd + "init:\n  network: [1, 2]\n"))
+	f.Add([]byte(strings.Replace(minimalHostd, "store: /tmp/s.db", "store: {etcd: {endpoints: [\"https://10.0.0.1:2379\"], caFile: /c, certFile: /p, keyFile: /k, timeout: 5s}}", 1)))
 	f.Add([]byte(minimalHostd + "init:\n  network: {interfaces: {management: null}}\n"))
 	// A validator that accepts everything, so that Parse takes init.network's path (the
 	// placeholders for NICs left to the rules) as it does when netcfg is linked in.
