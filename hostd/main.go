@@ -50,6 +50,7 @@ import (
 	"deskhost/internal/catalog"
 	"deskhost/internal/desktopimage"
 	"deskhost/internal/hostconfig"
+	"deskhost/internal/secretfile"
 )
 
 func main() {
@@ -124,6 +125,13 @@ func run(path string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	for _, p := range cfg.LoadSecrets() {
+		log.Error("access key not loaded", "err", p)
+	}
+	if r := cfg.Init.NICsByRule(); cfg.ManagedNetwork() && len(r) > 0 {
+		// init resolves these once per boot and hands hostd the config with them pinned.
+		return fmt.Errorf("init.network.interfaces.%s names no NIC: on the appliance init chooses it at boot and runs hostd with it pinned (/run/deskhost/host.yaml); elsewhere pin it by name or mac", r[0])
+	}
 	h := cfg.Hostd
 	legacy, err := cfg.LegacyCatalog()
 	if err != nil {
@@ -140,7 +148,7 @@ func run(path string, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		return r.Refusal(h.Memory.RequireInitOnFree)
+		return r.Refusal(h.Memory.InitOnFreeRequired())
 	}
 	if err := preflight(); err != nil {
 		log.Error("WorkSpaces will not boot until this is fixed", "err", err)
@@ -333,6 +341,10 @@ func (s storeImages) ImageFiles(id string) (controller.ImageFiles, error) {
 // host's identity.
 func openStore(h hostconfig.Hostd, log *slog.Logger) (store.Store, string, error) {
 	if e := h.Store.Etcd; e != nil {
+		// The client key is a secret like any other: refused when others may read it.
+		if err := secretfile.Check(e.KeyFile); err != nil {
+			return nil, "", fmt.Errorf("hostd.store.etcd.keyFile: %w", err)
+		}
 		st, err := store.OpenEtcd(store.EtcdConfig{
 			Endpoints: e.Endpoints, CAFile: e.CAFile, CertFile: e.CertFile, KeyFile: e.KeyFile,
 			Prefix: e.Prefix, Timeout: e.Timeout.Duration, Log: log.With("component", "store"),

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"deskhost/internal/argon2id"
+	"deskhost/internal/hostconfig"
 )
 
 // minimalProfile is a valid profile naming only files every Debian machine has.
@@ -109,5 +115,31 @@ func TestServeProxyDHCPQEMU(t *testing.T) {
 	if code != 0 || !regexp.MustCompile(`boot file http://10\.0\.2\.2:\d+/boot\.ipxe`).MatchString(out) ||
 		!strings.Contains(out, "-object filter-dump,id=mgmt-pxe-dump,netdev=mgmt,") || !strings.Contains(out, "path="+filepath.Join(q, "inject.sock")) {
 		t.Errorf("exit %d\nstdout %s\nstderr %s", code, out, stderr.String())
+	}
+}
+
+// console-password prints a hash that verifies the password read from standard input,
+// in the host config's shape; a short password is refused.
+func TestConsolePassword(t *testing.T) {
+	defer func(r io.Reader) { stdin = r }(stdin)
+	stdin = strings.NewReader("correct horse\n")
+	var stdout, stderr bytes.Buffer
+	if code := run(context.Background(), []string{"console-password"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	var c hostconfig.Config
+	if err := yaml.Unmarshal(stdout.Bytes(), &c); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := argon2id.Verify(c.Init.Console.PasswordHash, "correct horse"); !ok || err != nil {
+		t.Errorf("%q does not verify: %v", stdout.String(), err)
+	}
+	if _, err := hostconfig.Parse([]byte("hostd: {store: /s, dataDir: /d, libvirt: {socket: /l}, network: {managementBridge: a, primaryBridge: b}, api: {socket: /h}}\n" + stdout.String())); err != nil {
+		t.Errorf("the printed snippet does not load: %v", err)
+	}
+	stdin = strings.NewReader("short\n")
+	stderr.Reset()
+	if code := run(context.Background(), []string{"console-password"}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "8 to 128") {
+		t.Errorf("short: exit %d %s", code, stderr.String())
 	}
 }

@@ -4,6 +4,7 @@
 //	imagebuild build --profile configs/appliance.yaml --out build/images/appliance
 //	imagebuild serve [--http :8080] [--tftp :69] [--proxydhcp-qemu DIR] build/images/appliance/pxe
 //	imagebuild flash --image build/images/appliance/disk.img --device /dev/sdX
+//	imagebuild console-password < password     the console password's hash for a host config
 //
 // Each subcommand has its own flags (imagebuild SUBCOMMAND -h).
 package main
@@ -32,10 +33,11 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"desktop": {"build the WorkSpace desktop image (kernel, initramfs with the guest agent, root qcow2, image.json)", runDesktop},
-	"build":   {"build the appliance image from a profile (PXE bundle, raw EFI disk, manifest)", runBuild},
-	"serve":   {"serve a PXE bundle over HTTP and TFTP for iPXE", runServe},
-	"flash":   {"write a disk image to a block device, read it back and verify its sha256", runFlash},
+	"desktop":          {"build the WorkSpace desktop image (kernel, initramfs with the guest agent, root qcow2, image.json)", runDesktop},
+	"build":            {"build the appliance image from a profile (PXE bundle, raw EFI disk, manifest)", runBuild},
+	"serve":            {"serve a PXE bundle over HTTP and TFTP for iPXE", runServe},
+	"flash":            {"write a disk image to a block device, read it back and verify its sha256", runFlash},
+	"console-password": {"print the argon2id hash of a console password (init.console.passwordHash)", runConsolePassword},
 }
 
 // errUsage is returned for bad command lines (exit status 2); flag has printed why.
@@ -83,7 +85,7 @@ func usage(w io.Writer) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-16s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprintln(w, "\nimagebuild COMMAND -h shows the command's flags.")
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,6 +31,7 @@ import (
 	"deskhost/init/sntp"
 	"deskhost/init/supervisor"
 	"deskhost/internal/hostconfig"
+	"deskhost/internal/hwid"
 	"deskhost/internal/imagelayout"
 )
 
@@ -132,13 +134,41 @@ func boot() {
 	h.setupPerm(params)
 
 	// 6. Host config.
-	cfg, raw, src, err := h.loadConfig(params)
+	cfg, raw, src, leased, err := h.loadConfig(params)
 	if err != nil {
 		blog.Printf("host config: %v", err)
 		h.alarm("config", "host config: "+err.Error())
 	} else {
 		blog.Printf("host config from %s", src)
-		h.cfg, h.cfgRaw, h.cfgSrc = cfg, raw, src
+		h.cfgSrc = src
+	}
+
+	// 7. NIC roles: which NIC is management and which primary, chosen once for this boot
+	// and written into the config the services read.
+	var over *hwid.Overrides
+	if cfg != nil && cfg.ManagedNetwork() {
+		t := time.Now()
+		h.nics, over = h.resolveNICs(params, cfg, leased)
+		for _, p := range h.nics.res.Problems {
+			h.alarm("nics", p)
+		}
+		for _, l := range h.nics.lines() {
+			blog.Printf("NIC %s", l)
+		}
+		h.initLog.Printf("NIC roles chosen in %.1fs", time.Since(t).Seconds())
+		if b, err := pinNICs(raw, h.nics.res); err != nil {
+			h.alarm("nics", "pinning the NIC roles in the config: "+err.Error())
+		} else if c, err := hostcfg.Parse(b); err != nil {
+			h.alarm("nics", "the config with the NIC roles pinned: "+err.Error())
+		} else {
+			raw, cfg = b, c
+		}
+	}
+	if cfg != nil && !cfg.ManagedNetwork() {
+		h.nics.note = "the host config has no init.network: the NICs are left as they are"
+	}
+	if cfg != nil {
+		h.cfg, h.cfgRaw = cfg, raw
 		eff := raw
 		if o, err := readOverride(); err != nil {
 			h.alarm("config", "management address setting: "+err.Error())
@@ -159,7 +189,15 @@ func boot() {
 	in := h.initSection()
 	h.setupLogs(in)
 
-	// 7. Host name, resolver.
+	// 8. Host name, resolver. The name: the per-host overrides', the config's, else one
+	// made from the management NIC's MAC.
+	switch {
+	case over != nil && over.Hostname != "":
+		in.Hostname = over.Hostname
+	case configHostname(raw) != "":
+	default:
+		in.Hostname = defaultHostname(h.nics)
+	}
 	if err := unix.Sethostname([]byte(in.Hostname)); err != nil {
 		h.alarm("hostname", err.Error())
 	}
@@ -172,19 +210,19 @@ func boot() {
 		_ = os.WriteFile("/etc/resolv.conf", []byte(b.String()), 0o644)
 	}
 
-	// 8. Network.
+	// 9. Network: init writes the kernel's network only here, before any service runs.
 	if h.cfg != nil {
 		h.applyNetwork()
 	}
 
-	// 9. Time.
+	// 10. Time.
 	h.syncTime(in, true)
 
-	// 10. Services.
+	// 11. Services.
 	h.buildServices(in)
 	h.startServices()
 
-	// 11. Console.
+	// 12. Console.
 	h.startConsoles(in)
 	h.readyTimeout = in.ReadyTimeout.Duration
 	go h.watchReady(in.ReadyTimeout.Duration)
@@ -267,19 +305,24 @@ func (h *host) setupPerm(params map[string]string) {
 	}
 }
 
-func (h *host) loadConfig(params map[string]string) (*hostconfig.Config, []byte, hostcfg.Source, error) {
+// loadConfig finds the host config (init's defaults when there is none anywhere). leased
+// are the NICs a fetch's bootstrap network got DHCP leases on.
+func (h *host) loadConfig(params map[string]string) (*hostconfig.Config, []byte, hostcfg.Source, []string, error) {
 	f := &hostcfg.Finder{Log: slog.Default()}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	raw, src, err := f.Find(ctx, params)
+	if errors.Is(err, hostcfg.ErrNone) {
+		raw, src, err = defaultConfig(), hostcfg.Source{Kind: "init's defaults", Location: "(no host config on the command line, in the image or on /perm)"}, nil
+	}
 	if err != nil {
-		return nil, nil, src, err
+		return nil, nil, src, f.Leased, err
 	}
 	cfg, err := hostcfg.Parse(raw)
 	if err != nil {
-		return nil, nil, src, fmt.Errorf("%s: %w", src, err)
+		return nil, nil, src, f.Leased, fmt.Errorf("%s: %w", src, err)
 	}
-	return cfg, raw, src, nil
+	return cfg, raw, src, f.Leased, nil
 }
 
 // initSection is the config's init section with defaults (defaults alone without a

@@ -28,6 +28,7 @@ import (
 	"deskhost/init/console"
 	"deskhost/init/hostcfg"
 	"deskhost/init/logbuf"
+	"deskhost/init/nicroles"
 	"deskhost/init/perm"
 	"deskhost/init/power"
 	"deskhost/init/proc"
@@ -53,7 +54,8 @@ type host struct {
 	power   chan powerRequest
 
 	cfg       *hostconfig.Config // as the services get it (the console's override applied)
-	cfgRaw    []byte             // as found
+	cfgRaw    []byte             // as found, with this boot's NIC roles pinned
+	nics      nicState           // this boot's NIC roles
 	cfgSrc    hostcfg.Source
 	permState perm.State
 	services  []*supervisor.Service
@@ -73,6 +75,7 @@ type host struct {
 	wsNote       string
 	netMu        sync.Mutex // one network change at a time
 	powerAsked   bool
+	password     *console.Password
 	hostdAPI     *hostdclient.Client
 	hostdSocket  string // hostdAPI's
 }
@@ -134,6 +137,11 @@ func (h *host) Status() console.Status {
 	h.mu.Unlock()
 	st.Hostname, _ = os.Hostname()
 	st.Management, st.Primary = h.addresses()
+	st.NICs = h.nics.lines()
+	st.NetworkWriter = h.networkWriter()
+	if st.NetworkWriter == "init" {
+		st.NetworkWriter = "init (no service keeps it: hostd and netcfg's service are off)"
+	}
 	st.Storage = h.storage()
 	for _, s := range h.services {
 		ss := s.Status()
@@ -211,6 +219,9 @@ func (h *host) addresses() (mgmt, primary string) {
 		if n.DHCP {
 			mode = "dhcp"
 		}
+		if r := h.nics.ruleOf(nicroles.Management); r != "" {
+			mode += ", " + r
+		}
 		mgmt = fmt.Sprintf("%s %s%s (%s)", link.Attrs().Name, linkAddrs(link), gateway(link), mode)
 	}
 	if br, err := netlink.LinkByName("br-primary"); err == nil {
@@ -218,7 +229,11 @@ func (h *host) addresses() (mgmt, primary string) {
 		if c.Interfaces.Primary.DHCP {
 			mode = "dhcp"
 		}
-		primary = fmt.Sprintf("br-primary %s (%s, uplink %s)", linkAddrs(br), mode, nonEmpty(c.Interfaces.Primary.Name, c.Interfaces.Primary.MAC))
+		uplink := nonEmpty(c.Interfaces.Primary.Name, c.Interfaces.Primary.MAC)
+		if r := h.nics.ruleOf(nicroles.Primary); r != "" {
+			uplink += ", " + r
+		}
+		primary = fmt.Sprintf("br-primary %s (%s, uplink %s)", linkAddrs(br), mode, uplink)
 	} else {
 		primary = "br-primary not up"
 	}
@@ -406,11 +421,27 @@ func (h *host) Management() (console.Management, error) {
 	return m, nil
 }
 
+// networkWriter is who writes the kernel's network now (one writer at a time): hostd
+// while it is enabled (through netcfg's library, with its WorkSpaces' taps in it), else
+// netcfg's service (`netcfg apply --serve`) if enabled, else init. init itself writes it
+// only during the boot, before any service starts (the DHCP probe of the NIC roles, the
+// config fetch's bootstrap network, the first `netcfg apply`).
+func (h *host) networkWriter() string {
+	if hd := h.byName["hostd"]; hd != nil && !hd.Disabled() {
+		return "hostd"
+	}
+	if nc := h.byName["netcfg"]; nc != nil && !nc.Disabled() {
+		return "netcfg"
+	}
+	return "init"
+}
+
 // SetManagement implements console.Host. The new addressing is checked with netcfg's
-// own rules (through hostconfig's validator) and kept on /perm for the next boots. While hostd runs it is the network's
-// one writer (it keeps the WorkSpaces' taps in netcfg's state: a bare `netcfg apply`
-// would remove them), so hostd is restarted with the new config and applies it;
-// otherwise `netcfg apply` does, and the netcfg service reloads.
+// own rules (through hostconfig's validator) and kept on /perm for the next boots. The
+// console never writes the network itself: it asks the network's one writer
+// (networkWriter) to apply the new config. hostd and netcfg's service apply it when they
+// start, so the writer is restarted with it; only when neither runs does init apply it
+// with `netcfg apply`.
 func (h *host) SetManagement(ctx context.Context, m console.Management) (string, error) {
 	h.netMu.Lock()
 	defer h.netMu.Unlock()
@@ -461,31 +492,44 @@ func (h *host) SetManagement(ctx context.Context, m console.Management) (string,
 	h.mu.Lock()
 	h.cfg = cfg
 	h.mu.Unlock()
-	h.initLog.Printf("console: management address set to %+v", o)
-	if hd := h.byName["hostd"]; hd != nil && !hd.Disabled() {
-		if err := hd.Restart(); err != nil {
+	writer := h.networkWriter()
+	h.initLog.Printf("console: management address set to %+v; asking %s to apply it", o, writer)
+	switch writer {
+	case "hostd", "netcfg":
+		s := h.byName[writer]
+		before := s.Status().Restarts
+		if err := s.Restart(); err != nil {
 			return "", err
 		}
-		// Wait for the restarted hostd to serve: it applies the network first.
+		// Wait for it to serve again: it applies the network first. A netcfg that
+		// cannot apply it exits, and comes back in backoff.
 		deadline := time.Now().Add(3 * time.Minute)
 		time.Sleep(time.Second)
-		for !hd.Ready() {
+		for !s.Ready() {
+			st := s.Status()
+			if st.State == supervisor.StateBackoff && st.Restarts > before {
+				return strings.Join(lastLines(s.Log().Lines(0), 5), "\n"), fmt.Errorf("%s did not apply it: %s", writer, st.LastExit)
+			}
 			if time.Now().After(deadline) {
-				return "", errors.New("hostd did not come back within 3 minutes; see its log")
+				return "", fmt.Errorf("%s did not come back within 3 minutes; see its log", writer)
 			}
 			time.Sleep(250 * time.Millisecond)
 		}
 		mgmt, _ := h.addresses()
-		return "hostd restarted and applied the network.\nManagement: " + mgmt, nil
+		return writer + " restarted and applied the network.\nManagement: " + mgmt, nil
 	}
 	out, err := h.runOutput(netcfgTimeout, imagelayout.Netcfg, "apply", "--config", runNetcfg)
 	if err != nil {
 		return string(out), fmt.Errorf("netcfg apply: %w", err)
 	}
-	if s := h.byName["netcfg"]; s != nil {
-		_ = s.Signal(syscall.SIGHUP)
-	}
 	return string(out), nil
+}
+
+func lastLines(l []string, n int) []string {
+	if len(l) > n {
+		return l[len(l)-n:]
+	}
+	return l
 }
 
 // ServiceLog implements console.Host.
@@ -641,6 +685,29 @@ func (h *host) Shell(name string) error {
 	// The shell led its session: its exit hung the serial line up (every open file of
 	// it now fails), so the console reopens the terminal.
 	return nil
+}
+
+// ShellEnabled implements console.Host: init.console.shell.
+func (h *host) ShellEnabled() bool {
+	cfg := h.config()
+	return cfg != nil && cfg.Init.Console.Shell
+}
+
+// consolePassword is where a console password set on the console is kept.
+const consolePassword = permInitDir + "/console-password"
+
+// Password implements console.Host: init.console.passwordHash, else the one set on the
+// console, kept in consolePassword on /perm.
+func (h *host) Password() *console.Password {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.password == nil {
+		h.password = &console.Password{File: consolePassword}
+		if h.cfg != nil {
+			h.password.Hash = h.cfg.Init.Console.PasswordHash
+		}
+	}
+	return h.password
 }
 
 // Power implements console.Host.

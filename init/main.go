@@ -16,19 +16,29 @@
 //     (ext4) only if blank, then mounted; without one, /perm is a tmpfs and the console
 //     says so (init/perm). Service logs go to /perm/log; libvirt's state to
 //     /perm/libvirt.
-//  6. Host config: deskhost.config= on the kernel command line (a path, or an http:// or
-//     tftp:// URL fetched over a DHCP bootstrap network), else the config baked into the
-//     image, else /perm/deskhost.yaml (init/hostcfg). It is checked strictly (hostd's and
-//     init's sections) and copied to /run/deskhost/host.yaml for the services.
-//  7. Host name and /etc/resolv.conf from the config's init section.
-//  8. Network: netcfg applied once (`netcfg apply`) with the config's init.network
-//     section and the console's management-address override from /perm.
-//  9. Time: the clock is set from NTP (init/sntp) before the broker starts.
-//  10. Services, started in order and supervised with restart backoff, each with its own
+//  6. Host config: deskhost.config= on the kernel command line (a path, or an https://,
+//     http:// or tftp:// URL fetched over a DHCP bootstrap network and verified by the
+//     command line's deskhost.config.ca= or deskhost.config.sha256=), else the config
+//     baked into the image, else /perm/deskhost.yaml, else init's defaults (init/hostcfg).
+//     It is checked strictly (hostd's and init's sections).
+//  7. NIC roles, once per boot (init/nicroles): pins (per-host overrides keyed by the
+//     hardware identity, internal/hwid; the config's name or mac), else management is the
+//     NIC the host network-booted from (BOOTIF=), else the first NIC with carrier to get a
+//     DHCP lease; primary is another NIC. They are written into the config the services
+//     read (/run/deskhost/host.yaml), so init and hostd never disagree.
+//  8. Host name (per-host overrides, init.hostname, else one made from the management
+//     NIC's MAC) and /etc/resolv.conf from the config's init section.
+//  9. Network: netcfg applied once (`netcfg apply`) with the config's init.network
+//     section and the console's management-address override from /perm. init writes the
+//     kernel's network only here and in steps 6 and 7, before any service starts; then
+//     hostd (or netcfg's service when hostd is disabled) is its one writer.
+//  10. Time: the clock is set from NTP (init/sntp) before the broker starts.
+//  11. Services, started in order and supervised with restart backoff, each with its own
 //     log (ring buffer + /perm/log/NAME.log): netcfg (apply --serve), virtlogd, libvirtd,
 //     hostd, zeroclient (when the image carries it) (init/supervisor).
-//  11. The operator console on every configured terminal (init/console). When hostd and
-//     zeroclient serve, its header reads "deskhost: ready".
+//  12. The operator console on every configured terminal (init/console). When hostd and
+//     zeroclient serve, its header reads "deskhost: ready". Looking is free; changing the
+//     host needs the console password.
 //
 // Shutdown (console, SIGTERM/SIGINT = reboot, SIGUSR1 = halt, SIGUSR2 = power off, as
 // busybox's reboot/halt/poweroff send): services stopped in reverse order, a fresh

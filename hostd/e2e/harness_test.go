@@ -118,6 +118,7 @@ func newHostWith(t *testing.T, o hostOptions) *host {
   provisionTimeout: 4m
   shutdownTimeout: 20s
   healthInterval: 2s
+  memory: {requireInitOnFree: false} # this development machine runs without init_on_free=1
   computeTypes:
     VALUE: {vcpus: 1, memoryMiB: 256}
 `, dir, sock, h.pool, network, pri, h.socket, h.listen, h.accessKey, h.secretKey)

@@ -174,7 +174,7 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	}
 	var baked []byte
 	if p.HostConfig != "" {
-		if err := CheckHostConfig(p.HostConfig); err != nil {
+		if err := CheckBakedConfig(p.HostConfig); err != nil {
 			return nil, fmt.Errorf("appliance: profile hostConfig: %w", err)
 		}
 		if baked, err = os.ReadFile(p.HostConfig); err != nil {
@@ -358,25 +358,83 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	return m, nil
 }
 
-// CheckHostConfig checks a host config as hostd and init will: strictly, and its
-// init.network section with netcfg's own rules.
-func CheckHostConfig(path string) error {
+// CheckBakedConfig checks a host config for baking into an image: valid (CheckHostConfig),
+// and generic. One image boots every host, and its PXE bundle is handed to anyone who
+// asks, so the config must hold no secret (an access key's secret, a bind password, a
+// RADIUS secret, the console's password hash: give them as files on /perm instead) and
+// nothing that belongs to one machine (a NIC's MAC, a host name: the NICs are chosen by
+// rule at boot, the name follows the management NIC's MAC or the per-host overrides),
+// and no catalog (it is in hostd's store). Every problem is named.
+func CheckBakedConfig(path string) error {
+	if err := CheckHostConfig(path); err != nil {
+		return err
+	}
 	c, err := hostconfig.Load(path)
 	if err != nil {
 		return err
 	}
-	b, err := c.Init.NetworkYAML()
-	if err != nil || b == nil {
-		return err
+	var errs []error
+	for _, f := range c.InlineSecrets() {
+		errs = append(errs, fmt.Errorf("%s holds a secret: an image and its PXE bundle are readable by anyone who can fetch them; give it as a file on /perm (0600) instead (%s)", f, fileFormOf(f)))
 	}
-	nc, err := netcfgconfig.Decode(b)
-	if err == nil {
-		_, err = netcfgconfig.Validate(nc)
+	// The catalog lives in hostd's store and a host gets it through the API. hostd imports
+	// a config's catalog sections once and refuses them afterwards, so a baked copy would
+	// stop every host at its second boot.
+	if l, err := c.LegacyCatalog(); err != nil {
+		errs = append(errs, err)
+	} else if l != nil {
+		errs = append(errs, fmt.Errorf("%s: the catalog is not part of an image (every host would import it, then refuse its own config at the next boot); create it through hostd's API (hostd directories, ipgroups, bundles, images register, or aws workspaces) and leave these sections out", strings.Join(l.Sections, ", ")))
 	}
-	if err != nil {
-		return fmt.Errorf("%s: init.network: %w", path, err)
+	if c.Init.Hostname != "" {
+		errs = append(errs, fmt.Errorf("init.hostname %q names one host: a baked config is every host's; set it per host (per-host overrides on /perm, or a config fetched with %s=)", c.Init.Hostname, imagelayout.ParamConfig))
+	}
+	if b, err := c.Init.NetworkYAML(); err == nil && b != nil {
+		if nc, err := netcfgconfig.Decode(b); err == nil {
+			for _, n := range []struct {
+				field string
+				nic   netcfgconfig.NIC
+			}{{"management", nc.Interfaces.Management}, {"primary", nc.Interfaces.Primary}} {
+				if n.nic.MAC != "" {
+					errs = append(errs, fmt.Errorf("init.network.interfaces.%s.mac %s names one host's NIC: leave it out (the NIC is chosen by rule at boot: the one the host network-booted from, else the first with a DHCP lease) or pin it per host", n.field, n.nic.MAC))
+				}
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s cannot be baked into an image:\n  %w", path, joinIndented(errs))
 	}
 	return nil
+}
+
+// fileFormOf names the file form of a secret field.
+func fileFormOf(field string) string {
+	switch {
+	case strings.HasSuffix(field, ".secret"):
+		return "secretFile"
+	case strings.HasSuffix(field, ".bindPassword"):
+		return "bindPasswordFile"
+	case strings.HasSuffix(field, ".sharedSecret"):
+		return "sharedSecretFile"
+	case strings.HasSuffix(field, ".passwordHash"):
+		return "set the console password on the host's first boot, or fetch the config with " + imagelayout.ParamConfig + "="
+	}
+	return "a file"
+}
+
+func joinIndented(errs []error) error {
+	var s []string
+	for _, e := range errs {
+		s = append(s, e.Error())
+	}
+	return errors.New(strings.Join(s, "\n  "))
+}
+
+// CheckHostConfig checks a host config as hostd and init will: hostconfig's one validator
+// (strict, init.network by netcfg's rules, which this package links in; a NIC left to
+// init's rules is checked as if pinned).
+func CheckHostConfig(path string) error {
+	_, err := hostconfig.Load(path)
+	return err
 }
 
 // LoadManifest reads OUT/manifest.json.
@@ -573,7 +631,9 @@ func (nopCloser) Close() error { return nil }
 // writePXE writes the PXE bundle. boot.ipxe names the kernel and initramfs relatively,
 // so iPXE fetches them from wherever it fetched the script (HTTP or TFTP). initrd= on the
 // kernel line is what Debian's EFI iPXE needs to hand the initramfs over; BIOS iPXE
-// ignores it.
+// ignores it. BOOTIF=${netX/mac} tells init which NIC the host booted from (iPXE's netX
+// is the NIC it last used: the one that fetched this script), which makes it the
+// management NIC: the image names no NIC itself.
 func writePXE(dir, vmlinuz, initrd string, p *profile.Profile, version string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -595,10 +655,10 @@ func writePXE(dir, vmlinuz, initrd string, p *profile.Profile, version string) e
 	script := fmt.Sprintf(`#!ipxe
 # %s %s: served by imagebuild serve (HTTP or TFTP). Paths are relative to this script.
 echo Booting %s %s
-kernel %s initrd=%s %s
+kernel %s initrd=%s %s=${netX/mac} %s
 initrd %s
 boot
-`, p.Name, version, p.Name, version, KernelFile, InitrdFile, cmdline, InitrdFile)
+`, p.Name, version, p.Name, version, KernelFile, InitrdFile, imagelayout.ParamBootIF, cmdline, InitrdFile)
 	return os.WriteFile(filepath.Join(dir, IPXEFile), []byte(script), 0o644)
 }
 

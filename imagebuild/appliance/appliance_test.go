@@ -2,6 +2,7 @@ package appliance_test
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -29,10 +30,15 @@ import (
 func missing(t testing.TB, what string) { t.Helper(); testenv.Missing(t, what) }
 
 var (
-	ntpAddr   string // the test's SNTP server, which guests reach as 10.0.2.2:port
-	tmpRoot   string
-	buildOnce sync.Once
-	built     struct {
+	ntpAddr string // the test's SNTP server, which guests reach as 10.0.2.2:port
+	tmpRoot string
+	// testSecret is an access key's secret, kept in secretFile on the build machine and
+	// named by the baked config (secretFile), and in the build's environment: no artifact
+	// may contain it (TestNoSecretInArtifacts).
+	testSecret string
+	secretFile string
+	buildOnce  sync.Once
+	built      struct {
 		dir        string
 		m          *appliance.Manifest
 		err        error
@@ -51,6 +57,12 @@ func TestMain(m *testing.M) {
 		go sntp.Serve(c)
 	}
 	tmpRoot, _ = os.MkdirTemp("", "deskhost-appliance-test-")
+	rnd := make([]byte, 12)
+	rand.Read(rnd)
+	testSecret = "deskhost-test-secret-" + hex.EncodeToString(rnd)
+	secretFile = filepath.Join(tmpRoot, "admin.secret")
+	os.WriteFile(secretFile, []byte(testSecret+"\n"), 0o600)
+	os.Setenv("AWS_SECRET_ACCESS_KEY", testSecret) // the build must not pick it up either
 	code := m.Run()
 	os.RemoveAll(tmpRoot)
 	os.Exit(code)
@@ -69,7 +81,9 @@ func guestNTP() string {
 	return "10.0.2.2:" + port
 }
 
-// testHostConfig is configs/host-qemu.yaml with the test's NTP server.
+// testHostConfig is configs/host-qemu.yaml with the test's NTP server, and the HTTPS API
+// with an access key whose secret is a file (secretFile: on the build machine; in the
+// guest there is none, and hostd comes up without the key).
 func testHostConfig(t testing.TB) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "configs", "host-qemu.yaml"))
@@ -80,6 +94,11 @@ func testHostConfig(t testing.TB) []byte {
 	if s == string(b) {
 		t.Fatal("configs/host-qemu.yaml has no `servers: []` for the test to fill in")
 	}
+	api := "  api:\n    socket: /run/deskhost/hostd.sock\n"
+	if !strings.Contains(s, api) {
+		t.Fatalf("configs/host-qemu.yaml has no %q for the test to extend", api)
+	}
+	s = strings.Replace(s, api, api+"    listen: \":8443\"\n    accessKeys:\n      - {id: AKIADESKHOSTTEST0001, secretFile: "+secretFile+", name: test}\n", 1)
 	return []byte(s)
 }
 
@@ -191,7 +210,7 @@ func TestBuild(t *testing.T) {
 		}
 	}
 	script, _ := os.ReadFile(filepath.Join(dir, "pxe", "boot.ipxe"))
-	if !strings.HasPrefix(string(script), "#!ipxe\n") || !strings.Contains(string(script), "kernel vmlinuz initrd=initrd.img "+strings.TrimSpace(string(cmdline))) ||
+	if !strings.HasPrefix(string(script), "#!ipxe\n") || !strings.Contains(string(script), "kernel vmlinuz initrd=initrd.img BOOTIF=${netX/mac} "+strings.TrimSpace(string(cmdline))) ||
 		!strings.Contains(string(script), "\ninitrd initrd.img\n") {
 		t.Errorf("boot.ipxe:\n%s", script)
 	}

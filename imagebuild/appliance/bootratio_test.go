@@ -52,7 +52,7 @@ func TestBootRatio(t *testing.T) {
 			return append(args, "-no-reboot", "-kernel", filepath.Join(dir, "pxe", "vmlinuz"),
 				"-initrd", filepath.Join(dir, "pxe", "initrd.img"), "-append", strings.TrimSpace(string(cmdline)))
 		}, false},
-		{"pxe", func() []string { return p.vmArgs(t, dir) }, true},
+		{"pxe", func() []string { return p.vmArgs(t, dir, newNICs(false)) }, true},
 		{"pxe-no-proxydhcp", func() []string {
 			args := append(base(), nics(p.url)...)
 			args = append(args, disk()...)

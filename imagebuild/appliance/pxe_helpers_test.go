@@ -62,8 +62,8 @@ func startPXEServer(t testing.TB, bundle string) *pxeHost {
 
 // vmArgs is the virtual host `make demo` boots over PXE: two NICs, the management one
 // with iPXE as its boot device and the ProxyDHCP attached, and disk.img as its disk.
-func (p *pxeHost) vmArgs(t testing.TB, dir string) []string {
-	args := append(base(), nics(p.url)...)
+func (p *pxeHost) vmArgs(t testing.TB, dir string, n vmNICs) []string {
+	args := append(base(), n.args(p.url)...)
 	args = append(args, p.qnet.Args("mgmt")...)
 	return append(args, "-drive", "file="+diskOverlay(t, dir)+",if=none,id=disk,format=qcow2",
 		"-device", "virtio-blk-pci,drive=disk", "-no-reboot", "-boot", "n")

@@ -226,14 +226,78 @@ func (v *vm) send(s string) {
 	}
 }
 
-// shell opens the console's shell (menu 5), runs each command and returns its output,
-// then leaves the shell. Each command's end is found by a marker the typed line does not
-// contain literally.
+// vmPassword is the console password the tests set on a host's first protected action.
+const vmPassword = "deskhost-vm-console"
+
+// promptRow is the console's input row.
+func promptRow(s *vt100.Screen) string {
+	l := s.Lines()
+	if len(l) < 23 {
+		return ""
+	}
+	return l[22]
+}
+
+// authorized waits until the screen satisfies ok, answering the console password prompts
+// a protected action brings up on the way: a new password on the host's first one, the
+// password when the console is locked.
+func (v *vm) authorized(what string, timeout time.Duration, ok func(*vt100.Screen) bool) {
+	v.t.Helper()
+	deadline := time.Now().Add(timeout)
+	answered := ""
+	for !ok(v.screen) {
+		row := promptRow(v.screen)
+		for _, p := range []string{"New console password:", "Repeat it:", "Console password:"} {
+			if strings.HasPrefix(row, p) && strings.TrimSpace(row) == p && answered != p {
+				v.send(vmPassword + "\r")
+				answered = p
+			}
+		}
+		if !strings.HasPrefix(row, answered) {
+			answered = ""
+		}
+		select {
+		case <-v.more:
+		case <-time.After(200 * time.Millisecond):
+		case <-v.done:
+			v.t.Fatalf("%s: qemu exited (%v) waiting for %s", v.name, v.err, what)
+		}
+		if time.Now().After(deadline) {
+			v.t.Fatalf("%s: screen never showed %s; it shows:\n%s", v.name, what, v.screen)
+		}
+	}
+}
+
+// networkScreen opens the console's network screen (menu 1, no password) and checks it
+// shows each line, then goes back.
+func (v *vm) networkScreen(lines ...string) {
+	v.t.Helper()
+	v.waitScreen("the status screen", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Choose 1-8:") })
+	v.send("1")
+	v.waitScreen("the network screen", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Choose d or s:") })
+	for _, l := range lines {
+		if !v.screen.Contains(l) {
+			v.t.Errorf("%s: the network screen lacks %q:\n%s", v.name, l, v.screen)
+		}
+	}
+	v.t.Logf("%s: network screen:\n%s", v.name, v.screen)
+	v.send("\x1b")
+	v.waitScreen("the status screen", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Choose 1-8:") })
+}
+
+// shell opens the console's shell (menu 5; the console password when asked), runs each
+// command and returns its output, then leaves the shell. Each command's end is found by
+// a marker the typed line does not contain literally.
 func (v *vm) shell(cmds ...string) []string {
 	v.t.Helper()
 	v.waitScreen("the status screen", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Choose 1-8:") })
 	m := v.mark()
 	v.send("5")
+	v.authorized("the shell", time.Minute, func(*vt100.Screen) bool {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return bytes.Contains(v.raw[m:], []byte("deskhost shell on"))
+	})
 	m, _ = v.waitFor(m, "# ", time.Minute) // the prompt (PS1 '\h:\w# ')
 	var outs []string
 	for i, c := range cmds {

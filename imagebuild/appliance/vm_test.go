@@ -1,6 +1,8 @@
 package appliance_test
 
 import (
+	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,19 +28,58 @@ const (
 // Boot times to the ready line, for the figures (direct vs PXE in the same run).
 var readyTimes = map[string]time.Duration{}
 
-// nics are the virtual host's two NICs on qemu's user network: management (10.0.2.0/24)
-// and primary (10.0.3.0/24), told apart by MAC as configs/host-qemu.yaml does.
-func nics(bootfile string) []string {
+// vmNICs are a virtual host's two NICs on qemu's user network: management (10.0.2.0/24,
+// where the guest reaches the test's servers as 10.0.2.2) and primary (10.0.3.0/24), with
+// MAC addresses made up for each run, so that they appear in no config: the image must
+// find its NICs' roles by rule.
+type vmNICs struct {
+	mgmtMAC, primaryMAC string
+	// pxeSecond puts the primary NIC first: the host network-boots from its second NIC,
+	// which only BOOTIF can tell is the management NIC (DHCP alone would take the first).
+	pxeSecond bool
+}
+
+func newNICs(pxeSecond bool) vmNICs {
+	for {
+		n := vmNICs{mgmtMAC: randomMAC(), primaryMAC: randomMAC(), pxeSecond: pxeSecond}
+		if n.mgmtMAC != n.primaryMAC {
+			return n
+		}
+	}
+}
+
+// randomMAC is a MAC in qemu's range with a random suffix.
+func randomMAC() string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", b[0], b[1], b[2])
+}
+
+// args are the qemu options; bootfile (PXE) makes the management NIC the boot device.
+func (n vmNICs) args(bootfile string) []string {
 	mgmt := "user,id=mgmt,net=10.0.2.0/24"
 	if bootfile != "" {
 		mgmt += ",bootfile=" + bootfile
 	}
-	return []string{
-		"-netdev", mgmt, "-device", "virtio-net-pci,netdev=mgmt,mac=52:54:00:12:34:01,bootindex=1",
-		"-netdev", "user,id=primary,net=10.0.3.0/24", "-device", "virtio-net-pci,netdev=primary,mac=52:54:00:12:34:02",
-		"-device", "virtio-rng-pci",
+	m := []string{"-netdev", mgmt, "-device", "virtio-net-pci,netdev=mgmt,mac=" + n.mgmtMAC + ",bootindex=1"}
+	p := []string{"-netdev", "user,id=primary,net=10.0.3.0/24", "-device", "virtio-net-pci,netdev=primary,mac=" + n.primaryMAC}
+	out := append(m, p...)
+	if n.pxeSecond {
+		out = append(p, m...)
 	}
+	return append(out, "-device", "virtio-rng-pci")
 }
+
+// mgmtName is the management NIC's name in the guest.
+func (n vmNICs) mgmtName() string {
+	if n.pxeSecond {
+		return "eth1"
+	}
+	return "eth0"
+}
+
+// nics are two NICs with fresh MACs, management first.
+func nics(bootfile string) []string { return newNICs(false).args(bootfile) }
 
 // base is the virtual host's CPU and memory. Its CPU has no virtualisation extension: TCG's
 // "max" CPU offers AMD's SVM, so the appliance's kvm_amd would load and libvirtd would
@@ -68,7 +109,8 @@ func TestDirectKernel(t *testing.T) {
 		t.Fatalf("qemu-img: %v: %s", err, out)
 	}
 	cmdline, _ := os.ReadFile(filepath.Join(dir, "pxe", "cmdline"))
-	args := append(base(), nics("")...)
+	n := newNICs(false)
+	args := append(base(), n.args("")...)
 	args = append(args, "-no-reboot",
 		"-kernel", filepath.Join(dir, "pxe", "vmlinuz"), "-initrd", filepath.Join(dir, "pxe", "initrd.img"),
 		"-append", strings.TrimSpace(string(cmdline))+" panic=-1 deskhost.perm=/dev/vda",
@@ -84,10 +126,40 @@ func TestDirectKernel(t *testing.T) {
 			t.Errorf("boot log lacks %q", want)
 		}
 	}
-	// (1) netcfg brought both NICs up; the console shows the management address.
+	// (1) netcfg brought both NICs up; the console shows the management address. No
+	// BOOTIF on a direct boot: the management NIC is the first with a DHCP lease.
 	v.waitScreen("the management address", time.Minute, func(s *vt100.Screen) bool { return mgmtRe.MatchString(s.String()) })
 	v.waitScreen("br-primary's address", time.Minute, func(s *vt100.Screen) bool { return s.Contains("br-primary 10.0.3.") })
 	t.Logf("status screen:\n%s", v.screen)
+	v.networkScreen(n.mgmtName()+" "+n.mgmtMAC+": management - first NIC with carrier to get a DHCP lease",
+		"eth1 "+n.primaryMAC+": primary - the first other NIC with carrier")
+	if want := "deskhost-" + strings.ReplaceAll(n.mgmtMAC[9:], ":", ""); !v.screen.Contains(want) {
+		t.Errorf("the host is not named %s after its management NIC:\n%s", want, v.screen)
+	}
+
+	t.Run("ConsolePassword", func(t *testing.T) {
+		// The shell needs the console password: set on first use, then asked for; a
+		// wrong one opens nothing.
+		v.shell("true") // sets it (no password yet on a blank /perm)
+		v.waitScreen("the status screen", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Choose 1-8:") })
+		v.send("L")
+		v.waitScreen("the locked console", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("(locked)") })
+		m := v.mark()
+		v.send("5")
+		v.waitScreen("the password prompt", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Console password:") })
+		v.send("not-the-password\r")
+		v.waitScreen("the refusal", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Wrong password.") })
+		if out := v.text(m); strings.Contains(out, "deskhost shell on") || strings.Contains(out, "not-the-password") {
+			t.Errorf("a wrong password opened the shell, or echoed:\n%s", out)
+		}
+		out := v.shell("ls -l /perm/init/console-password", "cat /perm/init/console-password")
+		if !strings.HasPrefix(strings.TrimSpace(out[0]), "-rw-------") {
+			t.Errorf("console password file: %s", out[0])
+		}
+		if !strings.Contains(out[1], "$argon2id$") || strings.Contains(out[1], vmPassword) {
+			t.Errorf("console password file holds %q, want an argon2id hash", out[1])
+		}
+	})
 
 	t.Run("LibvirtAndPreflight", func(t *testing.T) {
 		// (5) Inside the appliance libvirtd answers and hostd's preflight sees
@@ -114,7 +186,7 @@ func TestDirectKernel(t *testing.T) {
 		v.waitScreen("hostd running", time.Minute, func(s *vt100.Screen) bool { return pidRe.MatchString(s.String()) })
 		before := pidRe.FindStringSubmatch(v.screen.String())
 		v.send("2")
-		v.waitScreen("the service list", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Restart a service") && s.Contains("4  hostd") })
+		v.authorized("the service list", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Restart a service") && s.Contains("4  hostd") })
 		v.send("4")
 		v.waitScreen("the confirmation", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Restart hostd?") })
 		v.send("y\r")
@@ -144,7 +216,7 @@ func TestDirectKernel(t *testing.T) {
 		v.send("1")
 		v.waitScreen("the address menu", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Choose d or s:") })
 		v.send("s\r")
-		v.waitScreen("the address prompt", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Address:") })
+		v.authorized("the address prompt", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Address:") })
 		v.send("10.0.2.16/24\r")
 		v.waitScreen("the gateway prompt", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Gateway:") })
 		v.send("10.0.2.2\r")
@@ -156,7 +228,7 @@ func TestDirectKernel(t *testing.T) {
 		}
 		v.send(" ")
 		v.waitScreen("the new address on the status screen", time.Minute, func(s *vt100.Screen) bool {
-			return s.Contains("10.0.2.16/24") && strings.Contains(s.Row("Management"), "(static)")
+			return s.Contains("10.0.2.16/24") && strings.Contains(s.Row("Management"), "(static")
 		})
 		out := v.shell("ip -4 -o addr show", "cat /perm/init/management.yaml")
 		if !strings.Contains(out[0], "10.0.2.16/24") {
@@ -178,7 +250,8 @@ func TestPXE(t *testing.T) {
 	needFile(t, "/usr/lib/ipxe/qemu/efi-virtio.rom")
 	dir, _ := image(t)
 	p := startPXEServer(t, filepath.Join(dir, "pxe"))
-	v := startVM(t, "pxe", p.vmArgs(t, dir))
+	n := newNICs(true) // network-boots from its second NIC
+	v := startVM(t, "pxe", p.vmArgs(t, dir, n))
 	ph := v.phases(p, readyTimeout)
 	readyTimes["pxe"] = ph.ready
 	sent := p.srv.Sent()
@@ -193,7 +266,16 @@ func TestPXE(t *testing.T) {
 	if !strings.Contains(v.text(0), "/perm: formatted blank /dev/vda2") {
 		t.Errorf("the boot did not format disk.img's blank /perm partition")
 	}
-	v.waitScreen("the management address", time.Minute, func(s *vt100.Screen) bool { return mgmtRe.MatchString(s.String()) })
+	// The management NIC is the one iPXE booted from (BOOTIF), the second: with MACs no
+	// config names, and although the first NIC would also get a DHCP lease.
+	v.waitScreen("the management address", time.Minute, func(s *vt100.Screen) bool {
+		return regexp.MustCompile(`Management\s+eth1 10\.0\.2\.\d+/24 gw 10\.0\.2\.2 \(dhcp, BOOTIF\)`).MatchString(s.String())
+	})
+	if out := v.shell("cat /proc/cmdline"); !strings.Contains(out[0], "BOOTIF="+n.mgmtMAC) {
+		t.Errorf("the kernel command line iPXE passed has no BOOTIF=%s: %s", n.mgmtMAC, out[0])
+	}
+	v.networkScreen("eth1 "+n.mgmtMAC+": management - network-booted from it (BOOTIF)",
+		"eth0 "+n.primaryMAC+": primary - the first other NIC with carrier")
 	t.Logf("PXE: %q after %.1fs (%s)", imagelayout.ReadyLine, ph.ready.Seconds(), ph)
 	if direct, ok := readyTimes["direct"]; ok {
 		t.Logf("PXE -> ready %.1fs vs direct kernel -> ready %.1fs: %.2fx (goal <= 1.3x)", ph.ready.Seconds(), direct.Seconds(), ph.ready.Seconds()/direct.Seconds())
@@ -225,7 +307,7 @@ func TestEFIDisk(t *testing.T) {
 	// Reboot from the menu.
 	m = v.mark()
 	v.send("6")
-	v.waitScreen("the reboot confirmation", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Reboot the host?") })
+	v.authorized("the reboot confirmation", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Reboot the host?") })
 	v.send("y\r")
 	m, _ = v.waitFor(m, "deskhost: reboot", 2*time.Minute)
 	t0 := time.Now()
@@ -244,7 +326,7 @@ func TestEFIDisk(t *testing.T) {
 	// the next boot, and the marker is gone.
 	m = v.mark()
 	v.send("8")
-	v.waitScreen("the factory reset confirmation", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Type RESET") })
+	v.authorized("the factory reset confirmation", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Type RESET") })
 	v.send("RESET\r")
 	m, _ = v.waitFor(m, "factory reset: /dev/vda2 wiped", 2*time.Minute)
 	m, _ = v.waitFor(m, ") starting", 3*time.Minute)

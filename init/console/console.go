@@ -8,18 +8,31 @@
 // Screens: the status screen (host name, version, management address, time, /perm,
 // services, WorkSpaces by state, alarms) with the menu
 //
-//	1 Management address   configure DHCP or a static address, applied with netcfg
+//	1 Network              the NICs and the rule that chose each one's role; set DHCP
+//	                       or a static management address
 //	2 Restart a service
 //	3 Service logs         page through a service's log
 //	4 WorkSpaces           list them; reboot or stop one
-//	5 Shell                a root shell on this terminal (exit returns here)
+//	5 Shell                a root shell on this terminal (exit returns here), when the
+//	                       host config enables it
 //	6 Reboot               after y
 //	7 Power off            after y
 //	8 Factory reset        after typing RESET: wipes /perm and reboots
+//	P Password             change the console password
+//	L Lock                 ask for the password again
+//
+// Like ESXi's DCUI, looking is free and changing is not: what the status screen, the
+// network screen, the logs and the WorkSpace list show needs no password; every action
+// that changes the host (a new address, a restart, a WorkSpace reboot or stop, power,
+// factory reset, the shell) asks for the console password (Password) first. The console
+// stays unlocked until AutoLockIdle passes without a key or L is pressed. Until a
+// password is set (in the host config, or here on first use), the first such action
+// asks for a new one.
 package console
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -60,13 +73,18 @@ type Status struct {
 	Phase                     string
 	Hostname, Version, Kernel string
 	Management, Primary       string
-	Time, Storage             string
-	Uptime                    time.Duration
-	Orphans                   int // processes init reaped that it had not started
-	Services                  []ServiceInfo
-	Workspaces                map[string]int // by state
-	WorkspacesNote            string         // why there are no counts
-	Alarms                    []string
+	// NetworkWriter is who keeps the network applied: hostd, netcfg or init.
+	NetworkWriter string
+	// NICs are the network screen's lines: each NIC with its role and the rule that
+	// chose it, and the hardware identity.
+	NICs           []string
+	Time, Storage  string
+	Uptime         time.Duration
+	Orphans        int // processes init reaped that it had not started
+	Services       []ServiceInfo
+	Workspaces     map[string]int // by state
+	WorkspacesNote string         // why there are no counts
+	Alarms         []string
 }
 
 // Management is the management NIC's addressing as the operator sets it.
@@ -88,6 +106,10 @@ type Host interface {
 	SetManagement(ctx context.Context, m Management) (string, error)
 	// Shell runs an interactive shell on the terminal /dev/NAME until it exits.
 	Shell(name string) error
+	// ShellEnabled reports whether the host config enables the shell.
+	ShellEnabled() bool
+	// Password is the console password, one for every terminal.
+	Password() *Password
 	// Power performs "reboot", "poweroff" or "factory-reset"; it returns only on error.
 	Power(action string) error
 }
@@ -112,6 +134,11 @@ type Console struct {
 	drawn   []string // rows as last drawn (nil: unknown, redraw all)
 	message string   // the bottom line
 	refresh time.Duration
+	// unlocked: the console password was given; lastKey ends it after autoLock. Both
+	// belong to Run's goroutine; autoLock is under mu.
+	unlocked bool
+	lastKey  time.Time
+	autoLock time.Duration
 	// reopen gives a fresh terminal after a shell: a shell that led its session hangs
 	// a serial line up when it exits, and every open file of the line then fails.
 	reopen func() (Terminal, error)
@@ -123,7 +150,7 @@ func (c *Console) SetReopen(f func() (Terminal, error)) { c.reopen = f }
 // New returns a console on term.
 func New(term Terminal, host Host, name string) *Console {
 	return &Console{term: term, host: host, name: name, keys: make(chan key, 64),
-		pause: make(chan chan struct{}), resume: make(chan struct{}), refresh: time.Second}
+		pause: make(chan chan struct{}), resume: make(chan struct{}), refresh: time.Second, autoLock: AutoLockIdle}
 }
 
 // Run runs the console until ctx ends.
@@ -222,7 +249,7 @@ func fmtDur(d time.Duration) string {
 }
 
 // statusFrame renders the status screen.
-func statusFrame(st Status, now time.Time) frame {
+func statusFrame(st Status, now time.Time, unlocked bool) frame {
 	f := frame(header(st))
 	ws := st.WorkspacesNote
 	if ws == "" {
@@ -274,8 +301,12 @@ func statusFrame(st Status, now time.Time) frame {
 	for len(f) < Rows-4 {
 		f = append(f, "")
 	}
+	lock := "P Password  L Lock"
+	if !unlocked {
+		lock = "(locked)          "
+	}
 	f = append(f, strings.Repeat("-", width),
-		"1 Management address  2 Restart a service  3 Service logs  4 WorkSpaces",
+		"1 Network  2 Restart a service  3 Logs  4 WorkSpaces  "+lock,
 		"5 Shell  6 Reboot  7 Power off  8 Factory reset          Choose 1-8:")
 	return f
 }
@@ -308,8 +339,9 @@ func workspaceCounts(m map[string]int) string {
 
 func (c *Console) mainScreen(ctx context.Context) error {
 	for {
+		c.checkAutoLock()
 		st := c.host.Status()
-		f := statusFrame(st, time.Now())
+		f := statusFrame(st, time.Now(), c.unlocked)
 		c.draw(f, Rows-1, len(f[Rows-2])+2)
 		k, ok := c.next(ctx, c.refresh)
 		if !ok {
@@ -323,19 +355,40 @@ func (c *Console) mainScreen(ctx context.Context) error {
 		case '1':
 			c.management(ctx)
 		case '2':
-			c.restartService(ctx)
+			if c.authorize(ctx, "Restart a service") {
+				c.restartService(ctx)
+			}
 		case '3':
 			c.logs(ctx)
 		case '4':
 			c.workspaces(ctx)
 		case '5':
-			c.shell()
+			if !c.host.ShellEnabled() {
+				c.setMessage("The shell is off: the host config enables it (init.console.shell: true).")
+				continue
+			}
+			if c.authorize(ctx, "Shell") {
+				c.shell()
+			}
 		case '6':
-			c.powerAction(ctx, "reboot", "Reboot the host? WorkSpaces stop. (y/n)", "y")
+			if c.authorize(ctx, "Reboot") {
+				c.powerAction(ctx, "reboot", "Reboot the host? WorkSpaces stop. (y/n)", "y")
+			}
 		case '7':
-			c.powerAction(ctx, "poweroff", "Power the host off? WorkSpaces stop. (y/n)", "y")
+			if c.authorize(ctx, "Power off") {
+				c.powerAction(ctx, "poweroff", "Power the host off? WorkSpaces stop. (y/n)", "y")
+			}
 		case '8':
-			c.factoryReset(ctx)
+			if c.authorize(ctx, "Factory reset") {
+				c.factoryReset(ctx)
+			}
+		case 'p', 'P':
+			if c.authorize(ctx, "Change the console password") {
+				c.changePassword(ctx)
+			}
+		case 'l', 'L':
+			c.lock()
+			c.setMessage("Locked: the console password is needed to change the host.")
 		case 0x0c: // Ctrl-L
 			c.redrawAll()
 		}
@@ -413,6 +466,16 @@ func atoi(s string) int {
 
 // ask shows lines and a prompt, and reads a line of text. ok is false on Esc.
 func (c *Console) ask(ctx context.Context, lines []string, prompt, initial string) (string, bool) {
+	return c.askText(ctx, lines, prompt, initial, false)
+}
+
+// askSecret is ask for a password: '*' echoes each character, and the text is not
+// trimmed.
+func (c *Console) askSecret(ctx context.Context, lines []string, prompt string) (string, bool) {
+	return c.askText(ctx, lines, prompt, "", true)
+}
+
+func (c *Console) askText(ctx context.Context, lines []string, prompt, initial string, secret bool) (string, bool) {
 	text := []rune(initial)
 	for {
 		st := c.host.Status()
@@ -422,8 +485,11 @@ func (c *Console) ask(ctx context.Context, lines []string, prompt, initial strin
 			f = append(f, "")
 		}
 		shown := string(text)
-		if max := width - len(prompt) - 1; len(text) > max {
-			shown = string(text[len(text)-max:])
+		if secret {
+			shown = strings.Repeat("*", len(text))
+		}
+		if max := width - len(prompt) - 1; len([]rune(shown)) > max {
+			shown = string([]rune(shown)[len([]rune(shown))-max:])
 		}
 		f = append(f, prompt+shown)
 		c.draw(f, Rows-1, len(prompt)+len([]rune(shown))+1)
@@ -438,6 +504,9 @@ func (c *Console) ask(ctx context.Context, lines []string, prompt, initial strin
 		case k.esc || k.r == 3:
 			return "", false
 		case k.enter:
+			if secret {
+				return string(text), true
+			}
 			return strings.TrimSpace(string(text)), true
 		case k.backspace:
 			if len(text) > 0 {
@@ -475,6 +544,8 @@ func (c *Console) wait(ctx context.Context, lines []string) {
 	}
 }
 
+// management is the network screen: the NICs and their roles, free to look at; setting
+// the management address needs the console password.
 func (c *Console) management(ctx context.Context) {
 	cur, err := c.host.Management()
 	now := "not configured"
@@ -489,27 +560,44 @@ func (c *Console) management(ctx context.Context) {
 		}
 	}
 	st := c.host.Status()
-	lines := []string{"Management address", "", "Interface:   " + st.Management, "Configured:  " + now, "",
-		"d  DHCP", "s  static address", "q  back"}
+	lines := []string{"Network", "", "Management: " + st.Management, "Configured: " + now, "Primary:    " + st.Primary}
+	if st.NetworkWriter != "" {
+		lines = append(lines, "Applied by: "+st.NetworkWriter)
+	}
+	lines = append(lines, "", "NICs (role - the rule that chose it):")
+	nics := st.NICs
+	if max := Rows - 2 - 2 - len(lines) - 4; len(nics) > max {
+		nics = append(nics[:max:max], fmt.Sprintf("... %d more", len(st.NICs)-max))
+	}
+	lines = append(lines, nics...)
+	head := len(lines)
+	lines = append(lines, "", "Management address:  d DHCP   s static   q back")
 	mode, ok := c.ask(ctx, lines, "Choose d or s: ", "")
 	if !ok {
 		return
 	}
+	lines = lines[:head]
 	var m Management
 	switch strings.ToLower(mode) {
 	case "d", "dhcp":
 		m.DHCP = true
 	case "s", "static":
-		addr, ok := c.ask(ctx, append(lines[:4], "", "Static address with prefix length, e.g. 192.0.2.10/24"), "Address: ", cur.Address)
+		if !c.authorize(ctx, "Set the management address") {
+			return
+		}
+		addr, ok := c.ask(ctx, append(lines[:4:4], "", "Static address with prefix length, e.g. 192.0.2.10/24"), "Address: ", cur.Address)
 		if !ok || addr == "" {
 			return
 		}
-		gw, ok := c.ask(ctx, append(lines[:4], "", "Address "+addr, "Default gateway (empty: none)"), "Gateway: ", cur.Gateway)
+		gw, ok := c.ask(ctx, append(lines[:4:4], "", "Address "+addr, "Default gateway (empty: none)"), "Gateway: ", cur.Gateway)
 		if !ok {
 			return
 		}
 		m.Address, m.Gateway = addr, gw
 	default:
+		return
+	}
+	if m.DHCP && !c.authorize(ctx, "Set the management address") {
 		return
 	}
 	desc := "DHCP"
@@ -519,11 +607,11 @@ func (c *Console) management(ctx context.Context) {
 			desc += " gateway " + m.Gateway
 		}
 	}
-	if !c.confirm(ctx, append(lines[:4], "", "New: "+desc, "Clients and the admin API may lose their connection."), "Apply? (y/n)", "y") {
+	if !c.confirm(ctx, append(lines[:4:4], "", "New: "+desc, "Clients and the admin API may lose their connection."), "Apply? (y/n)", "y") {
 		c.setMessage("Management address unchanged.")
 		return
 	}
-	c.showBusy("Applying " + desc + " with netcfg ...")
+	c.showBusy("Applying " + desc + " ...")
 	out, err := c.host.SetManagement(ctx, m)
 	res := []string{"Management address", ""}
 	if err != nil {
@@ -537,6 +625,101 @@ func (c *Console) management(ctx context.Context) {
 	if err == nil {
 		c.setMessage("Management address set: %s", desc)
 	}
+}
+
+// ---- the console password ----
+
+// checkAutoLock locks the console once AutoLockIdle passed without a key.
+func (c *Console) checkAutoLock() {
+	c.mu.Lock()
+	idle := c.autoLock
+	c.mu.Unlock()
+	if c.unlocked && time.Since(c.lastKey) > idle {
+		c.lock()
+		c.setMessage("Locked after %s without a key.", fmtDur(idle))
+	}
+}
+
+func (c *Console) lock() { c.unlocked = false }
+
+// authorize asks for the console password before an action that changes the host, and
+// reports whether it may go ahead. Without a password yet, it asks for a new one.
+func (c *Console) authorize(ctx context.Context, what string) bool {
+	c.checkAutoLock()
+	if c.unlocked {
+		return true
+	}
+	pw := c.host.Password()
+	set, err := pw.State()
+	lines := []string{what, ""}
+	if err != nil {
+		c.wait(ctx, append(lines, "The console password cannot be used:", err.Error(), "",
+			"Set init.console.passwordHash in the host config (imagebuild console-password makes one)."))
+		return false
+	}
+	if !set {
+		lines = append(lines, "This host has no console password yet. Set one now: it protects every",
+			"action that changes the host, on every terminal. At least 8 characters.",
+			"(Or set init.console.passwordHash in the host config.)")
+		p1, ok := c.askSecret(ctx, lines, "New console password: ")
+		if !ok {
+			return false
+		}
+		p2, ok := c.askSecret(ctx, lines, "Repeat it: ")
+		if !ok {
+			return false
+		}
+		if p1 != p2 {
+			c.setMessage("The two passwords differ; nothing set.")
+			return false
+		}
+		c.showBusy("Setting the console password ...")
+		if err := pw.Set(p1); err != nil {
+			c.setMessage("Console password: %v", err)
+			return false
+		}
+		c.unlocked, c.lastKey = true, time.Now()
+		c.setMessage("Console password set.")
+		return true
+	}
+	lines = append(lines, "Changing the host needs the console password.")
+	p, ok := c.askSecret(ctx, lines, "Console password: ")
+	if !ok {
+		return false
+	}
+	c.showBusy("Checking ...")
+	switch err := pw.Check(p); {
+	case err == nil:
+		c.unlocked, c.lastKey = true, time.Now()
+		return true
+	case errors.Is(err, ErrWrongPassword):
+		c.setMessage("Wrong password.")
+	default:
+		c.setMessage("Console password: %v", err)
+	}
+	return false
+}
+
+func (c *Console) changePassword(ctx context.Context) {
+	lines := []string{"Change the console password", "", "At least 8 characters."}
+	p1, ok := c.askSecret(ctx, lines, "New console password: ")
+	if !ok {
+		return
+	}
+	p2, ok := c.askSecret(ctx, lines, "Repeat it: ")
+	if !ok {
+		return
+	}
+	if p1 != p2 {
+		c.setMessage("The two passwords differ; unchanged.")
+		return
+	}
+	c.showBusy("Setting the console password ...")
+	if err := c.host.Password().ChangeTo(p1); err != nil {
+		c.setMessage("Console password: %v", err)
+		return
+	}
+	c.setMessage("Console password changed.")
 }
 
 func (c *Console) showBusy(msg string) {
@@ -696,6 +879,9 @@ func (c *Console) workspaces(ctx context.Context) {
 		if action == "" {
 			continue
 		}
+		if !c.authorize(ctx, capitalize(action)+" "+w.ID) {
+			return
+		}
 		if !c.confirm(ctx, lines[:6], capitalize(action)+" "+w.ID+"? (y/n)", "y") {
 			continue
 		}
@@ -778,6 +964,7 @@ func (c *Console) next(ctx context.Context, d time.Duration) (key, bool) {
 	defer t.Stop()
 	select {
 	case k := <-c.keys:
+		c.lastKey = time.Now()
 		return k, true
 	case <-t.C:
 		return key{}, false

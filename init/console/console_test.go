@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,10 +18,28 @@ type fakeHost struct {
 	mu       sync.Mutex
 	restarts []string
 	mgmt     Management
+	mgmtSets int
 	actions  []string
 	power    []string
 	shells   int
 	logs     []string
+	shellOn  bool
+	password *Password
+}
+
+func (h *fakeHost) ShellEnabled() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.shellOn
+}
+
+func (h *fakeHost) Password() *Password { return h.password }
+
+// changes counts what the console did to the host.
+func (h *fakeHost) changes() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.restarts) + h.mgmtSets + len(h.actions) + len(h.power) + h.shells
 }
 
 func (h *fakeHost) Status() Status {
@@ -32,7 +51,9 @@ func (h *fakeHost) Status() Status {
 	}
 	return Status{Phase: "ready", Hostname: "host-1", Version: "0.4+gabc", Kernel: "6.1.0",
 		Management: addr, Primary: "br-primary 10.0.3.15/24 (dhcp, uplink eth1)",
-		Time: "2026-01-01 00:00:00 UTC ntp", Storage: "/perm on /dev/vda2",
+		Time: "2026-01-01 00:00:00 UTC ntp", Storage: "/perm on /dev/vda2", NetworkWriter: "hostd",
+		NICs: []string{"eth0 52:54:00:aa:00:00: primary - the first other NIC with carrier",
+			"eth1 52:54:00:aa:00:01: management - network-booted from it (BOOTIF)"},
 		Services:   []ServiceInfo{{Name: "netcfg", State: "running", PID: 10}, {Name: "hostd", State: "running", PID: 42, Restarts: len(h.restarts)}},
 		Workspaces: map[string]int{"AVAILABLE": 2, "STOPPED": 1},
 		Alarms:     []string{"init_on_free off: freed guest memory is not zeroed by the kernel"}}
@@ -75,6 +96,7 @@ func (h *fakeHost) SetManagement(_ context.Context, m Management) (string, error
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.mgmt = m
+	h.mgmtSets++
 	return "applied in 12ms", nil
 }
 
@@ -95,12 +117,13 @@ func (h *fakeHost) Power(action string) error {
 // term is the console's end of a pair of pipes; the test types into the other end and
 // reads the output onto a vt100 screen.
 type rig struct {
-	t      *testing.T
-	host   *fakeHost
-	screen *vt100.Screen
-	keys   *os.File
-	raw    strings.Builder
-	mu     sync.Mutex
+	t       *testing.T
+	host    *fakeHost
+	screen  *vt100.Screen
+	keys    *os.File
+	raw     strings.Builder
+	mu      sync.Mutex
+	console *Console
 }
 
 type pipeTerm struct {
@@ -112,12 +135,17 @@ func (p pipeTerm) Read(b []byte) (int, error)        { return p.r.Read(b) }
 func (p pipeTerm) Write(b []byte) (int, error)       { return p.w.Write(b) }
 func (p pipeTerm) SetReadDeadline(t time.Time) error { return p.r.SetReadDeadline(t) }
 
+// testPassword is the console password of the rig's host once set.
+const testPassword = "correct horse"
+
 func newRig(t *testing.T) *rig {
 	inR, inW, _ := os.Pipe()
 	outR, outW, _ := os.Pipe()
-	r := &rig{t: t, host: &fakeHost{mgmt: Management{DHCP: true}}, screen: vt100.New(Rows, Cols), keys: inW}
+	pw := &Password{File: filepath.Join(t.TempDir(), "console-password"), Sleep: func(time.Duration) {}}
+	r := &rig{t: t, host: &fakeHost{mgmt: Management{DHCP: true}, password: pw}, screen: vt100.New(Rows, Cols), keys: inW}
 	c := New(pipeTerm{inR, outW}, r.host, "ttyS0")
 	c.refresh = 50 * time.Millisecond
+	r.console = c
 	ctx, cancel := context.WithCancel(context.Background())
 	go c.Run(ctx)
 	go func() {
@@ -156,6 +184,21 @@ func (r *rig) want(what string) {
 	}
 }
 
+// setPassword sets the console password through the first-use prompt of an action.
+func (r *rig) setPassword() {
+	r.t.Helper()
+	if err := r.host.password.Set(testPassword); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// unlock answers the password prompt an action brought up.
+func (r *rig) unlock() {
+	r.t.Helper()
+	r.want("Console password:")
+	r.typ(testPassword + "\r")
+}
+
 func TestStatusScreenFits80x24(t *testing.T) {
 	r := newRig(t)
 	r.want("deskhost: ready")
@@ -181,8 +224,10 @@ func TestStatusScreenFits80x24(t *testing.T) {
 
 func TestRestartService(t *testing.T) {
 	r := newRig(t)
+	r.setPassword()
 	r.want("Choose 1-8:")
 	r.typ("2")
+	r.unlock()
 	r.want("Restart a service")
 	r.want("2  hostd")
 	r.typ("2")
@@ -198,10 +243,15 @@ func TestRestartService(t *testing.T) {
 
 func TestManagementStatic(t *testing.T) {
 	r := newRig(t)
+	r.setPassword()
 	r.want("Choose 1-8:")
 	r.typ("1")
-	r.want("Configured:  DHCP")
+	// The network screen: free to look at, with each NIC's role and rule.
+	r.want("Configured: DHCP")
+	r.want("eth1 52:54:00:aa:00:01: management - network-booted from it (BOOTIF)")
+	r.want("Applied by: hostd")
 	r.typ("s\r")
+	r.unlock()
 	r.want("Address:")
 	r.typ("10.0.2.99/2\x7f24\r") // with a typo fixed by Backspace
 	r.want("Gateway:")
@@ -223,12 +273,14 @@ func TestManagementStatic(t *testing.T) {
 
 func TestWorkspaceStop(t *testing.T) {
 	r := newRig(t)
+	r.setPassword()
 	r.want("Choose 1-8:")
 	r.typ("4")
 	r.want("ws-bbbbbbbbb")
 	r.typ("2")
 	r.want("Choose r or s:")
 	r.typ("s\r")
+	r.unlock()
 	r.want("Stop ws-bbbbbbbbb? (y/n)")
 	r.typ("y\r")
 	r.want("stop ws-bbbbbbbbb: requested")
@@ -254,8 +306,10 @@ func TestLogsPaging(t *testing.T) {
 
 func TestFactoryResetNeedsTypedConfirmation(t *testing.T) {
 	r := newRig(t)
+	r.setPassword()
 	r.want("Choose 1-8:")
 	r.typ("8")
+	r.unlock()
 	r.want("Type RESET")
 	r.typ("reset\r")
 	r.want("Factory reset cancelled.")
@@ -282,20 +336,142 @@ func TestFactoryResetNeedsTypedConfirmation(t *testing.T) {
 
 func TestRebootAndShell(t *testing.T) {
 	r := newRig(t)
+	r.host.shellOn = true
+	r.setPassword()
 	r.want("Choose 1-8:")
 	r.typ("6")
+	r.unlock()
 	r.want("Reboot the host?")
 	r.typ("n\r")
 	r.want("Choose 1-8:")
-	r.typ("5")
+	r.typ("5") // unlocked: no second prompt
 	deadline := time.Now().Add(5 * time.Second)
-	for r.host.shells == 0 && time.Now().Before(deadline) {
+	for r.host.changes() == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	r.want("Choose 1-8:")
 	if r.host.shells != 1 || len(r.host.power) != 0 {
 		t.Errorf("shells %d, power %v", r.host.shells, r.host.power)
 	}
+}
+
+// The shell is off unless the config enables it; with it on, 5 asks for the password,
+// a wrong one opens nothing, and five wrong ones lock guessing out.
+func TestShellNeedsPassword(t *testing.T) {
+	r := newRig(t)
+	r.want("Choose 1-8:")
+	r.typ("5")
+	r.want("The shell is off")
+	r.host.mu.Lock()
+	r.host.shellOn = true
+	r.host.mu.Unlock()
+	// No password yet: the first protected action sets one; two that differ set none.
+	r.typ("5")
+	r.want("no console password yet")
+	r.typ("short-one\r")
+	r.want("Repeat it:")
+	r.typ("other-one\r")
+	r.want("The two passwords differ")
+	if set, _ := r.host.password.State(); set || r.host.changes() != 0 {
+		t.Fatalf("a password was set from two different ones, or the shell opened (%d changes)", r.host.changes())
+	}
+	r.typ("5")
+	r.want("New console password:")
+	r.typ(testPassword + "\r")
+	r.want("Repeat it:")
+	r.typ(testPassword + "\r")
+	r.want("Console password set.")
+	if r.host.shells != 1 {
+		t.Fatalf("shells %d after setting the password", r.host.shells)
+	}
+	if st, err := os.Stat(r.host.password.File); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("password file: %v %v", st, err)
+	}
+	if b, _ := os.ReadFile(r.host.password.File); strings.Contains(string(b), testPassword) || !strings.HasPrefix(string(b), "$argon2id$") {
+		t.Errorf("the password file holds %q, want an argon2id hash", b)
+	}
+	// Locked again: the masked prompt, and a wrong password opens nothing.
+	r.typ("L")
+	r.want("(locked)")
+	r.typ("5")
+	r.want("Console password:")
+	r.typ("wrong-password")
+	r.want("Console password: **************")
+	if r.screen.Contains("wrong-password") {
+		t.Error("the password echoed")
+	}
+	r.typ("\r")
+	r.want("Wrong password.")
+	if r.host.shells != 1 {
+		t.Fatalf("a wrong password opened the shell")
+	}
+	for i := 0; i < MaxFailures-1; i++ {
+		r.typ("5")
+		r.want("Console password:")
+		r.typ(fmt.Sprintf("wrong-%d\r", i))
+		r.want("Choose 1-8:")
+	}
+	r.typ("5")
+	r.want("Console password:")
+	r.typ(testPassword + "\r")
+	r.want("wrong passwords in a row: try again in")
+	if r.host.shells != 1 {
+		t.Fatal("the right password worked during the lockout")
+	}
+	if r.host.changes() != 1 {
+		t.Errorf("changes %d, want only the first shell", r.host.changes())
+	}
+}
+
+// Every action that changes the host asks for the password; looking does not.
+func TestLockedConsoleChangesNothing(t *testing.T) {
+	r := newRig(t)
+	r.host.shellOn = true
+	r.setPassword()
+	r.want("Choose 1-8:")
+	for _, k := range []string{"2", "5", "6", "7", "8", "P"} {
+		r.typ(k)
+		r.want("Console password:")
+		r.typ("\x1b")
+		r.want("Choose 1-8:")
+	}
+	r.typ("1")
+	r.want("Choose d or s:")
+	r.typ("d\r")
+	r.want("Console password:")
+	r.typ("\x1b")
+	r.typ("4")
+	r.want("ws-aaaaaaaaa")
+	r.typ("1")
+	r.want("Choose r or s:")
+	r.typ("r\r")
+	r.want("Console password:")
+	r.typ("\x1b")
+	r.typ("q")
+	r.typ("3") // logs: no password
+	r.want("3  init")
+	r.typ("q")
+	r.want("Choose 1-8:")
+	if n := r.host.changes(); n != 0 {
+		t.Errorf("%d changes without the password", n)
+	}
+}
+
+// The console locks itself after AutoLockIdle without a key.
+func TestAutoLock(t *testing.T) {
+	r := newRig(t)
+	r.setPassword()
+	r.want("Choose 1-8:")
+	r.typ("6")
+	r.unlock()
+	r.want("Reboot the host?")
+	r.typ("n\r")
+	r.want("P Password  L Lock")
+	r.console.mu.Lock()
+	r.console.autoLock = 100 * time.Millisecond
+	r.console.mu.Unlock()
+	r.want("(locked)")
+	r.want("Locked after")
 }
 
 func TestDecodeKeys(t *testing.T) {

@@ -89,9 +89,10 @@ func TestReadyRestartStop(t *testing.T) {
 }
 
 func TestStopKillsAStubbornProcess(t *testing.T) {
-	s := New(reaper, Spec{Name: "stubborn", Path: "/bin/sh", Args: []string{"-c", "trap '' TERM; while :; do sleep 0.1; done"}, StopTimeout: 300 * time.Millisecond})
+	s := New(reaper, Spec{Name: "stubborn", Path: "/bin/sh", Args: []string{"-c", "trap '' TERM; echo trapped; while :; do sleep 0.1; done"}, StopTimeout: 300 * time.Millisecond})
 	s.Start()
-	waitFor(t, "running", 5*time.Second, func() bool { return s.Status().PID != 0 })
+	// Stop only once the shell ignores SIGTERM: before, SIGTERM alone would end it.
+	waitFor(t, "ignoring SIGTERM", 5*time.Second, func() bool { return strings.Contains(strings.Join(s.Log().Lines(0), "\n"), "trapped") })
 	start := time.Now()
 	s.Stop(context.Background())
 	if d := time.Since(start); d < 300*time.Millisecond || d > 5*time.Second {

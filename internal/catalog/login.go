@@ -13,10 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"deskhost/internal/secretfile"
 )
 
 // Login configures how a directory's users sign in.
@@ -526,13 +527,10 @@ func secret(inline, file, name string) (string, error) {
 	if file == "" {
 		return inline, nil
 	}
-	b, err := os.ReadFile(file)
+	// Owner-only (0600): a secret file others may read is refused, naming it.
+	s, err := secretfile.Read(file)
 	if err != nil {
 		return "", fmt.Errorf("%sFile: %w", name, err)
-	}
-	s := strings.TrimRight(string(b), "\r\n")
-	if s == "" {
-		return "", fmt.Errorf("%sFile %s is empty", name, file)
 	}
 	return s, nil
 }

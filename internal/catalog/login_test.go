@@ -141,6 +141,12 @@ func TestValidateCrossFieldRules(t *testing.T) {
 	if p, err := l.Password(); err != nil || p != "from-file" {
 		t.Errorf("password from file: %q %v", p, err)
 	}
+	// A secret file its group or others may read is refused, naming it.
+	os.Chmod(secretFile, 0o644)
+	r := RADIUS{SharedSecretFile: secretFile}
+	if s, err := r.Secret(); err == nil || s != "" || !strings.Contains(err.Error(), "sharedSecretFile") || !strings.Contains(err.Error(), secretFile) {
+		t.Errorf("world-readable secret file: %q %v", s, err)
+	}
 }
 
 func groups(n int) []IPGroup {

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"deskhost/internal/atomicfile"
+	"deskhost/internal/secretfile"
 )
 
 // Files in a self-signed directory.
@@ -58,6 +59,10 @@ func Load(certFile, keyFile, dir string, names []string) (tls.Certificate, error
 	if certFile != "" || keyFile != "" {
 		if certFile == "" || keyFile == "" {
 			return tls.Certificate{}, errors.New("tls: a certificate file and a key file go together")
+		}
+		// The private key is a secret: owner-only, like every secret file.
+		if err := secretfile.Check(keyFile); err != nil {
+			return tls.Certificate{}, fmt.Errorf("tls: key: %w", err)
 		}
 		c, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -86,6 +87,12 @@ func TestLoadRefuses(t *testing.T) {
 	if _, err := Load(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile), "", nil); err != nil {
 		t.Errorf("configured pair: %v", err)
 	}
+	// An operator's key file its group or others may read is refused, naming it.
+	os.Chmod(filepath.Join(dir, KeyFile), 0o644)
+	if _, err := Load(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile), "", nil); err == nil || !strings.Contains(err.Error(), filepath.Join(dir, KeyFile)) {
+		t.Errorf("a world-readable key file: %v", err)
+	}
+	os.Chmod(filepath.Join(dir, KeyFile), 0o600)
 }
 
 func TestIssue(t *testing.T) {

@@ -95,11 +95,14 @@ type API struct {
 	Throttle Throttle `yaml:"throttle"`
 }
 
-// AccessKey is an administrator's credential for SigV4.
+// AccessKey is an administrator's credential for SigV4. The secret is given inline
+// (Secret) or, on an appliance, as a file of its own on /perm (SecretFile, mode 0600):
+// an image or PXE bundle never carries it (imagebuild refuses an inline one).
 type AccessKey struct {
-	ID     string `yaml:"id"`
-	Secret string `yaml:"secret"`
-	Name   string `yaml:"name"`
+	ID         string `yaml:"id"`
+	Secret     string `yaml:"secret"`
+	SecretFile string `yaml:"secretFile"`
+	Name       string `yaml:"name"`
 }
 
 // Throttle is a token bucket.
@@ -118,9 +121,13 @@ type Network struct {
 // Memory is the guest-memory hygiene policy.
 type Memory struct {
 	// RequireInitOnFree refuses to start WorkSpaces unless the kernel runs with
-	// init_on_free=1 (the appliance image sets it; dev machines may not).
-	RequireInitOnFree bool `yaml:"requireInitOnFree"`
+	// init_on_free=1. Default true (the appliance image sets it); test harnesses on
+	// development machines, which may not, set it to false explicitly.
+	RequireInitOnFree *bool `yaml:"requireInitOnFree"`
 }
+
+// InitOnFreeRequired is RequireInitOnFree with its default (true).
+func (m Memory) InitOnFreeRequired() bool { return m.RequireInitOnFree == nil || *m.RequireInitOnFree }
 
 // Quotas are per-host limits.
 type Quotas struct {

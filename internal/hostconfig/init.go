@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"deskhost/internal/argon2id"
 )
 
 // Init configures PID 1 (init/): the host name, the operator console, time, the network
@@ -20,7 +22,7 @@ import (
 //
 //	init:
 //	  hostname: deskhost-01
-//	  console: {ttys: [ttyS0, tty1], baud: 115200}
+//	  console: {ttys: [ttyS0, tty1], baud: 115200, shell: false}
 //	  time: {servers: [10.0.0.1, ntp.example.com:123], timeout: 5s}
 //	  nameservers: [10.0.0.1]
 //	  network: {...}            # netcfg's config, as in configs/netcfg-example.yaml
@@ -39,9 +41,11 @@ type Init struct {
 	// Nameservers are written to /etc/resolv.conf (for NTP server names and the
 	// services).
 	Nameservers []string `yaml:"nameservers"`
-	// Network is netcfg's desired state (netcfg/config), applied at boot with
-	// `netcfg apply` and then kept by `netcfg apply --serve`; init writes it to a file for
-	// netcfg, which validates it. Absent: init applies no network configuration.
+	// Network is netcfg's desired state (netcfg/config), applied by init at boot and
+	// then kept by hostd (or, with hostd disabled, by `netcfg apply --serve`); it is
+	// checked by netcfg's rules. interfaces.management and interfaces.primary may leave
+	// out name and mac: the NIC is then chosen at boot by rule (NICsByRule). Absent: init
+	// applies no network configuration.
 	Network yaml.Node `yaml:"network"`
 	// Services tunes the supervised services, by name (ServiceNames).
 	Services map[string]InitService `yaml:"services"`
@@ -53,12 +57,23 @@ type Init struct {
 	Log InitLog `yaml:"log"`
 }
 
-// InitConsole is where the operator console runs.
+// InitConsole is where the operator console runs and who may change the host from it.
+// The status screen is readable by anyone at a terminal; every action that changes the
+// host (network, services, WorkSpaces, power, factory reset, the shell) asks for the
+// console password first.
 type InitConsole struct {
 	// TTYs are the terminals, names below /dev (default ttyS0 and tty1, the VGA console).
 	TTYs []string `yaml:"ttys"`
 	// Baud is the serial lines' speed (default 115200).
 	Baud int `yaml:"baud"`
+	// PasswordHash is the console password as an argon2id hash (`imagebuild
+	// console-password` makes one). Without it, the password is the one set at the
+	// console on first use and kept on /perm (0600). A hash is a secret too: it may be
+	// guessed at offline, so imagebuild refuses to bake it into an image.
+	PasswordHash string `yaml:"passwordHash"`
+	// Shell enables the console's root shell (menu 5), after the console password.
+	// Default off.
+	Shell bool `yaml:"shell"`
 }
 
 // InitTime is the NTP client's configuration.
@@ -157,6 +172,11 @@ func (i *Init) Validate() error {
 	for k, t := range i.Console.TTYs {
 		if !ttyRe.MatchString(t) {
 			bad("console.ttys[%d] %q: a terminal name below /dev such as ttyS0 or tty1", k, t)
+		}
+	}
+	if i.Console.PasswordHash != "" {
+		if err := argon2id.Check(i.Console.PasswordHash); err != nil {
+			bad("console.passwordHash: %v", err)
 		}
 	}
 	switch i.Console.Baud {
@@ -296,11 +316,15 @@ func (i *Init) Defaults() {
 // NetworkYAML returns the network section as a YAML document for netcfg, or nil when
 // there is none.
 func (i *Init) NetworkYAML() ([]byte, error) {
-	if i.Network.Kind == 0 {
+	return networkYAML(i.Network)
+}
+
+func networkYAML(n yaml.Node) ([]byte, error) {
+	if n.Kind == 0 {
 		return nil, nil
 	}
 	// Block style: the file is for people too (the console shows netcfg's errors).
-	n := blockStyle(i.Network)
+	n = blockStyle(n)
 	b, err := yaml.Marshal(&n)
 	if err != nil {
 		return nil, fmt.Errorf("init.network: %w", err)

@@ -1,11 +1,13 @@
 package hostconfig
 
 import (
-	"deskhost/internal/catalog"
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"time"
+
+	"deskhost/internal/catalog"
 )
 
 // Defaults: the guide's numbers where it has one.
@@ -90,8 +92,14 @@ func (h *Hostd) validate(managedNetwork bool) error {
 		switch {
 		case len(k.ID) < 16:
 			bad("hostd.api.accessKeys[%d].id: at least 16 characters", i)
-		case len(k.Secret) < 20:
-			bad("hostd.api.accessKeys[%d].secret: at least 20 characters", i)
+		case k.Secret != "" && k.SecretFile != "":
+			bad("hostd.api.accessKeys[%d]: secret or secretFile, not both", i)
+		case k.Secret == "" && k.SecretFile == "":
+			bad("hostd.api.accessKeys[%d]: secretFile (a 0600 file on /perm) or secret required", i)
+		case k.SecretFile != "" && !filepath.IsAbs(k.SecretFile):
+			bad("hostd.api.accessKeys[%d].secretFile %q: an absolute path", i, k.SecretFile)
+		case k.SecretFile == "" && len(k.Secret) < minSecretLen:
+			bad("hostd.api.accessKeys[%d].secret: at least %d characters", i, minSecretLen)
 		case keys[k.ID]:
 			bad("hostd.api.accessKeys[%d].id %s: duplicate", i, k.ID)
 		}

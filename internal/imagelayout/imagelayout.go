@@ -39,8 +39,19 @@ const PermLabel = "deskhost-perm"
 
 // Kernel command line parameters init reads.
 const (
-	// ParamConfig names the host config: a path, or an http:// or tftp:// URL.
+	// ParamConfig names the host config: a path, or an https://, http:// or tftp:// URL.
+	// A fetched config must be verifiable by ParamConfigCA or ParamConfigSHA256: the
+	// command line is not secret, but it is trusted (it comes with the kernel).
 	ParamConfig = "deskhost.config"
+	// ParamConfigCA pins the CA an https:// config's server certificate must chain to:
+	// the sha256 fingerprint of the CA certificate (DER), hex, colons allowed, optionally
+	// prefixed "sha256:". The server sends the CA in its chain.
+	ParamConfigCA = "deskhost.config.ca"
+	// ParamConfigSHA256 is the sha256 of the config file itself (hex).
+	ParamConfigSHA256 = "deskhost.config.sha256"
+	// ParamBootIF is the MAC of the NIC the host network-booted from, as iPXE
+	// (${netX/mac}) or pxelinux (01-aa-bb-cc-dd-ee-ff) put it on the command line.
+	ParamBootIF = "BOOTIF"
 	// ParamPerm names the /perm device (e.g. /dev/vdb) instead of finding it by PermLabel.
 	ParamPerm = "deskhost.perm"
 )

@@ -156,6 +156,7 @@ func newEnvFor(t *testing.T, sp spec) *env {
   provisionTimeout: 4m
   shutdownTimeout: 20s
   healthInterval: 2s
+  memory: {requireInitOnFree: false} # this development machine runs without init_on_free=1
   computeTypes:
     VALUE: {vcpus: 1, memoryMiB: 256}
 zeroclient:

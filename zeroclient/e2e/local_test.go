@@ -51,6 +51,7 @@ func TestLocalUsersFromTheStore(t *testing.T) {
   libvirt: {socket: %[2]s, pool: %[8]s, domainType: qemu}
   network: {managementBridge: zclm%[3]s, primaryBridge: zclp%[3]s}
   api: {socket: %[4]s}
+  memory: {requireInitOnFree: false} # this development machine runs without init_on_free=1
   computeTypes:
     VALUE: {vcpus: 1, memoryMiB: 256}
 zeroclient:
