@@ -47,9 +47,11 @@ import (
 	"deskhost/hostd/store"
 	"deskhost/hostd/virt"
 	"deskhost/internal/atomicfile"
+	"deskhost/internal/buildinfo"
 	"deskhost/internal/catalog"
 	"deskhost/internal/desktopimage"
 	"deskhost/internal/hostconfig"
+	"deskhost/internal/logging"
 )
 
 func main() {
@@ -62,6 +64,9 @@ func main() {
 			os.Exit(checkConfig(args[1:], os.Stdout, os.Stderr))
 		case "etcd":
 			os.Exit(etcdmember.Main(args[1:]))
+		case "version":
+			buildinfo.Print(os.Stdout, "hostd")
+			return
 		case "preflight":
 			r, err := memscrub.Check()
 			if err != nil {
@@ -78,7 +83,7 @@ func main() {
 	}
 	code := cli.Main(args, os.Stdout, os.Stderr)
 	if len(args) == 0 || len(args) == 1 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help") {
-		fmt.Println("\nDaemon:\n  serve --config FILE [--debug]   run hostd\n  check-config --config FILE      validate the host config and exit\n  preflight                       check swap, KSM and init_on_free, and exit\n  etcd --config-file FILE         run a member of the fleet's etcd cluster")
+		fmt.Println("\nDaemon:\n  serve --config FILE [--debug]   run hostd (--log-format json, --log-level)\n  check-config --config FILE      validate the host config and exit\n  preflight                       check swap, KSM and init_on_free, and exit\n  etcd --config-file FILE         run a member of the fleet's etcd cluster\n  version                         print the build (module version, VCS revision)")
 	}
 	os.Exit(code)
 }
@@ -90,6 +95,9 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "/perm/deskhost.yaml", "host config file")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if _, err := hostconfig.Load(*path); err != nil {
@@ -103,15 +111,20 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 func serve(args []string) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	path := fs.String("config", "/perm/deskhost.yaml", "host config file")
-	debug := fs.Bool("debug", false, "log at debug level")
+	debug := fs.Bool("debug", false, "log at debug level (--log-level debug)")
+	logFlags := logging.Register(fs)
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
-	level := slog.LevelInfo
-	if *debug {
-		level = slog.LevelDebug
+	logFlags.Debug(*debug)
+	log, err := logFlags.Logger(os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hostd serve:", err)
+		return 2
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if err := run(*path, log); err != nil {
 		log.Error("hostd stopped", "err", err)
 		return 1

@@ -6,9 +6,10 @@
 //	                                       re-apply on SIGHUP and every --interval)
 //	netcfg show [--config FILE]            what is applied: management range, links, ruleset
 //	netcfg check --config FILE             desired vs applied; exit 1 on drift
+//	netcfg version                         the build (module version, VCS revision)
 //
-// Every command takes --netns NAME to work inside a named network namespace
-// (ip netns) instead of the current one, and --log-level.
+// show and check take --json. Every command takes --netns NAME to work inside a named
+// network namespace (ip netns) instead of the current one, --log-level and --log-format.
 // Exit status: 0 success (check: in sync), 1 drift (check), 2 error.
 package main
 
@@ -29,6 +30,8 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"deskhost/internal/buildinfo"
+	"deskhost/internal/logging"
 	"deskhost/netcfg/config"
 	"deskhost/netcfg/firewall"
 	"deskhost/netcfg/reconcile"
@@ -42,9 +45,10 @@ func main() {
 
 const usage = `usage:
   netcfg apply --config FILE [--serve] [--interval 60s]
-  netcfg show  [--config FILE]
-  netcfg check --config FILE
-common flags: --netns NAME, --log-level debug|info|warn|error
+  netcfg show  [--config FILE] [--json]
+  netcfg check --config FILE [--json]
+  netcfg version
+common flags: --netns NAME, --log-level debug|info|warn|error, --log-format text|json
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -55,26 +59,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if args[0] == "version" {
+		buildinfo.Print(stdout, "netcfg")
+		return 0
+	}
 	cmd := args[0]
 	fs := flag.NewFlagSet("netcfg "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "desired state (YAML)")
 	nsName := fs.String("netns", "", "work inside this named network namespace")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
+	logFlags := logging.Register(fs)
+	asJSON := fs.Bool("json", false, "show, check: print JSON")
 	serve := fs.Bool("serve", false, "apply: keep running (DHCP/metadata on br-mgmt, NIC leases, periodic re-apply)")
 	interval := fs.Duration("interval", time.Minute, "apply --serve: re-apply (repair drift) this often")
 	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
-		fmt.Fprintf(stderr, "netcfg: --log-level: %v\n", err)
+	log, err := logFlags.Logger(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "netcfg: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "netcfg %s: %v\n", cmd, err)
 		return 2
+	}
+	if *asJSON && cmd == "apply" {
+		return fail(errors.New("--json goes with show and check"))
 	}
 
 	ns := netns.None()
@@ -132,6 +146,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(err)
 		}
+		if *asJSON {
+			if err := writeJSON(stdout, checkJSON{InSync: len(drift) == 0, Drift: append([]string{}, drift...)}); err != nil {
+				return fail(err)
+			}
+			if len(drift) > 0 {
+				return 1
+			}
+			return 0
+		}
 		if len(drift) == 0 {
 			fmt.Fprintln(stdout, "in sync")
 			return 0
@@ -151,6 +174,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		st, err := r.Status(stateFile, nics...)
 		if err != nil {
 			return fail(err)
+		}
+		if *asJSON {
+			if err := writeJSON(stdout, statusJSON(st)); err != nil {
+				return fail(err)
+			}
+			return 0
 		}
 		printStatus(stdout, st)
 		return 0

@@ -673,7 +673,7 @@ func (c *Controller) scrub(id string) error {
 	c.mu.Lock()
 	delete(c.held, id)
 	c.mu.Unlock()
-	c.cfg.Log.Info("guest memory scrubbed", "workspace", id, "bytes", st.Populated, "ms", st.Duration.Milliseconds())
+	c.cfg.Log.Info("guest memory scrubbed", "workspace", id, "bytes", st.Populated, "duration", st.Duration)
 	return nil
 }
 
