@@ -34,8 +34,9 @@ build:
 	$(GOBUILD) -o $(BIN)/libvirtrun ./scripts/libvirtrun
 
 # The tiny desktop image WorkSpaces boot (kernel + initramfs with the guest agent + root fs).
+# --apt-update: the kernel is resolved from freshly updated apt lists, never stale ones.
 image: build
-	$(BIN)/imagebuild desktop --out $(IMAGE) --cache $(CACHE)
+	$(BIN)/imagebuild desktop --apt-update --out $(IMAGE) --cache $(CACHE)
 
 # The appliance image (configs/appliance.yaml): PXE bundle, raw EFI disk, manifest.
 appliance: build
