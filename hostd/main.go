@@ -29,6 +29,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -42,6 +44,7 @@ import (
 	"deskhost/hostd/controller"
 	"deskhost/hostd/etcdmember"
 	"deskhost/hostd/memscrub"
+	"deskhost/hostd/metrics"
 	"deskhost/hostd/network"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
@@ -220,6 +223,7 @@ func run(path string, log *slog.Logger) error {
 		netw = nm
 	}
 
+	mx := metrics.New(metrics.Options{Store: st, ComputeTypes: h.ComputeTypes, Quota: h.Quotas.Workspaces})
 	ctl := controller.New(controller.Config{
 		Store:               st,
 		Conn:                conn,
@@ -239,11 +243,17 @@ func run(path string, log *slog.Logger) error {
 		TerminatedRetention: h.TerminatedRetention.Duration,
 		Preflight:           preflight,
 		DialAgent:           controller.DialAgent,
+		Observer:            mx,
 		Log:                 log.With("component", "controller"),
 	})
 	svc.SetWaker(ctl)
 	srv := api.New(svc, api.OptionsFromConfig(h.API, log.With("component", "api")))
 
+	if h.Metrics.Listen != "" {
+		if err := serveMetrics(ctx, h.Metrics.Listen, mx, log); err != nil {
+			return err
+		}
+	}
 	errs := make(chan error, 2)
 	go func() { errs <- ctl.Run(ctx) }()
 	go func() { errs <- srv.Run(ctx, h.API, filepath.Join(h.DataDir, "tls")) }()
@@ -265,6 +275,28 @@ func run(path string, log *slog.Logger) error {
 	ctl.WaitIdle()
 	ctl.Close()
 	return first
+}
+
+// serveMetrics serves /metrics on addr until ctx ends.
+func serveMetrics(ctx context.Context, addr string, mx *metrics.Metrics, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("hostd.metrics.listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", mx.Handler())
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		hs.Close()
+	}()
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("metrics", "listen", ln.Addr().String())
+	return nil
 }
 
 // ImportReportFile is where, under hostd's dataDir, the catalog import's report is kept.
