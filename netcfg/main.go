@@ -20,6 +20,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"slices"
@@ -34,6 +36,7 @@ import (
 	"deskhost/internal/logging"
 	"deskhost/netcfg/config"
 	"deskhost/netcfg/firewall"
+	"deskhost/netcfg/metrics"
 	"deskhost/netcfg/reconcile"
 )
 
@@ -44,7 +47,7 @@ func main() {
 }
 
 const usage = `usage:
-  netcfg apply --config FILE [--serve] [--interval 60s]
+  netcfg apply --config FILE [--serve] [--interval 60s] [--metrics-listen ADDR]
   netcfg show  [--config FILE] [--json]
   netcfg check --config FILE [--json]
   netcfg version
@@ -72,6 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "show, check: print JSON")
 	serve := fs.Bool("serve", false, "apply: keep running (DHCP/metadata on br-mgmt, NIC leases, periodic re-apply)")
 	interval := fs.Duration("interval", time.Minute, "apply --serve: re-apply (repair drift) this often")
+	metricsAddr := fs.String("metrics-listen", "", "apply --serve: serve Prometheus metrics on this address at /metrics")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -89,6 +93,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *asJSON && cmd == "apply" {
 		return fail(errors.New("--json goes with show and check"))
+	}
+	if *metricsAddr != "" && !(cmd == "apply" && *serve) {
+		return fail(errors.New("--metrics-listen goes with apply --serve"))
 	}
 
 	ns := netns.None()
@@ -132,7 +139,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	switch cmd {
 	case "apply":
+		mx := metrics.New()
+		if *metricsAddr != "" {
+			if err := serveMetrics(ctx, *metricsAddr, mx, log); err != nil {
+				return fail(err)
+			}
+		}
 		res, err := r.Apply(ctx, cfg)
+		mx.Applied(res, err)
 		if err != nil {
 			return fail(err)
 		}
@@ -140,7 +154,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if !*serve {
 			return 0
 		}
-		return serveLoop(ctx, r, *cfgPath, *interval, log, stdout, stderr)
+		return serveLoop(ctx, r, *cfgPath, *interval, mx, log, stdout, stderr)
 	case "check":
 		drift, err := r.Check(ctx, cfg)
 		if err != nil {
@@ -186,7 +200,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func serveLoop(ctx context.Context, r *reconcile.Reconciler, path string, every time.Duration, log *slog.Logger, stdout, stderr io.Writer) int {
+// serveMetrics serves mx at addr/metrics until ctx ends.
+func serveMetrics(ctx context.Context, addr string, mx *metrics.Metrics, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", mx.Handler())
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		hs.Close()
+	}()
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("metrics", "listen", ln.Addr().String())
+	return nil
+}
+
+func serveLoop(ctx context.Context, r *reconcile.Reconciler, path string, every time.Duration, mx *metrics.Metrics, log *slog.Logger, stdout, stderr io.Writer) int {
 	errc := make(chan error, 1)
 	go func() { errc <- r.Serve(ctx) }()
 	hup := make(chan os.Signal, 1)
@@ -211,6 +247,7 @@ func serveLoop(ctx context.Context, r *reconcile.Reconciler, path string, every 
 			continue
 		}
 		res, err := r.Apply(ctx, cfg)
+		mx.Applied(res, err)
 		if err != nil {
 			log.Error("re-apply failed", "err", err)
 			continue
