@@ -37,6 +37,7 @@ import (
 	"deskhost/internal/buildinfo"
 	"deskhost/internal/logging"
 	"deskhost/internal/reaper"
+	"deskhost/internal/virtlogconf"
 )
 
 // The libvirt paths Debian's libvirtd uses, and the runtime subdirectory bound over each.
@@ -69,7 +70,7 @@ auth_unix_ro = "none"
 auth_unix_rw = "none"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 `
-	virtlogdConf = `# written by libvirtrun
+	virtlogdConfBase = `# written by libvirtrun
 log_outputs = "3:file:/var/log/libvirt/virtlogd.log"
 `
 )
@@ -178,7 +179,7 @@ func start(root, netns string, timeout time.Duration, logArgs []string) error {
 			return err
 		}
 	}
-	files := map[string]string{"qemu.conf": qemuConf, "libvirtd.conf": libvirtdConf, "virtlogd.conf": virtlogdConf}
+	files := map[string]string{"qemu.conf": qemuConf, "libvirtd.conf": libvirtdConf, "virtlogd.conf": virtlogdConfBase + virtlogconf.Settings()}
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(root, "etc", name), []byte(body), 0o600); err != nil {
 			return err
