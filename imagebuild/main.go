@@ -23,7 +23,6 @@ import (
 
 	"deskhost/imagebuild/desktop"
 	"deskhost/imagebuild/initramfs"
-	"deskhost/internal/buildinfo"
 )
 
 // command is one subcommand. To add one, add an entry to commands.
@@ -37,10 +36,6 @@ var commands = map[string]command{
 	"build":   {"build the appliance image from a profile (PXE bundle, raw EFI disk, manifest)", runBuild},
 	"serve":   {"serve a PXE bundle over HTTP and TFTP for iPXE", runServe},
 	"flash":   {"write a disk image to a block device, read it back and verify its sha256", runFlash},
-	"version": {"print the build (module version, VCS revision)", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
-		buildinfo.Print(stdout, "imagebuild")
-		return nil
-	}},
 }
 
 // errUsage is returned for bad command lines (exit status 2); flag has printed why.

@@ -39,7 +39,7 @@ type Spec struct {
 
 	VNCSocket   string // the display: a unix socket, never a TCP port
 	AgentSocket string // the guest agent's virtio-serial channel
-	SerialLog   string // the guest's serial console, appended to a file by virtlogd (size-capped)
+	SerialLog   string // the guest's serial console, appended to a file
 }
 
 // NIC is where one guest NIC attaches: a pre-made tap that netcfg owns (managed='no'), or,

@@ -75,6 +75,9 @@ log_outputs = "3:file:/var/log/libvirt/virtlogd.log"
 `
 )
 
+// virtlogdConf caps guest serial logs (hostd routes them through virtlogd).
+var virtlogdConf = virtlogdConfBase + virtlogconf.Settings()
+
 func main() {
 	if len(os.Args) < 2 {
 		usage()
@@ -179,7 +182,7 @@ func start(root, netns string, timeout time.Duration, logArgs []string) error {
 			return err
 		}
 	}
-	files := map[string]string{"qemu.conf": qemuConf, "libvirtd.conf": libvirtdConf, "virtlogd.conf": virtlogdConfBase + virtlogconf.Settings()}
+	files := map[string]string{"qemu.conf": qemuConf, "libvirtd.conf": libvirtdConf, "virtlogd.conf": virtlogdConf}
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(root, "etc", name), []byte(body), 0o600); err != nil {
 			return err
