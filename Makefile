@@ -10,6 +10,13 @@ GRAPHICAL := build/images/desktop-graphical
 APPLIANCE := build/images/appliance
 CACHE   := build/cache
 BINARIES := hostd netcfg zeroclient imagebuild libvirtrun
+# `PROGRAM version` reports the VCS revision: go stamps it itself (-buildvcs=auto, over a
+# machine-wide GOFLAGS=-buildvcs=false) except in a git worktree, so stamp it here too.
+REVISION := $(shell git rev-parse HEAD 2>/dev/null)
+REVTIME  := $(shell git log -1 --format=%cI 2>/dev/null)
+MODIFIED := $(shell git status --porcelain 2>/dev/null | grep -q . && echo true || echo false)
+BUILDINFO := deskhost/internal/buildinfo
+GOBUILD := $(GO) build -trimpath -buildvcs=auto -ldflags "-X $(BUILDINFO).stampedRevision=$(REVISION) -X $(BUILDINFO).stampedTime=$(REVTIME) -X $(BUILDINFO).stampedModified=$(MODIFIED)"
 
 .PHONY: all deps build novnc image image-graphical appliance test demo demo-host demo-stop libvirt-start libvirt-stop clean fmt vet
 
@@ -21,11 +28,11 @@ deps:
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -o $(BIN)/hostd ./hostd
-	$(GO) build -trimpath -o $(BIN)/netcfg ./netcfg
-	$(GO) build -trimpath -o $(BIN)/zeroclient ./zeroclient
-	$(GO) build -trimpath -o $(BIN)/imagebuild ./imagebuild
-	$(GO) build -trimpath -o $(BIN)/libvirtrun ./scripts/libvirtrun
+	$(GOBUILD) -o $(BIN)/hostd ./hostd
+	$(GOBUILD) -o $(BIN)/netcfg ./netcfg
+	$(GOBUILD) -o $(BIN)/zeroclient ./zeroclient
+	$(GOBUILD) -o $(BIN)/imagebuild ./imagebuild
+	$(GOBUILD) -o $(BIN)/libvirtrun ./scripts/libvirtrun
 
 # Refreshes the vendored noVNC (zeroclient/web/static/novnc) from the version and sha512
 # pinned in zeroclient/web/novnc.lock; the result is committed and embedded.
@@ -33,8 +40,9 @@ novnc:
 	$(GO) run ./zeroclient/web/internal/vendornovnc
 
 # The tiny desktop image WorkSpaces boot (kernel + initramfs with the guest agent + root fs).
+# --apt-update: the kernel is resolved from freshly updated apt lists, never stale ones.
 image: build
-	$(BIN)/imagebuild desktop --out $(IMAGE) --cache $(CACHE)
+	$(BIN)/imagebuild desktop --apt-update --out $(IMAGE) --cache $(CACHE)
 
 # The graphical desktop image (Debian 12 + Xfce by mmdebstrap, automatic login, the agent
 # as a service); its Debian system and .debs are cached under $(CACHE)/graphical.

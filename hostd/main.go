@@ -29,6 +29,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -42,14 +44,17 @@ import (
 	"deskhost/hostd/controller"
 	"deskhost/hostd/etcdmember"
 	"deskhost/hostd/memscrub"
+	"deskhost/hostd/metrics"
 	"deskhost/hostd/network"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/virt"
 	"deskhost/internal/atomicfile"
+	"deskhost/internal/buildinfo"
 	"deskhost/internal/catalog"
 	"deskhost/internal/desktopimage"
 	"deskhost/internal/hostconfig"
+	"deskhost/internal/logging"
 	"deskhost/internal/secretfile"
 )
 
@@ -63,6 +68,9 @@ func main() {
 			os.Exit(checkConfig(args[1:], os.Stdout, os.Stderr))
 		case "etcd":
 			os.Exit(etcdmember.Main(args[1:]))
+		case "version":
+			buildinfo.Print(os.Stdout, "hostd")
+			return
 		case "preflight":
 			r, err := memscrub.Check()
 			if err != nil {
@@ -79,7 +87,7 @@ func main() {
 	}
 	code := cli.Main(args, os.Stdout, os.Stderr)
 	if len(args) == 0 || len(args) == 1 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help") {
-		fmt.Println("\nDaemon:\n  serve --config FILE [--debug]   run hostd\n  check-config --config FILE      validate the host config and exit\n  preflight                       check swap, KSM and init_on_free, and exit\n  etcd --config-file FILE         run a member of the fleet's etcd cluster")
+		fmt.Println("\nDaemon:\n  serve --config FILE [--debug]   run hostd (--log-format json, --log-level)\n  check-config --config FILE      validate the host config and exit\n  preflight                       check swap, KSM and init_on_free, and exit\n  etcd --config-file FILE         run a member of the fleet's etcd cluster\n  version                         print the build (module version, VCS revision)")
 	}
 	os.Exit(code)
 }
@@ -91,6 +99,9 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "/perm/deskhost.yaml", "host config file")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if _, err := hostconfig.Load(*path); err != nil {
@@ -104,15 +115,20 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 func serve(args []string) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	path := fs.String("config", "/perm/deskhost.yaml", "host config file")
-	debug := fs.Bool("debug", false, "log at debug level")
+	debug := fs.Bool("debug", false, "log at debug level (--log-level debug)")
+	logFlags := logging.Register(fs)
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
-	level := slog.LevelInfo
-	if *debug {
-		level = slog.LevelDebug
+	logFlags.Debug(*debug)
+	log, err := logFlags.Logger(os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hostd serve:", err)
+		return 2
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if err := run(*path, log); err != nil {
 		log.Error("hostd stopped", "err", err)
 		return 1
@@ -215,6 +231,7 @@ func run(path string, log *slog.Logger) error {
 		netw = nm
 	}
 
+	mx := metrics.New(metrics.Options{Store: st, ComputeTypes: h.ComputeTypes, Quota: h.Quotas.Workspaces})
 	ctl := controller.New(controller.Config{
 		Store:               st,
 		Conn:                conn,
@@ -234,11 +251,17 @@ func run(path string, log *slog.Logger) error {
 		TerminatedRetention: h.TerminatedRetention.Duration,
 		Preflight:           preflight,
 		DialAgent:           controller.DialAgent,
+		Observer:            mx,
 		Log:                 log.With("component", "controller"),
 	})
 	svc.SetWaker(ctl)
 	srv := api.New(svc, api.OptionsFromConfig(h.API, log.With("component", "api")))
 
+	if h.Metrics.Listen != "" {
+		if err := serveMetrics(ctx, h.Metrics.Listen, mx, log); err != nil {
+			return err
+		}
+	}
 	errs := make(chan error, 2)
 	go func() { errs <- ctl.Run(ctx) }()
 	go func() { errs <- srv.Run(ctx, h.API, filepath.Join(h.DataDir, "tls")) }()
@@ -260,6 +283,28 @@ func run(path string, log *slog.Logger) error {
 	ctl.WaitIdle()
 	ctl.Close()
 	return first
+}
+
+// serveMetrics serves /metrics on addr until ctx ends.
+func serveMetrics(ctx context.Context, addr string, mx *metrics.Metrics, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("hostd.metrics.listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", mx.Handler())
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		hs.Close()
+	}()
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("metrics", "listen", ln.Addr().String())
+	return nil
 }
 
 // ImportReportFile is where, under hostd's dataDir, the catalog import's report is kept.

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/url"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"deskhost/imagebuild/flash"
 	"deskhost/imagebuild/profile"
 	"deskhost/imagebuild/serve"
+	"deskhost/internal/logging"
 )
 
 // parseFlags parses a subcommand's flags: usage errors become errUsage (flag printed
@@ -89,6 +89,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	qemuDir := fs.String("proxydhcp-qemu", "", "answer iPXE as a ProxyDHCP server on a qemu guest's user network, through files in `DIR` (prints the qemu options)")
 	netdev := fs.String("netdev", "mgmt", "with --proxydhcp-qemu: the id of the guest's -netdev user,...")
 	bootURL := fs.String("boot-url", "", "with --proxydhcp-qemu: the boot file offered (default http://10.0.2.2:PORT/boot.ipxe, this server as a qemu guest sees it)")
+	logFlags := logging.Register(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: imagebuild serve [--http ADDR] [--tftp ADDR] [--proxydhcp-qemu DIR [--netdev ID] [--boot-url URL]] DIR")
 		fmt.Fprintln(stderr, "\nServes DIR (a PXE bundle: build/images/appliance/pxe) to iPXE: chain")
@@ -101,7 +102,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parseFlags(fs, args, stderr, 1); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log, err := logFlags.Logger(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "imagebuild serve: %v\n", err)
+		return errUsage
+	}
 	s, err := serve.New(fs.Arg(0), log)
 	if err != nil {
 		return err

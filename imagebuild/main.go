@@ -98,6 +98,7 @@ func runDesktop(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	kpkg := fs.String("kernel-package", "", "Debian kernel package or metapackage (default linux-image-amd64)")
 	kver := fs.String("kernel-version", "", "pin the version of --kernel-package (default: apt's candidate)")
 	kdeb := fs.String("kernel-deb", "", "use this local linux-image-*.deb instead of apt (offline builds)")
+	aptUpdate := fs.Bool("apt-update", false, "run apt-get update before resolving the kernel package (make image does)")
 	boot := fs.String("boot", desktop.BootPVH, "kernel boot protocol: pvh (uncompressed vmlinux, faster under TCG) or bzimage")
 	comp := fs.String("initrd-compression", string(initramfs.None), "initramfs compression: none or gzip")
 	cmdline := fs.String("cmdline", desktop.DefaultCmdline, "base kernel command line recorded in image.json")
@@ -127,7 +128,7 @@ func runDesktop(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	start := time.Now()
 	m, err := desktop.Build(ctx, desktop.Options{
 		Out: *out, CacheDir: *cache,
-		KernelPackage: *kpkg, KernelVersion: *kver, KernelDeb: *kdeb,
+		KernelPackage: *kpkg, KernelVersion: *kver, KernelDeb: *kdeb, UpdateAptLists: *aptUpdate,
 		Boot: *boot, Compression: initramfs.Compression(*comp), Cmdline: *cmdline,
 		AgentBinary: *agentBin, Profile: *profile, Mirror: *mirror, Log: log,
 	})

@@ -10,7 +10,7 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netns"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"deskhost/init/nicroles"
 	"deskhost/internal/hostconfig"

@@ -6,9 +6,10 @@
 //	                                       re-apply on SIGHUP and every --interval)
 //	netcfg show [--config FILE]            what is applied: management range, links, ruleset
 //	netcfg check --config FILE             desired vs applied; exit 1 on drift
+//	netcfg version                         the build (module version, VCS revision)
 //
-// Every command takes --netns NAME to work inside a named network namespace
-// (ip netns) instead of the current one, and --log-level.
+// show and check take --json. Every command takes --netns NAME to work inside a named
+// network namespace (ip netns) instead of the current one, --log-level and --log-format.
 // Exit status: 0 success (check: in sync), 1 drift (check), 2 error.
 package main
 
@@ -19,6 +20,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"slices"
@@ -29,8 +32,11 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"deskhost/internal/buildinfo"
+	"deskhost/internal/logging"
 	"deskhost/netcfg/config"
 	"deskhost/netcfg/firewall"
+	"deskhost/netcfg/metrics"
 	"deskhost/netcfg/reconcile"
 )
 
@@ -41,10 +47,11 @@ func main() {
 }
 
 const usage = `usage:
-  netcfg apply --config FILE [--serve] [--interval 60s]
-  netcfg show  [--config FILE]
-  netcfg check --config FILE
-common flags: --netns NAME, --log-level debug|info|warn|error
+  netcfg apply --config FILE [--serve] [--interval 60s] [--metrics-listen ADDR]
+  netcfg show  [--config FILE] [--json]
+  netcfg check --config FILE [--json]
+  netcfg version
+common flags: --netns NAME, --log-level debug|info|warn|error, --log-format text|json
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -55,26 +62,40 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if args[0] == "version" {
+		buildinfo.Print(stdout, "netcfg")
+		return 0
+	}
 	cmd := args[0]
 	fs := flag.NewFlagSet("netcfg "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "desired state (YAML)")
 	nsName := fs.String("netns", "", "work inside this named network namespace")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
+	logFlags := logging.Register(fs)
+	asJSON := fs.Bool("json", false, "show, check: print JSON")
 	serve := fs.Bool("serve", false, "apply: keep running (DHCP/metadata on br-mgmt, NIC leases, periodic re-apply)")
 	interval := fs.Duration("interval", time.Minute, "apply --serve: re-apply (repair drift) this often")
+	metricsAddr := fs.String("metrics-listen", "", "apply --serve: serve Prometheus metrics on this address at /metrics")
 	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
-		fmt.Fprintf(stderr, "netcfg: --log-level: %v\n", err)
+	log, err := logFlags.Logger(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "netcfg: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "netcfg %s: %v\n", cmd, err)
 		return 2
+	}
+	if *asJSON && cmd == "apply" {
+		return fail(errors.New("--json goes with show and check"))
+	}
+	if *metricsAddr != "" && !(cmd == "apply" && *serve) {
+		return fail(errors.New("--metrics-listen goes with apply --serve"))
 	}
 
 	ns := netns.None()
@@ -118,7 +139,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	switch cmd {
 	case "apply":
+		mx := metrics.New()
+		if *metricsAddr != "" {
+			if err := serveMetrics(ctx, *metricsAddr, mx, log); err != nil {
+				return fail(err)
+			}
+		}
 		res, err := r.Apply(ctx, cfg)
+		mx.Applied(res, err)
 		if err != nil {
 			return fail(err)
 		}
@@ -126,11 +154,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if !*serve {
 			return 0
 		}
-		return serveLoop(ctx, r, *cfgPath, *interval, log, stdout, stderr)
+		return serveLoop(ctx, r, *cfgPath, *interval, mx, log, stdout, stderr)
 	case "check":
 		drift, err := r.Check(ctx, cfg)
 		if err != nil {
 			return fail(err)
+		}
+		if *asJSON {
+			if err := writeJSON(stdout, checkJSON{InSync: len(drift) == 0, Drift: append([]string{}, drift...)}); err != nil {
+				return fail(err)
+			}
+			if len(drift) > 0 {
+				return 1
+			}
+			return 0
 		}
 		if len(drift) == 0 {
 			fmt.Fprintln(stdout, "in sync")
@@ -152,12 +189,40 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(err)
 		}
+		if *asJSON {
+			if err := writeJSON(stdout, statusJSON(st)); err != nil {
+				return fail(err)
+			}
+			return 0
+		}
 		printStatus(stdout, st)
 		return 0
 	}
 }
 
-func serveLoop(ctx context.Context, r *reconcile.Reconciler, path string, every time.Duration, log *slog.Logger, stdout, stderr io.Writer) int {
+// serveMetrics serves mx at addr/metrics until ctx ends.
+func serveMetrics(ctx context.Context, addr string, mx *metrics.Metrics, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", mx.Handler())
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		hs.Close()
+	}()
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("metrics", "listen", ln.Addr().String())
+	return nil
+}
+
+func serveLoop(ctx context.Context, r *reconcile.Reconciler, path string, every time.Duration, mx *metrics.Metrics, log *slog.Logger, stdout, stderr io.Writer) int {
 	errc := make(chan error, 1)
 	go func() { errc <- r.Serve(ctx) }()
 	hup := make(chan os.Signal, 1)
@@ -182,6 +247,7 @@ func serveLoop(ctx context.Context, r *reconcile.Reconciler, path string, every 
 			continue
 		}
 		res, err := r.Apply(ctx, cfg)
+		mx.Applied(res, err)
 		if err != nil {
 			log.Error("re-apply failed", "err", err)
 			continue

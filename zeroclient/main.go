@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"image/png"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -31,7 +30,9 @@ import (
 	"syscall"
 	"time"
 
+	"deskhost/internal/buildinfo"
 	"deskhost/internal/hostconfig"
+	"deskhost/internal/logging"
 	"deskhost/zeroclient/auth"
 	"deskhost/zeroclient/client"
 	"deskhost/zeroclient/echo"
@@ -49,6 +50,9 @@ Commands:
   activate [options]                set a first password with an activation code
   netcheck --host HOST              measure the round trip to the health echo
   check-config --config FILE        validate the configuration and exit
+  version                           print the build (module version, VCS revision)
+
+serve also takes --log-format text|json and --log-level.
 `
 
 func main() {
@@ -59,6 +63,7 @@ func main() {
 	cmds := map[string]func([]string) int{
 		"serve": serve, "connect": connect, "invite": adminCmd("invite"), "unlock": adminCmd("unlock"),
 		"activate": activate, "netcheck": netcheck, "check-config": checkConfig,
+		"version": func([]string) int { buildinfo.Print(os.Stdout, "zeroclient"); return 0 },
 	}
 	cmd, ok := cmds[os.Args[1]]
 	if !ok {
@@ -70,6 +75,14 @@ func main() {
 		os.Exit(2)
 	}
 	os.Exit(cmd(os.Args[2:]))
+}
+
+// parseFailed is the exit status for a flag error: 0 for -h/--help (usage printed), 2 else.
+func parseFailed(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
 }
 
 func fail(format string, args ...any) int {
@@ -94,15 +107,17 @@ func loadConfig(path string) (*hostconfig.Config, error) {
 func serve(args []string) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	path := fs.String("config", "/perm/deskhost.yaml", "host config file")
-	debug := fs.Bool("debug", false, "log at debug level")
+	debug := fs.Bool("debug", false, "log at debug level (--log-level debug)")
+	logFlags := logging.Register(fs)
 	if err := fs.Parse(args); err != nil {
+		return parseFailed(err)
+	}
+	logFlags.Debug(*debug)
+	log, err := logFlags.Logger(os.Stderr)
+	if err != nil {
+		fail("serve: %v", err)
 		return 2
 	}
-	level := slog.LevelInfo
-	if *debug {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	c, err := loadConfig(*path)
 	if err != nil {
 		log.Error("zeroclient stopped", "err", err)
@@ -123,7 +138,7 @@ func checkConfig(args []string) int {
 	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
 	path := fs.String("config", "/perm/deskhost.yaml", "host config file")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	if _, err := loadConfig(*path); err != nil {
 		return fail("%v", err)
@@ -171,7 +186,7 @@ func connect(args []string) int {
 	printTag := fs.Bool("print-tag", false, "print the connect tag (it is a one-time credential)")
 	timeout := fs.Duration("timeout", 60*time.Second, "how long to wait for a non-blank frame")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	if *brokerURL == "" || *ca == "" || *user == "" {
 		return fail("connect needs --broker, --ca and --user")
@@ -282,7 +297,7 @@ func activate(args []string) int {
 	code := fs.String("code", "", "activation code from the invitation")
 	password := fs.String("password", "", "the new password (or $ZEROCLIENT_PASSWORD)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	if *password == "" {
 		*password = os.Getenv("ZEROCLIENT_PASSWORD")
@@ -312,7 +327,7 @@ func adminCmd(name string) func([]string) int {
 		dir := fs.String("directory", "", "directory id (d-...)")
 		user := fs.String("user", "", "user name")
 		if err := fs.Parse(args); err != nil {
-			return 2
+			return parseFailed(err)
 		}
 		if *dir == "" || *user == "" {
 			return fail("%s needs --directory and --user", name)
@@ -344,7 +359,7 @@ func netcheck(args []string) int {
 	ports := fs.String("ports", "4172,4195", "ports to check")
 	n := fs.Int("count", 5, "probes per port and protocol")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	if *host == "" {
 		return fail("netcheck needs --host")

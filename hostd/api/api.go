@@ -268,7 +268,7 @@ func (s *Server) writeError(w http.ResponseWriter, c *call, e *catalog.Error, st
 	msg := e.Message
 	if e.Type == catalog.InternalFailure {
 		// The detail is for the operator's log, not for the client.
-		s.log.Error("admin api internal failure", "request_id", c.requestID, "action", c.action, "error", e.Message)
+		s.log.Error("admin api internal failure", "request_id", c.requestID, "action", c.action, "err", e.Message)
 		msg = fmt.Sprintf("internal error; hostd's log has the details under request id %s", c.requestID)
 	}
 	c.status, c.result, c.message = status, string(e.Type), msg
@@ -301,7 +301,7 @@ func (s *Server) audit(ctx context.Context, c *call, d time.Duration) {
 		slog.Duration("duration", d),
 	}
 	if c.message != "" {
-		attrs = append(attrs, slog.String("error", c.message))
+		attrs = append(attrs, slog.String("err", c.message))
 	}
 	if c.failed > 0 {
 		attrs = append(attrs, slog.Int("failed_items", c.failed))

@@ -186,6 +186,19 @@ func TestOperationsThroughSDK(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.expectState(carolID, workspace.AdminMaintenance)
+	// In ADMIN_MAINTENANCE the running mode does not switch (guide catalog §5, §31.15):
+	// refused, naming the state, and nothing changes.
+	_, err = c.ModifyWorkspaceProperties(ctx, &workspaces.ModifyWorkspacePropertiesInput{WorkspaceId: carol.WorkspaceId,
+		WorkspaceProperties: &types.WorkspaceProperties{RunningMode: types.RunningModeAutoStop, RunningModeAutoStopTimeoutInMinutes: aws.Int32(60)}})
+	if ae := apiErr(t, err, "InvalidResourceStateException"); !strings.Contains(ae.ErrorMessage(), "is ADMIN_MAINTENANCE;") {
+		t.Errorf("ModifyWorkspaceProperties in ADMIN_MAINTENANCE: %q", ae.ErrorMessage())
+	}
+	if d, err := c.DescribeWorkspaces(ctx, &workspaces.DescribeWorkspacesInput{WorkspaceIds: []string{carolID}}); err != nil {
+		t.Fatal(err)
+	} else if wp := d.Workspaces[0].WorkspaceProperties; aws.ToInt32(wp.RunningModeAutoStopTimeoutInMinutes) == 60 {
+		t.Errorf("refused ModifyWorkspaceProperties changed carol: %+v", *wp)
+	}
+	e.expectState(carolID, workspace.AdminMaintenance)
 	if _, err := c.ModifyWorkspaceState(ctx, &workspaces.ModifyWorkspaceStateInput{WorkspaceId: carol.WorkspaceId, WorkspaceState: types.TargetWorkspaceStateAvailable}); err != nil {
 		t.Fatal(err)
 	}

@@ -101,6 +101,7 @@ func MainContext(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	r.set = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { r.set[f.Name] = true })
+	r.endpointFrom = "--endpoint"
 	if len(pos) < c.minArgs || (c.maxArgs >= 0 && len(pos) > c.maxArgs) {
 		return r.usageError("expected %s", c.args)
 	}
@@ -149,6 +150,7 @@ type run struct {
 	set            map[string]bool // flags given on the command line
 
 	socket, endpoint, accessKey, secretKey, caFile, region string
+	endpointFrom                                           string // "--endpoint" or the environment variable
 
 	// Command options.
 	json                            bool
@@ -221,18 +223,32 @@ func (r *run) explain(err error) string {
 	}
 	var ce *tls.CertificateVerificationError
 	if errors.As(err, &ce) {
-		return fmt.Sprintf("cannot verify hostd's certificate at %s: %v (pin hostd's certificate with --ca-file)", r.endpoint, ce.Err)
+		return fmt.Sprintf("cannot verify hostd's certificate at %s: %v (pin hostd's certificate with --ca-file or $AWS_CA_BUNDLE)", r.endpoint, ce.Err)
 	}
 	return err.Error()
 }
 
-// client builds hostd's API client for the chosen transport.
+// client builds hostd's API client for the chosen transport. Like awscli and the AWS SDKs,
+// it takes the endpoint from $AWS_ENDPOINT_URL_WORKSPACES or $AWS_ENDPOINT_URL and the
+// certificates to trust from $AWS_CA_BUNDLE when no flag says otherwise (--socket given
+// explicitly wins over the environment's endpoint).
 func (r *run) client() (*hostdclient.Client, error) {
 	region := r.region
 	for _, env := range []string{"AWS_REGION", "AWS_DEFAULT_REGION"} {
 		if region == "" {
 			region = os.Getenv(env)
 		}
+	}
+	if r.endpoint == "" && !r.set["socket"] {
+		for _, env := range []string{"AWS_ENDPOINT_URL_WORKSPACES", "AWS_ENDPOINT_URL"} {
+			if v := os.Getenv(env); v != "" {
+				r.endpoint, r.endpointFrom = v, "$"+env
+				break
+			}
+		}
+	}
+	if r.endpoint != "" && r.caFile == "" {
+		r.caFile = os.Getenv("AWS_CA_BUNDLE")
 	}
 	if r.endpoint == "" {
 		if r.set["access-key"] || r.set["secret-key"] || r.set["ca-file"] {
@@ -242,7 +258,7 @@ func (r *run) client() (*hostdclient.Client, error) {
 	}
 	u, err := url.Parse(r.endpoint)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("--endpoint %q: want https://host:port (the admin API is HTTPS only)", r.endpoint)
+		return nil, fmt.Errorf("%s %q: want https://host:port (the admin API is HTTPS only)", r.endpointFrom, r.endpoint)
 	}
 	ak, sk := r.accessKey, r.secretKey
 	if ak == "" {
@@ -252,7 +268,7 @@ func (r *run) client() (*hostdclient.Client, error) {
 		sk = os.Getenv("AWS_SECRET_ACCESS_KEY")
 	}
 	if ak == "" || sk == "" {
-		return nil, errors.New("--endpoint needs an access key: --access-key and --secret-key, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+		return nil, fmt.Errorf("%s needs an access key: --access-key and --secret-key, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", r.endpointFrom)
 	}
 	return hostdclient.New(hostdclient.Options{Endpoint: r.endpoint, AccessKeyID: ak, SecretAccessKey: sk, CAFile: r.caFile, Region: region})
 }
@@ -273,9 +289,10 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, `
 Connection (any command):
   --socket PATH       hostd's unix socket, as root (default %s)
-  --endpoint URL      HTTPS endpoint instead, e.g. https://10.0.0.1:8443, with
+  --endpoint URL      HTTPS endpoint instead, e.g. https://10.0.0.1:8443 (default
+                      $AWS_ENDPOINT_URL_WORKSPACES, else $AWS_ENDPOINT_URL, unless --socket), with
   --access-key ID     and --secret-key KEY (default $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY)
-  --ca-file PEM       certificate to trust, e.g. hostd's self-signed ca.pem
+  --ca-file PEM       certificate to trust, e.g. hostd's self-signed ca.pem (default $AWS_CA_BUNDLE)
   --region NAME       the region hostd signs for (default $AWS_REGION, else %s)
 
 '%s help <command>' describes a command's options.

@@ -99,8 +99,18 @@ type Config struct {
 	// DialAgent connects to a guest agent's channel socket.
 	DialAgent func(ctx context.Context, socket string) (Agent, error)
 
+	// Observer, when set, receives scrub and reconcile timings (hostd's Prometheus
+	// exporter, hostd/metrics).
+	Observer Observer
+
 	Log *slog.Logger
 	Now func() time.Time
+}
+
+// Observer receives the controller's timings.
+type Observer interface {
+	Scrubbed(bytes uint64, d time.Duration)
+	Reconciled(d time.Duration)
 }
 
 // Controller runs the per-WorkSpace workers.
@@ -385,6 +395,9 @@ func (c *Controller) setBusy(w *worker, b bool) {
 // reconcile does what id's record asks. It returns true when the worker has nothing left to
 // watch (the WorkSpace is gone).
 func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
+	if o := c.cfg.Observer; o != nil {
+		defer func(start time.Time) { o.Reconciled(time.Since(start)) }(time.Now())
+	}
 	log := c.cfg.Log.With("workspace", id)
 	if c.reconciling != nil {
 		c.reconciling(id)
@@ -673,7 +686,10 @@ func (c *Controller) scrub(id string) error {
 	c.mu.Lock()
 	delete(c.held, id)
 	c.mu.Unlock()
-	c.cfg.Log.Info("guest memory scrubbed", "workspace", id, "bytes", st.Populated, "ms", st.Duration.Milliseconds())
+	c.cfg.Log.Info("guest memory scrubbed", "workspace", id, "bytes", st.Populated, "duration", st.Duration)
+	if o := c.cfg.Observer; o != nil {
+		o.Scrubbed(uint64(st.Populated), st.Duration)
+	}
 	return nil
 }
 

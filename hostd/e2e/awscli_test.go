@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"deskhost/hostd/virt"
+	"deskhost/internal/metricstest"
 	"deskhost/internal/testenv"
 )
 
@@ -99,6 +100,25 @@ func TestAWSCLIDrivesHostd(t *testing.T) {
 		p, _, err := virt.QemuProcess(id)
 		return err == nil && p != pid && state() == "AVAILABLE"
 	})
+
+	// hostd's exporter: the WorkSpace is Available (CloudWatch's name), its VM's memory is
+	// reserved, the reboot's scrub and the reconciles are timed; promtool finds it clean.
+	fams := metricstest.Check(t, metricstest.Scrape(t, "http://"+h.metrics+"/metrics"))
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		min    float64
+	}{
+		{"deskhost_hostd_workspace_available", map[string]string{"workspace_id": id, "directory_id": directoryID}, 1},
+		{"deskhost_hostd_workspaces", map[string]string{"state": "AVAILABLE"}, 1},
+		{"deskhost_hostd_memory_reserved_bytes", nil, 256 << 20},
+		{"deskhost_hostd_memory_scrub_seconds", nil, 1},
+		{"deskhost_hostd_reconcile_seconds", nil, 1},
+	} {
+		if v, ok := metricstest.Value(fams, c.name, c.labels); !ok || v < c.min {
+			t.Errorf("metric %s%v = %v (present %v), want ≥ %v", c.name, c.labels, v, ok, c.min)
+		}
+	}
 
 	// A refused item comes back in FailedRequests with the AWS error type and the state.
 	if out, err = aws("start-workspaces", "--start-workspace-requests", "WorkspaceId="+id); err != nil {

@@ -42,6 +42,7 @@ type host struct {
 	config     string
 	socket     string
 	listen     string
+	metrics    string // hostd.metrics.listen
 	pool       string
 	accessKey  string
 	secretKey  string
@@ -103,6 +104,11 @@ func newHostWith(t *testing.T, o hostOptions) *host {
 	}
 	h.listen = ln.Addr().String()
 	ln.Close()
+	if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	h.metrics = ln.Addr().String()
+	ln.Close()
 	h.config = filepath.Join(dir, "deskhost.yaml")
 	cfg := fmt.Sprintf(`hostd:
   store: %[1]s/store.db
@@ -122,6 +128,7 @@ func newHostWith(t *testing.T, o hostOptions) *host {
   computeTypes:
     VALUE: {vcpus: 1, memoryMiB: 256}
 `, dir, sock, h.pool, network, pri, h.socket, h.listen, h.accessKey, h.secretKey)
+	cfg = strings.Replace(cfg, "  provisionTimeout: 4m\n", "  metrics: {listen: \""+h.metrics+"\"}\n  provisionTimeout: 4m\n", 1)
 	if o.legacy {
 		cfg += fmt.Sprintf(legacySections, imageID, image, legacyBundle, directoryID)
 		h.bundle = legacyBundle

@@ -147,7 +147,7 @@ func (m *Manager) Sync(ctx context.Context) error {
 	}
 	if res.Changed {
 		m.log.Info("host network applied", "workspaces", len(cfg.WorkSpaces), "links", res.Links,
-			"ms", res.Duration.Milliseconds(), "droppedFlows", len(res.DroppedFlows))
+			"duration", res.Duration, "droppedFlows", len(res.DroppedFlows))
 	}
 	return nil
 }

@@ -143,8 +143,11 @@ func Domain(s Spec) (*libvirtxml.Domain, error) {
 				nic(s.Management, mgmtMAC, managementSlot),
 				nic(s.Primary, primaryMAC, primarySlot),
 			},
+			// The serial console goes through virtlogd, which caps its size
+			// (internal/virtlogconf): a guest writing to its serial port cannot fill /perm.
 			Serials: []libvirtxml.DomainSerial{{
-				Source: &libvirtxml.DomainChardevSource{File: &libvirtxml.DomainChardevSourceFile{Path: s.SerialLog, Append: "on"}},
+				Source: &libvirtxml.DomainChardevSource{Null: &libvirtxml.DomainChardevSourceNull{}},
+				Log:    &libvirtxml.DomainChardevLog{File: s.SerialLog, Append: "on"},
 				Target: &libvirtxml.DomainSerialTarget{Port: new(uint)},
 			}},
 			Consoles: []libvirtxml.DomainConsole{{

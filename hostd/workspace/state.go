@@ -63,13 +63,15 @@ const (
 //   - modify state: from AVAILABLE, or ADMIN_MAINTENANCE back to AVAILABLE; "not available
 //     when a WorkSpace has a status of STOPPED".
 //   - terminate: any state but TERMINATED ("permanent action", the way out of everything).
-//   - modify properties: any settled state; not while another operation runs.
+//   - modify properties: any settled state but ADMIN_MAINTENANCE (guide catalog §5, §31.15:
+//     running modes switch "at any time except in ADMIN_MAINTENANCE"); not while another
+//     operation runs.
 var allowed = map[Op][]State{
 	OpReboot:           {Available, Impaired, Unhealthy, Error},
 	OpStop:             {Available, Impaired, Unhealthy, Error},
 	OpStart:            {Stopped, Error},
 	OpModifyState:      {Available, AdminMaintenance},
-	OpModifyProperties: {Available, Impaired, Unhealthy, Stopped, Error, AdminMaintenance},
+	OpModifyProperties: {Available, Impaired, Unhealthy, Stopped, Error},
 	OpTerminate: {Pending, Available, Impaired, Unhealthy, Rebooting, Starting, Rebuilding,
 		Restoring, Maintenance, AdminMaintenance, Terminating, Suspended, Updating, Stopping,
 		Stopped, Error},

@@ -17,7 +17,7 @@ func TestOperationStateMatrix(t *testing.T) {
 		OpStop:             {Available, Impaired, Unhealthy, Error},
 		OpStart:            {Stopped, Error},
 		OpModifyState:      {Available, AdminMaintenance},
-		OpModifyProperties: {Available, Impaired, Unhealthy, Stopped, Error, AdminMaintenance},
+		OpModifyProperties: {Available, Impaired, Unhealthy, Stopped, Error},
 	}
 	for op, ok := range want {
 		for _, s := range allStates {
@@ -39,8 +39,9 @@ func TestOperationStateMatrix(t *testing.T) {
 			}
 		}
 	}
-	// ADMIN_MAINTENANCE "does not respond to requests to reboot, stop, start, or rebuild".
-	for _, op := range []Op{OpReboot, OpStop, OpStart} {
+	// ADMIN_MAINTENANCE "does not respond to requests to reboot, stop, start, or rebuild",
+	// and its properties (the running mode) do not change (guide catalog §5, §31.15).
+	for _, op := range []Op{OpReboot, OpStop, OpStart, OpModifyProperties} {
 		if CheckState(op, "ws-x", AdminMaintenance) == nil {
 			t.Errorf("%s accepted in ADMIN_MAINTENANCE", op)
 		}

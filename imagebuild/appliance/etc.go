@@ -5,6 +5,7 @@ import (
 	"io/fs"
 
 	"deskhost/imagebuild/initramfs"
+	"deskhost/internal/virtlogconf"
 )
 
 // The image's static files below /etc. init writes what depends on the host config
@@ -54,9 +55,9 @@ auth_unix_rw = "none"
 log_outputs = "3:stderr"
 `
 
-const virtlogdConf = `# deskhost appliance (imagebuild)
+var virtlogdConf = `# deskhost appliance (imagebuild)
 log_outputs = "3:stderr"
-`
+` + virtlogconf.Settings()
 
 // qemu runs as root: the appliance has no per-VM users yet (README, "Known gaps"). No
 // cgroup controllers: init mounts cgroup2 but does not delegate controllers to libvirt

@@ -101,6 +101,8 @@ type Options struct {
 	KernelPackage string // default linux-image-amd64
 	KernelVersion string // pin a version of KernelPackage
 	KernelDeb     string // use this local .deb instead of apt
+	// UpdateAptLists runs apt-get update before the kernel is resolved (make image sets it).
+	UpdateAptLists bool
 
 	Boot        string                // BootPVH (default) or BootBzImage
 	Compression initramfs.Compression // initramfs compression, default none
@@ -216,7 +218,7 @@ func Build(ctx context.Context, o Options) (*Manifest, error) {
 	// Kernel.
 	step("kernel package")
 	k, err := kernel.Fetch(ctx, kernel.FetchOptions{
-		Package: o.KernelPackage, Version: o.KernelVersion, Deb: o.KernelDeb,
+		Package: o.KernelPackage, Version: o.KernelVersion, Deb: o.KernelDeb, UpdateLists: o.UpdateAptLists,
 		CacheDir: o.CacheDir, Log: func(f string, a ...any) { step(f, a...) },
 	})
 	if err != nil {

@@ -52,7 +52,11 @@ type FetchOptions struct {
 	Deb string
 	// CacheDir holds downloads and unpacked trees (kernel/ below it).
 	CacheDir string
-	Log      Logf
+	// UpdateLists runs apt-get update before resolving Package, so the candidate comes
+	// from fresh lists: a fresh machine's lists are empty or stale, and a stale candidate
+	// may already be gone from the mirror. Ignored with Deb.
+	UpdateLists bool
+	Log         Logf
 }
 
 // Fetch returns the unpacked kernel package, downloading and unpacking it into the cache
@@ -79,6 +83,11 @@ func Fetch(ctx context.Context, o FetchOptions) (*Unpacked, error) {
 		pkg := o.Package
 		if pkg == "" {
 			pkg = DefaultPackage
+		}
+		if o.UpdateLists {
+			if err := updateLists(ctx, o.Log); err != nil {
+				return nil, err
+			}
 		}
 		name, version, sha, err := resolvePackage(ctx, pkg, o.Version)
 		if err != nil {
@@ -212,6 +221,15 @@ func aptShow(ctx context.Context, pkg, version string) (map[string]string, error
 		return nil, fmt.Errorf("kernel package %s: apt knows no installable version (run apt-get update? is the name right?)", spec)
 	}
 	return fields, nil
+}
+
+// updateLists refreshes apt's package lists (apt-get update).
+func updateLists(ctx context.Context, log Logf) error {
+	log("refreshing apt's package lists (apt-get update)")
+	if _, err := run(ctx, "", "apt-get", "update", "-q", "-o", "APT::Sandbox::User=root"); err != nil {
+		return fmt.Errorf("%w: apt-get update: %v", ErrDownload, err)
+	}
+	return nil
 }
 
 func download(ctx context.Context, dir, name, version, sha, dest string, log Logf) error {

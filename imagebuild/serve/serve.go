@@ -154,7 +154,7 @@ func (s *Server) HTTP() http.Handler {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		http.ServeContent(w, r, clean, st.ModTime(), f)
 		end := time.Now()
-		s.log.Info("sent", "proto", "http", "client", r.RemoteAddr, "path", clean, "bytes", st.Size(), "seconds", end.Sub(start).Seconds())
+		s.log.Info("sent", "proto", "http", "client", r.RemoteAddr, "path", clean, "bytes", st.Size(), "duration", end.Sub(start))
 		if r.Method == http.MethodGet {
 			s.sent(Transfer{Path: clean, Proto: "http", Bytes: st.Size(), Start: start, End: end})
 		}
@@ -201,7 +201,7 @@ func (s *Server) ServeTFTP(r tftp.ReadRequest) {
 		return
 	}
 	end := time.Now()
-	s.log.Info("sent", "proto", "tftp", "client", r.Addr().String(), "path", clean, "bytes", n, "seconds", end.Sub(start).Seconds())
+	s.log.Info("sent", "proto", "tftp", "client", r.Addr().String(), "path", clean, "bytes", n, "duration", end.Sub(start))
 	s.sent(Transfer{Path: clean, Proto: "tftp", Bytes: n, Start: start, End: end})
 }
 

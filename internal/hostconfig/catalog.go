@@ -10,7 +10,7 @@ package hostconfig
 import (
 	"fmt"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"deskhost/internal/catalog"
 )

@@ -8,7 +8,7 @@ import (
 	"os"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"deskhost/internal/catalog"
 	"deskhost/internal/strictyaml"
@@ -56,6 +56,8 @@ type Hostd struct {
 	Memory Memory `yaml:"memory"`
 	// Quotas are the guide's defaults, raised per host.
 	Quotas Quotas `yaml:"quotas"`
+	// Metrics is hostd's Prometheus exporter (hostd/metrics); no listen address: none.
+	Metrics HostdMetrics `yaml:"metrics"`
 
 	ComputeTypes map[catalog.ComputeType]catalog.Hardware `yaml:"computeTypes"`
 
@@ -75,6 +77,12 @@ type Libvirt struct {
 	// DomainType is "kvm" on hardware that runs guests natively, "qemu" (software
 	// emulation, TCG) where it cannot, such as nested development machines.
 	DomainType string `yaml:"domainType"`
+}
+
+// HostdMetrics configures hostd's Prometheus exporter.
+type HostdMetrics struct {
+	// Listen is the plain-HTTP address of /metrics, e.g. 127.0.0.1:9171.
+	Listen string `yaml:"listen"`
 }
 
 // API configures the admin API.

@@ -76,6 +76,11 @@ func (h *Hostd) validate(managedNetwork bool) error {
 	if h.API.Listen == "" && h.API.Socket == "" {
 		bad("hostd.api: set listen (HTTPS) or socket (local), or both")
 	}
+	if h.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(h.Metrics.Listen); err != nil {
+			bad("hostd.metrics.listen %q: %v", h.Metrics.Listen, err)
+		}
+	}
 	if h.API.Listen != "" {
 		if _, _, err := net.SplitHostPort(h.API.Listen); err != nil {
 			bad("hostd.api.listen %q: %v", h.API.Listen, err)

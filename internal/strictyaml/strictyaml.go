@@ -7,7 +7,7 @@ import (
 	"errors"
 	"io"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // Decode decodes b into v, refusing unknown keys, an empty input and a second document.

@@ -34,7 +34,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"deskhost/internal/buildinfo"
+	"deskhost/internal/logging"
 	"deskhost/internal/reaper"
+	"deskhost/internal/virtlogconf"
 )
 
 // The libvirt paths Debian's libvirtd uses, and the runtime subdirectory bound over each.
@@ -67,27 +70,42 @@ auth_unix_ro = "none"
 auth_unix_rw = "none"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
 `
-	virtlogdConf = `# written by libvirtrun
+	virtlogdConfBase = `# written by libvirtrun
 log_outputs = "3:file:/var/log/libvirt/virtlogd.log"
 `
 )
+
+// virtlogdConf caps guest serial logs (hostd routes them through virtlogd).
+var virtlogdConf = virtlogdConfBase + virtlogconf.Settings()
 
 func main() {
 	if len(os.Args) < 2 {
 		usage()
 	}
+	switch os.Args[1] {
+	case "version":
+		buildinfo.Print(os.Stdout, "libvirtrun")
+		return
+	case "-h", "-help", "--help", "help":
+		fmt.Print(usageText)
+		return
+	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 	root := fs.String("root", "/run/deskhost/libvirt", "runtime directory for libvirt's state")
 	timeout := fs.Duration("timeout", 60*time.Second, "how long start waits for libvirtd to answer")
 	netns := fs.String("netns", "", "network namespace (ip netns) to run the daemons in")
+	logFlags := logging.Register(fs)
 	_ = fs.Parse(os.Args[2:])
+	if _, err := logFlags.Options(); err != nil {
+		fatal(err)
+	}
 	abs, err := filepath.Abs(*root)
 	if err != nil {
 		fatal(err)
 	}
 	switch os.Args[1] {
 	case "start":
-		err = start(abs, *netns, *timeout)
+		err = start(abs, *netns, *timeout, logArgs(fs))
 	case "stop":
 		err = stop(abs)
 	case "status":
@@ -97,7 +115,7 @@ func main() {
 		}
 		fmt.Println("libvirtrun: running, socket", socketPath(abs))
 	case "supervise":
-		err = supervise(abs)
+		err = supervise(abs, logFlags)
 	default:
 		usage()
 	}
@@ -106,9 +124,26 @@ func main() {
 	}
 }
 
+const usageText = `usage: libvirtrun start|stop|status [--root DIR] [--netns NAME] [--timeout 60s]
+       libvirtrun version
+start also takes --log-format text|json and --log-level for the supervisor's log
+(DIR/supervisor.log).
+`
+
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: libvirtrun start|stop|status [--root DIR]")
+	fmt.Fprint(os.Stderr, usageText)
 	os.Exit(2)
+}
+
+// logArgs are the --log-* flags given to start, handed on to the supervisor.
+func logArgs(fs *flag.FlagSet) []string {
+	var args []string
+	fs.Visit(func(f *flag.Flag) {
+		if strings.HasPrefix(f.Name, "log-") {
+			args = append(args, "--"+f.Name, f.Value.String())
+		}
+	})
+	return args
 }
 
 func fatal(err error) {
@@ -137,7 +172,7 @@ func running(root string) (int, bool) {
 	return pid, true
 }
 
-func start(root, netns string, timeout time.Duration) error {
+func start(root, netns string, timeout time.Duration, logArgs []string) error {
 	if pid, ok := running(root); ok {
 		fmt.Printf("libvirtrun: already running (pid %d), socket %s\n", pid, socketPath(root))
 		return nil
@@ -163,9 +198,10 @@ func start(root, netns string, timeout time.Duration) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(self, "supervise", "--root", root)
+	args := append([]string{"supervise", "--root", root}, logArgs...)
+	cmd := exec.Command(self, args...)
 	if netns != "" {
-		cmd = exec.Command("ip", "netns", "exec", netns, self, "supervise", "--root", root)
+		cmd = exec.Command("ip", append([]string{"netns", "exec", netns, self}, args...)...)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Go makes "/" recursively private in the new namespace before exec, so the binds
@@ -232,8 +268,11 @@ func stop(root string) error {
 }
 
 // supervise runs inside the private mount namespace.
-func supervise(root string) error {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+func supervise(root string, logFlags *logging.Flags) error {
+	log, err := logFlags.Logger(os.Stderr)
+	if err != nil {
+		return err
+	}
 	for _, b := range binds {
 		if err := os.MkdirAll(b.target, 0o755); err != nil {
 			return err

@@ -158,13 +158,13 @@ func TestEndToEnd(t *testing.T) {
 
 	// 5. Metrics: two allocations, both connected.
 	ws := `workspace_id="` + e.wsID + `"`
-	if a, s, f := e.metric("ConnectionAttempt", ws), e.metric("ConnectionSuccess", ws), e.metric("ConnectionFailure", ws); a != 2 || s != 2 || f != 0 {
+	if a, s, f := e.metric("deskhost_zeroclient_connection_attempts_total", ws), e.metric("deskhost_zeroclient_connection_successes_total", ws), e.metric("deskhost_zeroclient_connection_failures_total", ws); a != 2 || s != 2 || f != 0 {
 		t.Errorf("ConnectionAttempt %v, ConnectionSuccess %v, ConnectionFailure %v; want 2, 2, 0", a, s, f)
 	}
-	if d := e.metric("SessionDisconnect", ws); d < 2 {
+	if d := e.metric("deskhost_zeroclient_session_disconnects_total", ws); d < 2 {
 		t.Errorf("SessionDisconnect %v, want ≥ 2", d)
 	}
-	if n := e.metric("SessionLaunchTime_count", ws); n != 2 {
+	if n := e.metric("deskhost_zeroclient_session_launch_seconds_count", ws); n != 2 {
 		t.Errorf("SessionLaunchTime count %v, want 2", n)
 	}
 
