@@ -14,7 +14,7 @@ import (
 // The project decodes YAML with go.yaml.in/yaml/v3, the maintained fork; gopkg.in/yaml.v3
 // is archived. No Go file of the repository imports it (a branch written before the switch
 // would bring it back on merge).
-const archived = "go.yaml.in/yaml/v3"
+const archived = "gopkg.in/yaml.v3"
 
 func TestRepositoryUsesMaintainedYAML(t *testing.T) {
 	root, err := filepath.Abs("../..")
