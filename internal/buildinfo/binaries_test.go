@@ -57,7 +57,7 @@ func TestBinaries(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		for _, d := range bi.Deps {
-			if d.Path == "go.yaml.in/yaml/v3" {
+			if d.Path == "gopkg.in/yaml.v3" {
 				t.Errorf("%s links gopkg.in/yaml.v3 %s", name, d.Version)
 			}
 		}
