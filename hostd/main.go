@@ -36,6 +36,7 @@ import (
 
 	"deskhost/hostd/api"
 	"deskhost/hostd/cli"
+	"deskhost/hostd/confine"
 	"deskhost/hostd/controller"
 	"deskhost/hostd/memscrub"
 	"deskhost/hostd/network"
@@ -124,12 +125,26 @@ func run(path string, log *slog.Logger) error {
 		return err
 	}
 	log.Info("memory preflight", "report", report.String())
+	guests, err := confine.Lookup(h.Guests.User, h.Guests.Group, h.Guests.DisplayGroup, *h.Guests.CgroupLimits)
+	if err != nil {
+		return fmt.Errorf("hostd.guests: %w", err)
+	}
+	log.Info("guests", "qemuUID", guests.UID, "qemuGID", guests.GID, "displayGID", guests.DisplayGID,
+		"cgroupLimits", guests.Limits, "hugePages", *h.Memory.HugePages)
 	preflight := func() error {
 		r, err := memscrub.Check()
 		if err != nil {
 			return err
 		}
-		return r.Refusal(h.Memory.RequireInitOnFree)
+		if err := r.Refusal(h.Memory.RequireInitOnFree); err != nil {
+			return err
+		}
+		if guests.Limits {
+			if err := confine.CheckLimits(); err != nil {
+				return fmt.Errorf("%w (or set hostd.guests.cgroupLimits: false)", err)
+			}
+		}
+		return nil
 	}
 	if err := preflight(); err != nil {
 		log.Error("WorkSpaces will not boot until this is fixed", "err", err)
@@ -209,6 +224,8 @@ func run(path string, log *slog.Logger) error {
 		HealthMisses:        h.HealthMisses,
 		TerminatedRetention: h.TerminatedRetention.Duration,
 		Preflight:           preflight,
+		HugePages:           *h.Memory.HugePages,
+		Confine:             guests,
 		DialAgent:           controller.DialAgent,
 		Log:                 log.With("component", "controller"),
 	})

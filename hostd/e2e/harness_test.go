@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
 
 	"deskhost/hostd/hostdtest"
+	"deskhost/hostd/memscrub"
 	"deskhost/hostd/virt"
 	"deskhost/internal/hostdclient"
 	"deskhost/internal/testenv"
@@ -48,6 +49,7 @@ type host struct {
 	conn       *virt.Conn
 	libvirtSoc string
 	netns      string
+	hugePages  int64 // the kernel's huge page pool before the test
 }
 
 const (
@@ -79,6 +81,9 @@ func newHostWith(t *testing.T, o hostOptions) *host {
 	suffix := hostdtest.RandHex(3)
 	h := &host{t: t, dir: dir, socket: filepath.Join(dir, "hostd.sock"), pool: "dhe-" + suffix, libvirtSoc: sock,
 		accessKey: "AKDHTEST" + strings.ToUpper(hostdtest.RandHex(6)), secretKey: hostdtest.RandHex(20)}
+	if pool, err := memscrub.Check(); err == nil {
+		h.hugePages = pool.HugePages.Total
+	}
 	h.netns = o.netns
 	mgmt, pri := "dem"+suffix, "dep"+suffix
 	network := fmt.Sprintf("network: {managementBridge: %s, primaryBridge: %s}", mgmt, pri)
@@ -109,6 +114,7 @@ func newHostWith(t *testing.T, o hostOptions) *host {
   provisionTimeout: 4m
   shutdownTimeout: 20s
   healthInterval: 2s
+  guests: {cgroupLimits: false} # dev machines: cgroup v1 holds cpu and memory (TRAPS.md)
   computeTypes:
     VALUE: {vcpus: 1, memoryMiB: 256}
   images:
@@ -180,6 +186,10 @@ func (h *host) cleanup() {
 	hostdtest.RemoveLeftovers(h.conn, h.dir, h.pool)
 	h.conn.Close()
 	os.RemoveAll(h.dir)
+	// hostd keeps the huge pages it added to the kernel's pool; a test gives them back.
+	if now, err := memscrub.Check(); err == nil {
+		_ = memscrub.ShrinkHugePages(now.HugePages.Total - h.hugePages)
+	}
 }
 
 // client is an AWS SDK WorkSpaces client over hostd's unix socket.

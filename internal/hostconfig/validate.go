@@ -20,6 +20,7 @@ const (
 	DefaultThrottleRate        = 2 // "two API calls per second"
 	DefaultThrottleBurst       = 5 // "burst rate of five API calls per second"
 	DefaultWorkspaceQuota      = 100
+	DefaultGuestUser           = "libvirt-qemu" // Debian's libvirt qemu user
 )
 
 func (h *Hostd) defaults() {
@@ -52,6 +53,16 @@ func (h *Hostd) defaults() {
 	}
 	if h.Quotas.Workspaces == 0 {
 		h.Quotas.Workspaces = DefaultWorkspaceQuota
+	}
+	yes := true
+	if h.Memory.HugePages == nil {
+		h.Memory.HugePages = &yes
+	}
+	if h.Guests.User == "" {
+		h.Guests.User = DefaultGuestUser
+	}
+	if h.Guests.CgroupLimits == nil {
+		h.Guests.CgroupLimits = &yes
 	}
 }
 
@@ -107,6 +118,9 @@ func (h *Hostd) validate(managedNetwork bool) error {
 	}
 	if h.Quotas.Workspaces < 1 {
 		bad("hostd.quotas.workspaces: must be ≥ 1")
+	}
+	if h.Guests.User == "root" || h.Guests.User == "0" {
+		bad("hostd.guests.user: qemu must not run as root")
 	}
 	for c, hw := range h.ComputeTypes {
 		if !c.Known() {

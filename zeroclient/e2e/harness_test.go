@@ -138,6 +138,8 @@ func newEnv(t *testing.T) *env {
   provisionTimeout: 4m
   shutdownTimeout: 20s
   healthInterval: 2s
+  memory: {hugePages: false} # the broker's tests leave the kernel's huge page pool alone
+  guests: {cgroupLimits: false} # dev machines: cgroup v1 holds cpu and memory (TRAPS.md)
   computeTypes:
     VALUE: {vcpus: 1, memoryMiB: 256}
   images:
