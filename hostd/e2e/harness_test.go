@@ -79,7 +79,7 @@ func newHostWith(t *testing.T, o hostOptions) *host {
 		t.Fatal(err)
 	}
 	suffix := hostdtest.RandHex(3)
-	h := &host{t: t, dir: dir, socket: filepath.Join(dir, "hostd.sock"), pool: "dhe-" + suffix, libvirtSoc: sock,
+	h := &host{t: t, dir: dir, socket: filepath.Join(dir, "api", "hostd.sock"), pool: "dhe-" + suffix, libvirtSoc: sock,
 		accessKey: "AKDHTEST" + strings.ToUpper(hostdtest.RandHex(6)), secretKey: hostdtest.RandHex(20)}
 	if pool, err := memscrub.Check(); err == nil {
 		h.hugePages = pool.HugePages.Total

@@ -74,6 +74,7 @@ func TestParseRejectsWithTheFieldNamed(t *testing.T) {
 		{"os: linux", "os: beos", "images[0].os"},
 		{"  computeTypes:", "  provisionTimeout: soon\n  computeTypes:", "duration"},
 		{"  computeTypes:", "  guests: {user: root}\n  computeTypes:", "hostd.guests.user"},
+		{"socket: /run/deskhost/hostd.sock", "socket: /perm/hostd/hostd.sock", "not directly in hostd.dataDir"},
 		{"  computeTypes:", "  guests: {usr: x}\n  computeTypes:", "usr"},
 	} {
 		bad := strings.Replace(good, tc.from, tc.to, 1)

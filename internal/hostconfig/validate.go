@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"time"
 )
 
@@ -118,6 +119,9 @@ func (h *Hostd) validate(managedNetwork bool) error {
 	}
 	if h.Quotas.Workspaces < 1 {
 		bad("hostd.quotas.workspaces: must be ≥ 1")
+	}
+	if h.API.Socket != "" && h.DataDir != "" && filepath.Clean(filepath.Dir(h.API.Socket)) == filepath.Clean(h.DataDir) {
+		bad("hostd.api.socket %s: not directly in hostd.dataDir; the socket's directory is made root-only, and qemu must reach the data dir", h.API.Socket)
 	}
 	if h.Guests.User == "root" || h.Guests.User == "0" {
 		bad("hostd.guests.user: qemu must not run as root")

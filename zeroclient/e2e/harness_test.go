@@ -117,7 +117,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, dir: dir, hostdSock: filepath.Join(dir, "hostd.sock"), pool: "zce-" + hostdtest.RandHex(3)}
+	e := &env{t: t, dir: dir, hostdSock: filepath.Join(dir, "api", "hostd.sock"), pool: "zce-" + hostdtest.RandHex(3)}
 	t.Cleanup(e.cleanup)
 	e.ldap = testsvc.Slapd(t, "corp.example.com", []testsvc.LDAPUser{{UID: "alice", Password: alicePW, GivenName: "Alice"}, {UID: "bob", Password: "B0b-Secret!"}})
 	e.rad = testsvc.FreeRADIUS(t, testsvc.RADIUSConfig{Challenges: map[string]testsvc.Challenge{"alice": {PIN: alicePIN, Code: aliceCode}},
