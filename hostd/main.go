@@ -236,7 +236,11 @@ func run(path string, log *slog.Logger) error {
 		Directories:    h.Directories,
 		WorkspaceQuota: h.Quotas.Workspaces,
 	}, ctl, nil, log.With("component", "service"))
-	srv := api.New(svc, api.OptionsFromConfig(h.API, log.With("component", "api")))
+	apiOpts := api.OptionsFromConfig(h.API, log.With("component", "api"))
+	if err := apiOpts.LookupBrokerGroup(h.API.BrokerGroup); err != nil {
+		return err
+	}
+	srv := api.New(svc, apiOpts)
 
 	errs := make(chan error, 2)
 	go func() { errs <- ctl.Run(ctx) }()

@@ -35,6 +35,7 @@ import (
 	"deskhost/zeroclient/auth"
 	"deskhost/zeroclient/client"
 	"deskhost/zeroclient/echo"
+	"deskhost/zeroclient/privdrop"
 	"deskhost/zeroclient/rfb"
 	"deskhost/zeroclient/server"
 )
@@ -114,6 +115,20 @@ func serve(args []string) int {
 	if err != nil {
 		log.Error("zeroclient stopped", "err", err)
 		return 1
+	}
+	// Everything that needs root is done: ports bound, files open, admin socket made.
+	if u := c.Zeroclient.User; u != "" {
+		id, err := privdrop.To(u)
+		if err != nil {
+			done, cancel := context.WithCancel(ctx)
+			cancel()
+			s.Run(done) // closes what New opened
+			log.Error("zeroclient stopped", "err", err)
+			return 1
+		}
+		log.Info("dropped root", "user", u, "uid", id.UID, "gid", id.GID, "groups", id.Groups)
+	} else {
+		log.Warn("zeroclient runs as root: set zeroclient.user")
 	}
 	s.Run(ctx)
 	return 0

@@ -83,6 +83,10 @@ type API struct {
 	Listen string `yaml:"listen"`
 	// Socket is the root-only unix socket the local console and CLI use.
 	Socket string `yaml:"socket"`
+	// BrokerGroup, if set, also lets processes whose primary group it is use the socket,
+	// for the calls a connection broker makes (DescribeWorkspaces, StartWorkspaces,
+	// ReportConnections): zeroclient, once it has dropped root, runs in this group.
+	BrokerGroup string `yaml:"brokerGroup"`
 	// TLSCert and TLSKey are PEM files; if both are empty a self-signed certificate is
 	// made and kept under DataDir.
 	TLSCert string `yaml:"tlsCert"`

@@ -53,6 +53,11 @@ type Zeroclient struct {
 	// StartWait is how long allocate-resource waits for a STOPPED AutoStop WorkSpace it
 	// starts to become AVAILABLE (the guide: resumes "typically in under 90 seconds").
 	StartWait Duration `yaml:"startWait"`
+	// User is who zeroclient runs as once it has bound its ports and opened its files; it
+	// faces clients, so it should not stay root. Its primary group must be hostd's
+	// api.brokerGroup (to reach hostd's socket) and guests.displayGroup (to reach the
+	// WorkSpaces' displays). Empty: it stays root (development machines without the user).
+	User string `yaml:"user"`
 }
 
 // ZeroclientBroker is the HTTPS broker.

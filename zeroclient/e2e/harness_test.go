@@ -134,12 +134,14 @@ func newEnv(t *testing.T) *env {
   dataDir: %[1]s
   libvirt: {socket: %[2]s, pool: %[3]s, domainType: qemu}
   network: {managementBridge: %[4]s, primaryBridge: %[5]s}
-  api: {socket: %[6]s, throttle: {rate: 5000, burst: 5000}}
+  api: {socket: %[6]s, throttle: {rate: 5000, burst: 5000}, brokerGroup: nogroup}
   provisionTimeout: 4m
   shutdownTimeout: 20s
   healthInterval: 2s
   memory: {hugePages: false} # the broker's tests leave the kernel's huge page pool alone
-  guests: {cgroupLimits: false} # dev machines: cgroup v1 holds cpu and memory (TRAPS.md)
+  # zeroclient runs as nobody (primary group nogroup), standing in for the appliance's
+  # zeroclient user: nogroup may use hostd's socket as the broker and reach the displays.
+  guests: {displayGroup: nogroup, cgroupLimits: false} # dev machines: cgroup v1 holds cpu and memory (TRAPS.md)
   computeTypes:
     VALUE: {vcpus: 1, memoryMiB: 256}
   images:
@@ -179,6 +181,7 @@ zeroclient:
   adminSocket: %[1]s/zc/admin.sock
   authFailureFloor: 200ms
   startWait: 150s
+  user: nobody
 `, dir, sock, e.pool, mgmt, pri, e.hostdSock, imageID, image, bundleID, directoryID, regCode,
 		e.ldap.URL, e.ldap.ServiceDN, e.ldap.ServicePassword, e.ldap.UserBase, e.rad.Port, e.rad.Secret,
 		e.brokerPort, e.gwPort, e.echoPort, e.webhook.port, e.metrics)
@@ -210,6 +213,18 @@ zeroclient:
 		}
 		return err == nil
 	})
+	// zeroclient faces clients: it serves them as nobody, with no capabilities. (Its ports
+	// answer a moment before it drops root.)
+	var status []byte
+	e.waitFor("zeroclient to drop root", 10*time.Second, func() bool {
+		status, _ = os.ReadFile(fmt.Sprintf("/proc/%d/status", e.zc.Cmd.Process.Pid))
+		return strings.Contains(string(status), "Uid:\t65534\t")
+	})
+	for _, want := range []string{"Uid:\t65534\t65534\t65534\t65534", "Gid:\t65534\t65534\t65534\t65534", "CapEff:\t0000000000000000", "NoNewPrivs:\t1"} {
+		if !strings.Contains(string(status), want) {
+			t.Fatalf("zeroclient did not drop root: no %q in its /proc status:\n%s\n%s", want, status, e.zc.Output())
+		}
+	}
 	e.waitState(types.WorkspaceStateAvailable, 4*time.Minute)
 	return e
 }

@@ -1,0 +1,85 @@
+// Package privdrop makes zeroclient give up root once it holds what needs root: its ports
+// bound (443, 4172), its files opened (credential store, event logs, TLS key) and its admin
+// socket made. What it does afterwards — serve clients, reach hostd's API socket as the
+// broker group, dial WorkSpaces' VNC sockets as the display group, talk to LDAP and RADIUS
+// — needs no privilege.
+package privdrop
+
+import (
+	"errors"
+	"fmt"
+	"os/user"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Identity is who the process became.
+type Identity struct {
+	UID, GID int
+	Groups   []int
+}
+
+// To switches the whole process (every thread) to user name, its primary group and its
+// supplementary groups, with no capabilities left and no way back: setuid from root to a
+// non-root uid clears every capability set, and no_new_privs stops setuid binaries and file
+// capabilities from granting any again. It checks the switch took: uid 0 cannot be
+// regained.
+func To(name string) (Identity, error) {
+	var id Identity
+	u, err := user.Lookup(name)
+	if err != nil {
+		return id, fmt.Errorf("drop root: user %q: %w", name, err)
+	}
+	if id.UID, err = strconv.Atoi(u.Uid); err != nil {
+		return id, fmt.Errorf("drop root: user %q: uid %q: %w", name, u.Uid, err)
+	}
+	if id.GID, err = strconv.Atoi(u.Gid); err != nil {
+		return id, fmt.Errorf("drop root: user %q: gid %q: %w", name, u.Gid, err)
+	}
+	if id.UID == 0 || id.GID == 0 {
+		return id, fmt.Errorf("drop root: user %q is root or in root's group", name)
+	}
+	gids, err := u.GroupIds()
+	if err != nil {
+		return id, fmt.Errorf("drop root: groups of %q: %w", name, err)
+	}
+	for _, g := range gids {
+		n, err := strconv.Atoi(g)
+		if err != nil {
+			return id, fmt.Errorf("drop root: groups of %q: %q: %w", name, g, err)
+		}
+		if n == 0 {
+			return id, fmt.Errorf("drop root: user %q is in root's group", name)
+		}
+		id.Groups = append(id.Groups, n)
+	}
+	// Go applies these to every thread of the process.
+	if err := syscall.Setgroups(id.Groups); err != nil {
+		return id, fmt.Errorf("drop root: setgroups: %w", err)
+	}
+	if err := syscall.Setresgid(id.GID, id.GID, id.GID); err != nil {
+		return id, fmt.Errorf("drop root: setresgid %d: %w", id.GID, err)
+	}
+	if err := syscall.Setresuid(id.UID, id.UID, id.UID); err != nil {
+		return id, fmt.Errorf("drop root: setresuid %d: %w", id.UID, err)
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return id, fmt.Errorf("drop root: no_new_privs: %w", err)
+	}
+	if err := syscall.Setresuid(0, 0, 0); err == nil {
+		return id, errors.New("drop root: uid 0 could be regained")
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var caps [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &caps[0]); err != nil {
+		return id, fmt.Errorf("drop root: capabilities: %w", err)
+	}
+	for _, c := range caps {
+		if c.Effective|c.Permitted|c.Inheritable != 0 {
+			return id, fmt.Errorf("drop root: capabilities left: %+v", caps)
+		}
+	}
+	return id, nil
+}
