@@ -109,6 +109,13 @@ func serve(args []string) int {
 		log.Error("zeroclient stopped", "err", err)
 		return 1
 	}
+	if c.Zeroclient.User != "" {
+		// Before anything is opened: this re-executes zeroclient once.
+		if err := privdrop.NoNewPrivs(); err != nil {
+			log.Error("zeroclient stopped", "err", err)
+			return 1
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	s, err := server.New(c, log, server.Options{})

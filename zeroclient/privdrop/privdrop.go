@@ -8,8 +8,11 @@ package privdrop
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/user"
+	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -21,11 +24,41 @@ type Identity struct {
 	Groups   []int
 }
 
+// NoNewPrivs sets no_new_privs for the whole process: setuid binaries and file capabilities
+// can then never grant it privileges again, whatever it execs. The flag is per thread and
+// inherited only by threads created after it is set, and Go cannot set it on all threads
+// when built with cgo; so NoNewPrivs sets it on this thread and re-executes the program,
+// whose every thread then inherits it. Call it first thing: the process starts over (as
+// root still: no_new_privs takes nothing away). It returns at once if the flag is set.
+func NoNewPrivs() error {
+	if on, err := noNewPrivs(); err != nil || on {
+		return err
+	}
+	runtime.LockOSThread() // the flag is this thread's; exec from it
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("no_new_privs: %w", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("no_new_privs: %w", err)
+	}
+	return fmt.Errorf("no_new_privs: re-exec %s: %w", exe, syscall.Exec(exe, os.Args, os.Environ()))
+}
+
+// noNewPrivs reports whether the process (its main thread) has no_new_privs set.
+func noNewPrivs() (bool, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false, err
+	}
+	return strings.Contains(string(b), "\nNoNewPrivs:\t1\n"), nil
+}
+
 // To switches the whole process (every thread) to user name, its primary group and its
 // supplementary groups, with no capabilities left and no way back: setuid from root to a
-// non-root uid clears every capability set, and no_new_privs stops setuid binaries and file
-// capabilities from granting any again. It checks the switch took: uid 0 cannot be
-// regained.
+// non-root uid clears every capability set, and no_new_privs (NoNewPrivs, which must have
+// run) stops setuid binaries and file capabilities from granting any again. It checks the
+// switch took: uid 0 cannot be regained.
 func To(name string) (Identity, error) {
 	var id Identity
 	u, err := user.Lookup(name)
@@ -65,8 +98,8 @@ func To(name string) (Identity, error) {
 	if err := syscall.Setresuid(id.UID, id.UID, id.UID); err != nil {
 		return id, fmt.Errorf("drop root: setresuid %d: %w", id.UID, err)
 	}
-	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return id, fmt.Errorf("drop root: no_new_privs: %w", err)
+	if on, err := noNewPrivs(); err != nil || !on {
+		return id, fmt.Errorf("drop root: no_new_privs is not set (run NoNewPrivs first): %v", err)
 	}
 	if err := syscall.Setresuid(0, 0, 0); err == nil {
 		return id, errors.New("drop root: uid 0 could be regained")

@@ -23,6 +23,10 @@ func TestMain(m *testing.M) {
 }
 
 func child(rootFile string) {
+	if err := NoNewPrivs(); err != nil { // re-executes this child once
+		fmt.Println(err)
+		os.Exit(1)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err == nil {
 		ln.Close()
@@ -45,8 +49,13 @@ func child(rootFile string) {
 	_, werr := f.WriteString("written after the drop\n")         // an fd opened before: still usable
 	_, oerr := os.OpenFile(rootFile, os.O_WRONLY|os.O_APPEND, 0) // a new open: refused
 	_, lerr := net.Listen("tcp", "127.0.0.1:2")                  // a new privileged port: refused
-	status, _ := os.ReadFile("/proc/self/status")
-	fmt.Printf("id=%+v write=%v open=%v listen=%v accept-on=%s\n%s", id, werr, oerr != nil, lerr != nil, ln.Addr(), status)
+	var status []byte
+	tasks, _ := os.ReadDir("/proc/self/task") // every thread, not only the main one
+	for _, t := range tasks {
+		b, _ := os.ReadFile("/proc/self/task/" + t.Name() + "/status")
+		status = append(status, b...)
+	}
+	fmt.Printf("id=%+v write=%v open=%v listen=%v accept-on=%s threads=%d\n%s", id, werr, oerr != nil, lerr != nil, ln.Addr(), len(tasks), status)
 }
 
 func TestDropToNobody(t *testing.T) {
@@ -65,9 +74,15 @@ func TestDropToNobody(t *testing.T) {
 		t.Fatalf("child: %v\n%s", err, s)
 	}
 	for _, want := range []string{"write=<nil>", "open=true", "listen=true", "Uid:\t65534\t65534\t65534\t65534", "Gid:\t65534\t65534\t65534\t65534",
-		"CapEff:\t0000000000000000", "CapPrm:\t0000000000000000", "CapBnd", "NoNewPrivs:\t1"} {
+		"CapEff:\t0000000000000000", "CapPrm:\t0000000000000000", "NoNewPrivs:\t1"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("after the drop: no %q in\n%s", want, s)
+		}
+	}
+	// Every thread: none kept root, a capability, or the right to gain privileges.
+	for _, bad := range []string{"Uid:\t0", "NoNewPrivs:\t0", "CapEff:\t000001"} {
+		if strings.Contains(s, bad) {
+			t.Errorf("a thread has %q after the drop:\n%s", bad, s)
 		}
 	}
 	if b, _ := os.ReadFile(f.Name()); !strings.Contains(string(b), "written after the drop") {
