@@ -66,7 +66,8 @@ func TestDirectKernel(t *testing.T) {
 	args = append(args, "-no-reboot",
 		"-kernel", filepath.Join(dir, "pxe", "vmlinuz"), "-initrd", filepath.Join(dir, "pxe", "initrd.img"),
 		"-append", strings.TrimSpace(string(cmdline))+" panic=-1 deskhost.perm=/dev/vda",
-		"-drive", "file="+disk+",if=virtio,format=qcow2")
+		"-drive", "file="+disk+",if=virtio,format=qcow2",
+		"-drive", "file="+desktopDisk(t)+",if=virtio,format=raw,readonly=on") // WorkSpaceConfined's desktop image
 	v := startVM(t, "direct", args)
 	ph := v.phases(nil, readyTimeout)
 	readyTimes["direct"] = ph.ready
@@ -157,6 +158,10 @@ func TestDirectKernel(t *testing.T) {
 			t.Errorf("the setting was not kept on /perm:\n%s", out[1])
 		}
 	})
+
+	// hostd launches a WorkSpace; its qemu runs as libvirt-qemu under cgroup limits, and
+	// zeroclient as its own user (confine_vm_test.go).
+	t.Run("WorkSpaceConfined", func(t *testing.T) { checkWorkspaceConfined(t, v) })
 }
 
 // TestPXE boots over the network, on the virtual host `make demo` boots: qemu's iPXE ROM

@@ -1,0 +1,150 @@
+package appliance_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"deskhost/internal/imagelayout"
+	"deskhost/internal/testenv"
+	"deskhost/internal/vt100"
+)
+
+// desktopDisk makes a read-only ext4 image holding the desktop image, for the virtual host
+// to mount as a source of WorkSpaces (the appliance has no desktop image of its own).
+func desktopDisk(t *testing.T) string {
+	t.Helper()
+	needTool(t, "mkfs.ext4")
+	src := testenv.DesktopImage(t)
+	disk := filepath.Join(t.TempDir(), "desktop.ext4")
+	var size int64 = 32 << 20
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if fi, err := e.Info(); err == nil {
+			size += fi.Size() * 5 / 4
+		}
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", src, disk, strconv.FormatInt(size>>10, 10)+"k").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4 -d %s: %v: %s", src, err, out)
+	}
+	return disk
+}
+
+// Catalog entries the test adds to the running host config, for one WorkSpace.
+const (
+	vmImage     = "wsi-desktop001"
+	vmBundle    = "wsb-value00001"
+	vmDirectory = "d-0123456789"
+	vmUser      = "alice"
+	vmCatalog   = `  images:
+    - {id: ` + vmImage + `, name: desktop, os: linux, dir: /mnt/desktop}
+  bundles:
+    - {id: ` + vmBundle + `, name: Value, image: ` + vmImage + `, computeType: VALUE, protocol: PCOIP, rootGiB: 10, userGiB: 10}
+  directories:
+    - id: ` + vmDirectory + `
+      name: corp.example.com
+      users: [{userName: ` + vmUser + `, email: alice@example.com}]
+`
+	libvirtQemuUID = 64055 // imagebuild/appliance's /etc/passwd
+	zeroclientUID  = 64060
+)
+
+var (
+	wsIDRe   = regexp.MustCompile(`ws-[0-9a-z]{10}`)
+	cgLineRe = regexp.MustCompile(`(?m)^CGDIR (\S+) cpu.max=(.*) memory.max=(.*)$`)
+)
+
+// checkWorkspaceConfined has hostd on the virtual host launch a real WorkSpace and checks,
+// from /proc and /sys/fs/cgroup there: its qemu runs as libvirt-qemu with no capabilities,
+// in a cgroup of its own whose cpu.max allows its one vCPU and whose memory.max is qemu's
+// overhead (its RAM is on huge pages, which the memory controller does not count); hostd
+// holds its RAM; and zeroclient serves as its own unprivileged user. The guest itself
+// boots under nested emulation and need not finish: qemu's confinement is in place from
+// its start.
+func checkWorkspaceConfined(t *testing.T, v *vm) {
+	// The desktop image, on the second disk; the catalog, into the running config; hostd
+	// restarted to read both.
+	out := v.shell("mkdir -p /mnt/desktop && mount -o ro /dev/vdb /mnt/desktop && ls /mnt/desktop",
+		fmt.Sprintf("printf '%%b' '%s' > /tmp/catalog.yaml && sed -i '/memoryMiB: 256}/r /tmp/catalog.yaml' /run/deskhost/host.yaml && hostd check-config --config /run/deskhost/host.yaml",
+			strings.ReplaceAll(vmCatalog, "\n", "\\n")))
+	if !strings.Contains(out[0], "vmlinux") || !strings.Contains(out[1], "ok") {
+		t.Fatalf("desktop image or catalog in the appliance:\n%s\n%s", out[0], out[1])
+	}
+	pidRe := regexp.MustCompile(`(?m)^hostd\s+running\s+(\d+)`)
+	v.waitScreen("hostd running", time.Minute, func(s *vt100.Screen) bool { return pidRe.MatchString(s.String()) })
+	before := pidRe.FindStringSubmatch(v.screen.String())[1]
+	v.send("2")
+	v.waitScreen("the service list", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Restart a service") && s.Contains("4  hostd") })
+	v.send("4")
+	v.waitScreen("the confirmation", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Restart hostd?") })
+	v.send("y\r")
+	v.waitScreen("hostd running with a new PID", 3*time.Minute, func(s *vt100.Screen) bool {
+		m := pidRe.FindStringSubmatch(s.String())
+		return m != nil && m[1] != before
+	})
+	v.waitScreen("ready again", 3*time.Minute, func(s *vt100.Screen) bool { return s.Contains(imagelayout.ReadyLine) })
+
+	out = v.shell(fmt.Sprintf("hostd create --directory %s --user %s --bundle %s", vmDirectory, vmUser, vmBundle))
+	id := wsIDRe.FindString(out[0])
+	if id == "" {
+		t.Fatalf("hostd create in the appliance:\n%s", out[0])
+	}
+	// Wait for its qemu, resumed (hostd holds its RAM by then), then read it all.
+	out = v.shell(fmt.Sprintf(`i=0; while [ $i -lt 300 ]; do st=$(virsh -c qemu:///system domstate %[1]s 2>/dev/null); [ "$st" = running ] && break; sleep 1; i=$((i+1)); done; echo "STATE $st"`, id),
+		fmt.Sprintf(`pid=$(cat /run/libvirt/qemu/%s.pid); echo "PID $pid"; grep -E '^(Uid|Gid|CapEff|CapPrm|NoNewPrivs):' /proc/$pid/status; cg=$(sed -n 's/^0:://p' /proc/$pid/cgroup); echo "CGROUP $cg"; d=/sys/fs/cgroup$cg; while [ "$d" != /sys/fs/cgroup ]; do echo "CGDIR $d cpu.max=$(cat $d/cpu.max 2>/dev/null) memory.max=$(cat $d/memory.max 2>/dev/null)"; d=${d%%/*}; done`, id),
+		`ls -l /proc/$(pidof hostd)/fd | grep -c memfd:memory-backend; grep -E 'HugePages_(Total|Free)' /proc/meminfo`,
+		`grep -E '^(Uid|Gid|CapEff|NoNewPrivs):' /proc/$(pidof zeroclient)/status; ls -ln /run/deskhost/hostd.sock`,
+		fmt.Sprintf("ls -ln /perm/hostd/run/%[1]s /perm/hostd/volumes/%[1]s-root.qcow2 /mnt/desktop/vmlinux", id),
+	)
+	t.Logf("WorkSpace %s in the appliance:\n%s", id, strings.Join(out, "\n"))
+	if !strings.Contains(out[0], "STATE running") {
+		t.Fatalf("the WorkSpace's domain never ran:\n%s", out[0])
+	}
+	q := out[1]
+	u := strconv.Itoa(libvirtQemuUID)
+	for _, want := range []string{"Uid:\t" + u + "\t" + u + "\t" + u + "\t" + u, "Gid:\t" + u + "\t" + u + "\t" + u + "\t" + u,
+		"CapEff:\t0000000000000000", "CapPrm:\t0000000000000000"} {
+		if !strings.Contains(q, want) {
+			t.Errorf("qemu's /proc status lacks %q:\n%s", want, q)
+		}
+	}
+	memMax, cpus := int64(-1), -1.0
+	for _, m := range cgLineRe.FindAllStringSubmatch(q, -1) {
+		if v, err := strconv.ParseInt(strings.TrimSpace(m[3]), 10, 64); err == nil && (memMax < 0 || v < memMax) {
+			memMax = v
+		}
+		if f := strings.Fields(m[2]); len(f) == 2 && f[0] != "max" {
+			quota, _ := strconv.ParseFloat(f[0], 64)
+			period, _ := strconv.ParseFloat(f[1], 64)
+			if cpus < 0 || quota/period < cpus {
+				cpus = quota / period
+			}
+		}
+	}
+	// VALUE is 1 vCPU and 256 MiB on huge pages: memory.max is qemu's overhead (512 MiB)
+	// and the TCG translation cache (64 MiB) — hostd/virt.Spec.MemoryLimitMiB.
+	if cpus != 1 || memMax != 576<<20 {
+		t.Errorf("qemu's cgroup limits: cpu.max allows %.2f CPUs (want 1), memory.max %d (want %d)\n%s", cpus, memMax, 576<<20, q)
+	}
+	if n, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(out[2], "\n", 2)[0])); n < 1 {
+		t.Errorf("hostd holds no guest RAM:\n%s", out[2])
+	}
+	z := strconv.Itoa(zeroclientUID)
+	for _, want := range []string{"Uid:\t" + z + "\t" + z + "\t" + z + "\t" + z, "CapEff:\t0000000000000000", "NoNewPrivs:\t1"} {
+		if !strings.Contains(out[3], want) {
+			t.Errorf("zeroclient's /proc status lacks %q:\n%s", want, out[3])
+		}
+	}
+	if !strings.Contains(out[3], "0 "+z) { // the API socket: root, the broker group
+		t.Errorf("hostd's socket is not the broker group's:\n%s", out[3])
+	}
+}
