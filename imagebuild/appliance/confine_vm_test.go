@@ -48,7 +48,7 @@ const (
 	vmCatalog   = `  images:
     - {id: ` + vmImage + `, name: desktop, os: linux, dir: /mnt/desktop}
   bundles:
-    - {id: ` + vmBundle + `, name: Value, image: ` + vmImage + `, computeType: VALUE, protocol: PCOIP, rootGiB: 10, userGiB: 10}
+    - {id: ` + vmBundle + `, name: Value, image: ` + vmImage + `, computeType: VALUE, protocol: PCOIP, rootGiB: 80, userGiB: 10}
   directories:
     - id: ` + vmDirectory + `
       name: corp.example.com
@@ -99,7 +99,9 @@ func checkWorkspaceConfined(t *testing.T, v *vm) {
 		t.Fatalf("hostd create in the appliance:\n%s", out[0])
 	}
 	// Wait for its qemu, resumed (hostd holds its RAM by then), then read it all.
-	out = v.shell(fmt.Sprintf(`i=0; while [ $i -lt 300 ]; do st=$(virsh -c qemu:///system domstate %[1]s 2>/dev/null); [ "$st" = running ] && break; sleep 1; i=$((i+1)); done; echo "STATE $st"`, id),
+	// hostd holds a new guest's RAM before it lets it run: a memfd among hostd's files
+	// means qemu is up and about to run.
+	out = v.shell(fmt.Sprintf(`i=0; while [ $i -lt 60 ]; do [ -s /run/libvirt/qemu/%[1]s.pid ] && [ "$(ls -l /proc/$(pidof hostd)/fd | grep -c memfd:memory-backend)" -ge 1 ] && break; sleep 2; i=$((i+1)); done; echo "STATE $(virsh -c qemu:///system domstate %[1]s)"; hostd describe %[1]s | head -8; tail -n 15 /perm/log/hostd.log`, id),
 		fmt.Sprintf(`pid=$(cat /run/libvirt/qemu/%s.pid); echo "PID $pid"; grep -E '^(Uid|Gid|CapEff|CapPrm|NoNewPrivs):' /proc/$pid/status; cg=$(sed -n 's/^0:://p' /proc/$pid/cgroup); echo "CGROUP $cg"; d=/sys/fs/cgroup$cg; while [ "$d" != /sys/fs/cgroup ]; do echo "CGDIR $d cpu.max=$(cat $d/cpu.max 2>/dev/null) memory.max=$(cat $d/memory.max 2>/dev/null)"; d=${d%%/*}; done`, id),
 		`ls -l /proc/$(pidof hostd)/fd | grep -c memfd:memory-backend; grep -E 'HugePages_(Total|Free)' /proc/meminfo`,
 		`grep -E '^(Uid|Gid|CapEff|NoNewPrivs):' /proc/$(pidof zeroclient)/status; ls -ln /run/deskhost/hostd.sock`,
@@ -146,5 +148,18 @@ func checkWorkspaceConfined(t *testing.T, v *vm) {
 	}
 	if !strings.Contains(out[3], "0 "+z) { // the API socket: root, the broker group
 		t.Errorf("hostd's socket is not the broker group's:\n%s", out[3])
+	}
+
+	// Terminated: its RAM scrubbed and let go, its huge pages back in the pool.
+	out = v.shell(fmt.Sprintf("hostd terminate %[1]s && hostd wait %[1]s --state TERMINATED", id),
+		`ls -l /proc/$(pidof hostd)/fd | grep -c memfd:memory-backend; grep -E 'HugePages_(Total|Free)' /proc/meminfo; grep -h 'guest memory scrubbed' /perm/log/hostd*.log | tail -1`)
+	t.Logf("after terminate:\n%s\n%s", out[0], out[1])
+	if !strings.Contains(out[0], "TERMINATED") {
+		t.Errorf("terminate in the appliance:\n%s", out[0])
+	}
+	total := regexp.MustCompile(`HugePages_Total:\s+(\d+)`).FindStringSubmatch(out[1])
+	free := regexp.MustCompile(`HugePages_Free:\s+(\d+)`).FindStringSubmatch(out[1])
+	if !strings.HasPrefix(strings.TrimSpace(out[1]), "0") || total == nil || free == nil || total[1] != free[1] {
+		t.Errorf("after terminate hostd still holds guest RAM, or huge pages are in use:\n%s", out[1])
 	}
 }

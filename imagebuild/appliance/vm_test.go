@@ -130,6 +130,11 @@ func TestDirectKernel(t *testing.T) {
 		})
 	})
 
+	// hostd launches a WorkSpace; its qemu runs as libvirt-qemu under cgroup limits, and
+	// zeroclient as its own user (confine_vm_test.go). Before the management address
+	// changes: that rewrites the running config, which this test extends.
+	t.Run("WorkSpaceConfined", func(t *testing.T) { checkWorkspaceConfined(t, v) })
+
 	t.Run("StaticManagementAddress", func(t *testing.T) {
 		// (4) Configure the management address from the console; netcfg applies it.
 		v.waitScreen("the status screen", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Choose 1-8:") })
@@ -158,10 +163,6 @@ func TestDirectKernel(t *testing.T) {
 			t.Errorf("the setting was not kept on /perm:\n%s", out[1])
 		}
 	})
-
-	// hostd launches a WorkSpace; its qemu runs as libvirt-qemu under cgroup limits, and
-	// zeroclient as its own user (confine_vm_test.go).
-	t.Run("WorkSpaceConfined", func(t *testing.T) { checkWorkspaceConfined(t, v) })
 }
 
 // TestPXE boots over the network, on the virtual host `make demo` boots: qemu's iPXE ROM
