@@ -4,14 +4,17 @@
 //	hostd serve --config /perm/deskhost.yaml   run the daemon
 //	hostd check-config --config FILE           validate the host config and exit
 //	hostd preflight                            print the host's memory hygiene and exit
+//	hostd etcd --config-file FILE              run a member of the fleet's etcd cluster
 //	hostd <command> ...                        the operator CLI (hostd help)
 //
 // Serving, in order:
 //  1. load the host config (strict: an unknown key is an error);
 //  2. run the memory preflight (swap, KSM, init_on_free) and log it; WorkSpaces will not
 //     boot while it refuses;
-//  3. load every configured desktop image's manifest;
-//  4. open the store (bbolt), connect to libvirtd (retrying while it starts);
+//  3. open the store (a bbolt file, or the fleet's etcd); the first time the config still
+//     has catalog sections (images, bundles, directories, IP groups), import them into the
+//     store with a report, and refuse such a config ever after;
+//  4. connect to libvirtd (retrying while it starts);
 //  5. start the controller: a first reconcile of store against libvirt (orphans removed,
 //     interrupted operations finished), then libvirt events and periodic sweeps;
 //  6. serve the admin API on the root-only unix socket and on HTTPS;
@@ -26,23 +29,25 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"deskhost/hostd/api"
 	"deskhost/hostd/cli"
 	"deskhost/hostd/confine"
 	"deskhost/hostd/controller"
+	"deskhost/hostd/etcdmember"
 	"deskhost/hostd/memscrub"
 	"deskhost/hostd/network"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/virt"
+	"deskhost/internal/atomicfile"
 	"deskhost/internal/catalog"
 	"deskhost/internal/desktopimage"
 	"deskhost/internal/hostconfig"
@@ -56,6 +61,8 @@ func main() {
 			os.Exit(serve(args[1:]))
 		case "check-config":
 			os.Exit(checkConfig(args[1:], os.Stdout, os.Stderr))
+		case "etcd":
+			os.Exit(etcdmember.Main(args[1:]))
 		case "preflight":
 			r, err := memscrub.Check()
 			if err != nil {
@@ -72,7 +79,7 @@ func main() {
 	}
 	code := cli.Main(args, os.Stdout, os.Stderr)
 	if len(args) == 0 || len(args) == 1 && (args[0] == "help" || args[0] == "-h" || args[0] == "--help") {
-		fmt.Println("\nDaemon:\n  serve --config FILE [--debug]   run hostd\n  check-config --config FILE      validate the host config and exit\n  preflight                       check swap, KSM and init_on_free, and exit")
+		fmt.Println("\nDaemon:\n  serve --config FILE [--debug]   run hostd\n  check-config --config FILE      validate the host config and exit\n  preflight                       check swap, KSM and init_on_free, and exit\n  etcd --config-file FILE         run a member of the fleet's etcd cluster")
 	}
 	os.Exit(code)
 }
@@ -119,6 +126,10 @@ func run(path string, log *slog.Logger) error {
 		return err
 	}
 	h := cfg.Hostd
+	legacy, err := cfg.LegacyCatalog()
+	if err != nil {
+		return fmt.Errorf("host config %s: %w", path, err)
+	}
 
 	report, err := memscrub.Check()
 	if err != nil {
@@ -150,28 +161,27 @@ func run(path string, log *slog.Logger) error {
 		log.Error("WorkSpaces will not boot until this is fixed", "err", err)
 	}
 
-	images := map[string]controller.ImageFiles{}
-	for _, img := range h.Images {
-		di, err := desktopimage.Load(img.Dir)
-		if err != nil {
-			return fmt.Errorf("image %s: %w", img.ID, err)
-		}
-		if string(img.OS) != di.Manifest.OS {
-			return fmt.Errorf("image %s: config says os %s, the image says %s", img.ID, img.OS, di.Manifest.OS)
-		}
-		images[img.ID] = controller.ImageFiles{Kernel: di.Kernel, Initrd: di.Initrd, Root: di.Root, Cmdline: di.Manifest.Cmdline}
-	}
-
-	st, err := store.OpenBolt(h.Store)
+	st, hostID, err := openStore(h, log)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	hostID, err := hostIdentity(st)
-	if err != nil {
-		return err
-	}
 	log.Info("host identity", "host", hostID)
+
+	var nm *network.Manager
+	svcCfg := service.Config{ComputeTypes: h.ComputeTypes, WorkspaceQuota: h.Quotas.Workspaces,
+		ManagementRange: func() (netip.Prefix, bool) {
+			if nm == nil {
+				return netip.Prefix{}, false
+			}
+			return nm.ManagementRange()
+		}}
+	svc := service.New(st, svcCfg, nil, nil, log.With("component", "service"))
+	if legacy != nil {
+		if err := importCatalog(svc, legacy, path, h.DataDir, log); err != nil {
+			return err
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -185,12 +195,11 @@ func run(path string, log *slog.Logger) error {
 
 	var netw controller.Network
 	if cfg.ManagedNetwork() {
-		base, err := yaml.Marshal(&cfg.Init.Network)
+		base, err := cfg.NetworkBase()
 		if err != nil {
-			return fmt.Errorf("init.network: %w", err)
+			return err
 		}
-		nm, err := network.New(base, st, log.With("component", "network"))
-		if err != nil {
+		if nm, err = network.New(base, st, log.With("component", "network")); err != nil {
 			return err
 		}
 		defer nm.Close()
@@ -203,6 +212,13 @@ func run(path string, log *slog.Logger) error {
 				stop()
 			}
 		}()
+		// The IP access control groups are catalog records: a change reaches netcfg's
+		// nftables sets (and drops the flows they no longer allow) at once.
+		go followCatalog(ctx, svc, log, func() {
+			if err := nm.Sync(ctx); err != nil && ctx.Err() == nil {
+				log.Error("host network: applying the catalog's IP access control groups", "err", err)
+			}
+		})
 		netw = nm
 	}
 
@@ -211,7 +227,7 @@ func run(path string, log *slog.Logger) error {
 		Conn:                conn,
 		Owner:               hostID,
 		Network:             netw,
-		Images:              images,
+		Images:              storeImages{svc},
 		ComputeTypes:        h.ComputeTypes,
 		DataDir:             h.DataDir,
 		Pool:                h.Libvirt.Pool,
@@ -229,13 +245,7 @@ func run(path string, log *slog.Logger) error {
 		DialAgent:           controller.DialAgent,
 		Log:                 log.With("component", "controller"),
 	})
-	svc := service.New(st, service.Catalog{
-		ComputeTypes:   h.ComputeTypes,
-		Images:         h.Images,
-		Bundles:        h.Bundles,
-		Directories:    h.Directories,
-		WorkspaceQuota: h.Quotas.Workspaces,
-	}, ctl, nil, log.With("component", "service"))
+	svc.SetWaker(ctl)
 	apiOpts := api.OptionsFromConfig(h.API, log.With("component", "api"))
 	if err := apiOpts.LookupBrokerGroup(h.API.BrokerGroup); err != nil {
 		return err
@@ -246,8 +256,12 @@ func run(path string, log *slog.Logger) error {
 	go func() { errs <- ctl.Run(ctx) }()
 	go func() { errs <- srv.Run(ctx, h.API, filepath.Join(h.DataDir, "tls")) }()
 	// AutoStop's idle timer: AutoStop times are whole hours, so a minute's granularity.
+	// Bundles queued for deletion go on the same beat once their last WorkSpace has.
 	go svc.RunAutoStop(ctx, time.Minute)
-	log.Info("hostd serving", "socket", h.API.Socket, "https", h.API.Listen, "images", len(images), "bundles", len(h.Bundles), "directories", len(h.Directories))
+	images, _ := svc.DescribeWorkspaceImages(ctx, nil)
+	bundles, _ := svc.DescribeWorkspaceBundles(ctx, nil)
+	dirs, _ := svc.DescribeWorkspaceDirectories(ctx, nil)
+	log.Info("hostd serving", "socket", h.API.Socket, "https", h.API.Listen, "images", len(images), "bundles", len(bundles), "directories", len(dirs))
 
 	var first error
 	for range 2 {
@@ -260,6 +274,134 @@ func run(path string, log *slog.Logger) error {
 	ctl.Close()
 	return first
 }
+
+// ImportReportFile is where, under hostd's dataDir, the catalog import's report is kept.
+const ImportReportFile = "catalog-import.txt"
+
+// importCatalog moves the host config's catalog sections into the store the first time
+// hostd meets them, with a report of what moved (logged, printed and written under the
+// data directory); afterwards a config that still has them is refused, saying where the
+// catalog lives now.
+func importCatalog(svc *service.Service, legacy *hostconfig.LegacyCatalog, path, dataDir string, log *slog.Logger) error {
+	reportFile := filepath.Join(dataDir, ImportReportFile)
+	done, imported, err := svc.Imported()
+	if err != nil {
+		return err
+	}
+	if imported {
+		return hostconfig.CatalogMoved(path, legacy.Sections, done.At.UTC().Format(time.RFC3339), reportFile)
+	}
+	// The images must be there, as they had to be when the config listed them.
+	for _, im := range legacy.Images {
+		di, err := desktopimage.Load(im.Item.Dir)
+		if err != nil {
+			return fmt.Errorf("%s (%s): %w", im.From, im.Item.ID, err)
+		}
+		if string(im.Item.OS) != di.Manifest.OS {
+			return fmt.Errorf("%s (%s): config says os %s, the image says %s", im.From, im.Item.ID, im.Item.OS, di.Manifest.OS)
+		}
+	}
+	rep, err := svc.ImportCatalog(context.Background(), legacy, path)
+	if err != nil {
+		return fmt.Errorf("import the catalog sections of host config %s into the store: %w", path, err)
+	}
+	text := rep.String()
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(reportFile, []byte(text), 0o600); err != nil {
+		return fmt.Errorf("catalog import report: %w", err)
+	}
+	fmt.Print(text)
+	log.Warn("catalog imported from the host config into the store; remove its catalog sections from the config, which hostd refuses from now on",
+		"config", path, "sections", strings.Join(legacy.Sections, ","), "report", reportFile, "records", len(rep.Lines))
+	return nil
+}
+
+// followCatalog calls fn after every change of the catalog revision until ctx ends.
+func followCatalog(ctx context.Context, svc *service.Service, log *slog.Logger, fn func()) {
+	rev, err := svc.CatalogRevision()
+	for ctx.Err() == nil {
+		if err != nil {
+			log.Error("catalog revision", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+		var next uint64
+		next, err = svc.WaitCatalog(ctx, rev, time.Minute)
+		if err == nil && next != rev {
+			rev = next
+			fn()
+		}
+	}
+}
+
+// storeImages finds images in the catalog and reads their files.
+type storeImages struct{ svc *service.Service }
+
+func (s storeImages) ImageFiles(id string) (controller.ImageFiles, error) {
+	di, err := s.svc.LoadImage(id)
+	if err != nil {
+		return controller.ImageFiles{}, err
+	}
+	return controller.ImageFiles{Kernel: di.Kernel, Initrd: di.Initrd, Root: di.Root, Cmdline: di.Manifest.Cmdline}, nil
+}
+
+// openStore opens the configured store — the bbolt file, or the fleet's etcd — and this
+// host's identity.
+func openStore(h hostconfig.Hostd, log *slog.Logger) (store.Store, string, error) {
+	if e := h.Store.Etcd; e != nil {
+		st, err := store.OpenEtcd(store.EtcdConfig{
+			Endpoints: e.Endpoints, CAFile: e.CAFile, CertFile: e.CertFile, KeyFile: e.KeyFile,
+			Prefix: e.Prefix, Timeout: e.Timeout.Duration, Log: log.With("component", "store"),
+		})
+		if err != nil {
+			return nil, "", err
+		}
+		// The fleet's store is shared: each host's identity stays with the host.
+		id, err := localIdentity(filepath.Join(h.DataDir, "host-id"))
+		if err != nil {
+			st.Close()
+			return nil, "", err
+		}
+		return st, id, nil
+	}
+	st, err := store.OpenBolt(h.Store.Path)
+	if err != nil {
+		return nil, "", err
+	}
+	id, err := hostIdentity(st)
+	if err != nil {
+		st.Close()
+		return nil, "", err
+	}
+	return st, id, nil
+}
+
+// localIdentity is this host's id kept in a file, made once.
+func localIdentity(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if id := strings.TrimSpace(string(b)); strings.HasPrefix(id, "host-") {
+			return id, nil
+		}
+		return "", fmt.Errorf("host identity %s: not a host id", path)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("host identity: %w", err)
+	}
+	id := newHostID()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", fmt.Errorf("host identity: %w", err)
+	}
+	if err := atomicfile.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("host identity: %w", err)
+	}
+	return id, nil
+}
+
+func newHostID() string { return "host-" + catalog.NewID(catalog.KindDirectory)[2:] }
 
 // hostIdentity is this host's id, made once and kept in the store: hostd marks the
 // domains it creates with it, and only ever removes domains that carry it.
@@ -274,7 +416,7 @@ func hostIdentity(st store.Store) (string, error) {
 		if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		id = "host-" + catalog.NewID(catalog.KindDirectory)[2:]
+		id = newHostID()
 		return tx.Put(store.Meta, "hostId", []byte(id))
 	})
 	if err != nil {

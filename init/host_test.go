@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"deskhost/hostd/api"
+	"deskhost/hostd/hostdtest"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
@@ -103,15 +104,14 @@ func TestConsoleWorkspaces(t *testing.T) {
 	}
 	defer st.Close()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc := service.New(st, service.Catalog{
-		ComputeTypes: map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 256}},
-		Images:       []catalog.Image{{ID: "wsi-linux00001", OS: catalog.Linux}},
+	svc := service.New(st, service.Config{ComputeTypes: map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 256}}, WorkspaceQuota: 10}, noWake{}, nil, log)
+	hostdtest.SeedCatalog(t, svc, hostdtest.Catalog{
+		Images: []catalog.Image{{ID: "wsi-linux00001", OS: catalog.Linux}},
 		Bundles: []catalog.Bundle{{ID: "wsb-value00001", ImageID: "wsi-linux00001", ComputeType: catalog.ComputeValue,
 			Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10}},
 		Directories: []catalog.Directory{{ID: "d-0123456789", Name: "corp.example.com", Users: []catalog.User{
 			{UserName: "alice", Email: "alice@example.com"}, {UserName: "bob", Email: "bob@example.com"}}}},
-		WorkspaceQuota: 10,
-	}, noWake{}, nil, log)
+	})
 	ws, _, err := svc.CreateWorkspaces(context.Background(), []service.CreateRequest{
 		{DirectoryID: "d-0123456789", UserName: "alice", BundleID: "wsb-value00001"},
 		{DirectoryID: "d-0123456789", UserName: "bob", BundleID: "wsb-value00001"}})

@@ -9,11 +9,36 @@ STATE=$PWD/build/demo
 CONFIG=$STATE/deskhost.yaml
 PIDFILE=$RUNDIR/hostd-demo.pid
 SOCK=$RUNDIR/hostd.sock
-hostd() { local cmd=$1; shift; bin/hostd "$cmd" --socket "$SOCK" "$@"; }
+hostd() { bin/hostd "$@" --socket "$SOCK"; }
 # The demo user's live WorkSpace id, or nothing.
 demo_ws() {
   hostd workspaces --directory d-0123456789 --user demo --json |
     python3 -c 'import json,sys; w=[x for x in json.load(sys.stdin).get("Workspaces",[]) if x["State"]!="TERMINATED"]; print(w[0]["WorkspaceId"] if w else "")'
+}
+
+# The Value bundle's id, or nothing.
+demo_bundle() {
+  hostd bundles --json |
+    python3 -c 'import json,sys; b=[x for x in json.load(sys.stdin).get("Bundles",[]) if x.get("Name")=="Value-Linux"]; print(b[0]["BundleId"] if b else "")'
+}
+
+# catalog makes the demo's catalog in hostd's store, once, as an operator would: the
+# desktop image, three bundles, the directory (configs/demo-directory.yaml), registered.
+catalog() {
+  if ! hostd images --json | grep -q '"wsi-desktop001"'; then
+    hostd images register --dir "$PWD/$IMAGE" --id wsi-desktop001 --name deskhost-desktop
+  fi
+  if [ -z "$(demo_bundle)" ]; then
+    hostd bundles create --name Value-Linux --description "1 vCPU (TCG)" --image wsi-desktop001 --compute VALUE --user-gib 10
+    hostd bundles create --name Standard-Linux --description "1 vCPU (TCG)" --image wsi-desktop001 --compute STANDARD --user-gib 50
+    hostd bundles create --name Power-Linux --description "2 vCPU (TCG)" --image wsi-desktop001 --compute POWER --root-gib 175 --user-gib 100
+  fi
+  if ! hostd directories --json | grep -q '"d-0123456789"'; then
+    hostd directory put --file configs/demo-directory.yaml
+  fi
+  if ! hostd directories --json | grep -q '"REGISTERED"'; then
+    hostd directories register d-0123456789
+  fi
 }
 
 stop() {
@@ -55,9 +80,10 @@ start() {
     for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.2; done
     [ -S "$SOCK" ] || { echo "demo: hostd did not open $SOCK; see $STATE/hostd.log"; tail -20 "$STATE/hostd.log"; exit 1; }
   fi
+  catalog
   ws=$(demo_ws)
   if [ -z "$ws" ]; then
-    hostd create --directory d-0123456789 --user demo --bundle wsb-value00001 --wait
+    hostd create --directory d-0123456789 --user demo --bundle "$(demo_bundle)" --wait
     ws=$(demo_ws)
   else
     hostd wait "$ws" --state AVAILABLE --timeout 10m

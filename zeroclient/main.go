@@ -330,7 +330,7 @@ func activate(args []string) int {
 func adminCmd(name string) func([]string) int {
 	return func(args []string) int {
 		fs := flag.NewFlagSet(name, flag.ContinueOnError)
-		sock := fs.String("socket", "/run/deskhost/zeroclient.sock", "zeroclient's admin socket (zeroclient.adminSocket)")
+		sock := fs.String("socket", "/run/deskhost/zeroclient/admin.sock", "zeroclient's admin socket (zeroclient.adminSocket)")
 		dir := fs.String("directory", "", "directory id (d-...)")
 		user := fs.String("user", "", "user name")
 		if err := fs.Parse(args); err != nil {

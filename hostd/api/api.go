@@ -255,7 +255,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call) *catalog
 	if aerr := decodeInto(body, op.input, req); aerr != nil {
 		return aerr
 	}
-	if p, err := json.Marshal(req); err == nil {
+	if op.secret {
+		c.params = "(not logged: the request may hold secrets)"
+	} else if p, err := json.Marshal(req); err == nil {
 		c.params = clipN(string(p), maxAuditParams)
 	}
 

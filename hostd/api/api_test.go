@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"deskhost/hostd/workspace"
+	"deskhost/internal/catalog"
 )
 
 func apiErr(t *testing.T, err error, wantType string) smithy.APIError {
@@ -57,7 +59,7 @@ func TestOperationsThroughSDK(t *testing.T) {
 	}
 	wantFail := []struct{ user, code, msg string }{
 		{"dave", "ResourceNotFoundException", "bundle wsb-nosuchbndl does not exist"},
-		{"dave", "ResourceNotFoundException", "directory d-ffffffffff is not registered"},
+		{"dave", "ResourceNotFoundException", "directory d-ffffffffff does not exist"},
 		{"nomail", "InvalidParameterValuesException", "has no email address"},
 		{"ALICE", "ResourceAlreadyExistsException", "already has WorkSpace"},
 	}
@@ -222,8 +224,8 @@ func TestOperationsThroughSDK(t *testing.T) {
 	if len(bs.Bundles) != 3 {
 		t.Fatalf("%d bundles", len(bs.Bundles))
 	}
-	b := bs.Bundles[0]
-	if aws.ToString(b.BundleId) != bundleStd || aws.ToString(b.Name) != "Standard Linux" || aws.ToString(b.Owner) != "AMAZON" ||
+	b := bs.Bundles[1] // in id order: power, standard, value
+	if aws.ToString(b.BundleId) != bundleStd || aws.ToString(b.Name) != "Standard Linux" || aws.ToString(b.Owner) != catalog.AccountID || b.CreationTime == nil ||
 		aws.ToString(b.RootStorage.Capacity) != "80" || aws.ToString(b.UserStorage.Capacity) != "50" ||
 		b.ComputeType.Name != types.ComputeStandard || b.State != types.WorkspaceBundleStateAvailable || aws.ToString(b.ImageId) != imageLinux {
 		t.Errorf("bundle %+v", b)
@@ -332,16 +334,23 @@ func TestWireShapes(t *testing.T) {
 		t.Errorf("stop body %s", r.body)
 	}
 	r = e.raw(rawCall{target: "WorkspacesService.DescribeWorkspaceBundles", body: []byte(`{"BundleIds":["` + bundleValue + `"]}`)})
-	if string(r.body) != `{"Bundles":[{"BundleId":"wsb-value00001","Name":"Value Linux","Owner":"AMAZON","ImageId":"wsi-linux000001",`+
-		`"RootStorage":{"Capacity":"80"},"UserStorage":{"Capacity":"10"},"ComputeType":{"Name":"VALUE"},"State":"AVAILABLE","BundleType":"REGULAR"}]}` {
+	stamps := regexp.MustCompile(`,"CreationTime":[0-9.]+,"LastUpdatedTime":[0-9.]+`)
+	if string(stamps.ReplaceAll(r.body, nil)) != `{"Bundles":[{"BundleId":"wsb-value00001","Name":"Value Linux","Owner":"000000000000","ImageId":"wsi-linux000001",`+
+		`"RootStorage":{"Capacity":"80"},"UserStorage":{"Capacity":"10"},"ComputeType":{"Name":"VALUE"},"State":"AVAILABLE","BundleType":"REGULAR"}]}` ||
+		!stamps.Match(r.body) {
 		t.Errorf("bundles body %s", r.body)
 	}
-	r = e.raw(rawCall{target: "WorkspacesService.DescribeWorkspaceBundles", body: []byte(`{"Owner":"123456789012"}`)})
+	r = e.raw(rawCall{target: "WorkspacesService.DescribeWorkspaceBundles", body: []byte(`{"Owner":"AMAZON"}`)})
 	if string(r.body) != `{"Bundles":[]}` {
-		t.Errorf("bundles of another owner: %s", r.body)
+		t.Errorf("Amazon's bundles: %s", r.body)
 	}
 	r = e.raw(rawCall{target: "WorkspacesService.DescribeWorkspaceDirectories", body: []byte(`{"DirectoryIds":["` + otherDirID + `"]}`)})
-	if string(r.body) != `{"Directories":[{"DirectoryId":"d-abcdef0123","Alias":"lab","DirectoryName":"lab.example.com","RegistrationCode":"SLiad+LAB001","State":"REGISTERED"}]}` {
+	if string(r.body) != `{"Directories":[{"DirectoryId":"d-abcdef0123","Alias":"lab","DirectoryName":"lab.example.com","RegistrationCode":"SLiad+LAB001",`+
+		`"DirectoryType":"SIMPLE_AD","State":"REGISTERED","WorkspaceCreationProperties":{"EnableWorkDocs":false,"EnableInternetAccess":false,`+
+		`"UserEnabledAsLocalAdministrator":true,"EnableMaintenanceMode":true},"ipGroupIds":[],"WorkspaceAccessProperties":{"DeviceTypeWindows":"ALLOW",`+
+		`"DeviceTypeOsx":"ALLOW","DeviceTypeWeb":"DENY","DeviceTypeIos":"ALLOW","DeviceTypeAndroid":"ALLOW","DeviceTypeChromeOs":"ALLOW",`+
+		`"DeviceTypeZeroClient":"ALLOW","DeviceTypeLinux":"DENY"},"Tenancy":"SHARED","SelfservicePermissions":{"RestartWorkspace":"ENABLED",`+
+		`"IncreaseVolumeSize":"DISABLED","ChangeComputeType":"DISABLED","SwitchRunningMode":"DISABLED","RebuildWorkspace":"DISABLED"}}]}` {
 		t.Errorf("directories body %s", r.body)
 	}
 	// An empty body is an input with no members (AWS's JSON protocol allows it).

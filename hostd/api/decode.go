@@ -16,6 +16,11 @@ import (
 // TargetPrefix is the X-Amz-Target prefix of AWS's WorkSpaces JSON protocol.
 const TargetPrefix = "WorkspacesService."
 
+// OwnTargetPrefix is the X-Amz-Target prefix of hostd's own operations: what AWS keeps
+// outside WorkSpaces (directory definitions and users, in Directory Service), and the
+// host's own services' calls. Same protocol, same authentication.
+const OwnTargetPrefix = "Deskhost."
+
 // ContentType is the request and response media type of AWS's JSON 1.1 protocol.
 const ContentType = "application/x-amz-json-1.1"
 
@@ -41,10 +46,22 @@ func lookupOperation(target string) (string, operation, *catalog.Error) {
 		return "", operation{}, catalog.Errorf(catalog.UnknownOperation,
 			"missing X-Amz-Target header: it names the operation, e.g. %sDescribeWorkspaces", TargetPrefix)
 	}
+	if target == TargetPrefix+ReportConnectionsOperation {
+		// The name zeroclient used before hostd's own operations had their own prefix.
+		return ReportConnectionsOperation, ownOperations[ReportConnectionsOperation], nil
+	}
+	if name, ok := strings.CutPrefix(target, OwnTargetPrefix); ok {
+		op, ok := ownOperations[name]
+		if !ok {
+			return "", operation{}, catalog.Errorf(catalog.UnknownOperation,
+				"operation %s is not one of hostd's own (%s)", quote(name), strings.Join(ownOperationNames(), ", "))
+		}
+		return name, op, nil
+	}
 	name, ok := strings.CutPrefix(target, TargetPrefix)
 	if !ok {
 		return "", operation{}, catalog.Errorf(catalog.UnknownOperation,
-			"X-Amz-Target %s is not %s<Operation>", quote(target), TargetPrefix)
+			"X-Amz-Target %s is not %s<Operation> (or %s<Operation> for hostd's own)", quote(target), TargetPrefix, OwnTargetPrefix)
 	}
 	op, ok := operations[name]
 	if !ok {

@@ -76,7 +76,7 @@ func TestModelMatchesBotocore(t *testing.T) {
 		case kList:
 			check(path+"[]", b.Member.Shape, s.elem)
 		case kStruct:
-			req := slices.Clone(s.required)
+			req := append(slices.Clone(s.required), s.relaxed...)
 			slices.Sort(req)
 			breq := slices.Clone(b.Required)
 			slices.Sort(breq)
@@ -97,9 +97,6 @@ func TestModelMatchesBotocore(t *testing.T) {
 		}
 	}
 	for _, name := range operationNames() {
-		if operations[name].localOnly {
-			continue // hostd's own: not in AWS's model
-		}
 		op, ok := model.Operations[name]
 		if !ok {
 			t.Errorf("botocore has no operation %s", name)
@@ -146,9 +143,36 @@ func TestRequestTypesMatchModel(t *testing.T) {
 	for name, op := range operations {
 		check(name, reflect.TypeOf(op.newReq()), op.input)
 	}
+	for name, op := range ownOperations {
+		check(OwnTargetPrefix+name, reflect.TypeOf(op.newReq()), op.input)
+	}
 }
 
-var fuzzSeeds = []struct{ target, body string }{
+// TestOwnOperationsAreNotAWSs: hostd's own operations must not shadow one of AWS's, or a
+// client of either would be surprised.
+func TestOwnOperationsAreNotAWSs(t *testing.T) {
+	raw, err := os.ReadFile(botocoreModel)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	var model struct {
+		Operations map[string]any `json:"operations"`
+	}
+	if err := json.Unmarshal(raw, &model); err != nil {
+		t.Fatal(err)
+	}
+	for name := range ownOperations {
+		if _, ok := model.Operations[name]; ok {
+			t.Errorf("hostd's own operation %s has the name of one of AWS's", name)
+		}
+	}
+}
+
+// validSeeds decode; every operation has at least one (TestDecodeSeeds).
+var validSeeds = []struct{ target, body string }{
 	{"WorkspacesService.CreateWorkspaces", `{"Workspaces":[{"DirectoryId":"d-0123456789","UserName":"alice","BundleId":"wsb-standard01","WorkspaceProperties":{"RunningMode":"AUTO_STOP","RunningModeAutoStopTimeoutInMinutes":60,"RootVolumeSizeGib":80,"UserVolumeSizeGib":10,"ComputeTypeName":"VALUE","Protocols":["PCOIP"]},"Tags":[{"Key":"k","Value":"v"}],"RootVolumeEncryptionEnabled":false}]}`},
 	{"WorkspacesService.DescribeWorkspaces", `{"DirectoryId":"d-0123456789","UserName":"alice","Limit":5,"NextToken":"ws-abcdefgh12"}`},
 	{"WorkspacesService.DescribeWorkspaces", ``},
@@ -162,17 +186,65 @@ var fuzzSeeds = []struct{ target, body string }{
 	{"WorkspacesService.DescribeWorkspaceDirectories", `{"DirectoryIds":["d-0123456789"],"Limit":1,"NextToken":"d-0123456789"}`},
 	{"WorkspacesService.DescribeWorkspacesConnectionStatus", `{"WorkspaceIds":["ws-abcdefgh12"],"NextToken":"ws-abcdefgh11"}`},
 	{"WorkspacesService.ReportConnections", `{"ConnectedWorkspaceIds":["ws-abcdefgh12","ws-bcdefgh123"]}`},
+	{"WorkspacesService.RegisterWorkspaceDirectory", `{"DirectoryId":"d-0123456789","EnableWorkDocs":false,"EnableSelfService":true,"Tenancy":"SHARED","SubnetIds":["subnet-0123abcd"],"Tags":[{"Key":"team","Value":"ops"}]}`},
+	{"WorkspacesService.RegisterWorkspaceDirectory", `{"DirectoryId":"d-0123456789"}`},
+	{"WorkspacesService.DeregisterWorkspaceDirectory", `{"DirectoryId":"d-0123456789"}`},
+	{"WorkspacesService.ModifyWorkspaceAccessProperties", `{"ResourceId":"d-0123456789","WorkspaceAccessProperties":{"DeviceTypeWeb":"ALLOW","DeviceTypeZeroClient":"DENY","DeviceTypeLinux":"ALLOW"}}`},
+	{"WorkspacesService.ModifyWorkspaceCreationProperties", `{"ResourceId":"d-0123456789","WorkspaceCreationProperties":{"EnableInternetAccess":true,"DefaultOu":"OU=WorkSpaces,DC=corp,DC=example,DC=com","UserEnabledAsLocalAdministrator":false}}`},
+	{"WorkspacesService.ModifySelfservicePermissions", `{"ResourceId":"d-0123456789","SelfservicePermissions":{"RestartWorkspace":"DISABLED","RebuildWorkspace":"ENABLED"}}`},
+	{"WorkspacesService.ModifyClientProperties", `{"ResourceId":"d-0123456789","ClientProperties":{"ReconnectEnabled":"DISABLED","LogUploadEnabled":"ENABLED"}}`},
+	{"WorkspacesService.DescribeClientProperties", `{"ResourceIds":["d-0123456789"]}`},
+	{"WorkspacesService.CreateIpGroup", `{"GroupName":"office","GroupDesc":"HQ","UserRules":[{"ipRule":"203.0.113.0/24","ruleDesc":"HQ"},{"ipRule":"198.51.100.7"}],"Tags":[{"Key":"k","Value":"v"}]}`},
+	{"WorkspacesService.DeleteIpGroup", `{"GroupId":"wsipg-a1bcd2efg"}`},
+	{"WorkspacesService.DescribeIpGroups", `{"GroupIds":["wsipg-a1bcd2efg"],"MaxResults":5,"NextToken":"wsipg-a1bcd2eff"}`},
+	{"WorkspacesService.AuthorizeIpRules", `{"GroupId":"wsipg-a1bcd2efg","UserRules":[{"ipRule":"10.0.0.0/8","ruleDesc":"lan"}]}`},
+	{"WorkspacesService.RevokeIpRules", `{"GroupId":"wsipg-a1bcd2efg","UserRules":["10.0.0.0/8"]}`},
+	{"WorkspacesService.UpdateRulesOfIpGroup", `{"GroupId":"wsipg-a1bcd2efg","UserRules":[]}`},
+	{"WorkspacesService.AssociateIpGroups", `{"DirectoryId":"d-0123456789","GroupIds":["wsipg-a1bcd2efg"]}`},
+	{"WorkspacesService.DisassociateIpGroups", `{"DirectoryId":"d-0123456789","GroupIds":["wsipg-a1bcd2efg"]}`},
+	{"WorkspacesService.CreateTags", `{"ResourceId":"ws-abcdefgh12","Tags":[{"Key":"été","Value":"naïve"},{"Key":"k"}]}`},
+	{"WorkspacesService.DeleteTags", `{"ResourceId":"wsipg-a1bcd2efg","TagKeys":["k"]}`},
+	{"WorkspacesService.DescribeTags", `{"ResourceId":"d-0123456789"}`},
+	{"WorkspacesService.CreateWorkspaceBundle", `{"BundleName":"Value-Linux","BundleDescription":"1 vCPU (TCG)","ImageId":"wsi-desktop001","ComputeType":{"Name":"VALUE"},"UserStorage":{"Capacity":"10"},"RootStorage":{"Capacity":"80"},"Tags":[{"Key":"k","Value":"v"}]}`},
+	{"WorkspacesService.UpdateWorkspaceBundle", `{"BundleId":"wsb-value00001","ImageId":"wsi-desktop002"}`},
+	{"WorkspacesService.DeleteWorkspaceBundle", `{"BundleId":"wsb-value00001"}`},
+	{"WorkspacesService.DescribeWorkspaceImages", `{"ImageIds":["wsi-desktop001"],"ImageType":"OWNED","MaxResults":1,"NextToken":"wsi-desktop000"}`},
+	{"WorkspacesService.DeleteWorkspaceImage", `{"ImageId":"wsi-desktop001"}`},
+	{"WorkspacesService.DescribeAccount", `{}`},
+	{"WorkspacesService.DescribeAccountModifications", `{"NextToken":"x"}`},
+	{"WorkspacesService.ListAvailableManagementCidrRanges", `{"ManagementCidrRangeConstraint":"10.0.0.0/8","MaxResults":5,"NextToken":"10.7.0.0/16"}`},
+	{"Deskhost.ReportConnections", `{"ConnectedWorkspaceIds":[]}`},
+	{"Deskhost.DescribeCatalog", `{"SinceRevision":12,"WaitSeconds":20}`},
+	{"Deskhost.PutDirectory", `{"Definition":"id: d-0123456789\nname: corp.example.com\nlogin: {type: local}\n"}`},
+	{"Deskhost.DeleteDirectory", `{"DirectoryId":"d-0123456789"}`},
+	{"Deskhost.DescribeDirectories", `{"DirectoryIds":["d-0123456789"]}`},
+	{"Deskhost.CreateUsers", `{"DirectoryId":"d-0123456789","Users":[{"UserName":"alice","FirstName":"Alice","LastName":"L","Email":"alice@example.com"}]}`},
+	{"Deskhost.DeleteUsers", `{"DirectoryId":"d-0123456789","UserNames":["alice"]}`},
+	{"Deskhost.DescribeUsers", `{"DirectoryId":"d-0123456789"}`},
+	{"Deskhost.RegisterImage", `{"Directory":"/srv/images/desktop","ImageId":"wsi-desktop001","Name":"desktop","Description":"Debian 12"}`},
+	// A lone surrogate escape decodes (to U+FFFD), as encoding/json has it.
+	{"WorkspacesService.DescribeWorkspaces", "{\"UserName\":\"\\ud800\"}"},
+}
+
+// fuzzSeeds are validSeeds and the decoder's error cases.
+var fuzzSeeds = append(append([]struct{ target, body string }{}, validSeeds...), []struct{ target, body string }{
 	{"WorkspacesService.CreateWorkspaces", `{"Workspaces":[{"DirectoryId":42}]}`},
 	{"WorkspacesService.CreateWorkspaces", `{"Workspaces":[{"directoryId":"x"}]}`},
 	{"WorkspacesService.DescribeWorkspaces", `{"Limit":1e400}`},
 	{"WorkspacesService.DescribeWorkspaces", `{"WorkspaceIds":[null,"ws-abcdefgh12"]}`},
-	{"WorkspacesService.DescribeWorkspaces", "{\"UserName\":\"\\ud800\"}"},
 	{"WorkspacesService.DescribeWorkspaces", `[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[`},
 	{"WorkspacesService.DescribeWorkspaces", `{"Limit":1}{"Limit":2}`},
 	{"WorkspacesService.", `{}`},
 	{"", `{}`},
 	{"WorkspacesService.Nope", `garbage`},
-}
+	{"Deskhost.Nope", `{}`},
+	{"Deskhost.", `{}`},
+	{"WorkspacesService.CreateIpGroup", `{"GroupName":"x","UserRules":[{"iprule":"10.0.0.0/8"}]}`},
+	{"WorkspacesService.CreateTags", `{"ResourceId":"","Tags":[{"Value":"v"}]}`},
+	{"WorkspacesService.ListAvailableManagementCidrRanges", `{"ManagementCidrRangeConstraint":"10.0.0.0/33","MaxResults":6}`},
+	{"Deskhost.DescribeCatalog", `{"WaitSeconds":51,"SinceRevision":-1}`},
+	{"Deskhost.PutDirectory", `{"Definition":""}`},
+}...)
 
 // FuzzDecode: an arbitrary target header and body never panics; it either decodes or gives
 // one of the decoder's AWS error types with a message; and what decodes re-encodes to a
@@ -215,9 +287,23 @@ func FuzzDecode(f *testing.F) {
 }
 
 func TestDecodeSeeds(t *testing.T) {
-	for _, s := range fuzzSeeds[:13] {
-		if _, _, _, aerr := decodeRequest(s.target, []byte(s.body)); aerr != nil {
+	covered := map[string]bool{}
+	for _, s := range validSeeds {
+		name, _, _, aerr := decodeRequest(s.target, []byte(s.body))
+		if aerr != nil {
 			t.Errorf("%s %s: %v", s.target, s.body, aerr)
+		}
+		covered[s.target] = true
+		covered[name] = true
+	}
+	for _, target := range Operations() {
+		if !covered[target] {
+			t.Errorf("no valid fuzz seed for %s", target)
+		}
+	}
+	for _, s := range fuzzSeeds[len(validSeeds):] {
+		if _, _, _, aerr := decodeRequest(s.target, []byte(s.body)); aerr == nil {
+			t.Errorf("%s %s decoded; it is an error seed", s.target, s.body)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -44,36 +45,53 @@ const (
 	secretKey2   = "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY"
 )
 
-func testCatalog() service.Catalog {
-	return service.Catalog{
+func testConfig() service.Config {
+	return service.Config{
 		ComputeTypes: map[catalog.ComputeType]catalog.Hardware{
 			catalog.ComputeValue:    {VCPUs: 1, MemoryMiB: 2048},
 			catalog.ComputeStandard: {VCPUs: 2, MemoryMiB: 4096},
 			catalog.ComputePower:    {VCPUs: 4, MemoryMiB: 16384},
 		},
-		Images: []catalog.Image{{ID: imageLinux, Name: "Debian desktop", OS: catalog.Linux, Dir: "/nonexistent"}},
-		Bundles: []catalog.Bundle{
-			{ID: bundleStd, Name: "Standard Linux", Description: "2 vCPU, 4 GiB", ImageID: imageLinux,
-				ComputeType: catalog.ComputeStandard, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 50},
-			{ID: bundleValue, Name: "Value Linux", ImageID: imageLinux,
-				ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10},
-			{ID: bundleBig, Name: "Power Linux", ImageID: imageLinux,
-				ComputeType: catalog.ComputePower, Protocol: catalog.PCoIP, RootGiB: 175, UserGiB: 100},
-		},
-		Directories: []catalog.Directory{
-			{ID: dirID, Name: "corp.example.com", Alias: "corp", RegistrationCode: "SLiad+KX7B2Q", Users: []catalog.User{
-				{UserName: "alice", Email: "alice@example.com"},
-				{UserName: "bob", Email: "bob@example.com"},
-				{UserName: "carol", Email: "carol@example.com"},
-				{UserName: "dave", Email: "dave@example.com"},
-				{UserName: "erin", Email: "erin@example.com"},
-				{UserName: "nomail"},
-			}},
-			{ID: otherDirID, Name: "lab.example.com", Alias: "lab", RegistrationCode: "SLiad+LAB001", Users: []catalog.User{
-				{UserName: "alice", Email: "alice@lab.example.com"},
-			}},
-		},
 		WorkspaceQuota: 50,
+		HostNetworks:   func() ([]netip.Prefix, error) { return []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}, nil },
+	}
+}
+
+// seedCatalog puts the test catalog into the store through the service's import, as
+// hostd does with a host config's catalog sections.
+func seedCatalog(t *testing.T, svc *service.Service) {
+	t.Helper()
+	var l hostconfig.LegacyCatalog
+	add := func(from string, v any) {
+		switch x := v.(type) {
+		case catalog.Image:
+			l.Images = append(l.Images, hostconfig.Sourced[catalog.Image]{From: from, Item: x})
+		case catalog.Bundle:
+			l.Bundles = append(l.Bundles, hostconfig.Sourced[catalog.Bundle]{From: from, Item: x})
+		case catalog.Directory:
+			l.Directories = append(l.Directories, hostconfig.Sourced[catalog.Directory]{From: from, Item: x})
+		}
+	}
+	add("images[0]", catalog.Image{ID: imageLinux, Name: "Debian desktop", OS: catalog.Linux, Dir: "/nonexistent"})
+	add("bundles[0]", catalog.Bundle{ID: bundleStd, Name: "Standard Linux", Description: "2 vCPU, 4 GiB", ImageID: imageLinux,
+		ComputeType: catalog.ComputeStandard, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 50})
+	add("bundles[1]", catalog.Bundle{ID: bundleValue, Name: "Value Linux", ImageID: imageLinux,
+		ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10})
+	add("bundles[2]", catalog.Bundle{ID: bundleBig, Name: "Power Linux", ImageID: imageLinux,
+		ComputeType: catalog.ComputePower, Protocol: catalog.PCoIP, RootGiB: 175, UserGiB: 100})
+	add("directories[0]", catalog.Directory{ID: dirID, Name: "corp.example.com", Alias: "corp", RegistrationCode: "SLiad+KX7B2Q", Users: []catalog.User{
+		{UserName: "alice", Email: "alice@example.com"},
+		{UserName: "bob", Email: "bob@example.com"},
+		{UserName: "carol", Email: "carol@example.com"},
+		{UserName: "dave", Email: "dave@example.com"},
+		{UserName: "erin", Email: "erin@example.com"},
+		{UserName: "nomail"},
+	}})
+	add("directories[1]", catalog.Directory{ID: otherDirID, Name: "lab.example.com", Alias: "lab", RegistrationCode: "SLiad+LAB001", Users: []catalog.User{
+		{UserName: "alice", Email: "alice@lab.example.com"},
+	}})
+	if _, err := svc.ImportCatalog(context.Background(), &l, "test"); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -163,7 +181,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 	logBuf := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	waker := &recWaker{}
-	svc := service.New(st, testCatalog(), waker, nil, logger)
+	svc := service.New(st, testConfig(), waker, nil, logger)
+	seedCatalog(t, svc)
 	if o.throttle == (hostconfig.Throttle{}) {
 		o.throttle = hostconfig.Throttle{Rate: 1000, Burst: 1000} // out of the way unless tested
 	}

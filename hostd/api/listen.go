@@ -67,6 +67,7 @@ func (s *Server) ServeTLSListener(ctx context.Context, ln net.Listener, cfg *tls
 		return errors.New("admin api: HTTPS needs a TLS configuration with a certificate (see TLSConfig)")
 	}
 	srv := s.httpServer()
+	srv.BaseContext = func(net.Listener) context.Context { return ctx } // long polls end with the server
 	srv.TLSConfig = cfg.Clone()
 	s.log.Info("admin api listening", "network", "tcp", "address", ln.Addr().String())
 	return serve(ctx, srv, func() error { return srv.ServeTLS(ln, "", "") })
@@ -86,6 +87,7 @@ func (s *Server) ServeUnix(ctx context.Context, path string) error {
 // ServeUnixListener is ServeUnix on a listener from ListenUnix.
 func (s *Server) ServeUnixListener(ctx context.Context, ln net.Listener) error {
 	srv := s.httpServer()
+	srv.BaseContext = func(net.Listener) context.Context { return ctx } // long polls end with the server
 	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 		return context.WithValue(ctx, peerKey{}, peerCred(c))
 	}

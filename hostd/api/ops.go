@@ -21,22 +21,23 @@ type Service interface {
 	TerminateWorkspaces(ctx context.Context, ids []string) ([]service.Failure, error)
 	ModifyWorkspaceState(ctx context.Context, id string, target workspace.State) error
 	ModifyWorkspaceProperties(ctx context.Context, id string, c workspace.PropertiesChange) error
-	DescribeWorkspaceBundles(ctx context.Context, bundleIDs []string) ([]catalog.Bundle, error)
-	DescribeWorkspaceDirectories(ctx context.Context, dirIDs []string) ([]catalog.Directory, error)
 	DescribeWorkspacesConnectionStatus(ctx context.Context, ids []string, nextToken string) ([]service.ConnectionStatus, string, error)
 	ReportConnections(ctx context.Context, connected []string) error
+	CatalogService
 }
 
 var _ Service = (*service.Service)(nil)
 
 // operation is one X-Amz-Target: its input shape, a fresh decoded input, and the call.
 // A localOnly operation is hostd's own, for the host's own services, and answers only on
-// the root-only unix socket.
+// the root-only unix socket. A secret operation's input may hold secrets: the audit log
+// records that it was called, not its parameters.
 type operation struct {
 	input     *shape
 	newReq    func() any
 	call      func(ctx context.Context, svc Service, req any) (any, error)
 	localOnly bool
+	secret    bool
 }
 
 func op[Req any](in *shape, fn func(ctx context.Context, svc Service, r *Req) (any, error)) operation {
@@ -61,15 +62,65 @@ var operations = map[string]operation{
 	"DescribeWorkspaceBundles":           op(shDescribeWorkspaceBundlesRequest, describeWorkspaceBundles),
 	"DescribeWorkspaceDirectories":       op(shDescribeWorkspaceDirectoriesRequest, describeWorkspaceDirectories),
 	"DescribeWorkspacesConnectionStatus": op(shDescribeWorkspacesConnectionStatusRequest, describeWorkspacesConnectionStatus),
-	ReportConnectionsOperation:           localOnly(op(shReportConnectionsRequest, reportConnections)),
+
+	"RegisterWorkspaceDirectory":        op(shRegisterWorkspaceDirectoryRequest, registerWorkspaceDirectory),
+	"DeregisterWorkspaceDirectory":      op(shDeregisterWorkspaceDirectoryRequest, deregisterWorkspaceDirectory),
+	"ModifyWorkspaceAccessProperties":   op(shModifyWorkspaceAccessPropertiesRequest, modifyWorkspaceAccessProperties),
+	"ModifyWorkspaceCreationProperties": op(shModifyWorkspaceCreationPropertiesRequest, modifyWorkspaceCreationProperties),
+	"ModifySelfservicePermissions":      op(shModifySelfservicePermissionsRequest, modifySelfservicePermissions),
+	"ModifyClientProperties":            op(shModifyClientPropertiesRequest, modifyClientProperties),
+	"DescribeClientProperties":          op(shDescribeClientPropertiesRequest, describeClientProperties),
+	"CreateIpGroup":                     op(shCreateIpGroupRequest, createIpGroup),
+	"DeleteIpGroup":                     op(shDeleteIpGroupRequest, deleteIpGroup),
+	"DescribeIpGroups":                  op(shDescribeIpGroupsRequest, describeIpGroups),
+	"AuthorizeIpRules":                  op(shAuthorizeIpRulesRequest, authorizeIpRules),
+	"RevokeIpRules":                     op(shRevokeIpRulesRequest, revokeIpRules),
+	"UpdateRulesOfIpGroup":              op(shUpdateRulesOfIpGroupRequest, updateRulesOfIpGroup),
+	"AssociateIpGroups":                 op(shAssociateIpGroupsRequest, associateIpGroups),
+	"DisassociateIpGroups":              op(shDisassociateIpGroupsRequest, disassociateIpGroups),
+	"CreateTags":                        op(shCreateTagsRequest, createTags),
+	"DeleteTags":                        op(shDeleteTagsRequest, deleteTags),
+	"DescribeTags":                      op(shDescribeTagsRequest, describeTags),
+	"CreateWorkspaceBundle":             op(shCreateWorkspaceBundleRequest, createWorkspaceBundle),
+	"UpdateWorkspaceBundle":             op(shUpdateWorkspaceBundleRequest, updateWorkspaceBundle),
+	"DeleteWorkspaceBundle":             op(shDeleteWorkspaceBundleRequest, deleteWorkspaceBundle),
+	"DescribeWorkspaceImages":           op(shDescribeWorkspaceImagesRequest, describeWorkspaceImages),
+	"DeleteWorkspaceImage":              op(shDeleteWorkspaceImageRequest, deleteWorkspaceImage),
+	"DescribeAccount":                   op(shDescribeAccountRequest, describeAccount),
+	"DescribeAccountModifications":      op(shDescribeAccountModificationsRequest, describeAccountModifications),
+	"ListAvailableManagementCidrRanges": op(shListAvailableManagementCidrRangesRequest, listAvailableManagementCidrRanges),
+}
+
+// ownOperations are hostd's own, under OwnTargetPrefix: what AWS keeps outside WorkSpaces
+// (Directory Service's directories and users; images imported from elsewhere), and the
+// host's own services' calls.
+var ownOperations = map[string]operation{
+	ReportConnectionsOperation: localOnly(op(shReportConnectionsRequest, reportConnections)),
+	DescribeCatalogOperation:   localOnly(op(shDescribeCatalogRequest, describeCatalog)),
+	"PutDirectory":             secret(op(shPutDirectoryRequest, putDirectory)),
+	"DeleteDirectory":          op(shDeleteDirectoryRequest, deleteDirectory),
+	"DescribeDirectories":      op(shDescribeDirectoriesRequest, describeDirectories),
+	"CreateUsers":              op(shCreateUsersRequest, createUsers),
+	"DeleteUsers":              op(shDeleteUsersRequest, deleteUsers),
+	"DescribeUsers":            op(shDescribeUsersRequest, describeUsers),
+	"RegisterImage":            op(shRegisterImageRequest, registerImage),
 }
 
 // ReportConnectionsOperation is hostd's own operation by which the connection manager
 // reports which WorkSpaces users are streaming (service.ReportConnections).
 const ReportConnectionsOperation = "ReportConnections"
 
+// DescribeCatalogOperation is hostd's own operation by which the connection manager reads
+// (and long-polls) the directories and IP access control groups it enforces.
+const DescribeCatalogOperation = "DescribeCatalog"
+
 func localOnly(o operation) operation {
 	o.localOnly = true
+	return o
+}
+
+func secret(o operation) operation {
+	o.secret = true
 	return o
 }
 
@@ -90,12 +141,26 @@ func reportConnections(ctx context.Context, svc Service, r *reportConnectionsReq
 	return struct{}{}, svc.ReportConnections(ctx, r.ConnectedWorkspaceIds)
 }
 
-// Operations lists the X-Amz-Target operation names this API implements.
-func Operations() []string { return operationNames() }
+// Operations lists the X-Amz-Target values this API implements: AWS's operations under
+// TargetPrefix and hostd's own under OwnTargetPrefix.
+func Operations() []string {
+	var names []string
+	for _, n := range operationNames() {
+		names = append(names, TargetPrefix+n)
+	}
+	for _, n := range ownOperationNames() {
+		names = append(names, OwnTargetPrefix+n)
+	}
+	return names
+}
 
-func operationNames() []string {
-	names := make([]string, 0, len(operations))
-	for n := range operations {
+func operationNames() []string { return sortedKeys(operations) }
+
+func ownOperationNames() []string { return sortedKeys(ownOperations) }
+
+func sortedKeys(m map[string]operation) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -127,9 +192,7 @@ func toCreateRequest(w wireWorkspaceRequest) service.CreateRequest {
 		r.ComputeTypeName = deref(p.ComputeTypeName)
 		r.Protocols = p.Protocols
 	}
-	for _, t := range w.Tags {
-		r.Tags = append(r.Tags, workspace.Tag{Key: t.Key, Value: deref(t.Value)})
-	}
+	r.Tags = toTags(w.Tags)
 	return r
 }
 
@@ -258,52 +321,4 @@ func modifyWorkspaceProperties(ctx context.Context, svc Service, r *modifyWorksp
 		return nil, err
 	}
 	return emptyResult{}, nil
-}
-
-func describeWorkspaceBundles(ctx context.Context, svc Service, r *describeWorkspaceBundlesRequest) (any, error) {
-	if r.NextToken != nil {
-		return nil, catalog.Errorf(catalog.InvalidParameterValues, "NextToken %s is not one this host issued", quote(*r.NextToken))
-	}
-	res := describeWorkspaceBundlesResult{Bundles: []wireBundle{}}
-	if r.Owner != nil && *r.Owner != BundleOwner {
-		// Owner names an account's custom bundles; this host's bundles all come with its catalog.
-		return res, nil
-	}
-	bs, err := svc.DescribeWorkspaceBundles(ctx, r.BundleIds)
-	if err != nil {
-		return nil, err
-	}
-	for _, b := range bs {
-		res.Bundles = append(res.Bundles, toWireBundle(b))
-	}
-	return res, nil
-}
-
-func describeWorkspaceDirectories(ctx context.Context, svc Service, r *describeWorkspaceDirectoriesRequest) (any, error) {
-	ds, err := svc.DescribeWorkspaceDirectories(ctx, r.DirectoryIds)
-	if err != nil {
-		return nil, err
-	}
-	// The service lists them all; pages are cut here. NextToken is the last id returned.
-	start := 0
-	if r.NextToken != nil {
-		i := slices.IndexFunc(ds, func(d catalog.Directory) bool { return d.ID == *r.NextToken })
-		if i < 0 {
-			return nil, catalog.Errorf(catalog.InvalidParameterValues, "NextToken %s is not one this host issued", quote(*r.NextToken))
-		}
-		start = i + 1
-	}
-	limit := service.BatchLimit
-	if r.Limit != nil {
-		limit = *r.Limit
-	}
-	res := describeWorkspaceDirectoriesResult{Directories: []wireDirectory{}}
-	for _, d := range ds[start:] {
-		if len(res.Directories) == limit {
-			res.NextToken = res.Directories[len(res.Directories)-1].DirectoryId
-			break
-		}
-		res.Directories = append(res.Directories, toWireDirectory(d))
-	}
-	return res, nil
 }

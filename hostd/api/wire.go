@@ -211,38 +211,40 @@ type wireComputeType struct {
 }
 
 type wireBundle struct {
-	BundleId    string          `json:"BundleId"`
-	Name        string          `json:"Name"`
-	Owner       string          `json:"Owner"`
-	Description string          `json:"Description,omitempty"`
-	ImageId     string          `json:"ImageId"`
-	RootStorage wireCapacity    `json:"RootStorage"`
-	UserStorage wireCapacity    `json:"UserStorage"`
-	ComputeType wireComputeType `json:"ComputeType"`
-	State       string          `json:"State"`
-	BundleType  string          `json:"BundleType"`
+	BundleId        string          `json:"BundleId"`
+	Name            string          `json:"Name"`
+	Owner           string          `json:"Owner"`
+	Description     string          `json:"Description,omitempty"`
+	ImageId         string          `json:"ImageId"`
+	RootStorage     wireCapacity    `json:"RootStorage"`
+	UserStorage     wireCapacity    `json:"UserStorage"`
+	ComputeType     wireComputeType `json:"ComputeType"`
+	State           string          `json:"State"`
+	BundleType      string          `json:"BundleType"`
+	CreationTime    *epochSeconds   `json:"CreationTime,omitempty"`
+	LastUpdatedTime *epochSeconds   `json:"LastUpdatedTime,omitempty"`
 }
 
-// BundleOwner is the Owner this host reports for its bundles: they come with the host's
-// catalog, as Amazon's public bundles come with the service.
-const BundleOwner = "AMAZON"
-
+// Every bundle on this host is the account's own (AWS's "custom" bundles): its Owner is
+// the account, as AWS reports custom bundles.
 func toWireBundle(b catalog.Bundle) wireBundle {
 	name := b.Name
 	if name == "" {
 		name = b.ID
 	}
 	return wireBundle{
-		BundleId:    b.ID,
-		Name:        name,
-		Owner:       BundleOwner,
-		Description: b.Description,
-		ImageId:     b.ImageID,
-		RootStorage: wireCapacity{Capacity: strconv.Itoa(b.RootGiB)},
-		UserStorage: wireCapacity{Capacity: strconv.Itoa(b.UserGiB)},
-		ComputeType: wireComputeType{Name: string(b.ComputeType)},
-		State:       "AVAILABLE",
-		BundleType:  "REGULAR",
+		BundleId:        b.ID,
+		Name:            name,
+		Owner:           catalog.AccountID,
+		Description:     b.Description,
+		ImageId:         b.ImageID,
+		RootStorage:     wireCapacity{Capacity: strconv.Itoa(b.RootGiB)},
+		UserStorage:     wireCapacity{Capacity: strconv.Itoa(b.UserGiB)},
+		ComputeType:     wireComputeType{Name: string(b.ComputeType)},
+		State:           "AVAILABLE",
+		BundleType:      "REGULAR",
+		CreationTime:    epochOrNil(b.Created),
+		LastUpdatedTime: epochOrNil(b.Updated),
 	}
 }
 
@@ -251,22 +253,66 @@ type describeWorkspaceBundlesResult struct {
 	NextToken string       `json:"NextToken,omitempty"`
 }
 
-type wireDirectory struct {
-	DirectoryId      string `json:"DirectoryId"`
-	Alias            string `json:"Alias,omitempty"`
-	DirectoryName    string `json:"DirectoryName,omitempty"`
-	RegistrationCode string `json:"RegistrationCode,omitempty"`
-	State            string `json:"State"`
+type wireDefaultCreationProperties struct {
+	EnableWorkDocs                  bool   `json:"EnableWorkDocs"`
+	EnableInternetAccess            bool   `json:"EnableInternetAccess"`
+	DefaultOu                       string `json:"DefaultOu,omitempty"`
+	UserEnabledAsLocalAdministrator bool   `json:"UserEnabledAsLocalAdministrator"`
+	EnableMaintenanceMode           bool   `json:"EnableMaintenanceMode"`
 }
 
-func toWireDirectory(d catalog.Directory) wireDirectory {
-	return wireDirectory{
-		DirectoryId:      d.ID,
-		Alias:            d.Alias,
-		DirectoryName:    d.Name,
-		RegistrationCode: d.RegistrationCode,
-		State:            "REGISTERED",
+type wireDirectory struct {
+	DirectoryId                 string                        `json:"DirectoryId"`
+	Alias                       string                        `json:"Alias,omitempty"`
+	DirectoryName               string                        `json:"DirectoryName,omitempty"`
+	RegistrationCode            string                        `json:"RegistrationCode,omitempty"`
+	SubnetIds                   []string                      `json:"SubnetIds,omitempty"`
+	DirectoryType               string                        `json:"DirectoryType"`
+	State                       string                        `json:"State"`
+	WorkspaceCreationProperties wireDefaultCreationProperties `json:"WorkspaceCreationProperties"`
+	IpGroupIds                  []string                      `json:"ipGroupIds"`
+	WorkspaceAccessProperties   wireAccessProperties          `json:"WorkspaceAccessProperties"`
+	Tenancy                     string                        `json:"Tenancy,omitempty"`
+	SelfservicePermissions      wireSelfService               `json:"SelfservicePermissions"`
+}
+
+// directoryType maps the login type onto AWS's directory types: a local directory is this
+// host's own (Simple AD's place); an LDAP one is an existing directory reached through a
+// connector (AD Connector's place).
+func directoryType(t catalog.DirectoryType) string {
+	if t == catalog.TypeLDAP {
+		return "AD_CONNECTOR"
 	}
+	return "SIMPLE_AD"
+}
+
+func access(d catalog.DeviceAccess, t catalog.DeviceType) string {
+	if d.Allowed(t) {
+		return string(catalog.Allow)
+	}
+	return string(catalog.Deny)
+}
+
+func toWireDirectory(rec catalog.DirectoryRecord) wireDirectory {
+	d, reg := rec.Definition, rec.Registration
+	w := wireDirectory{DirectoryId: d.ID, Alias: d.Alias, DirectoryName: d.Name, DirectoryType: directoryType(d.Login.Kind()),
+		State: "DEREGISTERED", IpGroupIds: []string{}}
+	if reg == nil {
+		return w
+	}
+	a := reg.DeviceAccess
+	w.State, w.RegistrationCode, w.SubnetIds, w.Tenancy = "REGISTERED", reg.Code, reg.SubnetIDs, reg.Tenancy
+	w.IpGroupIds = append(w.IpGroupIds, reg.IPGroupIDs...)
+	c := reg.Creation
+	w.WorkspaceCreationProperties = wireDefaultCreationProperties{EnableWorkDocs: c.EnableWorkDocs, EnableInternetAccess: c.EnableInternetAccess,
+		DefaultOu: c.DefaultOU, UserEnabledAsLocalAdministrator: c.UserEnabledAsLocalAdministrator, EnableMaintenanceMode: c.EnableMaintenanceMode}
+	w.WorkspaceAccessProperties = wireAccessProperties{DeviceTypeWindows: access(a, catalog.DeviceWindows), DeviceTypeOsx: access(a, catalog.DeviceMacOS),
+		DeviceTypeWeb: access(a, catalog.DeviceWeb), DeviceTypeIos: access(a, catalog.DeviceIOS), DeviceTypeAndroid: access(a, catalog.DeviceAndroid),
+		DeviceTypeChromeOs: access(a, catalog.DeviceChromeOS), DeviceTypeZeroClient: access(a, catalog.DeviceZeroClient), DeviceTypeLinux: access(a, catalog.DeviceLinux)}
+	p := reg.SelfService
+	w.SelfservicePermissions = wireSelfService{RestartWorkspace: string(p.RestartWorkspace), IncreaseVolumeSize: string(p.IncreaseVolumeSize),
+		ChangeComputeType: string(p.ChangeComputeType), SwitchRunningMode: string(p.SwitchRunningMode), RebuildWorkspace: string(p.RebuildWorkspace)}
+	return w
 }
 
 type describeWorkspaceDirectoriesResult struct {

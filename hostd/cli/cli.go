@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -56,6 +57,12 @@ func MainContext(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	switch name {
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
+			if len(args) > 2 {
+				if c, ok := commands[args[1]+" "+args[2]]; ok {
+					commandUsage(stdout, c)
+					return exitOK
+				}
+			}
 			if c, ok := commands[args[1]]; ok {
 				commandUsage(stdout, c)
 				return exitOK
@@ -67,6 +74,12 @@ func MainContext(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return exitOK
 	}
 	c, ok := commands[name]
+	if len(args) > 1 {
+		// Two-word commands: `hostd ipgroups create`, `hostd directory put`.
+		if sub, ok2 := commands[name+" "+args[1]]; ok2 {
+			c, ok, name, args = sub, true, name+" "+args[1], args[1:]
+		}
+	}
 	if !ok {
 		fmt.Fprintf(stderr, "%s: unknown command %q; `%s help` lists the commands\n", prog, name, prog)
 		return exitUsage
@@ -144,7 +157,18 @@ type run struct {
 	autostopHours, rootGiB, userGiB int
 	wait                            bool
 	timeout, interval               time.Duration
+
+	// Catalog command options.
+	file, name, description, image, compute, email, first, last, id, dir string
+	rules, allow, deny, tags                                             multi
+	selfService                                                          bool
 }
+
+// multi is a flag that may be given more than once.
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
 func (r *run) global(fs *flag.FlagSet) {
 	fs.StringVar(&r.socket, "socket", DefaultSocket, "hostd's unix socket (as root; no credentials needed)")

@@ -57,19 +57,26 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	cat := service.Catalog{
-		ComputeTypes: map[catalog.ComputeType]catalog.Hardware{catalog.ComputeStandard: {VCPUs: 2, MemoryMiB: 4096}, catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 2048}},
-		Images:       []catalog.Image{{ID: "wsi-linux000001", Name: "Debian", OS: catalog.Linux, Dir: "/nonexistent"}},
-		Bundles: []catalog.Bundle{
-			{ID: bundleStd, Name: "Standard Linux", Description: "2 vCPU, 4 GiB", ImageID: "wsi-linux000001", ComputeType: catalog.ComputeStandard, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 50},
-			{ID: bundleVal, Name: "Value Linux", ImageID: "wsi-linux000001", ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10},
-		},
-		Directories: []catalog.Directory{{ID: dirID, Name: "corp.example.com", Alias: "corp", RegistrationCode: "SLiad+KX7B2Q",
-			Users: []catalog.User{{UserName: "alice", Email: "a@example.com"}, {UserName: "bob", Email: "b@example.com"}, {UserName: "carol", Email: "c@example.com"}}}},
+	cfg := service.Config{
+		ComputeTypes:   map[catalog.ComputeType]catalog.Hardware{catalog.ComputeStandard: {VCPUs: 2, MemoryMiB: 4096}, catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 2048}},
 		WorkspaceQuota: 10,
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc := service.New(st, cat, &waker{}, nil, log)
+	svc := service.New(st, cfg, &waker{}, nil, log)
+	// The shared fixture's catalog comes in as a host config's would (the import); the
+	// catalog commands build theirs with the CLI (TestCLICatalogCommands).
+	legacy := &hostconfig.LegacyCatalog{
+		Images: []hostconfig.Sourced[catalog.Image]{{From: "images[0]", Item: catalog.Image{ID: "wsi-linux000001", Name: "Debian", OS: catalog.Linux, Dir: "/nonexistent"}}},
+		Bundles: []hostconfig.Sourced[catalog.Bundle]{
+			{From: "bundles[0]", Item: catalog.Bundle{ID: bundleStd, Name: "Standard Linux", Description: "2 vCPU, 4 GiB", ImageID: "wsi-linux000001", ComputeType: catalog.ComputeStandard, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 50}},
+			{From: "bundles[1]", Item: catalog.Bundle{ID: bundleVal, Name: "Value Linux", ImageID: "wsi-linux000001", ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10}},
+		},
+		Directories: []hostconfig.Sourced[catalog.Directory]{{From: "directories[0]", Item: catalog.Directory{ID: dirID, Name: "corp.example.com", Alias: "corp", RegistrationCode: "SLiad+KX7B2Q",
+			Users: []catalog.User{{UserName: "alice", Email: "a@example.com"}, {UserName: "bob", Email: "b@example.com"}, {UserName: "carol", Email: "c@example.com"}}}}},
+	}
+	if _, err := svc.ImportCatalog(context.Background(), legacy, "test"); err != nil {
+		t.Fatal(err)
+	}
 	srv := api.New(svc, api.Options{
 		AccessKeys: []hostconfig.AccessKey{{ID: keyID, Secret: keySecret, Name: "cli-test"}},
 		Throttle:   hostconfig.Throttle{Rate: 1000, Burst: 1000},
@@ -426,4 +433,114 @@ func TestCLIUsageAndUnreachable(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("an unreachable socket took %v to report (retried?)", d)
 	}
+}
+
+// TestCLICatalogCommands: an operator builds and changes the catalog with the CLI over the
+// socket: a directory defined from a file (its secret never shown back), registered, its
+// users and device access changed; an IP group created, changed, associated; tags; an
+// image registered and a bundle made from it, updated and deleted. Errors name the AWS
+// exception and exit 1.
+func TestCLICatalogCommands(t *testing.T) {
+	requireRoot(t, "hostd's socket accepts only root peers")
+	f := newFixture(t)
+	dir := t.TempDir()
+	def := filepath.Join(dir, "ad.yaml")
+	os.WriteFile(def, []byte(`id: d-00000000f1
+name: ad.example.com
+alias: ad
+login:
+  type: ldap
+  ldap: {url: "ldaps://dc.example.com", bindDN: "cn=svc", bindPassword: "do-not-show-me", userBase: "dc=ad"}
+users: [{userName: zed, email: zed@example.com}]
+`), 0o600)
+	must := func(args ...string) string {
+		t.Helper()
+		code, out, errs := f.cli(args...)
+		if code != 0 {
+			t.Fatalf("hostd %s: %d\n%s%s", strings.Join(args, " "), code, out, errs)
+		}
+		return out
+	}
+	refused := func(want string, args ...string) {
+		t.Helper()
+		code, out, errs := f.cli(args...)
+		if code != 1 || !strings.Contains(errs, want) {
+			t.Errorf("hostd %s: %d %q %q, want exit 1 with %q", strings.Join(args, " "), code, out, errs, want)
+		}
+	}
+	if out := must("directory", "put", "--file", def); !strings.Contains(out, "d-00000000f1: directory defined") {
+		t.Errorf("directory put: %q", out)
+	}
+	if out := must("directory", "put", "--file", def); !strings.Contains(out, "definition replaced") {
+		t.Errorf("directory put again: %q", out)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("id: d-00000000f2\nname: x.example.com\nlogin: {type: ldap, ldapp: {}}\n"), 0o600)
+	refused("ldapp", "directory", "put", "--file", bad)
+	out := must("directory", "show", "d-00000000f1")
+	if strings.Contains(out, "do-not-show-me") || !strings.Contains(out, "NOT_REGISTERED") || !strings.Contains(out, "bindDN: cn=svc") {
+		t.Errorf("directory show:\n%s", out)
+	}
+	if out := must("directories", "register", "d-00000000f1", "--self-service"); !strings.Contains(out, "registration code SLiad+") {
+		t.Errorf("register: %q", out)
+	}
+	if out := must("directories"); !hasRow(out, "d-00000000f1", "ad.example.com", "ad", "ldap") || !hasRow(out, dirID, "corp.example.com") {
+		t.Errorf("directories:\n%s", out)
+	}
+	must("directories", "access", "d-00000000f1", "--allow", "web,linux", "--deny", "zeroclient")
+	if code, _, errs := f.cli("directories", "access", "d-00000000f1", "--allow", "toaster"); code != 2 || !strings.Contains(errs, `device type "toaster"`) {
+		t.Errorf("an unknown device type: %d %q", code, errs)
+	}
+	if code, out, _ := f.cliRaw("help", "directories", "access"); code != 0 || !strings.Contains(out, "--allow") {
+		t.Errorf("help directories access: %d\n%s", code, out)
+	}
+	must("users", "add", "--directory", "d-00000000f1", "--user", "yan", "--email", "yan@example.com", "--first", "Yan")
+	if out := must("users", "--directory", "d-00000000f1"); !hasRow(out, "yan", "Yan", "-", "yan@example.com") || !hasRow(out, "zed") {
+		t.Errorf("users:\n%s", out)
+	}
+	refused("ResourceAlreadyExistsException", "users", "add", "--directory", "d-00000000f1", "--user", "YAN")
+	must("users", "remove", "--directory", "d-00000000f1", "yan")
+
+	gid := strings.TrimSpace(must("ipgroups", "create", "--name", "office", "--description", "HQ", "--rule", "203.0.113.0/24=HQ", "--rule", "198.51.100.7"))
+	if !strings.HasPrefix(gid, "wsipg-") {
+		t.Fatalf("ipgroups create: %q", gid)
+	}
+	must("ipgroups", "authorize", gid, "--rule", "10.0.0.0/8=lan")
+	must("ipgroups", "revoke", gid, "198.51.100.7/32")
+	if out := must("ipgroups"); !hasRow(out, gid, "office", "203.0.113.0/24", "(HQ),", "10.0.0.0/8", "(lan)", "HQ") {
+		t.Errorf("ipgroups:\n%s", out)
+	}
+	must("ipgroups", "update", gid, "--rule", "192.0.2.0/24")
+	must("ipgroups", "associate", "d-00000000f1", gid)
+	refused("ResourceAssociatedException", "ipgroups", "delete", gid)
+	must("ipgroups", "disassociate", "d-00000000f1", gid)
+	must("ipgroups", "delete", gid)
+
+	must("tags", "add", "d-00000000f1", "team=infra", "Ort=Zürich")
+	if out := must("tags", "d-00000000f1"); !hasRow(out, "Ort", "Zürich") || !hasRow(out, "team", "infra") {
+		t.Errorf("tags:\n%s", out)
+	}
+	refused("reserved", "tags", "add", "d-00000000f1", "aws:x=y")
+	must("tags", "remove", "d-00000000f1", "team")
+
+	img := filepath.Join(dir, "image")
+	os.MkdirAll(img, 0o755)
+	for _, n := range []string{"vmlinux", "initrd.img", "root.qcow2"} {
+		os.WriteFile(filepath.Join(img, n), []byte("x"), 0o644)
+	}
+	os.WriteFile(filepath.Join(img, "image.json"), []byte(`{"name":"desk","os":"linux","kernel":"vmlinux","initrd":"initrd.img","root":"root.qcow2"}`), 0o644)
+	iid := strings.TrimSpace(must("images", "register", "--dir", img, "--description", "test image"))
+	if out := must("images"); !hasRow(out, iid, "desk", "LINUX", "AVAILABLE") {
+		t.Errorf("images:\n%s", out)
+	}
+	bid := strings.TrimSpace(must("bundles", "create", "--name", "Desk-Value", "--description", "test", "--image", iid, "--compute", "value", "--user-gib", "10"))
+	if out := must("bundles"); !hasRow(out, bid, "Desk-Value", "VALUE", "80", "10", iid) {
+		t.Errorf("bundles:\n%s", out)
+	}
+	must("bundles", "update", bid, "--image", "wsi-linux000001")
+	must("images", "delete", iid)
+	must("bundles", "delete", bid)
+	refused("InvalidResourceStateException", "directory", "delete", "d-00000000f1")
+	must("directories", "deregister", "d-00000000f1")
+	must("directory", "delete", "d-00000000f1")
 }

@@ -70,10 +70,6 @@ func init() {
 		flags: func(r *run, fs *flag.FlagSet) {
 			fs.BoolVar(&r.json, "json", false, "print JSON (AWS's WorkspaceBundle shape)")
 		}, run: bundles})
-	register(&command{name: "directories", args: "", summary: "list the registered directories", maxArgs: 0,
-		flags: func(r *run, fs *flag.FlagSet) {
-			fs.BoolVar(&r.json, "json", false, "print JSON (AWS's WorkspaceDirectory shape)")
-		}, run: directories})
 }
 
 func listWorkspaces(r *run) int {
@@ -564,37 +560,6 @@ func bundles(r *run) int {
 			user = aws.ToString(b.UserStorage.Capacity)
 		}
 		t.row(aws.ToString(b.BundleId), aws.ToString(b.Name), compute, root, user, dash(aws.ToString(b.ImageId)), dash(aws.ToString(b.Description)))
-	}
-	t.flush()
-	return exitOK
-}
-
-func directories(r *run) int {
-	c, err := r.client()
-	if err != nil {
-		return r.usageError("%v", err)
-	}
-	var all []types.WorkspaceDirectory
-	p := workspaces.NewDescribeWorkspaceDirectoriesPaginator(c, &workspaces.DescribeWorkspaceDirectoriesInput{})
-	for p.HasMorePages() {
-		page, err := p.NextPage(r.ctx)
-		if err != nil {
-			return r.fail(err)
-		}
-		all = append(all, page.Directories...)
-	}
-	if r.json {
-		return r.printJSON(map[string]any{"Directories": all})
-	}
-	if len(all) == 0 {
-		fmt.Fprintln(r.stdout, "No directories.")
-		return exitOK
-	}
-	t := newTable(r.stdout)
-	t.row("DIRECTORY", "NAME", "ALIAS", "REGISTRATION CODE", "STATE")
-	for _, d := range all {
-		t.row(aws.ToString(d.DirectoryId), dash(aws.ToString(d.DirectoryName)), dash(aws.ToString(d.Alias)),
-			dash(aws.ToString(d.RegistrationCode)), string(d.State))
 	}
 	t.flush()
 	return exitOK

@@ -24,7 +24,7 @@ import (
 func BenchmarkCreateToAvailable(b *testing.B) {
 	h := newHarness(b, nil, nil)
 	ctx := context.Background()
-	img := h.ctl.cfg.Images[testImage]
+	img := h.ctl.cfg.Images.(StaticImages)[testImage]
 	users := testUsers()
 	var hostd, baseline time.Duration
 	var overheadKiB int64

@@ -20,30 +20,35 @@ import (
 	"deskhost/hostd/virt"
 )
 
-// TestMain doubles as a client of a unix socket: with CONTROLLER_TEST_DIAL set it connects
-// to that socket and prints what the server says first (an RFB banner on a VNC socket), so
-// that tests can try a WorkSpace's sockets as an unprivileged user.
-func TestMain(m *testing.M) {
-	if sock := os.Getenv("CONTROLLER_TEST_DIAL"); sock != "" {
-		c, err := net.DialTimeout("unix", sock, 5*time.Second)
-		if err != nil {
-			fmt.Println("dial:", err)
-			os.Exit(1)
-		}
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		b := make([]byte, 12)
-		if _, err := io.ReadFull(c, b); err != nil {
-			fmt.Println("read:", err)
-			os.Exit(1)
-		}
-		fmt.Printf("%q\n", b)
-		os.Exit(0)
+// dialIfChild makes this test binary double as a client of a unix socket: with
+// CONTROLLER_TEST_DIAL set it connects to that socket, prints what the server says first
+// (an RFB banner on a VNC socket) and exits, so that tests can try a WorkSpace's sockets as
+// an unprivileged user.
+func dialIfChild() {
+	sock := os.Getenv("CONTROLLER_TEST_DIAL")
+	if sock == "" {
+		return
 	}
-	code := m.Run()
+	c, err := net.DialTimeout("unix", sock, 5*time.Second)
+	if err != nil {
+		fmt.Println("dial:", err)
+		os.Exit(1)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 12)
+	if _, err := io.ReadFull(c, b); err != nil {
+		fmt.Println("read:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("%q\n", b)
+	os.Exit(0)
+}
+
+// removeDialer removes the world-readable copy of this binary dialAs made, if any.
+func removeDialer() {
 	if dialer != "" {
 		os.RemoveAll(filepath.Dir(dialer))
 	}
-	os.Exit(code)
 }
 
 // dialAs connects to sock as uid:gid (no supplementary groups) and returns the server's
@@ -134,7 +139,10 @@ func checkConfined(t *testing.T, h *harness, id string) {
 			t.Errorf("volume %s: owner %d mode %o while the guest runs, want qemu's (%d) and 0600", v, uid, mode, p.UID)
 		}
 	}
-	img := h.ctl.cfg.Images[testImage]
+	img, err := h.ctl.cfg.Images.ImageFiles(testImage)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, f := range []string{img.Kernel, img.Initrd, img.Root} {
 		if uid, _, mode := owner(t, f); uid != 0 || mode&0o022 != 0 {
 			t.Errorf("shared image file %s: owner %d mode %o; it must stay root's and unwritable by qemu", f, uid, mode)

@@ -35,6 +35,23 @@ type ImageFiles struct {
 	Kernel, Initrd, Root, Cmdline string
 }
 
+// Images finds an image's files by id: images are catalog records, added and removed
+// while hostd runs.
+type Images interface {
+	ImageFiles(id string) (ImageFiles, error)
+}
+
+// StaticImages is a fixed set of images.
+type StaticImages map[string]ImageFiles
+
+func (m StaticImages) ImageFiles(id string) (ImageFiles, error) {
+	img, ok := m[id]
+	if !ok {
+		return ImageFiles{}, fmt.Errorf("image %s is not on this host", id)
+	}
+	return img, nil
+}
+
 // Agent is what the controller asks of a guest agent.
 type Agent interface {
 	// Ping asks for the agent's status; nil means the guest is up and answering.
@@ -56,7 +73,7 @@ type Network interface {
 type Config struct {
 	Store        store.Store
 	Conn         *virt.Conn
-	Images       map[string]ImageFiles // by image id
+	Images       Images
 	ComputeTypes map[catalog.ComputeType]catalog.Hardware
 
 	// Owner marks the domains this hostd makes (libvirt metadata). Several hostds may share
@@ -102,6 +119,9 @@ type Controller struct {
 	workers map[string]*worker
 	held    map[string]*memscrub.Held // guest RAM, by WorkSpace id
 	idle    *sync.Cond                // signalled when a worker settles
+	// seen is, per WorkSpace, the desired state the controller last read or wrote and the
+	// revision it read at: a watched change asks something new only beyond both (watch.go).
+	seen map[string]seen
 
 	// Test hooks. scrubbing sees the held RAM once qemu is gone, right before it is zeroed
 	// (zeroed false) and right after (zeroed true), before it is released; skipZero
@@ -112,6 +132,8 @@ type Controller struct {
 	skipZero  atomic.Bool
 	resuming  func(id string)
 	holdRAM   func(pid int, ramBytes int64) (*memscrub.Held, error)
+	// reconciling, if set, is told when a reconcile of id starts (the watch benchmark).
+	reconciling func(id string)
 }
 
 type worker struct {
@@ -128,7 +150,7 @@ func New(cfg Config) *Controller {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	c := &Controller{cfg: cfg, workers: map[string]*worker{}, held: map[string]*memscrub.Held{}, holdRAM: memscrub.Hold}
+	c := &Controller{cfg: cfg, workers: map[string]*worker{}, held: map[string]*memscrub.Held{}, seen: map[string]seen{}, holdRAM: memscrub.Hold}
 	c.idle = sync.NewCond(&c.mu)
 	return c
 }
@@ -136,8 +158,8 @@ func New(cfg Config) *Controller {
 // Prefix is how WorkSpace domains and volumes are named: by WorkSpace id.
 const Prefix = "ws-"
 
-// Run reconciles every WorkSpace, then follows libvirt's events and re-checks everything
-// periodically, until ctx ends.
+// Run reconciles every WorkSpace, then follows libvirt's events and the store's changes
+// (watch.go), and re-checks everything periodically, until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
 	if err := c.cfg.Conn.EnsurePool(c.cfg.Pool, c.volumeDir()); err != nil {
 		return err
@@ -161,6 +183,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.mu.Lock()
 	c.root = ctx // workers may start from here on
 	c.mu.Unlock()
+	if w, ok := c.cfg.Store.(store.Watcher); ok {
+		// Before the first sweep, so that a change is either in the sweep or watched.
+		go c.follow(ctx, w)
+	}
 	if err := c.Sweep(); err != nil {
 		c.cfg.Log.Error("sweep", "err", err)
 	}
@@ -208,7 +234,18 @@ func (c *Controller) Sweep() error {
 	known := map[string]bool{}
 	for _, w := range all {
 		if w.State == workspace.Terminated && now.Sub(w.StateSince) > c.cfg.TerminatedRetention {
-			if err := c.cfg.Store.Update(func(tx store.Tx) error { return tx.Delete(store.Workspaces, w.ID) }); err != nil {
+			if err := c.cfg.Store.Update(func(tx store.Tx) error {
+				// Its tags go with it: they are catalog records, so the revision moves.
+				if _, err := tx.Get(store.Tags, w.ID); err == nil {
+					if err := tx.Delete(store.Tags, w.ID); err != nil {
+						return err
+					}
+					if _, err := store.BumpCatalogRevision(tx); err != nil {
+						return err
+					}
+				}
+				return tx.Delete(store.Workspaces, w.ID)
+			}); err != nil {
 				return err
 			}
 			c.cfg.Log.Info("forgot terminated workspace", "workspace", w.ID)
@@ -373,6 +410,9 @@ func (c *Controller) setBusy(w *worker, b bool) {
 // watch (the WorkSpace is gone).
 func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 	log := c.cfg.Log.With("workspace", id)
+	if c.reconciling != nil {
+		c.reconciling(id)
+	}
 	w, err := c.load(id)
 	if errors.Is(err, store.ErrNotFound) {
 		if err := c.removeOrphan(ctx, id); err != nil {
@@ -425,7 +465,9 @@ func (c *Controller) load(id string) (workspace.Workspace, error) {
 	var w workspace.Workspace
 	err := c.cfg.Store.View(func(tx store.Tx) error {
 		var err error
-		w, err = store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
+		if w, err = store.GetJSON[workspace.Workspace](tx, store.Workspaces, id); err == nil {
+			c.remember(tx, w)
+		}
 		return err
 	})
 	return w, err
@@ -433,22 +475,24 @@ func (c *Controller) load(id string) (workspace.Workspace, error) {
 
 // transition moves id from state from, applying fn, unless the record has moved on.
 func (c *Controller) transition(id string, from workspace.State, fn func(*workspace.Workspace)) error {
-	return c.cfg.Store.Update(func(tx store.Tx) error {
-		w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
-		if err != nil {
+	var w workspace.Workspace
+	err := c.cfg.Store.Update(func(tx store.Tx) error {
+		var err error
+		if w, err = store.GetJSON[workspace.Workspace](tx, store.Workspaces, id); err != nil {
 			return err
 		}
 		if w.State != from {
 			return errSuperseded
 		}
-		before := w.State
 		fn(&w)
 		w.Updated = c.cfg.Now()
-		if w.State != before {
-			c.cfg.Log.Info("workspace state", "workspace", id, "from", string(before), "to", string(w.State), "reason", w.ErrorMessage)
-		}
+		c.remember(nil, w) // before the commit: its watched change may come before Update returns
 		return store.PutJSON(tx, store.Workspaces, id, w)
 	})
+	if err == nil && w.State != from {
+		c.cfg.Log.Info("workspace state", "workspace", id, "from", string(from), "to", string(w.State), "reason", w.ErrorMessage)
+	}
+	return err
 }
 
 func (c *Controller) set(id string, from, to workspace.State) error {
@@ -483,9 +527,9 @@ func (c *Controller) volumePaths(id string) []string {
 }
 
 func (c *Controller) spec(w workspace.Workspace, root, user string) (virt.Spec, error) {
-	img, ok := c.cfg.Images[w.ImageID]
-	if !ok {
-		return virt.Spec{}, fmt.Errorf("image %s is not on this host", w.ImageID)
+	img, err := c.cfg.Images.ImageFiles(w.ImageID)
+	if err != nil {
+		return virt.Spec{}, err
 	}
 	hw, ok := c.cfg.ComputeTypes[catalog.ComputeType(w.Properties.ComputeTypeName)]
 	if !ok {
@@ -493,7 +537,6 @@ func (c *Controller) spec(w workspace.Workspace, root, user string) (virt.Spec, 
 	}
 	mgmt, primary := virt.NIC{Bridge: c.cfg.ManagementBridge}, virt.NIC{Bridge: c.cfg.PrimaryBridge}
 	if c.cfg.Network != nil {
-		var err error
 		if mgmt, primary, err = c.cfg.Network.NICs(w.ID); err != nil {
 			return virt.Spec{}, err
 		}
@@ -537,9 +580,9 @@ func (c *Controller) ramBytes(id string) (int64, error) {
 // ensureVolumes creates the root volume (a copy-on-write child of the image) and the user
 // volume if they are missing, at their logical sizes.
 func (c *Controller) ensureVolumes(w workspace.Workspace) (root, user string, err error) {
-	img, ok := c.cfg.Images[w.ImageID]
-	if !ok {
-		return "", "", permanent{fmt.Errorf("image %s is not on this host", w.ImageID)}
+	img, err := c.cfg.Images.ImageFiles(w.ImageID)
+	if err != nil {
+		return "", "", permanent{err}
 	}
 	r, err := c.cfg.Conn.CreateVolume(c.cfg.Pool, rootVolume(w.ID), w.Properties.RootVolumeSizeGib, img.Root)
 	if err != nil {
@@ -594,7 +637,10 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 	if err := os.Rename(c.SerialLog(w.ID), c.SerialLog(w.ID)+".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	img := c.cfg.Images[w.ImageID]
+	img, err := c.cfg.Images.ImageFiles(w.ImageID)
+	if err != nil {
+		return permanent{err}
+	}
 	if err := c.cfg.Confine.Prepare(c.runDir(w.ID), []string{root, user}, []string{img.Kernel, img.Initrd, img.Root}); err != nil {
 		return permanent{err}
 	}

@@ -19,6 +19,7 @@ import (
 	"deskhost/hostd/workspace"
 	"deskhost/internal/catalog"
 	"deskhost/internal/desktopimage"
+	"deskhost/internal/hostconfig"
 	"deskhost/internal/testenv"
 )
 
@@ -27,7 +28,7 @@ import (
 type harness struct {
 	t      testing.TB
 	dir    string
-	store  *store.Bolt
+	store  store.Store
 	svc    *service.Service
 	ctl    *Controller
 	conn   *virt.Conn
@@ -58,6 +59,12 @@ func testUsers() []catalog.User {
 
 func newHarness(t testing.TB, tweak func(*Config), hooks func(*Controller)) *harness {
 	t.Helper()
+	return newHarnessOn(t, nil, tweak, hooks)
+}
+
+// newHarnessOn is a harness on st (nil: a bbolt file of its own).
+func newHarnessOn(t testing.TB, st store.Store, tweak func(*Config), hooks func(*Controller)) *harness {
+	t.Helper()
 	sock := testenv.LibvirtSocket(t)
 	img, err := desktopimage.Load(testenv.DesktopImage(t))
 	if err != nil {
@@ -78,8 +85,10 @@ func newHarness(t testing.TB, tweak func(*Config), hooks func(*Controller)) *har
 	if h.conn, err = virt.Dial(ctx, sock); err != nil {
 		t.Fatal(err)
 	}
-	if h.store, err = store.OpenBolt(filepath.Join(dir, "store.db")); err != nil {
-		t.Fatal(err)
+	if h.store = st; st == nil {
+		if h.store, err = store.OpenBolt(filepath.Join(dir, "store.db")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	hw := map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: testMemoryMiB}}
 	// qemu runs as libvirt-qemu (scripts/libvirtrun's qemu.conf); members of nogroup stand
@@ -99,24 +108,22 @@ func newHarness(t testing.TB, tweak func(*Config), hooks func(*Controller)) *har
 			_ = memscrub.ShrinkHugePages(now.HugePages.Total - pool.HugePages.Total)
 		}
 	})
-	cat := service.Catalog{
-		ComputeTypes: hw,
-		Images: []catalog.Image{
-			{ID: testImage, Name: "desktop", OS: catalog.Linux, Dir: img.Dir},
-			{ID: brokenImage, Name: "broken", OS: catalog.Linux, Dir: img.Dir},
+	legacy := &hostconfig.LegacyCatalog{
+		Images: []hostconfig.Sourced[catalog.Image]{
+			{From: "images[0]", Item: catalog.Image{ID: testImage, Name: "desktop", OS: catalog.Linux, Dir: img.Dir}},
+			{From: "images[1]", Item: catalog.Image{ID: brokenImage, Name: "broken", OS: catalog.Linux, Dir: img.Dir}},
 		},
-		Bundles: []catalog.Bundle{
-			{ID: testBundle, Name: "Value", ImageID: testImage, ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10},
-			{ID: brokenBundle, Name: "Broken", ImageID: brokenImage, ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10},
+		Bundles: []hostconfig.Sourced[catalog.Bundle]{
+			{From: "bundles[0]", Item: catalog.Bundle{ID: testBundle, Name: "Value", ImageID: testImage, ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10}},
+			{From: "bundles[1]", Item: catalog.Bundle{ID: brokenBundle, Name: "Broken", ImageID: brokenImage, ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10}},
 		},
-		Directories:    []catalog.Directory{{ID: testDirectory, Name: "corp.example.com", Users: testUsers()}},
-		WorkspaceQuota: 20,
+		Directories: []hostconfig.Sourced[catalog.Directory]{{From: "directories[0]", Item: catalog.Directory{ID: testDirectory, Name: "corp.example.com", Users: testUsers()}}},
 	}
 	cfg := Config{
 		Store: h.store,
 		Conn:  h.conn,
 		Owner: "test-" + suffix,
-		Images: map[string]ImageFiles{
+		Images: StaticImages{
 			testImage:   {Kernel: img.Kernel, Initrd: img.Initrd, Root: img.Root, Cmdline: img.Manifest.Cmdline},
 			brokenImage: {Kernel: img.Kernel, Initrd: img.Initrd, Root: img.Root, Cmdline: img.Manifest.Cmdline + " rdinit=/nonexistent"},
 		},
@@ -150,7 +157,10 @@ func newHarness(t testing.TB, tweak func(*Config), hooks func(*Controller)) *har
 	if hooks != nil {
 		hooks(h.ctl)
 	}
-	h.svc = service.New(h.store, cat, h.ctl, nil, cfg.Log)
+	h.svc = service.New(h.store, service.Config{ComputeTypes: hw, WorkspaceQuota: 20}, h.ctl, nil, cfg.Log)
+	if _, err := h.svc.ImportCatalog(context.Background(), legacy, "test"); err != nil {
+		t.Fatal(err)
+	}
 	h.start()
 	t.Cleanup(h.cleanup)
 	return h

@@ -379,7 +379,7 @@ func checkVolumes(t *testing.T, h *harness, id string) {
 	t.Helper()
 	vols := h.volumes(id)
 	root, user := vols[rootVolume(id)], vols[userVolume(id)]
-	img := h.ctl.cfg.Images[testImage]
+	img := h.ctl.cfg.Images.(StaticImages)[testImage]
 	if root.Path == "" || user.Path == "" {
 		t.Fatalf("libvirt lists volumes %v", vols)
 	}

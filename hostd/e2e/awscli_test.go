@@ -53,7 +53,7 @@ func TestAWSCLIDrivesHostd(t *testing.T) {
 		return v, json.Unmarshal(out, &v)
 	}
 
-	out, err := aws("create-workspaces", "--workspaces", "DirectoryId="+directoryID+",UserName=carol,BundleId="+bundleID)
+	out, err := aws("create-workspaces", "--workspaces", "DirectoryId="+directoryID+",UserName=carol,BundleId="+h.bundle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestAWSCLIDrivesHostd(t *testing.T) {
 			t.Fatalf("describe-workspaces: %v", out)
 		}
 		w := ws[0].(map[string]any)
-		if w["UserName"] != "carol" || w["DirectoryId"] != directoryID || w["BundleId"] != bundleID {
+		if w["UserName"] != "carol" || w["DirectoryId"] != directoryID || w["BundleId"] != h.bundle {
 			t.Fatalf("describe-workspaces: %v", w)
 		}
 		return w["State"].(string)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -49,13 +50,17 @@ type host struct {
 	conn       *virt.Conn
 	libvirtSoc string
 	netns      string
-	hugePages  int64 // the kernel's huge page pool before the test
+	image      string // the desktop image directory
+	bundle     string // the bundle WorkSpaces are created from
+	legacy     bool   // the config carries catalog sections (imported at the first start)
+	hugePages  int64  // the kernel's huge page pool before the test
 }
 
 const (
 	directoryID = "d-0123456789"
-	bundleID    = "wsb-value00001"
 	imageID     = "wsi-desktop001"
+	// legacyBundle is the bundle a config's catalog sections define (hostOptions.legacy).
+	legacyBundle = "wsb-value00001"
 )
 
 // hostOptions vary a host from the default (plain bridges on the shared libvirtd).
@@ -63,6 +68,10 @@ type hostOptions struct {
 	libvirtSocket string // default: the libvirtd `make test` runs
 	netns         string // run hostd in this network namespace
 	network       string // init.network (netcfg's config, YAML indented 4): netcfg manages the network
+	// legacy writes the catalog into the host config's old sections, for hostd to import
+	// at its first start, instead of creating it with hostd's CLI.
+	legacy bool
+	store  string // hostd.store's value (YAML indented 4 past the key); default: a bbolt file
 }
 
 func newHost(t *testing.T) *host { return newHostWith(t, hostOptions{}) }
@@ -84,7 +93,7 @@ func newHostWith(t *testing.T, o hostOptions) *host {
 	if pool, err := memscrub.Check(); err == nil {
 		h.hugePages = pool.HugePages.Total
 	}
-	h.netns = o.netns
+	h.netns, h.image, h.legacy = o.netns, image, o.legacy
 	mgmt, pri := "dem"+suffix, "dep"+suffix
 	network := fmt.Sprintf("network: {managementBridge: %s, primaryBridge: %s}", mgmt, pri)
 	if o.network == "" {
@@ -117,21 +126,16 @@ func newHostWith(t *testing.T, o hostOptions) *host {
   guests: {cgroupLimits: false} # dev machines: cgroup v1 holds cpu and memory (TRAPS.md)
   computeTypes:
     VALUE: {vcpus: 1, memoryMiB: 256}
-  images:
-    - {id: %[10]s, name: desktop, os: linux, dir: %[11]s}
-  bundles:
-    - {id: %[12]s, name: Value, image: %[10]s, computeType: VALUE, protocol: PCOIP, rootGiB: 80, userGiB: 10}
-  directories:
-    - id: %[13]s
-      name: corp.example.com
-      users:
-        - {userName: alice, firstName: Alice, lastName: Test, email: alice@example.com}
-        - {userName: bob, firstName: Bob, lastName: Test, email: bob@example.com}
-        - {userName: carol, firstName: Carol, lastName: Test, email: carol@example.com}
-        - {userName: dave, firstName: Dave, lastName: Test, email: dave@example.com}
-`, dir, sock, h.pool, network, pri, h.socket, h.listen, h.accessKey, h.secretKey, imageID, image, bundleID, directoryID)
+`, dir, sock, h.pool, network, pri, h.socket, h.listen, h.accessKey, h.secretKey)
+	if o.legacy {
+		cfg += fmt.Sprintf(legacySections, imageID, image, legacyBundle, directoryID)
+		h.bundle = legacyBundle
+	}
 	if o.network != "" {
 		cfg += "init:\n  network:\n" + o.network
+	}
+	if o.store != "" {
+		cfg = strings.Replace(cfg, "store: "+dir+"/store.db", "store:"+o.store, 1)
 	}
 	if err := os.WriteFile(h.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -145,8 +149,77 @@ func newHostWith(t *testing.T, o hostOptions) *host {
 	return h
 }
 
-// start runs hostd and waits until its socket answers.
+// legacySections is the catalog as host configs used to carry it (hostd imports it once).
+const legacySections = `  images:
+    - {id: %[1]s, name: desktop, os: linux, dir: %[2]s}
+  bundles:
+    - {id: %[3]s, name: Value, image: %[1]s, computeType: VALUE, protocol: PCOIP, rootGiB: 80, userGiB: 10}
+  directories:
+    - id: %[4]s
+      name: corp.example.com
+      users:
+        - {userName: alice, firstName: Alice, lastName: Test, email: alice@example.com}
+        - {userName: bob, firstName: Bob, lastName: Test, email: bob@example.com}
+        - {userName: carol, firstName: Carol, lastName: Test, email: carol@example.com}
+        - {userName: dave, firstName: Dave, lastName: Test, email: dave@example.com}
+`
+
+// directoryYAML is the test directory's definition, for hostd directory put.
+const directoryYAML = `id: ` + directoryID + `
+name: corp.example.com
+users:
+  - {userName: alice, firstName: Alice, lastName: Test, email: alice@example.com}
+  - {userName: bob, firstName: Bob, lastName: Test, email: bob@example.com}
+  - {userName: carol, firstName: Carol, lastName: Test, email: carol@example.com}
+  - {userName: dave, firstName: Dave, lastName: Test, email: dave@example.com}
+`
+
+// makeCatalog builds the catalog as an operator does, with hostd's CLI on its socket.
+func (h *host) makeCatalog() {
+	t := h.t
+	t.Helper()
+	if _, err := h.cli("images", "register", "--dir", h.image, "--id", imageID); err != nil {
+		t.Fatal(err)
+	}
+	out, err := h.cli("bundles", "create", "--name", "Value", "--description", "1 vCPU", "--image", imageID, "--compute", "VALUE", "--user-gib", "10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.bundle = strings.TrimSpace(out)
+	def := filepath.Join(h.dir, "corp.yaml")
+	if err := os.WriteFile(def, []byte(directoryYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.cli("directory", "put", "--file", def); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.cli("directories", "register", directoryID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cli runs hostd's CLI on the host's socket.
+func (h *host) cli(args ...string) (string, error) {
+	cmd := exec.Command(hostdBin, append(args, "--socket", h.socket)...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("hostd %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// start runs hostd and waits until its socket answers; the first time, it makes the
+// catalog (unless the config carries it).
 func (h *host) start() {
+	h.t.Helper()
+	h.startOnly()
+	if h.bundle == "" {
+		h.makeCatalog()
+	}
+}
+
+func (h *host) startOnly() {
 	h.t.Helper()
 	if h.netns != "" {
 		h.proc = hostdtest.Start(h.t, "ip", "netns", "exec", h.netns, hostdBin, "serve", "--config", h.config)
@@ -199,7 +272,7 @@ func (h *host) create(users ...string) []string {
 	h.t.Helper()
 	var reqs []types.WorkspaceRequest
 	for _, u := range users {
-		reqs = append(reqs, types.WorkspaceRequest{DirectoryId: aws.String(directoryID), UserName: aws.String(u), BundleId: aws.String(bundleID)})
+		reqs = append(reqs, types.WorkspaceRequest{DirectoryId: aws.String(directoryID), UserName: aws.String(u), BundleId: aws.String(h.bundle)})
 	}
 	out, err := h.client().CreateWorkspaces(context.Background(), &workspaces.CreateWorkspacesInput{Workspaces: reqs})
 	if err != nil || len(out.FailedRequests) > 0 || len(out.PendingRequests) != len(users) {

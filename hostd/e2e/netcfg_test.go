@@ -157,6 +157,32 @@ func TestNetcfgManagesWorkSpaceNetwork(t *testing.T) {
 	}
 	t.Logf("guest %s leased %s on eth0 (%s)", id, addr, mgmtMAC)
 
+	// The catalog's IP access control groups are netcfg's client sets: a group associated
+	// with the directory reaches nftables, and a revoked rule leaves it, without a restart.
+	nft := func() string { return run("ip", "netns", "exec", ns, "nft", "list", "table", "inet", "deskhost") }
+	ctx := context.Background()
+	g, err := h.client().CreateIpGroup(ctx, &workspaces.CreateIpGroupInput{GroupName: aws.String("office"),
+		UserRules: []types.IpRuleItem{{IpRule: aws.String("203.0.113.0/24")}, {IpRule: aws.String("198.51.100.7")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.client().AssociateIpGroups(ctx, &workspaces.AssociateIpGroupsInput{DirectoryId: aws.String(directoryID), GroupIds: []string{*g.GroupId}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the group's ranges in nftables", 5*time.Second, func() bool {
+		out := nft()
+		return strings.Contains(out, "203.0.113.0/24") && strings.Contains(out, "198.51.100.7")
+	})
+	start := time.Now()
+	if _, err := h.client().RevokeIpRules(ctx, &workspaces.RevokeIpRulesInput{GroupId: g.GroupId, UserRules: []string{"203.0.113.0/24"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the revoked range gone from nftables", 5*time.Second, func() bool {
+		out := nft()
+		return !strings.Contains(out, "203.0.113.0/24") && strings.Contains(out, "198.51.100.7")
+	})
+	t.Logf("revoked rule → gone from netcfg's nftables sets in %v", time.Since(start).Round(time.Millisecond))
+
 	// Terminate: the taps and the WorkSpace's rules go with it.
 	if out, err := h.client().TerminateWorkspaces(context.Background(), &workspaces.TerminateWorkspacesInput{
 		TerminateWorkspaceRequests: []types.TerminateRequest{{WorkspaceId: aws.String(id)}},

@@ -1,11 +1,13 @@
 // Package hostdtest is what end-to-end tests need to run the real hostd binary (and its
 // neighbours): building the binaries once per package, child processes with their
-// output kept, hostd's API client over its unix socket, and removing whatever
-// domains and volumes a test's hostd left in the shared libvirtd.
+// output kept, hostd's API client over its unix socket, a catalog for an in-process
+// service, and removing whatever domains and volumes a test's hostd left in the shared
+// libvirtd.
 package hostdtest
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -18,7 +20,10 @@ import (
 	"testing"
 	"time"
 
+	"deskhost/hostd/service"
 	"deskhost/hostd/virt"
+	"deskhost/internal/catalog"
+	"deskhost/internal/hostconfig"
 	"deskhost/internal/hostdclient"
 )
 
@@ -147,4 +152,30 @@ func RemoveLeftovers(conn *virt.Conn, dataDir, pool string) {
 		_ = conn.DeleteVolume(pool, v.Name)
 	}
 	_ = conn.DestroyPool(pool)
+}
+
+// Catalog is a catalog for a test's in-process hostd service.
+type Catalog struct {
+	Images      []catalog.Image
+	Bundles     []catalog.Bundle
+	Directories []catalog.Directory // registered, with their RegistrationCode if set
+}
+
+// SeedCatalog puts c into svc's store through the service's import of a host config's
+// catalog sections: the records are checked as the API checks them.
+func SeedCatalog(t testing.TB, svc *service.Service, c Catalog) {
+	t.Helper()
+	var l hostconfig.LegacyCatalog
+	for i, im := range c.Images {
+		l.Images = append(l.Images, hostconfig.Sourced[catalog.Image]{From: fmt.Sprintf("images[%d]", i), Item: im})
+	}
+	for i, b := range c.Bundles {
+		l.Bundles = append(l.Bundles, hostconfig.Sourced[catalog.Bundle]{From: fmt.Sprintf("bundles[%d]", i), Item: b})
+	}
+	for i, d := range c.Directories {
+		l.Directories = append(l.Directories, hostconfig.Sourced[catalog.Directory]{From: fmt.Sprintf("directories[%d]", i), Item: d})
+	}
+	if _, err := svc.ImportCatalog(context.Background(), &l, t.Name()); err != nil {
+		t.Fatalf("seed the catalog: %v", err)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -19,14 +20,18 @@ import (
 	"deskhost/internal/catalog"
 )
 
-// Catalog is what the service needs from the host config: bundles, images, directories.
-type Catalog struct {
+// Config is what the service takes from the host config: what belongs to the machine.
+// The catalog (directories, IP groups, bundles, images, tags) is in the store.
+type Config struct {
 	ComputeTypes map[catalog.ComputeType]catalog.Hardware
-	Images       []catalog.Image
-	Bundles      []catalog.Bundle
-	Directories  []catalog.Directory
 	// WorkspaceQuota caps live WorkSpaces on this host.
 	WorkspaceQuota int
+	// ManagementRange, if set, is the range netcfg chose for the WorkSpaces' management
+	// network (DescribeAccount's DedicatedTenancyManagementCidrRange).
+	ManagementRange func() (netip.Prefix, bool)
+	// HostNetworks lists the networks this host is on; ListAvailableManagementCidrRanges
+	// offers no range that overlaps one. Nil: the host's interface addresses.
+	HostNetworks func() ([]netip.Prefix, error)
 }
 
 // Waker is told when a WorkSpace's desired state changed.
@@ -34,11 +39,11 @@ type Waker interface{ Wake(id string) }
 
 // Service is the WorkSpaces operations over a store.
 type Service struct {
-	store   store.Store
-	catalog Catalog
-	waker   Waker
-	now     func() time.Time
-	log     *slog.Logger
+	store store.Store
+	cfg   Config
+	waker Waker
+	now   func() time.Time
+	log   *slog.Logger
 	// mu serialises read-check-write sequences (one WorkSpace per user, quotas); the store
 	// transaction alone would not stop two creates for one user from interleaving.
 	mu sync.Mutex
@@ -50,15 +55,25 @@ type Service struct {
 	// started is when this Service was made: AutoStop vouches for the sessions the store
 	// holds from before a restart until the connection manager has had time to report.
 	started time.Time
+
+	// catalogChanged is closed (and replaced) after every catalog write this Service
+	// commits: long polls of the catalog revision wake at once. Writes by others (another
+	// host on a shared store) are seen by polling the revision.
+	catMu          sync.Mutex
+	catalogChanged chan struct{}
 }
 
 // New returns a Service. now may be nil (time.Now).
-func New(st store.Store, cat Catalog, waker Waker, now func() time.Time, log *slog.Logger) *Service {
+func New(st store.Store, cfg Config, waker Waker, now func() time.Time, log *slog.Logger) *Service {
 	if now == nil {
 		now = time.Now
 	}
-	return &Service{store: st, catalog: cat, waker: waker, now: now, log: log, started: now()}
+	return &Service{store: st, cfg: cfg, waker: waker, now: now, log: log, started: now(), catalogChanged: make(chan struct{})}
 }
+
+// SetWaker sets who is told of changed WorkSpaces (the controller, made after the
+// Service); it must be called before the Service serves.
+func (s *Service) SetWaker(w Waker) { s.waker = w }
 
 // BatchLimit is AWS's limit on items in one batch request.
 const BatchLimit = 25
@@ -95,7 +110,7 @@ type CreateRequest struct {
 	RootVolumeEncryptionEnabled bool
 	UserVolumeEncryptionEnabled bool
 	VolumeEncryptionKey         string
-	Tags                        []workspace.Tag
+	Tags                        []catalog.Tag
 }
 
 // CreateWorkspaces launches a batch; each item is accepted (PENDING) or refused on its own.
@@ -132,18 +147,91 @@ func (s *Service) create(r CreateRequest) (workspace.Workspace, error) {
 	if err := catalog.CheckID(catalog.KindBundle, r.BundleID); err != nil {
 		return workspace.Workspace{}, catalog.Errorf(catalog.InvalidParameterValues, "BundleId: %v", err)
 	}
-	dir, ok := s.directory(r.DirectoryID)
-	if !ok {
-		return workspace.Workspace{}, catalog.Errorf(catalog.ResourceNotFound, "directory %s is not registered on this host", r.DirectoryID)
+	if r.RootVolumeEncryptionEnabled || r.UserVolumeEncryptionEnabled || r.VolumeEncryptionKey != "" {
+		return workspace.Workspace{}, catalog.Errorf(catalog.UnsupportedWorkspaceConfig, "volume encryption is not supported by this host yet")
 	}
-	b, ok := s.bundle(r.BundleID)
-	if !ok {
-		return workspace.Workspace{}, catalog.Errorf(catalog.ResourceNotFound, "bundle %s does not exist", r.BundleID)
+	if err := catalog.CheckTags(r.Tags); err != nil {
+		return workspace.Workspace{}, err
 	}
-	img, ok := s.image(b.ImageID)
-	if !ok {
-		return workspace.Workspace{}, catalog.Errorf(catalog.ResourceUnavailable, "bundle %s names image %s, which this host does not have", b.ID, b.ImageID)
+	if len(r.Tags) > catalog.MaxTagsPerResource {
+		return workspace.Workspace{}, catalog.Errorf(catalog.ResourceLimitExceeded, "%d tags; a resource can have at most %d", len(r.Tags), catalog.MaxTagsPerResource)
 	}
+	now := s.now()
+	var w workspace.Workspace
+	// The catalog is read in the same transaction as the WorkSpace is written: a
+	// directory deregistered or a bundle deleted meanwhile cannot slip through.
+	err := s.store.Update(func(tx store.Tx) error {
+		rec, err := store.GetJSON[catalog.DirectoryRecord](tx, store.Directories, r.DirectoryID)
+		if errors.Is(err, store.ErrNotFound) {
+			return catalog.Errorf(catalog.ResourceNotFound, "directory %s does not exist", r.DirectoryID)
+		}
+		if err != nil {
+			return err
+		}
+		if rec.Registration == nil {
+			return catalog.Errorf(catalog.InvalidResourceState, "directory %s is not registered with WorkSpaces; register it first (RegisterWorkspaceDirectory)", r.DirectoryID)
+		}
+		dir := rec.Definition
+		b, err := store.GetJSON[catalog.Bundle](tx, store.Bundles, r.BundleID)
+		if errors.Is(err, store.ErrNotFound) || err == nil && b.DeleteQueued {
+			return catalog.Errorf(catalog.ResourceNotFound, "bundle %s does not exist", r.BundleID)
+		}
+		if err != nil {
+			return err
+		}
+		img, err := store.GetJSON[catalog.Image](tx, store.Images, b.ImageID)
+		if errors.Is(err, store.ErrNotFound) {
+			return catalog.Errorf(catalog.ResourceUnavailable, "bundle %s names image %s, which this host does not have", b.ID, b.ImageID)
+		}
+		if err != nil {
+			return err
+		}
+		if _, ok := s.cfg.ComputeTypes[b.ComputeType]; !ok {
+			return catalog.Errorf(catalog.ResourceUnavailable, "bundle %s's compute type %s has no hardware on this host", b.ID, b.ComputeType)
+		}
+		if w, err = s.newWorkspace(r, dir, b, img, now); err != nil {
+			return err
+		}
+		all, err := store.ListJSON[workspace.Workspace](tx, store.Workspaces)
+		if err != nil {
+			return err
+		}
+		live := 0
+		for _, o := range all {
+			if !o.Live() {
+				continue
+			}
+			live++
+			if o.DirectoryID == w.DirectoryID && strings.EqualFold(o.UserName, w.UserName) {
+				return catalog.Errorf(catalog.ResourceAlreadyExists,
+					"user %q in directory %s already has WorkSpace %s (%s); each user can have one", w.UserName, w.DirectoryID, o.ID, o.State)
+			}
+		}
+		if live >= s.cfg.WorkspaceQuota {
+			return catalog.Errorf(catalog.ResourceLimitExceeded, "this host's quota of %d WorkSpaces is used", s.cfg.WorkspaceQuota)
+		}
+		if len(r.Tags) > 0 {
+			// Tags are catalog records (DescribeTags reads them), kept apart from the WorkSpace.
+			if err := store.PutJSON(tx, store.Tags, w.ID, r.Tags); err != nil {
+				return err
+			}
+			if _, err := store.BumpCatalogRevision(tx); err != nil {
+				return err
+			}
+		}
+		return store.PutJSON(tx, store.Workspaces, w.ID, w)
+	})
+	if err != nil {
+		return workspace.Workspace{}, err
+	}
+	if len(r.Tags) > 0 {
+		s.catalogWritten()
+	}
+	return w, nil
+}
+
+// newWorkspace applies a launch request's rules against its directory, bundle and image.
+func (s *Service) newWorkspace(r CreateRequest, dir catalog.Directory, b catalog.Bundle, img catalog.Image, now time.Time) (workspace.Workspace, error) {
 	if err := catalog.ValidateUserName(r.UserName, img.OS); err != nil {
 		return workspace.Workspace{}, err
 	}
@@ -154,9 +242,6 @@ func (s *Service) create(r CreateRequest) (workspace.Workspace, error) {
 	if user.Email == "" {
 		// "you cannot select a user that does not have an email address"
 		return workspace.Workspace{}, catalog.Errorf(catalog.InvalidParameterValues, "user %q has no email address; a WorkSpace needs one for its invitation", user.UserName)
-	}
-	if r.RootVolumeEncryptionEnabled || r.UserVolumeEncryptionEnabled || r.VolumeEncryptionKey != "" {
-		return workspace.Workspace{}, catalog.Errorf(catalog.UnsupportedWorkspaceConfig, "volume encryption is not supported by this host yet")
 	}
 	props := workspace.Properties{
 		RunningMode:            r.RunningMode,
@@ -196,11 +281,6 @@ func (s *Service) create(r CreateRequest) (workspace.Workspace, error) {
 			return workspace.Workspace{}, catalog.Errorf(catalog.InvalidParameterValues, "protocol %s differs from bundle %s's %s", p, b.ID, b.Protocol)
 		}
 	}
-	if err := validateTags(r.Tags); err != nil {
-		return workspace.Workspace{}, err
-	}
-
-	now := s.now()
 	w := workspace.Workspace{
 		ID:          catalog.NewID(catalog.KindWorkspace),
 		DirectoryID: dir.ID,
@@ -208,88 +288,15 @@ func (s *Service) create(r CreateRequest) (workspace.Workspace, error) {
 		BundleID:    b.ID,
 		ImageID:     img.ID,
 		Properties:  props,
-		Tags:        r.Tags,
 		Created:     now,
 	}
 	w.ComputerName = computerName(w.ID)
 	w.SetState(workspace.Pending, now)
-	err := s.store.Update(func(tx store.Tx) error {
-		all, err := store.ListJSON[workspace.Workspace](tx, store.Workspaces)
-		if err != nil {
-			return err
-		}
-		live := 0
-		for _, o := range all {
-			if !o.Live() {
-				continue
-			}
-			live++
-			if o.DirectoryID == w.DirectoryID && strings.EqualFold(o.UserName, w.UserName) {
-				return catalog.Errorf(catalog.ResourceAlreadyExists,
-					"user %q in directory %s already has WorkSpace %s (%s); each user can have one", w.UserName, w.DirectoryID, o.ID, o.State)
-			}
-		}
-		if live >= s.catalog.WorkspaceQuota {
-			return catalog.Errorf(catalog.ResourceLimitExceeded, "this host's quota of %d WorkSpaces is used", s.catalog.WorkspaceQuota)
-		}
-		return store.PutJSON(tx, store.Workspaces, w.ID, w)
-	})
-	if err != nil {
-		return workspace.Workspace{}, err
-	}
 	return w, nil
 }
 
 // computerName is the guest host name: WorkSpaces name machines after the WorkSpace.
 func computerName(id string) string { return strings.ToUpper(strings.ReplaceAll(id, "-", "")) }
-
-func validateTags(tags []workspace.Tag) error {
-	if len(tags) > 50 {
-		return catalog.Errorf(catalog.InvalidParameterValues, "%d tags; a resource can have at most 50", len(tags))
-	}
-	seen := map[string]bool{}
-	for _, t := range tags {
-		switch {
-		case t.Key == "" || len(t.Key) > 127:
-			return catalog.Errorf(catalog.InvalidParameterValues, "tag key %q must be 1 to 127 characters", t.Key)
-		case len(t.Value) > 255:
-			return catalog.Errorf(catalog.InvalidParameterValues, "tag %q value must be at most 255 characters", t.Key)
-		case strings.HasPrefix(strings.ToLower(t.Key), "aws:"):
-			return catalog.Errorf(catalog.InvalidParameterValues, "tag key %q: the aws: prefix is reserved", t.Key)
-		case seen[t.Key]:
-			return catalog.Errorf(catalog.InvalidParameterValues, "tag key %q appears twice", t.Key)
-		}
-		seen[t.Key] = true
-	}
-	return nil
-}
-
-func (s *Service) directory(id string) (catalog.Directory, bool) {
-	for _, d := range s.catalog.Directories {
-		if d.ID == id {
-			return d, true
-		}
-	}
-	return catalog.Directory{}, false
-}
-
-func (s *Service) bundle(id string) (catalog.Bundle, bool) {
-	for _, b := range s.catalog.Bundles {
-		if b.ID == id {
-			return b, true
-		}
-	}
-	return catalog.Bundle{}, false
-}
-
-func (s *Service) image(id string) (catalog.Image, bool) {
-	for _, i := range s.catalog.Images {
-		if i.ID == id {
-			return i, true
-		}
-	}
-	return catalog.Image{}, false
-}
 
 // Get returns one WorkSpace record.
 func (s *Service) Get(id string) (workspace.Workspace, error) {
@@ -511,37 +518,9 @@ func (s *Service) DescribeWorkspaces(ctx context.Context, f DescribeFilter) ([]w
 	return out, "", nil
 }
 
-// DescribeWorkspaceBundles lists bundles, all or by id.
-func (s *Service) DescribeWorkspaceBundles(ctx context.Context, bundleIDs []string) ([]catalog.Bundle, error) {
-	if len(bundleIDs) > BatchLimit {
-		return nil, catalog.Errorf(catalog.InvalidParameterValues, "BundleIds lists %d; at most %d", len(bundleIDs), BatchLimit)
-	}
-	var out []catalog.Bundle
-	for _, b := range s.catalog.Bundles {
-		if len(bundleIDs) == 0 || slices.Contains(bundleIDs, b.ID) {
-			out = append(out, b)
-		}
-	}
-	return out, nil
-}
-
-// DescribeWorkspaceDirectories lists directories, all or by id.
-func (s *Service) DescribeWorkspaceDirectories(ctx context.Context, dirIDs []string) ([]catalog.Directory, error) {
-	if len(dirIDs) > BatchLimit {
-		return nil, catalog.Errorf(catalog.InvalidParameterValues, "DirectoryIds lists %d; at most %d", len(dirIDs), BatchLimit)
-	}
-	var out []catalog.Directory
-	for _, d := range s.catalog.Directories {
-		if len(dirIDs) == 0 || slices.Contains(dirIDs, d.ID) {
-			out = append(out, d)
-		}
-	}
-	return out, nil
-}
-
 // Hardware returns the compute type's hardware on this host.
 func (s *Service) Hardware(c catalog.ComputeType) (catalog.Hardware, bool) {
-	hw, ok := s.catalog.ComputeTypes[c]
+	hw, ok := s.cfg.ComputeTypes[c]
 	return hw, ok
 }
 
@@ -585,6 +564,7 @@ func (s *Service) ReportConnections(ctx context.Context, connected []string) err
 	})
 	if err == nil && stale {
 		err = s.store.Update(func(tx store.Tx) error {
+			changed = nil // fn runs again if another writer got there first
 			all, err := store.ListJSON[workspace.Workspace](tx, store.Workspaces)
 			if err != nil {
 				return err
@@ -714,7 +694,7 @@ func (s *Service) AutoStop(ctx context.Context) ([]string, error) {
 	return stopped, nil
 }
 
-// RunAutoStop runs AutoStop every interval until ctx ends.
+// RunAutoStop runs AutoStop (and PurgeBundles) every interval until ctx ends.
 func (s *Service) RunAutoStop(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -725,6 +705,9 @@ func (s *Service) RunAutoStop(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 			if _, err := s.AutoStop(ctx); err != nil {
 				s.log.Error("autostop", "err", err)
+			}
+			if err := s.PurgeBundles(ctx); err != nil {
+				s.log.Error("purge queued bundles", "err", err)
 			}
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
 	"deskhost/internal/catalog"
+	"deskhost/internal/hostconfig"
 )
 
 // waker records wake-ups and, at each, what the store held: desired state must be written
@@ -56,20 +57,41 @@ func newService(t *testing.T, quota int) (*Service, *waker, *time.Time) {
 		users = append(users, catalog.User{UserName: fmt.Sprintf("user%02d", i), Email: fmt.Sprintf("u%d@example.com", i)})
 	}
 	users = append(users, catalog.User{UserName: "noemail"}, catalog.User{UserName: "a@b", Email: "ab@example.com"})
-	cat := Catalog{
-		ComputeTypes: map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 256}, catalog.ComputeGraphics: {VCPUs: 2, MemoryMiB: 512}},
-		Images:       []catalog.Image{{ID: "wsi-linux00001", OS: catalog.Linux}, {ID: "wsi-windows001", OS: catalog.Windows}},
-		Bundles: []catalog.Bundle{
-			{ID: valueID, ImageID: "wsi-linux00001", ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10},
-			{ID: gpuID, ImageID: "wsi-linux00001", ComputeType: catalog.ComputeGraphics, Protocol: catalog.PCoIP, RootGiB: 100, UserGiB: 100},
-			{ID: winID, ImageID: "wsi-windows001", ComputeType: catalog.ComputeValue, Protocol: catalog.WSP, RootGiB: 80, UserGiB: 50},
-		},
-		Directories:    []catalog.Directory{{ID: dirID, Name: "corp.example.com", Users: users}},
+	cfg := Config{
+		ComputeTypes:   map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 256}, catalog.ComputeGraphics: {VCPUs: 2, MemoryMiB: 512}},
 		WorkspaceQuota: quota,
 	}
 	now := time.Unix(1_700_000_000, 0)
 	w := &waker{t: t, st: st}
-	return New(st, cat, w, func() time.Time { return now }, slog.New(slog.NewTextHandler(io.Discard, nil))), w, &now
+	s := New(st, cfg, w, func() time.Time { return now }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	seed(t, s,
+		[]catalog.Image{{ID: "wsi-linux00001", OS: catalog.Linux}, {ID: "wsi-windows001", OS: catalog.Windows}},
+		[]catalog.Bundle{
+			{ID: valueID, ImageID: "wsi-linux00001", ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10},
+			{ID: gpuID, ImageID: "wsi-linux00001", ComputeType: catalog.ComputeGraphics, Protocol: catalog.PCoIP, RootGiB: 100, UserGiB: 100},
+			{ID: winID, ImageID: "wsi-windows001", ComputeType: catalog.ComputeValue, Protocol: catalog.WSP, RootGiB: 80, UserGiB: 50},
+		},
+		[]catalog.Directory{{ID: dirID, Name: "corp.example.com", Users: users}})
+	return s, w, &now
+}
+
+// seed puts a catalog into the store through the service's import (records checked as
+// the API checks them); the directories are registered.
+func seed(t *testing.T, s *Service, images []catalog.Image, bundles []catalog.Bundle, dirs []catalog.Directory) {
+	t.Helper()
+	var l hostconfig.LegacyCatalog
+	for i, im := range images {
+		l.Images = append(l.Images, hostconfig.Sourced[catalog.Image]{From: fmt.Sprintf("images[%d]", i), Item: im})
+	}
+	for i, b := range bundles {
+		l.Bundles = append(l.Bundles, hostconfig.Sourced[catalog.Bundle]{From: fmt.Sprintf("bundles[%d]", i), Item: b})
+	}
+	for i, d := range dirs {
+		l.Directories = append(l.Directories, hostconfig.Sourced[catalog.Directory]{From: fmt.Sprintf("directories[%d]", i), Item: d})
+	}
+	if _, err := s.ImportCatalog(context.Background(), &l, "test"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func req(user string) CreateRequest {
@@ -100,7 +122,7 @@ func TestCreateValidatesEachItem(t *testing.T) {
 		{func() CreateRequest { r := req("user01"); r.ComputeTypeName = "POWER"; return r }(), catalog.InvalidParameterValues, "ComputeTypeName"},
 		{func() CreateRequest { r := req("user01"); r.RootVolumeEncryptionEnabled = true; return r }(), catalog.UnsupportedWorkspaceConfig, "encryption"},
 		{func() CreateRequest { r := req("user01"); r.Protocols = []string{"WSP"}; return r }(), catalog.InvalidParameterValues, "Linux"},
-		{func() CreateRequest { r := req("user01"); r.Tags = []workspace.Tag{{Key: "aws:x"}}; return r }(), catalog.InvalidParameterValues, "reserved"},
+		{func() CreateRequest { r := req("user01"); r.Tags = []catalog.Tag{{Key: "aws:x"}}; return r }(), catalog.InvalidParameterValues, "reserved"},
 	}
 	var reqs []CreateRequest
 	for _, b := range bad {
@@ -486,7 +508,7 @@ func TestConnectionsAfterRestart(t *testing.T) {
 	}
 	// hostd restarts five hours later.
 	*now = now.Add(5 * time.Hour)
-	s2 := New(s.store, s.catalog, wk, func() time.Time { return *now }, s.log)
+	s2 := New(s.store, s.cfg, wk, func() time.Time { return *now }, s.log)
 	st, _, err := s2.DescribeWorkspacesConnectionStatus(ctx, []string{id}, "")
 	if err != nil || st[0].State != Unknown || !st[0].CheckedAt.IsZero() {
 		t.Fatalf("before any report: %+v %v", st, err)

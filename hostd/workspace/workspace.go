@@ -31,12 +31,6 @@ type Properties struct {
 	Protocol               string      `json:"protocol"`
 }
 
-// Tag is a key/value label.
-type Tag struct {
-	Key   string `json:"key"`
-	Value string `json:"value"`
-}
-
 // Workspace is one user's desktop: the record hostd stores, the desired state the
 // controller converges libvirt to. Its State is both what DescribeWorkspaces reports and,
 // when transitional, the operation the controller still owes.
@@ -49,7 +43,6 @@ type Workspace struct {
 	ComputerName string     `json:"computerName,omitempty"`
 	IPAddress    string     `json:"ipAddress,omitempty"`
 	Properties   Properties `json:"properties"`
-	Tags         []Tag      `json:"tags,omitempty"`
 
 	State        State  `json:"state"`
 	ErrorCode    string `json:"errorCode,omitempty"`

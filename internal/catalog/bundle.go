@@ -5,6 +5,7 @@ package catalog
 
 import (
 	"fmt"
+	"time"
 )
 
 // ComputeType names the guide's hardware sizes (AWS's Compute enum).
@@ -61,11 +62,17 @@ const (
 // Image is a desktop image on this host: a directory imagebuild wrote (image.json beside a
 // kernel, an initramfs and a root filesystem).
 type Image struct {
-	ID   string `yaml:"id" json:"id"`
-	Name string `yaml:"name" json:"name"`
-	OS   OS     `yaml:"os" json:"os"`
-	Dir  string `yaml:"dir" json:"dir"`
+	ID          string    `yaml:"id" json:"id"`
+	Name        string    `yaml:"name" json:"name"`
+	Description string    `yaml:"description" json:"description,omitempty"`
+	OS          OS        `yaml:"os" json:"os"`
+	Dir         string    `yaml:"dir" json:"dir"`
+	Created     time.Time `yaml:"-" json:"created,omitzero"`
 }
+
+// MaxImages is the guide's images quota: "By default, you're allowed 20 WorkSpace images
+// per Region. If you've reached this quota, new attempts to create an image will fail."
+const MaxImages = 20
 
 // Bundle is an image plus hardware and default volume sizes.
 type Bundle struct {
@@ -77,6 +84,12 @@ type Bundle struct {
 	Protocol    Protocol    `yaml:"protocol" json:"protocol"`
 	RootGiB     int         `yaml:"rootGiB" json:"rootGiB"`
 	UserGiB     int         `yaml:"userGiB" json:"userGiB"`
+	Created     time.Time   `yaml:"-" json:"created,omitzero"`
+	Updated     time.Time   `yaml:"-" json:"updated,omitzero"`
+	// DeleteQueued marks a bundle deleted while WorkSpaces still use it: "the bundle is
+	// placed in a delete queue and will be deleted after all WorkSpaces that are based on
+	// the bundle have been deleted". It is no longer described or launched from.
+	DeleteQueued bool `yaml:"-" json:"deleteQueued,omitempty"`
 }
 
 // MaxVolumeGiB is the largest root or user volume the guide allows.
@@ -123,7 +136,7 @@ func ValidateProtocol(p Protocol, os OS) error {
 	return Errorf(InvalidParameterValues, "protocol %q must be PCOIP or WSP", p)
 }
 
-// Validate checks a bundle against its image and the host's compute
+// Validate checks a bundle against its image and the host's compute types.
 func (b Bundle) Validate(img Image, hw map[ComputeType]Hardware) error {
 	if !b.ComputeType.Known() {
 		return fmt.Errorf("bundle %s: computeType %q is not one of %v", b.ID, b.ComputeType, KnownComputeTypes)

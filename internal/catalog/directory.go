@@ -17,8 +17,9 @@ type Directory struct {
 	RegistrationCode string `yaml:"registrationCode" json:"registrationCode"`
 	Users            []User `yaml:"users" json:"users"`
 	// Login is how the directory's users sign in through the connection manager
-	// (settings.go). It holds secrets, so it is never serialised to JSON.
-	Login Login `yaml:"login" json:"-"`
+	// (login.go). It holds secrets: hostd's store keeps them, and only hostd's root-only
+	// DescribeCatalog hands them out (Redacted strips them everywhere else).
+	Login Login `yaml:"login" json:"login"`
 }
 
 // User is a directory user a WorkSpace can be launched for.

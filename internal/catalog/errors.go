@@ -17,6 +17,7 @@ const (
 	ResourceNotFound            ErrorType = "ResourceNotFoundException"
 	ResourceLimitExceeded       ErrorType = "ResourceLimitExceededException"
 	ResourceAlreadyExists       ErrorType = "ResourceAlreadyExistsException"
+	ResourceAssociated          ErrorType = "ResourceAssociatedException"
 	ResourceUnavailable         ErrorType = "ResourceUnavailableException"
 	OperationNotSupported       ErrorType = "OperationNotSupportedException"
 	OperationInProgress         ErrorType = "OperationInProgressException"

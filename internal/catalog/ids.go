@@ -14,6 +14,7 @@ type IDKind struct {
 	Name     string // what the resource is called in error messages
 	Prefix   string
 	alphabet string
+	minLen   int // shortest suffix accepted; 0 means 8
 }
 
 const (
@@ -28,8 +29,19 @@ var (
 	KindWorkspace = IDKind{Name: "WorkSpace", Prefix: "ws-", alphabet: lowerAlnum}
 	KindBundle    = IDKind{Name: "bundle", Prefix: "wsb-", alphabet: lowerAlnum}
 	KindDirectory = IDKind{Name: "directory", Prefix: "d-", alphabet: lowerHex}
-	KindImage     = IDKind{Name: "image", Prefix: "wsi-", alphabet: lowerAlnum}
+	KindImage     = IDKind{Name: "image", Prefix: "wsi-", alphabet: lowerAlnum, minLen: 9} // AWS: wsi-[0-9a-z]{9,63}
+	KindIPGroup   = IDKind{Name: "IP access control group", Prefix: "wsipg-", alphabet: lowerAlnum}
 )
+
+// KindOf returns the kind whose prefix id has (wsipg- before ws-), or false.
+func KindOf(id string) (IDKind, bool) {
+	for _, k := range []IDKind{KindIPGroup, KindBundle, KindImage, KindWorkspace, KindDirectory} {
+		if strings.HasPrefix(id, k.Prefix) {
+			return k, true
+		}
+	}
+	return IDKind{}, false
+}
 
 // New returns a fresh random identifier of kind k.
 func NewID(k IDKind) string {
@@ -54,8 +66,12 @@ func CheckID(k IDKind, s string) error {
 	if !ok {
 		return fmt.Errorf("%s id %q must start with %q", k.Name, s, k.Prefix)
 	}
-	if len(rest) < 8 || len(rest) > 63 {
-		return fmt.Errorf("%s id %q must have 8 to 63 characters after %q", k.Name, s, k.Prefix)
+	least := k.minLen
+	if least == 0 {
+		least = 8
+	}
+	if len(rest) < least || len(rest) > 63 {
+		return fmt.Errorf("%s id %q must have %d to 63 characters after %q", k.Name, s, least, k.Prefix)
 	}
 	for _, c := range rest {
 		if !strings.ContainsRune(k.alphabet, c) {
@@ -71,3 +87,7 @@ func describe(alphabet string) string {
 	}
 	return "0-9a-z"
 }
+
+// AccountID is the account every resource on this host belongs to, where AWS's shapes
+// name one (a bundle's Owner, an image's OwnerAccountId): one host, one account.
+const AccountID = "000000000000"

@@ -12,7 +12,6 @@ package catalog
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -25,25 +24,25 @@ type Login struct {
 	// Type is where passwords are checked: "local" (default: users are the directory's
 	// users list, passwords kept by zeroclient, set at activation) or "ldap" (an existing
 	// LDAP or Active Directory, the guide's AD Connector).
-	Type DirectoryType `yaml:"type"`
+	Type DirectoryType `yaml:"type" json:"type,omitempty"`
 	// NetBIOSName is the short domain name users may type as NETBIOS\user; default: the
 	// first label of the directory's DNS name, upper-cased.
-	NetBIOSName string `yaml:"netbiosName"`
+	NetBIOSName string `yaml:"netbiosName" json:"netbiosName,omitempty"`
 	// LDAP is required for type ldap.
-	LDAP *LDAP `yaml:"ldap"`
+	LDAP *LDAP `yaml:"ldap" json:"ldap,omitempty"`
 	// MFA, when present, adds a second step to every login.
-	MFA *MFA `yaml:"mfa"`
+	MFA *MFA `yaml:"mfa" json:"mfa,omitempty"`
 	// PasswordPolicy is the guide's policy for passwords set at activation (local only).
-	PasswordPolicy PasswordPolicy `yaml:"passwordPolicy"`
+	PasswordPolicy PasswordPolicy `yaml:"passwordPolicy" json:"passwordPolicy,omitempty"`
 	// IPGroups are the IP access control groups associated with the directory. None: any
 	// address may log in (the guide's default group); otherwise the union of their rules,
 	// and a group with no rules blocks everything.
-	IPGroups []IPGroup `yaml:"ipGroups"`
+	IPGroups []IPGroup `yaml:"ipGroups" json:"ipGroups,omitempty"`
 	// DeviceAccess allows or denies each client device type (guide §16 defaults).
-	DeviceAccess DeviceAccess `yaml:"deviceAccess"`
+	DeviceAccess DeviceAccess `yaml:"deviceAccess" json:"deviceAccess,omitempty"`
 	// Deregistered marks a directory that is no longer registered: its registration code
 	// stops working and its users cannot log in.
-	Deregistered bool `yaml:"deregistered"`
+	Deregistered bool `yaml:"deregistered" json:"deregistered,omitempty"`
 }
 
 // DirectoryType is where a directory's passwords are checked.
@@ -62,25 +61,28 @@ func (t *DirectoryType) UnmarshalYAML(n *yaml.Node) error {
 // the user's own bind checks the password.
 type LDAP struct {
 	// URL is ldap://host:port or ldaps://host:port.
-	URL string `yaml:"url"`
+	URL string `yaml:"url" json:"url,omitempty"`
 	// StartTLS upgrades an ldap:// connection before any bind.
-	StartTLS bool `yaml:"startTLS"`
+	StartTLS bool `yaml:"startTLS" json:"startTLS,omitempty"`
+	// AllowCleartext lets an ldap:// URL be used without StartTLS: every user's password
+	// and the service account's then cross the network readable. Off unless set.
+	AllowCleartext bool `yaml:"allowCleartext" json:"allowCleartext,omitempty"`
 	// CAFile is a PEM bundle to verify the server with (ldaps or StartTLS).
-	CAFile string `yaml:"caFile"`
+	CAFile string `yaml:"caFile" json:"caFile,omitempty"`
 	// BindDN and BindPassword (or BindPasswordFile) are the service account's; the guide:
 	// "permissions to read users and groups".
-	BindDN           string `yaml:"bindDN"`
-	BindPassword     string `yaml:"bindPassword"`
-	BindPasswordFile string `yaml:"bindPasswordFile"`
+	BindDN           string `yaml:"bindDN" json:"bindDN,omitempty"`
+	BindPassword     string `yaml:"bindPassword" json:"bindPassword,omitempty"`
+	BindPasswordFile string `yaml:"bindPasswordFile" json:"bindPasswordFile,omitempty"`
 	// UserBase is the subtree users are searched in.
-	UserBase string `yaml:"userBase"`
+	UserBase string `yaml:"userBase" json:"userBase,omitempty"`
 	// UserAttribute holds the login name: sAMAccountName on Active Directory (default),
 	// uid on OpenLDAP.
-	UserAttribute string `yaml:"userAttribute"`
+	UserAttribute string `yaml:"userAttribute" json:"userAttribute,omitempty"`
 	// UserFilter is ANDed to the name match; default (objectClass=person).
-	UserFilter string `yaml:"userFilter"`
+	UserFilter string `yaml:"userFilter" json:"userFilter,omitempty"`
 	// TimeoutSeconds bounds each LDAP operation; default 5.
-	TimeoutSeconds int `yaml:"timeoutSeconds"`
+	TimeoutSeconds int `yaml:"timeoutSeconds" json:"timeoutSeconds,omitempty"`
 }
 
 // Defaults for LDAP.
@@ -99,13 +101,13 @@ func (l *LDAP) Password() (string, error) {
 type MFA struct {
 	// Type is radius (any directory) or totp (local directories: secrets enrolled at
 	// activation and kept by zeroclient).
-	Type MFAType `yaml:"type"`
+	Type MFAType `yaml:"type" json:"type,omitempty"`
 	// Status is the guide's RADIUS status. Only Enabled lets anyone in: "While
 	// multi-factor authentication is being set up, users cannot log in" (Creating, Failed).
 	// Default Enabled.
-	Status MFAStatus `yaml:"status"`
+	Status MFAStatus `yaml:"status" json:"status,omitempty"`
 	// RADIUS is required for type radius.
-	RADIUS *RADIUS `yaml:"radius"`
+	RADIUS *RADIUS `yaml:"radius" json:"radius,omitempty"`
 }
 
 // MFAType is the kind of second factor.
@@ -137,19 +139,19 @@ func (s *MFAStatus) UnmarshalYAML(n *yaml.Node) error {
 type RADIUS struct {
 	// Servers are the RADIUS servers' addresses, tried in order; YAML list or the guide's
 	// comma-separated string.
-	Servers ServerList `yaml:"servers"`
+	Servers ServerList `yaml:"servers" json:"servers,omitempty"`
 	// Port defaults to 1812.
-	Port Port `yaml:"port"`
+	Port Port `yaml:"port" json:"port,omitempty"`
 	// SharedSecret (or SharedSecretFile) is the RADIUS shared secret.
-	SharedSecret     string `yaml:"sharedSecret"`
-	SharedSecretFile string `yaml:"sharedSecretFile"`
+	SharedSecret     string `yaml:"sharedSecret" json:"sharedSecret,omitempty"`
+	SharedSecretFile string `yaml:"sharedSecretFile" json:"sharedSecretFile,omitempty"`
 	// Protocol is the guide's choice of PAP, CHAP, MS-CHAPv1 or MS-CHAPv2; this host
 	// speaks PAP (default).
-	Protocol RADIUSProtocol `yaml:"protocol"`
+	Protocol RADIUSProtocol `yaml:"protocol" json:"protocol,omitempty"`
 	// TimeoutSeconds is the guide's server timeout, 1–20; default 5.
-	TimeoutSeconds *RADIUSTimeout `yaml:"timeoutSeconds"`
+	TimeoutSeconds *RADIUSTimeout `yaml:"timeoutSeconds" json:"timeoutSeconds,omitempty"`
 	// Retries is the guide's max retries, 0–10; default 4.
-	Retries *RADIUSRetries `yaml:"retries"`
+	Retries *RADIUSRetries `yaml:"retries" json:"retries,omitempty"`
 }
 
 // Guide ranges and defaults for RADIUS.
@@ -272,7 +274,7 @@ func (s *ServerList) UnmarshalYAML(n *yaml.Node) error {
 type PasswordPolicy struct {
 	// RequiredClasses is 3 (default: "three of the following categories") or 4 (the
 	// Simple AD tutorial's "four").
-	RequiredClasses PasswordClasses `yaml:"requiredClasses"`
+	RequiredClasses PasswordClasses `yaml:"requiredClasses" json:"requiredClasses,omitempty"`
 }
 
 // Classes returns the number of classes required, defaulted.
@@ -288,84 +290,6 @@ type PasswordClasses int
 
 func (c *PasswordClasses) UnmarshalYAML(n *yaml.Node) error {
 	return decodeRange(n, (*int)(c), "password policy requiredClasses", 3, 4)
-}
-
-// IPGroup is an IP access control group (catalog §14).
-type IPGroup struct {
-	ID          string   `yaml:"id"`
-	Name        string   `yaml:"name"`
-	Description string   `yaml:"description"`
-	Rules       []IPRule `yaml:"rules"`
-}
-
-// IPRule allows one source address or range.
-type IPRule struct {
-	// Source is an IP address ("a single IP is stored as /32") or a CIDR range.
-	Source      IPSource `yaml:"source"`
-	Description string   `yaml:"description"`
-}
-
-// IPSource is a parsed address range.
-type IPSource struct{ netip.Prefix }
-
-func (s *IPSource) UnmarshalYAML(n *yaml.Node) error {
-	var v string
-	if err := n.Decode(&v); err != nil {
-		return err
-	}
-	p, err := ParseIPSource(v)
-	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
-	}
-	s.Prefix = p
-	return nil
-}
-
-func (s IPSource) MarshalYAML() (any, error) { return s.Prefix.String(), nil }
-
-// ParseIPSource parses an IP rule's source: an address (as /32 or /128) or a CIDR whose
-// host bits are zero.
-func ParseIPSource(v string) (netip.Prefix, error) {
-	if !strings.Contains(v, "/") {
-		a, err := netip.ParseAddr(v)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("IP rule source %q: not an IP address or CIDR range", v)
-		}
-		a = a.Unmap()
-		return netip.PrefixFrom(a, a.BitLen()), nil
-	}
-	p, err := netip.ParsePrefix(v)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("IP rule source %q: not an IP address or CIDR range", v)
-	}
-	if p.Masked() != p {
-		return netip.Prefix{}, fmt.Errorf("IP rule source %q has host bits set; did you mean %s?", v, p.Masked())
-	}
-	return p, nil
-}
-
-// Guide limits for IP access control groups.
-const (
-	MaxIPRulesPerGroup      = 10
-	MaxIPGroupsPerDirectory = 25
-)
-
-// IPAllowed reports whether a client at addr may log in: true with no group associated
-// (the default group allows all), else whether any rule of any associated group matches —
-// so associating only empty groups blocks everyone.
-func (l *Login) IPAllowed(addr netip.Addr) bool {
-	if len(l.IPGroups) == 0 {
-		return true
-	}
-	addr = addr.Unmap()
-	for _, g := range l.IPGroups {
-		for _, r := range g.Rules {
-			if r.Source.Contains(addr) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // DeviceType is a kind of client device (catalog §16).
@@ -388,14 +312,14 @@ const (
 // "By default, WorkSpaces Web Access and Linux clients are disabled"; iOS, Android,
 // Chromebooks, PCoIP zero clients (and Windows, macOS) are allowed.
 type DeviceAccess struct {
-	Windows    Access `yaml:"windows"`
-	MacOS      Access `yaml:"macos"`
-	Linux      Access `yaml:"linux"`
-	Web        Access `yaml:"web"`
-	IOS        Access `yaml:"ios"`
-	Android    Access `yaml:"android"`
-	ChromeOS   Access `yaml:"chromeos"`
-	ZeroClient Access `yaml:"zeroclient"`
+	Windows    Access `yaml:"windows" json:"windows,omitempty"`
+	MacOS      Access `yaml:"macos" json:"macos,omitempty"`
+	Linux      Access `yaml:"linux" json:"linux,omitempty"`
+	Web        Access `yaml:"web" json:"web,omitempty"`
+	IOS        Access `yaml:"ios" json:"ios,omitempty"`
+	Android    Access `yaml:"android" json:"android,omitempty"`
+	ChromeOS   Access `yaml:"chromeos" json:"chromeos,omitempty"`
+	ZeroClient Access `yaml:"zeroclient" json:"zeroclient,omitempty"`
 }
 
 // Access is ALLOW or DENY; empty takes the default.
@@ -496,6 +420,10 @@ func (l *Login) Validate() error {
 			bad("login.ldap.url %q: want ldap://host[:port] or ldaps://host[:port]", l.LDAP.URL)
 		case u.Scheme == "ldaps" && l.LDAP.StartTLS:
 			bad("login.ldap: startTLS applies to ldap:// URLs, not ldaps://")
+		case u.Scheme == "ldap" && !l.LDAP.StartTLS && !l.LDAP.AllowCleartext:
+			bad("login.ldap.url %q: ldap:// without startTLS sends passwords in cleartext; use ldaps://, set startTLS: true, or (on a network you trust) allowCleartext: true", l.LDAP.URL)
+		case l.LDAP.AllowCleartext && (u.Scheme == "ldaps" || l.LDAP.StartTLS):
+			bad("login.ldap.allowCleartext: set only for an ldap:// URL without startTLS")
 		}
 		if l.LDAP.BindDN == "" {
 			bad("login.ldap.bindDN: required (the service account that looks users up)")
@@ -546,7 +474,7 @@ func (l *Login) Validate() error {
 	}
 	seen := map[string]bool{}
 	for i, g := range l.IPGroups {
-		if err := checkIPGroupID(g.ID); err != nil {
+		if err := CheckID(KindIPGroup, g.ID); err != nil {
 			bad("login.ipGroups[%d].id: %v", i, err)
 		}
 		if seen[g.ID] {
@@ -563,24 +491,6 @@ func (l *Login) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// checkIPGroupID checks the guide's IP group id form, wsipg- and 8–63 lower-case letters or
-// digits (the guide's example: wsipg-a1bcd2efg).
-func checkIPGroupID(id string) error {
-	rest, ok := strings.CutPrefix(id, "wsipg-")
-	if !ok {
-		return fmt.Errorf("IP access control group id %q must start with \"wsipg-\"", id)
-	}
-	if len(rest) < 8 || len(rest) > 63 {
-		return fmt.Errorf("IP access control group id %q must have 8 to 63 characters after \"wsipg-\"", id)
-	}
-	for _, c := range rest {
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
-			return fmt.Errorf("IP access control group id %q: %q is not a lower-case letter or digit", id, c)
-		}
-	}
-	return nil
 }
 
 // decodeEnum decodes a scalar that must be one of values.

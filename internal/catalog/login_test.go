@@ -26,7 +26,7 @@ const radiusDoc = `id: d-0123456789
 name: corp.example.com
 login:
   type: ldap
-  ldap: {url: "ldap://127.0.0.1:3890", bindDN: "cn=svc,dc=corp", bindPassword: x, userBase: "dc=corp"}
+  ldap: {url: "ldap://127.0.0.1:3890", startTLS: true, bindDN: "cn=svc,dc=corp", bindPassword: x, userBase: "dc=corp"}
   mfa:
     type: radius
     radius:
@@ -112,9 +112,13 @@ func TestValidateCrossFieldRules(t *testing.T) {
 		{"ldap bad url", Login{Type: TypeLDAP, LDAP: &LDAP{URL: "http://x", BindDN: "cn=a", BindPassword: "p", UserBase: "dc=x"}}, "login.ldap.url"},
 		{"ldap two passwords", Login{Type: TypeLDAP, LDAP: &LDAP{URL: "ldap://x", BindDN: "cn=a", BindPassword: "p", BindPasswordFile: secretFile, UserBase: "dc=x"}}, "exactly one of bindPassword"},
 		{"ldaps with starttls", Login{Type: TypeLDAP, LDAP: &LDAP{URL: "ldaps://x", StartTLS: true, BindDN: "cn=a", BindPassword: "p", UserBase: "dc=x"}}, "startTLS"},
-		{"ldap ok", Login{Type: TypeLDAP, LDAP: &LDAP{URL: "ldap://x:389", BindDN: "cn=a", BindPasswordFile: secretFile, UserBase: "dc=x"}}, ""},
+		{"ldap ok", Login{Type: TypeLDAP, LDAP: &LDAP{URL: "ldap://x:389", StartTLS: true, BindDN: "cn=a", BindPasswordFile: secretFile, UserBase: "dc=x"}}, ""},
+		{"ldaps ok", Login{Type: TypeLDAP, LDAP: &LDAP{URL: "ldaps://x:636", BindDN: "cn=a", BindPassword: "p", UserBase: "dc=x"}}, ""},
+		{"ldap cleartext", Login{Type: TypeLDAP, LDAP: &LDAP{URL: "ldap://x:389", BindDN: "cn=a", BindPassword: "p", UserBase: "dc=x"}}, "cleartext"},
+		{"ldap cleartext allowed", Login{Type: TypeLDAP, LDAP: &LDAP{URL: "ldap://x:389", AllowCleartext: true, BindDN: "cn=a", BindPassword: "p", UserBase: "dc=x"}}, ""},
+		{"cleartext with ldaps", Login{Type: TypeLDAP, LDAP: &LDAP{URL: "ldaps://x", AllowCleartext: true, BindDN: "cn=a", BindPassword: "p", UserBase: "dc=x"}}, "allowCleartext"},
 		{"ldap on local", Login{LDAP: &LDAP{}}, "only for type ldap"},
-		{"totp on ldap", Login{Type: TypeLDAP, LDAP: &LDAP{URL: "ldap://x", BindDN: "cn=a", BindPassword: "p", UserBase: "dc=x"}, MFA: &MFA{Type: MFATOTP}}, "only for local"},
+		{"totp on ldap", Login{Type: TypeLDAP, LDAP: &LDAP{URL: "ldaps://x", BindDN: "cn=a", BindPassword: "p", UserBase: "dc=x"}, MFA: &MFA{Type: MFATOTP}}, "only for local"},
 		{"totp local", Login{MFA: &MFA{Type: MFATOTP}}, ""},
 		{"radius without servers", Login{MFA: &MFA{Type: MFARADIUS, RADIUS: &RADIUS{SharedSecret: "s"}}}, "at least one server"},
 		{"radius without secret", Login{MFA: &MFA{Type: MFARADIUS, RADIUS: &RADIUS{Servers: ServerList{"a"}}}}, "sharedSecret"},

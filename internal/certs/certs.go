@@ -218,3 +218,79 @@ func firstNonEmpty(a, b string) string {
 	}
 	return b
 }
+
+// Leaf is a certificate to issue under a CA (Issue).
+type Leaf struct {
+	CommonName string
+	// Names are the DNS names and IP addresses a server certificate covers.
+	Names []string
+	// Server and Client choose the extended key usages: etcd members are both (they serve
+	// clients and dial their peers); a host that only reads and writes the store is a
+	// client.
+	Server, Client bool
+	// Validity defaults to 397 days.
+	Validity time.Duration
+}
+
+// Issue makes a key and a certificate for leaf, signed by the CA kept in caDir (made when
+// missing, as SelfSigned's is), and writes them to certFile and keyFile. The CA's
+// certificate is CAPath(caDir).
+func Issue(caDir string, leaf Leaf, certFile, keyFile string, now time.Time) error {
+	if !leaf.Server && !leaf.Client {
+		return errors.New("tls: a certificate for neither server nor client use")
+	}
+	if err := os.MkdirAll(caDir, 0o700); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	ca, caPriv, err := loadOrMakeCA(caDir, now)
+	if err != nil {
+		return err
+	}
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	if leaf.Validity <= 0 {
+		leaf.Validity = 397 * 24 * time.Hour
+	}
+	var eku []x509.ExtKeyUsage
+	if leaf.Server {
+		eku = append(eku, x509.ExtKeyUsageServerAuth)
+	}
+	if leaf.Client {
+		eku = append(eku, x509.ExtKeyUsageClientAuth)
+	}
+	var dns []string
+	var ips []net.IP
+	for _, n := range leaf.Names {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+		} else if n != "" {
+			dns = append(dns, n)
+		}
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(), Subject: pkix.Name{CommonName: leaf.CommonName, Organization: []string{"deskhost"}},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(leaf.Validity),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: eku,
+		DNSNames: dns, IPAddresses: ips,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &priv.PublicKey, caPriv)
+	if err != nil {
+		return fmt.Errorf("tls: issue certificate for %s: %w", leaf.CommonName, err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(priv)
+	if err := os.MkdirAll(filepath.Dir(keyFile), 0o700); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(certFile), 0o700); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	if err := writePEM(keyFile, "EC PRIVATE KEY", kb); err != nil {
+		return err
+	}
+	return writePEM(certFile, "CERTIFICATE", der)
+}
+
+// CAPath is the CA certificate kept in dir.
+func CAPath(dir string) string { return filepath.Join(dir, CAFile) }

@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"os"
 	"path/filepath"
@@ -84,5 +85,42 @@ func TestLoadRefuses(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile), "", nil); err != nil {
 		t.Errorf("configured pair: %v", err)
+	}
+}
+
+func TestIssue(t *testing.T) {
+	ca, out := t.TempDir(), t.TempDir()
+	now := time.Now()
+	cert, key := filepath.Join(out, "m1.pem"), filepath.Join(out, "m1-key.pem")
+	if err := Issue(ca, Leaf{CommonName: "m1", Names: []string{"127.0.0.1", "m1.fleet"}, Server: true, Client: true}, cert, key, now); err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(c.Certificate[0])
+	pem, _ := os.ReadFile(CAPath(ca))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: "127.0.0.1", KeyUsages: []x509.ExtKeyUsage{u}}); err != nil {
+			t.Errorf("usage %v: %v", u, err)
+		}
+	}
+	// A client-only certificate is no server's.
+	if err := Issue(ca, Leaf{CommonName: "host", Client: true}, cert, key, now); err != nil {
+		t.Fatal(err)
+	}
+	c, _ = tls.LoadX509KeyPair(cert, key)
+	leaf, _ = x509.ParseCertificate(c.Certificate[0])
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err == nil {
+		t.Error("a client certificate verified for server use")
+	}
+	if fi, _ := os.Stat(key); fi.Mode().Perm() != 0o600 {
+		t.Errorf("key mode %v", fi.Mode().Perm())
+	}
+	if err := Issue(ca, Leaf{CommonName: "x"}, cert, key, now); err == nil {
+		t.Error("a certificate with no usage was issued")
 	}
 }

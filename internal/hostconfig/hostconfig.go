@@ -30,8 +30,8 @@ func (c *Config) ManagedNetwork() bool { return c.Init.Network.Kind != 0 }
 
 // Hostd configures the host daemon.
 type Hostd struct {
-	// Store is the bbolt file holding desired state.
-	Store string `yaml:"store"`
+	// Store holds desired state: a bbolt file path, or the fleet's etcd (store.go).
+	Store Store `yaml:"store"`
 	// DataDir holds WorkSpace volumes (volumes/) and per-VM runtime files (run/: agent and
 	// VNC sockets, serial logs).
 	DataDir string `yaml:"dataDir"`
@@ -60,9 +60,12 @@ type Hostd struct {
 	Quotas Quotas `yaml:"quotas"`
 
 	ComputeTypes map[catalog.ComputeType]catalog.Hardware `yaml:"computeTypes"`
-	Images       []catalog.Image                          `yaml:"images"`
-	Bundles      []catalog.Bundle                         `yaml:"bundles"`
-	Directories  []catalog.Directory                      `yaml:"directories"`
+
+	// The catalog sections of older host configs. The catalog lives in hostd's store now:
+	// hostd imports these once (LegacyCatalog) and refuses them afterwards (CatalogMoved).
+	Images      []catalog.Image     `yaml:"images"`
+	Bundles     []catalog.Bundle    `yaml:"bundles"`
+	Directories []catalog.Directory `yaml:"directories"`
 }
 
 // Libvirt locates libvirtd.

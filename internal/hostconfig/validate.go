@@ -70,9 +70,7 @@ func (h *Hostd) defaults() {
 func (h *Hostd) validate(managedNetwork bool) error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if h.Store == "" {
-		bad("hostd.store: required (path of the state file)")
-	}
+	errs = append(errs, h.Store.validate()...)
 	if h.DataDir == "" {
 		bad("hostd.dataDir: required")
 	}

@@ -11,21 +11,22 @@ import (
 // Zeroclient configures the connection manager (zeroclient/): the broker on 443, the
 // streaming gateway on 4172, the health echo on 4172/4195, and what it keeps and reports.
 // Its fields are owned by the zeroclient component. Directories, their users and their
-// login settings (type, LDAP, MFA, IP groups, device types, password policy) are in
-// hostd.directories; WorkSpace displays are under hostd.dataDir.
+// login settings (type, LDAP, MFA, IP groups, device types, password policy) are hostd's
+// catalog, read through hostd's API; WorkSpace displays are under hostd.dataDir.
 //
 //	zeroclient:
-//	  broker: {listen: ":443", hostname: desk.example.com}
+//	  broker: {listen: ":443", hostname: desk.example.com, maxConnections: 1024, maxConnectionsPerAddress: 64}
 //	  gateway: {listen: ":4172", advertiseAddress: 192.0.2.10}
 //	  echo: {listen: [":4172", ":4195"]}
 //	  tls: {selfSignedDir: /perm/zeroclient/tls, names: [desk.example.com]}
 //	  sessions: {idleBeforeLogin: 2m, idleAfterLogin: 20m, absolute: 12h, max: 10000}
-//	  lockout: {failures: 5, window: 5m, duration: 15m}
-//	  events: {log: /perm/zeroclient/access.jsonl, auditLog: /perm/zeroclient/audit.jsonl, webhook: ""}
+//	  lockout: {failures: 5, userFailures: 20, window: 5m, duration: 15m}
+//	  passwordChecks: {concurrency: 4, wait: 3s}
+//	  events: {log: /perm/zeroclient/access.jsonl, auditLog: /perm/zeroclient/audit.jsonl, webhook: "", rotateMiB: 16, keep: 4}
 //	  metrics: {listen: "127.0.0.1:9172"}
 //	  credentialStore: /perm/zeroclient/credentials.db
 //	  hostdSocket: /run/deskhost/hostd.sock
-//	  adminSocket: /run/deskhost/zeroclient.sock
+//	  adminSocket: /run/deskhost/zeroclient/admin.sock
 type Zeroclient struct {
 	Broker   ZeroclientBroker   `yaml:"broker"`
 	Gateway  ZeroclientGateway  `yaml:"gateway"`
@@ -36,6 +37,8 @@ type Zeroclient struct {
 	Tags     ZeroclientTags     `yaml:"tags"`
 	Events   ZeroclientEvents   `yaml:"events"`
 	Metrics  ZeroclientMetrics  `yaml:"metrics"`
+	// PasswordChecks bounds the argon2id computations (19 MiB each) running at once.
+	PasswordChecks ZeroclientPasswordChecks `yaml:"passwordChecks"`
 	// Activation is how long an activation code (the invitation's link) stays valid.
 	ActivationTTL Duration `yaml:"activationTTL"`
 	// CredentialStore is zeroclient's bbolt file: local users' password hashes and TOTP
@@ -44,8 +47,8 @@ type Zeroclient struct {
 	// HostdSocket is hostd's root-only API socket (WorkSpaces are looked up and started
 	// through it).
 	HostdSocket string `yaml:"hostdSocket"`
-	// AdminSocket is zeroclient's own root-only socket for operator commands (invite,
-	// unlock); empty disables it.
+	// AdminSocket is zeroclient's own socket for operator commands (invite, unlock), in a
+	// directory of its own (made or narrowed to 0700); empty disables it.
 	AdminSocket string `yaml:"adminSocket"`
 	// AuthFailureFloor is the least time a failed authenticate takes, so that an unknown
 	// user and a wrong password cannot be told apart by timing.
@@ -67,6 +70,11 @@ type ZeroclientBroker struct {
 	// Hostname is the name the broker tells clients (hello-resp, allocate-resource's target
 	// hostname); default: the machine's host name.
 	Hostname string `yaml:"hostname"`
+	// MaxConnections bounds the broker's TLS connections; at the bound an idle kept-alive
+	// one is closed for a new one, else the new one is. MaxConnectionsPerAddress bounds one
+	// client address's (a NAT's users share one).
+	MaxConnections           int `yaml:"maxConnections"`
+	MaxConnectionsPerAddress int `yaml:"maxConnectionsPerAddress"`
 }
 
 // ZeroclientGateway is the streaming gateway.
@@ -104,12 +112,22 @@ type ZeroclientSessions struct {
 	Max             int      `yaml:"max"`
 }
 
-// ZeroclientLockout is the brute-force lockout: Failures failed logins for one user from
-// one address within Window lock that pair out for Duration.
+// ZeroclientLockout is the brute-force lockout: Failures failed passwords for one user from
+// one address (an IPv6 /64), or Failures failed MFA codes for one user from anywhere,
+// within Window lock out for Duration; so do UserFailures failures of one user from
+// anywhere (the ceiling for a guesser with many addresses).
 type ZeroclientLockout struct {
-	Failures int      `yaml:"failures"`
-	Window   Duration `yaml:"window"`
-	Duration Duration `yaml:"duration"`
+	Failures     int      `yaml:"failures"`
+	UserFailures int      `yaml:"userFailures"`
+	Window       Duration `yaml:"window"`
+	Duration     Duration `yaml:"duration"`
+}
+
+// ZeroclientPasswordChecks bounds argon2id: Concurrency computations at once; a check
+// that cannot start within Wait is answered "busy".
+type ZeroclientPasswordChecks struct {
+	Concurrency int      `yaml:"concurrency"`
+	Wait        Duration `yaml:"wait"`
 }
 
 // ZeroclientTags configures connect tags.
@@ -132,6 +150,10 @@ type ZeroclientEvents struct {
 	Source  string `yaml:"source"`
 	Account string `yaml:"account"`
 	Region  string `yaml:"region"`
+	// RotateMiB is the size at which each log is rotated (to .1, .2, …); Keep is how many
+	// rotated files are kept.
+	RotateMiB int `yaml:"rotateMiB"`
+	Keep      int `yaml:"keep"`
 }
 
 // ZeroclientMetrics is the Prometheus listener; empty disables it.
@@ -149,6 +171,13 @@ const (
 	DefaultSessionAbsolute  = 12 * time.Hour
 	DefaultMaxSessions      = 10000
 	DefaultLockoutFailures  = 5
+	DefaultUserFailures     = 20
+	DefaultMaxConnections   = 1024
+	DefaultMaxConnsPerAddr  = 64
+	DefaultHashConcurrency  = 4
+	DefaultHashWait         = 3 * time.Second
+	DefaultRotateMiB        = 16
+	DefaultRotateKeep       = 4
 	DefaultLockoutWindow    = 5 * time.Minute
 	DefaultLockoutDuration  = 15 * time.Minute
 	DefaultAuthFailureFloor = 400 * time.Millisecond
@@ -191,9 +220,19 @@ func (z Zeroclient) Resolved() (Zeroclient, error) {
 	if z.Sessions.Max == 0 {
 		z.Sessions.Max = DefaultMaxSessions
 	}
-	if z.Lockout.Failures == 0 {
-		z.Lockout.Failures = DefaultLockoutFailures
+	num := func(n *int, v int) {
+		if *n == 0 {
+			*n = v
+		}
 	}
+	num(&z.Lockout.Failures, DefaultLockoutFailures)
+	num(&z.Lockout.UserFailures, DefaultUserFailures)
+	num(&z.Broker.MaxConnections, DefaultMaxConnections)
+	num(&z.Broker.MaxConnectionsPerAddress, DefaultMaxConnsPerAddr)
+	num(&z.PasswordChecks.Concurrency, DefaultHashConcurrency)
+	set(&z.PasswordChecks.Wait, DefaultHashWait)
+	num(&z.Events.RotateMiB, DefaultRotateMiB)
+	num(&z.Events.Keep, DefaultRotateKeep)
 	set(&z.Lockout.Window, DefaultLockoutWindow)
 	set(&z.Lockout.Duration, DefaultLockoutDuration)
 	set(&z.AuthFailureFloor, DefaultAuthFailureFloor)
@@ -244,6 +283,19 @@ func (z *Zeroclient) validate() error {
 	}
 	if z.Lockout.Failures < 1 {
 		bad("zeroclient.lockout.failures: must be ≥ 1")
+	}
+	if z.Lockout.UserFailures < z.Lockout.Failures {
+		bad("zeroclient.lockout.userFailures %d: must be ≥ failures (%d)", z.Lockout.UserFailures, z.Lockout.Failures)
+	}
+	if z.Broker.MaxConnections < 1 || z.Broker.MaxConnectionsPerAddress < 1 || z.Broker.MaxConnectionsPerAddress > z.Broker.MaxConnections {
+		bad("zeroclient.broker: maxConnections (%d) and maxConnectionsPerAddress (%d) must be ≥ 1, the second at most the first",
+			z.Broker.MaxConnections, z.Broker.MaxConnectionsPerAddress)
+	}
+	if c := z.PasswordChecks.Concurrency; c < 1 || c > 64 {
+		bad("zeroclient.passwordChecks.concurrency %d: want 1–64 (each check holds 19 MiB)", c)
+	}
+	if z.Events.RotateMiB < 1 || z.Events.Keep < 1 {
+		bad("zeroclient.events: rotateMiB (%d) and keep (%d) must be ≥ 1", z.Events.RotateMiB, z.Events.Keep)
 	}
 	if z.AuthFailureFloor.Duration > 5*time.Second {
 		bad("zeroclient.authFailureFloor %s: at most 5s", z.AuthFailureFloor)

@@ -25,7 +25,9 @@ func TestZeroclientSection(t *testing.T) {
 	}
 	if z.Broker.Listen != ":443" || z.Gateway.Listen != ":4172" || len(z.Echo.Listen) != 2 || z.Echo.Listen[1] != ":4195" ||
 		z.Tags.TTL.Duration != 60*time.Second || z.Lockout.Failures != 3 || z.Lockout.Window.Duration != 5*time.Minute ||
-		z.Lockout.Duration.Duration != 15*time.Minute || z.Sessions.IdleAfterLogin.Duration != 20*time.Minute {
+		z.Lockout.Duration.Duration != 15*time.Minute || z.Sessions.IdleAfterLogin.Duration != 20*time.Minute ||
+		z.Lockout.UserFailures != 20 || z.Broker.MaxConnections != 1024 || z.Broker.MaxConnectionsPerAddress != 64 ||
+		z.PasswordChecks.Concurrency != 4 || z.PasswordChecks.Wait.Duration != 3*time.Second || z.Events.RotateMiB != 16 || z.Events.Keep != 4 {
 		t.Errorf("defaults: %+v", z)
 	}
 	// Strict: an unknown key in the section is an error naming it.
@@ -40,6 +42,10 @@ func TestZeroclientSection(t *testing.T) {
 		{"tls: {selfSignedDir: /t}\ngateway: {advertiseAddress: somewhere}", "advertiseAddress"},
 		{"tls: {selfSignedDir: /t}\nevents: {webhook: 'ftp://x'}", "webhook"},
 		{"tls: {selfSignedDir: /t}\nsessions: {absolute: 1m}", "absolute"},
+		{"tls: {selfSignedDir: /t}\nlockout: {failures: 5, userFailures: 4}", "userFailures"},
+		{"tls: {selfSignedDir: /t}\nbroker: {maxConnections: 8, maxConnectionsPerAddress: 9}", "maxConnectionsPerAddress"},
+		{"tls: {selfSignedDir: /t}\npasswordChecks: {concurrency: 65}", "passwordChecks.concurrency"},
+		{"tls: {selfSignedDir: /t}\nevents: {keep: -1}", "keep"},
 	} {
 		doc := minimalHostd + "zeroclient:\n  " + strings.ReplaceAll(tc.doc, "\n", "\n  ") + "\n"
 		c, err := Parse([]byte(doc))

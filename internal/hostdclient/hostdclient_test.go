@@ -21,6 +21,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"deskhost/hostd/api"
+	"deskhost/hostd/hostdtest"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/internal/catalog"
@@ -55,15 +56,14 @@ func newHostd(t *testing.T, throttle hostconfig.Throttle) *hostd {
 	}
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc := service.New(st, service.Catalog{
-		ComputeTypes: map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 256}},
-		Images:       []catalog.Image{{ID: "wsi-linux00001", OS: catalog.Linux}},
+	svc := service.New(st, service.Config{ComputeTypes: map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 256}}, WorkspaceQuota: 10}, noWake{}, nil, log)
+	hostdtest.SeedCatalog(t, svc, hostdtest.Catalog{
+		Images: []catalog.Image{{ID: "wsi-linux00001", OS: catalog.Linux}},
 		Bundles: []catalog.Bundle{{ID: bundleID, ImageID: "wsi-linux00001", ComputeType: catalog.ComputeValue,
 			Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10}},
 		Directories: []catalog.Directory{{ID: dirID, Name: "corp.example.com", Users: []catalog.User{
 			{UserName: "alice", Email: "alice@example.com"}, {UserName: "bob", Email: "bob@example.com"}}}},
-		WorkspaceQuota: 10,
-	}, noWake{}, nil, log)
+	})
 	if throttle == (hostconfig.Throttle{}) {
 		throttle = hostconfig.Throttle{Rate: 1000, Burst: 1000}
 	}

@@ -1,6 +1,10 @@
 package hostdclient
 
-import "context"
+import (
+	"context"
+
+	"deskhost/internal/catalog"
+)
 
 // hostd's own operations, which AWS's SDK does not know. Adding one is its request and
 // response types (the JSON members as hostd's API names them) and a method calling Call
@@ -23,5 +27,144 @@ func (c *Client) ReportConnections(ctx context.Context, in *ReportConnectionsInp
 		req.ConnectedWorkspaceIds = []string{} // "none", which hostd tells from a missing list
 	}
 	out := &ReportConnectionsOutput{}
-	return out, c.Call(ctx, WorkspacesTarget+"ReportConnections", &req, out)
+	return out, c.Call(ctx, DeskhostTarget+"ReportConnections", &req, out)
+}
+
+// DescribeCatalogInput is hostd's own DescribeCatalog (local socket only). With
+// WaitSeconds > 0 (at most 50) hostd answers as soon as the catalog's revision differs
+// from SinceRevision, or after WaitSeconds with the same revision: a long poll.
+type DescribeCatalogInput struct {
+	SinceRevision *uint64 `json:",omitempty"`
+	WaitSeconds   int     `json:",omitempty"`
+}
+
+// DescribeCatalogOutput is the catalog as the connection manager enforces it: the
+// registered directories with their login settings (secrets included: the socket is
+// root's), device access and IP access control groups folded in, and the groups.
+type DescribeCatalogOutput struct {
+	Revision    uint64
+	Directories []catalog.Directory
+	IpGroups    []catalog.IPGroup
+}
+
+// DescribeCatalog reads hostd's catalog.
+func (c *Client) DescribeCatalog(ctx context.Context, in *DescribeCatalogInput) (*DescribeCatalogOutput, error) {
+	out := &DescribeCatalogOutput{}
+	return out, c.Call(ctx, DeskhostTarget+"DescribeCatalog", in, out)
+}
+
+// PutDirectoryInput defines a directory or replaces its definition: the YAML (or JSON)
+// document `hostd directory put` reads (internal/catalog.Directory), decoded strictly by
+// hostd.
+type PutDirectoryInput struct {
+	Definition string
+}
+
+// PutDirectoryOutput names the directory and whether it is new.
+type PutDirectoryOutput struct {
+	DirectoryId string
+	Created     bool
+}
+
+// PutDirectory defines a directory (what AWS keeps in Directory Service).
+func (c *Client) PutDirectory(ctx context.Context, in *PutDirectoryInput) (*PutDirectoryOutput, error) {
+	out := &PutDirectoryOutput{}
+	return out, c.Call(ctx, DeskhostTarget+"PutDirectory", in, out)
+}
+
+// DirectoryIDInput names one directory.
+type DirectoryIDInput struct {
+	DirectoryId string
+}
+
+// DeleteDirectory deletes a directory's definition (it must be deregistered).
+func (c *Client) DeleteDirectory(ctx context.Context, in *DirectoryIDInput) error {
+	return c.Call(ctx, DeskhostTarget+"DeleteDirectory", in, nil)
+}
+
+// DescribeDirectoriesInput selects directories (all if empty).
+type DescribeDirectoriesInput struct {
+	DirectoryIds []string `json:",omitempty"`
+}
+
+// Directory is one directory's definition as hostd describes it: secrets never shown.
+type Directory struct {
+	DirectoryId, DirectoryName, Alias string
+	Type                              string // local or ldap
+	State                             string // REGISTERED or NOT_REGISTERED
+	RegistrationCode                  string
+	Users                             int
+	Login                             catalog.Login
+}
+
+// DescribeDirectoriesOutput lists directories.
+type DescribeDirectoriesOutput struct {
+	Directories []Directory
+}
+
+// DescribeDirectories lists directory definitions, registered or not.
+func (c *Client) DescribeDirectories(ctx context.Context, in *DescribeDirectoriesInput) (*DescribeDirectoriesOutput, error) {
+	out := &DescribeDirectoriesOutput{}
+	return out, c.Call(ctx, DeskhostTarget+"DescribeDirectories", in, out)
+}
+
+// User is a directory user.
+type User struct {
+	UserName  string
+	FirstName string `json:",omitempty"`
+	LastName  string `json:",omitempty"`
+	Email     string `json:",omitempty"`
+}
+
+// CreateUsersInput adds users to a directory.
+type CreateUsersInput struct {
+	DirectoryId string
+	Users       []User
+}
+
+// CreateUsers adds users to a directory.
+func (c *Client) CreateUsers(ctx context.Context, in *CreateUsersInput) error {
+	return c.Call(ctx, DeskhostTarget+"CreateUsers", in, nil)
+}
+
+// DeleteUsersInput removes users from a directory.
+type DeleteUsersInput struct {
+	DirectoryId string
+	UserNames   []string
+}
+
+// DeleteUsers removes users (not one who has a WorkSpace).
+func (c *Client) DeleteUsers(ctx context.Context, in *DeleteUsersInput) error {
+	return c.Call(ctx, DeskhostTarget+"DeleteUsers", in, nil)
+}
+
+// DescribeUsersOutput lists a directory's users.
+type DescribeUsersOutput struct {
+	Users []User
+}
+
+// DescribeUsers lists a directory's users.
+func (c *Client) DescribeUsers(ctx context.Context, in *DirectoryIDInput) (*DescribeUsersOutput, error) {
+	out := &DescribeUsersOutput{}
+	return out, c.Call(ctx, DeskhostTarget+"DescribeUsers", in, out)
+}
+
+// RegisterImageInput adds a desktop image directory (imagebuild's) to the catalog.
+type RegisterImageInput struct {
+	Directory   string
+	ImageId     string `json:",omitempty"`
+	Name        string `json:",omitempty"`
+	Description string `json:",omitempty"`
+}
+
+// RegisterImageOutput is the image as DescribeWorkspaceImages shows it.
+type RegisterImageOutput struct {
+	ImageId string
+	Name    string
+}
+
+// RegisterImage registers a desktop image.
+func (c *Client) RegisterImage(ctx context.Context, in *RegisterImageInput) (*RegisterImageOutput, error) {
+	out := &RegisterImageOutput{}
+	return out, c.Call(ctx, DeskhostTarget+"RegisterImage", in, out)
 }

@@ -31,6 +31,8 @@ type Config struct {
 	Host HostServices `yaml:"host"`
 	// ManagementNetwork is br-mgmt, the internal network of the VMs' eth0.
 	ManagementNetwork ManagementNetwork `yaml:"managementNetwork"`
+	// PrimaryNetwork is br-primary as the VMs' eth1 see it.
+	PrimaryNetwork PrimaryNetwork `yaml:"primaryNetwork"`
 	// IPGroups are IP access control groups (client source allow-lists).
 	IPGroups []IPGroup `yaml:"ipGroups"`
 	// Directories are the registered directories with their associated groups.
@@ -88,6 +90,23 @@ type ManagementNetwork struct {
 	MTU          int      `yaml:"mtu"`          // 0 = 1500
 }
 
+// PrimaryNetwork configures what WorkSpaces may send and receive on
+// br-primary beyond IPv4 and ARP for their own addresses.
+type PrimaryNetwork struct {
+	// IPv6 is what happens to the WorkSpaces' IPv6 on br-primary: "drop" (the
+	// default; also when empty) or "unfiltered": IPv6 frames with the
+	// WorkSpace's own MAC cross br-primary in both directions, judged by no
+	// security group (security groups are IPv4 only) and no source address
+	// check. The management network never carries IPv6.
+	IPv6 string `yaml:"ipv6"`
+}
+
+// Values of PrimaryNetwork.IPv6.
+const (
+	IPv6Drop       = "drop"
+	IPv6Unfiltered = "unfiltered"
+)
+
 // IPGroup is an IP access control group.
 type IPGroup struct {
 	ID          string   `yaml:"id"`
@@ -142,8 +161,14 @@ type WorkSpace struct {
 	SecurityGroups []string `yaml:"securityGroups"`
 	ManagementMAC  string   `yaml:"managementMAC"` // default taps.MACs
 	PrimaryMAC     string   `yaml:"primaryMAC"`
-	Hostname       string   `yaml:"hostname"`
-	UserData       string   `yaml:"userData"` // served by the metadata service
+	// PrimaryAddress is the WorkSpace's IPv4 address on the primary network
+	// (guest eth1), e.g. "10.0.2.11": the only source address, and the only
+	// ARP sender address, its primary NIC may use. Empty (netcfg does not
+	// know one yet): the NIC may send nothing but DHCP requests from 0.0.0.0
+	// to 255.255.255.255 and ARP probes (sender 0.0.0.0) until one is set.
+	PrimaryAddress string `yaml:"primaryAddress"`
+	Hostname       string `yaml:"hostname"`
+	UserData       string `yaml:"userData"` // served by the metadata service
 }
 
 // MaxSize bounds a config file (100,000 ACL rules fit comfortably).

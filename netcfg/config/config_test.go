@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -22,6 +23,8 @@ interfaces:
     addresses: [10.0.0.5/16]
 host:
   adminPort: 8443
+primaryNetwork:
+  ipv6: drop
 ipGroups:
   - id: wsipg-corp
     rules:
@@ -40,6 +43,7 @@ workspaces:
   - id: ws-a1b2c3d4e5
     directory: d-926720fc18
     securityGroups: [sg-web]
+    primaryAddress: 10.0.2.11
 `
 
 func mustModel(t *testing.T, y string) *Model {
@@ -82,6 +86,17 @@ func TestGood(t *testing.T) {
 	if len(m.Candidates) != 3 || m.Candidates[0].String() != "198.19.0.0/16" {
 		t.Fatalf("candidates %v", m.Candidates)
 	}
+	if ws.PrimaryAddr.String() != "10.0.2.11" || m.PrimaryIPv6 {
+		t.Fatalf("primary address %s, IPv6 %v", ws.PrimaryAddr, m.PrimaryIPv6)
+	}
+	// both are optional: no address known, IPv6 dropped
+	m = mustModel(t, strings.NewReplacer("    primaryAddress: 10.0.2.11\n", "", "primaryNetwork:\n  ipv6: drop\n", "").Replace(good))
+	if m.WorkSpaces[0].PrimaryAddr.IsValid() || m.PrimaryIPv6 {
+		t.Fatalf("defaults: primary address %s, IPv6 %v", m.WorkSpaces[0].PrimaryAddr, m.PrimaryIPv6)
+	}
+	if m = mustModel(t, strings.Replace(good, "ipv6: drop", "ipv6: unfiltered", 1)); !m.PrimaryIPv6 {
+		t.Fatal("ipv6: unfiltered not taken")
+	}
 }
 
 func TestExampleConfigValid(t *testing.T) {
@@ -116,6 +131,18 @@ func TestBadConfigs(t *testing.T) {
 		{"bad protocol", "protocol: tcp", "protocol: sctp", "securityGroups[0].ingress[0].protocol"},
 		{"overlapping management range", "[10.0.0.5/16]", "[198.19.0.5/16]\n    routes: [{destination: 192.168.0.0/16, via: 198.19.0.1}, {destination: 172.16.0.0/12, via: 198.19.0.1}]", "managementNetwork.candidates"},
 		{"relative state file", "/var/lib/netcfg/state.json", "state.json", "stateFile"},
+		{"ipv6 knob unknown value", "ipv6: drop", "ipv6: allow", "primaryNetwork.ipv6"},
+		{"ipv6 knob boolean", "ipv6: drop", "ipv6: true", "primaryNetwork.ipv6"},
+		{"primary address not an address", "primaryAddress: 10.0.2.11", "primaryAddress: 10.0.2.0/24", "workspaces[0].primaryAddress"},
+		{"primary address IPv6", "primaryAddress: 10.0.2.11", "primaryAddress: fd00::11", "workspaces[0].primaryAddress"},
+		{"primary address multicast", "primaryAddress: 10.0.2.11", "primaryAddress: 224.0.0.251", "workspaces[0].primaryAddress"},
+		{"primary address broadcast", "primaryAddress: 10.0.2.11", "primaryAddress: 255.255.255.255", "workspaces[0].primaryAddress"},
+		{"primary address unspecified", "primaryAddress: 10.0.2.11", "primaryAddress: 0.0.0.0", "workspaces[0].primaryAddress"},
+		{"primary address loopback", "primaryAddress: 10.0.2.11", "primaryAddress: 127.0.0.1", "workspaces[0].primaryAddress"},
+		{"primary address link-local", "primaryAddress: 10.0.2.11", "primaryAddress: 169.254.169.254", "workspaces[0].primaryAddress"},
+		{"primary address is the DC", "primaryAddress: 10.0.2.11", "primaryAddress: 10.0.1.10", "workspaces[0].primaryAddress"},
+		{"primary address is the host", "primaryAddress: 10.0.2.11", "primaryAddress: 10.0.0.5", "workspaces[0].primaryAddress"},
+		{"primary address twice", "    primaryAddress: 10.0.2.11\n", "    primaryAddress: 10.0.2.11\n  - id: ws-b\n    directory: d-926720fc18\n    primaryAddress: 10.0.2.11\n", "workspaces[1].primaryAddress"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -242,6 +269,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("ipGroups: [{id: a, rules: [{source: 1.2.3.4/33}]}]"))
 	f.Add([]byte("workspaces: [{id: ws-abc, directory: d}]\ndirectories: [{id: d}]"))
 	f.Add([]byte("{"))
+	f.Add([]byte("stateFile: /s\ninterfaces: {management: {name: a}, primary: {name: b}}\nprimaryNetwork: {ipv6: unfiltered}\ndirectories: [{id: d, controllers: [10.0.1.10]}]\nworkspaces: [{id: ws-a, directory: d, primaryAddress: 10.0.2.11}, {id: ws-b, directory: d, primaryAddress: 10.0.1.10}]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Decode(data)
 		if err != nil {
@@ -264,6 +292,25 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		// A valid model is internally consistent.
+		primary := map[netip.Addr]bool{}
+		for _, w := range m.WorkSpaces {
+			if a := w.PrimaryAddr; a.IsValid() {
+				if !a.Is4() || notUnicast(a) != "" || primary[a] {
+					t.Fatalf("primary address %s accepted (unicast: %q, duplicate: %v)", a, notUnicast(a), primary[a])
+				}
+				primary[a] = true
+			}
+		}
+		for _, d := range m.Directories {
+			for _, c := range d.Controllers {
+				if primary[c] {
+					t.Fatalf("a WorkSpace claims directory controller %s", c)
+				}
+			}
+		}
+		if c.PrimaryNetwork.IPv6 != "" && m.PrimaryIPv6 != (c.PrimaryNetwork.IPv6 == IPv6Unfiltered) {
+			t.Fatalf("ipv6 %q gave PrimaryIPv6 %v", c.PrimaryNetwork.IPv6, m.PrimaryIPv6)
+		}
 		for _, w := range m.WorkSpaces {
 			if len(w.MgmtTap) > 15 || len(w.PrimaryTap) > 15 {
 				t.Fatalf("tap name too long: %+v", w)

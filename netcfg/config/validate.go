@@ -72,10 +72,13 @@ type Model struct {
 	Candidates    []netip.Prefix
 	LeaseTime     time.Duration
 	MgmtMTU       int
-	Groups        map[string]*GroupModel
-	Directories   []DirectoryModel
-	SGs           map[string]*SGModel
-	WorkSpaces    []WorkSpaceModel // sorted by ID
+	// PrimaryIPv6 lets the WorkSpaces' IPv6 cross br-primary unfiltered
+	// (primaryNetwork.ipv6: unfiltered); false drops it.
+	PrimaryIPv6 bool
+	Groups      map[string]*GroupModel
+	Directories []DirectoryModel
+	SGs         map[string]*SGModel
+	WorkSpaces  []WorkSpaceModel // sorted by ID
 }
 
 // NICModel is a parsed NIC.
@@ -146,7 +149,8 @@ type WorkSpaceModel struct {
 	ID, Directory       string
 	MgmtTap, PrimaryTap string
 	MgmtMAC, PrimaryMAC net.HardwareAddr
-	SecurityGroups      []string // effective: the directory's members group first
+	PrimaryAddr         netip.Addr // invalid: none known yet
+	SecurityGroups      []string   // effective: the directory's members group first
 	Hostname            string
 	UserData            string
 }
@@ -244,6 +248,13 @@ func (v *Validator) Validate(c *Config) (*Model, error) {
 	}
 
 	validateMgmtNet(&e, c, m)
+	switch c.PrimaryNetwork.IPv6 {
+	case "", IPv6Drop:
+	case IPv6Unfiltered:
+		m.PrimaryIPv6 = true
+	default:
+		e.add("primaryNetwork.ipv6", "unknown value %q (%s or %s)", c.PrimaryNetwork.IPv6, IPv6Drop, IPv6Unfiltered)
+	}
 	v.validateGroups(&e, c, m)
 	validateDirectories(&e, c, m)
 	validateSGs(&e, c, m)
@@ -494,6 +505,24 @@ func validateMgmtNet(e *errs, c *Config, m *Model) {
 	} else if m.MgmtMTU < 1280 || m.MgmtMTU > 9000 {
 		e.add("managementNetwork.mtu", "%d out of range 1280-9000", m.MgmtMTU)
 	}
+}
+
+// notUnicast says why a is no address a host may use as its own ("" when it
+// may).
+func notUnicast(a netip.Addr) string {
+	switch {
+	case a.IsUnspecified() || netip.MustParsePrefix("0.0.0.0/8").Contains(a):
+		return "in 0.0.0.0/8 (this network)"
+	case a.IsLoopback():
+		return "a loopback address"
+	case a.IsLinkLocalUnicast():
+		return "a link-local address"
+	case a.IsMulticast():
+		return "a multicast address"
+	case netip.MustParsePrefix("240.0.0.0/4").Contains(a):
+		return "reserved or broadcast"
+	}
+	return ""
 }
 
 func validID(s string) bool {
@@ -806,6 +835,17 @@ func validateWorkSpaces(e *errs, c *Config, m *Model) {
 	}
 	ids := map[string]bool{}
 	macs := map[string]string{}
+	// Addresses a WorkSpace's primary NIC must never claim: another
+	// WorkSpace's, a directory controller's, the host's own.
+	claimed := map[netip.Addr]string{}
+	for i, d := range m.Directories {
+		for j, a := range d.Controllers {
+			claimed[a] = fmt.Sprintf("directories[%d].controllers[%d]", i, j)
+		}
+	}
+	for i, a := range m.Primary.Addresses {
+		claimed[a.Addr()] = fmt.Sprintf("interfaces.primary.addresses[%d]", i)
+	}
 	for i, w := range c.WorkSpaces {
 		f := fmt.Sprintf("workspaces[%d]", i)
 		if err := taps.ValidateID(w.ID); err != nil {
@@ -858,6 +898,19 @@ func validateWorkSpaces(e *errs, c *Config, m *Model) {
 				e.add(x.field, "MAC %s already used by %s", x.mac, other)
 			}
 			macs[x.mac.String()] = x.field
+		}
+		if w.PrimaryAddress != "" {
+			pf := f + ".primaryAddress"
+			if a, ok := addr4(e, pf, w.PrimaryAddress); ok {
+				if why := notUnicast(a); why != "" {
+					e.add(pf, "%s is %s, not a WorkSpace's address", a, why)
+				} else if other, dup := claimed[a]; dup {
+					e.add(pf, "%s is already %s", a, other)
+				} else {
+					claimed[a] = f + ".primaryAddress"
+					wm.PrimaryAddr = a
+				}
+			}
 		}
 		if len(w.Hostname) > 63 {
 			e.add(f+".hostname", "longer than 63 characters")

@@ -20,9 +20,33 @@
 //	        -> inet input: vmnet_in -> <vm>_m_from (DHCP, metadata, KMS, 50002/55002)
 //	host -> br-mgmt -> inet output: vmnet_out -> <vm>_m_to (4172, 4195, 4489, 8200, 8201-8250)
 //	guest <-> guest on br-mgmt: dropped (bridge forward; the ports are also isolated)
-//	guest eth1 <-> LAN or guest over br-primary: bridge forward marks the out port, then
+//	guest eth1 -> wsp tap -> bridge prerouting: <vm>_p_port (MAC/IP/ARP anti-spoof, mark)
+//	guest eth1 <-> LAN or guest over br-primary: bridge forward marks the out port and,
+//	        towards a VM, primary_rx (untagged IPv4 and ARP only), then
 //	        inet forward: primary_fwd -> <dst vm>_p_in (security group ingress, returns
 //	        when allowed) then <src vm>_p_out (egress, accepts when allowed); stateful
+//
+// Anti-spoofing (portRules): each guest NIC may send only frames from its own
+// MAC: ARP whose sender MAC and IP are its own, IPv4 from its own IP, and a
+// DHCP client's broadcast from 0.0.0.0; every other frame is dropped at the
+// bridge port, before any forwarding: 802.1Q/802.1ad-tagged frames (matched
+// on the Ethernet type field, which shows the tag even when the kernel has
+// moved it into metadata; meta protocol would show the inner type), IPv6 and
+// every other ethertype. Frames bridged towards a guest's primary NIC pass
+// the same type filter (primary_rx), so a VLAN trunk on the LAN reaches no
+// guest. The management IP is netcfg's own allocation. The primary IP is
+// VM.PrimaryIP, the WorkSpace's primaryAddress in netcfg's config (hostd's
+// to pass); until it is known the primary NIC has no IPv4 address of its own:
+// it can send DHCP requests and ARP probes (sender 0.0.0.0) and nothing else,
+// so a guest cannot use an address netcfg has not been told about, a lease
+// from the LAN's DHCP server included (netcfg does no DHCP snooping).
+//
+// IPv6 is dropped on both networks: br-mgmt never carries it (nothing there
+// speaks it), and on br-primary it passes only with Spec.PrimaryIPv6
+// (primaryNetwork.ipv6: unfiltered), from the VM's own MAC, judged by no
+// security group (they are IPv4 only): the bridge ports let it through and
+// primary_fwd accepts it. Without it, the bridge ports drop it; primary_fwd's
+// per-VM chains, whose rules all match IPv4, would drop it too.
 //
 // A directory's allow-list is one logical set stored in 1, 8 or 32 interval
 // sets (see Shards): this kernel rebuilds an interval set's lookup array on
@@ -77,6 +101,7 @@ type Spec struct {
 	PrimaryUplink string // the host's primary NIC, a port of PrimaryBridge
 	PrimaryDHCP   bool
 	VMBridge      string // br-mgmt
+	PrimaryIPv6   bool   // the VMs' IPv6 crosses br-primary unfiltered (else dropped)
 	BrokerPort    uint16
 	AdminPort     uint16
 	AdminSources  cidrset.Set // nil: any source
@@ -159,6 +184,7 @@ type VM struct {
 	MgmtTap, PrimaryTap string
 	MgmtMAC, PrimaryMAC net.HardwareAddr
 	MgmtIP              netip.Addr
+	PrimaryIP           netip.Addr // invalid: not known (DHCP only)
 	Ingress, Egress     []config.SGRuleModel
 }
 
@@ -262,6 +288,9 @@ func (s *Spec) Validate() error {
 		if !v.MgmtIP.Is4() || len(v.MgmtMAC) != 6 || len(v.PrimaryMAC) != 6 {
 			return fmt.Errorf("firewall: VM %s: management IP or MACs missing", v.ID)
 		}
+		if v.PrimaryIP.IsValid() && (!v.PrimaryIP.Is4() || v.PrimaryIP.IsUnspecified()) {
+			return fmt.Errorf("firewall: VM %s: primary IP %s is not an IPv4 unicast address", v.ID, v.PrimaryIP)
+		}
 	}
 	for _, d := range s.Directories {
 		if err := d.Set.Validate(); err != nil {
@@ -298,7 +327,7 @@ func (c *Compiler) Compile(s *Spec) (*Ruleset, error) {
 	c.vmsNext, c.shardsNext = map[string]*vmRules{}, map[string]*shardState{}
 	vms := make([]*vmRules, len(s.VMs))
 	for i, v := range s.VMs {
-		vms[i] = c.vm(v)
+		vms[i] = c.vm(v, s.PrimaryIPv6)
 	}
 	in := c.compileInet(s, vms)
 	br := compileBridge(s, vms)
@@ -313,8 +342,11 @@ type vmRules struct {
 	pre, brFwd                          []*Rule // dispatch, bridge
 }
 
-func vmKey(v VM) string {
+func vmKey(v VM, ipv6 bool) string {
 	b := make([]byte, 0, 256)
+	if ipv6 {
+		b = append(b, '6')
+	}
 	b = append(b, v.ID...)
 	b = append(b, 0)
 	b = binary.BigEndian.AppendUint16(b, v.Port)
@@ -325,6 +357,8 @@ func vmKey(v VM) string {
 	b = append(b, v.MgmtMAC...)
 	b = append(b, v.PrimaryMAC...)
 	b = v.MgmtIP.AppendTo(b)
+	b = append(b, 0)
+	b = v.PrimaryIP.AppendTo(b)
 	for _, rs := range [][]config.SGRuleModel{v.Ingress, v.Egress} {
 		b = append(b, '|')
 		for _, r := range rs {
@@ -338,13 +372,13 @@ func vmKey(v VM) string {
 	return string(b)
 }
 
-func (c *Compiler) vm(v VM) *vmRules {
-	k := vmKey(v)
+func (c *Compiler) vm(v VM, ipv6 bool) *vmRules {
+	k := vmKey(v, ipv6)
 	if r, ok := c.vms[k]; ok {
 		c.vmsNext[k] = r
 		return r
 	}
-	r := buildVM(v)
+	r := buildVM(v, ipv6)
 	c.vmsNext[k] = r
 	return r
 }
@@ -469,7 +503,7 @@ func (c *Compiler) compileInet(s *Spec, vms []*vmRules) *Table {
 		hm.Rules = append(hm.Rules, R().dport(cp.Proto, cp.Port, cp.Port).jump("client_acl"))
 	}
 	if s.MgmtDHCP {
-		hm.Rules = append(hm.Rules, R().sport(udp, 67).dport(udp, 68, 68).accept())
+		hm.Rules = append(hm.Rules, R().only4().sport(udp, 67).dport(udp, 68, 68).accept())
 	}
 
 	// client_acl: the union over directories of their allow-lists.
@@ -478,7 +512,7 @@ func (c *Compiler) compileInet(s *Spec, vms []*vmRules) *Table {
 
 	hp := chain("host_primary")
 	if s.PrimaryDHCP {
-		hp.Rules = append(hp.Rules, R().sport(udp, 67).dport(udp, 68, 68).accept())
+		hp.Rules = append(hp.Rules, R().only4().sport(udp, 67).dport(udp, 68, 68).accept())
 	}
 
 	// Guests to the host over br-mgmt, by the port mark of their tap.
@@ -506,7 +540,7 @@ func (c *Compiler) compileInet(s *Spec, vms []*vmRules) *Table {
 	vout := chain("vmnet_out")
 	vout.Rules = append(vout.Rules,
 		R().established().accept(),
-		R().sport(udp, 67).dport(udp, 68, 68).accept())
+		R().only4().sport(udp, 67).dport(udp, 68, 68).accept())
 	for _, v := range vms {
 		vout.Rules = append(vout.Rules, v.vmnetOut)
 	}
@@ -519,6 +553,11 @@ func (c *Compiler) compileInet(s *Spec, vms []*vmRules) *Table {
 	fwd.Rules = []*Rule{R().iif(s.PrimaryBridge).oif(s.PrimaryBridge).jump("primary_fwd")}
 	pf := chain("primary_fwd")
 	pf.Rules = append(pf.Rules, R().established().accept())
+	if s.PrimaryIPv6 {
+		// primaryNetwork.ipv6: unfiltered (security groups are IPv4 only);
+		// the bridge table has already tied the frames to the VMs' MACs.
+		pf.Rules = append(pf.Rules, R().nfproto6().accept())
+	}
 	for _, v := range vms {
 		pf.Rules = append(pf.Rules, v.fwdIn)
 	}
@@ -608,7 +647,17 @@ func compileBridge(s *Spec, vms []*vmRules) *Table {
 	// packet and the marks they set are visible there.
 	pre := &Chain{Name: "prerouting", Hook: &Hook{Type: nftables.ChainTypeFilter, Num: *nftables.ChainHookPrerouting, Priority: -200, Policy: nftables.ChainPolicyAccept}}
 	fwd := &Chain{Name: "forward", Hook: &Hook{Type: nftables.ChainTypeFilter, Num: *nftables.ChainHookForward, Priority: -200, Policy: nftables.ChainPolicyAccept}}
-	t.Chains = append(t.Chains, pre, fwd)
+	// Frames bridged to a VM's primary tap: IPv4 and ARP (IPv6 when
+	// configured), untagged; nothing else reaches a guest's eth1.
+	rx := &Chain{Name: "primary_rx", Rules: []*Rule{
+		rule(bridge).etherType(unix.ETH_P_IP, "ip").ret(),
+		rule(bridge).etherType(unix.ETH_P_ARP, "arp").ret(),
+	}}
+	if s.PrimaryIPv6 {
+		rx.Rules = append(rx.Rules, rule(bridge).etherType(unix.ETH_P_IPV6, "ip6").ret())
+	}
+	rx.Rules = append(rx.Rules, rule(bridge).drop())
+	t.Chains = append(t.Chains, pre, fwd, rx)
 	for _, v := range vms {
 		pre.Rules = append(pre.Rules, v.pre...)
 		fwd.Rules = append(fwd.Rules, v.brFwd...)
@@ -617,7 +666,7 @@ func compileBridge(s *Spec, vms []*vmRules) *Table {
 	pre.Rules = append(pre.Rules, rule(bridge).iif(s.PrimaryUplink).setMark(uplinkMark).continue_())
 	return t
 }
-func buildVM(v VM) *vmRules {
+func buildVM(v VM, ipv6 bool) *vmRules {
 	R := func() *rb { return rule(inet) }
 	B := func() *rb { return rule(bridge) }
 	out := &vmRules{}
@@ -625,7 +674,7 @@ func buildVM(v VM) *vmRules {
 	{
 		mf := chain("m_from")
 		mf.Rules = []*Rule{
-			R().sport(udp, 68).dport(udp, 67, 67).accept(),
+			R().only4().sport(udp, 68).dport(udp, 67, 67).accept(),
 			R().ipAddr(true, host(v.MgmtIP), true).drop(),
 			R().daddr(host(MetadataAddr)).dport(tcp, 80, 80).accept(),
 		}
@@ -647,14 +696,14 @@ func buildVM(v VM) *vmRules {
 		mt.Rules = append(mt.Rules, R().drop())
 
 		pin := chain("p_in")
-		pin.Rules = append(pin.Rules, R().sport(udp, 67).dport(udp, 68, 68).ret())
+		pin.Rules = append(pin.Rules, R().only4().sport(udp, 67).dport(udp, 68, 68).ret())
 		for _, sr := range dedupe(v.Ingress) {
 			pin.Rules = append(pin.Rules, sgRule(R(), true, sr).ret())
 		}
 		pin.Rules = append(pin.Rules, R().drop())
 
 		pout := chain("p_out")
-		pout.Rules = append(pout.Rules, R().sport(udp, 68).dport(udp, 67, 67).accept())
+		pout.Rules = append(pout.Rules, R().only4().sport(udp, 68).dport(udp, 67, 67).accept())
 		for _, sr := range dedupe(v.Egress) {
 			pout.Rules = append(pout.Rules, sgRule(R(), false, sr).accept())
 		}
@@ -666,29 +715,57 @@ func buildVM(v VM) *vmRules {
 	out.fwdIn = R().markIs(markOutMask, uint32(v.Port)<<16, false).jump(vmChain(v.ID, "p_in"))
 	out.fwdOut = R().markIs(markInMask, uint32(v.Port), false).jump(vmChain(v.ID, "p_out"))
 
-	// Bridge: management port: mark, then only its own MAC, its own IP (or
-	// DHCP before it has one), ARP for its own IP; nothing else (no IPv6).
+	// Bridge: each port marks its frames, then lets through only what the
+	// VM may send (see portRules).
 	mp, pp := vmChain(v.ID, "m_port"), vmChain(v.ID, "p_port")
 	out.pre = []*Rule{B().iif(v.MgmtTap).jump(mp), B().iif(v.PrimaryTap).jump(pp)}
-	out.mPort = &Chain{Name: mp, Rules: []*Rule{
-		B().setMark(uint32(v.Port)).continue_(),
-		B().etherSaddrNeq(v.MgmtMAC).drop(),
-		B().etherType(unix.ETH_P_ARP, "arp").arpSaddrIP(v.MgmtIP).accept(),
-		B().etherType(unix.ETH_P_ARP, "arp").arpSaddrIP(netip.IPv4Unspecified()).accept(),
-		B().saddr(host(v.MgmtIP)).accept(),
-		B().sport(udp, 68).dport(udp, 67, 67).accept(),
-		B().drop(),
-	}}
-	out.pPort = &Chain{Name: pp, Rules: []*Rule{
-		B().setMark(uint32(v.Port)).continue_(),
-		B().etherSaddrNeq(v.PrimaryMAC).drop(),
-	}}
+	out.mPort = &Chain{Name: mp, Rules: portRules(v.Port, v.MgmtMAC, v.MgmtIP, false)}
+	out.pPort = &Chain{Name: pp, Rules: portRules(v.Port, v.PrimaryMAC, v.PrimaryIP, ipv6)}
 	out.brFwd = []*Rule{
 		B().iif(v.MgmtTap).drop(),
 		B().oif(v.MgmtTap).drop(),
-		B().oif(v.PrimaryTap).orMark(uint32(v.Port) << 16).continue_(),
+		B().oif(v.PrimaryTap).orMark(uint32(v.Port) << 16).jump("primary_rx"),
 	}
 	return out
+}
+
+// portRules are the rules of a VM's bridge port (m_port, p_port): what a
+// guest NIC may send. First the mark (the VM's port), then, in order:
+//
+//   - a source MAC other than the NIC's own: dropped;
+//   - ARP (untagged, Ethernet/IPv4 layout) with the NIC's own MAC as sender
+//     and its own IP, or 0.0.0.0 (an RFC 5227 probe, which updates no
+//     neighbour table), as sender IP: accepted;
+//   - IPv4 (untagged) from its own IP: accepted;
+//   - a DHCP client's broadcast from 0.0.0.0 (UDP 68 -> 255.255.255.255:67):
+//     accepted, so that a NIC without an address can get one;
+//   - IPv6 (untagged), only with ipv6 (primaryNetwork.ipv6: unfiltered);
+//   - everything else: dropped. That is every 802.1Q/802.1ad-tagged frame
+//     (the type field reads 0x8100/0x88a8, see ipv4) and every other
+//     ethertype.
+//
+// Without an IP (a primary NIC whose address netcfg does not know yet) only
+// the DHCP broadcast and ARP probes pass.
+func portRules(port uint16, mac net.HardwareAddr, ip netip.Addr, ipv6 bool) []*Rule {
+	B := func() *rb { return rule(bridge) }
+	any4 := netip.IPv4Unspecified()
+	rs := []*Rule{
+		B().setMark(uint32(port)).continue_(),
+		B().etherSaddrNeq(mac).drop(),
+	}
+	if ip.IsValid() {
+		rs = append(rs, B().arpSender(mac, ip).accept())
+	}
+	rs = append(rs, B().arpSender(mac, any4).accept())
+	if ip.IsValid() {
+		rs = append(rs, B().saddr(host(ip)).accept())
+	}
+	rs = append(rs, B().saddr(host(any4)).daddr(host(netip.AddrFrom4([4]byte{255, 255, 255, 255}))).
+		sport(udp, 68).dport(udp, 67, 67).accept())
+	if ipv6 {
+		rs = append(rs, B().etherType(unix.ETH_P_IPV6, "ip6").accept())
+	}
+	return append(rs, B().drop())
 }
 
 // ElementCount is the number of ranges in all sets.

@@ -440,3 +440,79 @@ func TestTrapDetected(t *testing.T) {
 		t.Fatal("Apply lost ranges")
 	}
 }
+
+func ruleTexts(c *Chain) []string {
+	var out []string
+	for _, r := range c.Rules {
+		out = append(out, r.Text)
+	}
+	return out
+}
+
+// TestPortRules: what a VM's bridge ports let through, by what netcfg knows
+// (the traffic itself is proven in reconcile's TestPrimaryAntiSpoofing), and
+// that a change of the primary address or the IPv6 mode rebuilds the VM.
+func TestPortRules(t *testing.T) {
+	s := testSpec(1)
+	v := &s.VMs[0]
+	c := NewCompiler()
+	rs, err := c.Compile(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := rs.Table(bridge)
+	pp := strings.Join(ruleTexts(br.Chain(vmChain(v.ID, "p_port"))), "\n")
+	// no primary address known: DHCP and ARP probes only
+	for _, want := range []string{
+		"ether saddr != " + v.PrimaryMAC.String() + " drop",
+		"arp saddr ether " + v.PrimaryMAC.String() + " arp saddr ip 0.0.0.0 accept",
+		"ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept",
+	} {
+		if !strings.Contains(pp, want) {
+			t.Errorf("p_port without an address lacks %q:\n%s", want, pp)
+		}
+	}
+	if strings.Contains(pp, "ip6") || strings.Count(pp, "accept") != 2 || !strings.HasSuffix(pp, "\ndrop") {
+		t.Errorf("p_port without an address lets more through:\n%s", pp)
+	}
+	if rx := ruleTexts(br.Chain("primary_rx")); strings.Join(rx, "|") != "ether type ip return|ether type arp return|drop" {
+		t.Errorf("primary_rx %q", rx)
+	}
+	before := br.Chain(vmChain(v.ID, "p_port"))
+
+	v.PrimaryIP = netip.MustParseAddr("10.0.2.11")
+	s.PrimaryIPv6 = true
+	rs, err = c.Compile(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br = rs.Table(bridge)
+	if br.Chain(vmChain(v.ID, "p_port")) == before {
+		t.Fatal("a new primary address did not rebuild the VM's rules")
+	}
+	pp = strings.Join(ruleTexts(br.Chain(vmChain(v.ID, "p_port"))), "\n")
+	for _, want := range []string{
+		"arp saddr ether " + v.PrimaryMAC.String() + " arp saddr ip 10.0.2.11 accept",
+		"ether type ip ip saddr 10.0.2.11 accept",
+		"ether type ip6 accept",
+	} {
+		if !strings.Contains(pp, want) {
+			t.Errorf("p_port lacks %q:\n%s", want, pp)
+		}
+	}
+	if rx := ruleTexts(br.Chain("primary_rx")); strings.Join(rx, "|") != "ether type ip return|ether type arp return|ether type ip6 return|drop" {
+		t.Errorf("primary_rx (IPv6 unfiltered) %q", rx)
+	}
+	if pf := ruleTexts(rs.Table(inet).Chain("primary_fwd")); pf[1] != "meta nfproto ipv6 accept" {
+		t.Errorf("primary_fwd (IPv6 unfiltered) %q", pf)
+	}
+	// the management port never passes IPv6
+	if mp := strings.Join(ruleTexts(br.Chain(vmChain(v.ID, "m_port"))), "\n"); strings.Contains(mp, "ip6") {
+		t.Errorf("m_port passes IPv6:\n%s", mp)
+	}
+
+	v.PrimaryIP = netip.MustParseAddr("fd00::11")
+	if _, err := c.Compile(s); err == nil || !strings.Contains(err.Error(), "primary IP") {
+		t.Fatalf("IPv6 primary IP accepted: %v", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -159,20 +160,43 @@ func (b *rb) port(proto uint8, dst bool, lo, hi uint16) *rb {
 func (b *rb) dport(proto uint8, lo, hi uint16) *rb { return b.port(proto, true, lo, hi) }
 func (b *rb) sport(proto uint8, p uint16) *rb      { return b.port(proto, false, p, p) }
 
-// ipv4 restricts to IPv4 (inet: meta nfproto; bridge: meta protocol).
+// ipv4 restricts to IPv4. inet: meta nfproto (implied by nft's `ip saddr`,
+// so no text). bridge: the Ethernet header's type field, as nft generates for
+// an explicit `ether type ip`: unlike meta protocol it still reads 0x8100 when
+// the kernel has moved an 802.1Q tag into the packet's metadata, so a tagged
+// frame never matches an IPv4 rule.
 func (b *rb) ipv4() *rb {
 	if b.v4 {
 		return b
 	}
 	b.v4 = true
 	if b.fam == nftables.TableFamilyBridge {
-		return b.add("",
-			&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be16(unix.ETH_P_IP)})
+		return b.etherType(unix.ETH_P_IP, "ip")
 	}
 	return b.add("",
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}})
+}
+
+// only4 restricts to IPv4 where nothing else in the rule implies it (a DHCP
+// rule matches DHCPv4, never UDP 67/68 over IPv6).
+func (b *rb) only4() *rb {
+	if b.v4 {
+		return b
+	}
+	if b.fam == nftables.TableFamilyBridge {
+		return b.ipv4()
+	}
+	b.ipv4()
+	b.text = append(b.text, "meta nfproto ipv4")
+	return b
+}
+
+// nfproto6 matches IPv6 (inet).
+func (b *rb) nfproto6() *rb {
+	return b.add("meta nfproto ipv6",
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}})
 }
 
 // ipAddr matches the IPv4 source or destination against a prefix.
@@ -230,12 +254,17 @@ func (b *rb) etherType(t uint16, name string) *rb {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be16(t)})
 }
 
-// arpSaddrIP matches the sender IP of an ARP packet (needs etherType(arp)).
-func (b *rb) arpSaddrIP(a netip.Addr) *rb {
+// arpSender matches a well-formed Ethernet/IPv4 ARP packet (hardware type
+// 1, protocol type IPv4, address lengths 6 and 4: the layout the sender
+// fields are read at) whose sender MAC and sender IP are the given ones.
+func (b *rb) arpSender(mac net.HardwareAddr, a netip.Addr) *rb {
+	b.etherType(unix.ETH_P_ARP, "arp")
 	v := a.As4()
-	return b.add("arp saddr ip "+a.String(),
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 14, Len: 4},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: v[:]})
+	return b.add(fmt.Sprintf("arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether %s arp saddr ip %s", mac, a),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 0, Len: 6},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 1, 0x08, 0x00, 6, 4}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 10},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: append(slices.Clone([]byte(mac)), v[:]...)})
 }
 
 // markIs matches (meta mark & mask) op value.

@@ -32,9 +32,13 @@ import (
 
 // Addresses of the test topology.
 //
-//	client ns (c0: 203.0.113.20, .21, .40) --- eth0 [host ns] eth1 --- (l0: 10.0.0.1, DC 10.0.1.10, "internet" 10.0.9.9) lan ns
+//	client ns (c0: 203.0.113.20, .21, .40) --- eth0 [host ns] eth1 --- l0 [lan ns: lanbr 10.0.0.1, "internet" 10.0.9.9] ldc --- d0 [dc ns: DC 10.0.1.10]
 //	                                              br-mgmt: wsm-* taps  br-primary: eth1 + wsp-* taps
 //	vm ns (eth0 = mgmt, DHCP from netcfg; eth1 = primary 10.0.2.1x)  x2
+//
+// The LAN is a bridge with the directory controller behind it, so that the
+// LAN's neighbour table holds the DC's address (what a guest's forged ARP
+// would try to change).
 const (
 	hostMgmtIP = "203.0.113.10"
 	allowedA   = "203.0.113.20"
@@ -56,7 +60,7 @@ type vmNS struct {
 
 type topo struct {
 	t                     *testing.T
-	host, client, lan     *testnet.NS
+	host, client, lan, dc *testnet.NS
 	vm1, vm2              *vmNS
 	stateFile, configPath string
 	r                     *Reconciler
@@ -79,16 +83,25 @@ func newTopo(t *testing.T) *topo {
 	tp.host = testnet.New(t, "host")
 	tp.client = testnet.New(t, "client")
 	tp.lan = testnet.New(t, "lan")
+	tp.dc = testnet.New(t, "dc")
 	testnet.Veth(t, tp.host, "eth0", tp.client, "c0")
 	testnet.Veth(t, tp.host, "eth1", tp.lan, "l0")
+	testnet.Veth(t, tp.lan, "ldc", tp.dc, "d0")
 	tp.client.IP("addr add " + allowedA + "/24 dev c0")
 	tp.client.IP("addr add " + allowedB + "/24 dev c0")
 	tp.client.IP("addr add " + denied + "/24 dev c0")
 	tp.client.IP("link set c0 up")
-	for _, a := range []string{"10.0.0.1/16", dcIP + "/16", netIP + "/16"} {
-		tp.lan.IP("addr add " + a + " dev l0")
+	tp.lan.IP("link add lanbr type bridge")
+	for _, l := range []string{"l0", "ldc"} {
+		tp.lan.IP("link set " + l + " master lanbr")
+		tp.lan.IP("link set " + l + " up")
 	}
-	tp.lan.IP("link set l0 up")
+	for _, a := range []string{"10.0.0.1/16", netIP + "/16"} {
+		tp.lan.IP("addr add " + a + " dev lanbr")
+	}
+	tp.lan.IP("link set lanbr up")
+	tp.dc.IP("addr add " + dcIP + "/16 dev d0")
+	tp.dc.IP("link set d0 up")
 	for i, v := range []**vmNS{&tp.vm1, &tp.vm2} {
 		id := fmt.Sprintf("ws-e2evm%05d", i+1)
 		mt, pt, _ := taps.Names(id)
@@ -110,13 +123,14 @@ func newTopo(t *testing.T) *topo {
 }
 
 // lanDHCP serves the host's primary address from the LAN (exercising the
-// host's DHCP client on br-primary).
+// host's DHCP client on br-primary), and vm1's (a guest asking the LAN).
 func (tp *topo) lanDHCP(ctx context.Context) {
 	tp.t.Helper()
-	srv := dhcpserver.New(dhcpserver.Config{Interface: "l0", ServerIP: netip.MustParseAddr("10.0.0.1"),
+	srv := dhcpserver.New(dhcpserver.Config{Interface: "lanbr", ServerIP: netip.MustParseAddr("10.0.0.1"),
 		Network: netip.MustParsePrefix("10.0.0.0/16"), LeaseTime: time.Hour}, quietLog())
-	srv.SetLeases([]dhcpserver.Lease{{MAC: tp.host.MAC("eth1"), IP: netip.MustParseAddr(hostPrimIP)}})
-	conn, err := dhcpserver.Listen(tp.lan.Handle, "l0")
+	srv.SetLeases([]dhcpserver.Lease{{MAC: tp.host.MAC("eth1"), IP: netip.MustParseAddr(hostPrimIP)},
+		{MAC: tp.vm1.PrimMAC, IP: netip.MustParseAddr(tp.vm1.primaryIP)}})
+	conn, err := dhcpserver.Listen(tp.lan.Handle, "lanbr")
 	if err != nil {
 		tp.t.Fatal(err)
 	}
@@ -132,6 +146,8 @@ type cfgParams struct {
 	PrimaryAddr         string
 	AdminPort, SGPort   int
 	PrimaryName, Source string
+	VM1Addr, VM2Addr    string // the WorkSpaces' primaryAddress ("" = unknown)
+	IPv6                string // primaryNetwork.ipv6
 }
 
 const cfgTmpl = `
@@ -153,6 +169,10 @@ host:
 {{- if .Candidates}}
 managementNetwork:
   candidates: [{{.Candidates}}]
+{{- end}}
+{{- if .IPv6}}
+primaryNetwork:
+  ipv6: {{.IPv6}}
 {{- end}}
 ipGroups:
   - id: wsipg-a
@@ -181,6 +201,9 @@ workspaces:
     directory: d-e2e0000001
     managementMAC: "{{.VM1.MgmtMAC}}"
     primaryMAC: "{{.VM1.PrimMAC}}"
+{{- if .VM1Addr}}
+    primaryAddress: {{.VM1Addr}}
+{{- end}}
     hostname: vm-one
     userData: "#cloud-config for {{.VM1.ID}}"
   - id: {{.VM2.ID}}
@@ -188,12 +211,16 @@ workspaces:
     securityGroups: [sg-internet]
     managementMAC: "{{.VM2.MgmtMAC}}"
     primaryMAC: "{{.VM2.PrimMAC}}"
+{{- if .VM2Addr}}
+    primaryAddress: {{.VM2Addr}}
+{{- end}}
 `
 
 func (tp *topo) params() cfgParams {
 	return cfgParams{StateFile: tp.stateFile, VM1: tp.vm1, VM2: tp.vm2,
 		GroupA: []string{allowedA}, GroupB: []string{allowedB, "198.51.100.0/24"},
-		Associated: []string{"wsipg-a", "wsipg-b"}, AdminPort: 8443, SGPort: 3389, PrimaryName: "eth1"}
+		Associated: []string{"wsipg-a", "wsipg-b"}, AdminPort: 8443, SGPort: 3389, PrimaryName: "eth1",
+		VM1Addr: tp.vm1.primaryIP, VM2Addr: tp.vm2.primaryIP}
 }
 
 func (tp *topo) render(p cfgParams) []byte {
@@ -293,8 +320,9 @@ func (tp *topo) listeners() {
 	tp.host.EchoUDP("0.0.0.0:4195")
 	for _, p := range []string{"389", "22", "443"} {
 		tp.lan.EchoTCP("0.0.0.0:" + p)
+		tp.dc.EchoTCP("0.0.0.0:" + p)
 	}
-	tp.lan.EchoUDP(dcIP + ":53") // bound: replies must come from the DC address
+	tp.dc.EchoUDP(dcIP + ":53") // bound: replies must come from the DC address
 	for _, vm := range []*vmNS{tp.vm1, tp.vm2} {
 		for _, p := range []string{"4172", "8200", "8225", "22", "3389"} {
 			vm.EchoTCP("0.0.0.0:" + p)
@@ -397,6 +425,19 @@ func TestEndToEnd(t *testing.T) {
 	if ud := httpGet(t, v1, "http://169.254.169.254/latest/user-data"); ud != "#cloud-config for "+v1.ID {
 		t.Fatalf("user-data %q", ud)
 	}
+	// IMDSv2 over the real path: a token works for the guest that asked for
+	// it and for no other
+	code, tok := httpDo(t, v1, "PUT", "http://169.254.169.254/latest/api/token", map[string]string{"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+	if code != 200 || len(tok) < 40 {
+		t.Fatalf("IMDSv2 token: %d %q", code, tok)
+	}
+	hdr := map[string]string{"X-aws-ec2-metadata-token": tok}
+	if code, id := httpDo(t, v1, "GET", "http://169.254.169.254/latest/meta-data/instance-id", hdr); code != 200 || id != v1.ID {
+		t.Fatalf("with its token: %d %q", code, id)
+	}
+	if code, _ := httpDo(t, v2, "GET", "http://169.254.169.254/latest/meta-data/instance-id", hdr); code != 401 {
+		t.Fatalf("another guest's token: %d, want 401", code)
+	}
 
 	// read back equals intent; other tables untouched
 	drift, err := tp.r.Check(context.Background(), cfg)
@@ -457,6 +498,29 @@ func lineDiff(a, b string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// httpDo sends one request from inside a VM namespace.
+func httpDo(t *testing.T, vm *vmNS, method, url string, hdr map[string]string) (int, string) {
+	t.Helper()
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return nsutil.Dial(ctx, vm.Handle, &net.Dialer{Timeout: time.Second}, network, addr)
+	}}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := (&http.Client{Transport: tr, Timeout: 2 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("%s: %s %s: %v", vm.ID, method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func httpGet(t *testing.T, vm *vmNS, url string) string {

@@ -246,7 +246,7 @@ func (r *Reconciler) prepare(cfg *config.Config) (*plan, error) {
 	spec := &firewall.Spec{
 		MgmtNIC: p.mgmtNIC, MgmtDHCP: m.Mgmt.DHCP,
 		PrimaryBridge: links.PrimaryBridge, PrimaryUplink: p.uplink, PrimaryDHCP: m.Primary.DHCP,
-		VMBridge:   links.MgmtBridge,
+		VMBridge: links.MgmtBridge, PrimaryIPv6: m.PrimaryIPv6,
 		BrokerPort: m.BrokerPort, AdminPort: m.AdminPort,
 		AdminSources: cidrset.FromPrefixes(slices.Clone(m.AdminSources)),
 	}
@@ -263,7 +263,7 @@ func (r *Reconciler) prepare(cfg *config.Config) (*plan, error) {
 		// below 0xffff (the uplink's mark: the broadcast offset, never given).
 		port := uint16(cidrset.AddrToU32(addrs[w.ID]) - base)
 		vm := firewall.VM{ID: w.ID, Port: port, MgmtTap: w.MgmtTap, PrimaryTap: w.PrimaryTap,
-			MgmtMAC: w.MgmtMAC, PrimaryMAC: w.PrimaryMAC, MgmtIP: addrs[w.ID]}
+			MgmtMAC: w.MgmtMAC, PrimaryMAC: w.PrimaryMAC, MgmtIP: addrs[w.ID], PrimaryIP: w.PrimaryAddr}
 		for _, sg := range w.SecurityGroups {
 			vm.Ingress = append(vm.Ingress, m.SGs[sg].Ingress...)
 			vm.Egress = append(vm.Egress, m.SGs[sg].Egress...)

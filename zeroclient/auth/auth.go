@@ -13,7 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pquerna/otp"
@@ -43,12 +45,16 @@ func (d *Directory) MFAReady() bool {
 
 // Service checks credentials.
 type Service struct {
-	dirs    []*Directory
+	// dirs is the directories as hostd's catalog last said, replaced whole by Update; a
+	// login holds on to the *Directory it resolved.
+	dirs    atomic.Pointer[[]*Directory]
 	creds   *credstore.Store
 	lockout *policy.Lockout
 	floor   time.Duration
 	now     func() time.Time
 	sleep   func(time.Duration)
+	hashes  chan struct{} // a slot per argon2id computation allowed at once
+	wait    time.Duration
 }
 
 // Config builds a Service.
@@ -59,38 +65,118 @@ type Config struct {
 	// Floor is the least time a failed check takes.
 	Floor time.Duration
 	Now   func() time.Time
+	// HashConcurrency bounds the argon2id computations running at once (each holds 19 MiB
+	// while it runs); HashWait is how long a check waits for a turn before it is answered
+	// Busy. Defaults: DefaultHashConcurrency, DefaultHashWait.
+	HashConcurrency int
+	HashWait        time.Duration
 }
+
+// Defaults for the argon2id bound: a few at once keep both cores busy, and a check that
+// cannot start within a few seconds is better told to come back.
+const (
+	DefaultHashConcurrency = 4
+	DefaultHashWait        = 3 * time.Second
+)
 
 // New validates the directories' login settings and prepares their LDAP and RADIUS clients.
 func New(cfg Config) (*Service, error) {
-	s := &Service{creds: cfg.Creds, lockout: cfg.Lockout, floor: cfg.Floor, now: cfg.Now, sleep: time.Sleep}
+	s := &Service{creds: cfg.Creds, lockout: cfg.Lockout, floor: cfg.Floor, now: cfg.Now, sleep: time.Sleep, wait: cfg.HashWait}
 	if s.now == nil {
 		s.now = time.Now
 	}
-	for i, d := range cfg.Directories {
-		if err := d.Login.Validate(); err != nil {
-			return nil, fmt.Errorf("hostd.directories[%d] (%s): %w", i, d.ID, err)
-		}
-		dir := &Directory{Directory: d}
-		var err error
-		if d.Login.Kind() == catalog.TypeLDAP {
-			if dir.ldap, err = ldapauth.New(d.Login.LDAP); err != nil {
-				return nil, fmt.Errorf("directory %s: %w", d.ID, err)
-			}
-		}
-		if m := d.Login.MFA; m != nil && m.Type == catalog.MFARADIUS {
-			if dir.radius, err = radius.New(m.RADIUS); err != nil {
-				return nil, fmt.Errorf("directory %s: %w", d.ID, err)
-			}
-		}
-		s.dirs = append(s.dirs, dir)
+	n := cfg.HashConcurrency
+	if n <= 0 {
+		n = DefaultHashConcurrency
+	}
+	s.hashes = make(chan struct{}, n)
+	if s.wait <= 0 {
+		s.wait = DefaultHashWait
+	}
+	s.dirs.Store(&[]*Directory{})
+	if _, err := s.Update(cfg.Directories); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
 
+// retireAfter is how long a replaced directory's LDAP and RADIUS clients stay open for the
+// logins already using them.
+const retireAfter = time.Minute
+
+// Update replaces the directories with those hostd's catalog lists now. A directory whose
+// LDAP or RADIUS settings did not change keeps its kept connections; the others' are
+// closed once the logins using them are done. A directory whose settings are invalid is
+// left out (and named in the error); the rest still take effect. It reports whether any
+// directory's IP access control groups or registration changed: live sessions may need
+// checking again.
+func (s *Service) Update(dirs []catalog.Directory) (accessChanged bool, err error) {
+	old := map[string]*Directory{}
+	for _, d := range *s.dirs.Load() {
+		old[d.ID] = d
+	}
+	var errs []error
+	next := make([]*Directory, 0, len(dirs))
+	kept := map[any]bool{}
+	for _, d := range dirs {
+		if err := d.Login.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("directory %s: %w", d.ID, err))
+			continue
+		}
+		dir := &Directory{Directory: d}
+		prev := old[d.ID]
+		if prev == nil || !reflect.DeepEqual(prev.Login.IPGroups, d.Login.IPGroups) || prev.Login.Deregistered != d.Login.Deregistered {
+			accessChanged = true
+		}
+		if d.Login.Kind() == catalog.TypeLDAP {
+			if prev != nil && prev.ldap != nil && reflect.DeepEqual(prev.Login.LDAP, d.Login.LDAP) {
+				dir.ldap, kept[prev.ldap] = prev.ldap, true
+			} else if dir.ldap, err = ldapauth.New(d.Login.LDAP); err != nil {
+				errs = append(errs, fmt.Errorf("directory %s: %w", d.ID, err))
+				continue
+			}
+		}
+		if m := d.Login.MFA; m != nil && m.Type == catalog.MFARADIUS {
+			if prev != nil && prev.radius != nil && reflect.DeepEqual(prev.Login.MFA.RADIUS, m.RADIUS) {
+				dir.radius, kept[prev.radius] = prev.radius, true
+			} else if dir.radius, err = radius.New(m.RADIUS); err != nil {
+				if dir.ldap != nil && !kept[dir.ldap] {
+					dir.ldap.Close()
+				}
+				errs = append(errs, fmt.Errorf("directory %s: %w", d.ID, err))
+				continue
+			}
+		}
+		next = append(next, dir)
+	}
+	if len(next) != len(old) {
+		accessChanged = true
+	}
+	s.dirs.Store(&next)
+	var retired []*Directory
+	for _, d := range old {
+		if d.ldap != nil && !kept[d.ldap] || d.radius != nil && !kept[d.radius] {
+			retired = append(retired, d)
+		}
+	}
+	if len(retired) > 0 {
+		time.AfterFunc(retireAfter, func() {
+			for _, d := range retired {
+				if d.ldap != nil && !kept[d.ldap] {
+					d.ldap.Close()
+				}
+				if d.radius != nil && !kept[d.radius] {
+					d.radius.Close()
+				}
+			}
+		})
+	}
+	return accessChanged, errors.Join(errs...)
+}
+
 // Close closes the directories' kept connections.
 func (s *Service) Close() {
-	for _, d := range s.dirs {
+	for _, d := range *s.dirs.Load() {
 		if d.ldap != nil {
 			d.ldap.Close()
 		}
@@ -100,12 +186,12 @@ func (s *Service) Close() {
 	}
 }
 
-// Directories lists the configured directories.
-func (s *Service) Directories() []*Directory { return s.dirs }
+// Directories lists the directories.
+func (s *Service) Directories() []*Directory { return *s.dirs.Load() }
 
 // ByID returns a directory by id.
 func (s *Service) ByID(id string) *Directory {
-	for _, d := range s.dirs {
+	for _, d := range s.Directories() {
 		if d.ID == id {
 			return d
 		}
@@ -120,7 +206,7 @@ func (s *Service) ByRegistrationCode(code string) *Directory {
 	if code == "" {
 		return nil
 	}
-	for _, d := range s.dirs {
+	for _, d := range s.Directories() {
 		if d.RegistrationCode != "" && subtle.ConstantTimeCompare([]byte(strings.ToUpper(d.RegistrationCode)), []byte(strings.ToUpper(code))) == 1 {
 			if d.Login.Deregistered {
 				return nil
@@ -145,7 +231,7 @@ func (s *Service) Resolve(username, domain string) (*Directory, string) {
 		return nil, ""
 	}
 	var match []*Directory
-	for _, d := range s.dirs {
+	for _, d := range s.Directories() {
 		if d.Login.Deregistered {
 			continue
 		}
@@ -174,9 +260,40 @@ const (
 	Locked
 	// MFANotReady: the directory's MFA is being set up; nobody logs in.
 	MFANotReady
-	// Unavailable: the directory or MFA server cannot be asked.
+	// Unavailable: the directory or MFA server cannot be asked, or the lockout store cannot
+	// be written (a failure that could not be counted must not be checked at all).
 	Unavailable
+	// Busy: too many password checks are running; nothing was checked or counted.
+	Busy
 )
+
+// ErrBusy is returned when no argon2id computation could start in time.
+var ErrBusy = errors.New("too many password checks at once")
+
+// hash runs fn (an argon2id computation) when a slot is free, waiting up to the service's
+// wait: the computations' memory is bounded however many logins arrive at once.
+func (s *Service) hash(ctx context.Context, fn func()) error {
+	t := time.NewTimer(s.wait)
+	defer t.Stop()
+	select {
+	case s.hashes <- struct{}{}:
+	case <-t.C:
+		return ErrBusy
+	case <-ctx.Done():
+		return ErrBusy
+	}
+	defer func() { <-s.hashes }()
+	fn()
+	return nil
+}
+
+// HashPassword is credstore.HashPassword within the bound on argon2id computations.
+func (s *Service) HashPassword(ctx context.Context, password string) (h string, err error) {
+	if berr := s.hash(ctx, func() { h, err = credstore.HashPassword(password) }); berr != nil {
+		return "", berr
+	}
+	return h, err
+}
 
 // Result is a check's outcome.
 type Result struct {
@@ -187,6 +304,9 @@ type Result struct {
 	State  []byte
 	// Reason is for logs and the audit trail, never for the client.
 	Reason string
+	// KnownUser: the typed name is a user of the directory. Names that are not are kept
+	// out of the audit trail and logs: they are often passwords typed in the wrong field.
+	KnownUser bool
 }
 
 // TOTPPrompt is what a local user with TOTP is asked for.
@@ -211,54 +331,72 @@ func (s *Service) password(ctx context.Context, dir *Directory, user, password s
 	if dir != nil {
 		dirID = dir.ID
 	}
-	key := policy.LockoutKey(dirID, user, from)
 	if dir != nil && !dir.MFAReady() {
 		return Result{Outcome: MFANotReady, Reason: "MFA status is " + string(dir.Login.MFA.MFAStatusOrDefault())}
 	}
-	if locked, until, err := s.lockout.Locked(key); err != nil {
-		return Result{Outcome: Unavailable, Reason: err.Error()}
-	} else if locked {
-		credstore.VerifyPassword("", password) // same work as a real check
-		return Result{Outcome: Locked, Reason: "locked out until " + until.UTC().Format(time.RFC3339)}
+	known := false
+	if dir != nil && dir.Login.Kind() == catalog.TypeLocal {
+		_, known = dir.FindUser(user)
+	}
+	// The attempt is counted before the password is looked at: if it cannot be counted,
+	// it is not checked.
+	att, locked, err := s.lockout.BeginPassword(dirID, user, from)
+	if err != nil {
+		return Result{Outcome: Unavailable, Reason: "lockout store: " + err.Error(), KnownUser: known}
+	}
+	if locked != nil {
+		s.hash(ctx, func() { credstore.VerifyPassword("", password) }) // same work as a real check
+		return Result{Outcome: Locked, Reason: "locked out until " + locked.Until.UTC().Format(time.RFC3339), KnownUser: known}
 	}
 	var name string
-	var err error
 	switch {
 	case dir == nil:
-		credstore.VerifyPassword("", password)
 		err = errors.New("no such directory")
+		if berr := s.hash(ctx, func() { credstore.VerifyPassword("", password) }); berr != nil {
+			err = berr
+		}
 	case dir.Login.Kind() == catalog.TypeLDAP:
 		var u ldapauth.User
 		u, err = dir.ldap.Authenticate(ctx, user, password)
 		name = u.Name
+		known = err == nil || errors.Is(err, ldapauth.ErrWrongPassword)
 		if err != nil && !errors.Is(err, ldapauth.ErrBadCredentials) {
-			return Result{Outcome: Unavailable, Reason: err.Error()}
+			att.Void()
+			return Result{Outcome: Unavailable, Reason: err.Error(), KnownUser: known}
 		}
 	default:
-		name, err = s.local(dir, user, password)
+		name, err = s.local(ctx, dir, user, password)
 	}
-	if err != nil {
-		if _, ferr := s.lockout.Fail(key); ferr != nil {
-			return Result{Outcome: Unavailable, Reason: ferr.Error()}
-		}
-		return Result{Outcome: Failed, Reason: err.Error()}
+	switch {
+	case errors.Is(err, ErrBusy):
+		att.Void()
+		return Result{Outcome: Busy, Reason: err.Error(), KnownUser: known}
+	case err != nil:
+		return Result{Outcome: Failed, Reason: err.Error(), KnownUser: known} // counted already
 	}
-	if err := s.lockout.Succeed(key); err != nil {
-		return Result{Outcome: Unavailable, Reason: err.Error()}
+	if err := att.Succeeded(); err != nil {
+		return Result{Outcome: Unavailable, Reason: "lockout store: " + err.Error(), KnownUser: true}
 	}
 	if dir.MFAEnabled() {
+		// MFA failures lock the user out whatever the password: only those who know it
+		// learn that.
+		if locked, err := s.lockout.MFALocked(dir.ID, name); err != nil {
+			return Result{Outcome: Unavailable, Reason: "lockout store: " + err.Error(), KnownUser: true}
+		} else if locked != nil {
+			return Result{Outcome: Locked, Reason: "MFA failures: locked out until " + locked.Until.UTC().Format(time.RFC3339), KnownUser: true}
+		}
 		prompt := RADIUSPrompt
 		if dir.Login.MFA.Type == catalog.MFATOTP {
 			prompt = TOTPPrompt
 		}
-		return Result{Outcome: NeedPasscode, UserName: name, Prompt: prompt}
+		return Result{Outcome: NeedPasscode, UserName: name, Prompt: prompt, KnownUser: true}
 	}
-	return Result{Outcome: OK, UserName: name}
+	return Result{Outcome: OK, UserName: name, KnownUser: true}
 }
 
 // local checks a local directory user's password against the stored argon2id hash. An
 // unknown or never-activated user costs the same hash computation.
-func (s *Service) local(dir *Directory, user, password string) (string, error) {
+func (s *Service) local(ctx context.Context, dir *Directory, user, password string) (string, error) {
 	u, known := dir.FindUser(user)
 	hash := ""
 	if known {
@@ -270,7 +408,11 @@ func (s *Service) local(dir *Directory, user, password string) (string, error) {
 			hash = c.Hash
 		}
 	}
-	if !credstore.VerifyPassword(hash, password) {
+	var good bool
+	if err := s.hash(ctx, func() { good = credstore.VerifyPassword(hash, password) }); err != nil {
+		return "", err
+	}
+	if !good {
 		switch {
 		case !known:
 			return "", errors.New("no such user")
@@ -294,60 +436,64 @@ func (s *Service) Passcode(ctx context.Context, dir *Directory, user, passcode s
 }
 
 func (s *Service) passcode(ctx context.Context, dir *Directory, user, passcode string, state []byte, from netip.Addr) Result {
-	key := policy.LockoutKey(dir.ID, user, from)
 	if !dir.MFAReady() {
-		return Result{Outcome: MFANotReady, Reason: "MFA status is " + string(dir.Login.MFA.MFAStatusOrDefault())}
+		return Result{Outcome: MFANotReady, Reason: "MFA status is " + string(dir.Login.MFA.MFAStatusOrDefault()), KnownUser: true}
 	}
-	if locked, _, err := s.lockout.Locked(key); err != nil {
-		return Result{Outcome: Unavailable, Reason: err.Error()}
-	} else if locked {
-		return Result{Outcome: Locked, Reason: "locked out"}
+	att, locked, err := s.lockout.BeginMFA(dir.ID, user)
+	if err != nil {
+		return Result{Outcome: Unavailable, Reason: "lockout store: " + err.Error(), KnownUser: true}
 	}
-	fail := func(reason string) Result {
-		if _, err := s.lockout.Fail(key); err != nil {
-			return Result{Outcome: Unavailable, Reason: err.Error()}
+	if locked != nil {
+		return Result{Outcome: Locked, Reason: "locked out until " + locked.Until.UTC().Format(time.RFC3339), KnownUser: true}
+	}
+	fail := func(reason string) Result { return Result{Outcome: Failed, Reason: reason, KnownUser: true} } // counted already
+	ok := func() Result {
+		if err := att.Succeeded(); err != nil {
+			return Result{Outcome: Unavailable, Reason: "lockout store: " + err.Error(), KnownUser: true}
 		}
-		return Result{Outcome: Failed, Reason: reason}
+		return Result{Outcome: OK, UserName: user, KnownUser: true}
 	}
 	switch dir.Login.MFA.Type {
 	case catalog.MFARADIUS:
 		resp, err := dir.radius.Authenticate(ctx, user, passcode, state)
 		if err != nil {
-			return Result{Outcome: Unavailable, Reason: err.Error()}
+			att.Void()
+			return Result{Outcome: Unavailable, Reason: err.Error(), KnownUser: true}
 		}
 		switch resp.Outcome {
 		case radius.Accept:
-			s.lockout.Succeed(key)
-			return Result{Outcome: OK, UserName: user}
+			return ok()
 		case radius.Challenge:
+			att.Void() // not a failure: the server asks for more
 			prompt := resp.Message
 			if prompt == "" {
 				prompt = RADIUSPrompt
 			}
-			return Result{Outcome: NeedPasscode, UserName: user, Prompt: prompt, State: resp.State}
+			return Result{Outcome: NeedPasscode, UserName: user, Prompt: prompt, State: resp.State, KnownUser: true}
 		}
 		return fail("RADIUS Access-Reject")
 	case catalog.MFATOTP:
-		c, ok, err := s.creds.Credential(dir.ID, user)
+		c, found, err := s.creds.Credential(dir.ID, user)
 		if err != nil {
-			return Result{Outcome: Unavailable, Reason: err.Error()}
+			att.Void()
+			return Result{Outcome: Unavailable, Reason: err.Error(), KnownUser: true}
 		}
-		if !ok || c.TOTPSecret == "" {
+		if !found || c.TOTPSecret == "" {
 			return fail("no TOTP secret enrolled")
 		}
-		step, ok := CheckTOTP(c.TOTPSecret, passcode, s.now())
-		if !ok {
+		step, good := CheckTOTP(c.TOTPSecret, passcode, s.now())
+		if !good {
 			return fail("wrong TOTP code")
 		}
 		fresh, err := s.creds.UseTOTPStep(dir.ID, user, step)
 		if err != nil {
-			return Result{Outcome: Unavailable, Reason: err.Error()}
+			att.Void()
+			return Result{Outcome: Unavailable, Reason: err.Error(), KnownUser: true}
 		}
 		if !fresh {
 			return fail("TOTP code already used")
 		}
-		s.lockout.Succeed(key)
-		return Result{Outcome: OK, UserName: user}
+		return ok()
 	}
 	return fail("no MFA method")
 }

@@ -57,6 +57,8 @@ const (
 	MsgNoWorkspace = "No WorkSpace is assigned to you. Please contact your administrator."
 	MsgStarting    = "Your WorkSpace is starting. Please try again in a minute."
 	MsgNotAuthed   = "Log in first."
+	MsgBusy        = "The login service is busy. Please try again in a few seconds."
+	MsgTagsBusy    = "Too many connections are being set up from your network right now. Please try again in a minute."
 )
 
 // ProductName and version this broker reports in hello-resp.
@@ -67,6 +69,9 @@ const (
 	ProbeProduct = "QueryBrokerClient"
 	// CookieName is the protocol's session cookie.
 	CookieName = "JSESSIONID"
+	// LogIDHeader is the header PCoIP clients send with every request; the session is found
+	// by it when a client drops the cookie.
+	LogIDHeader = "Client-Log-Id"
 )
 
 // Config is what the broker needs.
@@ -153,8 +158,16 @@ func (b *Broker) serveXML(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x := &exchange{b: b, w: w, r: r, from: clientAddr(r)}
+	x.logID, _ = session.ParseLogID(r.Header.Get(LogIDHeader))
+	// The session is the cookie's, from the address that made it; a client that dropped
+	// the cookie is found by its Client-Log-Id (same address) and given the cookie again.
 	if c, err := r.Cookie(CookieName); err == nil {
-		x.sess, _ = b.c.Sessions.Get(c.Value)
+		x.sess, _ = b.c.Sessions.Get(c.Value, x.from)
+	}
+	if x.sess == nil && x.logID != "" {
+		if x.sess, _ = b.c.Sessions.ByLogID(x.logID, x.from); x.sess != nil && req.Kind != brokerxml.KindHello {
+			x.setCookie(x.sess.ID, 0)
+		}
 	}
 	// A request in the wrong state changes nothing, not even the session's idle timer.
 	defer func() {
@@ -202,6 +215,7 @@ type exchange struct {
 	w     http.ResponseWriter
 	r     *http.Request
 	from  netip.Addr
+	logID string // the Client-Log-Id header, when well-formed
 	sess  *session.Session
 	touch bool // the request was valid in the session's state
 }
@@ -214,7 +228,10 @@ func (x *exchange) log() *slog.Logger {
 	return l
 }
 
+// setCookie sets the session cookie. net/http writes the header as "Set-Cookie", the one
+// spelling PCoIP clients accept (a test reads it off the wire).
 func (x *exchange) setCookie(value string, maxAge int) {
+	x.w.Header().Del("Set-Cookie")
 	http.SetCookie(x.w, &http.Cookie{Name: CookieName, Value: value, Path: "/pcoip-broker", Secure: true, HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, MaxAge: maxAge})
 }
@@ -230,14 +247,14 @@ func (x *exchange) hello(h *brokerxml.Hello) any {
 			domains = append(domains, d.Name)
 		}
 	}
-	resp.NextAuth = &brokerxml.NextAuth{Methods: []string{brokerxml.MethodPassword}, Domains: domains}
+	resp.NextAuth = &brokerxml.NextAuth{Methods: []string{brokerxml.AuthMethodPassword}, Domains: domains}
 	if h.ClientInfo.ProductName == ProbeProduct {
 		return resp // a probe: answered, no session made
 	}
 	if x.sess != nil {
 		x.b.c.Sessions.Delete(x.sess.ID) // a new hello starts over
 	}
-	sess, err := x.b.c.Sessions.New(x.from)
+	sess, err := x.b.c.Sessions.New(x.from, x.logID)
 	if err != nil {
 		x.log().Warn("broker: no session", "err", err)
 		resp.NextAuth = nil
@@ -282,13 +299,23 @@ func (x *exchange) authenticate(a *brokerxml.Authenticate) any {
 	if dir != nil {
 		dirID = dir.ID
 	}
-	audit := map[string]string{"clientIpAddress": x.from.String(), "directoryId": dirID, "userName": a.Username,
-		"clientPlatform": policy.EventPlatform(s.Device), "productName": s.ProductName}
+	// The typed name goes to the audit trail and the log only once it is known to be a
+	// user's: names that are no one's are often passwords typed in the wrong field.
+	known := false
+	if dir != nil && dir.Login.Kind() == catalog.TypeLocal {
+		_, known = dir.FindUser(user)
+	}
 	refuse := func(id, msg, reason string) any {
+		audit := map[string]string{"clientIpAddress": x.from.String(), "directoryId": dirID,
+			"clientPlatform": policy.EventPlatform(s.Device), "productName": s.ProductName}
+		logUser := "(not a known user)"
+		if known {
+			audit["userName"], logUser = a.Username, a.Username
+		}
 		x.b.c.Metrics.Logins.WithLabelValues(dirID, id).Inc()
 		x.b.c.Events.Audit("authenticate", id, reason, audit)
-		x.log().Info("broker: login refused", "typed_user", a.Username, "result", id, "reason", reason)
-		s.Stage = session.Greeted
+		x.log().Info("broker: login refused", "typed_user", logUser, "result", id, "reason", reason)
+		s.SetStage(session.Greeted)
 		return authResp(a.Method, id, msg)
 	}
 	if dir != nil {
@@ -305,6 +332,7 @@ func (x *exchange) authenticate(a *brokerxml.Authenticate) any {
 		}
 	}
 	res := x.b.c.Auth.Password(ctx, dir, user, a.Password, x.from)
+	known = res.KnownUser
 	switch res.Outcome {
 	case auth.OK, auth.NeedPasscode:
 		s.DirectoryID, s.UserName, s.RADIUSState, s.Rounds = dir.ID, res.UserName, nil, 0
@@ -312,14 +340,16 @@ func (x *exchange) authenticate(a *brokerxml.Authenticate) any {
 		// next request): get-resource-list then finds the answer waiting.
 		x.prefetch()
 		if res.Outcome == auth.NeedPasscode {
-			s.Stage = session.NeedPasscode
+			s.SetStage(session.NeedPasscode)
 			x.b.c.Metrics.Logins.WithLabelValues(dir.ID, brokerxml.AuthIncomplete).Inc()
 			x.log().Info("broker: password accepted; MFA next")
 			r := authResp(a.Method, brokerxml.AuthIncomplete, res.Prompt)
-			r.NextAuth = &brokerxml.NextAuth{Methods: []string{brokerxml.MethodPasscode}, Prompt: res.Prompt}
+			r.NextAuth = &brokerxml.NextAuth{Methods: []string{brokerxml.AuthMethodPasscode}, Prompt: res.Prompt}
 			return r
 		}
 		return x.loggedIn(a.Method)
+	case auth.Busy:
+		return refuse(brokerxml.AuthFailedBusy, MsgBusy, res.Reason)
 	case auth.Locked:
 		return refuse(brokerxml.AuthFailedLocked, MsgLocked, res.Reason)
 	case auth.MFANotReady:
@@ -337,7 +367,7 @@ const maxChallengeRounds = 3
 func (x *exchange) passcode(a *brokerxml.Authenticate) any {
 	s := x.sess
 	dir, user := x.b.c.Auth.Resolve(a.Username, "")
-	if s.Stage != session.NeedPasscode || !strings.EqualFold(user, s.UserName) || (dir != nil && dir.ID != s.DirectoryID) {
+	if s.Stage() != session.NeedPasscode || !strings.EqualFold(user, s.UserName) || (dir != nil && dir.ID != s.DirectoryID) {
 		return authResp(a.Method, brokerxml.AuthFailedNotAuthed, "Log in with your password first.")
 	}
 	x.touch = true
@@ -351,7 +381,8 @@ func (x *exchange) passcode(a *brokerxml.Authenticate) any {
 		x.b.c.Metrics.Logins.WithLabelValues(dir.ID, id).Inc()
 		x.b.c.Events.Audit("authenticate", id, res.Reason, audit)
 		x.log().Info("broker: passcode refused", "result", id, "reason", res.Reason)
-		s.Stage, s.RADIUSState, s.Rounds, s.Lookup = session.Greeted, nil, 0, nil // start again from the password
+		s.SetStage(session.Greeted) // start again from the password
+		s.RADIUSState, s.Rounds, s.Lookup = nil, 0, nil
 		return authResp(a.Method, id, msg)
 	}
 	switch res.Outcome {
@@ -365,8 +396,10 @@ func (x *exchange) passcode(a *brokerxml.Authenticate) any {
 		}
 		s.RADIUSState = res.State
 		r := authResp(a.Method, brokerxml.AuthIncomplete, res.Prompt)
-		r.NextAuth = &brokerxml.NextAuth{Methods: []string{brokerxml.MethodPasscode}, Prompt: res.Prompt}
+		r.NextAuth = &brokerxml.NextAuth{Methods: []string{brokerxml.AuthMethodPasscode}, Prompt: res.Prompt}
 		return r
+	case auth.Busy:
+		return refuse(brokerxml.AuthFailedBusy, MsgBusy)
 	case auth.Locked:
 		return refuse(brokerxml.AuthFailedLocked, MsgLocked)
 	case auth.MFANotReady:
@@ -380,7 +413,8 @@ func (x *exchange) passcode(a *brokerxml.Authenticate) any {
 
 func (x *exchange) loggedIn(method string) any {
 	s := x.sess
-	s.Stage, s.RADIUSState, s.Rounds = session.Authenticated, nil, 0
+	s.SetStage(session.Authenticated)
+	s.RADIUSState, s.Rounds = nil, 0
 	s.LoginTime, s.AccessEmitted = x.b.c.Now(), false
 	x.prefetch() // unless the one from the password step is under way or fresh
 	x.b.c.Metrics.Logins.WithLabelValues(s.DirectoryID, brokerxml.AuthComplete).Inc()
@@ -448,7 +482,7 @@ func (x *exchange) workspace(ctx context.Context) (workspaces.Workspace, bool, e
 
 func (x *exchange) resourceList() any {
 	resp := &brokerxml.GetResourceListResp{}
-	if x.sess == nil || x.sess.Stage != session.Authenticated {
+	if x.sess == nil || x.sess.Stage() != session.Authenticated {
 		resp.Result = brokerxml.Result{ID: brokerxml.ListNotAuthed, Str: MsgNotAuthed}
 		return resp
 	}
@@ -527,7 +561,7 @@ func Decide(ws workspaces.Workspace, d catalog.DeviceType) (Action, string, stri
 
 func (x *exchange) allocate(a *brokerxml.AllocateResource) any {
 	resp := &brokerxml.AllocateResourceResp{}
-	if x.sess == nil || x.sess.Stage != session.Authenticated {
+	if x.sess == nil || x.sess.Stage() != session.Authenticated {
 		resp.Result = brokerxml.Result{ID: brokerxml.AllocNotAuthed, Str: MsgNotAuthed}
 		return resp
 	}
@@ -596,7 +630,12 @@ func (x *exchange) issue(ws workspaces.Workspace, resp *brokerxml.AllocateResour
 		WorkspaceID: ws.ID, Client: x.from})
 	if err != nil {
 		x.b.c.Metrics.ConnectionFailure.WithLabelValues(s.DirectoryID, ws.ID).Inc()
-		resp.Result = brokerxml.Result{ID: brokerxml.AllocFailed, Str: MsgLaunchError}
+		msg := MsgLaunchError
+		if errors.Is(err, tags.ErrTooMany) {
+			msg = MsgTagsBusy
+		}
+		x.log().Warn("broker: no connect tag", "workspace", ws.ID, "err", err)
+		resp.Result = brokerxml.Result{ID: brokerxml.AllocFailed, Str: msg}
 		return resp
 	}
 	ip := x.b.c.AdvertiseIP

@@ -53,14 +53,18 @@ func BenchmarkLoginLDAPRADIUS(b *testing.B) {
 	dir := b.TempDir()
 	port := catalog.Port(rad.Port)
 	cfg := &hostconfig.Config{
-		Hostd: hostconfig.Hostd{DataDir: dir, Directories: []catalog.Directory{{
-			ID: "d-0123456789", Name: "corp.example.com", Users: users("alice"),
-			Login: catalog.Login{Type: catalog.TypeLDAP, NetBIOSName: "CORP",
-				LDAP: &catalog.LDAP{URL: ldap.URL, BindDN: ldap.ServiceDN, BindPassword: ldap.ServicePassword,
-					UserBase: ldap.UserBase, UserAttribute: "uid", UserFilter: "(objectClass=inetOrgPerson)"},
-				MFA: &catalog.MFA{Type: catalog.MFARADIUS, RADIUS: &catalog.RADIUS{Servers: catalog.ServerList{"127.0.0.1"},
-					Port: port, SharedSecret: rad.Secret}}},
-		}}},
+		Hostd: hostconfig.Hostd{DataDir: dir},
+	}
+	dirs := []catalog.Directory{{
+		ID: "d-0123456789", Name: "corp.example.com", Users: users("alice"),
+		Login: catalog.Login{Type: catalog.TypeLDAP, NetBIOSName: "CORP",
+			LDAP: &catalog.LDAP{URL: ldap.URL, StartTLS: true, CAFile: ldap.CAFile, BindDN: ldap.ServiceDN, BindPassword: ldap.ServicePassword,
+				UserBase: ldap.UserBase, UserAttribute: "uid", UserFilter: "(objectClass=inetOrgPerson)"},
+			MFA: &catalog.MFA{Type: catalog.MFARADIUS, RADIUS: &catalog.RADIUS{Servers: catalog.ServerList{"127.0.0.1"},
+				Port: port, SharedSecret: rad.Secret}}},
+	}}
+	cfg = &hostconfig.Config{
+		Hostd: cfg.Hostd,
 		Zeroclient: hostconfig.Zeroclient{
 			Broker: hostconfig.ZeroclientBroker{Listen: "127.0.0.1:0", Hostname: "localhost"}, Gateway: hostconfig.ZeroclientGateway{Listen: "127.0.0.1:0"},
 			Echo: hostconfig.ZeroclientEcho{Listen: []string{}}, TLS: hostconfig.ZeroclientTLS{SelfSignedDir: filepath.Join(dir, "tls")},
@@ -69,7 +73,7 @@ func BenchmarkLoginLDAPRADIUS(b *testing.B) {
 			HostdSocket: fakeHostd(b),
 		},
 	}
-	s, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), server.Options{Workspaces: workspaces.Dial(cfg.Zeroclient.HostdSocket)})
+	s, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), server.Options{Workspaces: workspaces.Dial(cfg.Zeroclient.HostdSocket), Catalog: server.StaticCatalog(dirs)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -167,7 +167,7 @@ func (b *Broker) serveActivate(w http.ResponseWriter, r *http.Request) {
 			if policyErr = policy.CheckPassword(m["password"], d.Login.PasswordPolicy); policyErr != nil {
 				return credstore.Credential{}, policyErr
 			}
-			hash, err := credstore.HashPassword(m["password"])
+			hash, err := b.c.Auth.HashPassword(r.Context(), m["password"])
 			if err != nil {
 				return credstore.Credential{}, err
 			}
@@ -184,6 +184,8 @@ func (b *Broker) serveActivate(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case policyErr != nil:
 			writeJSON(w, http.StatusBadRequest, jsonError{policyErr.Error()})
+		case errors.Is(err, auth.ErrBusy):
+			writeJSON(w, http.StatusServiceUnavailable, jsonError{MsgBusy})
 		case errors.Is(err, credstore.ErrNoActivation):
 			writeJSON(w, http.StatusNotFound, jsonError{err.Error()})
 		case err != nil:

@@ -37,7 +37,19 @@ const (
 	KindBye              Kind = "bye"
 )
 
-// Authentication methods.
+// Authentication methods as the broker names them in next-authentication (hello-resp
+// offers the password; an authenticate-resp that wants the MFA step offers the passcode).
+// Real PCoIP clients look for AUTHENTICATE_VIA_PASSWORD: a broker that offers "password"
+// is one they cannot log in to. (Public brokers and client traces show that name; the
+// passcode's follows it by analogy, the specification being distributed by agreement only.)
+const (
+	AuthMethodPassword = "AUTHENTICATE_VIA_PASSWORD"
+	AuthMethodPasscode = "AUTHENTICATE_VIA_PASSCODE"
+)
+
+// The method attribute of <authenticate> (and of its -resp), as clients send it:
+// <authenticate method="password">. The next-authentication names are accepted for it too
+// and read as these.
 const (
 	MethodPassword = "password"
 	MethodPasscode = "passcode"
@@ -73,7 +85,8 @@ type ClientInfo struct {
 }
 
 // Authenticate is a login step: method="password" (username, password, domain) or
-// method="passcode" (username, passcode: the MFA step).
+// method="passcode" (username, passcode: the MFA step). Method is always one of the two
+// after Decode.
 type Authenticate struct {
 	XMLName  xml.Name `xml:"authenticate"`
 	Method   string   `xml:"method,attr"`
@@ -288,6 +301,12 @@ func (r *Request) check() error {
 	case KindAuthenticate:
 		a := r.Auth
 		switch a.Method {
+		case AuthMethodPassword:
+			a.Method = MethodPassword
+		case AuthMethodPasscode:
+			a.Method = MethodPasscode
+		}
+		switch a.Method {
 		case MethodPassword:
 			if a.Passcode != "" {
 				return bad(`<authenticate method="password"> carries no <passcode>`)
@@ -302,7 +321,7 @@ func (r *Request) check() error {
 		case "":
 			return bad("<authenticate> has no method attribute")
 		default:
-			return bad("<authenticate> method %q is not one of password, passcode", a.Method)
+			return bad("<authenticate> method %q is not one of password, passcode (%s, %s)", a.Method, AuthMethodPassword, AuthMethodPasscode)
 		}
 		if a.Username == "" {
 			return bad("<authenticate> needs <username>")
@@ -358,6 +377,7 @@ const (
 	AuthFailedMFASetup  = "AUTH_FAILED_MFA_NOT_AVAILABLE"
 	AuthFailedUnavail   = "AUTH_FAILED_DIRECTORY_UNAVAILABLE"
 	AuthFailedNotAuthed = "AUTH_FAILED_NOT_AUTHENTICATED" // passcode without a password step; no hello
+	AuthFailedBusy      = "AUTH_FAILED_BROKER_BUSY"       // too many password checks at once: try again
 	ListSuccessful      = "LIST_SUCCESSFUL"
 	ListNoResources     = "LIST_FAILED_NO_RESOURCES"
 	ListNotAuthed       = "LIST_FAILED_NOT_AUTHENTICATED"

@@ -109,6 +109,28 @@ func TestEncodeRoundTrip(t *testing.T) {
 	}
 }
 
+// TestMethodNames: next-authentication names the methods as PCoIP clients expect them;
+// <authenticate> takes method="password"/"passcode" or those names, read as the former.
+func TestMethodNames(t *testing.T) {
+	b, _ := Encode(&HelloResp{NextAuth: &NextAuth{Methods: []string{AuthMethodPassword}}})
+	if !strings.Contains(string(b), "<next-authentication><authentication-methods><method>AUTHENTICATE_VIA_PASSWORD</method></authentication-methods>") {
+		t.Errorf("hello-resp: %s", b)
+	}
+	for attr, want := range map[string]string{"password": MethodPassword, "AUTHENTICATE_VIA_PASSWORD": MethodPassword} {
+		r, err := Decode([]byte(`<pcoip-client version="2.1"><authenticate method="` + attr + `"><username>a</username><password>p</password></authenticate></pcoip-client>`))
+		if err != nil || r.Auth.Method != want {
+			t.Errorf("method=%q: %+v %v", attr, r, err)
+		}
+	}
+	r, err := Decode([]byte(`<pcoip-client version="2.1"><authenticate method="AUTHENTICATE_VIA_PASSCODE"><username>a</username><passcode>1</passcode></authenticate></pcoip-client>`))
+	if err != nil || r.Auth.Method != MethodPasscode {
+		t.Errorf("method=AUTHENTICATE_VIA_PASSCODE: %+v %v", r, err)
+	}
+	if _, err := Decode([]byte(`<pcoip-client version="2.1"><authenticate method="AUTHENTICATE_VIA_SMARTCARD"><username>a</username></authenticate></pcoip-client>`)); err == nil {
+		t.Error("an unknown method was accepted")
+	}
+}
+
 // FuzzDecode: Decode never panics, accepts only envelopes it can account for, and what it
 // accepts survives a re-encode unchanged.
 func FuzzDecode(f *testing.F) {
@@ -120,6 +142,8 @@ func FuzzDecode(f *testing.F) {
 		`<pcoip-client version="2.1"><allocate-resource><resource-id>ws-1</resource-id></allocate-resource></pcoip-client>`,
 		`<pcoip-client version="2.1"><bye/></pcoip-client>`,
 		`<!DOCTYPE a><pcoip-client version="2.1"><bye/></pcoip-client>`,
+		`<pcoip-client version="2.1"><authenticate method="AUTHENTICATE_VIA_PASSWORD"><username>alice</username><password>x</password></authenticate></pcoip-client>`,
+		`<pcoip-client version="2.1"><authenticate method="AUTHENTICATE_VIA_PASSCODE"><username>alice</username><passcode>1</passcode></authenticate></pcoip-client>`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -138,6 +162,9 @@ func FuzzDecode(f *testing.F) {
 			msg = r.Hello
 		case KindAuthenticate:
 			msg = r.Auth
+			if r.Auth.Method != MethodPassword && r.Auth.Method != MethodPasscode {
+				t.Fatalf("accepted method %q", r.Auth.Method)
+			}
 		case KindGetResourceList:
 			msg = r.List
 		case KindAllocateResource:

@@ -6,8 +6,10 @@ package client
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +20,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,6 +54,10 @@ func TLSConfig(caFile, serverName string) (*tls.Config, error) {
 type Broker struct {
 	base string
 	hc   *http.Client
+	// LogID is sent as Client-Log-Id with every request, as PCoIP clients do.
+	LogID string
+	// methods are the authentication methods the last hello-resp offered.
+	methods []string
 }
 
 // NewBroker prepares a session with the broker at base (https://host:port).
@@ -60,8 +67,27 @@ func NewBroker(base string, tlsCfg *tls.Config) (*Broker, error) {
 		return nil, fmt.Errorf("broker %q: want https://host[:port]", base)
 	}
 	jar, _ := cookiejar.New(nil)
-	return &Broker{base: strings.TrimRight(base, "/"), hc: &http.Client{Jar: jar, Timeout: 150 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConnsPerHost: 4}}}, nil
+	var id [16]byte
+	rand.Read(id[:])
+	h := hex.EncodeToString(id[:])
+	return &Broker{base: strings.TrimRight(base, "/"), LogID: h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:],
+		hc: &http.Client{Jar: jar, Timeout: 150 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConnsPerHost: 4}}}, nil
+}
+
+// BindLocal makes the session's connections from local address ip (a client at another
+// address: tests use 127.0.0.0/8's many addresses).
+func (b *Broker) BindLocal(ip net.IP) {
+	t := b.hc.Transport.(*http.Transport).Clone()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 30 * time.Second}
+	t.DialContext = d.DialContext
+	b.hc.Transport = t
+}
+
+// DropCookies forgets the session cookie (as some PCoIP clients do): the broker then finds
+// the session by Client-Log-Id.
+func (b *Broker) DropCookies() {
+	jar, _ := cookiejar.New(nil)
+	b.hc.Jar = jar
 }
 
 // CloseIdle drops kept-alive connections (the next request makes a new TLS connection).
@@ -73,7 +99,15 @@ func (b *Broker) Do(msg, resp any) error {
 	if err != nil {
 		return err
 	}
-	r, err := b.hc.Post(b.base+"/pcoip-broker/xml", "application/xml; charset=UTF-8", bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, b.base+"/pcoip-broker/xml", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/xml; charset=UTF-8")
+	if b.LogID != "" {
+		req.Header.Set("Client-Log-Id", b.LogID)
+	}
+	r, err := b.hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
@@ -91,7 +125,18 @@ func (b *Broker) Do(msg, resp any) error {
 // Hello introduces the client.
 func (b *Broker) Hello(ci brokerxml.ClientInfo) (*brokerxml.HelloResp, error) {
 	var resp brokerxml.HelloResp
-	return &resp, b.Do(&brokerxml.Hello{ClientInfo: ci}, &resp)
+	if err := b.Do(&brokerxml.Hello{ClientInfo: ci}, &resp); err != nil {
+		return &resp, err
+	}
+	b.methods = nil
+	if resp.NextAuth != nil {
+		b.methods = resp.NextAuth.Methods
+	}
+	return &resp, nil
+}
+
+func offers(na *brokerxml.NextAuth, method string) bool {
+	return na != nil && slices.Contains(na.Methods, method)
 }
 
 // LoginError is a refused login with the broker's result.
@@ -101,7 +146,14 @@ func (e *LoginError) Error() string { return e.Result.ID + ": " + e.Result.Str }
 
 // Login authenticates with a password, then answers each passcode prompt with the next of
 // passcodes (or, when passcode is set, with what it returns for the prompt).
+//
+// As a PCoIP client does, it logs in only with what the broker offers: the password when
+// hello-resp offered AUTHENTICATE_VIA_PASSWORD, a passcode when the authenticate-resp
+// offers AUTHENTICATE_VIA_PASSCODE.
 func (b *Broker) Login(user, password, domain string, passcodes []string, passcode func(prompt string) (string, error)) error {
+	if !slices.Contains(b.methods, brokerxml.AuthMethodPassword) {
+		return fmt.Errorf("the broker's hello-resp does not offer %s (it offers %q)", brokerxml.AuthMethodPassword, b.methods)
+	}
 	var resp brokerxml.AuthenticateResp
 	if err := b.Do(&brokerxml.Authenticate{Method: brokerxml.MethodPassword, Username: user, Password: password, Domain: domain}, &resp); err != nil {
 		return err
@@ -111,6 +163,9 @@ func (b *Broker) Login(user, password, domain string, passcodes []string, passco
 		case brokerxml.AuthComplete:
 			return nil
 		case brokerxml.AuthIncomplete:
+			if !offers(resp.NextAuth, brokerxml.AuthMethodPasscode) {
+				return fmt.Errorf("the broker wants more than a password but does not offer %s: %+v", brokerxml.AuthMethodPasscode, resp.NextAuth)
+			}
 		default:
 			return &LoginError{resp.Result}
 		}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"image"
 	"image/png"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -62,7 +63,7 @@ func TestEndToEnd(t *testing.T) {
 	framePNG := filepath.Join(e.dir, "frame.png")
 	connectArgs := func(user string, extra ...string) []string {
 		return append([]string{"connect", "--broker", e.brokerURL(), "--ca", e.caFile(), "--user", user, "--password-file", pwFile,
-			"--registration-code", regCode, "--passcode", alicePIN, "--passcode", aliceCode}, extra...)
+			"--registration-code", e.regCode, "--passcode", alicePIN, "--passcode", aliceCode}, extra...)
 	}
 
 	// 1. The reference client: the whole flow, a PNG of the desktop.
@@ -175,6 +176,9 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("measure", func(t *testing.T) { measure(t, e) })
 
+	// 6b. IP access control groups are hostd's catalog records, and a change applies live.
+	t.Run("ipgroups", func(t *testing.T) { liveIPGroups(t, e, connectArgs) })
+
 	// 7. ADMIN_MAINTENANCE: users cannot log in to the WorkSpace.
 	setState(t, e, types.TargetWorkspaceStateAdminMaintenance)
 	_, err = e.zeroclient(connectArgs("alice", "--no-stream")...)
@@ -198,6 +202,117 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("after the start: %+v", res)
 	}
 	t.Logf("STOPPED → started → streamed in %s (the guide: typically under 90 s)", time.Since(start).Round(time.Second))
+}
+
+// liveIPGroups: a group allowing this host's address is created and associated through
+// hostd's API; a session streams under it; the rule is revoked, and within 1 s the live
+// session is cut by zeroclient's gateway and a new login from the address is refused with
+// the guide's message (the associated group, now empty, blocks all). Deleting the group
+// while associated is refused; once disassociated and deleted, logins work again.
+func liveIPGroups(t *testing.T, e *env, connectArgs func(string, ...string) []string) {
+	ctx := context.Background()
+	api := e.api()
+	g, err := api.CreateIpGroup(ctx, &workspaces.CreateIpGroupInput{GroupName: aws.String("loopback"),
+		UserRules: []types.IpRuleItem{{IpRule: aws.String("127.0.0.0/8"), RuleDesc: aws.String("this host")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := aws.ToString(g.GroupId)
+	if _, err := api.AssociateIpGroups(ctx, &workspaces.AssociateIpGroupsInput{DirectoryId: aws.String(directoryID), GroupIds: []string{gid}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = api.DeleteIpGroup(ctx, &workspaces.DeleteIpGroupInput{GroupId: aws.String(gid)})
+	if err == nil || !strings.Contains(err.Error(), "ResourceAssociatedException") {
+		t.Errorf("deleting an associated group: %v", err)
+	}
+
+	// A live session from 127.0.0.1, which the group allows.
+	out, err := e.zeroclient(connectArgs("alice", "--no-stream", "--print-tag")...)
+	if err != nil {
+		t.Fatalf("login allowed by the group: %v\n%s", err, e.zc.Tail(4000))
+	}
+	var alloc connectResult
+	json.Unmarshal([]byte(out), &alloc)
+	tlsCfg, _ := client.TLSConfig(e.caFile(), "127.0.0.1")
+	c, err := net.DialTimeout("tcp", alloc.Gateway, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tc, err := rfb.ClientVeNCrypt(c, tlsCfg, rfb.VeNCryptX509Plain, "alice", alloc.ConnectTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	si, err := rfb.ClientInit(tc, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := image.NewRGBA(image.Rect(0, 0, int(si.Width), int(si.Height)))
+	rfb.RequestRawFrame(tc, si.Width, si.Height, false)
+	if _, err := rfb.ReadUpdate(tc, frame); err != nil {
+		t.Fatalf("streaming under the group: %v", err)
+	}
+	e.waitConnection(types.ConnectionStateConnected, 10*time.Second)
+	ended := make(chan time.Time, 1)
+	go func() {
+		// Keep the session busy with frame requests until it ends.
+		go func() {
+			for rfb.RequestRawFrame(tc, si.Width, si.Height, true) == nil {
+				time.Sleep(200 * time.Millisecond)
+			}
+		}()
+		tc.SetReadDeadline(time.Now().Add(30 * time.Second))
+		io.Copy(io.Discard, tc)
+		ended <- time.Now()
+	}()
+
+	// Revoke the rule that let the session in (the session is still streaming).
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case <-ended:
+		t.Fatalf("the session ended before any revocation\nzeroclient:\n%s", e.zc.Tail(4000))
+	default:
+	}
+	revoked := time.Now()
+	if _, err := api.RevokeIpRules(ctx, &workspaces.RevokeIpRulesInput{GroupId: aws.String(gid), UserRules: []string{"127.0.0.0/8"}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-ended:
+		d := at.Sub(revoked)
+		if d < 0 || d > time.Second {
+			t.Errorf("the live session was cut %v after the revocation; the bound is 1 s", d)
+		}
+		if !strings.Contains(e.zc.Output(), "session cut: the client address is no longer allowed") {
+			t.Errorf("zeroclient's gateway did not log the cut:\n%s", e.zc.Tail(4000))
+		}
+		t.Logf("revoked rule → live session cut in %v", d.Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the live session from a revoked range was not cut\nzeroclient:\n%s", e.zc.Tail(4000))
+	}
+	_, err = e.zeroclient(connectArgs("alice", "--no-stream")...)
+	if err == nil || !strings.Contains(err.Error(), broker.MsgNotAuthorized) {
+		t.Errorf("login from the revoked range: %v", err)
+	}
+	t.Logf("revoked rule → login refused %v after the revocation (the login's own round trips included)", time.Since(revoked).Round(time.Millisecond))
+
+	// Back as it was: no group, every address allowed.
+	if _, err := api.DisassociateIpGroups(ctx, &workspaces.DisassociateIpGroupsInput{DirectoryId: aws.String(directoryID), GroupIds: []string{gid}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.DeleteIpGroup(ctx, &workspaces.DeleteIpGroupInput{GroupId: aws.String(gid)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err = e.zeroclient(connectArgs("alice", "--no-stream")...); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("login after the group was removed: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func setState(t *testing.T, e *env, s types.TargetWorkspaceState) {

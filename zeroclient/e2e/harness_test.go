@@ -48,9 +48,7 @@ func TestMain(m *testing.M) {
 
 const (
 	directoryID = "d-0123456789"
-	bundleID    = "wsb-value00001"
 	imageID     = "wsi-desktop001"
-	regCode     = "SLiad+E2ETEST"
 	alicePW     = "Corr3ct-Horse!"
 	alicePIN    = "4321"
 	aliceCode   = "246810"
@@ -74,6 +72,8 @@ type env struct {
 	hostd      *hostdtest.Proc
 	zc         *hostdtest.Proc
 	wsID       string
+	bundle     string // made with hostd's CLI
+	regCode    string // the directory's registration code, made at registration
 }
 
 // webhook records the events POSTed to it.
@@ -144,46 +144,20 @@ func newEnv(t *testing.T) *env {
   guests: {displayGroup: nogroup, cgroupLimits: false} # dev machines: cgroup v1 holds cpu and memory (TRAPS.md)
   computeTypes:
     VALUE: {vcpus: 1, memoryMiB: 256}
-  images:
-    - {id: %[7]s, name: desktop, os: linux, dir: %[8]s}
-  bundles:
-    - {id: %[9]s, name: Value, image: %[7]s, computeType: VALUE, protocol: PCOIP, rootGiB: 80, userGiB: 10}
-  directories:
-    - id: %[10]s
-      name: corp.example.com
-      alias: corp
-      registrationCode: %[11]s
-      users:
-        - {userName: alice, firstName: Alice, lastName: Test, email: alice@example.com}
-        - {userName: bob, firstName: Bob, lastName: Test, email: bob@example.com}
-      login:
-        type: ldap
-        netbiosName: CORP
-        ldap:
-          url: %[12]s
-          bindDN: "%[13]s"
-          bindPassword: "%[14]s"
-          userBase: "%[15]s"
-          userAttribute: uid
-          userFilter: "(objectClass=inetOrgPerson)"
-        mfa:
-          type: radius
-          radius: {servers: "127.0.0.1", port: %[16]d, sharedSecret: "%[17]s", timeoutSeconds: 3, retries: 1}
 zeroclient:
-  broker: {listen: "127.0.0.1:%[18]d", hostname: localhost}
-  gateway: {listen: "127.0.0.1:%[19]d"}
-  echo: {listen: ["127.0.0.1:%[19]d", "127.0.0.1:%[20]d"]}
+  broker: {listen: "127.0.0.1:%[7]d", hostname: localhost}
+  gateway: {listen: "127.0.0.1:%[8]d"}
+  echo: {listen: ["127.0.0.1:%[8]d", "127.0.0.1:%[9]d"]}
   tls: {selfSignedDir: %[1]s/zc/tls}
-  events: {log: %[1]s/zc/access.jsonl, auditLog: %[1]s/zc/audit.jsonl, webhook: "http://127.0.0.1:%[21]d/events"}
-  metrics: {listen: "127.0.0.1:%[22]d"}
+  events: {log: %[1]s/zc/access.jsonl, auditLog: %[1]s/zc/audit.jsonl, webhook: "http://127.0.0.1:%[10]d/events"}
+  metrics: {listen: "127.0.0.1:%[11]d"}
   credentialStore: %[1]s/zc/credentials.db
   hostdSocket: %[6]s
   adminSocket: %[1]s/zc/admin.sock
   authFailureFloor: 200ms
   startWait: 150s
   user: nobody
-`, dir, sock, e.pool, mgmt, pri, e.hostdSock, imageID, image, bundleID, directoryID, regCode,
-		e.ldap.URL, e.ldap.ServiceDN, e.ldap.ServicePassword, e.ldap.UserBase, e.rad.Port, e.rad.Secret,
+`, dir, sock, e.pool, mgmt, pri, e.hostdSock,
 		e.brokerPort, e.gwPort, e.echoPort, e.webhook.port, e.metrics)
 	if err := os.WriteFile(e.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -198,8 +172,9 @@ zeroclient:
 		_, err := e.api().DescribeWorkspaces(context.Background(), &workspaces.DescribeWorkspacesInput{})
 		return err == nil
 	})
+	e.makeCatalog(image)
 	out, err := e.api().CreateWorkspaces(context.Background(), &workspaces.CreateWorkspacesInput{Workspaces: []types.WorkspaceRequest{{
-		DirectoryId: aws.String(directoryID), UserName: aws.String("alice"), BundleId: aws.String(bundleID),
+		DirectoryId: aws.String(directoryID), UserName: aws.String("alice"), BundleId: aws.String(e.bundle),
 		WorkspaceProperties: &types.WorkspaceProperties{RunningMode: types.RunningModeAutoStop, RunningModeAutoStopTimeoutInMinutes: aws.Int32(60)}}}})
 	if err != nil || len(out.PendingRequests) != 1 {
 		t.Fatalf("create WorkSpace: %v %+v\n%s", err, out, e.hostd.Output())
@@ -227,6 +202,68 @@ zeroclient:
 	}
 	e.waitState(types.WorkspaceStateAvailable, 4*time.Minute)
 	return e
+}
+
+// makeCatalog builds the catalog as an operator does, with hostd's CLI on its socket: the
+// desktop image, a bundle, the directory (LDAP with RADIUS MFA) and its registration.
+func (e *env) makeCatalog(image string) {
+	t := e.t
+	t.Helper()
+	if _, err := e.hostdCLI("images", "register", "--dir", image, "--id", imageID); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.hostdCLI("bundles", "create", "--name", "Value", "--description", "1 vCPU (TCG)", "--image", imageID, "--compute", "VALUE", "--user-gib", "10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.bundle = strings.TrimSpace(out)
+	def := filepath.Join(e.dir, "corp.yaml")
+	if err := os.WriteFile(def, []byte(fmt.Sprintf(`id: %s
+name: corp.example.com
+alias: corp
+users:
+  - {userName: alice, firstName: Alice, lastName: Test, email: alice@example.com}
+  - {userName: bob, firstName: Bob, lastName: Test, email: bob@example.com}
+login:
+  type: ldap
+  netbiosName: CORP
+  ldap:
+    url: %s
+    startTLS: true
+    caFile: %s
+    bindDN: "%s"
+    bindPassword: "%s"
+    userBase: "%s"
+    userAttribute: uid
+    userFilter: "(objectClass=inetOrgPerson)"
+  mfa:
+    type: radius
+    radius: {servers: "127.0.0.1", port: %d, sharedSecret: "%s", timeoutSeconds: 3, retries: 1}
+`, directoryID, e.ldap.URL, e.ldap.CAFile, e.ldap.ServiceDN, e.ldap.ServicePassword, e.ldap.UserBase, e.rad.Port, e.rad.Secret)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.hostdCLI("directory", "put", "--file", def); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.hostdCLI("directories", "register", directoryID); err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.api().DescribeWorkspaceDirectories(context.Background(), &workspaces.DescribeWorkspaceDirectoriesInput{DirectoryIds: []string{directoryID}})
+	if err != nil || len(d.Directories) != 1 {
+		t.Fatalf("DescribeWorkspaceDirectories: %v %+v", err, d)
+	}
+	e.regCode = aws.ToString(d.Directories[0].RegistrationCode)
+}
+
+// hostdCLI runs hostd's CLI on the test hostd's socket.
+func (e *env) hostdCLI(args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(binDir, "hostd"), append(args, "--socket", e.hostdSock)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("hostd %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
 }
 
 func (e *env) waitFor(what string, within time.Duration, ok func() bool) {

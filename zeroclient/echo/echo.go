@@ -2,7 +2,10 @@
 // "perform health checks over 4172 (PCoIP) and 4195 (WSP)" over TCP and UDP): UDP
 // datagrams come back unchanged to their sender, TCP connections are echoed. Replies are
 // never larger than requests (no amplification), datagrams over 1200 bytes are dropped
-// (the guide's minimum path MTU), and a global rate limit bounds the work. Classify turns a
+// (the guide's minimum path MTU), and the work is bounded by a global rate and a rate per
+// source address. A datagram from port 4172 or 4195 (another host's echo: a spoofed probe
+// would bounce between the two for ever) or from a port below 1024 (a service such as
+// echo, chargen, DNS or NTP, which would answer back) is never answered. Classify turns a
 // measured round trip into the guide's verdict.
 package echo
 
@@ -11,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -18,11 +22,88 @@ import (
 // MaxDatagram is the largest datagram echoed: the guide's VPN MTU floor, 1200 bytes.
 const MaxDatagram = 1200
 
-// UDP echoes datagrams on pc until it is closed. At most rate replies per second are sent.
-func UDP(pc net.PacketConn, rate int, log *slog.Logger) error {
+// Limits bound the UDP echo's replies: Total per second from all sources, PerSource per
+// second from one address, an IPv6 one counting as its /64 (each with a burst of one
+// second's worth).
+type Limits struct {
+	Total, PerSource int
+}
+
+// DefaultLimits: plenty for clients probing a few times a second, little for a flood.
+var DefaultLimits = Limits{Total: 1000, PerSource: 20}
+
+// maxSources bounds the per-source buckets kept; beyond it, idle ones are dropped first,
+// and a source that finds no room is answered only within the global rate.
+const maxSources = 8192
+
+// Answers reports whether a datagram from src may be answered at all: never from another
+// echo's ports (4172, 4195) or from a well-known service port (below 1024).
+func Answers(src netip.AddrPort) bool {
+	p := src.Port()
+	return p >= 1024 && p != 4172 && p != 4195
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// limiter is a token bucket per source address plus a global one.
+type limiter struct {
+	lim     Limits
+	mu      sync.Mutex
+	global  bucket
+	sources map[netip.Addr]*bucket
+}
+
+func newLimiter(l Limits, now time.Time) *limiter {
+	return &limiter{lim: l, global: bucket{float64(l.Total), now}, sources: map[netip.Addr]*bucket{}}
+}
+
+func take(b *bucket, rate int, now time.Time) bool {
+	b.tokens += now.Sub(b.last).Seconds() * float64(rate)
+	if b.tokens > float64(rate) {
+		b.tokens = float64(rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+func (l *limiter) allow(src netip.Addr, now time.Time) bool {
+	if src.Is6() {
+		src = netip.PrefixFrom(src, 64).Masked().Addr() // one subscriber's many addresses
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.sources[src]
+	if b == nil {
+		if len(l.sources) >= maxSources {
+			for a, x := range l.sources {
+				if now.Sub(x.last) > time.Second { // full again: forgetting it changes nothing
+					delete(l.sources, a)
+				}
+			}
+		}
+		if len(l.sources) >= maxSources {
+			return false
+		}
+		b = &bucket{float64(l.lim.PerSource), now}
+		l.sources[src] = b
+	}
+	if !take(b, l.lim.PerSource, now) {
+		return false
+	}
+	return take(&l.global, l.lim.Total, now)
+}
+
+// UDP echoes datagrams on pc until it is closed, within lim.
+func UDP(pc net.PacketConn, lim Limits, log *slog.Logger) error {
 	buf := make([]byte, MaxDatagram+1)
-	var mu sync.Mutex
-	tokens, last := float64(rate), time.Now()
+	l := newLimiter(lim, time.Now())
 	for {
 		n, addr, err := pc.ReadFrom(buf)
 		if err != nil {
@@ -35,26 +116,26 @@ func UDP(pc net.PacketConn, rate int, log *slog.Logger) error {
 		if n > MaxDatagram || n == 0 {
 			continue
 		}
-		mu.Lock()
-		now := time.Now()
-		tokens += now.Sub(last).Seconds() * float64(rate)
-		if tokens > float64(rate) {
-			tokens = float64(rate)
+		ua, ok := addr.(*net.UDPAddr)
+		if !ok {
+			continue
 		}
-		last = now
-		ok := tokens >= 1
-		if ok {
-			tokens--
+		src := ua.AddrPort()
+		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		if !Answers(src) || !l.allow(src.Addr(), time.Now()) {
+			continue
 		}
-		mu.Unlock()
-		if ok {
-			pc.WriteTo(buf[:n], addr)
-		}
+		pc.WriteTo(buf[:n], addr)
 	}
 }
 
-// TCP echoes each connection on l (64 KiB or 10 s each) until l is closed.
+// maxTCP bounds the TCP echo connections served at once.
+const maxTCP = 256
+
+// TCP echoes each connection on l (64 KiB or 10 s each, at most maxTCP at once) until l is
+// closed.
 func TCP(l net.Listener) error {
+	slots := make(chan struct{}, maxTCP)
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -64,7 +145,14 @@ func TCP(l net.Listener) error {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			c.Close() // busy: a health probe can try again
+			continue
+		}
 		go func() {
+			defer func() { <-slots }()
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(10 * time.Second))
 			io.Copy(c, io.LimitReader(c, 64<<10))

@@ -1,7 +1,8 @@
 // Package events tells people what happened: one "WorkSpaces Access" event per successful
 // login, in the guide's exact JSON (catalog §21), appended to a JSON-lines file and, if
 // configured, POSTed to a webhook; and an audit trail of failed logins and refusals in a
-// second JSON-lines file (the guide: failures are not access events).
+// second JSON-lines file (the guide: failures are not access events). Both files are
+// rotated by size (to .1, .2, … up to a number kept), so they cannot fill /perm.
 package events
 
 import (
@@ -59,6 +60,10 @@ type Config struct {
 	Webhook                 string
 	WebhookTimeout          time.Duration
 	Source, Account, Region string
+	// RotateSize is the size in bytes at which a log is rotated; Keep is how many rotated
+	// files are kept. Defaults: 16 MiB, 4.
+	RotateSize int64
+	Keep       int
 }
 
 // Emitter writes events. Webhook deliveries run in the background from a bounded queue
@@ -67,8 +72,8 @@ type Emitter struct {
 	cfg   Config
 	log   *slog.Logger
 	mu    sync.Mutex
-	acc   *os.File
-	audit *os.File
+	acc   *logFile
+	audit *logFile
 	queue chan []byte
 	wg    sync.WaitGroup
 	now   func() time.Time
@@ -76,12 +81,19 @@ type Emitter struct {
 
 // Open opens the log files (creating them, 0600) and starts the webhook sender.
 func Open(cfg Config, log *slog.Logger) (*Emitter, error) {
+	if cfg.RotateSize <= 0 {
+		cfg.RotateSize = 16 << 20
+	}
+	if cfg.Keep <= 0 {
+		cfg.Keep = 4
+	}
 	e := &Emitter{cfg: cfg, log: log, now: time.Now}
 	var err error
-	if e.acc, err = openLog(cfg.Log); err != nil {
+	if e.acc, err = openLog(cfg.Log, cfg.RotateSize, cfg.Keep); err != nil {
 		return nil, err
 	}
-	if e.audit, err = openLog(cfg.AuditLog); err != nil {
+	if e.audit, err = openLog(cfg.AuditLog, cfg.RotateSize, cfg.Keep); err != nil {
+		e.acc.close()
 		return nil, err
 	}
 	if cfg.Webhook != "" {
@@ -92,18 +104,79 @@ func Open(cfg Config, log *slog.Logger) (*Emitter, error) {
 	return e, nil
 }
 
-func openLog(path string) (*os.File, error) {
+// logFile is a JSON-lines file rotated by size: when a line would take it past max, it
+// becomes path.1 (path.1 becomes path.2, …, path.keep is dropped) and a new one starts. A
+// line is never split across files.
+type logFile struct {
+	path string
+	f    *os.File
+	size int64
+	max  int64
+	keep int
+}
+
+func openLog(path string, max int64, keep int) (*logFile, error) {
 	if path == "" {
 		return nil, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("events: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("events: %w", err)
+	l := &logFile{path: path, max: max, keep: keep}
+	if err := l.open(); err != nil {
+		return nil, err
 	}
-	return f, nil
+	return l, nil
+}
+
+func (l *logFile) open() error {
+	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("events: %w", err)
+	}
+	l.f, l.size = f, fi.Size()
+	return nil
+}
+
+// write appends one line, rotating first if it would not fit.
+func (l *logFile) write(line []byte) error {
+	if l.f == nil {
+		if err := l.open(); err != nil { // a rotation that failed to reopen: try again
+			return err
+		}
+	}
+	if l.size > 0 && l.size+int64(len(line)) > l.max {
+		if err := l.rotate(); err != nil {
+			return err
+		}
+	}
+	n, err := l.f.Write(line)
+	l.size += int64(n)
+	return err
+}
+
+func (l *logFile) rotate() error {
+	l.f.Close()
+	l.f = nil
+	os.Remove(fmt.Sprintf("%s.%d", l.path, l.keep))
+	for i := l.keep - 1; i >= 1; i-- {
+		os.Rename(fmt.Sprintf("%s.%d", l.path, i), fmt.Sprintf("%s.%d", l.path, i+1))
+	}
+	if err := os.Rename(l.path, l.path+".1"); err != nil {
+		return fmt.Errorf("events: rotate %s: %w", l.path, err)
+	}
+	return l.open()
+}
+
+func (l *logFile) close() {
+	if l != nil && l.f != nil {
+		l.f.Close()
+	}
 }
 
 // LoginTimeFormat is the guide's loginTime: milliseconds, UTC ("2018-07-01T17:52:51.595Z").
@@ -162,14 +235,13 @@ func (e *Emitter) Audit(action, result, reason string, attrs map[string]string) 
 	}
 }
 
-func (e *Emitter) write(f *os.File, b []byte) error {
+func (e *Emitter) write(f *logFile, b []byte) error {
 	if f == nil {
 		return nil
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	_, err := f.Write(append(b, '\n'))
-	return err
+	return f.write(append(b, '\n'))
 }
 
 // send delivers queued events to the webhook, retrying each a few times.
@@ -202,10 +274,9 @@ func (e *Emitter) Close() error {
 		close(e.queue)
 		e.wg.Wait()
 	}
-	for _, f := range []*os.File{e.acc, e.audit} {
-		if f != nil {
-			f.Close()
-		}
-	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.acc.close()
+	e.audit.close()
 	return nil
 }

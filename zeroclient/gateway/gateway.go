@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -100,9 +101,43 @@ func (g *Gateway) Serve(l net.Listener) error {
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
+			defer g.recoverConn(conn, "connection")
 			g.handle(conn)
 		}()
 	}
+}
+
+// recoverConn ends a connection whose goroutine panicked, instead of the whole process:
+// one client's session must not take every other user's down with it.
+func (g *Gateway) recoverConn(conn net.Conn, what string) {
+	if r := recover(); r != nil {
+		g.c.Log.Error("gateway: panic; connection closed", "what", what, "client", conn.RemoteAddr().String(),
+			"err", fmt.Sprint(r), "stack", string(debug.Stack()))
+		conn.Close()
+	}
+}
+
+// Recheck ends the sessions whose client address the directory's IP access control
+// groups no longer allow (Allowed, as it is now), and returns how many: "If you remove a
+// rule that was used to allow a connection to a WorkSpace, the user is disconnected".
+func (g *Gateway) Recheck() int {
+	if g.c.Allowed == nil {
+		return 0
+	}
+	g.mu.Lock()
+	var cut []*relay
+	for _, r := range g.active {
+		if !g.c.Allowed(r.tag.DirectoryID, r.from) {
+			cut = append(cut, r)
+		}
+	}
+	g.mu.Unlock()
+	for _, r := range cut {
+		g.c.Log.Info("gateway: session cut: the client address is no longer allowed by the directory's IP access control groups",
+			"client", r.from.String(), "directory", r.tag.DirectoryID, "workspace", r.tag.WorkspaceID, "session_id", r.tag.SessionID)
+		r.close()
+	}
+	return len(cut)
 }
 
 // Close ends every relay and waits for their goroutines.
@@ -338,10 +373,30 @@ func (r *relay) run(g *Gateway) {
 	start := g.c.Now()
 	var toUp, toClient int64
 	done := make(chan struct{})
-	go func() {
-		toUp, _ = io.Copy(r.up, r.client)
+	// The session's end is deferred, so that it is recorded even if the relay panics (the
+	// connection's recover then closes it).
+	defer func() {
 		r.close()
-		close(done)
+		<-done
+		g.mu.Lock()
+		ended := g.active[r.tag.WorkspaceID] == r
+		if ended {
+			delete(g.active, r.tag.WorkspaceID)
+			g.c.Metrics.UserConnected.WithLabelValues(labels...).Set(0)
+		}
+		g.mu.Unlock()
+		if ended {
+			g.sessionsChanged()
+		}
+		g.c.Metrics.SessionDisconnect.WithLabelValues(labels...).Inc()
+		g.c.Log.Info("gateway: session ended", "client", r.from.String(), "workspace", r.tag.WorkspaceID, "session_id", r.tag.SessionID,
+			"seconds", int(g.c.Now().Sub(start).Seconds()), "bytes_to_client", toClient, "bytes_from_client", toUp, "replaced", r.replaced)
+	}()
+	go func() {
+		defer close(done)
+		defer r.close()
+		defer g.recoverConn(r.raw, "relay to the display")
+		toUp, _ = io.Copy(r.up, r.client)
 	}()
 	var err error
 	toClient, err = r.toClient()
@@ -351,21 +406,6 @@ func (r *relay) run(g *Gateway) {
 		// before, and nothing else).
 		r.client.Close()
 	}
-	r.close()
-	<-done
-	g.mu.Lock()
-	ended := g.active[r.tag.WorkspaceID] == r
-	if ended {
-		delete(g.active, r.tag.WorkspaceID)
-		g.c.Metrics.UserConnected.WithLabelValues(labels...).Set(0)
-	}
-	g.mu.Unlock()
-	if ended {
-		g.sessionsChanged()
-	}
-	g.c.Metrics.SessionDisconnect.WithLabelValues(labels...).Inc()
-	g.c.Log.Info("gateway: session ended", "client", r.from.String(), "workspace", r.tag.WorkspaceID, "session_id", r.tag.SessionID,
-		"seconds", int(g.c.Now().Sub(start).Seconds()), "bytes_to_client", toClient, "bytes_from_client", toUp, "replaced", r.replaced)
 }
 
 // echo answers a TCP health probe: the bytes already read, then whatever else arrives, up

@@ -113,6 +113,8 @@ type rig struct {
 	m      *metrics.Metrics
 	allow  bool
 	change chan struct{} // one per SessionsChanged call
+	// panicFor is a WorkSpace whose display lookup panics (a bug in one connection's path).
+	panicFor string
 }
 
 func newRig(t testing.TB, d *display) *rig {
@@ -125,8 +127,13 @@ func newRig(t testing.TB, d *display) *rig {
 	pemCA, _ := readFile(filepath.Join(dir, certs.CAFile))
 	pool.AppendCertsFromPEM(pemCA)
 	r := &rig{tags: tags.NewStore(time.Minute, nil), client: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}, m: metrics.New(), allow: true,
-		change: make(chan struct{}, 64)}
-	r.g = New(Config{TLS: certs.ServerConfig(cert), Tags: r.tags, Socket: func(string) string { return d.path },
+		change: make(chan struct{}, 64), panicFor: "ws-panic00001"}
+	r.g = New(Config{TLS: certs.ServerConfig(cert), Tags: r.tags, Socket: func(id string) string {
+		if id == r.panicFor {
+			panic("display lookup bug for " + id)
+		}
+		return d.path
+	},
 		Allowed: func(string, netip.Addr) bool { return r.allow }, HandshakeTimeout: 10 * time.Second, Metrics: r.m,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), SessionsChanged: func() {
 			select {
@@ -420,5 +427,67 @@ func TestConnectedSessions(t *testing.T) {
 	wait("the session ended")
 	if c := r.g.Connected(); len(c) != 0 {
 		t.Errorf("connected after the session ended: %v", c)
+	}
+}
+
+// TestPanicEndsOneConnection: a panic in one connection's handling closes that connection
+// and nothing else: the gateway goes on serving (without the recover, the test binary
+// itself dies).
+func TestPanicEndsOneConnection(t *testing.T) {
+	r := newRig(t, newDisplay(t, 8, 8))
+	tag, err := r.tags.Issue(tags.Tag{DirectoryID: "d-0123456789", UserName: "alice", WorkspaceID: r.panicFor, Client: netip.MustParseAddr("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.connect(t, rfb.VeNCryptX509Plain, tag.Value); err == nil {
+		t.Fatal("the connection whose handling panicked got through")
+	}
+	tc, _, err := r.connect(t, rfb.VeNCryptX509Plain, r.issue(t).Value)
+	if err != nil {
+		t.Fatalf("after a panic in another connection: %v", err)
+	}
+	tc.Close()
+}
+
+// TestRecheckCutsSessions: a live session whose client address the directory's groups no
+// longer allow is cut by Recheck; one still allowed is left alone.
+func TestRecheckCutsSessions(t *testing.T) {
+	d := newDisplay(t, 64, 32)
+	r := newRig(t, d)
+	tc, _, err := r.connect(t, rfb.VeNCryptX509Plain, r.issue(t).Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	select {
+	case <-r.change:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session did not begin")
+	}
+	if n := r.g.Recheck(); n != 0 {
+		t.Fatalf("Recheck cut %d sessions that are still allowed", n)
+	}
+	r.allow = false
+	start := time.Now()
+	if n := r.g.Recheck(); n != 1 {
+		t.Fatalf("Recheck cut %d sessions, want 1", n)
+	}
+	tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, tc); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("the client's connection stayed open after the cut")
+		}
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the cut took %v to reach the client", d)
+	}
+	select {
+	case <-r.change:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no SessionsChanged after the cut")
+	}
+	if c := r.g.Connected(); len(c) != 0 {
+		t.Errorf("connected after the cut: %v", c)
 	}
 }

@@ -38,6 +38,10 @@ import (
 // apart to the client.
 var ErrBadCredentials = errors.New("unknown user name or wrong password")
 
+// ErrWrongPassword is the ErrBadCredentials of a user the directory has: the caller may
+// record who it was (an unknown name is kept out of logs: it is often a password).
+var ErrWrongPassword = fmt.Errorf("wrong password: %w", ErrBadCredentials)
+
 // Authenticator checks passwords against one directory.
 type Authenticator struct {
 	url       string
@@ -82,6 +86,9 @@ func New(cfg *catalog.LDAP) (*Authenticator, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("ldap: url %q: %w", cfg.URL, err)
+	}
+	if u.Scheme == "ldap" && !cfg.StartTLS && !cfg.AllowCleartext {
+		return nil, fmt.Errorf("ldap: %s without startTLS would send passwords in cleartext (allowCleartext is not set)", cfg.URL)
 	}
 	a := &Authenticator{
 		url: cfg.URL, startTLS: cfg.StartTLS, bindDN: cfg.BindDN, bindPW: pw, base: cfg.UserBase,
@@ -148,6 +155,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, name, password string)
 	}
 	e := res.Entries[0]
 	if err := a.bind(ctx, e.DN, password); err != nil {
+		if err == ErrBadCredentials {
+			err = ErrWrongPassword
+		}
 		return User{}, err
 	}
 	return User{DN: e.DN, Name: e.GetAttributeValue(a.attr), GivenName: e.GetAttributeValue("givenName"),

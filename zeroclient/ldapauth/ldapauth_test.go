@@ -15,7 +15,7 @@ func TestAgainstSlapd(t *testing.T) {
 		{UID: "alice", Password: "Corr3ct-Horse", GivenName: "Alice"},
 		{UID: "bob", Password: "B0b-secret!"},
 	})
-	a, err := New(&catalog.LDAP{URL: l.URL, BindDN: l.ServiceDN, BindPassword: l.ServicePassword,
+	a, err := New(&catalog.LDAP{URL: l.URL, StartTLS: true, CAFile: l.CAFile, BindDN: l.ServiceDN, BindPassword: l.ServicePassword,
 		UserBase: l.UserBase, UserAttribute: "uid", UserFilter: "(objectClass=inetOrgPerson)"})
 	if err != nil {
 		t.Fatal(err)
@@ -41,12 +41,12 @@ func TestAgainstSlapd(t *testing.T) {
 		}
 	}
 	// A wrong service account is an operator problem, not a user's bad password.
-	bad, _ := New(&catalog.LDAP{URL: l.URL, BindDN: l.ServiceDN, BindPassword: "nope", UserBase: l.UserBase, UserAttribute: "uid"})
+	bad, _ := New(&catalog.LDAP{URL: l.URL, StartTLS: true, CAFile: l.CAFile, BindDN: l.ServiceDN, BindPassword: "nope", UserBase: l.UserBase, UserAttribute: "uid"})
 	if _, err := bad.Authenticate(ctx, "alice", "Corr3ct-Horse"); err == nil || errors.Is(err, ErrBadCredentials) || !strings.Contains(err.Error(), "service account") {
 		t.Errorf("wrong service password: %v", err)
 	}
 	// An unreachable directory says so.
-	down, _ := New(&catalog.LDAP{URL: "ldap://127.0.0.1:1", BindDN: l.ServiceDN, BindPassword: "x", UserBase: l.UserBase, TimeoutSeconds: 1})
+	down, _ := New(&catalog.LDAP{URL: "ldap://127.0.0.1:1", StartTLS: true, BindDN: l.ServiceDN, BindPassword: "x", UserBase: l.UserBase, TimeoutSeconds: 1})
 	if _, err := down.Authenticate(ctx, "alice", "Corr3ct-Horse"); err == nil || errors.Is(err, ErrBadCredentials) {
 		t.Errorf("unreachable directory: %v", err)
 	}
@@ -61,7 +61,7 @@ func TestKeptConnections(t *testing.T) {
 		{UID: "alice", Password: "Corr3ct-Horse"},
 		{UID: "bob", Password: "B0b-secret!"},
 	})
-	a, err := New(&catalog.LDAP{URL: l.URL, BindDN: l.ServiceDN, BindPassword: l.ServicePassword,
+	a, err := New(&catalog.LDAP{URL: l.URL, StartTLS: true, CAFile: l.CAFile, BindDN: l.ServiceDN, BindPassword: l.ServicePassword,
 		UserBase: l.UserBase, UserAttribute: "uid", UserFilter: "(objectClass=inetOrgPerson)"})
 	if err != nil {
 		t.Fatal(err)
@@ -111,4 +111,37 @@ func TestKeptConnections(t *testing.T) {
 		}
 	}
 	check("bob", "wrong", false)
+}
+
+// TestCleartext: an ldap:// URL without StartTLS is refused unless the login settings
+// allow cleartext; with StartTLS, the password goes over TLS verified against the
+// directory's CA (a wrong CA fails the check instead of sending it).
+func TestCleartext(t *testing.T) {
+	l := testsvc.Slapd(t, "corp.example.com", []testsvc.LDAPUser{{UID: "alice", Password: "Corr3ct-Horse"}})
+	cfg := catalog.LDAP{URL: l.URL, BindDN: l.ServiceDN, BindPassword: l.ServicePassword, UserBase: l.UserBase, UserAttribute: "uid"}
+	if _, err := New(&cfg); err == nil || !strings.Contains(err.Error(), "cleartext") {
+		t.Errorf("ldap:// without StartTLS: %v", err)
+	}
+	wrongCA := cfg
+	wrongCA.StartTLS, wrongCA.CAFile = true, testsvc.Slapd(t, "other.example.com", nil).CAFile
+	a, err := New(&wrongCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if _, err := a.Authenticate(context.Background(), "alice", "Corr3ct-Horse"); err == nil || errors.Is(err, ErrBadCredentials) {
+		t.Errorf("StartTLS with a certificate from another CA: %v", err)
+	}
+	// Allowed explicitly, the check runs (and this slapd, like a careful directory, refuses
+	// a simple bind that is not protected: the directory is unavailable, not a bad password).
+	clear := cfg
+	clear.AllowCleartext = true
+	c, err := New(&clear)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Authenticate(context.Background(), "alice", "Corr3ct-Horse"); err == nil || errors.Is(err, ErrBadCredentials) {
+		t.Errorf("cleartext bind to a directory that requires TLS: %v", err)
+	}
 }

@@ -2,8 +2,12 @@
 // Access-Challenge handled as the guide's RADIUS servers use it (the server asks for more —
 // a token code after a PIN — with a Reply-Message and a State the next request returns).
 // Servers are tried in order, each with the guide's timeout (1–20 s) and retries (0–10).
-// Every request carries a Message-Authenticator (RFC 3579, and the BlastRADIUS fix), and a
-// response's is checked when present.
+// Every request carries a Message-Authenticator (RFC 3579), and every Access-Accept,
+// Access-Reject and Access-Challenge must carry a valid one: that is the client's half of
+// the BlastRADIUS fix (CVE-2024-3596), without which a man in the middle can forge an
+// Access-Accept from a Reject by an MD5 collision on the Response Authenticator. A
+// response without one is not an answer (the server counts as not answering, and the next
+// is tried).
 //
 // Each server's UDP sockets are kept for the next request (a login sends two or three):
 // one request at a time per socket, and an answer counts only if it carries the request's
@@ -127,11 +131,24 @@ func (c *Client) exchange(ctx context.Context, server, user, passcode string, st
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	resp, err := c.roundTrip(ctx, server, p)
-	if err != nil {
-		return Response{}, err
+	return c.roundTrip(ctx, server, p)
+}
+
+// errUnrelated is a datagram that is not the answer to the request in flight.
+var errUnrelated = errors.New("not an authentic answer to this request")
+
+// answer reads datagram in as the answer to the request sent as wire. It is errUnrelated
+// unless it parses, carries the request's identifier and a Response Authenticator that
+// proves it answers that very request; then its Message-Authenticator must verify, and its
+// code and attributes make the Response.
+func answer(in, wire, secret []byte) (Response, error) {
+	resp, err := radius.Parse(in, secret)
+	if err != nil || len(in) < 2 || len(wire) < 20 || in[1] != wire[1] || !radius.IsAuthenticResponse(in, wire, secret) {
+		return Response{}, errUnrelated
 	}
-	if err := checkResponse(resp, p.Authenticator); err != nil {
+	var reqAuth [16]byte
+	copy(reqAuth[:], wire[4:20])
+	if err := checkResponse(resp, reqAuth); err != nil {
 		return Response{}, err
 	}
 	out := Response{Message: rfc2865.ReplyMessage_GetString(resp)}
@@ -158,14 +175,14 @@ const maxPacketErrors = 10
 
 // roundTrip sends p to server on a kept socket and waits, until ctx ends, for the answer
 // to it.
-func (c *Client) roundTrip(ctx context.Context, server string, p *radius.Packet) (*radius.Packet, error) {
+func (c *Client) roundTrip(ctx context.Context, server string, p *radius.Packet) (Response, error) {
 	wire, err := p.Encode()
 	if err != nil {
-		return nil, err
+		return Response{}, err
 	}
 	conn, err := c.conn(ctx, server)
 	if err != nil {
-		return nil, err
+		return Response{}, err
 	}
 	ok := false
 	defer func() {
@@ -181,27 +198,26 @@ func (c *Client) roundTrip(ctx context.Context, server string, p *radius.Packet)
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) }) // cancelled: stop waiting
 	defer stop()
 	if _, err := conn.Write(wire); err != nil {
-		return nil, err
+		return Response{}, err
 	}
 	var buf [radius.MaxPacketLength]byte
 	for errs := 0; ; {
 		n, err := conn.Read(buf[:])
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return Response{}, ctx.Err()
 			}
-			return nil, err
+			return Response{}, err
 		}
-		in := buf[:n]
-		resp, perr := radius.Parse(in, p.Secret)
-		if perr != nil || in[1] != wire[1] || !radius.IsAuthenticResponse(in, wire, p.Secret) {
+		resp, err := answer(buf[:n], wire, p.Secret)
+		if errors.Is(err, errUnrelated) {
 			if errs++; errs >= maxPacketErrors {
-				return nil, errors.New("no authentic answer among the datagrams received")
+				return Response{}, errors.New("no authentic answer among the datagrams received")
 			}
 			continue
 		}
 		ok = stop() // the socket is reusable unless ctx ended meanwhile
-		return resp, nil
+		return resp, err
 	}
 }
 
@@ -257,12 +273,19 @@ func signRequest(p *radius.Packet) error {
 	return rfc2869.MessageAuthenticator_Set(p, mac.Sum(nil))
 }
 
-// checkResponse verifies a response's Message-Authenticator when it has one: computed with
-// the request's authenticator in place of the response's.
+// ErrNoMessageAuthenticator is a response that does not carry the Message-Authenticator
+// this client requires (BlastRADIUS).
+var ErrNoMessageAuthenticator = errors.New("RADIUS response has no Message-Authenticator (required against BlastRADIUS, CVE-2024-3596: have the server send it, e.g. FreeRADIUS 3.2.5+ or require_message_authenticator)")
+
+// checkResponse verifies a response's Message-Authenticator, which must be there: computed
+// with the request's authenticator in place of the response's.
 func checkResponse(resp *radius.Packet, reqAuth [16]byte) error {
 	got, err := rfc2869.MessageAuthenticator_Lookup(resp)
 	if err != nil {
-		return nil // absent: the Response Authenticator (checked by Exchange) covers it
+		return ErrNoMessageAuthenticator
+	}
+	if len(got) != 16 {
+		return errors.New("response Message-Authenticator is not 16 bytes")
 	}
 	q := *resp
 	q.Authenticator = reqAuth

@@ -2,6 +2,8 @@ package radius
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/md5"
 	"errors"
 	"net"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"layeh.com/radius"
+	"layeh.com/radius/rfc2869"
 
 	"deskhost/internal/catalog"
 	"deskhost/zeroclient/internal/testsvc"
@@ -125,15 +128,15 @@ func TestKeptSockets(t *testing.T) {
 			// First a stale answer: an Access-Accept for some other request.
 			other := radius.New(radius.CodeAccessRequest, []byte(secret))
 			other.Identifier = req.Identifier + 1
-			if b, err := other.Response(radius.CodeAccessAccept).Encode(); err == nil {
+			if b, err := signed(other.Response(radius.CodeAccessAccept)); err == nil {
 				pc.WriteTo(b, from)
 			}
 			other.Identifier = req.Identifier // same identifier, wrong authenticator
-			if b, err := other.Response(radius.CodeAccessAccept).Encode(); err == nil {
+			if b, err := signed(other.Response(radius.CodeAccessAccept)); err == nil {
 				pc.WriteTo(b, from)
 			}
 			// Then the real one: this request is rejected.
-			if b, err := req.Response(radius.CodeAccessReject).Encode(); err == nil {
+			if b, err := signed(req.Response(radius.CodeAccessReject)); err == nil {
 				pc.WriteTo(b, from)
 			}
 		}
@@ -152,5 +155,90 @@ func TestKeptSockets(t *testing.T) {
 	defer mu.Unlock()
 	if len(ports) != 1 {
 		t.Errorf("5 sequential requests came from %d sockets", len(ports))
+	}
+}
+
+// signed encodes a response with its Message-Authenticator (RFC 3579 §3.2: HMAC-MD5 over
+// the packet with the request's authenticator in place, the attribute zeroed), as a
+// BlastRADIUS-fixed server sends it.
+func signed(resp *radius.Packet) ([]byte, error) {
+	var zero [16]byte
+	if err := rfc2869.MessageAuthenticator_Set(resp, zero[:]); err != nil {
+		return nil, err
+	}
+	raw, err := resp.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	mac := hmac.New(md5.New, resp.Secret)
+	mac.Write(raw)
+	if err := rfc2869.MessageAuthenticator_Set(resp, mac.Sum(nil)); err != nil {
+		return nil, err
+	}
+	return resp.Encode()
+}
+
+// TestRequiresMessageAuthenticator: FreeRADIUS as Debian 12 ships it leaves the
+// Message-Authenticator out of its answers; every one of them (Access-Accept,
+// Access-Reject, Access-Challenge) is refused, so no login can pass on an answer a man in
+// the middle could have forged (BlastRADIUS). The same server configured to send it is
+// accepted (TestAgainstFreeRADIUS).
+func TestRequiresMessageAuthenticator(t *testing.T) {
+	r := testsvc.FreeRADIUS(t, testsvc.RADIUSConfig{
+		Passcodes:                map[string]string{"alice": "123456"},
+		Challenges:               map[string]testsvc.Challenge{"carol": {PIN: "4321", Code: "246810"}},
+		OmitMessageAuthenticator: true,
+	})
+	c, err := New(cfg(r, r.Secret, r.Port, 1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, tc := range []struct{ what, user, code string }{
+		{"Access-Accept", "alice", "123456"}, {"Access-Reject", "alice", "654321"}, {"Access-Challenge", "carol", "4321"},
+	} {
+		resp, err := c.Authenticate(context.Background(), tc.user, tc.code, nil)
+		if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "no Message-Authenticator") {
+			t.Errorf("%s without Message-Authenticator: %+v %v\n%s", tc.what, resp, err, r.Log())
+		}
+	}
+	if !strings.Contains(r.Log(), "Login OK: [alice]") {
+		t.Errorf("FreeRADIUS did not accept alice (the refusal must be of an Accept):\n%s", r.Log())
+	}
+}
+
+// TestForgedMessageAuthenticator: a response whose Message-Authenticator does not verify
+// (another secret, or tampered with) is not an answer either.
+func TestForgedMessageAuthenticator(t *testing.T) {
+	const secret = "s3cret"
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			req, err := radius.Parse(buf[:n], []byte(secret))
+			if err != nil {
+				continue
+			}
+			resp := req.Response(radius.CodeAccessAccept)
+			rfc2869.MessageAuthenticator_Set(resp, make([]byte, 16)) // present, but not the HMAC
+			if b, err := resp.Encode(); err == nil {
+				pc.WriteTo(b, from)
+			}
+		}
+	}()
+	to, re := catalog.RADIUSTimeout(1), catalog.RADIUSRetries(0)
+	c, _ := New(&catalog.RADIUS{Servers: catalog.ServerList{"127.0.0.1"}, Port: catalog.Port(pc.LocalAddr().(*net.UDPAddr).Port),
+		SharedSecret: secret, TimeoutSeconds: &to, Retries: &re})
+	defer c.Close()
+	if resp, err := c.Authenticate(context.Background(), "alice", "123456", nil); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "does not verify") {
+		t.Errorf("forged Message-Authenticator: %+v %v", resp, err)
 	}
 }

@@ -6,7 +6,6 @@ package server
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,11 +13,10 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
+	"deskhost/internal/catalog"
 	"deskhost/internal/certs"
 	"deskhost/internal/hostconfig"
 	"deskhost/internal/runpaths"
@@ -54,13 +52,40 @@ type Server struct {
 	closers  []func()
 	wg       sync.WaitGroup
 	presence *presence.Reporter // nil when the WorkSpaces backend takes no reports
+	conns    *connLimiter
 }
 
 // Options override parts of the assembly (tests).
 type Options struct {
 	Workspaces workspaces.Backend // default: hostd over its socket
-	Now        func() time.Time
+	// Catalog is where the directories and IP access control groups come from; default:
+	// hostd's DescribeCatalog over its socket (the Workspaces backend, if it offers it).
+	Catalog CatalogSource
+	Now     func() time.Time
 }
+
+// CatalogSource is hostd's catalog as zeroclient reads it: DescribeCatalog, a long poll on
+// the catalog revision (workspaces.Client).
+type CatalogSource interface {
+	DescribeCatalog(ctx context.Context, since uint64, wait time.Duration) (workspaces.Catalog, error)
+}
+
+// StaticCatalog is a catalog that never changes (tests of the broker's own logic).
+type StaticCatalog []catalog.Directory
+
+func (c StaticCatalog) DescribeCatalog(ctx context.Context, since uint64, wait time.Duration) (workspaces.Catalog, error) {
+	if since == 1 && wait > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+	return workspaces.Catalog{Revision: 1, Directories: c}, nil
+}
+
+// FirstCatalogWait is how long New waits for hostd's catalog before serving without it
+// (logins fail until it comes; it keeps being asked for).
+const FirstCatalogWait = 15 * time.Second
 
 // New builds and binds everything; Run serves.
 func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err error) {
@@ -81,20 +106,35 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { s.creds.Close() })
-	lock := &policy.Lockout{Failures: zc.Lockout.Failures, Window: zc.Lockout.Window.Duration, Duration: zc.Lockout.Duration.Duration,
-		Store: s.creds, Now: opt.Now}
-	if s.Auth, err = auth.New(auth.Config{Directories: c.Hostd.Directories, Creds: s.creds, Lockout: lock,
-		Floor: zc.AuthFailureFloor.Duration, Now: opt.Now}); err != nil {
+	lock := &policy.Lockout{Failures: zc.Lockout.Failures, UserFailures: zc.Lockout.UserFailures, Window: zc.Lockout.Window.Duration,
+		Duration: zc.Lockout.Duration.Duration, Store: s.creds, Now: opt.Now}
+	if s.Auth, err = auth.New(auth.Config{Creds: s.creds, Lockout: lock, Floor: zc.AuthFailureFloor.Duration, Now: opt.Now,
+		HashConcurrency: zc.PasswordChecks.Concurrency, HashWait: zc.PasswordChecks.Wait.Duration}); err != nil {
 		return nil, err
 	}
-	s.closers = append(s.closers, s.Auth.Close)
+	s.closers = append(s.closers, func() { s.Auth.Close() })
+	ws := opt.Workspaces
+	if ws == nil {
+		ws = workspaces.Dial(zc.HostdSocket)
+	}
+	src := opt.Catalog
+	if src == nil {
+		var ok bool
+		if src, ok = ws.(CatalogSource); !ok {
+			return nil, errors.New("zeroclient: no catalog source: the WorkSpaces backend does not serve hostd's catalog")
+		}
+	}
+	// The directories and IP access control groups are hostd's catalog records: read them
+	// before serving, and follow every change (catalogFollower).
+	first := s.loadCatalog(src)
 	cert, err := certs.Load(zc.TLS.Cert, zc.TLS.Key, zc.TLS.SelfSignedDir, append(zc.TLS.Names, zc.Broker.Hostname, zc.Gateway.AdvertiseAddress))
 	if err != nil {
 		return nil, err
 	}
 	tlsCfg := certs.ServerConfig(cert)
 	if s.events, err = events.Open(events.Config{Log: zc.Events.Log, AuditLog: zc.Events.AuditLog, Webhook: zc.Events.Webhook,
-		WebhookTimeout: zc.Events.WebhookTimeout.Duration, Source: zc.Events.Source, Account: zc.Events.Account, Region: zc.Events.Region}, log); err != nil {
+		WebhookTimeout: zc.Events.WebhookTimeout.Duration, Source: zc.Events.Source, Account: zc.Events.Account, Region: zc.Events.Region,
+		RotateSize: int64(zc.Events.RotateMiB) << 20, Keep: zc.Events.Keep}, log); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { s.events.Close() })
@@ -105,10 +145,6 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 		s.Metrics.ConnectionFailure.WithLabelValues(t.DirectoryID, t.WorkspaceID).Inc()
 		log.Info("connect tag ended unused", "directory", t.DirectoryID, "user", t.UserName, "workspace", t.WorkspaceID,
 			"session_id", t.SessionID, "reason", string(why))
-	}
-	ws := opt.Workspaces
-	if ws == nil {
-		ws = workspaces.Dial(zc.HostdSocket)
 	}
 	hostname := zc.Broker.Hostname
 	if hostname == "" {
@@ -152,8 +188,10 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 		return nil, fmt.Errorf("broker listen %s: %w", zc.Broker.Listen, err)
 	}
 	s.BrokerAddr = bl.Addr().String()
+	s.conns = newConnLimiter(zc.Broker.MaxConnections, zc.Broker.MaxConnectionsPerAddress, log)
+	bl = s.conns.listener(bl)
 	srv := &http.Server{Handler: s.Broker.Handler(), TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 150 * time.Second, IdleTimeout: 120 * time.Second,
+		WriteTimeout: 150 * time.Second, IdleTimeout: 120 * time.Second, ConnState: s.conns.connState,
 		// HTTP/1.1 only: the broker protocol's chunked responses are an HTTP/1.1 notion.
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
@@ -170,7 +208,7 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 		if err != nil {
 			return nil, fmt.Errorf("echo listen udp %s: %w", addr, err)
 		}
-		s.goServe("echo udp "+addr, func() error { return echo.UDP(pc, 1000, log) })
+		s.goServe("echo udp "+addr, func() error { return echo.UDP(pc, echo.DefaultLimits, log) })
 		s.closers = append(s.closers, func() { pc.Close() })
 		if sameAddr(addr, zc.Gateway.Listen) {
 			continue // the gateway echoes TCP probes itself
@@ -199,7 +237,11 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 			return nil, err
 		}
 	}
-	// Sweep expired tags and sessions.
+	fctx, fcancel := context.WithCancel(context.Background())
+	fdone := make(chan struct{})
+	go func() { s.followCatalog(fctx, src, first); close(fdone) }()
+	s.closers = append(s.closers, func() { fcancel(); <-fdone })
+	// Sweep expired tags and sessions, and (less often) lockout records of no more use.
 	stop := make(chan struct{})
 	s.closers = append(s.closers, func() { close(stop) })
 	s.wg.Add(1)
@@ -207,19 +249,83 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 		defer s.wg.Done()
 		t := time.NewTicker(5 * time.Second)
 		defer t.Stop()
-		for {
+		for n := 0; ; n++ {
 			select {
 			case <-stop:
 				return
 			case <-t.C:
 				s.Tags.Sweep()
 				sessions.Sweep()
+				if n%12 == 0 {
+					if k, err := lock.Sweep(); err != nil {
+						log.Warn("lockout sweep", "err", err)
+					} else if k > 0 {
+						log.Debug("lockout records swept", "records", k)
+					}
+				}
 			}
 		}
 	}()
 	log.Info("zeroclient serving", "broker", s.BrokerAddr, "gateway", s.GatewayAddr, "echo", zc.Echo.Listen, "metrics", s.MetricsAddr,
 		"admin", zc.AdminSocket, "directories", len(s.Auth.Directories()), "hostd", zc.HostdSocket)
 	return s, nil
+}
+
+// loadCatalog reads hostd's catalog for the first time, retrying for FirstCatalogWait,
+// and returns its revision (0 if hostd did not answer: the follower keeps asking).
+func (s *Server) loadCatalog(src CatalogSource) uint64 {
+	deadline := time.Now().Add(FirstCatalogWait)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := src.DescribeCatalog(ctx, 0, 0)
+		cancel()
+		if err == nil {
+			s.applyCatalog(c)
+			return c.Revision
+		}
+		if time.Now().After(deadline) {
+			s.log.Error("hostd's catalog is not available yet; logins fail until it is", "err", err)
+			return 0
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// applyCatalog makes a catalog the one enforced: new logins use it at once, and live
+// sessions from addresses it no longer allows are cut.
+func (s *Server) applyCatalog(c workspaces.Catalog) {
+	changed, err := s.Auth.Update(c.Directories)
+	if err != nil {
+		s.log.Error("catalog: some directories' login settings were refused", "revision", c.Revision, "err", err)
+	}
+	s.log.Info("catalog applied", "revision", c.Revision, "directories", len(s.Auth.Directories()))
+	if changed && s.Gateway != nil {
+		if n := s.Gateway.Recheck(); n > 0 {
+			s.log.Info("catalog: sessions cut", "revision", c.Revision, "sessions", n)
+		}
+	}
+}
+
+// followCatalog long-polls hostd's catalog revision and applies each new revision, until
+// ctx ends. A change reaches the broker and the gateway within one round trip.
+func (s *Server) followCatalog(ctx context.Context, src CatalogSource, rev uint64) {
+	for ctx.Err() == nil {
+		c, err := src.DescribeCatalog(ctx, rev, workspaces.MaxCatalogWait)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("following hostd's catalog", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+			continue
+		}
+		if c.Revision != rev {
+			s.applyCatalog(c)
+			rev = c.Revision
+		}
+	}
 }
 
 func sameAddr(a, b string) bool {
@@ -255,89 +361,4 @@ func (s *Server) close() {
 	}
 	s.closers = nil
 	s.wg.Wait()
-}
-
-// InviteRequest is the admin socket's /invite body.
-type InviteRequest struct {
-	DirectoryID string `json:"directoryId"`
-	UserName    string `json:"userName"`
-}
-
-// InviteResponse answers /invite.
-type InviteResponse struct {
-	ActivationCode string    `json:"activationCode"`
-	ActivationURL  string    `json:"activationUrl"`
-	Expires        time.Time `json:"expires"`
-}
-
-// serveAdmin serves operator commands on a root-only unix socket.
-func (s *Server) serveAdmin(path string) error {
-	os.MkdirAll(filepath.Dir(path), 0o755)
-	os.Remove(path)
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return fmt.Errorf("admin socket %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		l.Close()
-		return err
-	}
-	mux := http.NewServeMux()
-	reply := func(w http.ResponseWriter, status int, v any) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		json.NewEncoder(w).Encode(v)
-	}
-	read := func(w http.ResponseWriter, r *http.Request) (InviteRequest, bool) {
-		var req InviteRequest
-		if r.Method != http.MethodPost {
-			reply(w, http.StatusMethodNotAllowed, map[string]string{"error": "POST"})
-			return req, false
-		}
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil || req.DirectoryID == "" || req.UserName == "" {
-			reply(w, http.StatusBadRequest, map[string]string{"error": "want {\"directoryId\": ..., \"userName\": ...}"})
-			return req, false
-		}
-		return req, true
-	}
-	mux.HandleFunc("/invite", func(w http.ResponseWriter, r *http.Request) {
-		req, ok := read(w, r)
-		if !ok {
-			return
-		}
-		code, exp, err := s.Broker.Invite(req.DirectoryID, req.UserName, s.cfg.ActivationTTL.Duration)
-		if err != nil {
-			reply(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
-			return
-		}
-		host := s.cfg.Broker.Hostname
-		if host == "" {
-			host, _ = os.Hostname()
-		}
-		_, port, _ := net.SplitHostPort(s.BrokerAddr)
-		if port != "443" {
-			host = net.JoinHostPort(host, port)
-		}
-		s.log.Info("activation code issued", "directory", req.DirectoryID, "user", req.UserName, "expires", exp.Format(time.RFC3339))
-		reply(w, http.StatusOK, InviteResponse{ActivationCode: code, ActivationURL: "https://" + host + "/activate?code=" + code, Expires: exp})
-	})
-	mux.HandleFunc("/unlock", func(w http.ResponseWriter, r *http.Request) {
-		req, ok := read(w, r)
-		if !ok {
-			return
-		}
-		n, err := s.creds.ClearLockouts(req.DirectoryID + "/" + strings.ToLower(req.UserName) + "/")
-		if err != nil {
-			reply(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-			return
-		}
-		s.log.Info("lockouts cleared", "directory", req.DirectoryID, "user", req.UserName, "records", n)
-		reply(w, http.StatusOK, map[string]int{"cleared": n})
-	})
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	s.goServe("admin", func() error { return hs.Serve(l) })
-	s.closers = append(s.closers, func() { hs.Close(); os.Remove(path) })
-	return nil
 }

@@ -1,6 +1,8 @@
 // Package session keeps broker sessions (the JSESSIONID cookie's state) in memory, with the
 // three limits the issue names: idle before login, idle after login, and an absolute
-// lifetime; bye removes one. The clock is injected for tests.
+// lifetime; bye removes one. A session belongs to the client address that made it: from
+// any other address it is not found. Clients that drop the cookie are found by their
+// Client-Log-Id header (with the same address). The clock is injected for tests.
 package session
 
 import (
@@ -9,6 +11,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"deskhost/internal/catalog"
@@ -34,14 +37,16 @@ type Session struct {
 
 	ID       string
 	ClientIP netip.Addr
+	// LogID is the client's Client-Log-Id header at hello ("" if it sent none).
+	LogID    string
 	Created  time.Time
 	lastSeen time.Time
+	stage    atomic.Int32 // the store reads it (eviction) without the session's Mu
 
 	// From hello.
 	ProductName, ProductVersion, Platform, Hostname string
 	Device                                          catalog.DeviceType
 
-	Stage       Stage
 	DirectoryID string
 	UserName    string // the directory's spelling
 	LoginTime   time.Time
@@ -66,14 +71,31 @@ type WorkspaceLookup struct {
 	At                    time.Time
 }
 
+// Stage is how far the session has got.
+func (sess *Session) Stage() Stage { return Stage(sess.stage.Load()) }
+
+// SetStage moves the session on (or back).
+func (sess *Session) SetStage(st Stage) { sess.stage.Store(int32(st)) }
+
 // Limits bound sessions.
 type Limits struct {
 	IdleBeforeLogin, IdleAfterLogin, Absolute time.Duration
 	Max                                       int
+	// MaxPerAddress bounds one client address's sessions (default DefaultMaxPerAddress).
+	MaxPerAddress int
 }
 
-// ErrFull is returned when Max sessions exist and none can be evicted.
+// DefaultMaxPerAddress is generous for the users behind one NAT address and small against
+// the store's Max: a flood of hellos from one address churns its own sessions only.
+const DefaultMaxPerAddress = 256
+
+// ErrFull is returned when no session can be made room for.
 var ErrFull = errors.New("too many broker sessions")
+
+type logKey struct {
+	ip netip.Addr
+	id string
+}
 
 // Store holds sessions.
 type Store struct {
@@ -81,6 +103,8 @@ type Store struct {
 	now    func() time.Time
 	mu     sync.Mutex
 	m      map[string]*Session
+	byAddr map[netip.Addr]map[string]*Session
+	byLog  map[logKey]*Session
 }
 
 // NewStore makes a store.
@@ -88,52 +112,138 @@ func NewStore(l Limits, now func() time.Time) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{limits: l, now: now, m: map[string]*Session{}}
+	if l.MaxPerAddress <= 0 {
+		l.MaxPerAddress = DefaultMaxPerAddress
+	}
+	return &Store{limits: l, now: now, m: map[string]*Session{}, byAddr: map[netip.Addr]map[string]*Session{}, byLog: map[logKey]*Session{}}
 }
 
-// New starts a session for a client. At the limit, expired sessions go first, then the
-// oldest session that has not logged in; logged-in sessions are never evicted for a new one.
-func (s *Store) New(ip netip.Addr) (*Session, error) {
+// MaxLogID bounds a Client-Log-Id header.
+const MaxLogID = 128
+
+// ParseLogID checks a Client-Log-Id header: 8 to 128 characters of letters, digits and
+// "-", "_", ".", ":" (clients send a UUID-like id). ok is false for anything else, which
+// the broker then ignores.
+func ParseLogID(h string) (string, bool) {
+	if len(h) < 8 || len(h) > MaxLogID {
+		return "", false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.', c == ':':
+		default:
+			return "", false
+		}
+	}
+	return h, true
+}
+
+// New starts a session for a client at ip (logID: its Client-Log-Id, or ""). A session
+// with the same log id from the same address ends: the client has started over. To make
+// room, expired sessions go first, then the client address's own oldest session that has
+// only said hello (when it has MaxPerAddress), then the oldest one that has only said
+// hello anywhere. Sessions that have got further (a password accepted, MFA under way,
+// logged in) are never evicted: a flood of hellos cannot push out users in mid-login.
+func (s *Store) New(ip netip.Addr, logID string) (*Session, error) {
 	var raw [24]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		return nil, err
 	}
+	ip = ip.Unmap()
 	now := s.now()
-	sess := &Session{ID: base64.RawURLEncoding.EncodeToString(raw[:]), ClientIP: ip.Unmap(), Created: now, lastSeen: now}
+	sess := &Session{ID: base64.RawURLEncoding.EncodeToString(raw[:]), ClientIP: ip, LogID: logID, Created: now, lastSeen: now}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if logID != "" {
+		if old := s.byLog[logKey{ip, logID}]; old != nil {
+			s.deleteLocked(old)
+		}
+	}
+	if len(s.byAddr[ip]) >= s.limits.MaxPerAddress {
+		s.sweepLocked(now)
+	}
+	if own := s.byAddr[ip]; len(own) >= s.limits.MaxPerAddress {
+		victim := oldestGreeted(own)
+		if victim == nil {
+			return nil, ErrFull
+		}
+		s.deleteLocked(victim)
+	}
 	if len(s.m) >= s.limits.Max {
 		s.sweepLocked(now)
 	}
 	if len(s.m) >= s.limits.Max {
-		var oldest *Session
-		for _, x := range s.m {
-			if x.Stage != Authenticated && (oldest == nil || x.lastSeen.Before(oldest.lastSeen)) {
-				oldest = x
-			}
-		}
-		if oldest == nil {
+		victim := oldestGreeted(s.m)
+		if victim == nil {
 			return nil, ErrFull
 		}
-		delete(s.m, oldest.ID)
+		s.deleteLocked(victim)
 	}
 	s.m[sess.ID] = sess
+	if s.byAddr[ip] == nil {
+		s.byAddr[ip] = map[string]*Session{}
+	}
+	s.byAddr[ip][sess.ID] = sess
+	if logID != "" {
+		s.byLog[logKey{ip, logID}] = sess
+	}
 	return sess, nil
 }
 
-// Get returns a live session without marking it used; an expired one is removed.
-func (s *Store) Get(id string) (*Session, bool) {
+func oldestGreeted(m map[string]*Session) *Session {
+	var oldest *Session
+	for _, x := range m {
+		if x.Stage() == Greeted && (oldest == nil || x.lastSeen.Before(oldest.lastSeen)) {
+			oldest = x
+		}
+	}
+	return oldest
+}
+
+// Get returns the live session with this id if it belongs to ip, without marking it used;
+// an expired one is removed.
+func (s *Store) Get(id string, ip netip.Addr) (*Session, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sess, ok := s.m[id]
-	if !ok {
+	return s.liveLocked(s.m[id], ip)
+}
+
+// ByLogID returns the live session ip made with this Client-Log-Id.
+func (s *Store) ByLogID(logID string, ip netip.Addr) (*Session, bool) {
+	if logID == "" {
+		return nil, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.liveLocked(s.byLog[logKey{ip.Unmap(), logID}], ip)
+}
+
+func (s *Store) liveLocked(sess *Session, ip netip.Addr) (*Session, bool) {
+	if sess == nil || sess.ClientIP != ip.Unmap() {
 		return nil, false
 	}
 	if s.expired(sess, s.now()) {
-		delete(s.m, id)
+		s.deleteLocked(sess)
 		return nil, false
 	}
 	return sess, true
+}
+
+func (s *Store) deleteLocked(sess *Session) {
+	if s.m[sess.ID] != sess {
+		return
+	}
+	delete(s.m, sess.ID)
+	if own := s.byAddr[sess.ClientIP]; own != nil {
+		delete(own, sess.ID)
+		if len(own) == 0 {
+			delete(s.byAddr, sess.ClientIP)
+		}
+	}
+	if sess.LogID != "" && s.byLog[logKey{sess.ClientIP, sess.LogID}] == sess {
+		delete(s.byLog, logKey{sess.ClientIP, sess.LogID})
+	}
 }
 
 // Touch marks a session used now (its idle timer restarts).
@@ -145,7 +255,7 @@ func (s *Store) Touch(sess *Session) {
 
 func (s *Store) expired(sess *Session, now time.Time) bool {
 	idle := s.limits.IdleBeforeLogin
-	if sess.Stage == Authenticated {
+	if sess.Stage() == Authenticated {
 		idle = s.limits.IdleAfterLogin
 	}
 	return now.Sub(sess.lastSeen) >= idle || now.Sub(sess.Created) >= s.limits.Absolute
@@ -154,7 +264,9 @@ func (s *Store) expired(sess *Session, now time.Time) bool {
 // Delete removes a session.
 func (s *Store) Delete(id string) {
 	s.mu.Lock()
-	delete(s.m, id)
+	if sess := s.m[id]; sess != nil {
+		s.deleteLocked(sess)
+	}
 	s.mu.Unlock()
 }
 
@@ -166,9 +278,9 @@ func (s *Store) Sweep() {
 }
 
 func (s *Store) sweepLocked(now time.Time) {
-	for id, sess := range s.m {
+	for _, sess := range s.m {
 		if s.expired(sess, now) {
-			delete(s.m, id)
+			s.deleteLocked(sess)
 		}
 	}
 }

@@ -31,12 +31,17 @@ const Length = 22
 // are revoked.
 const MaxFailuresPerAddress = 3
 
-// MaxPerAddress bounds outstanding tags per address (and so the work of one VNC-auth check).
-const MaxPerAddress = 16
+// MaxPerAddress bounds outstanding tags per address (and so the work of one VNC-auth
+// check): generous, because many users may share one NAT address.
+const MaxPerAddress = 64
 
 // ErrInvalid is returned for an unknown, used, expired, revoked or foreign tag; the gateway
 // tells the client nothing more.
 var ErrInvalid = errors.New("connect tag is not valid")
+
+// ErrTooMany is returned when an address holds MaxPerAddress outstanding tags: the new
+// allocation is refused rather than ending another user's tag behind the same NAT.
+var ErrTooMany = errors.New("too many outstanding connect tags for this client address")
 
 // Tag is an issued connect tag and what it grants.
 type Tag struct {
@@ -55,7 +60,7 @@ type EndReason string
 
 const (
 	Expired    EndReason = "expired"
-	Superseded EndReason = "superseded" // a newer tag was issued for the same user and WorkSpace
+	Superseded EndReason = "superseded" // a newer tag was issued for the same user, WorkSpace and address
 	Revoked    EndReason = "revoked"    // too many failed authentications from its address
 	Refused    EndReason = "refused"    // presented from another address or too late
 )
@@ -70,7 +75,9 @@ type Store struct {
 	mu     sync.Mutex
 	byHash map[[32]byte]*Tag
 	byAddr map[netip.Addr][]*Tag
-	fails  map[netip.Addr]int
+	// fails counts failed VNC authentications of addresses that hold tags (only those can
+	// be guessed at); an address's count goes when its last tag does.
+	fails map[netip.Addr]int
 }
 
 // NewStore makes a store whose tags live ttl.
@@ -82,7 +89,9 @@ func NewStore(ttl time.Duration, now func() time.Time) *Store {
 }
 
 // Issue makes a fresh tag for t's user, WorkSpace and client address (t.Value, Issued and
-// Expires are filled in). An earlier unredeemed tag for the same user and WorkSpace ends.
+// Expires are filled in). An earlier unredeemed tag for the same user and WorkSpace at the
+// same address ends. Other users' tags never end for a new one: with MaxPerAddress
+// outstanding at the address, expired ones are dropped, and if none was, ErrTooMany.
 func (s *Store) Issue(t Tag) (Tag, error) {
 	var raw [16]byte
 	if _, err := rand.Read(raw[:]); err != nil {
@@ -103,11 +112,18 @@ func (s *Store) Issue(t Tag) (Tag, error) {
 	for _, old := range ended {
 		s.removeLocked(old.Value)
 	}
-	// Make room: drop the oldest tags of this address beyond the cap.
-	for len(s.byAddr[t.Client]) >= MaxPerAddress {
-		old := *s.byAddr[t.Client][0]
-		s.removeLocked(old.Value)
-		ended, reasons = append(ended, old), append(reasons, Superseded)
+	if len(s.byAddr[t.Client]) >= MaxPerAddress {
+		for _, old := range append([]*Tag(nil), s.byAddr[t.Client]...) {
+			if !t.Issued.Before(old.Expires) {
+				ended, reasons = append(ended, *old), append(reasons, Expired)
+				s.removeLocked(old.Value)
+			}
+		}
+	}
+	if len(s.byAddr[t.Client]) >= MaxPerAddress {
+		s.mu.Unlock()
+		s.notify(ended, reasons)
+		return Tag{}, ErrTooMany
 	}
 	c := t
 	s.byHash[sha256.Sum256([]byte(t.Value))] = &c
@@ -143,6 +159,7 @@ func (s *Store) removeLocked(value string) {
 	}
 	if len(list) == 0 {
 		delete(s.byAddr, t.Client)
+		delete(s.fails, t.Client) // nothing left to guess at
 	} else {
 		s.byAddr[t.Client] = list
 	}
@@ -201,7 +218,9 @@ func (s *Store) RedeemVNC(challenge, response [16]byte, from netip.Addr) (Tag, e
 		ended, reasons = append(ended, *match), append(reasons, Expired)
 		s.removeLocked(match.Value) // expired: burnt
 	}
-	s.fails[from]++
+	if len(s.byAddr[from]) > 0 {
+		s.fails[from]++
+	}
 	if s.fails[from] >= MaxFailuresPerAddress {
 		for _, t := range append([]*Tag(nil), s.byAddr[from]...) {
 			ended, reasons = append(ended, *t), append(reasons, Revoked)
@@ -230,6 +249,14 @@ func (s *Store) Sweep() {
 	}
 	s.mu.Unlock()
 	s.notify(ended, reasons)
+}
+
+// FailingAddresses is the number of addresses whose failed VNC authentications are being
+// counted (tests: it must not grow with addresses that hold no tags).
+func (s *Store) FailingAddresses() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.fails)
 }
 
 // Outstanding is the number of unredeemed tags.

@@ -96,3 +96,61 @@ func TestVNCKeyStrength(t *testing.T) {
 		t.Error("the tag survived the guess budget")
 	}
 }
+
+// TestNATAddress: many users behind one address each keep their tag; at the cap a new
+// allocation is refused (ErrTooMany) and no other user's tag ends; expired ones make room.
+func TestNATAddress(t *testing.T) {
+	now := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	s := NewStore(60*time.Second, func() time.Time { return now })
+	var ended []Tag
+	s.OnEnd = func(t Tag, _ EndReason) { ended = append(ended, t) }
+	nat := netip.MustParseAddr("198.51.100.1")
+	var first []Tag
+	for i := 0; i < MaxPerAddress; i++ {
+		u := "user" + string(rune('A'+i/26)) + string(rune('a'+i%26))
+		tag, err := s.Issue(Tag{DirectoryID: "d-1", UserName: u, WorkspaceID: "ws-" + u, Client: nat})
+		if err != nil {
+			t.Fatalf("tag %d: %v", i, err)
+		}
+		first = append(first, tag)
+	}
+	if _, err := s.Issue(Tag{DirectoryID: "d-1", UserName: "latecomer", WorkspaceID: "ws-late", Client: nat}); err != ErrTooMany {
+		t.Fatalf("at the cap: %v, want ErrTooMany", err)
+	}
+	if len(ended) != 0 {
+		t.Fatalf("%d other users' tags ended for a new allocation", len(ended))
+	}
+	if got, err := s.RedeemPlain(first[0].Value, nat); err != nil || got.UserName != first[0].UserName {
+		t.Errorf("the oldest user's tag no longer works: %v", err)
+	}
+	// Expired tags make room.
+	now = now.Add(61 * time.Second)
+	if _, err := s.Issue(Tag{DirectoryID: "d-1", UserName: "latecomer", WorkspaceID: "ws-late", Client: nat}); err != nil {
+		t.Errorf("after the others expired: %v", err)
+	}
+}
+
+// TestFailuresForgotten: failed VNC authentications are counted only for addresses that
+// hold tags, and forgotten with their last tag: guesses from many addresses leave nothing.
+func TestFailuresForgotten(t *testing.T) {
+	now := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	s := NewStore(60*time.Second, func() time.Time { return now })
+	var ch [16]byte
+	for i := 0; i < 1000; i++ {
+		s.RedeemVNC(ch, VNCResponse("guess", ch), netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}))
+	}
+	if n := s.FailingAddresses(); n != 0 {
+		t.Errorf("%d addresses without tags are remembered", n)
+	}
+	me := netip.MustParseAddr("192.0.2.10")
+	s.Issue(Tag{DirectoryID: "d-1", UserName: "u", WorkspaceID: "w", Client: me})
+	s.RedeemVNC(ch, VNCResponse("guess", ch), me)
+	if n := s.FailingAddresses(); n != 1 {
+		t.Errorf("%d failing addresses, want 1", n)
+	}
+	now = now.Add(61 * time.Second)
+	s.Sweep()
+	if n := s.FailingAddresses(); n != 0 {
+		t.Errorf("the failure count outlived the address's tags (%d)", n)
+	}
+}

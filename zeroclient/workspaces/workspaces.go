@@ -1,7 +1,7 @@
-// Package workspaces is how zeroclient reaches WorkSpaces: hostd's own WorkSpaces API
-// (AWS's protocol) over hostd's root-only unix socket, through deskhost/internal/hostdclient.
-// hostd owns WorkSpace records; zeroclient only looks them up and starts stopped AutoStop
-// ones.
+// Package workspaces is how zeroclient reaches hostd: its WorkSpaces API (AWS's protocol)
+// over hostd's root-only unix socket, through deskhost/internal/hostdclient, and hostd's
+// own operations there (session reports, the catalog). hostd owns WorkSpace and catalog
+// records; zeroclient looks them up, starts stopped AutoStop ones and follows the catalog.
 package workspaces
 
 import (
@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
 
+	"deskhost/internal/catalog"
 	"deskhost/internal/hostdclient"
 )
 
@@ -112,4 +114,31 @@ func (c *Client) ReportConnections(ctx context.Context, connected []string) erro
 		return fmt.Errorf("hostd: report connections: %w", err)
 	}
 	return nil
+}
+
+// Catalog is what zeroclient enforces, as hostd's store holds it: the registered
+// directories with their login settings (secrets included), device access and IP access
+// control groups, at a revision.
+type Catalog struct {
+	Revision    uint64
+	Directories []catalog.Directory
+	IpGroups    []catalog.IPGroup
+}
+
+// MaxCatalogWait bounds one long poll, inside the client's request timeout.
+const MaxCatalogWait = 20 * time.Second
+
+// DescribeCatalog reads the catalog (hostd's own operation DescribeCatalog, local socket
+// only). With wait > 0 hostd answers as soon as the revision differs from since, or after
+// wait with the same revision.
+func (c *Client) DescribeCatalog(ctx context.Context, since uint64, wait time.Duration) (Catalog, error) {
+	in := &hostdclient.DescribeCatalogInput{}
+	if wait > 0 {
+		in.SinceRevision, in.WaitSeconds = &since, int(min(wait, MaxCatalogWait)/time.Second)
+	}
+	out, err := c.api.DescribeCatalog(ctx, in)
+	if err != nil {
+		return Catalog{}, fmt.Errorf("hostd: describe catalog: %w", err)
+	}
+	return Catalog{Revision: out.Revision, Directories: out.Directories, IpGroups: out.IpGroups}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
 	"deskhost/internal/catalog"
+	"deskhost/internal/hostconfig"
 )
 
 type noWake struct{}
@@ -35,13 +36,17 @@ func TestReportConnectionsToHostd(t *testing.T) {
 	}
 	defer st.Close()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc := service.New(st, service.Catalog{
+	svc := service.New(st, service.Config{
 		ComputeTypes:   map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 256}},
-		Images:         []catalog.Image{{ID: "wsi-linux00001", OS: catalog.Linux}},
-		Bundles:        []catalog.Bundle{{ID: "wsb-value00001", ImageID: "wsi-linux00001", ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10}},
-		Directories:    []catalog.Directory{{ID: "d-0123456789", Name: "corp.example.com", Users: []catalog.User{{UserName: "alice", Email: "alice@example.com"}}}},
 		WorkspaceQuota: 10,
 	}, noWake{}, nil, log)
+	if _, err := svc.ImportCatalog(context.Background(), &hostconfig.LegacyCatalog{
+		Images:      []hostconfig.Sourced[catalog.Image]{{From: "images[0]", Item: catalog.Image{ID: "wsi-linux00001", OS: catalog.Linux}}},
+		Bundles:     []hostconfig.Sourced[catalog.Bundle]{{From: "bundles[0]", Item: catalog.Bundle{ID: "wsb-value00001", ImageID: "wsi-linux00001", ComputeType: catalog.ComputeValue, Protocol: catalog.PCoIP, RootGiB: 80, UserGiB: 10}}},
+		Directories: []hostconfig.Sourced[catalog.Directory]{{From: "directories[0]", Item: catalog.Directory{ID: "d-0123456789", Name: "corp.example.com", Users: []catalog.User{{UserName: "alice", Email: "alice@example.com"}}}}},
+	}, "test"); err != nil {
+		t.Fatal(err)
+	}
 	ws, failed, err := svc.CreateWorkspaces(context.Background(), []service.CreateRequest{{DirectoryID: "d-0123456789", UserName: "alice", BundleID: "wsb-value00001"}})
 	if err != nil || len(ws) != 1 {
 		t.Fatalf("create: %v %+v", err, failed)

@@ -6,6 +6,7 @@ package testnet
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"deskhost/internal/nsutil"
 )
@@ -294,4 +296,201 @@ func Check(t testing.TB, probes []Probe) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// SendFrame writes one raw Ethernet frame (header included) to a link in the
+// namespace, as a guest's kernel would put it on the wire: nothing in the
+// namespace's own stack judges it.
+func (n *NS) SendFrame(link string, frame []byte) error {
+	return nsutil.Do(n.Handle, func() error {
+		ifi, err := net.InterfaceByName(link)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("packet socket: %w", err)
+		}
+		defer unix.Close(fd)
+		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
+		copy(sa.Addr[:], frame[:6])
+		if err := unix.Sendto(fd, frame, 0, sa); err != nil {
+			return fmt.Errorf("send frame on %s: %w", link, err)
+		}
+		return nil
+	})
+}
+
+// Recorder is a UDP socket that remembers the source of every datagram that
+// arrives: the test asserts what reached it, not what a reply says.
+type Recorder struct {
+	mu   sync.Mutex
+	from map[string]int // source address (no port) -> datagrams
+	seen chan struct{}
+}
+
+// Record opens a recording UDP socket ("udp4" or "udp6") in the namespace.
+func (n *NS) Record(network, addr string) *Recorder {
+	n.t.Helper()
+	pc, err := nsutil.ListenPacket(n.Handle, network, addr)
+	if err != nil {
+		n.t.Fatalf("listen %s %s in %s: %v", network, addr, n.Name, err)
+	}
+	n.t.Cleanup(func() { pc.Close() })
+	r := &Recorder{from: map[string]int{}, seen: make(chan struct{}, 1)}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			ip := from.(*net.UDPAddr).IP.String()
+			r.mu.Lock()
+			r.from[ip]++
+			r.mu.Unlock()
+			select {
+			case r.seen <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return r
+}
+
+// Got reports whether a datagram from src arrived within wait.
+func (r *Recorder) Got(src string, wait time.Duration) bool {
+	deadline := time.After(wait)
+	for {
+		r.mu.Lock()
+		n := r.from[src]
+		r.mu.Unlock()
+		if n > 0 {
+			return true
+		}
+		select {
+		case <-r.seen:
+		case <-deadline:
+			return false
+		}
+	}
+}
+
+// Sources lists who sent something so far.
+func (r *Recorder) Sources() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for s := range r.from {
+		out = append(out, s)
+	}
+	return out
+}
+
+// SendUDP sends a few datagrams from src (an address of the namespace) to
+// dst (host:port) and returns without waiting for anything.
+func (n *NS) SendUDP(network, src, dst string) error {
+	var pc net.PacketConn
+	err := nsutil.Do(n.Handle, func() (err error) {
+		pc, err = net.ListenPacket(network, net.JoinHostPort(src, "0"))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	ua, err := net.ResolveUDPAddr(network, dst)
+	if err != nil {
+		return err
+	}
+	for range 3 {
+		if _, err := pc.WriteTo([]byte("probe"), ua); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Reset forgets what arrived so far.
+func (r *Recorder) Reset() {
+	r.mu.Lock()
+	clear(r.from)
+	r.mu.Unlock()
+}
+
+// Capture watches every frame a link receives (a packet socket, so frames
+// the namespace's stack would ignore are seen too) for one that matches.
+type Capture struct {
+	mu    sync.Mutex
+	match func([]byte) bool
+	hits  int
+}
+
+// Capture starts watching link; it stops when the test ends.
+func (n *NS) Capture(link string, match func(frame []byte) bool) *Capture {
+	n.t.Helper()
+	var fd int
+	err := nsutil.Do(n.Handle, func() error {
+		ifi, err := net.InterfaceByName(link)
+		if err != nil {
+			return err
+		}
+		proto := int(htons(unix.ETH_P_ALL))
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
+		return unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	})
+	if err != nil {
+		n.t.Fatalf("capture on %s in %s: %v", link, n.Name, err)
+	}
+	c := &Capture{match: match}
+	var stop atomic.Bool
+	done := make(chan struct{})
+	n.t.Cleanup(func() { stop.Store(true); <-done; unix.Close(fd) })
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65536)
+		for !stop.Load() {
+			k, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil || k <= 0 {
+				continue
+			}
+			if match(buf[:k]) {
+				c.mu.Lock()
+				c.hits++
+				c.mu.Unlock()
+			}
+		}
+	}()
+	return c
+}
+
+// Seen reports whether a matching frame arrived within wait.
+func (c *Capture) Seen(wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for {
+		c.mu.Lock()
+		h := c.hits
+		c.mu.Unlock()
+		if h > 0 {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// htons is the protocol number in network byte order, as AF_PACKET wants it.
+func htons(v uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return binary.NativeEndian.Uint16(b[:])
 }

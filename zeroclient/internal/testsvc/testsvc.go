@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"deskhost/internal/certs"
 	"deskhost/internal/testenv"
 )
 
@@ -62,9 +63,12 @@ type LDAPUser struct {
 	UID, Password, GivenName, Surname string
 }
 
-// LDAP is a running slapd.
+// LDAP is a running slapd. It speaks StartTLS with a certificate for 127.0.0.1 from a CA
+// made for the test (CAFile); simple binds before StartTLS are refused
+// (slapd's security simple_bind=1), as a directory that cares about passwords refuses them.
 type LDAP struct {
 	URL             string
+	CAFile          string
 	Suffix          string // dc=corp,dc=example,dc=com
 	UserBase        string // ou=people,<suffix>
 	ServiceDN       string
@@ -96,6 +100,11 @@ func Slapd(t testing.TB, domain string, users []LDAPUser) *LDAP {
 	l.ServiceDN = "cn=svc-workspaces,ou=service," + l.Suffix
 	l.conf = filepath.Join(dir, "slapd.conf")
 	os.MkdirAll(filepath.Join(dir, "data"), 0o700)
+	tlsDir := filepath.Join(dir, "tls")
+	if _, err := certs.SelfSigned(tlsDir, []string{"127.0.0.1"}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	l.CAFile = filepath.Join(tlsDir, certs.CAFile)
 	conf := fmt.Sprintf(`include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
@@ -108,6 +117,11 @@ suffix "%[2]s"
 rootdn "cn=admin,%[2]s"
 rootpw %[3]s
 directory %[1]s/data
+TLSCACertificateFile %[1]s/tls/ca.pem
+TLSCertificateFile %[1]s/tls/cert.pem
+TLSCertificateKeyFile %[1]s/tls/key.pem
+# No simple bind (no password) travels before StartTLS.
+security simple_bind=1
 # Users prove their password by binding; only bound accounts (the service account) read.
 access to attrs=userPassword by anonymous auth by self read by * none
 access to * by users read by * none
@@ -218,6 +232,11 @@ type RADIUS struct {
 type RADIUSConfig struct {
 	Passcodes  map[string]string
 	Challenges map[string]Challenge
+	// OmitMessageAuthenticator leaves Message-Authenticator out of the answers, as
+	// FreeRADIUS 3.2.1 (Debian 12) does unless told otherwise: the BlastRADIUS-vulnerable
+	// server zeroclient must refuse. Otherwise every answer carries one, as the BlastRADIUS
+	// fix has servers do.
+	OmitMessageAuthenticator bool
 }
 
 // Challenge is a two-step user.
@@ -235,6 +254,14 @@ func FreeRADIUS(t testing.TB, cfg RADIUSConfig) *RADIUS {
 	var users, challenge strings.Builder
 	for u, code := range cfg.Passcodes {
 		fmt.Fprintf(&users, "%s Cleartext-Password := %q\n", u, code)
+	}
+	if !cfg.OmitMessageAuthenticator {
+		// FreeRADIUS computes the attribute's value when it encodes the answer (Accept,
+		// Reject or Challenge alike).
+		challenge.WriteString(`
+    update reply {
+      &Message-Authenticator := 0x00000000000000000000000000000000
+    }`)
 	}
 	for u, c := range cfg.Challenges {
 		fmt.Fprintf(&users, "%s Cleartext-Password := %q\n", u, c.Code)
