@@ -149,7 +149,7 @@ zeroclient:
   gateway: {listen: "127.0.0.1:%[8]d"}
   echo: {listen: ["127.0.0.1:%[8]d", "127.0.0.1:%[9]d"]}
   tls: {selfSignedDir: %[1]s/zc/tls}
-  events: {log: %[1]s/zc/access.jsonl, auditLog: %[1]s/zc/audit.jsonl, webhook: "http://127.0.0.1:%[10]d/events"}
+  events: {log: %[1]s/zc/events/access.jsonl, auditLog: %[1]s/zc/events/audit.jsonl, webhook: "http://127.0.0.1:%[10]d/events"}
   metrics: {listen: "127.0.0.1:%[11]d"}
   credentialStore: %[1]s/zc/credentials.db
   hostdSocket: %[6]s

@@ -60,6 +60,16 @@ func noNewPrivs() (bool, error) {
 // run) stops setuid binaries and file capabilities from granting any again. It checks the
 // switch took: uid 0 cannot be regained.
 func To(name string) (Identity, error) {
+	id, err := Lookup(name)
+	if err != nil {
+		return id, err
+	}
+	return id, Become(id)
+}
+
+// Lookup is who user name is: uid, primary group and supplementary groups, none of them
+// root's.
+func Lookup(name string) (Identity, error) {
 	var id Identity
 	u, err := user.Lookup(name)
 	if err != nil {
@@ -88,31 +98,36 @@ func To(name string) (Identity, error) {
 		}
 		id.Groups = append(id.Groups, n)
 	}
+	return id, nil
+}
+
+// Become is To for an identity already looked up.
+func Become(id Identity) error {
 	// Go applies these to every thread of the process.
 	if err := syscall.Setgroups(id.Groups); err != nil {
-		return id, fmt.Errorf("drop root: setgroups: %w", err)
+		return fmt.Errorf("drop root: setgroups: %w", err)
 	}
 	if err := syscall.Setresgid(id.GID, id.GID, id.GID); err != nil {
-		return id, fmt.Errorf("drop root: setresgid %d: %w", id.GID, err)
+		return fmt.Errorf("drop root: setresgid %d: %w", id.GID, err)
 	}
 	if err := syscall.Setresuid(id.UID, id.UID, id.UID); err != nil {
-		return id, fmt.Errorf("drop root: setresuid %d: %w", id.UID, err)
+		return fmt.Errorf("drop root: setresuid %d: %w", id.UID, err)
 	}
 	if on, err := noNewPrivs(); err != nil || !on {
-		return id, fmt.Errorf("drop root: no_new_privs is not set (run NoNewPrivs first): %v", err)
+		return fmt.Errorf("drop root: no_new_privs is not set (run NoNewPrivs first): %v", err)
 	}
 	if err := syscall.Setresuid(0, 0, 0); err == nil {
-		return id, errors.New("drop root: uid 0 could be regained")
+		return errors.New("drop root: uid 0 could be regained")
 	}
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var caps [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &caps[0]); err != nil {
-		return id, fmt.Errorf("drop root: capabilities: %w", err)
+		return fmt.Errorf("drop root: capabilities: %w", err)
 	}
 	for _, c := range caps {
 		if c.Effective|c.Permitted|c.Inheritable != 0 {
-			return id, fmt.Errorf("drop root: capabilities left: %+v", caps)
+			return fmt.Errorf("drop root: capabilities left: %+v", caps)
 		}
 	}
-	return id, nil
+	return nil
 }
