@@ -9,11 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
-	"deskhost/internal/imagelayout"
 	"deskhost/internal/testenv"
-	"deskhost/internal/vt100"
 )
 
 // desktopDisk makes a read-only ext4 image holding the desktop image, for the virtual host
@@ -39,27 +36,19 @@ func desktopDisk(t *testing.T) string {
 	return disk
 }
 
-// Catalog entries the test adds to the running host config, for one WorkSpace.
+// The catalog the test makes through hostd's CLI in the appliance, for one WorkSpace.
 const (
-	vmImage     = "wsi-desktop001"
-	vmBundle    = "wsb-value00001"
-	vmDirectory = "d-0123456789"
-	vmUser      = "alice"
-	vmCatalog   = `  images:
-    - {id: ` + vmImage + `, name: desktop, os: linux, dir: /mnt/desktop}
-  bundles:
-    - {id: ` + vmBundle + `, name: Value, image: ` + vmImage + `, computeType: VALUE, protocol: PCOIP, rootGiB: 80, userGiB: 10}
-  directories:
-    - id: ` + vmDirectory + `
-      name: corp.example.com
-      users: [{userName: ` + vmUser + `, email: alice@example.com}]
-`
+	vmImage        = "wsi-desktop001"
+	vmDirectory    = "d-0123456789"
+	vmUser         = "alice"
+	vmDirYAML      = "id: " + vmDirectory + "\nname: corp.example.com\nusers: [{userName: " + vmUser + ", email: alice@example.com}]\n"
 	libvirtQemuUID = 64055 // imagebuild/appliance's /etc/passwd
 	zeroclientUID  = 64060
 )
 
 var (
 	wsIDRe   = regexp.MustCompile(`ws-[0-9a-z]{10}`)
+	wsbIDRe  = regexp.MustCompile(`wsb-[0-9a-z]{10}`)
 	cgLineRe = regexp.MustCompile(`(?m)^CGDIR (\S+) cpu.max=(.*) memory.max=(.*)$`)
 )
 
@@ -71,29 +60,17 @@ var (
 // boots under nested emulation and need not finish: qemu's confinement is in place from
 // its start.
 func checkWorkspaceConfined(t *testing.T, v *vm) {
-	// The desktop image, on the second disk; the catalog, into the running config; hostd
-	// restarted to read both.
+	// The desktop image, on the second disk; the catalog, as an operator makes it with
+	// hostd's CLI.
 	out := v.shell("mkdir -p /mnt/desktop && mount -o ro /dev/vdb /mnt/desktop && ls /mnt/desktop",
-		fmt.Sprintf("printf '%%b' '%s' > /tmp/catalog.yaml && sed -i '/memoryMiB: 256}/r /tmp/catalog.yaml' /run/deskhost/host.yaml && hostd check-config --config /run/deskhost/host.yaml",
-			strings.ReplaceAll(vmCatalog, "\n", "\\n")))
-	if !strings.Contains(out[0], "vmlinux") || !strings.Contains(out[1], "ok") {
-		t.Fatalf("desktop image or catalog in the appliance:\n%s\n%s", out[0], out[1])
+		"hostd images register --dir /mnt/desktop --id "+vmImage,
+		"hostd bundles create --name Value --description 1vCPU --image "+vmImage+" --compute VALUE --user-gib 10",
+		fmt.Sprintf("printf '%%b' '%s' > /tmp/corp.yaml && hostd directory put --file /tmp/corp.yaml && hostd directories register %s && echo CATALOG-OK", vmDirYAML, vmDirectory))
+	bundle := wsbIDRe.FindString(out[2])
+	if !strings.Contains(out[0], "vmlinux") || !strings.Contains(out[1], vmImage) || bundle == "" || !strings.Contains(out[3], "CATALOG-OK") {
+		t.Fatalf("desktop image or catalog in the appliance:\n%s", strings.Join(out, "\n"))
 	}
-	pidRe := regexp.MustCompile(`(?m)^hostd\s+running\s+(\d+)`)
-	v.waitScreen("hostd running", time.Minute, func(s *vt100.Screen) bool { return pidRe.MatchString(s.String()) })
-	before := pidRe.FindStringSubmatch(v.screen.String())[1]
-	v.send("2")
-	v.waitScreen("the service list", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Restart a service") && s.Contains("4  hostd") })
-	v.send("4")
-	v.waitScreen("the confirmation", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Restart hostd?") })
-	v.send("y\r")
-	v.waitScreen("hostd running with a new PID", 3*time.Minute, func(s *vt100.Screen) bool {
-		m := pidRe.FindStringSubmatch(s.String())
-		return m != nil && m[1] != before
-	})
-	v.waitScreen("ready again", 3*time.Minute, func(s *vt100.Screen) bool { return s.Contains(imagelayout.ReadyLine) })
-
-	out = v.shell(fmt.Sprintf("hostd create --directory %s --user %s --bundle %s", vmDirectory, vmUser, vmBundle))
+	out = v.shell(fmt.Sprintf("hostd create --directory %s --user %s --bundle %s", vmDirectory, vmUser, bundle))
 	id := wsIDRe.FindString(out[0])
 	if id == "" {
 		t.Fatalf("hostd create in the appliance:\n%s", out[0])

@@ -131,8 +131,7 @@ func TestDirectKernel(t *testing.T) {
 	})
 
 	// hostd launches a WorkSpace; its qemu runs as libvirt-qemu under cgroup limits, and
-	// zeroclient as its own user (confine_vm_test.go). Before the management address
-	// changes: that rewrites the running config, which this test extends.
+	// zeroclient as its own user (confine_vm_test.go).
 	t.Run("WorkSpaceConfined", func(t *testing.T) { checkWorkspaceConfined(t, v) })
 
 	t.Run("StaticManagementAddress", func(t *testing.T) {
