@@ -64,8 +64,9 @@ type Options struct {
 const BrokerPrincipal = "broker"
 
 // brokerOperations are the only operations BrokerPrincipal may call: what a connection
-// broker needs to find, start and report on a user's WorkSpace.
-var brokerOperations = map[string]bool{"DescribeWorkspaces": true, "StartWorkspaces": true, ReportConnectionsOperation: true}
+// broker needs to find, start and report on a user's WorkSpace, and the catalog (its
+// directories and IP access control groups) that it enforces.
+var brokerOperations = map[string]bool{"DescribeWorkspaces": true, "StartWorkspaces": true, ReportConnectionsOperation: true, DescribeCatalogOperation: true}
 
 // OptionsFromConfig is the Options the host config's api section gives; logger receives
 // the audit log.
@@ -243,7 +244,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call) *catalog
 	}
 	c.action = name
 	if c.principal == BrokerPrincipal && !brokerOperations[name] {
-		return catalog.Errorf(catalog.AccessDenied, "%s: the connection broker may call only DescribeWorkspaces, StartWorkspaces and ReportConnections", name)
+		return catalog.Errorf(catalog.AccessDenied, "%s: the connection broker may call only DescribeWorkspaces, StartWorkspaces, ReportConnections and DescribeCatalog", name)
 	}
 	if op.localOnly && !viaUnix {
 		return catalog.Errorf(catalog.AccessDenied, "%s is hostd's own operation for the host's services: it is taken only on the local socket", name)

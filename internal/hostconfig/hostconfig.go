@@ -88,7 +88,8 @@ type API struct {
 	Socket string `yaml:"socket"`
 	// BrokerGroup, if set, also lets processes whose primary group it is use the socket,
 	// for the calls a connection broker makes (DescribeWorkspaces, StartWorkspaces,
-	// ReportConnections): zeroclient, once it has dropped root, runs in this group.
+	// ReportConnections, DescribeCatalog): zeroclient, once it has dropped root, runs in
+	// this group.
 	BrokerGroup string `yaml:"brokerGroup"`
 	// TLSCert and TLSKey are PEM files; if both are empty a self-signed certificate is
 	// made and kept under DataDir.
