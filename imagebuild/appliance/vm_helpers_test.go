@@ -192,9 +192,10 @@ func (v *vm) waitReady(from int, timeout time.Duration) time.Duration {
 		v.t.Fatalf("%s: qemu exited (%v) before %q appeared", v.name, v.err, imagelayout.ReadyLine)
 	default:
 	}
-	out := v.shell("tail -n 40 /perm/log/hostd.log", "tail -n 20 /perm/log/zeroclient.log", "tail -n 30 /perm/log/init.log", "ip -4 -o addr; ip route")
-	v.t.Fatalf("%s: %q did not appear within %s\nhostd.log:\n%s\nzeroclient.log:\n%s\ninit.log:\n%s\nnetwork:\n%s",
-		v.name, imagelayout.ReadyLine, timeout, out[0], out[1], out[2], out[3])
+	out := v.shell("tail -n 40 /perm/log/hostd.log", "tail -n 20 /perm/log/zeroclient.log", "tail -n 30 /perm/log/init.log", "ip -4 -o addr; ip route",
+		"tail -n 30 /perm/log/libvirtd.log", processes)
+	v.t.Fatalf("%s: %q did not appear within %s\nhostd.log:\n%s\nzeroclient.log:\n%s\ninit.log:\n%s\nnetwork:\n%s\nlibvirtd.log:\n%s\nprocesses:\n%s",
+		v.name, imagelayout.ReadyLine, timeout, out[0], out[1], out[2], out[3], out[4], out[5])
 	return 0
 }
 
@@ -268,3 +269,7 @@ func needFile(t testing.TB, files ...string) {
 		}
 	}
 }
+
+// processes lists the guest's processes with their state and where the kernel has them
+// wait, and /dev/kvm: what a stuck service is doing.
+const processes = `ls -l /dev/kvm; for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' < $p/cmdline); [ -n "$c" ] && echo "${p#/proc/} $(cut -d' ' -f3 $p/stat) $(cat $p/wchan) $c"; done`
