@@ -41,6 +41,7 @@ import (
 
 	"deskhost/hostd/api"
 	"deskhost/hostd/cli"
+	"deskhost/hostd/confine"
 	"deskhost/hostd/controller"
 	"deskhost/hostd/etcdmember"
 	"deskhost/hostd/memscrub"
@@ -159,12 +160,26 @@ func run(path string, log *slog.Logger) error {
 		return err
 	}
 	log.Info("memory preflight", "report", report.String())
+	guests, err := confine.Lookup(h.Guests.User, h.Guests.Group, h.Guests.DisplayGroup, *h.Guests.CgroupLimits)
+	if err != nil {
+		return fmt.Errorf("hostd.guests: %w", err)
+	}
+	log.Info("guests", "qemuUID", guests.UID, "qemuGID", guests.GID, "displayGID", guests.DisplayGID,
+		"cgroupLimits", guests.Limits, "hugePages", *h.Memory.HugePages)
 	preflight := func() error {
 		r, err := memscrub.Check()
 		if err != nil {
 			return err
 		}
-		return r.Refusal(h.Memory.InitOnFreeRequired())
+		if err := r.Refusal(h.Memory.InitOnFreeRequired()); err != nil {
+			return err
+		}
+		if guests.Limits {
+			if err := confine.CheckLimits(); err != nil {
+				return fmt.Errorf("%w (or set hostd.guests.cgroupLimits: false)", err)
+			}
+		}
+		return nil
 	}
 	if err := preflight(); err != nil {
 		log.Error("WorkSpaces will not boot until this is fixed", "err", err)
@@ -250,12 +265,18 @@ func run(path string, log *slog.Logger) error {
 		HealthMisses:        h.HealthMisses,
 		TerminatedRetention: h.TerminatedRetention.Duration,
 		Preflight:           preflight,
+		HugePages:           *h.Memory.HugePages,
+		Confine:             guests,
 		DialAgent:           controller.DialAgent,
 		Observer:            mx,
 		Log:                 log.With("component", "controller"),
 	})
 	svc.SetWaker(ctl)
-	srv := api.New(svc, api.OptionsFromConfig(h.API, log.With("component", "api")))
+	apiOpts := api.OptionsFromConfig(h.API, log.With("component", "api"))
+	if err := apiOpts.LookupBrokerGroup(h.API.BrokerGroup); err != nil {
+		return err
+	}
+	srv := api.New(svc, apiOpts)
 
 	if h.Metrics.Listen != "" {
 		if err := serveMetrics(ctx, h.Metrics.Listen, mx, log); err != nil {

@@ -36,6 +36,8 @@ import (
 	"deskhost/zeroclient/auth"
 	"deskhost/zeroclient/client"
 	"deskhost/zeroclient/echo"
+	"deskhost/zeroclient/events"
+	"deskhost/zeroclient/privdrop"
 	"deskhost/zeroclient/rfb"
 	"deskhost/zeroclient/server"
 )
@@ -123,12 +125,39 @@ func serve(args []string) int {
 		log.Error("zeroclient stopped", "err", err)
 		return 1
 	}
+	var opts server.Options
+	var id privdrop.Identity
+	if u := c.Zeroclient.User; u != "" {
+		// Before anything is opened: this re-executes zeroclient once.
+		if err := privdrop.NoNewPrivs(); err != nil {
+			log.Error("zeroclient stopped", "err", err)
+			return 1
+		}
+		if id, err = privdrop.Lookup(u); err != nil {
+			log.Error("zeroclient stopped", "err", err)
+			return 1
+		}
+		opts.RunAs = &events.Owner{UID: id.UID, GID: id.GID}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	s, err := server.New(c, log, server.Options{})
+	s, err := server.New(c, log, opts)
 	if err != nil {
 		log.Error("zeroclient stopped", "err", err)
 		return 1
+	}
+	// Everything that needs root is done: ports bound, files open, admin socket made.
+	if u := c.Zeroclient.User; u != "" {
+		if err := privdrop.Become(id); err != nil {
+			done, cancel := context.WithCancel(ctx)
+			cancel()
+			s.Run(done) // closes what New opened
+			log.Error("zeroclient stopped", "err", err)
+			return 1
+		}
+		log.Info("dropped root", "user", u, "uid", id.UID, "gid", id.GID, "groups", id.Groups)
+	} else {
+		log.Warn("zeroclient runs as root: set zeroclient.user")
 	}
 	s.Run(ctx)
 	return 0

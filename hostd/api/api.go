@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"os/user"
 	"strconv"
 	"time"
 
@@ -51,12 +52,46 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives the audit log and server errors (default slog.Default()).
 	Logger *slog.Logger
+	// BrokerGID is the group whose members may use the local socket as BrokerPrincipal;
+	// -1 (or unset with BrokerGroupSet false): none.
+	BrokerGID int
+	// BrokerGroupSet says BrokerGID is meant (gid 0 is root's group).
+	BrokerGroupSet bool
 }
+
+// BrokerPrincipal is the principal of requests from the broker group over the unix
+// socket: the connection broker (zeroclient), which runs unprivileged.
+const BrokerPrincipal = "broker"
+
+// brokerOperations are the only operations BrokerPrincipal may call: what a connection
+// broker needs to find, start and report on a user's WorkSpace, and the catalog (its
+// directories and IP access control groups) that it enforces.
+var brokerOperations = map[string]bool{"DescribeWorkspaces": true, "StartWorkspaces": true, ReportConnectionsOperation: true, DescribeCatalogOperation: true}
 
 // OptionsFromConfig is the Options the host config's api section gives; logger receives
 // the audit log.
 func OptionsFromConfig(c hostconfig.API, logger *slog.Logger) Options {
 	return Options{Region: c.Region, AccessKeys: c.AccessKeys, Throttle: c.Throttle, Logger: logger}
+}
+
+// LookupBrokerGroup sets o's broker group from the host config's name for it ("" : none).
+func (o *Options) LookupBrokerGroup(name string) error {
+	if name == "" {
+		return nil
+	}
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return fmt.Errorf("hostd.api.brokerGroup %q: %w", name, err)
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return fmt.Errorf("hostd.api.brokerGroup %q: gid %q: %w", name, g.Gid, err)
+	}
+	if gid == 0 {
+		return fmt.Errorf("hostd.api.brokerGroup %q is root's group", name)
+	}
+	o.BrokerGID, o.BrokerGroupSet = gid, true
+	return nil
 }
 
 // Server is the admin API.
@@ -66,6 +101,8 @@ type Server struct {
 	limiter  *Limiter
 	maxBody  int64
 	log      *slog.Logger
+	// brokerGID may use the local socket as BrokerPrincipal; -1: nobody but root.
+	brokerGID int
 }
 
 // New returns a Server calling svc.
@@ -88,12 +125,17 @@ func New(svc Service, o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	brokerGID := -1
+	if o.BrokerGroupSet {
+		brokerGID = o.BrokerGID
+	}
 	return &Server{
-		svc:      svc,
-		verifier: newVerifier(o.Region, o.AccessKeys, o.Now),
-		limiter:  NewLimiter(o.Throttle.Rate, o.Throttle.Burst, o.Now),
-		maxBody:  o.MaxBodyBytes,
-		log:      o.Logger,
+		svc:       svc,
+		verifier:  newVerifier(o.Region, o.AccessKeys, o.Now),
+		limiter:   NewLimiter(o.Throttle.Rate, o.Throttle.Burst, o.Now),
+		maxBody:   o.MaxBodyBytes,
+		log:       o.Logger,
+		brokerGID: brokerGID,
 	}
 }
 
@@ -151,11 +193,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call) *catalog
 		if peer.err != nil {
 			return catalog.Errorf(catalog.AccessDenied, "cannot identify the peer on the local socket: %v", peer.err)
 		}
-		if peer.uid != 0 {
+		switch {
+		case peer.uid == 0:
+			c.principal = LocalPrincipal
+		case s.brokerGID >= 0 && peer.gid == s.brokerGID:
+			c.principal = BrokerPrincipal
+		default:
 			return catalog.Errorf(catalog.AccessDenied,
-				"the local socket accepts only root (peer uid %d); use the HTTPS endpoint with an access key", peer.uid)
+				"the local socket accepts only root and the broker group (peer uid %d gid %d); use the HTTPS endpoint with an access key", peer.uid, peer.gid)
 		}
-		c.principal = LocalPrincipal
 	} else {
 		var aerr *catalog.Error
 		auth, key, aerr = s.verifier.checkHeader(r)
@@ -197,6 +243,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call) *catalog
 		return aerr
 	}
 	c.action = name
+	if c.principal == BrokerPrincipal && !brokerOperations[name] {
+		return catalog.Errorf(catalog.AccessDenied, "%s: the connection broker may call only DescribeWorkspaces, StartWorkspaces, ReportConnections and DescribeCatalog", name)
+	}
 	if op.localOnly && !viaUnix {
 		return catalog.Errorf(catalog.AccessDenied, "%s is hostd's own operation for the host's services: it is taken only on the local socket", name)
 	}

@@ -164,8 +164,10 @@ type env struct {
 }
 
 type envOptions struct {
-	throttle hostconfig.Throttle
-	now      func() time.Time
+	throttle  hostconfig.Throttle
+	now       func() time.Time
+	brokerGID int // with brokerGroup: the local socket's broker group
+	broker    bool
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -190,9 +192,11 @@ func newEnv(t *testing.T, o envOptions) *env {
 			{ID: accessKeyID, Secret: secretKey, Name: "admin"},
 			{ID: accessKeyID2, Secret: secretKey2, Name: "ops"},
 		},
-		Throttle: o.throttle,
-		Now:      o.now,
-		Logger:   logger,
+		Throttle:       o.throttle,
+		Now:            o.now,
+		Logger:         logger,
+		BrokerGID:      o.brokerGID,
+		BrokerGroupSet: o.broker,
 	})
 	e := &env{t: t, store: st, svc: svc, waker: waker, api: srv, log: logBuf, region: testRegion}
 	e.startHTTPS(dir)

@@ -124,14 +124,23 @@ func serve(ctx context.Context, srv *http.Server, run func() error) error {
 // ListenUnix makes the API's unix socket at path: its parent directory is created or
 // narrowed to mode 0700 and the socket is 0600, both owned by the caller (root). A stale
 // socket left by a crash is replaced; one with a live server behind it is an error.
-func ListenUnix(path string) (net.Listener, error) {
+func ListenUnix(path string) (net.Listener, error) { return ListenUnixGroup(path, -1) }
+
+// ListenUnixGroup is ListenUnix with the broker group let in: the directory is 0710 and
+// the socket 0660, both of group gid, so that the group's members can connect (what they
+// may call is the API's to decide). gid -1 is ListenUnix.
+func ListenUnixGroup(path string, gid int) (net.Listener, error) {
+	dirMode, sockMode, group := os.FileMode(0o700), os.FileMode(0o600), os.Getegid()
+	if gid >= 0 {
+		dirMode, sockMode, group = 0o710, 0o660, gid
+	}
 	path = filepath.Clean(path)
 	dir := filepath.Dir(path)
 	switch dir {
 	case "/", "/run", "/var/run", "/tmp", "/var/tmp", "/dev/shm":
 		return nil, fmt.Errorf("admin api socket %s: put it in a directory of its own (e.g. /run/deskhost/), not %s, which must stay shared", path, dir)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, dirMode); err != nil {
 		return nil, fmt.Errorf("admin api socket: %w", err)
 	}
 	fi, err := os.Stat(dir)
@@ -144,10 +153,13 @@ func ListenUnix(path string) (net.Listener, error) {
 	if fi.Mode()&os.ModeSticky != 0 {
 		return nil, fmt.Errorf("admin api socket directory %s is sticky (a shared directory); use one of its own", dir)
 	}
-	if fi.Mode().Perm() != 0o700 {
-		if err := os.Chmod(dir, 0o700); err != nil {
+	if fi.Mode().Perm() != dirMode {
+		if err := os.Chmod(dir, dirMode); err != nil {
 			return nil, fmt.Errorf("admin api socket: %w", err)
 		}
+	}
+	if err := os.Chown(dir, -1, group); err != nil {
+		return nil, fmt.Errorf("admin api socket: %w", err)
 	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
@@ -165,7 +177,11 @@ func ListenUnix(path string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin api socket: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	if err := os.Chown(path, -1, group); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin api socket: %w", err)
+	}
+	if err := os.Chmod(path, sockMode); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("admin api socket: %w", err)
 	}
@@ -242,7 +258,7 @@ func (s *Server) Run(ctx context.Context, c hostconfig.API, certDir string) erro
 		serves = append(serves, func() error { return s.ServeTLSListener(ctx, ln, TLSConfig(cert)) })
 	}
 	if c.Socket != "" {
-		ln, err := ListenUnix(c.Socket)
+		ln, err := ListenUnixGroup(c.Socket, s.brokerGID)
 		if err != nil {
 			return err
 		}

@@ -54,7 +54,11 @@ func unixHTTPClient(path string) *http.Client {
 // socket, printing "status type: message".
 func unixClientHelper(path string) int {
 	req, _ := http.NewRequest(http.MethodPost, "http://hostd/", strings.NewReader(`{}`))
-	req.Header.Set("X-Amz-Target", "WorkspacesService.DescribeWorkspaces")
+	target := os.Getenv("HOSTD_API_TEST_TARGET")
+	if target == "" {
+		target = "DescribeWorkspaces"
+	}
+	req.Header.Set("X-Amz-Target", "WorkspacesService."+target)
 	req.Header.Set("Content-Type", ContentType)
 	resp, err := unixHTTPClient(path).Do(req)
 	if err != nil {
@@ -139,7 +143,7 @@ func TestUnixSocket(t *testing.T) {
 	if err != nil {
 		t.Fatalf("helper as uid 65534: %v\n%s", err, got)
 	}
-	if want := "403 AccessDeniedException: the local socket accepts only root (peer uid 65534)"; !strings.HasPrefix(string(got), want) {
+	if want := "403 AccessDeniedException: the local socket accepts only root and the broker group (peer uid 65534 gid 65534)"; !strings.HasPrefix(string(got), want) {
 		t.Errorf("non-root peer got %q, want %q…", got, want)
 	}
 
@@ -166,6 +170,67 @@ func TestUnixSocket(t *testing.T) {
 	os.WriteFile(notSock, nil, 0o600)
 	if _, err := ListenUnix(notSock); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("ListenUnix over a regular file: %v", err)
+	}
+}
+
+// TestBrokerGroup: with a broker group, the socket's directory and the socket are open to
+// that group, whose members (zeroclient after it dropped root) may make the broker's calls
+// and no others; a peer outside the group is refused as before.
+func TestBrokerGroup(t *testing.T) {
+	requireRoot(t, "the peer-credential check needs peers of other users")
+	const nogroup = 65534
+	e := newEnv(t, envOptions{brokerGID: nogroup, broker: true})
+	base, err := os.MkdirTemp("", "hostd-api") // t.TempDir's parent is root-only
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	os.Chmod(base, 0o755)
+	path := filepath.Join(base, "run", "hostd.sock")
+	ln, err := ListenUnixGroup(path, nogroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.api.ServeUnixListener(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Dir(path), &st); err != nil || st.Mode&0o7777 != 0o710 || st.Gid != nogroup {
+		t.Errorf("socket directory mode %o group %d, want 0710 and the broker group", st.Mode&0o7777, st.Gid)
+	}
+	if err := syscall.Stat(path, &st); err != nil || st.Mode&0o7777 != 0o660 || st.Gid != nogroup {
+		t.Errorf("socket mode %o group %d, want 0660 and the broker group", st.Mode&0o7777, st.Gid)
+	}
+	helper := filepath.Join(base, "helper.test")
+	exe, _ := os.Executable()
+	bin, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(helper, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	call := func(gid uint32, target string) string {
+		cmd := exec.Command(helper)
+		cmd.Env = []string{"HOSTD_API_TEST_HELPER=unix-client", "HOSTD_API_TEST_SOCKET=" + path, "HOSTD_API_TEST_TARGET=" + target}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: gid, Groups: []uint32{}}}
+		out, _ := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out))
+	}
+	for _, op := range []string{"DescribeWorkspaces", "StartWorkspaces", "ReportConnections", "DescribeCatalog"} {
+		if got := call(nogroup, op); strings.HasPrefix(got, "403") || strings.HasPrefix(got, "dial error") {
+			t.Errorf("broker call %s refused: %s", op, got)
+		}
+	}
+	if got := call(nogroup, "TerminateWorkspaces"); !strings.HasPrefix(got, "403 AccessDeniedException: TerminateWorkspaces: the connection broker may call only") {
+		t.Errorf("broker calling TerminateWorkspaces: %s", got)
+	}
+	if got := call(nogroup-1, "DescribeWorkspaces"); !strings.Contains(got, "permission denied") {
+		t.Errorf("a peer outside the broker group: %s", got)
+	}
+	if !strings.Contains(e.log.String(), `"principal":"broker"`) {
+		t.Errorf("audit log lacks the broker principal:\n%s", e.log.String())
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"deskhost/hostd/confine"
 	"deskhost/hostd/memscrub"
 	"deskhost/hostd/store"
 	"deskhost/hostd/virt"
@@ -96,6 +97,12 @@ type Config struct {
 
 	// Preflight is run before any WorkSpace boots; an error keeps VMs from starting.
 	Preflight func() error
+	// HugePages backs guest RAM with 2 MiB pages, added to the kernel's pool as WorkSpaces
+	// start (hostd/memscrub.WithHugePages).
+	HugePages bool
+	// Confine is how qemu runs: its user, the display group, cgroup limits (hostd/confine).
+	// The zero Policy leaves qemu to libvirt's qemu.conf and sets no limits.
+	Confine confine.Policy
 	// DialAgent connects to a guest agent's channel socket.
 	DialAgent func(ctx context.Context, socket string) (Agent, error)
 
@@ -126,10 +133,15 @@ type Controller struct {
 	// revision it read at: a watched change asks something new only beyond both (watch.go).
 	seen map[string]seen
 
-	// Test hooks. afterZero sees the held RAM after it was zeroed, before it is released;
-	// skipZero releases RAM without zeroing it, to prove the tests would notice.
-	afterZero func(id string, h *memscrub.Held)
+	// Test hooks. scrubbing sees the held RAM once qemu is gone, right before it is zeroed
+	// (zeroed false) and right after (zeroed true), before it is released; skipZero
+	// releases RAM without zeroing it, to prove the tests would notice. resuming runs when
+	// a new guest's RAM is held and its vCPUs are about to run for the first time. holdRAM
+	// stands in for memscrub.Hold.
+	scrubbing func(id string, h *memscrub.Held, zeroed bool)
 	skipZero  atomic.Bool
+	resuming  func(id string)
+	holdRAM   func(pid int, ramBytes int64) (*memscrub.Held, error)
 	// reconciling, if set, is told when a reconcile of id starts (the watch benchmark).
 	reconciling func(id string)
 }
@@ -148,7 +160,7 @@ func New(cfg Config) *Controller {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	c := &Controller{cfg: cfg, workers: map[string]*worker{}, held: map[string]*memscrub.Held{}, seen: map[string]seen{}}
+	c := &Controller{cfg: cfg, workers: map[string]*worker{}, held: map[string]*memscrub.Held{}, seen: map[string]seen{}, holdRAM: memscrub.Hold}
 	c.idle = sync.NewCond(&c.mu)
 	return c
 }
@@ -159,8 +171,20 @@ const Prefix = "ws-"
 // Run reconciles every WorkSpace, then follows libvirt's events and the store's changes
 // (watch.go), and re-checks everything periodically, until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	if err := c.cfg.Conn.EnsurePool(c.cfg.Pool, filepath.Join(c.cfg.DataDir, "volumes")); err != nil {
+	if err := c.cfg.Conn.EnsurePool(c.cfg.Pool, c.volumeDir()); err != nil {
 		return err
+	}
+	if c.cfg.Confine.Unprivileged() {
+		// qemu must reach its volumes and runtime directory below the data dir, without
+		// listing it: search permission only, for everyone.
+		for _, d := range []string{c.cfg.DataDir, filepath.Join(c.cfg.DataDir, "run")} {
+			if err := os.MkdirAll(d, 0o711); err != nil {
+				return err
+			}
+			if err := os.Chmod(d, 0o711); err != nil {
+				return err
+			}
+		}
 	}
 	events, err := c.cfg.Conn.Events(ctx)
 	if err != nil {
@@ -508,6 +532,13 @@ func (c *Controller) SerialLog(id string) string { return runpaths.SerialLog(c.c
 func rootVolume(id string) string { return id + "-root.qcow2" }
 func userVolume(id string) string { return id + "-user.qcow2" }
 
+func (c *Controller) volumeDir() string { return filepath.Join(c.cfg.DataDir, "volumes") }
+
+// volumePaths are id's volumes in the pool directory, whether or not they exist.
+func (c *Controller) volumePaths(id string) []string {
+	return []string{filepath.Join(c.volumeDir(), rootVolume(id)), filepath.Join(c.volumeDir(), userVolume(id))}
+}
+
 func (c *Controller) spec(w workspace.Workspace, root, user string) (virt.Spec, error) {
 	img, err := c.cfg.Images.ImageFiles(w.ImageID)
 	if err != nil {
@@ -529,6 +560,9 @@ func (c *Controller) spec(w workspace.Workspace, root, user string) (virt.Spec, 
 		Type:        c.cfg.DomainType,
 		VCPUs:       hw.VCPUs,
 		MemoryMiB:   hw.MemoryMiB,
+		HugePages:   c.cfg.HugePages,
+		RunAs:       c.cfg.Confine.Label(),
+		Limits:      c.cfg.Confine.Limits,
 		Kernel:      img.Kernel,
 		Initrd:      img.Initrd,
 		Cmdline:     strings.TrimSpace(img.Cmdline + " deskhost.workspace=" + w.ID + " deskhost.user=" + url.QueryEscape(w.UserName)),
@@ -542,8 +576,18 @@ func (c *Controller) spec(w workspace.Workspace, root, user string) (virt.Spec, 
 	}, nil
 }
 
-func (c *Controller) memBytes(w workspace.Workspace) int64 {
-	return int64(c.cfg.ComputeTypes[catalog.ComputeType(w.Properties.ComputeTypeName)].MemoryMiB) << 20
+// ramBytes is the RAM of id's running domain, as libvirt has it: the size of the memfd to
+// hold (the record's compute type may have changed since the guest started, and an orphan
+// has no record).
+func (c *Controller) ramBytes(id string) (int64, error) {
+	d, err := c.cfg.Conn.XML(id)
+	if err != nil {
+		return 0, err
+	}
+	if d.Memory == nil {
+		return 0, fmt.Errorf("domain %s has no memory size", id)
+	}
+	return virt.Bytes(d.Memory.Value, d.Memory.Unit)
 }
 
 // ensureVolumes creates the root volume (a copy-on-write child of the image) and the user
@@ -565,97 +609,181 @@ func (c *Controller) ensureVolumes(w workspace.Workspace) (root, user string, er
 }
 
 // ensureRunning defines and starts w's domain if it is not running, and holds its RAM.
+//
+// A new guest starts paused. Its RAM is held before its vCPUs run their first instruction,
+// so no page the guest ever wrote can be freed unheld; if the RAM cannot be held, the
+// guest is destroyed without having run.
 func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) error {
 	st, err := c.cfg.Conn.State(w.ID)
 	if err != nil {
 		return err
 	}
-	if !st.Active() {
-		if err := c.scrub(w.ID); err != nil { // a previous run's RAM, if still held
+	if st.Active() {
+		if err := c.hold(w.ID, false); err != nil {
 			return err
 		}
-		if c.cfg.Preflight != nil {
-			if err := c.cfg.Preflight(); err != nil {
-				return permanent{err}
-			}
+		if st == virt.Paused { // a start hostd did not finish (it stopped before the resume)
+			return c.cfg.Conn.Resume(w.ID)
 		}
-		root, user, err := c.ensureVolumes(w)
-		if err != nil {
-			return err
-		}
-		spec, err := c.spec(w, root, user)
-		if err != nil {
+		return nil
+	}
+	if err := c.guestGone(w.ID); err != nil { // a previous run's RAM, if still held
+		return err
+	}
+	if c.cfg.Preflight != nil {
+		if err := c.cfg.Preflight(); err != nil {
 			return permanent{err}
 		}
-		if err := os.MkdirAll(c.runDir(w.ID), 0o700); err != nil {
-			return err
-		}
-		if c.cfg.Network != nil { // the taps must exist before qemu opens them
-			if err := c.cfg.Network.Sync(ctx); err != nil {
-				return err
-			}
-		}
-		// Defined afresh on every boot, so a changed bundle or host setting takes effect.
-		if err := c.cfg.Conn.Define(spec); err != nil {
-			return err
-		}
-		if err := c.cfg.Conn.Start(w.ID); err != nil {
-			return err
-		}
-		c.cfg.Log.Info("domain started", "workspace", w.ID, "memoryMiB", spec.MemoryMiB, "vcpus", spec.VCPUs)
-		if err := c.transition(w.ID, w.State, func(r *workspace.Workspace) { r.BootedAt = c.cfg.Now() }); err != nil {
-			return err
-		}
 	}
-	return c.hold(ctx, w)
-}
-
-// hold opens the running guest's RAM so it can be scrubbed after the guest is gone. A guest
-// whose RAM cannot be held must not run: it is destroyed.
-func (c *Controller) hold(ctx context.Context, w workspace.Workspace) error {
-	var pid int
-	var err error
-	for i := 0; i < 50; i++ {
-		if pid, _, err = virt.QemuProcess(w.ID); err == nil {
-			break
-		}
-		// No qemu because the guest is already gone (it died right after it started):
-		// there is nothing to hold, and nothing to wait for.
-		if st, serr := c.cfg.Conn.State(w.ID); serr == nil && !st.Active() {
-			return fmt.Errorf("%w (see %s)", errGuestStopped, c.SerialLog(w.ID))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	root, user, err := c.ensureVolumes(w)
 	if err != nil {
 		return err
 	}
+	spec, err := c.spec(w, root, user)
+	if err != nil {
+		return permanent{err}
+	}
+	if err := os.MkdirAll(c.runDir(w.ID), 0o700); err != nil {
+		return err
+	}
+	// Each boot's console in a log of its own; the previous boot's is kept beside it.
+	if err := os.Rename(c.SerialLog(w.ID), c.SerialLog(w.ID)+".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	img, err := c.cfg.Images.ImageFiles(w.ImageID)
+	if err != nil {
+		return permanent{err}
+	}
+	if err := c.cfg.Confine.Prepare(c.runDir(w.ID), []string{root, user}, []string{img.Kernel, img.Initrd, img.Root}); err != nil {
+		return permanent{err}
+	}
+	if c.cfg.Network != nil { // the taps must exist before qemu opens them
+		if err := c.cfg.Network.Sync(ctx); err != nil {
+			return err
+		}
+	}
+	// Defined afresh on every boot, so a changed bundle or host setting takes effect.
+	if err := c.cfg.Conn.Define(spec); err != nil {
+		return err
+	}
+	start := func() error { return c.cfg.Conn.StartPaused(w.ID) }
+	if c.cfg.HugePages {
+		added, err := memscrub.WithHugePages(int64(spec.MemoryMiB)<<20, start)
+		if added > 0 {
+			c.cfg.Log.Info("huge page pool grown", "workspace", w.ID, "pages", added)
+		}
+		if err != nil {
+			return err
+		}
+	} else if err := start(); err != nil {
+		return err
+	}
+	if err := c.hold(w.ID, true); err != nil {
+		if derr := c.cfg.Conn.Destroy(w.ID); derr != nil {
+			return fmt.Errorf("%w; destroying the guest, which never ran, failed too: %v", err, derr)
+		}
+		return fmt.Errorf("%w; the guest was destroyed before it ran", err)
+	}
+	if err := c.cfg.Confine.OpenDisplay(c.VNCSocket(w.ID)); err != nil {
+		_ = c.cfg.Conn.Destroy(w.ID)
+		return err
+	}
+	if c.resuming != nil {
+		c.resuming(w.ID)
+	}
+	if err := c.cfg.Conn.Resume(w.ID); err != nil {
+		return err
+	}
+	c.cfg.Log.Info("domain started", "workspace", w.ID, "memoryMiB", spec.MemoryMiB, "vcpus", spec.VCPUs,
+		"hugePages", spec.HugePages, "runAs", spec.RunAs, "limits", spec.Limits)
+	return c.transition(w.ID, w.State, func(r *workspace.Workspace) { r.BootedAt = c.cfg.Now() })
+}
+
+// memoryError is a guest whose RAM hostd cannot hold or scrub. Its WorkSpace goes to ERROR
+// with the reason and stays out of use until the operator acts; the guest is paused, not
+// destroyed, while its RAM is not held, and held RAM that failed its scrub stays held.
+type memoryError struct {
+	code string
+	err  error
+}
+
+func (e *memoryError) Error() string { return e.err.Error() }
+func (e *memoryError) Unwrap() error { return e.err }
+
+// failureCode is the error code for err: a memory error's own, else def.
+func failureCode(err error, def string) string {
+	var m *memoryError
+	if errors.As(err, &m) {
+		return m.code
+	}
+	return def
+}
+
+// hold opens the guest's RAM so it can be scrubbed after the guest is gone, unless hostd
+// holds it already. A guest that has run (not fresh) whose RAM cannot be held is paused:
+// destroying it would free its pages unscrubbed, and letting it run would let it write more
+// of them. A fresh guest has not run yet; its caller destroys it.
+func (c *Controller) hold(id string, fresh bool) error {
+	pid, _, err := virt.QemuProcess(id)
+	if err != nil {
+		if st, serr := c.cfg.Conn.State(id); serr == nil && !st.Active() {
+			// The guest is already gone (it died right after it started): there is nothing
+			// to hold, and nothing to wait for.
+			return fmt.Errorf("%w (see %s)", errGuestStopped, c.SerialLog(id))
+		}
+		return err
+	}
 	c.mu.Lock()
-	h := c.held[w.ID]
+	h := c.held[id]
 	c.mu.Unlock()
 	if h != nil && h.PID() == pid {
 		return nil
 	}
 	if h != nil { // RAM of an earlier qemu of this WorkSpace: it is gone, scrub it first
-		if err := c.scrub(w.ID); err != nil {
+		if err := c.scrub(id); err != nil {
 			return err
 		}
 	}
-	nh, err := memscrub.Hold(pid, c.memBytes(w))
+	size, err := c.ramBytes(id)
+	if err == nil {
+		h, err = c.holdRAM(pid, size)
+	}
 	if err != nil {
-		_ = c.cfg.Conn.Destroy(w.ID)
-		return permanent{fmt.Errorf("%w; the guest was stopped, since its memory could not be scrubbed", err)}
+		err = fmt.Errorf("cannot hold the guest's RAM for scrubbing: %w", err)
+		if !fresh {
+			if perr := c.cfg.Conn.Suspend(id); perr != nil {
+				err = fmt.Errorf("%w; pausing the guest failed too: %v", err, perr)
+			} else {
+				err = fmt.Errorf("%w; the guest is paused, not destroyed, so that its memory is not freed unscrubbed", err)
+			}
+		}
+		return &memoryError{"MemoryHoldFailed", err}
 	}
 	c.mu.Lock()
-	c.held[w.ID] = nh
+	c.held[id] = h
 	c.mu.Unlock()
 	return nil
 }
 
-// scrub zeroes and releases id's held RAM, if any. Its qemu must be gone.
+// guestGone is what follows a guest's end: its RAM scrubbed, its volumes taken back from
+// qemu's user.
+func (c *Controller) guestGone(id string) error {
+	// libvirt reports a domain stopped (or crashed) while its qemu may still be exiting;
+	// the scrub must wait for the process to be gone.
+	c.mu.Lock()
+	h := c.held[id]
+	c.mu.Unlock()
+	for deadline := time.Now().Add(10 * time.Second); h != nil && h.Running() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := c.scrub(id); err != nil {
+		return err
+	}
+	return c.cfg.Confine.Reclaim(c.volumePaths(id))
+}
+
+// scrub zeroes and releases id's held RAM, if any. Its qemu must be gone. On failure the
+// RAM stays held.
 func (c *Controller) scrub(id string) error {
 	c.mu.Lock()
 	h := c.held[id]
@@ -663,10 +791,16 @@ func (c *Controller) scrub(id string) error {
 	if h == nil {
 		return nil
 	}
+	if h.Running() {
+		return fmt.Errorf("scrub guest RAM of qemu %d: %w", h.PID(), memscrub.ErrRunning)
+	}
+	if c.scrubbing != nil {
+		c.scrubbing(id, h, false)
+	}
 	if c.skipZero.Load() {
 		c.cfg.Log.Warn("memory scrub skipped (test hook)", "workspace", id)
-		if c.afterZero != nil {
-			c.afterZero(id, h)
+		if c.scrubbing != nil {
+			c.scrubbing(id, h, true)
 		}
 		c.mu.Lock()
 		delete(c.held, id)
@@ -674,59 +808,53 @@ func (c *Controller) scrub(id string) error {
 		return h.Release()
 	}
 	st, err := h.Zero()
-	if err != nil {
+	if errors.Is(err, memscrub.ErrRunning) {
 		return err
 	}
-	if c.afterZero != nil {
-		c.afterZero(id, h)
+	if err != nil {
+		return &memoryError{"MemoryScrubFailed", fmt.Errorf("the guest's RAM failed its scrub and stays held: %w", err)}
+	}
+	if c.scrubbing != nil {
+		c.scrubbing(id, h, true)
 	}
 	if err := h.Close(); err != nil {
-		return err
+		return &memoryError{"MemoryScrubFailed", fmt.Errorf("the guest's scrubbed RAM stays held: %w", err)}
 	}
 	c.mu.Lock()
 	delete(c.held, id)
 	c.mu.Unlock()
-	c.cfg.Log.Info("guest memory scrubbed", "workspace", id, "bytes", st.Populated, "duration", st.Duration)
+	c.cfg.Log.Info("guest memory scrubbed", "workspace", id, "bytes", st.Populated, "duration", st.Duration, "hugePages", h.HugePages())
 	if o := c.cfg.Observer; o != nil {
 		o.Scrubbed(uint64(st.Populated), st.Duration)
 	}
 	return nil
 }
 
-// powerOff stops w's domain — gracefully first when asked — then scrubs its RAM.
+// powerOff stops w's domain — gracefully first when asked — then scrubs its RAM. The RAM of
+// a guest hostd had not held yet (after a restart) is held first, before the guest can
+// power itself off; if that fails, the guest is paused and kept, and powerOff fails.
 func (c *Controller) powerOff(ctx context.Context, id string, graceful bool) error {
 	st, err := c.cfg.Conn.State(id)
 	if err != nil {
 		return err
 	}
-	if st.Active() && graceful {
-		c.gracefulShutdown(ctx, id)
-	}
-	if st, err = c.cfg.Conn.State(id); err != nil {
-		return err
+	if st.Active() {
+		if err := c.hold(id, false); err != nil && !errors.Is(err, errGuestStopped) {
+			return err
+		}
+		if graceful {
+			c.gracefulShutdown(ctx, id)
+		}
+		if st, err = c.cfg.Conn.State(id); err != nil {
+			return err
+		}
 	}
 	if st.Active() {
-		// Hold before destroying, so the RAM of a guest hostd had not held yet (after a
-		// restart) is still scrubbed.
-		c.mu.Lock()
-		_, held := c.held[id]
-		c.mu.Unlock()
-		if !held {
-			if pid, _, err := virt.QemuProcess(id); err == nil {
-				if w, lerr := c.load(id); lerr == nil {
-					if h, herr := memscrub.Hold(pid, c.memBytes(w)); herr == nil {
-						c.mu.Lock()
-						c.held[id] = h
-						c.mu.Unlock()
-					}
-				}
-			}
-		}
 		if err := c.cfg.Conn.Destroy(id); err != nil {
 			return err
 		}
 	}
-	return c.scrub(id)
+	return c.guestGone(id)
 }
 
 // gracefulShutdown asks the agent (or ACPI) to power off and waits up to ShutdownTimeout.
@@ -816,6 +944,10 @@ func (c *Controller) boot(ctx context.Context, w workspace.Workspace, from works
 	}
 	if err := c.ensureRunning(ctx, w); err != nil {
 		var p permanent
+		var m *memoryError
+		if errors.As(err, &m) {
+			return c.bootFailed(w.ID, from, m.code, err)
+		}
 		if errors.As(err, &p) {
 			return c.bootFailed(w.ID, from, "ProvisioningFailed", err)
 		}
@@ -836,10 +968,12 @@ func (c *Controller) boot(ctx context.Context, w workspace.Workspace, from works
 
 // bootFailed puts a WorkSpace whose boot failed in ERROR with the reason, after powering
 // its guest off (RAM scrubbed): a guest that cannot come up would only burn a CPU, and
-// StartWorkspaces or RebootWorkspaces boots it afresh.
+// StartWorkspaces or RebootWorkspaces boots it afresh. If the power-off fails too, the
+// reason says so.
 func (c *Controller) bootFailed(id string, from workspace.State, code string, reason error) error {
 	if err := c.powerOff(c.root, id, false); err != nil {
 		c.cfg.Log.Error("power off after a failed boot", "workspace", id, "err", err)
+		reason = fmt.Errorf("%w; then powering the guest off failed: %v", reason, err)
 	}
 	return c.fail(id, from, code, reason)
 }
@@ -857,7 +991,7 @@ func (c *Controller) reboot(ctx context.Context, w workspace.Workspace, h *healt
 			if ctx.Err() != nil {
 				return err
 			}
-			return c.fail(w.ID, workspace.Rebooting, "RebootFailed", err)
+			return c.fail(w.ID, workspace.Rebooting, failureCode(err, "RebootFailed"), err)
 		}
 	}
 	return c.boot(ctx, w, workspace.Rebooting, h)
@@ -868,7 +1002,7 @@ func (c *Controller) stop(ctx context.Context, w workspace.Workspace) error {
 		if ctx.Err() != nil {
 			return err
 		}
-		return c.fail(w.ID, workspace.Stopping, "StopFailed", err)
+		return c.fail(w.ID, workspace.Stopping, failureCode(err, "StopFailed"), err)
 	}
 	return c.set(w.ID, workspace.Stopping, workspace.Stopped)
 }
@@ -879,26 +1013,43 @@ func (c *Controller) keepStopped(ctx context.Context, w workspace.Workspace) err
 		return err
 	}
 	if st.Active() { // started behind hostd's back: the record says stopped
-		return c.powerOff(ctx, w.ID, false)
+		err = c.powerOff(ctx, w.ID, false)
+	} else {
+		err = c.guestGone(w.ID)
 	}
-	return c.scrub(w.ID)
+	var m *memoryError
+	if errors.As(err, &m) {
+		return c.fail(w.ID, workspace.Stopped, m.code, err)
+	}
+	return err
 }
 
 // keepError leaves an ERROR WorkSpace as it is for the operator, but never its RAM: if the
-// guest is gone, what hostd holds is scrubbed; if it runs, it is held.
+// guest is gone, what hostd holds is scrubbed; if it runs, it is held (or paused if it
+// cannot be). A memory failure replaces the error message, so the record says why.
 func (c *Controller) keepError(w workspace.Workspace) error {
 	st, err := c.cfg.Conn.State(w.ID)
 	if err != nil {
 		return err
 	}
 	if st.Active() {
-		return c.hold(c.root, w)
+		err = c.hold(w.ID, false)
+	} else {
+		err = c.guestGone(w.ID)
 	}
-	return c.scrub(w.ID)
+	var m *memoryError
+	if errors.As(err, &m) && (w.ErrorCode != m.code || w.ErrorMessage != m.Error()) {
+		return c.fail(w.ID, workspace.Error, m.code, err)
+	}
+	return err
 }
 
 func (c *Controller) terminate(ctx context.Context, w workspace.Workspace) error {
 	if err := c.teardown(ctx, w.ID); err != nil {
+		var m *memoryError
+		if errors.As(err, &m) { // no retry helps: the operator must act, and the record says why
+			return c.fail(w.ID, workspace.Terminating, m.code, err)
+		}
 		return err // retried: TERMINATING is only left for TERMINATED
 	}
 	if err := c.set(w.ID, workspace.Terminating, workspace.Terminated); err != nil {
@@ -956,7 +1107,7 @@ func (c *Controller) removeOrphan(ctx context.Context, id string) error {
 		return err
 	}
 	if st == virt.Missing && len(vols) == 0 {
-		return c.scrub(id)
+		return c.guestGone(id)
 	}
 	c.cfg.Log.Warn("removing orphan: no WorkSpace on record", "workspace", id, "domain", st.String(), "volumes", len(vols))
 	if st == virt.Missing {
@@ -982,16 +1133,24 @@ func (c *Controller) keepRunning(ctx context.Context, w workspace.Workspace, h *
 	}
 	if !st.Active() {
 		c.cfg.Log.Warn("guest stopped unexpectedly; restarting", "workspace", w.ID, "domain", st.String())
-		if err := c.scrub(w.ID); err != nil {
-			return err
+		if err := c.guestGone(w.ID); err != nil {
+			var m *memoryError
+			if errors.As(err, &m) {
+				return c.fail(w.ID, w.State, m.code, err)
+			}
+			return err // retried
 		}
 		if err := c.ensureRunning(ctx, w); err != nil {
-			return c.fail(w.ID, w.State, "RestartFailed", err)
+			return c.fail(w.ID, w.State, failureCode(err, "RestartFailed"), err)
 		}
 		h.misses = 0
 		return nil // the health check below would only count the boot as misses
 	}
-	if err := c.hold(ctx, w); err != nil {
+	if err := c.hold(w.ID, false); err != nil {
+		var m *memoryError
+		if errors.As(err, &m) {
+			return c.fail(w.ID, w.State, m.code, err)
+		}
 		return err
 	}
 	if w.State == workspace.AdminMaintenance {

@@ -18,11 +18,6 @@ import (
 	"deskhost/internal/catalog"
 )
 
-func TestMain(m *testing.M) {
-	etcdmember.RunIfChild() // etcd members the tests start are this binary, serving etcd
-	os.Exit(m.Run())
-}
-
 // etcdCluster starts a real 3-member etcd cluster (mutual TLS, loopback, a process each).
 func etcdCluster(t testing.TB) *etcdmember.Cluster {
 	t.Helper()

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"deskhost/hostd/agent"
+	"deskhost/hostd/confine"
 	"deskhost/hostd/memscrub"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
@@ -90,6 +91,23 @@ func newHarnessOn(t testing.TB, st store.Store, tweak func(*Config), hooks func(
 		}
 	}
 	hw := map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: testMemoryMiB}}
+	// qemu runs as libvirt-qemu (scripts/libvirtrun's qemu.conf); members of nogroup stand
+	// in for zeroclient's gateway on the display. cgroup limits where the host offers them
+	// (cgroup v2 with cpu and memory; the appliance VM test proves them where this machine
+	// cannot).
+	guests, err := confine.Lookup("libvirt-qemu", "", "nogroup", confine.CheckLimits() == nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := memscrub.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // give back the huge pages the WorkSpaces added to the pool
+		if now, err := memscrub.Check(); err == nil {
+			_ = memscrub.ShrinkHugePages(now.HugePages.Total - pool.HugePages.Total)
+		}
+	})
 	legacy := &hostconfig.LegacyCatalog{
 		Images: []hostconfig.Sourced[catalog.Image]{
 			{From: "images[0]", Item: catalog.Image{ID: testImage, Name: "desktop", OS: catalog.Linux, Dir: img.Dir}},
@@ -127,6 +145,8 @@ func newHarnessOn(t testing.TB, st store.Store, tweak func(*Config), hooks func(
 			}
 			return r.Refusal(false)
 		},
+		HugePages: true,
+		Confine:   guests,
 		DialAgent: DialAgent,
 		Log:       slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}

@@ -2,9 +2,12 @@ package controller
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,16 +20,24 @@ import (
 
 const bootWithin = 3 * time.Minute
 
-// scrubLog records each scrub the controller performs and the markers the test finds in
-// the held RAM right after the zeroing, before it is released.
+// scrubLog records each scrub the controller performs — the markers the test finds in the
+// held RAM once qemu is gone, right before the zeroing, and right after it, before the RAM
+// is released — and checks every first resume of a guest: by then its RAM must be held,
+// and the guest must not have run.
 type scrubLog struct {
 	mu      sync.Mutex
 	markers map[string][]byte // id -> marker to look for
-	found   map[string][]int64
+	found   map[string][]scrubbed
+	resumes map[string]int
+	bad     []string // what was wrong at a resume
 }
 
+// scrubbed is one scrub: markers in the held RAM before and after zeroing (-1: no marker
+// set for that WorkSpace).
+type scrubbed struct{ before, after int64 }
+
 func (s *scrubLog) hook(c *Controller) {
-	c.afterZero = func(id string, h *memscrub.Held) {
+	c.scrubbing = func(id string, h *memscrub.Held, zeroed bool) {
 		s.mu.Lock()
 		m := s.markers[id]
 		s.mu.Unlock()
@@ -38,19 +49,115 @@ func (s *scrubLog) hook(c *Controller) {
 			}
 		}
 		s.mu.Lock()
-		s.found[id] = append(s.found[id], n)
+		defer s.mu.Unlock()
+		if !zeroed {
+			s.found[id] = append(s.found[id], scrubbed{before: n, after: -1})
+		} else if f := s.found[id]; len(f) > 0 {
+			f[len(f)-1].after = n
+		}
+	}
+	c.resuming = func(id string) {
+		var bad []string
+		pid, _, err := virt.QemuProcess(id)
+		c.mu.Lock()
+		h := c.held[id]
+		c.mu.Unlock()
+		switch {
+		case err != nil:
+			bad = append(bad, fmt.Sprintf("%s: no qemu at resume: %v", id, err))
+		case h == nil || h.PID() != pid:
+			bad = append(bad, fmt.Sprintf("%s: RAM of qemu %d not held at resume (held: %v)", id, pid, h != nil))
+		}
+		if st, err := c.cfg.Conn.State(id); err != nil || st != virt.Paused {
+			bad = append(bad, fmt.Sprintf("%s: domain %s (%v) at resume, want paused", id, st, err))
+		}
+		// A guest that has not run has written nothing to its serial console.
+		if fi, err := os.Stat(c.SerialLog(id)); err != nil || fi.Size() != 0 {
+			bad = append(bad, fmt.Sprintf("%s: serial log at resume: %v", id, err))
+		}
+		s.mu.Lock()
+		s.resumes[id]++
+		s.bad = append(s.bad, bad...)
 		s.mu.Unlock()
 	}
 }
 
-func (s *scrubLog) scrubs(id string) []int64 {
+func (s *scrubLog) scrubs(id string) []scrubbed {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.found[id])
 }
 
+// check fails the test if any resume found the RAM unheld or the guest already run, or
+// if no resume was seen at all.
+func (s *scrubLog) check(t *testing.T) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, b := range s.bad {
+		t.Error(b)
+	}
+	if len(s.resumes) == 0 {
+		t.Error("no guest was ever resumed: the start is not paused-then-held")
+	}
+}
+
 func newScrubLog() *scrubLog {
-	return &scrubLog{markers: map[string][]byte{}, found: map[string][]int64{}}
+	return &scrubLog{markers: map[string][]byte{}, found: map[string][]scrubbed{}, resumes: map[string]int{}}
+}
+
+// fill has id's guest fill 90 % of its free RAM with a marker, and checks that the RAM
+// hostd holds has it.
+func fill(t *testing.T, h *harness, sl *scrubLog, id string) []byte {
+	t.Helper()
+	marker := []byte("DESKHOST-MEMORY-MARKER-" + id + "!")
+	sl.mu.Lock()
+	sl.markers[id] = marker
+	sl.mu.Unlock()
+	a := h.agent(id)
+	n, err := a.FillMemory(context.Background(), string(marker), 90)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if n < testMemoryMiB<<20/3 {
+		t.Fatalf("%s filled only %d bytes of %d MiB", id, n, testMemoryMiB)
+	}
+	// Before teardown the held pages do hold the marker: the check can see the guest's RAM.
+	h.ctl.mu.Lock()
+	held := h.ctl.held[id]
+	h.ctl.mu.Unlock()
+	if held == nil {
+		t.Fatalf("%s: hostd holds no RAM for a running guest", id)
+	}
+	c, err := held.Count(marker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(n) / int64(len(marker)) * 9 / 10; c < want {
+		t.Fatalf("%s: %d markers in the held RAM before teardown, want ≥ %d: the held memfd is not the guest's RAM", id, c, want)
+	}
+	t.Logf("%s: guest filled %d MiB; %d markers in held RAM", id, n>>20, c)
+	return marker
+}
+
+// waitScrubbed waits for id's scrub number n (1-based) and checks it: the marker was in the
+// held RAM when qemu was gone, and is not after the zeroing.
+func waitScrubbed(t *testing.T, sl *scrubLog, id string, n int, what string) {
+	t.Helper()
+	waitScrubs(t, sl, id, n)
+	deadline := time.Now().Add(time.Minute)
+	for sl.scrubs(id)[n-1].after == -1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	f := sl.scrubs(id)[n-1]
+	if f.before <= 0 {
+		t.Errorf("%s: %d markers in the held RAM before zeroing; the test cannot tell a scrub from no scrub", what, f.before)
+	}
+	if f.after != 0 {
+		t.Errorf("%s: %d markers in the held RAM after the scrub, want 0", what, f.after)
+	}
+	t.Logf("%s: %d markers before the scrub, %d after", what, f.before, f.after)
 }
 
 // TestLifecycleAgainstLibvirt drives one WorkSpace through create → AVAILABLE → reboot →
@@ -72,6 +179,7 @@ func TestLifecycleAgainstLibvirt(t *testing.T) {
 	}
 	checkDomain(t, h, w.ID)
 	checkVolumes(t, h, w.ID)
+	checkConfined(t, h, w.ID)
 
 	a := h.agent(w.ID)
 	for _, p := range []string{"/sysroot/marker", "/home/marker"} {
@@ -117,6 +225,11 @@ func TestLifecycleAgainstLibvirt(t *testing.T) {
 	}
 	if len(h.volumes(w.ID)) != 2 {
 		t.Errorf("stopped WorkSpace lost volumes: %v", h.volumes(w.ID))
+	}
+	for _, v := range h.ctl.volumePaths(w.ID) { // taken back from qemu's user
+		if uid, _, _ := owner(t, v); uid != 0 {
+			t.Errorf("stopped WorkSpace: volume %s still owned by %d", v, uid)
+		}
 	}
 	if n := len(sl.scrubs(w.ID)); n != 2 {
 		t.Errorf("%d scrubs after the stop, want 2", n)
@@ -167,6 +280,7 @@ func TestLifecycleAgainstLibvirt(t *testing.T) {
 	}
 	// One WorkSpace per user until TERMINATED; then the user can have a new one.
 	h.create("alice")
+	sl.check(t)
 }
 
 func checkFiles(t *testing.T, h *harness, id string) {
@@ -288,103 +402,197 @@ func checkVolumes(t *testing.T, h *harness, id string) {
 	}
 }
 
-// TestTeardownScrubsGuestMemory proves the guide's promise: a guest fills most of its RAM
-// with a marker; after teardown, the pages hostd held contain no marker. The same check
-// with the scrub switched off finds the marker, so the test fails if the scrub is removed.
-// A guest kernel crash (on_crash destroy) is a teardown too.
+// TestTeardownScrubsGuestMemory proves the guide's promise for every way a guest ends: a
+// guest fills most of its RAM with a marker; once its qemu is gone the RAM hostd holds
+// still has the marker, and after the scrub it has none. The ways: terminate, reboot,
+// stop, qemu killed with SIGKILL, and a guest kernel crash (on_crash destroy). The same
+// check with the zeroing switched off finds the marker after the "scrub", so the test
+// fails if the scrub is removed. Every guest start is checked too: its RAM was held before
+// its first instruction.
 func TestTeardownScrubsGuestMemory(t *testing.T) {
 	sl := newScrubLog()
 	h := newHarness(t, nil, sl.hook)
 	ctx := context.Background()
-	// Three guests boot at once: the one left unscrubbed, the scrubbed one, the crashed one.
-	unscrubbed, scrubbed, crashed := h.create("bob"), h.create("carol"), h.create("dave")
-	for _, w := range []workspace.Workspace{unscrubbed, scrubbed, crashed} {
+	// Three guests boot at once: the one left unscrubbed, the one taken through reboot,
+	// stop, start, SIGKILL and terminate, and the one that crashes.
+	unscrubbed, cycled, crashed := h.create("bob"), h.create("carol", autoStop), h.create("dave")
+	for _, w := range []workspace.Workspace{unscrubbed, cycled, crashed} {
 		h.waitState(w.ID, workspace.Available, bootWithin)
 	}
-	fill := func(id string) []byte {
-		marker := []byte("DESKHOST-MEMORY-MARKER-" + id + "!")
-		sl.mu.Lock()
-		sl.markers[id] = marker
-		sl.mu.Unlock()
-		a := h.agent(id)
-		n, err := a.FillMemory(ctx, string(marker), 90)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a.Close()
-		if n < testMemoryMiB<<20/3 {
-			t.Fatalf("%s filled only %d bytes of %d MiB", id, n, testMemoryMiB)
-		}
-		// Before teardown the held pages do hold the marker: the check can see the guest's RAM.
-		h.ctl.mu.Lock()
-		held := h.ctl.held[id]
-		h.ctl.mu.Unlock()
-		if held == nil {
-			t.Fatalf("%s: hostd holds no RAM for a running guest", id)
-		}
-		c, err := held.Count(marker)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := int64(n) / int64(len(marker)) * 9 / 10; c < want {
-			t.Fatalf("%s: %d markers in the held RAM before teardown, want ≥ %d: the held memfd is not the guest's RAM", id, c, want)
-		}
-		t.Logf("%s: guest filled %d MiB; %d markers in held RAM", id, n>>20, c)
-		return marker
-	}
 
-	fill(unscrubbed.ID)
+	fill(t, h, sl, unscrubbed.ID)
 	h.ctl.skipZero.Store(true)
 	if failed, err := h.svc.TerminateWorkspaces(ctx, []string{unscrubbed.ID}); err != nil || len(failed) > 0 {
 		t.Fatal(err, failed)
 	}
 	h.waitState(unscrubbed.ID, workspace.Terminated, time.Minute)
 	h.ctl.skipZero.Store(false)
-	if f := sl.scrubs(unscrubbed.ID); len(f) != 1 || f[0] <= 0 {
-		t.Fatalf("with the scrub off, the held RAM should still hold the marker: found %v", f)
+	if f := sl.scrubs(unscrubbed.ID); len(f) != 1 || f[0].before <= 0 || f[0].after != f[0].before {
+		t.Fatalf("with the zeroing off, the held RAM should still hold every marker: found %+v", f)
 	}
 
-	fill(scrubbed.ID)
-	if failed, err := h.svc.TerminateWorkspaces(ctx, []string{scrubbed.ID}); err != nil || len(failed) > 0 {
+	id := cycled.ID
+	fill(t, h, sl, id)
+	pid := qemuPID(t, id)
+	if failed, err := h.svc.RebootWorkspaces(ctx, []string{id}); err != nil || len(failed) > 0 {
 		t.Fatal(err, failed)
 	}
-	h.waitState(scrubbed.ID, workspace.Terminated, time.Minute)
-	if f := sl.scrubs(scrubbed.ID); len(f) != 1 || f[0] != 0 {
-		t.Fatalf("after terminate, markers found in the held RAM: %v (want exactly one scrub, 0 markers)", f)
+	waitScrubbed(t, sl, id, 1, "reboot")
+	h.waitState(id, workspace.Available, bootWithin)
+	if qemuPID(t, id) == pid {
+		t.Fatal("the reboot kept qemu")
 	}
 
-	fill(crashed.ID)
-	pid := qemuPID(t, crashed.ID)
+	fill(t, h, sl, id)
+	if failed, err := h.svc.StopWorkspaces(ctx, []string{id}); err != nil || len(failed) > 0 {
+		t.Fatal(err, failed)
+	}
+	h.waitState(id, workspace.Stopped, time.Minute)
+	waitScrubbed(t, sl, id, 2, "stop")
+	if failed, err := h.svc.StartWorkspaces(ctx, []string{id}); err != nil || len(failed) > 0 {
+		t.Fatal(err, failed)
+	}
+	h.waitState(id, workspace.Available, bootWithin)
+
+	fill(t, h, sl, id)
+	pid = qemuPID(t, id)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil { // qemu dies behind libvirt's back
+		t.Fatal(err)
+	}
+	waitScrubbed(t, sl, id, 3, "SIGKILL of qemu")
+	waitNewQemu(t, id, pid)
+	h.waitState(id, workspace.Available, bootWithin)
+
+	fill(t, h, sl, id)
+	if failed, err := h.svc.TerminateWorkspaces(ctx, []string{id}); err != nil || len(failed) > 0 {
+		t.Fatal(err, failed)
+	}
+	h.waitState(id, workspace.Terminated, time.Minute)
+	waitScrubbed(t, sl, id, 4, "terminate")
+
+	fill(t, h, sl, crashed.ID)
+	pid = qemuPID(t, crashed.ID)
 	a := h.agent(crashed.ID)
 	_ = a.Crash(ctx)
 	a.Close()
 	// on_crash destroy ends qemu; the controller scrubs and boots the WorkSpace again.
-	deadline := time.Now().Add(bootWithin)
-	for len(sl.scrubs(crashed.ID)) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("guest crash: no scrub (domain %s)", h.domainState(crashed.ID))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if f := sl.scrubs(crashed.ID); f[0] != 0 {
-		t.Fatalf("after the guest crashed, %d markers in the held RAM", f[0])
-	}
+	waitScrubbed(t, sl, crashed.ID, 1, "guest kernel crash")
+	waitNewQemu(t, crashed.ID, pid)
 	h.waitState(crashed.ID, workspace.Available, bootWithin)
-	for time.Now().Before(deadline) {
-		if p, _, err := virt.QemuProcess(crashed.ID); err == nil && p != pid {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if qemuPID(t, crashed.ID) == pid {
-		t.Fatal("the crashed guest was not restarted")
-	}
 	actx, cancel := context.WithTimeout(ctx, bootWithin)
 	defer cancel()
 	a = h.agent(crashed.ID)
 	if st, err := a.Status(actx); err != nil || st.WorkspaceID != crashed.ID {
 		t.Fatalf("the restarted guest's agent: %+v %v", st, err)
 	}
+	sl.check(t)
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if n := sl.resumes[cycled.ID]; n != 4 { // create, reboot, start, restart after SIGKILL
+		t.Errorf("%d resumes of %s, want 4 (each start held its RAM first)", n, cycled.ID)
+	}
+}
+
+// waitNewQemu waits until id runs a qemu other than old.
+func waitNewQemu(t *testing.T, id string, old int) {
+	t.Helper()
+	deadline := time.Now().Add(bootWithin)
+	for {
+		if p, _, err := virt.QemuProcess(id); err == nil && p != old {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: qemu %d was not replaced", id, old)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestMemoryHoldFailures: a guest whose RAM hostd cannot hold never runs, or, if it ran
+// already (its RAM not held since hostd restarted), is paused rather than destroyed — a
+// destroyed guest's pages would be freed unscrubbed. Either way the WorkSpace goes to
+// ERROR with the reason, and stays there until the operator acts; once the RAM can be held
+// again, terminating it scrubs it.
+func TestMemoryHoldFailures(t *testing.T) {
+	sl := newScrubLog()
+	var failHold sync.Map // ids whose RAM cannot be held
+	h := newHarness(t, nil, func(c *Controller) {
+		sl.hook(c)
+		c.holdRAM = func(pid int, size int64) (*memscrub.Held, error) {
+			for _, id := range failHoldIDs(&failHold) {
+				if p, _, err := virt.QemuProcess(id); err == nil && p == pid {
+					return nil, fmt.Errorf("test: no memfd for qemu %d", pid)
+				}
+			}
+			return memscrub.Hold(pid, size)
+		}
+	})
+	ctx := context.Background()
+
+	// A new guest: destroyed before it ran.
+	never := h.create("erin")
+	failHold.Store(never.ID, true)
+	h.waitState(never.ID, workspace.Error, bootWithin)
+	w := h.get(never.ID)
+	if w.ErrorCode != "MemoryHoldFailed" || !strings.Contains(w.ErrorMessage, "destroyed before it ran") {
+		t.Errorf("a guest whose RAM could not be held at start: %s: %s", w.ErrorCode, w.ErrorMessage)
+	}
+	if st := h.domainState(never.ID); st.Active() {
+		t.Errorf("the guest whose RAM could not be held is %s", st)
+	}
+	if fi, err := os.Stat(h.ctl.SerialLog(never.ID)); err != nil || fi.Size() != 0 {
+		t.Errorf("the guest whose RAM could not be held ran (serial log: %v)", err)
+	}
+	sl.mu.Lock()
+	if n := sl.resumes[never.ID]; n != 0 {
+		t.Errorf("the guest whose RAM could not be held was resumed %d times", n)
+	}
+	sl.mu.Unlock()
+
+	// A guest that ran, whose RAM hostd lets go of (as a restarted hostd would not hold it
+	// yet) and then cannot hold again.
+	ran := h.create("frank")
+	h.waitState(ran.ID, workspace.Available, bootWithin)
+	fill(t, h, sl, ran.ID)
+	failHold.Store(ran.ID, true)
+	h.ctl.mu.Lock()
+	held := h.ctl.held[ran.ID]
+	delete(h.ctl.held, ran.ID)
+	h.ctl.mu.Unlock()
+	held.Release()
+	h.ctl.Poke(ran.ID)
+	h.waitState(ran.ID, workspace.Error, time.Minute)
+	w = h.get(ran.ID)
+	if w.ErrorCode != "MemoryHoldFailed" || !strings.Contains(w.ErrorMessage, "paused, not destroyed") {
+		t.Errorf("a running guest whose RAM could not be held: %s: %s", w.ErrorCode, w.ErrorMessage)
+	}
+	if st := h.domainState(ran.ID); st != virt.Paused {
+		t.Errorf("the running guest whose RAM could not be held is %s, want paused (kept, not destroyed)", st)
+	}
+	// Terminating it cannot scrub it either: it stays in ERROR, paused, and says why.
+	if failed, err := h.svc.TerminateWorkspaces(ctx, []string{ran.ID}); err != nil || len(failed) > 0 {
+		t.Fatal(err, failed)
+	}
+	h.waitState(ran.ID, workspace.Error, time.Minute)
+	if w = h.get(ran.ID); w.ErrorCode != "MemoryHoldFailed" {
+		t.Errorf("terminate of a guest whose RAM cannot be held: %s: %s", w.ErrorCode, w.ErrorMessage)
+	}
+	if st := h.domainState(ran.ID); st != virt.Paused {
+		t.Errorf("after the failed terminate the guest is %s, want still paused", st)
+	}
+	// Once its RAM can be held, the terminate goes through, with the scrub.
+	failHold.Delete(ran.ID)
+	if failed, err := h.svc.TerminateWorkspaces(ctx, []string{ran.ID}); err != nil || len(failed) > 0 {
+		t.Fatal(err, failed)
+	}
+	h.waitState(ran.ID, workspace.Terminated, time.Minute)
+	waitScrubbed(t, sl, ran.ID, 1, "terminate after a failed hold")
+}
+
+func failHoldIDs(m *sync.Map) []string {
+	var ids []string
+	m.Range(func(k, _ any) bool { ids = append(ids, k.(string)); return true })
+	return ids
 }
 
 // TestProvisioningFailuresGoToError: a guest that never answers goes to ERROR with the

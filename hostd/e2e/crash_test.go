@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/workspaces"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
 
+	"deskhost/hostd/confine"
 	"deskhost/hostd/virt"
 	"deskhost/internal/testenv"
 )
@@ -60,10 +62,22 @@ func TestKilledHostdConverges(t *testing.T) {
 		t.Fatal(err)
 	}
 	img := testenv.DesktopImage(t)
+	// Confined as hostd confines its own guests: qemu as libvirt-qemu, given only its files.
+	guests, err := confine.Lookup("libvirt-qemu", "", "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orun := filepath.Join(h.dir, "run", orphan)
+	if err := os.MkdirAll(orun, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := guests.Prepare(orun, []string{root.Path, user.Path}, nil); err != nil {
+		t.Fatal(err)
+	}
 	spec := virt.Spec{Name: orphan, Owner: owner, Type: "qemu", VCPUs: 1, MemoryMiB: 128, Kernel: filepath.Join(img, "vmlinux"),
-		Initrd: filepath.Join(img, "initrd.img"), RootVolume: root.Path, UserVolume: user.Path,
+		Initrd: filepath.Join(img, "initrd.img"), RootVolume: root.Path, UserVolume: user.Path, RunAs: guests.Label(),
 		Management: virt.NIC{Bridge: "dem" + h.pool[4:]}, Primary: virt.NIC{Bridge: "dep" + h.pool[4:]},
-		VNCSocket: filepath.Join(h.dir, "o-vnc.sock"), AgentSocket: filepath.Join(h.dir, "o-agent.sock"), SerialLog: filepath.Join(h.dir, "o-serial.log")}
+		VNCSocket: filepath.Join(orun, "vnc.sock"), AgentSocket: filepath.Join(orun, "agent.sock"), SerialLog: filepath.Join(orun, "serial.log")}
 	if err := h.conn.Define(spec); err != nil {
 		t.Fatal(err)
 	}

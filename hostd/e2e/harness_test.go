@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
 
 	"deskhost/hostd/hostdtest"
+	"deskhost/hostd/memscrub"
 	"deskhost/hostd/virt"
 	"deskhost/internal/hostdclient"
 	"deskhost/internal/testenv"
@@ -53,6 +54,7 @@ type host struct {
 	image      string // the desktop image directory
 	bundle     string // the bundle WorkSpaces are created from
 	legacy     bool   // the config carries catalog sections (imported at the first start)
+	hugePages  int64  // the kernel's huge page pool before the test
 }
 
 const (
@@ -87,8 +89,11 @@ func newHostWith(t *testing.T, o hostOptions) *host {
 		t.Fatal(err)
 	}
 	suffix := hostdtest.RandHex(3)
-	h := &host{t: t, dir: dir, socket: filepath.Join(dir, "hostd.sock"), pool: "dhe-" + suffix, libvirtSoc: sock,
+	h := &host{t: t, dir: dir, socket: filepath.Join(dir, "api", "hostd.sock"), pool: "dhe-" + suffix, libvirtSoc: sock,
 		accessKey: "AKDHTEST" + strings.ToUpper(hostdtest.RandHex(6)), secretKey: hostdtest.RandHex(20)}
+	if pool, err := memscrub.Check(); err == nil {
+		h.hugePages = pool.HugePages.Total
+	}
 	h.netns, h.image, h.legacy = o.netns, image, o.legacy
 	mgmt, pri := "dem"+suffix, "dep"+suffix
 	network := fmt.Sprintf("network: {managementBridge: %s, primaryBridge: %s}", mgmt, pri)
@@ -125,6 +130,7 @@ func newHostWith(t *testing.T, o hostOptions) *host {
   shutdownTimeout: 20s
   healthInterval: 2s
   memory: {requireInitOnFree: false} # this development machine runs without init_on_free=1
+  guests: {cgroupLimits: false} # dev machines: cgroup v1 holds cpu and memory (TRAPS.md)
   computeTypes:
     VALUE: {vcpus: 1, memoryMiB: 256}
 `, dir, sock, h.pool, network, pri, h.socket, h.listen, h.accessKey, h.secretKey)
@@ -261,6 +267,10 @@ func (h *host) cleanup() {
 	hostdtest.RemoveLeftovers(h.conn, h.dir, h.pool)
 	h.conn.Close()
 	os.RemoveAll(h.dir)
+	// hostd keeps the huge pages it added to the kernel's pool; a test gives them back.
+	if now, err := memscrub.Check(); err == nil {
+		_ = memscrub.ShrinkHugePages(now.HugePages.Total - h.hugePages)
+	}
 }
 
 // client is an AWS SDK WorkSpaces client over hostd's unix socket.

@@ -2,7 +2,6 @@ package memscrub
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"deskhost/internal/testenv"
 )
 
 const (
@@ -21,18 +22,23 @@ const (
 
 var marker = []byte("DESKHOST-SCRUB-MARKER-0123456789") // 32 bytes: divides the chunk
 
-// TestMain doubles as the "guest": with MEMSCRUB_CHILD set it makes a memfd, fills part of
-// it with the marker, and waits to be killed, like a qemu holding guest RAM.
+// TestMain doubles as the "guest": with MEMSCRUB_CHILD set it makes a memfd (on 2 MiB
+// pages with MEMSCRUB_CHILD=huge), fills part of it with the marker, and waits to be
+// killed, like a qemu holding guest RAM.
 func TestMain(m *testing.M) {
-	if os.Getenv("MEMSCRUB_CHILD") != "" {
-		child()
+	if kind := os.Getenv("MEMSCRUB_CHILD"); kind != "" {
+		child(kind == "huge")
 		return
 	}
 	os.Exit(m.Run())
 }
 
-func child() {
-	fd, err := unix.MemfdCreate("memory-backend-memfd", 0)
+func child(huge bool) {
+	flags := 0
+	if huge {
+		flags = unix.MFD_HUGETLB
+	}
+	fd, err := unix.MemfdCreate("memory-backend-memfd", flags)
 	if err != nil {
 		panic(err)
 	}
@@ -50,15 +56,31 @@ func child() {
 	time.Sleep(time.Hour) // until killed; a bare select{} would be a deadlock exit
 }
 
-func startGuest(t *testing.T) *exec.Cmd {
+func startGuest(t *testing.T, huge bool) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "MEMSCRUB_CHILD=1")
+	kind := "4k"
+	if huge {
+		kind = "huge"
+	}
+	cmd.Env = append(os.Environ(), "MEMSCRUB_CHILD="+kind)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	start := func() error { return cmd.Start() }
+	if huge {
+		testenv.Root(t) // the pool is grown through /proc/sys/vm/nr_hugepages
+		added, err := WithHugePages(testSize, start)
+		t.Cleanup(func() {
+			if err := ShrinkHugePages(added); err != nil {
+				t.Errorf("give back %d huge pages: %v", added, err)
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	} else if err := start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
@@ -69,56 +91,91 @@ func startGuest(t *testing.T) *exec.Cmd {
 	return cmd
 }
 
+// TestScrubZeroesHeldRAMAfterOwnerDies holds a child's memfd, kills the child, and scrubs:
+// the marker is there before and gone after, every byte reads zero, and the steps that
+// would release pages unscrubbed refuse. On 4 KiB pages (pwrite/pread) and on 2 MiB pages
+// (through a mapping).
 func TestScrubZeroesHeldRAMAfterOwnerDies(t *testing.T) {
-	cmd := startGuest(t)
+	for _, huge := range []bool{false, true} {
+		name := "4KiB"
+		if huge {
+			name = "2MiB"
+		}
+		t.Run(name, func(t *testing.T) {
+			cmd := startGuest(t, huge)
+			h, err := Hold(cmd.Process.Pid, testSize)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.HugePages() != huge {
+				t.Fatalf("HugePages() = %v for a memfd made with hugetlb %v", h.HugePages(), huge)
+			}
+			want := int64(filled / len(marker))
+			if n, err := h.Count(marker); err != nil || n != want {
+				t.Fatalf("before: %d markers (%v), want %d: the held fd does not see the guest's RAM", n, err, want)
+			}
+			if _, err := h.Zero(); !errors.Is(err, ErrRunning) {
+				t.Fatalf("Zero while the owner runs: %v, want ErrRunning", err)
+			}
+			if err := h.Close(); err == nil {
+				t.Fatal("Close before Zero released unscrubbed pages")
+			}
+			cmd.Process.Kill()
+			cmd.Wait()
+			// The owner is gone, yet its pages are still there, held by us: this is the
+			// window the scrub closes.
+			if n, _ := h.Count(marker); n != want {
+				t.Fatalf("after the owner died: %d markers, want %d still held", n, want)
+			}
+			st, err := h.Zero()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case huge && st.Populated != testSize:
+				t.Errorf("scrubbed %d bytes of a %d-byte hugetlb file (it is scrubbed whole)", st.Populated, testSize)
+			case !huge && (st.Populated < filled || st.Populated > filled+(2<<20)):
+				t.Errorf("scrubbed %d bytes; the guest populated %d (holes must be skipped)", st.Populated, filled)
+			}
+			if n, _ := h.Count(marker); n != 0 {
+				t.Fatalf("after Zero: %d markers remain", n)
+			}
+			// Every byte, not just markers.
+			if off, err := h.NonZero(); err != nil || off >= 0 {
+				t.Fatalf("after Zero: non-zero byte at %d (%v)", off, err)
+			}
+			if err := h.Close(); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("scrubbed %d MiB in %s", st.Populated>>20, st.Duration)
+		})
+	}
+}
+
+// TestCountAcrossReads: an occurrence that straddles two reads is counted once, and the
+// count reads the held RAM without changing it.
+func TestCountAcrossReads(t *testing.T) {
+	cmd := startGuest(t, false)
 	h, err := Hold(cmd.Process.Pid, testSize)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := int64(filled / len(marker))
-	if n, err := h.Count(marker); err != nil || n != want {
-		t.Fatalf("before: %d markers (%v), want %d: the held fd does not see the guest's RAM", n, err, want)
-	}
-	if _, err := h.Zero(); !errors.Is(err, ErrRunning) {
-		t.Fatalf("Zero while the owner runs: %v, want ErrRunning", err)
-	}
-	if err := h.Close(); err == nil {
-		t.Fatal("Close before Zero released unscrubbed pages")
-	}
-	cmd.Process.Kill()
-	cmd.Wait()
-	// The owner is gone, yet its pages are still there, held by us: this is the window the
-	// scrub closes.
-	if n, _ := h.Count(marker); n != want {
-		t.Fatalf("after the owner died: %d markers, want %d still held", n, want)
-	}
-	st, err := h.Zero()
-	if err != nil {
+	defer h.Release()
+	fd := int(h.f.Fd())
+	// A second marker kind, written across the first read's end (chunk - len(m) + 1 is
+	// where the second read starts).
+	m := []byte("STRADDLE-0123456789")
+	at := int64(filled + chunk - 5)
+	if _, err := unix.Pwrite(fd, m, at); err != nil {
 		t.Fatal(err)
 	}
-	if st.Populated < filled || st.Populated > filled+(2<<20) {
-		t.Errorf("scrubbed %d bytes; the guest populated %d (holes must be skipped)", st.Populated, filled)
+	if n, err := h.Count(m); err != nil || n != 1 {
+		t.Fatalf("straddling marker counted %d times (%v), want 1", n, err)
 	}
-	if n, _ := h.Count(marker); n != 0 {
-		t.Fatalf("after Zero: %d markers remain", n)
-	}
-	// Every byte, not just markers: the populated pages are all zero.
-	if err := h.eachPopulated(func(b []byte) error {
-		if i := bytes.IndexFunc(b, func(r rune) bool { return r != 0 }); i >= 0 {
-			return fmt.Errorf("non-zero byte at %d", i)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Close(); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("scrubbed %d MiB in %s", st.Populated>>20, st.Duration)
 }
 
 func TestHoldRefusesWithoutMatchingMemfd(t *testing.T) {
-	cmd := startGuest(t)
+	cmd := startGuest(t, false)
 	if _, err := Hold(cmd.Process.Pid, testSize+4096); err == nil || !strings.Contains(err.Error(), "no memfd") {
 		t.Fatalf("Hold with the wrong size: %v", err)
 	}
@@ -167,73 +224,4 @@ func TestPreflight(t *testing.T) {
 	if s := r.String(); !strings.Contains(s, "init_on_free=off") || !strings.Contains(s, "swap=off") {
 		t.Errorf("summary %q", s)
 	}
-}
-
-// BenchmarkScrubVsMemset measures the scrub (map, zero and read back chunk by chunk,
-// unmap) against a plain memset of the same populated 256 MiB memfd in the same run, and
-// reports the throughput ratio (goal ≥ 0.8). The plain memset maps the memfd, clears it and
-// unmaps it, as anything other than qemu must to reach guest RAM; a memset of an
-// already-mapped buffer is reported too, for reference: it skips the page-table work a
-// scrub of 4 KiB pages cannot avoid.
-func BenchmarkScrubVsMemset(b *testing.B) {
-	const size = 256 << 20
-	fd, err := unix.MemfdCreate("bench", 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	f := os.NewFile(uintptr(fd), "bench")
-	defer f.Close()
-	if err := unix.Ftruncate(fd, size); err != nil {
-		b.Fatal(err)
-	}
-	resident, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer unix.Munmap(resident)
-	populate := func() {
-		for i := 0; i < size; i += 4096 {
-			resident[i] = 0xA5
-		}
-	}
-	h := &Held{f: f, size: size, pid: -1}
-	populate() // first touch allocates the pages: slow, and not what is measured
-	if _, err := h.Zero(); err != nil {
-		b.Fatal(err)
-	}
-	var scrub, memset, residentMemset time.Duration
-	b.SetBytes(size)
-	for i := 0; i < b.N; i++ {
-		populate()
-		t0 := time.Now()
-		m, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
-		if err != nil {
-			b.Fatal(err)
-		}
-		clear(m)
-		if err := unix.Munmap(m); err != nil {
-			b.Fatal(err)
-		}
-		memset += time.Since(t0)
-
-		populate()
-		t0 = time.Now()
-		clear(resident)
-		residentMemset += time.Since(t0)
-
-		populate()
-		st, err := h.Zero()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if st.Populated != size {
-			b.Fatalf("scrubbed %d of %d", st.Populated, size)
-		}
-		scrub += st.Duration
-	}
-	gibps := func(d time.Duration) float64 { return float64(size) * float64(b.N) / d.Seconds() / (1 << 30) }
-	b.ReportMetric(gibps(scrub), "scrub-GiB/s")
-	b.ReportMetric(gibps(memset), "memset-GiB/s")
-	b.ReportMetric(gibps(residentMemset), "resident-memset-GiB/s")
-	b.ReportMetric(memset.Seconds()/scrub.Seconds(), "scrub/memset")
 }

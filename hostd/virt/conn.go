@@ -191,6 +191,44 @@ func (c *Conn) Start(name string) error {
 	return nil
 }
 
+// StartPaused starts a defined domain's qemu with its vCPUs stopped: the guest has not
+// executed an instruction until Resume. When it returns, qemu runs and has allocated its
+// RAM.
+func (c *Conn) StartPaused(name string) error {
+	d, err := c.l.DomainLookupByName(name)
+	if err != nil {
+		return fmt.Errorf("start domain %s: %w", name, err)
+	}
+	if _, err := c.l.DomainCreateWithFlags(d, uint32(libvirt.DomainStartPaused)); err != nil {
+		return fmt.Errorf("start domain %s: %w", name, err)
+	}
+	return nil
+}
+
+// Resume lets a paused domain's vCPUs run.
+func (c *Conn) Resume(name string) error {
+	d, err := c.l.DomainLookupByName(name)
+	if err != nil {
+		return fmt.Errorf("resume domain %s: %w", name, err)
+	}
+	if err := c.l.DomainResume(d); err != nil {
+		return fmt.Errorf("resume domain %s: %w", name, err)
+	}
+	return nil
+}
+
+// Suspend stops a running domain's vCPUs; its qemu, and so its RAM, stay.
+func (c *Conn) Suspend(name string) error {
+	d, err := c.l.DomainLookupByName(name)
+	if err != nil {
+		return fmt.Errorf("pause domain %s: %w", name, err)
+	}
+	if err := c.l.DomainSuspend(d); err != nil {
+		return fmt.Errorf("pause domain %s: %w", name, err)
+	}
+	return nil
+}
+
 // Shutdown asks the guest to power off (ACPI power button) and returns at once.
 func (c *Conn) Shutdown(name string) error {
 	d, err := c.l.DomainLookupByName(name)

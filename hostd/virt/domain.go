@@ -40,6 +40,38 @@ type Spec struct {
 	VNCSocket   string // the display: a unix socket, never a TCP port
 	AgentSocket string // the guest agent's virtio-serial channel
 	SerialLog   string // the guest's serial console, appended to a file
+
+	// HugePages backs guest RAM with 2 MiB pages (a hugetlb memfd, preallocated by qemu at
+	// start): it is scrubbed at memory speed, and the host must reserve the pages.
+	HugePages bool
+	// RunAs is the DAC label qemu runs with ("+uid:+gid", see hostd/confine), with libvirt
+	// relabelling nothing; "" leaves the user to libvirt's qemu.conf.
+	RunAs string
+	// Limits puts the WorkSpace's cgroup under limits: CPU time of VCPUs host cores
+	// (cpu.max) and host memory of MemoryLimitMiB (memory.max).
+	Limits bool
+}
+
+// cpuPeriod is the cgroup CPU period the quota is measured in (cpu.max's second field).
+const cpuPeriod = 100000 // µs
+
+// QemuOverheadMiB is what a qemu process may use beyond guest RAM: its own heap, the kernel
+// and initrd it loads, device state, page tables, and the page cache of its disk I/O
+// (reclaimed within the limit, not killed). Measured at about 100–160 MiB for an idle TCG
+// guest (scripts/bench/hostd.sh); the margin keeps a busy guest from being OOM-killed.
+const QemuOverheadMiB = 512
+
+// MemoryLimitMiB is the memory.max of a WorkSpace's cgroup. Guest RAM on huge pages is not
+// charged to the memory controller (hugetlb pages never are), so only qemu itself counts.
+func (s Spec) MemoryLimitMiB() int {
+	limit := QemuOverheadMiB
+	if !s.HugePages {
+		limit += s.MemoryMiB
+	}
+	if s.Type == "qemu" {
+		limit += TCGCacheMiB
+	}
+	return limit
 }
 
 // NIC is where one guest NIC attaches: a pre-made tap that netcfg owns (managed='no'), or,
@@ -78,6 +110,12 @@ const (
 //   - suspend-to-mem/disk disabled: a guest cannot sleep on its own (guide §2.9).
 //   - on_crash destroy, with a pvpanic device so a guest kernel panic is seen at once.
 //   - the display is VNC on a unix socket only; there is no TCP listener.
+//   - with RunAs, qemu runs unprivileged through libvirt's DAC driver with a static label
+//     and relabel='no': libvirt chowns nothing, in particular not the shared kernel, initrd
+//     and base image, which any compromised qemu could otherwise rewrite (hostd/confine
+//     hands the WorkSpace's own files over).
+//   - with Limits, cgroup limits: global_quota caps the whole domain (vCPU and emulator
+//     threads) at VCPUs cores; hard_limit is memory.max.
 func Domain(s Spec) (*libvirtxml.Domain, error) {
 	if s.Name == "" || s.VCPUs < 1 || s.MemoryMiB < 64 || s.Kernel == "" || s.RootVolume == "" || s.UserVolume == "" {
 		return nil, fmt.Errorf("domain spec for %q: name, vcpus, memory ≥ 64 MiB, kernel and both volumes are required", s.Name)
@@ -110,19 +148,26 @@ func Domain(s Spec) (*libvirtxml.Domain, error) {
 		// TCG's translation cache defaults to 1 GiB per guest; a desktop needs far less.
 		features.TCG = &libvirtxml.DomainFeatureTCG{TBCache: &libvirtxml.DomainFeatureTCGTBCache{Unit: "MiB", Size: TCGCacheMiB}}
 	}
+	backing := &libvirtxml.DomainMemoryBacking{
+		MemoryNosharepages: &libvirtxml.DomainMemoryNosharepages{},
+		MemorySource:       &libvirtxml.DomainMemorySource{Type: "memfd"},
+		MemoryAccess:       &libvirtxml.DomainMemoryAccess{Mode: "shared"},
+	}
+	if s.HugePages {
+		if s.MemoryMiB%2 != 0 {
+			return nil, fmt.Errorf("domain spec for %s: %d MiB of RAM is not a whole number of 2 MiB pages", s.Name, s.MemoryMiB)
+		}
+		backing.MemoryHugePages = &libvirtxml.DomainMemoryHugepages{Hugepages: []libvirtxml.DomainMemoryHugepage{{Size: 2048, Unit: "KiB"}}}
+	}
 	d := &libvirtxml.Domain{
-		Type:        typ,
-		Name:        s.Name,
-		Description: "deskhost WorkSpace " + s.Name,
-		Metadata:    ownerMetadata(s.Owner),
-		Memory:      &libvirtxml.DomainMemory{Value: uint(s.MemoryMiB), Unit: "MiB", DumpCore: "off"},
-		MemoryBacking: &libvirtxml.DomainMemoryBacking{
-			MemoryNosharepages: &libvirtxml.DomainMemoryNosharepages{},
-			MemorySource:       &libvirtxml.DomainMemorySource{Type: "memfd"},
-			MemoryAccess:       &libvirtxml.DomainMemoryAccess{Mode: "shared"},
-		},
-		VCPU: &libvirtxml.DomainVCPU{Value: uint(s.VCPUs)},
-		CPU:  cpu,
+		Type:          typ,
+		Name:          s.Name,
+		Description:   "deskhost WorkSpace " + s.Name,
+		Metadata:      ownerMetadata(s.Owner),
+		Memory:        &libvirtxml.DomainMemory{Value: uint(s.MemoryMiB), Unit: "MiB", DumpCore: "off"},
+		MemoryBacking: backing,
+		VCPU:          &libvirtxml.DomainVCPU{Value: uint(s.VCPUs)},
+		CPU:           cpu,
 		OS: &libvirtxml.DomainOS{
 			Type:    &libvirtxml.DomainOSType{Type: "hvm", Arch: "x86_64", Machine: "pc"},
 			Kernel:  s.Kernel,
@@ -169,6 +214,16 @@ func Domain(s Spec) (*libvirtxml.Domain, error) {
 			RNGs:       []libvirtxml.DomainRNG{{Model: "virtio", Backend: &libvirtxml.DomainRNGBackend{Random: &libvirtxml.DomainRNGBackendRandom{Device: "/dev/urandom"}}}},
 			MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},
 		},
+	}
+	if s.RunAs != "" {
+		d.SecLabel = []libvirtxml.DomainSecLabel{{Type: "static", Model: "dac", Relabel: "no", Label: s.RunAs}}
+	}
+	if s.Limits {
+		d.CPUTune = &libvirtxml.DomainCPUTune{
+			GlobalPeriod: &libvirtxml.DomainCPUTunePeriod{Value: cpuPeriod},
+			GlobalQuota:  &libvirtxml.DomainCPUTuneQuota{Value: int64(s.VCPUs) * cpuPeriod},
+		}
+		d.MemoryTune = &libvirtxml.DomainMemoryTune{HardLimit: &libvirtxml.DomainMemoryTuneLimit{Value: uint64(s.MemoryLimitMiB()), Unit: "MiB"}}
 	}
 	return d, nil
 }
@@ -222,4 +277,20 @@ func DomainXML(s Spec) (string, error) {
 		return "", fmt.Errorf("marshal domain %s: %w", s.Name, err)
 	}
 	return x, nil
+}
+
+// Bytes converts a libvirt memory size (value and unit, as in <memory unit='KiB'>) to
+// bytes. libvirt's units: b/bytes, KB/MB/GB/TB (powers of 1000), k/KiB, M/MiB, G/GiB,
+// T/TiB (powers of 1024); no unit is KiB.
+func Bytes(value uint, unit string) (int64, error) {
+	mult := map[string]int64{
+		"": 1 << 10, "b": 1, "bytes": 1,
+		"KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+		"k": 1 << 10, "KiB": 1 << 10, "M": 1 << 20, "MiB": 1 << 20,
+		"G": 1 << 30, "GiB": 1 << 30, "T": 1 << 40, "TiB": 1 << 40,
+	}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("memory unit %q is not one of libvirt's", unit)
+	}
+	return int64(value) * mult, nil
 }

@@ -1,6 +1,7 @@
 package virt
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -68,5 +69,44 @@ func TestDomainNICs(t *testing.T) {
 	m2, _ := MACs("ws-a1b2c3d4e5")
 	if m1 != m2 || m1 == p1 {
 		t.Errorf("MACs not stable or not distinct: %s %s %s", m1, m2, p1)
+	}
+}
+
+// TestDomainConfinement: hugepage RAM, qemu's unprivileged label with relabelling off, and
+// the cgroup limits appear as libvirt expects them; without them the XML has none.
+func TestDomainConfinement(t *testing.T) {
+	s := spec()
+	x, err := DomainXML(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, never := range []string{"<hugepages>", "<seclabel", "<cputune>", "<memtune>"} {
+		if strings.Contains(x, never) {
+			t.Errorf("default domain XML has %s", never)
+		}
+	}
+	s.VCPUs, s.HugePages, s.RunAs, s.Limits = 2, true, "+999:+995", true
+	if x, err = DomainXML(s); err != nil {
+		t.Fatal(err)
+	}
+	x = regexp.MustCompile(`>\s+<`).ReplaceAllString(x, "><")
+	for _, want := range []string{
+		`<hugepages><page size="2048" unit="KiB"></page></hugepages>`, `<source type="memfd">`, `<access mode="shared">`,
+		`<seclabel type="static" model="dac" relabel="no"><label>+999:+995</label></seclabel>`,
+		`<global_period>100000</global_period><global_quota>200000</global_quota>`,
+		// hugetlb RAM is not charged to the memory controller: qemu's overhead and TCG cache only.
+		`<hard_limit unit="MiB">576</hard_limit>`,
+	} {
+		if !strings.Contains(x, want) {
+			t.Errorf("confined domain XML lacks %s\n%s", want, x)
+		}
+	}
+	s.HugePages = false
+	if got := s.MemoryLimitMiB(); got != 256+QemuOverheadMiB+TCGCacheMiB {
+		t.Errorf("memory limit of 4 KiB-page RAM: %d MiB, want RAM + overhead + TCG cache", got)
+	}
+	s.HugePages, s.MemoryMiB = true, 257
+	if _, err := Domain(s); err == nil || !strings.Contains(err.Error(), "2 MiB pages") {
+		t.Errorf("odd MiB of hugepage RAM: %v", err)
 	}
 }

@@ -11,14 +11,19 @@ import (
 )
 
 // EnsurePool makes sure a running directory storage pool name exists at dir. WorkSpace
-// volumes live there, so that libvirt itself can list and account for them.
+// volumes live there, so that libvirt itself can list and account for them. The directory
+// is 0711: an unprivileged qemu must reach the volume handed to it, but not list the others.
 func (c *Conn) EnsurePool(name, dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return fmt.Errorf("pool %s: %w", name, err)
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
 		return fmt.Errorf("pool %s: %w", name, err)
 	}
 	p, err := c.l.StoragePoolLookupByName(name)
 	if isErr(err, libvirt.ErrNoStoragePool) {
-		x, merr := (&libvirtxml.StoragePool{Type: "dir", Name: name, Target: &libvirtxml.StoragePoolTarget{Path: dir}}).Marshal()
+		x, merr := (&libvirtxml.StoragePool{Type: "dir", Name: name, Target: &libvirtxml.StoragePoolTarget{Path: dir,
+			Permissions: &libvirtxml.StoragePoolTargetPermissions{Mode: "0711"}}}).Marshal()
 		if merr != nil {
 			return merr
 		}

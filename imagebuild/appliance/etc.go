@@ -11,10 +11,13 @@ import (
 // The image's static files below /etc. init writes what depends on the host config
 // (hostname, resolv.conf) at boot.
 
-// User and group databases: libvirtd resolves libvirt-qemu at start even though qemu runs
-// as root here (Debian's build), and glibc's NSS reads files only.
+// User and group databases (glibc's NSS reads files only). qemu runs as libvirt-qemu
+// (qemu.conf below; hostd's guests.user). zeroclient drops root to zeroclient once it has
+// bound its ports; its group may use hostd's socket as the broker (hostd.api.brokerGroup)
+// and connect to the WorkSpaces' displays (hostd.guests.displayGroup).
 const passwd = `root:x:0:0:root:/root:/bin/sh
 libvirt-qemu:x:64055:64055:Libvirt Qemu:/var/lib/libvirt:/usr/sbin/nologin
+zeroclient:x:64060:64060:deskhost zeroclient:/nonexistent:/usr/sbin/nologin
 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
 `
 
@@ -22,6 +25,7 @@ const group = `root:x:0:
 kvm:x:104:libvirt-qemu
 libvirt:x:105:
 libvirt-qemu:x:64055:
+zeroclient:x:64060:
 nogroup:x:65534:
 `
 
@@ -59,14 +63,17 @@ var virtlogdConf = `# deskhost appliance (imagebuild)
 log_outputs = "3:stderr"
 ` + virtlogconf.Settings()
 
-// qemu runs as root: the appliance has no per-VM users yet (README, "Known gaps"). No
-// cgroup controllers: init mounts cgroup2 but does not delegate controllers to libvirt
-// yet. Guest memory never goes into core dumps.
+// qemu runs unprivileged as libvirt-qemu. hostd's domains carry a static DAC label with
+// relabelling off, and hostd hands each WorkSpace's own files to that user itself
+// (hostd/confine): libvirt's dynamic ownership would also chown the shared image files.
+// cgroup v2 (init mounts it at /sys/fs/cgroup): libvirt, without systemd, makes a cgroup
+// per domain under /sys/fs/cgroup/machine with the cpu and memory controllers, where
+// hostd's limits (cpu.max, memory.max) apply. Guest memory never goes into core dumps.
 const qemuConf = `# deskhost appliance (imagebuild)
-user = "root"
-group = "root"
-dynamic_ownership = 0
-cgroup_controllers = [ ]
+user = "libvirt-qemu"
+group = "libvirt-qemu"
+dynamic_ownership = 1
+cgroup_controllers = [ "cpu", "memory" ]
 dump_guest_core = 0
 security_driver = "none"
 `

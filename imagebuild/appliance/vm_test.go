@@ -114,7 +114,8 @@ func TestDirectKernel(t *testing.T) {
 	args = append(args, "-no-reboot",
 		"-kernel", filepath.Join(dir, "pxe", "vmlinuz"), "-initrd", filepath.Join(dir, "pxe", "initrd.img"),
 		"-append", strings.TrimSpace(string(cmdline))+" panic=-1 deskhost.perm=/dev/vda",
-		"-drive", "file="+disk+",if=virtio,format=qcow2")
+		"-drive", "file="+disk+",if=virtio,format=qcow2",
+		"-drive", "file="+desktopDisk(t)+",if=virtio,format=raw,readonly=on") // WorkSpaceConfined's desktop image
 	v := startVM(t, "direct", args)
 	ph := v.phases(nil, readyTimeout)
 	readyTimes["direct"] = ph.ready
@@ -209,6 +210,10 @@ func TestDirectKernel(t *testing.T) {
 			return s.Contains("Choose 1-8:") && strings.Contains(s.Row("WorkSpaces"), "none")
 		})
 	})
+
+	// hostd launches a WorkSpace; its qemu runs as libvirt-qemu under cgroup limits, and
+	// zeroclient as its own user (confine_vm_test.go).
+	t.Run("WorkSpaceConfined", func(t *testing.T) { checkWorkspaceConfined(t, v) })
 
 	t.Run("StaticManagementAddress", func(t *testing.T) {
 		// (4) Configure the management address from the console; netcfg applies it.

@@ -54,6 +54,8 @@ type Hostd struct {
 	TerminatedRetention Duration `yaml:"terminatedRetention"`
 	// Memory is the guest-memory hygiene policy.
 	Memory Memory `yaml:"memory"`
+	// Guests is how WorkSpaces' qemu processes are confined.
+	Guests Guests `yaml:"guests"`
 	// Quotas are the guide's defaults, raised per host.
 	Quotas Quotas `yaml:"quotas"`
 	// Metrics is hostd's Prometheus exporter (hostd/metrics); no listen address: none.
@@ -92,6 +94,11 @@ type API struct {
 	Listen string `yaml:"listen"`
 	// Socket is the root-only unix socket the local console and CLI use.
 	Socket string `yaml:"socket"`
+	// BrokerGroup, if set, also lets processes whose primary group it is use the socket,
+	// for the calls a connection broker makes (DescribeWorkspaces, StartWorkspaces,
+	// ReportConnections, DescribeCatalog): zeroclient, once it has dropped root, runs in
+	// this group.
+	BrokerGroup string `yaml:"brokerGroup"`
 	// TLSCert and TLSKey are PEM files; if both are empty a self-signed certificate is
 	// made and kept under DataDir.
 	TLSCert string `yaml:"tlsCert"`
@@ -132,6 +139,25 @@ type Memory struct {
 	// init_on_free=1. Default true (the appliance image sets it); test harnesses on
 	// development machines, which may not, set it to false explicitly.
 	RequireInitOnFree *bool `yaml:"requireInitOnFree"`
+	// HugePages backs guest RAM with 2 MiB pages (default true): the teardown scrub runs at
+	// memory speed, and hostd grows the kernel's huge page pool as WorkSpaces start. false
+	// uses 4 KiB pages, whose scrub is several times slower.
+	HugePages *bool `yaml:"hugePages"`
+}
+
+// Guests is how WorkSpaces' qemu processes are confined (hostd/confine).
+type Guests struct {
+	// User and Group run qemu; they must be libvirt's qemu.conf user and group. Default
+	// libvirt-qemu and that user's group. qemu never runs as root.
+	User  string `yaml:"user"`
+	Group string `yaml:"group"`
+	// DisplayGroup may connect to WorkSpaces' VNC sockets: the group zeroclient's gateway
+	// runs in. Empty: only root may.
+	DisplayGroup string `yaml:"displayGroup"`
+	// CgroupLimits puts each WorkSpace under cgroup v2 limits, CPU time of its vCPU count
+	// and host memory of its RAM plus qemu's overhead (default true). Needs cgroup v2 with
+	// the cpu and memory controllers; hostd refuses to start WorkSpaces without them.
+	CgroupLimits *bool `yaml:"cgroupLimits"`
 }
 
 // InitOnFreeRequired is RequireInitOnFree with its default (true).

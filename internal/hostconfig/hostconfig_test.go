@@ -41,6 +41,19 @@ func TestParseGoodAppliesDefaults(t *testing.T) {
 		h.Libvirt.DomainType != "kvm" || h.Libvirt.Pool != "deskhost" || h.API.Region != "local" || h.HealthMisses != 3 {
 		t.Errorf("defaults: %+v", h)
 	}
+	// Guests are confined unless the config says otherwise: unprivileged qemu, cgroup
+	// limits, RAM on huge pages.
+	if h.Guests.User != "libvirt-qemu" || h.Guests.CgroupLimits == nil || !*h.Guests.CgroupLimits ||
+		h.Memory.HugePages == nil || !*h.Memory.HugePages {
+		t.Errorf("guest defaults: %+v, hugePages %v", h.Guests, h.Memory.HugePages)
+	}
+	off, err := Parse([]byte(strings.Replace(good, "  computeTypes:", "  memory: {hugePages: false}\n  guests: {cgroupLimits: false, displayGroup: deskhost-vnc}\n  computeTypes:", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := off.Hostd.Guests; *g.CgroupLimits || *off.Hostd.Memory.HugePages || g.DisplayGroup != "deskhost-vnc" {
+		t.Errorf("explicit guest settings: %+v", g)
+	}
 	if img, ok := h.Image("wsi-desktop001"); !ok || img.Dir != "/perm/images/desktop" {
 		t.Error("image lookup")
 	}
@@ -60,6 +73,9 @@ func TestParseRejectsWithTheFieldNamed(t *testing.T) {
 		{"id: d-0123456789", "id: d-corp", "directories[0].id"},
 		{"os: linux", "os: beos", "images[0].os"},
 		{"  computeTypes:", "  provisionTimeout: soon\n  computeTypes:", "duration"},
+		{"  computeTypes:", "  guests: {user: root}\n  computeTypes:", "hostd.guests.user"},
+		{"socket: /run/deskhost/hostd.sock", "socket: /perm/hostd/hostd.sock", "not directly in hostd.dataDir"},
+		{"  computeTypes:", "  guests: {usr: x}\n  computeTypes:", "usr"},
 	} {
 		bad := strings.Replace(good, tc.from, tc.to, 1)
 		if bad == good {

@@ -22,6 +22,7 @@ const (
 	DefaultThrottleRate        = 2 // "two API calls per second"
 	DefaultThrottleBurst       = 5 // "burst rate of five API calls per second"
 	DefaultWorkspaceQuota      = 100
+	DefaultGuestUser           = "libvirt-qemu" // Debian's libvirt qemu user
 )
 
 func (h *Hostd) defaults() {
@@ -54,6 +55,16 @@ func (h *Hostd) defaults() {
 	}
 	if h.Quotas.Workspaces == 0 {
 		h.Quotas.Workspaces = DefaultWorkspaceQuota
+	}
+	yes := true
+	if h.Memory.HugePages == nil {
+		h.Memory.HugePages = &yes
+	}
+	if h.Guests.User == "" {
+		h.Guests.User = DefaultGuestUser
+	}
+	if h.Guests.CgroupLimits == nil {
+		h.Guests.CgroupLimits = &yes
 	}
 }
 
@@ -118,6 +129,12 @@ func (h *Hostd) validate(managedNetwork bool) error {
 	}
 	if h.Quotas.Workspaces < 1 {
 		bad("hostd.quotas.workspaces: must be ≥ 1")
+	}
+	if h.API.Socket != "" && h.DataDir != "" && filepath.Clean(filepath.Dir(h.API.Socket)) == filepath.Clean(h.DataDir) {
+		bad("hostd.api.socket %s: not directly in hostd.dataDir; the socket's directory is made root-only, and qemu must reach the data dir", h.API.Socket)
+	}
+	if h.Guests.User == "root" || h.Guests.User == "0" {
+		bad("hostd.guests.user: qemu must not run as root")
 	}
 	for c, hw := range h.ComputeTypes {
 		if !c.Known() {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -22,7 +24,7 @@ import (
 //	  sessions: {idleBeforeLogin: 2m, idleAfterLogin: 20m, absolute: 12h, max: 10000}
 //	  lockout: {failures: 5, userFailures: 20, window: 5m, duration: 15m}
 //	  passwordChecks: {concurrency: 4, wait: 3s}
-//	  events: {log: /perm/zeroclient/access.jsonl, auditLog: /perm/zeroclient/audit.jsonl, webhook: "", rotateMiB: 16, keep: 4}
+//	  events: {log: /perm/zeroclient/events/access.jsonl, auditLog: /perm/zeroclient/events/audit.jsonl, webhook: "", rotateMiB: 16, keep: 4}
 //	  metrics: {listen: "127.0.0.1:9172"}
 //	  credentialStore: /perm/zeroclient/credentials.db
 //	  hostdSocket: /run/deskhost/hostd.sock
@@ -56,6 +58,11 @@ type Zeroclient struct {
 	// StartWait is how long allocate-resource waits for a STOPPED AutoStop WorkSpace it
 	// starts to become AVAILABLE (the guide: resumes "typically in under 90 seconds").
 	StartWait Duration `yaml:"startWait"`
+	// User is who zeroclient runs as once it has bound its ports and opened its files; it
+	// faces clients, so it should not stay root. Its primary group must be hostd's
+	// api.brokerGroup (to reach hostd's socket) and guests.displayGroup (to reach the
+	// WorkSpaces' displays). Empty: it stays root (development machines without the user).
+	User string `yaml:"user"`
 }
 
 // ZeroclientBroker is the HTTPS broker.
@@ -135,7 +142,9 @@ type ZeroclientTags struct {
 type ZeroclientEvents struct {
 	// Log is the JSON-lines file of "WorkSpaces Access" events (successful logins).
 	Log string `yaml:"log"`
-	// AuditLog is the JSON-lines file of failed logins and refusals.
+	// AuditLog is the JSON-lines file of failed logins and refusals. With zeroclient.user
+	// set, the logs' directory is handed to that user (to rotate them): it must be theirs
+	// alone (e.g. /perm/zeroclient/events/), not the credential store's or the TLS key's.
 	AuditLog string `yaml:"auditLog"`
 	// Webhook, if set, receives each access event as an HTTP POST of its JSON.
 	Webhook        string   `yaml:"webhook"`
@@ -294,6 +303,33 @@ func (z *Zeroclient) validate() error {
 	}
 	if z.AuthFailureFloor.Duration > 5*time.Second {
 		bad("zeroclient.authFailureFloor %s: at most 5s", z.AuthFailureFloor)
+	}
+	if z.User != "" {
+		// zeroclient hands its event logs' directories to zeroclient.user, so that it can
+		// rotate them after dropping root: none may hold what must stay root's.
+		type place struct{ name, path string }
+		var rootOwn []place // directories that stay root's
+		for _, p := range []place{{"credentialStore", z.CredentialStore}, {"adminSocket", z.AdminSocket},
+			{"hostdSocket", z.HostdSocket}, {"tls.cert", z.TLS.Cert}, {"tls.key", z.TLS.Key}} {
+			if p.path != "" {
+				rootOwn = append(rootOwn, place{p.name, filepath.Dir(filepath.Clean(p.path))})
+			}
+		}
+		if z.TLS.SelfSignedDir != "" {
+			rootOwn = append(rootOwn, place{"tls.selfSignedDir", filepath.Clean(z.TLS.SelfSignedDir)})
+		}
+		for _, l := range []place{{"log", z.Events.Log}, {"auditLog", z.Events.AuditLog}} {
+			if l.path == "" {
+				continue
+			}
+			dir := filepath.Dir(filepath.Clean(l.path))
+			for _, o := range rootOwn {
+				if o.path == dir || strings.HasPrefix(o.path, dir+"/") || dir == "/" {
+					bad("zeroclient.events.%s %s: with zeroclient.user set, the event logs need a directory of their own (it is handed to that user, to rotate them), not one holding zeroclient.%s", l.name, l.path, o.name)
+					break
+				}
+			}
+		}
 	}
 	if w := z.Events.Webhook; w != "" {
 		u, err := url.Parse(w)

@@ -30,6 +30,15 @@ func TestZeroclientSection(t *testing.T) {
 		z.PasswordChecks.Concurrency != 4 || z.PasswordChecks.Wait.Duration != 3*time.Second || z.Events.RotateMiB != 16 || z.Events.Keep != 4 {
 		t.Errorf("defaults: %+v", z)
 	}
+	// A user to drop to, with the event logs in a directory of their own.
+	c, err = Parse([]byte(minimalHostd + "zeroclient:\n  tls: {selfSignedDir: /z/tls}\n  credentialStore: /z/credentials.db\n  user: zeroclient\n" +
+		"  events: {log: /z/events/access.jsonl, auditLog: /z/events/audit.jsonl}\n"))
+	if err == nil {
+		_, err = c.Zeroclient.Resolved()
+	}
+	if err != nil {
+		t.Errorf("event logs in a directory of their own: %v", err)
+	}
 	// Strict: an unknown key in the section is an error naming it.
 	if _, err := Parse([]byte(minimalHostd + "zeroclient:\n  brokr: {listen: ':443'}\n")); err == nil || !strings.Contains(err.Error(), "brokr") {
 		t.Errorf("unknown key: %v", err)
@@ -46,6 +55,10 @@ func TestZeroclientSection(t *testing.T) {
 		{"tls: {selfSignedDir: /t}\nbroker: {maxConnections: 8, maxConnectionsPerAddress: 9}", "maxConnectionsPerAddress"},
 		{"tls: {selfSignedDir: /t}\npasswordChecks: {concurrency: 65}", "passwordChecks.concurrency"},
 		{"tls: {selfSignedDir: /t}\nevents: {keep: -1}", "keep"},
+		// With a user to drop to, the logs' directory is handed to it: not the secrets' one.
+		{"tls: {selfSignedDir: /z/tls}\ncredentialStore: /z/credentials.db\nuser: zeroclient\nevents: {log: /z/access.jsonl}", "zeroclient.events.log /z/access.jsonl: with zeroclient.user set"},
+		{"tls: {selfSignedDir: /z/tls}\ncredentialStore: /y/credentials.db\nuser: zeroclient\nevents: {auditLog: /z/audit.jsonl}", "not one holding zeroclient.tls.selfSignedDir"},
+		{"tls: {selfSignedDir: /z/tls}\nuser: zeroclient\nevents: {auditLog: /audit.jsonl}", "zeroclient.events.auditLog"},
 	} {
 		doc := minimalHostd + "zeroclient:\n  " + strings.ReplaceAll(tc.doc, "\n", "\n  ") + "\n"
 		c, err := Parse([]byte(doc))

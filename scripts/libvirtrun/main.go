@@ -41,23 +41,28 @@ import (
 )
 
 // The libvirt paths Debian's libvirtd uses, and the runtime subdirectory bound over each.
-var binds = []struct{ sub, target string }{
-	{"etc", "/etc/libvirt"},
-	{"run", "/run/libvirt"},
-	{"lib", "/var/lib/libvirt"},
-	{"log", "/var/log/libvirt"},
-	{"cache", "/var/cache/libvirt"},
+var binds = []struct {
+	sub, target string
+	mode        os.FileMode
+}{
+	{"etc", "/etc/libvirt", 0o700},
+	{"run", "/run/libvirt", 0o755},
+	{"lib", "/var/lib/libvirt", 0o755},
+	{"log", "/var/log/libvirt", 0o700},
+	{"cache", "/var/cache/libvirt", 0o755},
 }
 
 const (
-	qemuConf = `# written by libvirtrun
-# qemu runs as root: this machine has no per-VM users to hand files to. The appliance keeps
-# the same choice for now (see README, "Known gaps").
-user = "root"
-group = "root"
-# No cgroups can be created here.
-cgroup_controllers = [ ]
-# Guest memory never goes into core dumps.
+	// qemu runs unprivileged as libvirt-qemu. libvirt's DAC driver keeps dynamic ownership
+	// for domains that ask for it; hostd's domains carry a static label with relabel='no'
+	// and hostd hands each WorkSpace's own files over itself (hostd/confine), so the shared
+	// image files are never chowned. cgroup_controllers is filled in at start (see
+	// cgroupControllers). Guest memory never goes into core dumps.
+	qemuConfTemplate = `# written by libvirtrun
+user = "libvirt-qemu"
+group = "libvirt-qemu"
+dynamic_ownership = 1
+%s
 dump_guest_core = 0
 security_driver = "none"
 `
@@ -178,11 +183,15 @@ func start(root, netns string, timeout time.Duration, logArgs []string) error {
 		return nil
 	}
 	for _, b := range binds {
-		if err := os.MkdirAll(filepath.Join(root, b.sub), 0o700); err != nil {
+		d := filepath.Join(root, b.sub)
+		if err := os.MkdirAll(d, b.mode); err != nil {
+			return err
+		}
+		if err := os.Chmod(d, b.mode); err != nil {
 			return err
 		}
 	}
-	files := map[string]string{"qemu.conf": qemuConf, "libvirtd.conf": libvirtdConf, "virtlogd.conf": virtlogdConf}
+	files := map[string]string{"qemu.conf": fmt.Sprintf(qemuConfTemplate, cgroupControllers()), "libvirtd.conf": libvirtdConf, "virtlogd.conf": virtlogdConf}
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(root, "etc", name), []byte(body), 0o600); err != nil {
 			return err
@@ -232,6 +241,24 @@ func start(root, netns string, timeout time.Duration, logArgs []string) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// cgroupControllers is qemu.conf's cgroup_controllers line: cpu and memory where
+// /sys/fs/cgroup is cgroup v2 offering both (libvirt then makes a cgroup per domain under
+// /sys/fs/cgroup/machine and hostd's limits apply), none elsewhere. On a host whose cpu and
+// memory controllers are bound to cgroup v1 hierarchies, libvirt would put qemu into v1
+// cgroups at the hierarchies' roots, outside whatever cgroup libvirtd itself is in.
+func cgroupControllers() string {
+	var fs unix.Statfs_t
+	if unix.Statfs("/sys/fs/cgroup", &fs) == nil && fs.Type == unix.CGROUP2_SUPER_MAGIC {
+		if b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+			have := " " + strings.Join(strings.Fields(string(b)), " ") + " "
+			if strings.Contains(have, " cpu ") && strings.Contains(have, " memory ") {
+				return `cgroup_controllers = [ "cpu", "memory" ]`
+			}
+		}
+	}
+	return "# no cgroup v2 with cpu and memory here: no per-domain cgroups\ncgroup_controllers = [ ]"
 }
 
 // answers reports whether libvirtd accepts a connection and replies to a keepalive-free

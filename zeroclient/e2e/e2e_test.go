@@ -129,7 +129,7 @@ func TestEndToEnd(t *testing.T) {
 	if _, err := e.zeroclient("connect", "--broker", e.brokerURL(), "--ca", e.caFile(), "--user", "alice", "--password", "wrong-password", "--no-stream"); err == nil {
 		t.Error("a wrong password logged in")
 	}
-	accessEvents := readEvents(t, filepath.Join(e.dir, "zc", "access.jsonl"))
+	accessEvents := readEvents(t, filepath.Join(e.dir, "zc", "events", "access.jsonl"))
 	if len(accessEvents) != 2 {
 		t.Fatalf("%d access events for 2 successful logins", len(accessEvents))
 	}
@@ -144,7 +144,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("loginTime %q is not the guide's millisecond form", d.LoginTime)
 		}
 	}
-	audit, _ := os.ReadFile(filepath.Join(e.dir, "zc", "audit.jsonl"))
+	audit, _ := os.ReadFile(filepath.Join(e.dir, "zc", "events", "audit.jsonl"))
 	if !strings.Contains(string(audit), brokerxml.AuthFailed) {
 		t.Errorf("the failed login is not in the audit log:\n%s", audit)
 	}

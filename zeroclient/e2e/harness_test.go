@@ -133,7 +133,7 @@ func newEnvFor(t *testing.T, sp spec) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, dir: dir, hostdSock: filepath.Join(dir, "hostd.sock"), pool: "zce-" + hostdtest.RandHex(3)}
+	e := &env{t: t, dir: dir, hostdSock: filepath.Join(dir, "api", "hostd.sock"), pool: "zce-" + hostdtest.RandHex(3)}
 	t.Cleanup(e.cleanup)
 	if sp.ldap {
 		e.ldap = testsvc.Slapd(t, "corp.example.com", []testsvc.LDAPUser{{UID: "alice", Password: alicePW, GivenName: "Alice"}, {UID: "bob", Password: "B0b-Secret!"}})
@@ -152,11 +152,14 @@ func newEnvFor(t *testing.T, sp spec) *env {
   dataDir: %[1]s
   libvirt: {socket: %[2]s, pool: %[3]s, domainType: qemu}
   network: {managementBridge: %[4]s, primaryBridge: %[5]s}
-  api: {socket: %[6]s, throttle: {rate: 5000, burst: 5000}}
+  api: {socket: %[6]s, throttle: {rate: 5000, burst: 5000}, brokerGroup: nogroup}
   provisionTimeout: 4m
   shutdownTimeout: 20s
   healthInterval: 2s
-  memory: {requireInitOnFree: false} # this development machine runs without init_on_free=1
+  memory: {requireInitOnFree: false, hugePages: false} # dev machine without init_on_free=1; the broker's tests leave the huge page pool alone
+  # zeroclient runs as nobody (primary group nogroup), standing in for the appliance's
+  # zeroclient user: nogroup may use hostd's socket as the broker and reach the displays.
+  guests: {displayGroup: nogroup, cgroupLimits: false} # dev machines: cgroup v1 holds cpu and memory (TRAPS.md)
   computeTypes:
     VALUE: {vcpus: 1, memoryMiB: 256}
 zeroclient:
@@ -164,13 +167,14 @@ zeroclient:
   gateway: {listen: "127.0.0.1:%[8]d"}
   echo: {listen: ["127.0.0.1:%[8]d", "127.0.0.1:%[9]d"]}
   tls: {selfSignedDir: %[1]s/zc/tls}
-  events: {log: %[1]s/zc/access.jsonl, auditLog: %[1]s/zc/audit.jsonl, webhook: "http://127.0.0.1:%[10]d/events"}
+  events: {log: %[1]s/zc/events/access.jsonl, auditLog: %[1]s/zc/events/audit.jsonl, webhook: "http://127.0.0.1:%[10]d/events"}
   metrics: {listen: "127.0.0.1:%[11]d"}
   credentialStore: %[1]s/zc/credentials.db
   hostdSocket: %[6]s
   adminSocket: %[1]s/zc/admin.sock
   authFailureFloor: 200ms
   startWait: 150s
+  user: nobody
 `, dir, sock, e.pool, mgmt, pri, e.hostdSock,
 		e.brokerPort, e.gwPort, e.echoPort, e.webhook.port, e.metrics)
 	if err := os.WriteFile(e.config, []byte(cfg), 0o600); err != nil {
@@ -202,6 +206,18 @@ zeroclient:
 		}
 		return err == nil
 	})
+	// zeroclient faces clients: it serves them as nobody, with no capabilities. (Its ports
+	// answer a moment before it drops root.)
+	var status []byte
+	e.waitFor("zeroclient to drop root", 10*time.Second, func() bool {
+		status, _ = os.ReadFile(fmt.Sprintf("/proc/%d/status", e.zc.Cmd.Process.Pid))
+		return strings.Contains(string(status), "Uid:\t65534\t")
+	})
+	for _, want := range []string{"Uid:\t65534\t65534\t65534\t65534", "Gid:\t65534\t65534\t65534\t65534", "CapEff:\t0000000000000000", "NoNewPrivs:\t1"} {
+		if !strings.Contains(string(status), want) {
+			t.Fatalf("zeroclient did not drop root: no %q in its /proc status:\n%s\n%s", want, status, e.zc.Output())
+		}
+	}
 	e.waitState(types.WorkspaceStateAvailable, 4*time.Minute)
 	return e
 }

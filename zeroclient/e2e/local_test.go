@@ -32,7 +32,7 @@ func TestLocalUsersFromTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	hostdSock := filepath.Join(dir, "hostd.sock")
+	hostdSock := filepath.Join(dir, "api", "hostd.sock") // not directly in the data dir (hostconfig)
 	pool := "zcl-" + hostdtest.RandHex(3)
 	defer func() { // hostd made its storage pool: remove it
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -16,7 +16,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -64,7 +67,14 @@ type Config struct {
 	// files are kept. Defaults: 16 MiB, 4.
 	RotateSize int64
 	Keep       int
+	// Owner, if set, is the user the process runs as once it has given up root: each log's
+	// directory and file are handed to it, so that it can still rotate them then. The
+	// directory must then be the logs' own (see handOver).
+	Owner *Owner
 }
+
+// Owner is a uid and gid.
+type Owner struct{ UID, GID int }
 
 // Emitter writes events. Webhook deliveries run in the background from a bounded queue
 // (a slow receiver must not slow logins); a full queue drops and logs.
@@ -88,11 +98,17 @@ func Open(cfg Config, log *slog.Logger) (*Emitter, error) {
 		cfg.Keep = 4
 	}
 	e := &Emitter{cfg: cfg, log: log, now: time.Now}
+	var names []string // what a logs' directory may hold before it is handed over
+	for _, p := range []string{cfg.Log, cfg.AuditLog} {
+		if p != "" {
+			names = append(names, filepath.Base(p))
+		}
+	}
 	var err error
-	if e.acc, err = openLog(cfg.Log, cfg.RotateSize, cfg.Keep); err != nil {
+	if e.acc, err = openLog(cfg.Log, cfg.RotateSize, cfg.Keep, cfg.Owner, names); err != nil {
 		return nil, err
 	}
-	if e.audit, err = openLog(cfg.AuditLog, cfg.RotateSize, cfg.Keep); err != nil {
+	if e.audit, err = openLog(cfg.AuditLog, cfg.RotateSize, cfg.Keep, cfg.Owner, names); err != nil {
 		e.acc.close()
 		return nil, err
 	}
@@ -108,29 +124,92 @@ func Open(cfg Config, log *slog.Logger) (*Emitter, error) {
 // becomes path.1 (path.1 becomes path.2, …, path.keep is dropped) and a new one starts. A
 // line is never split across files.
 type logFile struct {
-	path string
-	f    *os.File
-	size int64
-	max  int64
-	keep int
+	path  string
+	f     *os.File
+	size  int64
+	max   int64
+	keep  int
+	owner *Owner
 }
 
-func openLog(path string, max int64, keep int) (*logFile, error) {
+func openLog(path string, max int64, keep int, owner *Owner, names []string) (*logFile, error) {
 	if path == "" {
 		return nil, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("events: %w", err)
 	}
-	l := &logFile{path: path, max: max, keep: keep}
+	if owner != nil {
+		if err := handOver(filepath.Dir(path), *owner, names); err != nil {
+			return nil, err
+		}
+	}
+	l := &logFile{path: path, max: max, keep: keep, owner: owner}
 	if err := l.open(); err != nil {
 		return nil, err
 	}
 	return l, nil
 }
 
+// handOver gives the logs' directory dir to owner (mode 0700): rotating renames files in
+// it and creates new ones, which the process can only do as owner once it has dropped
+// root. A directory owner does not have yet must hold nothing but the logs (names and
+// their rotations): so that a shared directory, or one holding other secrets, is never
+// handed over.
+func handOver(dir string, owner Owner, names []string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok {
+		return fmt.Errorf("events: log directory %s is not a directory", dir)
+	}
+	if fi.Mode()&os.ModeSticky != 0 {
+		return fmt.Errorf("events: log directory %s is sticky (a shared directory); give the event logs a directory of their own", dir)
+	}
+	if int(st.Uid) != owner.UID {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return fmt.Errorf("events: %w", err)
+		}
+		for _, e := range ents {
+			if !isLogName(e.Name(), names) {
+				return fmt.Errorf("events: log directory %s holds %s: the event logs need a directory of their own, which is handed to uid %d so that it can rotate them once zeroclient has dropped root", dir, e.Name(), owner.UID)
+			}
+		}
+	}
+	if err := os.Lchown(dir, owner.UID, owner.GID); err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	return nil
+}
+
+// isLogName reports whether name is one of names or a rotation of one (name.N).
+func isLogName(name string, names []string) bool {
+	for _, n := range names {
+		if name == n {
+			return true
+		}
+		if rest, ok := strings.CutPrefix(name, n+"."); ok {
+			if _, err := strconv.Atoi(rest); err == nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (l *logFile) open() error {
-	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	flags := os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	if l.owner != nil {
+		// The directory is owner's: root must not follow a link or block on a fifo there.
+		flags |= syscall.O_NOFOLLOW | syscall.O_NONBLOCK
+	}
+	f, err := os.OpenFile(l.path, flags, 0o600)
 	if err != nil {
 		return fmt.Errorf("events: %w", err)
 	}
@@ -138,6 +217,16 @@ func (l *logFile) open() error {
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("events: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return fmt.Errorf("events: %s is not a regular file", l.path)
+	}
+	if l.owner != nil && os.Geteuid() == 0 {
+		if err := f.Chown(l.owner.UID, l.owner.GID); err != nil {
+			f.Close()
+			return fmt.Errorf("events: %w", err)
+		}
 	}
 	l.f, l.size = f, fi.Size()
 	return nil

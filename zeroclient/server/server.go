@@ -64,6 +64,9 @@ type Options struct {
 	// hostd's DescribeCatalog over its socket (the Workspaces backend, if it offers it).
 	Catalog CatalogSource
 	Now     func() time.Time
+	// RunAs is who the process becomes once New returns (zeroclient.user): the event logs
+	// are handed to it so that it can rotate them.
+	RunAs *events.Owner
 }
 
 // CatalogSource is hostd's catalog as zeroclient reads it: DescribeCatalog, a long poll on
@@ -136,7 +139,7 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 	tlsCfg := certs.ServerConfig(cert)
 	if s.events, err = events.Open(events.Config{Log: zc.Events.Log, AuditLog: zc.Events.AuditLog, Webhook: zc.Events.Webhook,
 		WebhookTimeout: zc.Events.WebhookTimeout.Duration, Source: zc.Events.Source, Account: zc.Events.Account, Region: zc.Events.Region,
-		RotateSize: int64(zc.Events.RotateMiB) << 20, Keep: zc.Events.Keep}, log); err != nil {
+		RotateSize: int64(zc.Events.RotateMiB) << 20, Keep: zc.Events.Keep, Owner: opt.RunAs}, log); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func() { s.events.Close() })
