@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/digitalocean/go-libvirt"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -390,6 +391,44 @@ func dialReady(network, addr string) func(ctx context.Context) error {
 	}
 }
 
+// libvirtReady reports libvirtd ready when it answers a connection to qemu:///system:
+// its socket accepts at once, but it holds clients until its drivers are up, and a
+// driver whose start hangs (a forked helper stuck before exec, seen under TCG) would
+// otherwise pass for ready and keep hostd waiting forever.
+func libvirtReady(socket string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "unix", socket)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		l := libvirt.NewWithDialer(connDialer{c})
+		done := make(chan error, 1)
+		go func() { done <- l.ConnectToURI(libvirt.QEMUSystem) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				return fmt.Errorf("open qemu:///system: %w", err)
+			}
+			return l.Disconnect()
+		case <-ctx.Done():
+			c.Close() // go-libvirt has no deadline of its own
+			<-done
+			return fmt.Errorf("open qemu:///system: no answer: %w", ctx.Err())
+		}
+	}
+}
+
+// connDialer hands go-libvirt a connection already made.
+type connDialer struct{ c net.Conn }
+
+func (d connDialer) Dial() (net.Conn, error) { return d.c, nil }
+
+// libvirtdReadyTimeout bounds libvirtd's start: it answers within seconds (about 8 s
+// under TCG on a loaded machine); one that has not after this is wedged and restarted.
+const libvirtdReadyTimeout = 2 * time.Minute
+
 // buildServices makes the service table from the init section.
 func (h *host) buildServices(in hostconfig.Init) {
 	hostdSock := ""
@@ -397,17 +436,18 @@ func (h *host) buildServices(in hostconfig.Init) {
 		hostdSock = h.cfg.Hostd.API.Socket
 	}
 	type def struct {
-		name, path string
-		args       []string
-		ready      func(context.Context) error
-		disabled   string
+		name, path   string
+		args         []string
+		ready        func(context.Context) error
+		disabled     string
+		readyTimeout time.Duration
 	}
 	defs := []def{
-		{"netcfg", imagelayout.Netcfg, []string{"apply", "--config", runNetcfg, "--serve"}, nil, ""},
-		{"virtlogd", imagelayout.Virtlogd, []string{"-f", "/etc/libvirt/virtlogd.conf"}, dialReady("unix", "/run/libvirt/virtlogd-sock"), ""},
-		{"libvirtd", imagelayout.Libvirtd, []string{"-f", "/etc/libvirt/libvirtd.conf"}, dialReady("unix", "/run/libvirt/libvirt-sock"), ""},
-		{"hostd", imagelayout.Hostd, []string{"serve", "--config", runConfig}, nil, ""},
-		{"zeroclient", imagelayout.Zeroclient, []string{"serve", "--config", runConfig}, nil, ""},
+		{"netcfg", imagelayout.Netcfg, []string{"apply", "--config", runNetcfg, "--serve"}, nil, "", 0},
+		{"virtlogd", imagelayout.Virtlogd, []string{"-f", "/etc/libvirt/virtlogd.conf"}, dialReady("unix", "/run/libvirt/virtlogd-sock"), "", 0},
+		{"libvirtd", imagelayout.Libvirtd, []string{"-f", "/etc/libvirt/libvirtd.conf"}, libvirtReady("/run/libvirt/libvirt-sock"), "", libvirtdReadyTimeout},
+		{"hostd", imagelayout.Hostd, []string{"serve", "--config", runConfig}, nil, "", 0},
+		{"zeroclient", imagelayout.Zeroclient, []string{"serve", "--config", runConfig}, nil, "", 0},
 	}
 	if hostdSock != "" {
 		defs[3].ready = dialReady("unix", hostdSock)
@@ -459,8 +499,9 @@ func (h *host) buildServices(in hostconfig.Init) {
 		s := supervisor.New(h.reaper, supervisor.Spec{
 			Name: d.name, Path: d.path, Args: d.args, Env: sc.Env, Ready: d.ready, Log: log,
 			RestartDelay: sc.RestartDelay.Duration, MaxRestartDelay: sc.MaxRestartDelay.Duration, StopTimeout: sc.StopTimeout.Duration,
-			Disabled: d.disabled != "", Why: d.disabled,
+			Disabled: d.disabled != "", Why: d.disabled, ReadyTimeout: d.readyTimeout,
 		})
+
 		h.services = append(h.services, s)
 		h.byName[d.name] = s
 	}

@@ -45,6 +45,10 @@ type Spec struct {
 	StopTimeout     time.Duration
 	// Ready reports whether the service serves; nil means "running for a second".
 	Ready func(ctx context.Context) error
+	// ReadyTimeout, when set, restarts a run that is not ready that long after its start,
+	// killing its whole process group: a daemon wedged in its start (libvirtd whose
+	// forked helper hung before exec) would otherwise hold its dependants off forever.
+	ReadyTimeout time.Duration
 	Log   *logbuf.Log
 	// Disabled services are listed but never started (Why says why).
 	Disabled bool
@@ -236,6 +240,11 @@ func (s *Service) loop() {
 				s.set(StateStarting, func(st *Status) { st.PID = 0; st.LastExit = exit + " (restarted)" })
 				delay = s.spec.RestartDelay
 				continue
+			case "unready":
+				// What it forked and left behind goes with it (it never became ready, so it
+				// runs nothing anyone depends on).
+				_ = syscall.Kill(-p.PID, syscall.SIGKILL)
+				exit = fmt.Sprintf("not ready within %v", s.spec.ReadyTimeout)
 			}
 			if ran >= StableAfter {
 				delay = s.spec.RestartDelay
@@ -357,6 +366,14 @@ func (s *Service) watchReady(ctx context.Context, p *proc.Process) {
 			err = errors.New("just started")
 		}
 		if err != nil {
+			if s.spec.ReadyTimeout > 0 && time.Since(start) >= s.spec.ReadyTimeout {
+				s.spec.Log.Printf("init: %s not ready %v after its start (%v): restarting it", s.spec.Name, s.spec.ReadyTimeout, err)
+				select {
+				case s.ctl <- "unready":
+				case <-ctx.Done():
+				}
+				return
+			}
 			continue
 		}
 		s.mu.Lock()

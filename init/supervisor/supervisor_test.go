@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,5 +112,52 @@ func TestDisabled(t *testing.T) {
 	}
 	if err := s.Restart(); err == nil {
 		t.Error("restarting a disabled service worked")
+	}
+}
+
+// A run that never becomes ready is restarted after ReadyTimeout, and what it forked
+// (libvirtd's helper stuck before exec) dies with it; a run that becomes ready stays.
+func TestNotReadyInTimeIsRestarted(t *testing.T) {
+	dir := t.TempDir()
+	flag := filepath.Join(dir, "ready")
+	child := filepath.Join(dir, "child")
+	// Each run leaves a child in its process group and writes its PID; the second run
+	// makes itself ready.
+	script := `sleep 600 & echo $! > ` + child + `; if [ -e ` + dir + `/ran ]; then touch ` + flag + `; fi; touch ` + dir + `/ran; wait`
+	s := New(reaper, Spec{Name: "wedged", Path: "/bin/sh", Args: []string{"-c", script},
+		Ready: func(context.Context) error {
+			if _, err := os.Stat(flag); err != nil {
+				return errors.New("no answer")
+			}
+			return nil
+		}, ReadyTimeout: 700 * time.Millisecond, RestartDelay: 50 * time.Millisecond, StopTimeout: time.Second})
+	s.Start()
+	defer s.Stop(context.Background())
+	var first int
+	waitFor(t, "the first run's child", 5*time.Second, func() bool {
+		b, err := os.ReadFile(child)
+		if err != nil {
+			return false
+		}
+		_, err = fmt.Sscan(string(b), &first)
+		return err == nil && first > 0
+	})
+	select {
+	case <-s.ReadyC():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("never ready after a restart: %+v\n%s", s.Status(), strings.Join(s.Log().Lines(0), "\n"))
+	}
+	st := s.Status()
+	if st.Restarts != 1 || !strings.Contains(st.LastExit, "not ready within 700ms") {
+		t.Errorf("status %+v", st)
+	}
+	if !strings.Contains(strings.Join(s.Log().Lines(0), "\n"), "wedged not ready 700ms after its start (no answer): restarting it") {
+		t.Errorf("log:\n%s", strings.Join(s.Log().Lines(0), "\n"))
+	}
+	waitFor(t, "the first run's child gone", 5*time.Second, func() bool { return syscall.Kill(first, 0) != nil })
+	// Ready now: it is not restarted again.
+	time.Sleep(time.Second)
+	if st := s.Status(); st.Restarts != 1 || st.State != StateRunning {
+		t.Errorf("a ready run was restarted: %+v", st)
 	}
 }
