@@ -54,7 +54,7 @@ appliance-demo: expect "deskhost: ready" in about half a minute; the broker is t
 appliance-demo: Ctrl-A X quits qemu.
 EOF
 sleep 2
-qemu-system-x86_64 -accel tcg -cpu max,svm=off,vmx=off -smp 2 -m 2048 -display none -serial mon:stdio \
+qemu-system-x86_64 -accel tcg -cpu Haswell-noTSX -smp 2 -m 2048 -display none -serial mon:stdio \
   -netdev "user,id=mgmt,net=10.0.2.0/24,bootfile=http://10.0.2.2:$PORT/boot.ipxe,hostfwd=tcp:127.0.0.1:$BROKER_PORT-:443" \
   -device "virtio-net-pci,netdev=mgmt,mac=$MGMT_MAC,bootindex=1" "${PROXYDHCP[@]}" \
   -netdev user,id=primary,net=10.0.3.0/24 \
