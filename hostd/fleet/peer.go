@@ -58,10 +58,10 @@ type TagIssuer interface {
 
 // Server is this host's fleet port.
 type Server struct {
-	Local Local
+	Local      Local
 	Membership Membership
-	Store store.Store
-	Tags  TagIssuer
+	Store      store.Store
+	Tags       TagIssuer
 	// Images serves this host's desktop images to peers.
 	Images *Images
 	Log    *slog.Logger
