@@ -119,6 +119,18 @@ func (n *Node) register(ctx context.Context) error {
 		}
 		h.Down, h.DownSince, h.DownReason = false, time.Time{}, ""
 		h.Started = n.cfg.Now()
+		// The join request that made this host is done with.
+		joins, err := store.ListJSON[JoinRequest](tx, Joins)
+		if err != nil {
+			return err
+		}
+		for _, j := range joins {
+			if j.HostID == h.ID {
+				if err := tx.Delete(Joins, j.Code); err != nil {
+					return err
+				}
+			}
+		}
 		return store.PutJSON(tx, Hosts, h.ID, h)
 	})
 	if err != nil {
