@@ -85,7 +85,11 @@ func putWorkspace(t *testing.T, st store.Store, id, owner string, state workspac
 func getWorkspace(t *testing.T, st store.Store, id string) workspace.Workspace {
 	t.Helper()
 	var w workspace.Workspace
-	if err := st.View(func(tx store.Tx) error { var err error; w, err = store.GetJSON[workspace.Workspace](tx, store.Workspaces, id); return err }); err != nil {
+	if err := st.View(func(tx store.Tx) error {
+		var err error
+		w, err = store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	return w
