@@ -23,6 +23,7 @@ import (
 	"deskhost/hostd/fleet"
 	"deskhost/hostd/hostdtest"
 	"deskhost/hostd/virt"
+	"deskhost/internal/certs"
 	"deskhost/internal/hostdclient"
 	"deskhost/internal/testenv"
 )
@@ -42,7 +43,8 @@ type fleetHost struct {
 	lvroot  string
 	conn    *virt.Conn
 	proc    *hostdtest.Proc
-	id      string // its host id, once it is in the fleet
+	zc      *hostdtest.Proc // its zeroclient (broker and gateway)
+	id      string          // its host id, once it is in the fleet
 	starts  int
 	outputs []string // logs of earlier runs
 }
@@ -67,6 +69,23 @@ func (h *fleetHost) start() {
 	}
 	h.starts++
 	h.proc = hostdtest.Start(h.t, "ip", "netns", "exec", h.ns, hostdBin, "serve", "--config", h.config)
+}
+
+// startZeroclient runs the host's zeroclient (its broker and gateway) and waits until its
+// broker accepts connections.
+func (h *fleetHost) startZeroclient(bin string) {
+	h.t.Helper()
+	h.zc = hostdtest.Start(h.t, "ip", "netns", "exec", h.ns, bin, "serve", "--config", h.config)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if err := exec.Command("ip", "netns", "exec", h.ns, "bash", "-c", "exec 3<>/dev/tcp/"+h.addr+"/9443").Run(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("host %d: zeroclient's broker is not up within a minute:\n%s", h.n, h.zc.Tail(6000))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }
 
 // waitServing waits until hostd's socket answers DescribeWorkspaces.
@@ -166,6 +185,7 @@ func (h *fleetHost) kill() {
 	h.t.Helper()
 	pid := h.memberPID()
 	h.proc.Kill()
+	h.zc.Kill()
 	if pid > 0 {
 		syscall.Kill(pid, syscall.SIGKILL)
 		for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
@@ -175,6 +195,7 @@ func (h *fleetHost) kill() {
 }
 
 func (h *fleetHost) cleanup() {
+	h.zc.Stop()
 	h.proc.Stop()
 	if pid := h.memberPID(); pid > 0 {
 		syscall.Kill(pid, syscall.SIGTERM)
@@ -188,6 +209,7 @@ func (h *fleetHost) cleanup() {
 			h.t.Logf("host %d, run %d, hostd log:\n%s", h.n, i+1, hostdtest.Tail(o, 4000))
 		}
 		h.t.Logf("host %d, last run, hostd log:\n%s", h.n, h.proc.Tail(12000))
+		h.t.Logf("host %d, last run, zeroclient log:\n%s", h.n, h.zc.Tail(4000))
 	}
 	if h.conn != nil {
 		hostdtest.RemoveLeftovers(h.conn, h.dir, h.pool)
@@ -205,8 +227,11 @@ func (h *fleetHost) cleanup() {
 //   - 3 WorkSpaces created through host 1's API spread across the 3 hosts; host 3's API
 //     describes them all; each runs (AVAILABLE, its domain running) on its owner only, the
 //     image fetched by content hash from host 1;
-//   - host 3 killed (hostd and its etcd member, SIGKILL): its WorkSpace is UNHEALTHY within
-//     30 s on the survivors' APIs and host 3 is down, the others stay AVAILABLE;
+//   - a zero client logs in at host 2's broker and streams from host 3's gateway, which
+//     runs its WorkSpace: the tag is host 3's gateway's, refused at host 1's;
+//   - host 3 killed (hostd, zeroclient and its etcd member, SIGKILL): its WorkSpace is
+//     UNHEALTHY within 30 s on the survivors' APIs and host 3 is down, the others stay
+//     AVAILABLE and a user of host 1's still streams through host 2's broker;
 //   - host 3 back: its WorkSpace is AVAILABLE again, reconciled, and no WorkSpace has a
 //     domain on more than one host;
 //   - 2 of the 3 etcd members killed: a create is refused saying there is no quorum, and
@@ -220,6 +245,22 @@ func TestFleet(t *testing.T) {
 	}
 	if _, err := os.Stat(libvirtrun); err != nil {
 		testenv.Missing(t, libvirtrun+" is not built (make build)")
+	}
+	zbin, err := hostdtest.Build("deskhost/zeroclient")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(zbin) })
+	zeroclient := filepath.Join(zbin, "zeroclient")
+	// One certificate for every host's broker and gateway (the fleet's), so that a client
+	// that trusts its CA streams from any host's gateway.
+	tlsDir, err := os.MkdirTemp("", "dfltls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tlsDir) })
+	if _, err := certs.SelfSigned(tlsDir, []string{"10.77.0.1", "10.77.0.2", "10.77.0.3", "fleet1.test", "fleet2.test", "fleet3.test"}, time.Now()); err != nil {
+		t.Fatal(err)
 	}
 	sfx := hostdtest.RandHex(3)
 	run := func(args ...string) {
@@ -235,6 +276,8 @@ func TestFleet(t *testing.T) {
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", sw).Run() })
 	run("ip", "-n", sw, "link", "add", "sw0", "type", "bridge")
 	run("ip", "-n", sw, "link", "set", "sw0", "up")
+	run("ip", "-n", sw, "link", "set", "lo", "up")
+	run("ip", "-n", sw, "addr", "add", "10.77.0.100/24", "dev", "sw0") // the zero client's
 
 	hosts := make([]*fleetHost, 3)
 	for i := range hosts {
@@ -296,7 +339,17 @@ func TestFleet(t *testing.T) {
     hardwareId: mac:52:54:00:77:00:0%[6]d
     capacity: {vcpus: 2, memoryMiB: 1024}
     leaseTTL: 5s
-`, dir, sock, h.pool, h.socket, h.addr, n, hostdtest.RandHex(20), how)
+zeroclient:
+  broker: {listen: "%[5]s:9443", hostname: fleet%[6]d.test}
+  gateway: {listen: "%[5]s:4172"}
+  echo: {listen: ["%[5]s:4172"]}
+  tls: {cert: %[9]s/cert.pem, key: %[9]s/key.pem}
+  events: {log: %[1]s/zc/access.jsonl, auditLog: %[1]s/zc/audit.jsonl}
+  credentialStore: %[1]s/zc/credentials.db
+  hostdSocket: %[4]s
+  adminSocket: %[1]s/zc/admin.sock
+  startWait: 60s
+`, dir, sock, h.pool, h.socket, h.addr, n, hostdtest.RandHex(20), how, tlsDir)
 		if err := os.WriteFile(h.config, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -374,6 +427,9 @@ func TestFleet(t *testing.T) {
 		}
 	}
 	t.Logf("the fleet:\n%s", h1.must("hosts"))
+	for _, h := range hosts {
+		h.startZeroclient(zeroclient)
+	}
 
 	// 3 WorkSpaces through host 1's API: one on each host (spread), all described by host 3.
 	tCreate := time.Now()
@@ -386,8 +442,10 @@ func TestFleet(t *testing.T) {
 		t.Fatalf("create: %v %+v", err, out)
 	}
 	var ids []string
+	userOf := map[string]string{}
 	for _, w := range out.PendingRequests {
 		ids = append(ids, aws.ToString(w.WorkspaceId))
+		userOf[aws.ToString(w.WorkspaceId)] = aws.ToString(w.UserName)
 	}
 	pl, err := h3.client().DescribeWorkspaceHosts(context.Background(), &hostdclient.WorkspaceHostsInput{WorkspaceIds: ids})
 	if err != nil || len(pl.Placements) != 3 {
@@ -478,6 +536,54 @@ func TestFleet(t *testing.T) {
 		}
 	}
 
+	// A zero client (on the switch) logs in at host 2's broker as the users of host 3's and
+	// host 1's WorkSpaces: each streams from the gateway of the host that runs it.
+	caFile := filepath.Join(tlsDir, certs.CAFile)
+	inClient := func(args ...string) (string, error) {
+		cmd := exec.Command("ip", append([]string{"netns", "exec", sw, zeroclient}, args...)...)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		return stdout.String() + stderr.String(), err
+	}
+	password := "Fl33t-" + hostdtest.RandHex(6)
+	for _, id := range []string{onHost[3], onHost[1]} {
+		out, err := exec.Command(zeroclient, "invite", "--socket", filepath.Join(h2.dir, "zc", "admin.sock"), "--directory", directoryID, "--user", userOf[id]).CombinedOutput()
+		if err != nil {
+			t.Fatalf("invite %s at host 2: %v: %s", userOf[id], err, out)
+		}
+		var inv struct{ ActivationCode string }
+		if err := json.Unmarshal(out, &inv); err != nil || inv.ActivationCode == "" {
+			t.Fatalf("invite %s: %v: %s", userOf[id], err, out)
+		}
+		if out, err := inClient("activate", "--broker", "https://10.77.0.2:9443", "--ca", caFile, "--code", inv.ActivationCode, "--password", password); err != nil {
+			t.Fatalf("activate %s at host 2's broker: %v: %s", userOf[id], err, out)
+		}
+	}
+	type connected struct {
+		WorkspaceID, Gateway string
+		Width, Height        int
+	}
+	connect := func(user string, extra ...string) (connected, string, error) {
+		out, err := inClient(append([]string{"connect", "--broker", "https://10.77.0.2:9443", "--ca", caFile, "--user", user, "--password", password, "--timeout", "90s"}, extra...)...)
+		var c connected
+		if err == nil {
+			err = json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &c)
+		}
+		return c, out, err
+	}
+	// The tag host 3's gateway issued is refused at host 1's gateway.
+	if _, out, err := connect(userOf[onHost[3]], "--gateway", "10.77.0.1:4172"); err == nil || !strings.Contains(out, "stream") {
+		t.Fatalf("host 3's tag presented at host 1's gateway: %v: %s, want a refused stream", err, out)
+	} else {
+		t.Logf("host 3's tag at host 1's gateway: %s", strings.TrimSpace(out))
+	}
+	c, cOut, err := connect(userOf[onHost[3]])
+	if err != nil || c.WorkspaceID != onHost[3] || c.Gateway != "10.77.0.3:4172" || c.Width == 0 {
+		t.Fatalf("%s through host 2's broker: %v: %s, want a frame of %s from host 3's gateway", userOf[onHost[3]], err, cOut, onHost[3])
+	}
+	t.Logf("%s logged in at host 2's broker, streamed %dx%d from host 3's gateway %s", userOf[onHost[3]], c.Width, c.Height, c.Gateway)
+
 	// Host 3 dies: its WorkSpace is UNHEALTHY within 30 s on the survivors, host 3 is down,
 	// the others stay AVAILABLE and the survivors' APIs answer.
 	dead := onHost[3]
@@ -502,12 +608,17 @@ func TestFleet(t *testing.T) {
 	}
 	waitStates(h1, map[string]types.WorkspaceState{onHost[1]: types.WorkspaceStateAvailable, onHost[2]: types.WorkspaceStateAvailable}, time.Second)
 	waitStates(h2, map[string]types.WorkspaceState{onHost[1]: types.WorkspaceStateAvailable, onHost[2]: types.WorkspaceStateAvailable}, time.Second)
+	if c, out, err := connect(userOf[onHost[1]]); err != nil || c.WorkspaceID != onHost[1] || c.Gateway != "10.77.0.1:4172" || c.Width == 0 {
+		t.Fatalf("with host 3 down, %s through host 2's broker: %v: %s, want a frame of %s from host 1's gateway", userOf[onHost[1]], err, out, onHost[1])
+	}
+	t.Logf("with host 3 down, %s streamed from host 1's gateway through host 2's broker", userOf[onHost[1]])
 
 	// Host 3 is back: it is up, its WorkSpace AVAILABLE again (its guest ran on), and no
 	// WorkSpace has a domain on two hosts.
 	tBack := time.Now()
 	h3.start()
 	h3.waitServing(4 * time.Minute)
+	h3.startZeroclient(zeroclient)
 	waitStates(h1, available, 3*time.Minute)
 	t.Logf("host 3 back: its WorkSpace AVAILABLE %s after its restart", time.Since(tBack).Round(100*time.Millisecond))
 	if x := h1.hosts()[h3.id]; x.State != "ready" {
