@@ -229,6 +229,8 @@ func (h *fleetHost) cleanup() {
 //     image fetched by content hash from host 1;
 //   - a zero client logs in at host 2's broker and streams from host 3's gateway, which
 //     runs its WorkSpace: the tag is host 3's gateway's, refused at host 1's;
+//   - host 2's hostd frozen past its lease (SIGSTOP): down, its WorkSpace UNHEALTHY; thawed,
+//     it takes a new lease before it changes anything, is ready, its WorkSpace AVAILABLE;
 //   - host 3 killed (hostd, zeroclient and its etcd member, SIGKILL): its WorkSpace is
 //     UNHEALTHY within 30 s on the survivors' APIs and host 3 is down, the others stay
 //     AVAILABLE and a user of host 1's still streams through host 2's broker;
@@ -583,6 +585,36 @@ zeroclient:
 		t.Fatalf("%s through host 2's broker: %v: %s, want a frame of %s from host 3's gateway", userOf[onHost[3]], err, cOut, onHost[3])
 	}
 	t.Logf("%s logged in at host 2's broker, streamed %dx%d from host 3's gateway %s", userOf[onHost[3]], c.Width, c.Height, c.Gateway)
+
+	// Host 2's hostd freezes (SIGSTOP: a hang or a partition; its etcd member serves on)
+	// past its lease: it is down and its WorkSpace UNHEALTHY. Thawed, it finds its lease
+	// gone, changes nothing until it has a new one, and is back: ready, its WorkSpace
+	// AVAILABLE, on it alone.
+	h2.proc.Cmd.Process.Signal(syscall.SIGSTOP)
+	tStop := time.Now()
+	deadline = tStop.Add(30 * time.Second)
+	for all(h1)[onHost[2]].State != types.WorkspaceStateUnhealthy {
+		if time.Now().After(deadline) {
+			h2.proc.Cmd.Process.Signal(syscall.SIGCONT)
+			t.Fatalf("host 2 frozen 30 s, its WorkSpace is %s:\n%s", all(h1)[onHost[2]].State, h1.must("hosts"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("host 2 frozen: its WorkSpace UNHEALTHY after %s", time.Since(tStop).Round(100*time.Millisecond))
+	if x := h1.hosts()[h2.id]; x.State != "down" {
+		t.Errorf("host 2 frozen, listed as %q, want down", x.State)
+	}
+	h2.proc.Cmd.Process.Signal(syscall.SIGCONT)
+	tCont := time.Now()
+	waitStates(h1, available, 2*time.Minute)
+	t.Logf("host 2 thawed: its WorkSpace AVAILABLE again after %s", time.Since(tCont).Round(100*time.Millisecond))
+	if out := h2.proc.Output(); !strings.Contains(out, "lease granted again") {
+		t.Errorf("host 2 thawed without taking a new lease:\n%s", h2.proc.Tail(4000))
+	}
+	if x := h1.hosts()[h2.id]; x.State != "ready" {
+		t.Errorf("host 2 thawed, listed as %q", x.State)
+	}
+	checkDomains()
 
 	// Host 3 dies: its WorkSpace is UNHEALTHY within 30 s on the survivors, host 3 is down,
 	// the others stay AVAILABLE and the survivors' APIs answer.
