@@ -44,6 +44,7 @@ import (
 	"deskhost/hostd/confine"
 	"deskhost/hostd/controller"
 	"deskhost/hostd/etcdmember"
+	"deskhost/hostd/fleet"
 	"deskhost/hostd/memscrub"
 	"deskhost/hostd/metrics"
 	"deskhost/hostd/network"
@@ -185,15 +186,48 @@ func run(path string, log *slog.Logger) error {
 		log.Error("WorkSpaces will not boot until this is fixed", "err", err)
 	}
 
-	st, hostID, err := openStore(h, log)
-	if err != nil {
-		return err
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	// The store: a bbolt file, hand-configured etcd, or the fleet's etcd (made, joined,
+	// or as it was). Either way this host is in a fleet, of one at least: it has a host
+	// record, a lease, and new WorkSpaces are placed on the fleet's hosts.
+	var st store.Store
+	var hostID string
+	var self fleet.Host
+	var fl *fleetParts
+	if h.Fleet != nil {
+		l, err := fleetLocal(cfg, log)
+		if err != nil {
+			return err
+		}
+		est, m, err := openFleet(ctx, l, h.Fleet.Bootstrap, log)
+		if err != nil {
+			return err
+		}
+		st, hostID, self = est, m.HostID, l.Self(m)
+		fl = &fleetParts{local: l, membership: m}
+	} else {
+		if st, hostID, err = openStore(h, log); err != nil {
+			return err
+		}
+		name, _ := os.Hostname()
+		self = fleet.Host{ID: hostID, Name: name, Capacity: detectCapacity(), ComputeTypes: h.ComputeTypes, Addresses: serviceAddresses(cfg, "")}
 	}
 	defer st.Close()
 	log.Info("host identity", "host", hostID)
+	var leaseTTL time.Duration
+	if h.Fleet != nil {
+		leaseTTL = h.Fleet.LeaseTTL.Duration
+	}
+	node, err := fleet.Join(ctx, fleet.Config{Store: st, Self: self, LeaseTTL: leaseTTL, Log: log.With("component", "fleet")})
+	if err != nil {
+		return err
+	}
+	defer node.Close()
 
 	var nm *network.Manager
-	svcCfg := service.Config{ComputeTypes: h.ComputeTypes, WorkspaceQuota: h.Quotas.Workspaces,
+	svcCfg := service.Config{ComputeTypes: h.ComputeTypes, WorkspaceQuota: h.Quotas.Workspaces, Host: hostID,
 		ManagementRange: func() (netip.Prefix, bool) {
 			if nm == nil {
 				return netip.Prefix{}, false
@@ -207,8 +241,29 @@ func run(path string, log *slog.Logger) error {
 		}
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+	images := &fleet.Images{Store: st, Self: hostID, Dir: filepath.Join(h.DataDir, "images"), Log: log.With("component", "images")}
+	if fl != nil {
+		peers, err := fleet.NewPeers(fl.local, st, hostID)
+		if err != nil {
+			return err
+		}
+		images.Peers = peers
+		svc.SetTagger(peers)
+		var tagger fleet.TagIssuer
+		if cfg.HasZeroclient() {
+			if zc, err := cfg.Zeroclient.Resolved(); err == nil {
+				tagger = zeroclientTags{socket: zc.AdminSocket}
+			}
+		}
+		srv := &fleet.Server{Local: fl.local, Membership: fl.membership, Store: st, Tags: tagger, Images: images, Log: log.With("component", "fleet")}
+		go func() {
+			if err := srv.Run(ctx); err != nil && ctx.Err() == nil {
+				log.Error("fleet port stopped", "err", err)
+				stop()
+			}
+		}()
+	}
+
 	dctx, cancel := context.WithTimeout(ctx, time.Minute)
 	conn, err := virt.Dial(dctx, h.Libvirt.Socket)
 	cancel()
@@ -251,8 +306,9 @@ func run(path string, log *slog.Logger) error {
 		Store:               st,
 		Conn:                conn,
 		Owner:               hostID,
+		Fence:               func(tx store.Tx) error { return fleet.Fence(tx, hostID) },
 		Network:             netw,
-		Images:              storeImages{svc},
+		Images:              storeImages{svc, images},
 		ComputeTypes:        h.ComputeTypes,
 		DataDir:             h.DataDir,
 		Pool:                h.Libvirt.Pool,
@@ -289,10 +345,10 @@ func run(path string, log *slog.Logger) error {
 	// AutoStop's idle timer: AutoStop times are whole hours, so a minute's granularity.
 	// Bundles queued for deletion go on the same beat once their last WorkSpace has.
 	go svc.RunAutoStop(ctx, time.Minute)
-	images, _ := svc.DescribeWorkspaceImages(ctx, nil)
+	imgs, _ := svc.DescribeWorkspaceImages(ctx, nil)
 	bundles, _ := svc.DescribeWorkspaceBundles(ctx, nil)
 	dirs, _ := svc.DescribeWorkspaceDirectories(ctx, nil)
-	log.Info("hostd serving", "socket", h.API.Socket, "https", h.API.Listen, "images", len(images), "bundles", len(bundles), "directories", len(dirs))
+	log.Info("hostd serving", "socket", h.API.Socket, "https", h.API.Listen, "images", len(imgs), "bundles", len(bundles), "directories", len(dirs))
 
 	var first error
 	for range 2 {
@@ -392,11 +448,28 @@ func followCatalog(ctx context.Context, svc *service.Service, log *slog.Logger, 
 	}
 }
 
-// storeImages finds images in the catalog and reads their files.
-type storeImages struct{ svc *service.Service }
+// fleetParts is what a fleet host has beyond a single host's.
+type fleetParts struct {
+	local      fleet.Local
+	membership fleet.Membership
+}
+
+// storeImages finds images in the catalog and reads their files: from where this host
+// holds them, or fetched from a host of the fleet that does (by content hash, verified).
+type storeImages struct {
+	svc    *service.Service
+	images *fleet.Images
+}
 
 func (s storeImages) ImageFiles(id string) (controller.ImageFiles, error) {
-	di, err := s.svc.LoadImage(id)
+	di, err := s.svc.LoadImageWith(id, func(digest string) (string, error) {
+		if s.images.Peers == nil {
+			return "", errors.New("this host is not in a fleet")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		return s.images.Path(ctx, digest)
+	})
 	if err != nil {
 		return controller.ImageFiles{}, err
 	}

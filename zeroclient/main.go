@@ -214,6 +214,7 @@ func connect(args []string) int {
 	noStream := fs.Bool("no-stream", false, "stop after allocate-resource (print the connect information)")
 	printTag := fs.Bool("print-tag", false, "print the connect tag (it is a one-time credential)")
 	timeout := fs.Duration("timeout", 60*time.Second, "how long to wait for a non-blank frame")
+	gateway := fs.String("gateway", "", "stream from this gateway (HOST:PORT) instead of the one allocate-resource names: a check that a tag is redeemable only at its own")
 	if err := fs.Parse(args); err != nil {
 		return parseFailed(err)
 	}
@@ -284,6 +285,9 @@ func connect(args []string) int {
 	res.WorkspaceID, res.State, res.Gateway, res.SessionID = alloc.ResourceID, rs[0].State, client.TargetAddr(alloc.Target), alloc.Target.SessionID
 	if *printTag {
 		res.ConnectTag = alloc.Target.ConnectTag
+	}
+	if *gateway != "" {
+		res.Gateway = *gateway
 	}
 	if !*noStream {
 		res.Security = *security

@@ -222,6 +222,14 @@ var validSeeds = []struct{ target, body string }{
 	{"Deskhost.DeleteUsers", `{"DirectoryId":"d-0123456789","UserNames":["alice"]}`},
 	{"Deskhost.DescribeUsers", `{"DirectoryId":"d-0123456789"}`},
 	{"Deskhost.RegisterImage", `{"Directory":"/srv/images/desktop","ImageId":"wsi-desktop001","Name":"desktop","Description":"Debian 12"}`},
+	{"Deskhost.DescribeHosts", `{}`},
+	{"Deskhost.DrainHost", `{"HostId":"host-0123456789"}`},
+	{"Deskhost.UndrainHost", `{"HostId":"host-0123456789"}`},
+	{"Deskhost.ApproveHost", `{"Code":"ABCD-EFGH-JKLM"}`},
+	{"Deskhost.PreapproveHost", `{"HardwareId":"dmi-uuid:4c4c4544-0035-3010-8044-b4c04f4b4e32","ValidMinutes":60}`},
+	{"Deskhost.DescribeWorkspaceHosts", `{"WorkspaceIds":["ws-abcdefgh12"]}`},
+	{"Deskhost.FindWorkspace", `{"DirectoryId":"d-0123456789","UserName":"alice"}`},
+	{"Deskhost.IssueConnectTag", `{"WorkspaceId":"ws-abcdefgh12","DirectoryId":"d-0123456789","UserName":"alice","ClientAddress":"192.0.2.7","SessionId":"42"}`},
 	// A lone surrogate escape decodes (to U+FFFD), as encoding/json has it.
 	{"WorkspacesService.DescribeWorkspaces", "{\"UserName\":\"\\ud800\"}"},
 }
@@ -244,6 +252,9 @@ var fuzzSeeds = append(append([]struct{ target, body string }{}, validSeeds...),
 	{"WorkspacesService.ListAvailableManagementCidrRanges", `{"ManagementCidrRangeConstraint":"10.0.0.0/33","MaxResults":6}`},
 	{"Deskhost.DescribeCatalog", `{"WaitSeconds":51,"SinceRevision":-1}`},
 	{"Deskhost.PutDirectory", `{"Definition":""}`},
+	{"Deskhost.DrainHost", `{"HostId":"ws-abcdefgh12"}`},
+	{"Deskhost.PreapproveHost", `{"HardwareId":"mac:52:54:00:12:34:56","ValidMinutes":0}`},
+	{"Deskhost.IssueConnectTag", `{"WorkspaceId":"ws-abcdefgh12","DirectoryId":"d-0123456789","UserName":"alice"}`},
 }...)
 
 // FuzzDecode: an arbitrary target header and body never panics; it either decodes or gives

@@ -24,6 +24,7 @@ type Service interface {
 	DescribeWorkspacesConnectionStatus(ctx context.Context, ids []string, nextToken string) ([]service.ConnectionStatus, string, error)
 	ReportConnections(ctx context.Context, connected []string) error
 	CatalogService
+	HostsService
 }
 
 var _ Service = (*service.Service)(nil)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"deskhost/hostd/api"
+	"deskhost/hostd/fleet"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
@@ -543,4 +544,60 @@ users: [{userName: zed, email: zed@example.com}]
 	refused("InvalidResourceStateException", "directory", "delete", "d-00000000f1")
 	must("directories", "deregister", "d-00000000f1")
 	must("directory", "delete", "d-00000000f1")
+}
+
+// TestCLIHostsCommands: the fleet's hosts through the CLI, on a fleet of one (a bbolt
+// store): the host listed with its capacity and load, drained (a create is then refused,
+// saying why) and undrained, a WorkSpace's host, and the join commands' refusals.
+func TestCLIHostsCommands(t *testing.T) {
+	f := newFixture(t)
+	n, err := fleet.Join(context.Background(), fleet.Config{Store: f.store, Self: fleet.Host{ID: "host-0000000001", Name: "rack1-1",
+		Capacity: fleet.Resources{VCPUs: 8, MemoryMiB: 16384}, ComputeTypes: map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 2048}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	must := func(args ...string) string {
+		t.Helper()
+		code, out, errs := f.cli(args...)
+		if code != 0 {
+			t.Fatalf("hostd %s: exit %d: %s", strings.Join(args, " "), code, errs)
+		}
+		return out
+	}
+	if out := must("hosts"); !hasRow(out, "host-0000000001", "rack1-1", "ready", "0/8", "0/16384", "0") {
+		t.Errorf("hosts:\n%s", out)
+	}
+	must("hosts", "drain", "host-0000000001")
+	if out := must("hosts"); !hasRow(out, "host-0000000001", "draining") {
+		t.Errorf("hosts after drain:\n%s", out)
+	}
+	code, out, errs := f.cli("create", "--directory", dirID, "--user", "alice", "--bundle", bundleVal)
+	if code == 0 || !strings.Contains(out+errs, "host-0000000001 is draining") {
+		t.Errorf("create on a drained fleet: exit %d: %s%s", code, out, errs)
+	}
+	must("hosts", "undrain", "host-0000000001")
+	id := wsIDPattern.FindString(must("create", "--directory", dirID, "--user", "alice", "--bundle", bundleVal))
+	if out := must("hosts"); !hasRow(out, "host-0000000001", "ready", "1/8", "2048/16384", "1") {
+		t.Errorf("hosts with a WorkSpace:\n%s", out)
+	}
+	if out := must("hosts", "workspaces"); !hasRow(out, id, "host-0000000001", "rack1-1", "ready") {
+		t.Errorf("hosts workspaces:\n%s", out)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"hosts", "approve", "ABCD-EFGH-JKLM"}, "ResourceNotFoundException"},
+		{[]string{"hosts", "approve", "not-a-code"}, "InvalidParameterValuesException"},
+		{[]string{"hosts", "preapprove", "bogus"}, "InvalidParameterValuesException"},
+		{[]string{"hosts", "drain", "host-0000000009"}, "ResourceNotFoundException"},
+	} {
+		if code, out, errs := f.cli(c.args...); code == 0 || !strings.Contains(out+errs, c.want) {
+			t.Errorf("hostd %s: exit %d: %s%s, want %s", strings.Join(c.args, " "), code, out, errs, c.want)
+		}
+	}
+	if out := must("hosts", "preapprove", "mac:52:54:00:12:34:56", "--valid", "2h"); !strings.Contains(out, "preapproved until") {
+		t.Errorf("preapprove: %s", out)
+	}
 }

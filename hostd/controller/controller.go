@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"deskhost/hostd/confine"
+	"deskhost/hostd/fleet"
 	"deskhost/hostd/memscrub"
 	"deskhost/hostd/store"
 	"deskhost/hostd/virt"
@@ -76,9 +77,15 @@ type Config struct {
 	Images       Images
 	ComputeTypes map[catalog.ComputeType]catalog.Hardware
 
-	// Owner marks the domains this hostd makes (libvirt metadata). Several hostds may share
-	// one libvirtd (tests do); each removes only orphans carrying its own mark.
+	// Owner is this host's id. The controller acts only on the WorkSpaces whose record
+	// names it as their host, and marks the domains it makes with it (libvirt metadata).
+	// Several hostds may share one libvirtd (tests do); each removes only orphans carrying
+	// its own mark.
 	Owner string
+	// Fence, when set, is called inside every transaction in which the controller writes a
+	// WorkSpace record (hostd/fleet.Fence: this host's lease must be live); its error
+	// refuses the write. A VM is started only after such a write.
+	Fence func(tx store.Tx) error
 
 	DataDir    string // volumes/ (the libvirt pool) and run/<id>/ (sockets, serial log)
 	Pool       string // libvirt storage pool name
@@ -243,8 +250,16 @@ func (c *Controller) Sweep() error {
 	now := c.cfg.Now()
 	known := map[string]bool{}
 	for _, w := range all {
+		if !c.mine(w) {
+			continue // another host's: a domain of it here is an orphan (below)
+		}
 		if w.State == workspace.Terminated && now.Sub(w.StateSince) > c.cfg.TerminatedRetention {
 			if err := c.cfg.Store.Update(func(tx store.Tx) error {
+				if c.cfg.Fence != nil {
+					if err := c.cfg.Fence(tx); err != nil {
+						return err
+					}
+				}
 				// Its tags go with it: they are catalog records, so the revision moves.
 				if _, err := tx.Get(store.Tags, w.ID); err == nil {
 					if err := tx.Delete(store.Tags, w.ID); err != nil {
@@ -294,12 +309,15 @@ func (c *Controller) Sweep() error {
 	}
 	// A TERMINATED record whose domain or volumes reappeared (a crash mid-terminate).
 	for _, w := range all {
-		if w.State == workspace.Terminated && seen[w.ID] {
+		if c.mine(w) && w.State == workspace.Terminated && seen[w.ID] {
 			c.Poke(w.ID)
 		}
 	}
 	return nil
 }
+
+// mine reports whether w is this host's to act on: its record names this host.
+func (c *Controller) mine(w workspace.Workspace) bool { return w.Host == c.cfg.Owner }
 
 func volumeOwner(vol string) string {
 	id, _, _ := strings.Cut(vol, ".")
@@ -427,6 +445,11 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 		c.reconciling(id)
 	}
 	w, err := c.load(id)
+	if err == nil && !c.mine(w) {
+		// Another host's WorkSpace: whatever of it is here (a domain this host made before
+		// the record went elsewhere) must go, or it would run twice.
+		err = store.ErrNotFound
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		if err := c.removeOrphan(ctx, id); err != nil {
 			log.Error("remove orphan", "err", err)
@@ -462,6 +485,8 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 	}
 	switch {
 	case err == nil, errors.Is(err, errSuperseded):
+	case fleet.IsFenced(err):
+		log.Warn("not acting: this host has no live lease", "state", w.State, "err", err)
 	case ctx.Err() != nil:
 		log.Debug("reconcile interrupted", "state", w.State, "err", err)
 	default:
@@ -478,7 +503,7 @@ func (c *Controller) load(id string) (workspace.Workspace, error) {
 	var w workspace.Workspace
 	err := c.cfg.Store.View(func(tx store.Tx) error {
 		var err error
-		if w, err = store.GetJSON[workspace.Workspace](tx, store.Workspaces, id); err == nil {
+		if w, err = store.GetJSON[workspace.Workspace](tx, store.Workspaces, id); err == nil && c.mine(w) {
 			c.remember(tx, w)
 		}
 		return err
@@ -494,8 +519,13 @@ func (c *Controller) transition(id string, from workspace.State, fn func(*worksp
 		if w, err = store.GetJSON[workspace.Workspace](tx, store.Workspaces, id); err != nil {
 			return err
 		}
-		if w.State != from {
+		if w.State != from || !c.mine(w) {
 			return errSuperseded
+		}
+		if c.cfg.Fence != nil {
+			if err := c.cfg.Fence(tx); err != nil {
+				return err
+			}
 		}
 		fn(&w)
 		w.Updated = c.cfg.Now()
@@ -666,6 +696,12 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 	if err := c.cfg.Conn.Define(spec); err != nil {
 		return err
 	}
+	// The boot is written first, in a transaction guarded by this host's lease and the
+	// record as read (fencing): a host whose lease expired, or whose record changed
+	// meanwhile, starts nothing.
+	if err := c.transition(w.ID, w.State, func(r *workspace.Workspace) { r.BootedAt = c.cfg.Now() }); err != nil {
+		return err
+	}
 	start := func() error { return c.cfg.Conn.StartPaused(w.ID) }
 	if c.cfg.HugePages {
 		added, err := memscrub.WithHugePages(int64(spec.MemoryMiB)<<20, start)
@@ -696,7 +732,7 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 	}
 	c.cfg.Log.Info("domain started", "workspace", w.ID, "memoryMiB", spec.MemoryMiB, "vcpus", spec.VCPUs,
 		"hugePages", spec.HugePages, "runAs", spec.RunAs, "limits", spec.Limits)
-	return c.transition(w.ID, w.State, func(r *workspace.Workspace) { r.BootedAt = c.cfg.Now() })
+	return nil
 }
 
 // memoryError is a guest whose RAM hostd cannot hold or scrub. Its WorkSpace goes to ERROR

@@ -55,17 +55,17 @@ func (noWaker) Wake(string) {}
 // far as the controller can tell.
 func (h *harness) remote(st store.Store) *service.Service {
 	// The catalog is the shared store's: the harness imported it there.
-	cfg := service.Config{ComputeTypes: h.ctl.cfg.ComputeTypes, WorkspaceQuota: 2000}
+	cfg := service.Config{ComputeTypes: h.ctl.cfg.ComputeTypes, WorkspaceQuota: 2000, Host: h.ctl.cfg.Owner}
 	return service.New(st, cfg, noWaker{}, nil, slog.New(slog.DiscardHandler))
 }
 
 // stoppedRecord puts a STOPPED AutoStop WorkSpace with no VM in the store: the controller
 // keeps it stopped (nothing to boot), so a change to it can be watched without a guest.
-func stoppedRecord(t testing.TB, st store.Store, id, user string) workspace.Workspace {
+func stoppedRecord(t testing.TB, st store.Store, id, user, host string) workspace.Workspace {
 	t.Helper()
 	now := time.Now()
 	w := workspace.Workspace{
-		ID: id, DirectoryID: testDirectory, UserName: user, BundleID: testBundle, ImageID: testImage,
+		ID: id, DirectoryID: testDirectory, UserName: user, BundleID: testBundle, ImageID: testImage, Host: host,
 		Properties: workspace.Properties{RunningMode: workspace.AutoStop, AutoStopTimeoutMinutes: 60, RootVolumeSizeGib: 80, UserVolumeSizeGib: 10,
 			ComputeTypeName: string(catalog.ComputeValue), Protocol: string(catalog.PCoIP)},
 		Created: now,
@@ -129,7 +129,7 @@ func TestWatchWakesController(t *testing.T) {
 			// Its worker starts (through the first sweep or the watch) and settles.
 			id := catalog.NewID(catalog.KindWorkspace)
 			starts := rs.watch(id)
-			w := stoppedRecord(t, other, id, "alice")
+			w := stoppedRecord(t, other, id, "alice", h.ctl.cfg.Owner)
 			select {
 			case <-starts:
 			case <-time.After(10 * time.Second):
@@ -177,7 +177,7 @@ func BenchmarkWatchLatency(b *testing.B) {
 			}
 			id := catalog.NewID(catalog.KindWorkspace)
 			starts := rs.watch(id)
-			w := stoppedRecord(b, other, id, "alice")
+			w := stoppedRecord(b, other, id, "alice", h.ctl.cfg.Owner)
 			<-starts
 			h.ctl.WaitIdle()
 			svc := h.remote(other)

@@ -104,6 +104,19 @@ func (c *Controller) changed(ev store.Event) {
 		c.cfg.Log.Error("watched WorkSpace record unreadable", "workspace", id, "err", err)
 		return
 	}
+	if !c.mine(w) {
+		// Every host sees every WorkSpace's changes (records are keyed by id, not by
+		// owner): another host's are not this one's to act on. One it knew as its own
+		// is poked, to remove what is left of it here.
+		c.mu.Lock()
+		_, known := c.seen[id]
+		delete(c.seen, id)
+		c.mu.Unlock()
+		if known {
+			c.Poke(id)
+		}
+		return
+	}
 	d := desiredOf(w)
 	c.mu.Lock()
 	s, known := c.seen[id]

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -276,6 +277,73 @@ func AddMember(ctx context.Context, cli *clientv3.Client, name, peerURL string) 
 		}
 	}
 	return strings.Join(parts, ","), nil
+}
+
+// AddLearner announces a new member as a learner: it receives the log but does not count
+// in the quorum until it is promoted (Promote), so a cluster of one or two members keeps
+// its quorum while the new member starts and catches up (AddMember would make a
+// one-member cluster wait for it). It returns the initial cluster the member starts with
+// (State "existing"). A member with peerURL already announced (a repeated join) is not
+// announced again.
+func AddLearner(ctx context.Context, cli *clientv3.Client, name, peerURL string) (string, error) {
+	ml, err := cli.MemberList(ctx)
+	if err != nil {
+		return "", fmt.Errorf("list etcd members: %w", err)
+	}
+	members := ml.Members
+	var id uint64
+	for _, m := range members {
+		if slices.Contains(m.PeerURLs, peerURL) {
+			id = m.ID
+		}
+	}
+	if id == 0 {
+		var resp *clientv3.MemberAddResponse
+		if err := untilHealthy(ctx, func() (err error) {
+			resp, err = cli.MemberAddAsLearner(ctx, []string{peerURL})
+			return err
+		}); err != nil {
+			return "", fmt.Errorf("add etcd learner %s (%s): %w", name, peerURL, err)
+		}
+		members, id = resp.Members, resp.Member.ID
+	}
+	var parts []string
+	for _, m := range members {
+		n := m.Name
+		if m.ID == id {
+			n = name
+		}
+		for _, u := range m.PeerURLs {
+			parts = append(parts, n+"="+u)
+		}
+	}
+	return strings.Join(parts, ","), nil
+}
+
+// Promote makes the learner named name a voting member once it has caught up with the
+// leader, trying until ctx ends. A member that already votes is left as it is.
+func Promote(ctx context.Context, cli *clientv3.Client, name string) error {
+	for {
+		ml, err := cli.MemberList(ctx)
+		if err == nil {
+			i := slices.IndexFunc(ml.Members, func(m *etcdserverpb.Member) bool { return m.Name == name })
+			switch {
+			case i < 0:
+				err = fmt.Errorf("no member named %s", name)
+			case !ml.Members[i].IsLearner:
+				return nil
+			default:
+				if _, err = cli.MemberPromote(ctx, ml.Members[i].ID); err == nil {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("promote etcd learner %s: %w (last: %v)", name, ctx.Err(), err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // untilHealthy runs a membership change until etcd stops refusing it as unsafe for the

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"unicode/utf8"
 
+	"deskhost/hostd/fleet"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
 	"deskhost/internal/catalog"
@@ -65,7 +66,7 @@ func (s *Service) RegisterImage(ctx context.Context, r ImageRequest) (catalog.Im
 	if n := utf8.RuneCountInString(r.Description); r.Description != "" && (n > 256 || !imageDescRe.MatchString(r.Description)) {
 		return catalog.Image{}, catalog.Errorf(catalog.InvalidParameterValues, "image description %q: up to 256 letters, digits, spaces and _ . / ( ) -", r.Description)
 	}
-	img := catalog.Image{ID: r.ID, Name: r.Name, Description: r.Description, OS: catalog.OS(di.Manifest.OS), Dir: di.Dir, Created: s.now()}
+	img := catalog.Image{ID: r.ID, Name: r.Name, Description: r.Description, OS: catalog.OS(di.Manifest.OS), Dir: di.Dir, Created: s.now(), Digest: di.Digest}
 	err = s.catalogUpdate(func(tx store.Tx) error {
 		all, err := store.ListJSON[catalog.Image](tx, store.Images)
 		if err != nil {
@@ -81,6 +82,10 @@ func (s *Service) RegisterImage(ctx context.Context, r ImageRequest) (catalog.Im
 			case o.Dir == img.Dir:
 				return catalog.Errorf(catalog.ResourceAlreadyExists, "directory %s is already image %s", img.Dir, o.ID)
 			}
+		}
+		// This host holds it: the fleet's other hosts fetch it from here by its digest.
+		if err := fleet.HoldTx(tx, s.cfg.Host, img.Digest, img.Dir); err != nil {
+			return err
 		}
 		return store.PutJSON(tx, store.Images, img.ID, img)
 	})
@@ -146,18 +151,49 @@ func (s *Service) DeleteWorkspaceImage(ctx context.Context, id string) error {
 }
 
 // LoadImage reads an image's files from its directory (the controller boots them).
-func (s *Service) LoadImage(id string) (desktopimage.Image, error) {
+func (s *Service) LoadImage(id string) (desktopimage.Image, error) { return s.LoadImageWith(id, nil) }
+
+// LoadImageWith reads an image's files where this host holds them. In a fleet, a host
+// other than the one the image was registered on holds it once it fetched it: fetch (if
+// not nil) gets it by content hash from a host that holds it, verified, and says where it
+// put it. Images registered before images had content hashes are read from their
+// directory.
+func (s *Service) LoadImageWith(id string, fetch func(digest string) (string, error)) (desktopimage.Image, error) {
 	var img catalog.Image
+	var held string
+	var inFleet bool
 	if err := s.store.View(func(tx store.Tx) error {
 		var err error
-		img, err = getImage(tx, id)
+		if img, err = getImage(tx, id); err != nil {
+			return err
+		}
+		h, err := store.GetJSON[fleet.Host](tx, fleet.Hosts, s.cfg.Host)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		inFleet, held = true, h.Images[img.Digest]
 		return err
 	}); err != nil {
 		return desktopimage.Image{}, err
 	}
-	di, err := desktopimage.Load(img.Dir)
+	dir := img.Dir
+	if img.Digest != "" && inFleet {
+		switch {
+		case held != "":
+			dir = held
+		case fetch != nil:
+			var err error
+			if dir, err = fetch(img.Digest); err != nil {
+				return desktopimage.Image{}, fmt.Errorf("image %s is not on this host and could not be fetched: %w", id, err)
+			}
+		}
+	}
+	di, err := desktopimage.Load(dir)
 	if err != nil {
 		return di, err
+	}
+	if img.Digest != "" && di.Digest != img.Digest {
+		return di, fmt.Errorf("image %s: %s is not the image registered (its image.json changed since)", id, dir)
 	}
 	if di.Manifest.OS != string(img.OS) {
 		return di, fmt.Errorf("image %s: the catalog says os %s, %s says %s", id, img.OS, img.Dir, di.Manifest.OS)

@@ -32,6 +32,10 @@ type Config struct {
 	// HostNetworks lists the networks this host is on; ListAvailableManagementCidrRanges
 	// offers no range that overlaps one. Nil: the host's interface addresses.
 	HostNetworks func() ([]netip.Prefix, error)
+	// Host is this host's id. New WorkSpaces are placed on the fleet's hosts (hostd/fleet);
+	// on a store where no host has registered yet (tests of the service alone) they are
+	// this host's.
+	Host string
 }
 
 // Waker is told when a WorkSpace's desired state changed.
@@ -61,6 +65,8 @@ type Service struct {
 	// host on a shared store) are seen by polling the revision.
 	catMu          sync.Mutex
 	catalogChanged chan struct{}
+
+	tagger Tagger // connect tags from other hosts' gateways (hosts.go)
 }
 
 // New returns a Service. now may be nil (time.Now).
@@ -186,9 +192,6 @@ func (s *Service) create(r CreateRequest) (workspace.Workspace, error) {
 		if err != nil {
 			return err
 		}
-		if _, ok := s.cfg.ComputeTypes[b.ComputeType]; !ok {
-			return catalog.Errorf(catalog.ResourceUnavailable, "bundle %s's compute type %s has no hardware on this host", b.ID, b.ComputeType)
-		}
 		if w, err = s.newWorkspace(r, dir, b, img, now); err != nil {
 			return err
 		}
@@ -209,6 +212,9 @@ func (s *Service) create(r CreateRequest) (workspace.Workspace, error) {
 		}
 		if live >= s.cfg.WorkspaceQuota {
 			return catalog.Errorf(catalog.ResourceLimitExceeded, "this host's quota of %d WorkSpaces is used", s.cfg.WorkspaceQuota)
+		}
+		if w.Host, err = s.place(tx, all, b.ComputeType); err != nil {
+			return err
 		}
 		if len(r.Tags) > 0 {
 			// Tags are catalog records (DescribeTags reads them), kept apart from the WorkSpace.

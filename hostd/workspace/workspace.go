@@ -57,6 +57,11 @@ type Workspace struct {
 
 	// Connection is the user's streaming session as the connection manager last reported it.
 	Connection Connection `json:"connection,omitzero"`
+
+	// Host is the host that owns the WorkSpace: the only one that runs its VM and writes
+	// its progress. Placement sets it at creation; nothing changes it by itself
+	// (hostd/fleet/README.md: fencing).
+	Host string `json:"host,omitempty"`
 }
 
 // Connection is whether a user is streaming the WorkSpace's desktop.

@@ -49,7 +49,7 @@ type Spec struct {
 	// killing its whole process group: a daemon wedged in its start (libvirtd whose
 	// forked helper hung before exec) would otherwise hold its dependants off forever.
 	ReadyTimeout time.Duration
-	Log   *logbuf.Log
+	Log          *logbuf.Log
 	// Disabled services are listed but never started (Why says why).
 	Disabled bool
 	Why      string

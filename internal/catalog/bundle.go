@@ -68,6 +68,9 @@ type Image struct {
 	OS          OS        `yaml:"os" json:"os"`
 	Dir         string    `yaml:"dir" json:"dir"`
 	Created     time.Time `yaml:"-" json:"created,omitzero"`
+	// Digest is the image's content hash (the SHA-256 of its image.json), by which the
+	// hosts of a fleet fetch it from the one it was registered on.
+	Digest string `yaml:"-" json:"digest,omitempty"`
 }
 
 // MaxImages is the guide's images quota: "By default, you're allowed 20 WorkSpace images

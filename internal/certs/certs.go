@@ -244,10 +244,7 @@ func Issue(caDir string, leaf Leaf, certFile, keyFile string, now time.Time) err
 	if !leaf.Server && !leaf.Client {
 		return errors.New("tls: a certificate for neither server nor client use")
 	}
-	if err := os.MkdirAll(caDir, 0o700); err != nil {
-		return fmt.Errorf("tls: %w", err)
-	}
-	ca, caPriv, err := loadOrMakeCA(caDir, now)
+	ca, err := OpenCA(caDir, now)
 	if err != nil {
 		return err
 	}
@@ -255,6 +252,76 @@ func Issue(caDir string, leaf Leaf, certFile, keyFile string, now time.Time) err
 	if err != nil {
 		return err
 	}
+	der, err := ca.Sign(leaf, &priv.PublicKey, now)
+	if err != nil {
+		return err
+	}
+	kb, _ := x509.MarshalECPrivateKey(priv)
+	if err := os.MkdirAll(filepath.Dir(keyFile), 0o700); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(certFile), 0o700); err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	if err := writePEM(keyFile, "EC PRIVATE KEY", kb); err != nil {
+		return err
+	}
+	return writePEM(certFile, "CERTIFICATE", der)
+}
+
+// CA is a certificate authority in memory: a fleet's, which signs the certificates hosts
+// present to each other (a joining host sends only its public key).
+type CA struct {
+	Cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+// OpenCA is the CA kept in dir, made when missing (as SelfSigned's is).
+func OpenCA(dir string, now time.Time) (*CA, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	cert, key, err := loadOrMakeCA(dir, now)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, key: key}, nil
+}
+
+// CAFiles reads the CA kept in dir as PEM: its certificate and its key.
+func CAFiles(dir string) (certPEM, keyPEM []byte, err error) {
+	if certPEM, err = os.ReadFile(filepath.Join(dir, CAFile)); err != nil {
+		return nil, nil, fmt.Errorf("tls: %w", err)
+	}
+	if keyPEM, err = os.ReadFile(filepath.Join(dir, caKey)); err != nil {
+		return nil, nil, fmt.Errorf("tls: %w", err)
+	}
+	return certPEM, keyPEM, nil
+}
+
+// ParseCA reads a CA from its certificate and key in PEM.
+func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("tls: CA: %w", err)
+	}
+	cert, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("tls: CA: %w", err)
+	}
+	k, ok := c.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok || !cert.IsCA {
+		return nil, errors.New("tls: CA: not an ECDSA certificate authority")
+	}
+	return &CA{Cert: cert, key: k}, nil
+}
+
+// Sign issues a certificate (DER) for leaf and the public key pub, signed by the CA.
+func (ca *CA) Sign(leaf Leaf, pub any, now time.Time) ([]byte, error) {
+	if !leaf.Server && !leaf.Client {
+		return nil, errors.New("tls: a certificate for neither server nor client use")
+	}
+	caCert, caPriv := ca.Cert, ca.key
 	if leaf.Validity <= 0 {
 		leaf.Validity = 397 * 24 * time.Hour
 	}
@@ -280,21 +347,24 @@ func Issue(caDir string, leaf Leaf, certFile, keyFile string, now time.Time) err
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: eku,
 		DNSNames: dns, IPAddresses: ips,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &priv.PublicKey, caPriv)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, pub, caPriv)
 	if err != nil {
-		return fmt.Errorf("tls: issue certificate for %s: %w", leaf.CommonName, err)
+		return nil, fmt.Errorf("tls: issue certificate for %s: %w", leaf.CommonName, err)
 	}
-	kb, _ := x509.MarshalECPrivateKey(priv)
-	if err := os.MkdirAll(filepath.Dir(keyFile), 0o700); err != nil {
+	return der, nil
+}
+
+// WritePEM writes a certificate (DER) or an EC private key to path atomically: a key
+// readable by root only, a certificate by anyone.
+func WritePEM(path string, der []byte, key bool) error {
+	typ := "CERTIFICATE"
+	if key {
+		typ = "EC PRIVATE KEY"
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(certFile), 0o700); err != nil {
-		return fmt.Errorf("tls: %w", err)
-	}
-	if err := writePEM(keyFile, "EC PRIVATE KEY", kb); err != nil {
-		return err
-	}
-	return writePEM(certFile, "CERTIFICATE", der)
+	return writePEM(path, typ, der)
 }
 
 // CAPath is the CA certificate kept in dir.

@@ -4,6 +4,8 @@
 package desktopimage
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,9 +44,23 @@ type Manifest struct {
 type Image struct {
 	Dir      string
 	Manifest Manifest
-	Kernel   string
-	Initrd   string
-	Root     string
+	// Digest is the image's content hash: the SHA-256 (hex) of its image.json, which
+	// records every file's SHA-256. Hosts of a fleet fetch images from each other by it.
+	Digest string
+	Kernel string
+	Initrd string
+	Root   string
+}
+
+// ParseManifest decodes an image.json strictly (an unknown field is an error).
+func ParseManifest(b []byte) (Manifest, error) {
+	var m Manifest
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m); err != nil {
+		return Manifest{}, fmt.Errorf("%s: %w", ManifestName, err)
+	}
+	return m, nil
 }
 
 // Load reads dir/image.json and checks that the files it names exist inside dir.
@@ -57,13 +73,12 @@ func Load(dir string) (Image, error) {
 	if err != nil {
 		return Image{}, fmt.Errorf("desktop image %s: %w (build it with: make image)", abs, err)
 	}
-	var m Manifest
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&m); err != nil {
-		return Image{}, fmt.Errorf("desktop image %s: %s: %w", abs, ManifestName, err)
+	m, err := ParseManifest(b)
+	if err != nil {
+		return Image{}, fmt.Errorf("desktop image %s: %w", abs, err)
 	}
-	img := Image{Dir: abs, Manifest: m}
+	sum := sha256.Sum256(b)
+	img := Image{Dir: abs, Manifest: m, Digest: hex.EncodeToString(sum[:])}
 	for _, f := range []struct {
 		field, name string
 		dst         *string

@@ -32,6 +32,8 @@ func (c *Config) ManagedNetwork() bool { return c.Init.Network.Kind != 0 }
 type Hostd struct {
 	// Store holds desired state: a bbolt file path, or the fleet's etcd (store.go).
 	Store Store `yaml:"store"`
+	// Fleet makes the host one of a fleet (fleet.go); then the store is the fleet's.
+	Fleet *Fleet `yaml:"fleet"`
 	// DataDir holds WorkSpace volumes (volumes/) and per-VM runtime files (run/: agent and
 	// VNC sockets, serial logs).
 	DataDir string `yaml:"dataDir"`

@@ -66,12 +66,22 @@ func (h *Hostd) defaults() {
 	if h.Guests.CgroupLimits == nil {
 		h.Guests.CgroupLimits = &yes
 	}
+	if h.Fleet != nil {
+		h.Fleet.defaults(h.DataDir)
+	}
 }
 
 func (h *Hostd) validate(managedNetwork bool) error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	errs = append(errs, h.Store.validate()...)
+	if h.Fleet != nil {
+		if h.Store.Etcd != nil {
+			bad("hostd: fleet and store.etcd exclude each other: a fleet host's store is the fleet's etcd, reached with the credentials it got when it joined")
+		}
+		errs = append(errs, h.Fleet.validate()...)
+	} else {
+		errs = append(errs, h.Store.validate()...)
+	}
 	if h.DataDir == "" {
 		bad("hostd.dataDir: required")
 	}

@@ -168,3 +168,171 @@ func (c *Client) RegisterImage(ctx context.Context, in *RegisterImageInput) (*Re
 	out := &RegisterImageOutput{}
 	return out, c.Call(ctx, DeskhostTarget+"RegisterImage", in, out)
 }
+
+// The fleet's hosts (hostd's own operations).
+
+// Resources are vCPUs and memory.
+type Resources struct {
+	VCPUs     int `json:"vcpus"`
+	MemoryMiB int `json:"memoryMiB"`
+}
+
+// HostAddresses are where a host's services are reached.
+type HostAddresses struct {
+	API        string `json:"api,omitempty"`
+	Fleet      string `json:"fleet,omitempty"`
+	Broker     string `json:"broker,omitempty"`
+	Gateway    string `json:"gateway,omitempty"`
+	EtcdClient string `json:"etcdClient,omitempty"`
+	EtcdPeer   string `json:"etcdPeer,omitempty"`
+}
+
+// Host is one host of the fleet as DescribeHosts lists it; a host waiting to join has no
+// HostId yet, and its JoinCode.
+type Host struct {
+	HostId, Name, HardwareId string
+	State                    string // joining, ready, draining, down
+	JoinCode                 string
+	EtcdMember               bool
+	Addresses                HostAddresses
+	Capacity                 Resources
+	Reserved                 Resources // by its live WorkSpaces
+	Running                  Resources // by those that should be running
+	Workspaces               int
+	Images                   int
+	DownSince, Started       *float64
+	DownReason               string
+	ComputeTypes             map[catalog.ComputeType]catalog.Hardware
+}
+
+// DescribeHostsOutput lists the hosts.
+type DescribeHostsOutput struct {
+	Hosts []Host
+}
+
+// DescribeHosts lists every host with its state, capacity and load, and the hosts waiting
+// to join.
+func (c *Client) DescribeHosts(ctx context.Context) (*DescribeHostsOutput, error) {
+	out := &DescribeHostsOutput{}
+	return out, c.Call(ctx, DeskhostTarget+"DescribeHosts", struct{}{}, out)
+}
+
+// HostIDInput names one host.
+type HostIDInput struct {
+	HostId string
+}
+
+// DrainHost stops placing new WorkSpaces on a host.
+func (c *Client) DrainHost(ctx context.Context, in *HostIDInput) error {
+	return c.Call(ctx, DeskhostTarget+"DrainHost", in, nil)
+}
+
+// UndrainHost places new WorkSpaces on a drained host again.
+func (c *Client) UndrainHost(ctx context.Context, in *HostIDInput) error {
+	return c.Call(ctx, DeskhostTarget+"UndrainHost", in, nil)
+}
+
+// ApproveHostInput is the join code a new host's console shows.
+type ApproveHostInput struct {
+	Code string
+}
+
+// ApproveHostOutput is the host approved.
+type ApproveHostOutput struct {
+	HostId, Name, HardwareId string
+}
+
+// ApproveHost approves the host waiting to join with a code.
+func (c *Client) ApproveHost(ctx context.Context, in *ApproveHostInput) (*ApproveHostOutput, error) {
+	out := &ApproveHostOutput{}
+	return out, c.Call(ctx, DeskhostTarget+"ApproveHost", in, out)
+}
+
+// PreapproveHostInput lets a hardware id join unattended (ValidMinutes: default a day).
+type PreapproveHostInput struct {
+	HardwareId   string
+	ValidMinutes int `json:",omitempty"`
+}
+
+// PreapproveHostOutput says until when.
+type PreapproveHostOutput struct {
+	HardwareId string
+	Expires    *float64
+}
+
+// PreapproveHost lets the host with a hardware id join without approval, once.
+func (c *Client) PreapproveHost(ctx context.Context, in *PreapproveHostInput) (*PreapproveHostOutput, error) {
+	out := &PreapproveHostOutput{}
+	return out, c.Call(ctx, DeskhostTarget+"PreapproveHost", in, out)
+}
+
+// WorkspaceHostsInput selects WorkSpaces (all if empty).
+type WorkspaceHostsInput struct {
+	WorkspaceIds []string `json:",omitempty"`
+}
+
+// Placement is the host a WorkSpace runs on.
+type Placement struct {
+	WorkspaceId, HostId, HostName, HostState string
+}
+
+// DescribeWorkspaceHostsOutput lists placements.
+type DescribeWorkspaceHostsOutput struct {
+	Placements []Placement
+}
+
+// DescribeWorkspaceHosts says which host owns each WorkSpace.
+func (c *Client) DescribeWorkspaceHosts(ctx context.Context, in *WorkspaceHostsInput) (*DescribeWorkspaceHostsOutput, error) {
+	out := &DescribeWorkspaceHostsOutput{}
+	return out, c.Call(ctx, DeskhostTarget+"DescribeWorkspaceHosts", in, out)
+}
+
+// FindWorkspaceInput finds a WorkSpace by id, or the user's (directory and user name):
+// hostd's own, for the connection manager, on the local socket only.
+type FindWorkspaceInput struct {
+	WorkspaceId string `json:",omitempty"`
+	DirectoryId string `json:",omitempty"`
+	UserName    string `json:",omitempty"`
+}
+
+// FoundWorkspace is a WorkSpace as the connection manager needs it (AWS's members).
+type FoundWorkspace struct {
+	WorkspaceId, DirectoryId, UserName, State, BundleId, ComputerName string
+	WorkspaceProperties                                               struct {
+		RunningMode string
+		Protocols   []string
+	}
+}
+
+// FindWorkspaceOutput says whether it was found and whether this host runs it (else
+// HostId's gateway streams it).
+type FindWorkspaceOutput struct {
+	Found, Local bool
+	HostId       string
+	Workspace    *FoundWorkspace
+}
+
+// FindWorkspace finds a WorkSpace and where it runs.
+func (c *Client) FindWorkspace(ctx context.Context, in *FindWorkspaceInput) (*FindWorkspaceOutput, error) {
+	out := &FindWorkspaceOutput{}
+	return out, c.Call(ctx, DeskhostTarget+"FindWorkspace", in, out)
+}
+
+// IssueConnectTagInput asks, for a user logged in here, a connect tag from the gateway of
+// the host that runs the WorkSpace (local socket only).
+type IssueConnectTagInput struct {
+	WorkspaceId, DirectoryId, UserName, ClientAddress string
+	SessionId                                         string `json:",omitempty"`
+}
+
+// IssueConnectTagOutput is the tag and the gateway that redeems it.
+type IssueConnectTagOutput struct {
+	ConnectTag, SessionId, Gateway, Hostname, HostId string
+	Expires                                          *float64
+}
+
+// IssueConnectTag gets a connect tag from the owning host's gateway.
+func (c *Client) IssueConnectTag(ctx context.Context, in *IssueConnectTagInput) (*IssueConnectTagOutput, error) {
+	out := &IssueConnectTagOutput{}
+	return out, c.Call(ctx, DeskhostTarget+"IssueConnectTag", in, out)
+}

@@ -626,25 +626,57 @@ func (x *exchange) allocate(a *brokerxml.AllocateResource) any {
 
 func (x *exchange) issue(ws workspaces.Workspace, resp *brokerxml.AllocateResourceResp) any {
 	s := x.sess
-	t, err := x.b.c.Tags.Issue(tags.Tag{SessionID: newSessionID(), DirectoryID: s.DirectoryID, UserName: s.UserName,
-		WorkspaceID: ws.ID, Client: x.from})
-	if err != nil {
+	failed := func(msg string, err error) any {
 		x.b.c.Metrics.ConnectionFailure.WithLabelValues(s.DirectoryID, ws.ID).Inc()
-		msg := MsgLaunchError
-		if errors.Is(err, tags.ErrTooMany) {
-			msg = MsgTagsBusy
-		}
 		x.log().Warn("broker: no connect tag", "workspace", ws.ID, "err", err)
 		resp.Result = brokerxml.Result{ID: brokerxml.AllocFailed, Str: msg}
 		return resp
 	}
-	ip := x.b.c.AdvertiseIP
-	if ip == "" {
-		ip = x.localIP()
+	var target *brokerxml.Target
+	var expires time.Time
+	// In a fleet another host may run the WorkSpace: the tag is then its gateway's, the
+	// only one that can redeem it, and the client streams from there.
+	if r, ok := x.b.c.Workspaces.(workspaces.Router); ok {
+		local, err := r.Local(x.r.Context(), ws.ID)
+		if err != nil {
+			return failed(MsgLaunchError, err)
+		}
+		if !local {
+			g, err := r.RemoteTag(x.r.Context(), workspaces.TagRequest{WorkspaceID: ws.ID, DirectoryID: s.DirectoryID, UserName: s.UserName,
+				Client: x.from, SessionID: newSessionID()})
+			if err != nil {
+				return failed(MsgLaunchError, err)
+			}
+			host, port, err := net.SplitHostPort(g.Gateway)
+			p, perr := strconv.Atoi(port)
+			if err != nil || perr != nil {
+				return failed(MsgLaunchError, fmt.Errorf("gateway address %q of host %s: not host:port", g.Gateway, g.HostID))
+			}
+			target = &brokerxml.Target{IPAddress: host, Hostname: g.Hostname, SNI: g.Hostname, Port: p, SessionID: g.SessionID, ConnectTag: g.ConnectTag}
+			expires = g.Expires
+			x.log().Info("broker: the WorkSpace runs on another host: its gateway issued the tag", "workspace", ws.ID, "host", g.HostID, "gateway", g.Gateway)
+		}
+	}
+	if target == nil {
+		t, err := x.b.c.Tags.Issue(tags.Tag{SessionID: newSessionID(), DirectoryID: s.DirectoryID, UserName: s.UserName,
+			WorkspaceID: ws.ID, Client: x.from})
+		if err != nil {
+			msg := MsgLaunchError
+			if errors.Is(err, tags.ErrTooMany) {
+				msg = MsgTagsBusy
+			}
+			return failed(msg, err)
+		}
+		ip := x.b.c.AdvertiseIP
+		if ip == "" {
+			ip = x.localIP()
+		}
+		target = &brokerxml.Target{IPAddress: ip, Hostname: x.b.c.Hostname, SNI: x.b.c.Hostname, Port: x.b.c.GatewayPort,
+			SessionID: t.SessionID, ConnectTag: t.Value}
+		expires = t.Expires
 	}
 	resp.Result = brokerxml.Result{ID: brokerxml.AllocSuccessful, Str: "Connect to your WorkSpace with the connect tag within 60 seconds."}
-	resp.Target = &brokerxml.Target{IPAddress: ip, Hostname: x.b.c.Hostname, SNI: x.b.c.Hostname, Port: x.b.c.GatewayPort,
-		SessionID: t.SessionID, ConnectTag: t.Value}
+	resp.Target = target
 	resp.ResourceID, resp.Protocol = ws.ID, ws.Protocol
 	if !s.AccessEmitted {
 		// One "WorkSpaces Access" event per successful login: the user has logged in to a
@@ -656,7 +688,7 @@ func (x *exchange) issue(ws workspaces.Workspace, resp *brokerxml.AllocateResour
 		}
 		s.AccessEmitted = true
 	}
-	x.log().Info("broker: allocated", "workspace", ws.ID, "session_id", t.SessionID, "expires", t.Expires.Format(time.RFC3339))
+	x.log().Info("broker: allocated", "workspace", ws.ID, "session_id", target.SessionID, "expires", expires.Format(time.RFC3339))
 	return resp
 }
 

@@ -737,3 +737,51 @@ func TestWorkspaceLookup(t *testing.T) {
 		t.Errorf("%d hostd lookups, want 3", n)
 	}
 }
+
+// routedWorkspaces is a WorkSpace another host of the fleet runs: hostd says it is not
+// local and hands out the owning host's gateway's tag (or fails to).
+type routedWorkspaces struct {
+	countingWorkspaces
+	err  error
+	reqs []workspaces.TagRequest
+}
+
+func (r *routedWorkspaces) Local(context.Context, string) (bool, error) { return false, nil }
+func (r *routedWorkspaces) RemoteTag(_ context.Context, q workspaces.TagRequest) (workspaces.Grant, error) {
+	r.reqs = append(r.reqs, q)
+	if r.err != nil {
+		return workspaces.Grant{}, r.err
+	}
+	return workspaces.Grant{ConnectTag: "remote-tag-0123456789ab", SessionID: q.SessionID, Gateway: "10.77.0.3:4172",
+		Hostname: "fleet3.test", HostID: "host-0000000003"}, nil
+}
+
+// TestAllocateRoutesToOwningHost: a WorkSpace another host runs is allocated with that
+// host's gateway and the tag its gateway issued (for this user, WorkSpace and client
+// address), and no tag of this host's own; when the owner cannot be reached, the guide's
+// launch error. The real path (hostd, the fleet port, the owner's zeroclient) is TestFleet's.
+func TestAllocateRoutesToOwningHost(t *testing.T) {
+	ws := &routedWorkspaces{countingWorkspaces: countingWorkspaces{ws: workspaces.Workspace{ID: "ws-paul000001", State: "AVAILABLE", Protocol: "PCOIP"}}}
+	r := newRigWith(t, server.Options{Workspaces: ws})
+	b := r.broker()
+	b.Hello(client.Identity)
+	if err := b.Login("paul", pw, "plain.example.com", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	a, err := b.Allocate("ws-paul000001")
+	if err != nil || a.Target == nil || a.Target.IPAddress != "10.77.0.3" || a.Target.Port != 4172 || a.Target.ConnectTag != "remote-tag-0123456789ab" ||
+		a.Target.SNI != "fleet3.test" || a.Target.SessionID == "" {
+		t.Fatalf("allocate: %+v %v", a, err)
+	}
+	if len(ws.reqs) != 1 || ws.reqs[0].UserName != "paul" || ws.reqs[0].DirectoryID != "d-0000000007" || ws.reqs[0].WorkspaceID != "ws-paul000001" ||
+		!ws.reqs[0].Client.IsLoopback() || ws.reqs[0].SessionID != a.Target.SessionID {
+		t.Errorf("tag requests: %+v", ws.reqs)
+	}
+	if n := r.srv.Tags.Outstanding(); n != 0 {
+		t.Errorf("this host's gateway holds %d tags for a WorkSpace it does not run", n)
+	}
+	ws.err = io.ErrUnexpectedEOF
+	if a, err := b.Allocate("ws-paul000001"); err == nil || a.Result.ID != brokerxml.AllocFailed || a.Target != nil {
+		t.Errorf("owner unreachable: %+v %v", a, err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"deskhost/zeroclient/policy"
+	"deskhost/zeroclient/tags"
 )
 
 // InviteRequest is the admin socket's /invite body.
@@ -28,6 +30,24 @@ type InviteResponse struct {
 	ActivationCode string    `json:"activationCode"`
 	ActivationURL  string    `json:"activationUrl"`
 	Expires        time.Time `json:"expires"`
+}
+
+// TagRequest is the admin socket's /tags body: a connect tag at this host's gateway for a
+// user logged in at another host's broker, to be redeemed from client.
+type TagRequest struct {
+	DirectoryID string `json:"directoryId"`
+	UserName    string `json:"userName"`
+	WorkspaceID string `json:"workspaceId"`
+	Client      string `json:"client"`
+	SessionID   string `json:"sessionId"`
+}
+
+// TagResponse answers /tags.
+type TagResponse struct {
+	ConnectTag string    `json:"connectTag"`
+	SessionID  string    `json:"sessionId"`
+	Expires    time.Time `json:"expires"`
+	Hostname   string    `json:"hostname"`
 }
 
 // umaskMu serialises the umask change of listenAdmin (the umask is the process's).
@@ -168,6 +188,39 @@ func (s *Server) serveAdmin(path string) error {
 		}
 		s.log.Info("lockouts cleared", "directory", req.DirectoryID, "user", req.UserName, "records", n)
 		reply(w, http.StatusOK, map[string]int{"cleared": n})
+	})
+	// A connect tag at this host's gateway for a user who logged in at another host's
+	// broker (hostd's fleet port asks, for the peer's hostd, over mutual TLS): the tag is
+	// redeemable here only, from the client's address.
+	mux.HandleFunc("/tags", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			reply(w, http.StatusMethodNotAllowed, map[string]string{"error": "POST"})
+			return
+		}
+		var req TagRequest
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil || req.DirectoryID == "" || req.UserName == "" || req.WorkspaceID == "" || req.SessionID == "" {
+			reply(w, http.StatusBadRequest, map[string]string{"error": "want {\"directoryId\", \"userName\", \"workspaceId\", \"client\", \"sessionId\"}"})
+			return
+		}
+		client, err := netip.ParseAddr(req.Client)
+		if err != nil {
+			reply(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("client %q: not an IP address", req.Client)})
+			return
+		}
+		t, err := s.Tags.Issue(tags.Tag{SessionID: req.SessionID, DirectoryID: req.DirectoryID, UserName: req.UserName, WorkspaceID: req.WorkspaceID, Client: client})
+		if err != nil {
+			reply(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
+		host := s.cfg.Broker.Hostname
+		if host == "" {
+			host, _ = os.Hostname()
+		}
+		s.log.Info("connect tag issued for another host's broker", "directory", req.DirectoryID, "user", req.UserName,
+			"workspace", req.WorkspaceID, "session_id", t.SessionID, "expires", t.Expires.Format(time.RFC3339))
+		reply(w, http.StatusOK, TagResponse{ConnectTag: t.Value, SessionID: t.SessionID, Expires: t.Expires, Hostname: host})
 	})
 	me := os.Geteuid()
 	guard := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -368,5 +369,59 @@ func TestAdminSocket(t *testing.T) {
 	}
 	if !strings.Contains(string(got), "STATUS 403") {
 		t.Errorf("a caller with uid 65534: %s, want STATUS 403", got)
+	}
+}
+
+// TestAdminTags: the admin socket's /tags issues a connect tag at this host's gateway for a
+// user another host's broker logged in (hostd asks it for the peer): the tag is in this
+// gateway's store, redeemable from the client's address only; a request missing a field,
+// with an unknown key or an address that is none is refused and issues nothing.
+func TestAdminTags(t *testing.T) {
+	base, err := os.MkdirTemp("", "zc-tags-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(base)
+	sock := filepath.Join(base, "zc", "admin.sock")
+	s, _ := start(t, func(z *hostconfig.Zeroclient) { z.AdminSocket = sock })
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	post := func(body string) (int, map[string]any) {
+		t.Helper()
+		r, err := hc.Post("http://zeroclient/tags", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		var out map[string]any
+		json.NewDecoder(r.Body).Decode(&out)
+		return r.StatusCode, out
+	}
+	for _, bad := range []string{
+		`{"directoryId":"d-0000000001","userName":"alice","workspaceId":"ws-abcdefgh12","client":"192.0.2.7"}`,
+		`{"directoryId":"d-0000000001","userName":"alice","workspaceId":"ws-abcdefgh12","client":"nowhere","sessionId":"42"}`,
+		`{"directoryId":"d-0000000001","userName":"alice","workspaceId":"ws-abcdefgh12","client":"192.0.2.7","sessionId":"42","admin":true}`,
+	} {
+		if code, out := post(bad); code != http.StatusBadRequest || out["error"] == "" {
+			t.Errorf("%s: HTTP %d %v, want 400 with an error", bad, code, out)
+		}
+	}
+	if n := s.Tags.Outstanding(); n != 0 {
+		t.Fatalf("refused requests left %d tags", n)
+	}
+	code, out := post(`{"directoryId":"d-0000000001","userName":"alice","workspaceId":"ws-abcdefgh12","client":"192.0.2.7","sessionId":"42"}`)
+	tag, _ := out["connectTag"].(string)
+	if code != http.StatusOK || tag == "" || out["sessionId"] != "42" || out["hostname"] != "localhost" {
+		t.Fatalf("HTTP %d %v", code, out)
+	}
+	if _, err := s.Tags.RedeemPlain(tag, netip.MustParseAddr("198.51.100.1")); err == nil {
+		t.Error("the tag was redeemed from another address")
+	}
+	code, out = post(`{"directoryId":"d-0000000001","userName":"alice","workspaceId":"ws-abcdefgh12","client":"192.0.2.7","sessionId":"43"}`)
+	tag, _ = out["connectTag"].(string)
+	got, err := s.Tags.RedeemPlain(tag, netip.MustParseAddr("192.0.2.7"))
+	if code != http.StatusOK || err != nil || got.UserName != "alice" || got.WorkspaceID != "ws-abcdefgh12" || got.SessionID != "43" {
+		t.Errorf("redeem from the client's address: HTTP %d %v: %+v %v", code, out, got, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -141,4 +142,60 @@ func (c *Client) DescribeCatalog(ctx context.Context, since uint64, wait time.Du
 		return Catalog{}, fmt.Errorf("hostd: describe catalog: %w", err)
 	}
 	return Catalog{Revision: out.Revision, Directories: out.Directories, IpGroups: out.IpGroups}, nil
+}
+
+// Router is what a broker of a fleet asks of hostd besides Backend: whether this host
+// runs a WorkSpace (its own gateway streams it), and else a connect tag from the gateway of
+// the host that does, the only one where it can be redeemed.
+type Router interface {
+	Local(ctx context.Context, id string) (bool, error)
+	RemoteTag(ctx context.Context, r TagRequest) (Grant, error)
+}
+
+// TagRequest asks for a connect tag for a user logged in at this broker.
+type TagRequest struct {
+	WorkspaceID, DirectoryID, UserName string
+	Client                             netip.Addr
+	SessionID                          string
+}
+
+// Grant is a connect tag issued by another host's gateway, and that gateway.
+type Grant struct {
+	ConnectTag, SessionID string
+	Gateway               string // host:port
+	Hostname              string // its name (the target's hostname and SNI)
+	HostID                string
+	Expires               time.Time
+}
+
+var _ Router = (*Client)(nil)
+
+// Local implements Router (hostd's own operation FindWorkspace, local socket only).
+func (c *Client) Local(ctx context.Context, id string) (bool, error) {
+	out, err := c.api.FindWorkspace(ctx, &hostdclient.FindWorkspaceInput{WorkspaceId: id})
+	if err != nil {
+		return false, fmt.Errorf("hostd: find %s: %w", id, err)
+	}
+	if !out.Found {
+		return false, fmt.Errorf("hostd: WorkSpace %s not found", id)
+	}
+	return out.Local, nil
+}
+
+// RemoteTag implements Router (hostd's own operation IssueConnectTag, local socket only:
+// hostd asks the owning host over the fleet's mutual TLS).
+func (c *Client) RemoteTag(ctx context.Context, r TagRequest) (Grant, error) {
+	out, err := c.api.IssueConnectTag(ctx, &hostdclient.IssueConnectTagInput{WorkspaceId: r.WorkspaceID, DirectoryId: r.DirectoryID,
+		UserName: r.UserName, ClientAddress: r.Client.String(), SessionId: r.SessionID})
+	if err != nil {
+		return Grant{}, fmt.Errorf("hostd: connect tag for %s: %w", r.WorkspaceID, err)
+	}
+	g := Grant{ConnectTag: out.ConnectTag, SessionID: out.SessionId, Gateway: out.Gateway, Hostname: out.Hostname, HostID: out.HostId}
+	if out.Expires != nil {
+		g.Expires = time.Unix(0, int64(*out.Expires*1e9))
+	}
+	if g.ConnectTag == "" || g.Gateway == "" {
+		return Grant{}, fmt.Errorf("hostd: connect tag for %s: host %s gave no tag or no gateway address", r.WorkspaceID, g.HostID)
+	}
+	return g, nil
 }
