@@ -20,15 +20,17 @@ import (
 	"deskhost/hostd/fleet"
 	"deskhost/hostd/store"
 	"deskhost/internal/hostconfig"
+	"deskhost/internal/hwid"
 )
 
 // hardwareID is this host's hardware identity when the host config does not give one
-// (hostd.fleet.hardwareId). It is the hook for internal/hwid (the DMI system UUID, else
-// the management NIC's MAC), which the appliance work adds: until it is on this branch,
-// hosts that join a fleet name their identity in the host config.
+// (hostd.fleet.hardwareId): the firmware's DMI system UUID, as init reads it (hwid).
 var hardwareID = func() (string, error) {
-	return "", errors.New("this host's hardware identity is not known: set hostd.fleet.hardwareId (dmi-uuid:… or mac:…); " +
-		"reading it from the hardware (internal/hwid) is not part of this build yet")
+	id, err := hwid.Read("/sys", nil)
+	if err != nil {
+		return "", fmt.Errorf("%w: set hostd.fleet.hardwareId (dmi-uuid:… or mac:…)", err)
+	}
+	return id.String(), nil
 }
 
 // cmdline is the kernel command line, where a PXE-booted host finds the fleet to join.

@@ -108,8 +108,8 @@ const retireAfter = time.Minute
 // LDAP or RADIUS settings did not change keeps its kept connections; the others' are
 // closed once the logins using them are done. A directory whose settings are invalid is
 // left out (and named in the error); the rest still take effect. It reports whether any
-// directory's IP access control groups or registration changed: live sessions may need
-// checking again.
+// directory's IP access control groups, device access or registration changed: live
+// sessions may need checking again.
 func (s *Service) Update(dirs []catalog.Directory) (accessChanged bool, err error) {
 	old := map[string]*Directory{}
 	for _, d := range *s.dirs.Load() {
@@ -125,7 +125,8 @@ func (s *Service) Update(dirs []catalog.Directory) (accessChanged bool, err erro
 		}
 		dir := &Directory{Directory: d}
 		prev := old[d.ID]
-		if prev == nil || !reflect.DeepEqual(prev.Login.IPGroups, d.Login.IPGroups) || prev.Login.Deregistered != d.Login.Deregistered {
+		if prev == nil || !reflect.DeepEqual(prev.Login.IPGroups, d.Login.IPGroups) || prev.Login.Deregistered != d.Login.Deregistered ||
+			!reflect.DeepEqual(prev.Login.DeviceAccess, d.Login.DeviceAccess) {
 			accessChanged = true
 		}
 		if d.Login.Kind() == catalog.TypeLDAP {

@@ -135,6 +135,12 @@ func TestUpdate(t *testing.T) {
 	if after == before || after.ldap != before.ldap || len(after.Users) != 1 {
 		t.Errorf("the LDAP connection was not kept, or the users not updated")
 	}
+	// Web Access withdrawn (or granted) is an access change: live web sessions get checked.
+	web := same
+	web.Login.DeviceAccess.Web = catalog.Allow
+	if changed, err := s.Update([]catalog.Directory{web}); err != nil || !changed {
+		t.Fatalf("device access changed: changed %v, err %v", changed, err)
+	}
 	grouped := same
 	grouped.Login.IPGroups = []catalog.IPGroup{{ID: "wsipg-a1bcd2efg"}}
 	bad := catalog.Directory{ID: "d-0000000002", Name: "bad.example.com", Login: catalog.Login{Type: catalog.TypeLDAP}}

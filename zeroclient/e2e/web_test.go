@@ -307,6 +307,38 @@ func TestWebAccessInBrowser(t *testing.T) {
 	}
 	t.Logf("network drop → the desktop page reconnected by itself in %v", time.Since(dropped).Round(time.Millisecond))
 
+	// Web Access withdrawn through the API while the desktop is open: the live web session
+	// is cut, and the page says the service ended it (no reconnect). Then allowed again.
+	setWeb := func(v types.AccessPropertyValue) {
+		t.Helper()
+		applied := strings.Count(e.zc.Output(), "catalog applied")
+		if _, err := api.ModifyWorkspaceAccessProperties(ctx, &workspaces.ModifyWorkspaceAccessPropertiesInput{ResourceId: aws.String(webDirID),
+			WorkspaceAccessProperties: &types.WorkspaceAccessProperties{DeviceTypeWeb: v}}); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Count(e.zc.Output(), "catalog applied") == applied {
+			if time.Now().After(deadline) {
+				t.Fatalf("zeroclient did not apply the catalog after DeviceTypeWeb=%s", v)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	withdrawn := time.Now()
+	setWeb(types.AccessPropertyValueDeny)
+	deadline = time.Now().Add(10 * time.Second)
+	for evalJS[string](t, bctx, `document.body.dataset.state`) != "ended" {
+		if time.Now().After(deadline) {
+			t.Fatalf("Web Access withdrawn, but the page is %q, want ended\n%s", evalJS[string](t, bctx, `document.body.dataset.state`), e.zc.Tail(2000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(e.zc.Output(), "session cut: the directory no longer allows Web Access") {
+		t.Errorf("zeroclient did not log why the web session was cut")
+	}
+	t.Logf("Web Access withdrawn through the API → the live web session ended in %v", time.Since(withdrawn).Round(time.Millisecond))
+	setWeb(types.AccessPropertyValueAllow)
+
 	// 8. Cross-site requests. (a) A page of another origin posts the logout form: the
 	// browser sends no cookie (SameSite=Strict) and zeroclient refuses it anyway by its
 	// Origin; amy is still logged in.

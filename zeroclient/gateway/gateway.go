@@ -35,7 +35,10 @@ type Config struct {
 	Socket func(workspaceID string) string
 	// Allowed reports whether the directory's IP access control groups (as they are now)
 	// let addr in.
-	Allowed          func(directoryID string, addr netip.Addr) bool
+	Allowed func(directoryID string, addr netip.Addr) bool
+	// WebAllowed reports whether the directory's device access (as it is now) lets web
+	// clients in: Recheck cuts the web sessions of a directory that no longer does.
+	WebAllowed       func(directoryID string) bool
 	HandshakeTimeout time.Duration
 	Metrics          *metrics.Metrics
 	Log              *slog.Logger
@@ -118,24 +121,33 @@ func (g *Gateway) recoverConn(conn net.Conn, what string) {
 }
 
 // Recheck ends the sessions whose client address the directory's IP access control
-// groups no longer allow (Allowed, as it is now), and returns how many: "If you remove a
-// rule that was used to allow a connection to a WorkSpace, the user is disconnected".
+// groups no longer allow (Allowed, as it is now), and the web sessions of a directory
+// whose device access no longer allows Web Access (WebAllowed), and returns how many: "If
+// you remove a rule that was used to allow a connection to a WorkSpace, the user is
+// disconnected".
 func (g *Gateway) Recheck() int {
 	if g.c.Allowed == nil {
 		return 0
 	}
+	type cutSession struct {
+		r   *relay
+		why string
+	}
 	g.mu.Lock()
-	var cut []*relay
+	var cut []cutSession
 	for _, r := range g.active {
-		if !g.c.Allowed(r.tag.DirectoryID, r.from) {
-			cut = append(cut, r)
+		switch {
+		case !g.c.Allowed(r.tag.DirectoryID, r.from):
+			cut = append(cut, cutSession{r, "the client address is no longer allowed by the directory's IP access control groups"})
+		case r.web && g.c.WebAllowed != nil && !g.c.WebAllowed(r.tag.DirectoryID):
+			cut = append(cut, cutSession{r, "the directory no longer allows Web Access"})
 		}
 	}
 	g.mu.Unlock()
-	for _, r := range cut {
-		g.c.Log.Info("gateway: session cut: the client address is no longer allowed by the directory's IP access control groups",
-			"client", r.from.String(), "directory", r.tag.DirectoryID, "workspace", r.tag.WorkspaceID, "session_id", r.tag.SessionID)
-		r.close()
+	for _, c := range cut {
+		g.c.Log.Info("gateway: session cut: "+c.why,
+			"client", c.r.from.String(), "directory", c.r.tag.DirectoryID, "workspace", c.r.tag.WorkspaceID, "session_id", c.r.tag.SessionID)
+		c.r.close()
 	}
 	return len(cut)
 }
@@ -269,6 +281,7 @@ func (g *Gateway) ServeWeb(conn net.Conn, closeNow func(), tag tags.Tag, from ne
 		g.c.Log.Info("gateway: web connection refused", "client", from.String(), "err", err)
 		return
 	}
+	r.web = true
 	r.run(g)
 }
 
@@ -422,6 +435,7 @@ type relay struct {
 	co       *coalescer // gathers client's writes (TLS); nil for a WebSocket
 	up       net.Conn
 	from     netip.Addr
+	web      bool // a Web Access session (ServeWeb)
 	once     sync.Once
 	replaced bool
 }

@@ -112,6 +112,7 @@ type rig struct {
 	client *tls.Config
 	m      *metrics.Metrics
 	allow  bool
+	web    bool // the directory's device access allows Web Access
 	change chan struct{} // one per SessionsChanged call
 	// panicFor is a WorkSpace whose display lookup panics (a bug in one connection's path).
 	panicFor string
@@ -126,7 +127,7 @@ func newRig(t testing.TB, d *display) *rig {
 	pool := x509.NewCertPool()
 	pemCA, _ := readFile(filepath.Join(dir, certs.CAFile))
 	pool.AppendCertsFromPEM(pemCA)
-	r := &rig{tags: tags.NewStore(time.Minute, nil), client: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}, m: metrics.New(), allow: true,
+	r := &rig{tags: tags.NewStore(time.Minute, nil), client: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}, m: metrics.New(), allow: true, web: true,
 		change: make(chan struct{}, 64), panicFor: "ws-panic00001"}
 	r.g = New(Config{TLS: certs.ServerConfig(cert), Tags: r.tags, Socket: func(id string) string {
 		if id == r.panicFor {
@@ -134,7 +135,7 @@ func newRig(t testing.TB, d *display) *rig {
 		}
 		return d.path
 	},
-		Allowed: func(string, netip.Addr) bool { return r.allow }, HandshakeTimeout: 10 * time.Second, Metrics: r.m,
+		Allowed: func(string, netip.Addr) bool { return r.allow }, WebAllowed: func(string) bool { return r.web }, HandshakeTimeout: 10 * time.Second, Metrics: r.m,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), SessionsChanged: func() {
 			select {
 			case r.change <- struct{}{}:

@@ -167,3 +167,66 @@ func BenchmarkWebSocketRelay(b *testing.B) {
 	b.ReportMetric(tT/float64(b.N)/1e6, "vencrypt-tls-MB/s")
 	b.ReportMetric(wT/tT, "ratio")
 }
+
+// TestRecheckCutsWebSessions: a directory that stops allowing Web Access loses its live
+// web sessions at the next Recheck, at once; its zero clients' sessions are left alone.
+func TestRecheckCutsWebSessions(t *testing.T) {
+	d := newDisplay(t, 64, 32)
+	r := newRig(t, d)
+	url := webRig(t, r)
+	// The zero client's session is for another WorkSpace: one per WorkSpace.
+	zc, err := r.tags.Issue(tags.Tag{DirectoryID: "d-0123456789", UserName: "alice", WorkspaceID: "ws-0000000b0b", Client: netip.MustParseAddr("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, _, err := r.connect(t, rfb.VeNCryptX509Plain, zc.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	c, err := dialWeb(t, url, r.issue(t).Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := rfb.ClientNone(c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rfb.ClientInit(c, true); err != nil {
+		t.Fatal(err)
+	}
+	waitConnected := func(n int) {
+		deadline := time.Now().Add(5 * time.Second)
+		for len(r.g.Connected()) != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("Connected() = %v, want %d sessions", r.g.Connected(), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitConnected(2)
+	if n := r.g.Recheck(); n != 0 {
+		t.Fatalf("Recheck cut %d sessions while Web Access is allowed", n)
+	}
+	r.web = false
+	start := time.Now()
+	if n := r.g.Recheck(); n != 1 {
+		t.Fatalf("Recheck cut %d sessions, want the web one", n)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		if _, err := c.Read(make([]byte, 64<<10)); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("the web session stayed open after Web Access was withdrawn")
+			}
+			break
+		}
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the cut took %v to reach the browser", d)
+	}
+	waitConnected(1)
+	if got := r.g.Connected(); got[0] != "ws-0000000b0b" {
+		t.Errorf("Connected() = %v: the zero client's session should remain", got)
+	}
+}

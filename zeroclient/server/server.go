@@ -175,6 +175,10 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 			d := s.Auth.ByID(dirID)
 			return d != nil && d.Login.IPAllowed(a)
 		},
+		WebAllowed: func(dirID string) bool {
+			d := s.Auth.ByID(dirID)
+			return d != nil && d.Login.DeviceAccess.Allowed(catalog.DeviceWeb)
+		},
 		SessionsChanged: func() { s.presence.Changed() }})
 	// hostd learns the gateway's sessions (AutoStop, connection status). Its closer is
 	// added before the gateway's, so it runs after: the last report follows the sessions'
