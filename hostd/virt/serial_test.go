@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"deskhost/hostd/confine"
 	"deskhost/internal/desktopimage"
 	"deskhost/internal/testenv"
 	"deskhost/internal/virtlogconf"
@@ -51,6 +52,14 @@ func TestSerialLogCapped(t *testing.T) {
 			t.Fatalf("qemu-img: %v %s", err, out)
 		}
 	}
+	// qemu runs as libvirt-qemu, as hostd runs it: the directory and volumes are handed to it.
+	guests, err := confine.Lookup("libvirt-qemu", "", "", false)
+	if err != nil {
+		testenv.Missing(t, "libvirt's qemu user: "+err.Error())
+	}
+	if err := guests.Prepare(dir, []string{root, user}, []string{img.Kernel, img.Initrd, img.Root}); err != nil {
+		t.Fatal(err)
+	}
 	suffix := strings.TrimPrefix(filepath.Base(dir), "dhserial")
 	mgmt, pri := "dsm"+suffix, "dsp"+suffix
 	testenv.Bridge(t, mgmt)
@@ -61,7 +70,7 @@ func TestSerialLogCapped(t *testing.T) {
 	spec := Spec{Name: name, Owner: "serialcap-test", Type: "qemu", VCPUs: 1, MemoryMiB: 256,
 		Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: cmdline, RootVolume: root, UserVolume: user,
 		Management: NIC{Bridge: mgmt}, Primary: NIC{Bridge: pri},
-		VNCSocket: filepath.Join(dir, "vnc.sock"), AgentSocket: filepath.Join(dir, "agent.sock"), SerialLog: serial}
+		VNCSocket: filepath.Join(dir, "vnc.sock"), AgentSocket: filepath.Join(dir, "agent.sock"), SerialLog: serial, RunAs: guests.Label()}
 	if err := conn.Define(spec); err != nil {
 		t.Fatal(err)
 	}
