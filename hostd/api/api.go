@@ -22,7 +22,9 @@ import (
 	"mime"
 	"net/http"
 	"os/user"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"deskhost/internal/catalog"
@@ -64,9 +66,21 @@ type Options struct {
 const BrokerPrincipal = "broker"
 
 // brokerOperations are the only operations BrokerPrincipal may call: what a connection
-// broker needs to find, start and report on a user's WorkSpace, and the catalog (its
+// broker needs to find, start and report on a user's WorkSpace, to route a user to the
+// fleet host that runs it (FindWorkspace, IssueConnectTag), and the catalog (its
 // directories and IP access control groups) that it enforces.
-var brokerOperations = map[string]bool{"DescribeWorkspaces": true, "StartWorkspaces": true, ReportConnectionsOperation: true, DescribeCatalogOperation: true}
+var brokerOperations = map[string]bool{"DescribeWorkspaces": true, "StartWorkspaces": true, ReportConnectionsOperation: true, DescribeCatalogOperation: true,
+	FindWorkspaceOperation: true, IssueConnectTagOperation: true}
+
+// brokerOperationList names brokerOperations for the refusal's message.
+var brokerOperationList = func() string {
+	names := make([]string, 0, len(brokerOperations))
+	for n := range brokerOperations {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}()
 
 // OptionsFromConfig is the Options the host config's api section gives; logger receives
 // the audit log.
@@ -244,7 +258,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call) *catalog
 	}
 	c.action = name
 	if c.principal == BrokerPrincipal && !brokerOperations[name] {
-		return catalog.Errorf(catalog.AccessDenied, "%s: the connection broker may call only DescribeWorkspaces, StartWorkspaces, ReportConnections and DescribeCatalog", name)
+		return catalog.Errorf(catalog.AccessDenied, "%s: the connection broker may call only %s", name, brokerOperationList)
 	}
 	if op.localOnly && !viaUnix {
 		return catalog.Errorf(catalog.AccessDenied, "%s is hostd's own operation for the host's services: it is taken only on the local socket", name)

@@ -218,7 +218,7 @@ func TestBrokerGroup(t *testing.T) {
 		out, _ := cmd.CombinedOutput()
 		return strings.TrimSpace(string(out))
 	}
-	for _, op := range []string{"DescribeWorkspaces", "StartWorkspaces", "ReportConnections", "DescribeCatalog"} {
+	for _, op := range []string{"DescribeWorkspaces", "StartWorkspaces", "ReportConnections", "DescribeCatalog", "FindWorkspace", "IssueConnectTag"} {
 		if got := call(nogroup, op); strings.HasPrefix(got, "403") || strings.HasPrefix(got, "dial error") {
 			t.Errorf("broker call %s refused: %s", op, got)
 		}

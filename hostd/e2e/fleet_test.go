@@ -289,7 +289,7 @@ func TestFleet(t *testing.T) {
 			t.Fatal(err)
 		}
 		h := &fleetHost{t: t, n: n, ns: fmt.Sprintf("dfl%s%d", sfx, n), addr: fmt.Sprintf("10.77.0.%d", n), dir: dir,
-			config: filepath.Join(dir, "deskhost.yaml"), socket: filepath.Join(dir, "hostd.sock"), pool: fmt.Sprintf("dfl%s%d", sfx, n),
+			config: filepath.Join(dir, "deskhost.yaml"), socket: filepath.Join(dir, "api", "hostd.sock"), pool: fmt.Sprintf("dfl%s%d", sfx, n),
 			lvroot: filepath.Join("/run/deskhost-fleet", sfx+fmt.Sprint(n))}
 		hosts[i] = h
 		run("ip", "netns", "add", h.ns)
@@ -332,6 +332,8 @@ func TestFleet(t *testing.T) {
   provisionTimeout: 8m
   shutdownTimeout: 20s
   healthInterval: 2s
+  memory: {requireInitOnFree: false} # this development machine runs without init_on_free=1
+  guests: {cgroupLimits: false}      # dev machines: cgroup v1 holds cpu and memory
   computeTypes:
     VALUE: {vcpus: 1, memoryMiB: 256}
   fleet:

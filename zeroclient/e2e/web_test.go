@@ -132,7 +132,7 @@ func TestWebAccessInBrowser(t *testing.T) {
 		errText = evalJS[string](t, bctx, `(document.querySelector('#error') || {}).textContent || ""`)
 	}
 	auditHas := func(reason string) bool {
-		b, _ := os.ReadFile(filepath.Join(e.dir, "zc", "audit.jsonl"))
+		b, _ := os.ReadFile(filepath.Join(e.dir, "zc", "events", "audit.jsonl"))
 		return bytes.Contains(b, []byte(reason))
 	}
 
@@ -269,7 +269,7 @@ func TestWebAccessInBrowser(t *testing.T) {
 
 	// 6. One access event for the login, with the Web platform.
 	var webEvents int
-	for _, ev := range readEvents(t, filepath.Join(e.dir, "zc", "access.jsonl")) {
+	for _, ev := range readEvents(t, filepath.Join(e.dir, "zc", "events", "access.jsonl")) {
 		d := ev.Detail
 		if d.ClientPlatform == "Web" && d.WorkspacesClientProductName == "WorkSpaces Web client" && d.DirectoryID == webDirID &&
 			d.WorkspaceID == e.wsID && d.ClientIPAddress == "127.0.0.1" && d.ActionType == "successfulLogin" {
