@@ -126,7 +126,10 @@ func (im *Images) fetch(ctx context.Context, digest string) error {
 }
 
 func (im *Images) fetchFrom(ctx context.Context, host, digest string) (int64, error) {
-	if err := os.MkdirAll(im.Dir, 0o700); err != nil {
+	// Images are shared read-only by every WorkSpace's qemu, which runs unprivileged
+	// (hostd/confine): their directories are searchable and their files readable by all.
+	// They hold nothing secret (peers serve them to each other).
+	if err := os.MkdirAll(im.Dir, 0o755); err != nil {
 		return 0, err
 	}
 	tmp, err := os.MkdirTemp(im.Dir, ".fetch-"+digest[:12]+"-")
@@ -157,6 +160,10 @@ func (im *Images) fetchFrom(ctx context.Context, host, digest string) (int64, er
 	img, err := desktopimage.Load(tmp)
 	if err != nil || img.Digest != digest {
 		return 0, fmt.Errorf("fetched image does not load as itself: %v", err)
+	}
+	// Verified: readable by qemu from here on (MkdirTemp made the directory 0700).
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return 0, err
 	}
 	final := filepath.Join(im.Dir, digest)
 	os.RemoveAll(final)
@@ -194,7 +201,7 @@ func (im *Images) get(ctx context.Context, host, digest, name, dir, want string)
 		return 0, err
 	}
 	defer resp.Body.Close()
-	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
 		return 0, err
 	}
