@@ -261,6 +261,31 @@ func TestWebAccessInBrowser(t *testing.T) {
 	}
 	t.Logf("keystrokes typed in the browser reached the guest kernel in %v (SysRq help on its serial console)", time.Since(typed).Round(time.Millisecond))
 
+	// Resize to the window: in a window narrower than the desktop, the whole desktop is
+	// scaled to fit; back in the wide window it grows again.
+	canvasWidth := func() float64 {
+		return evalJS[float64](t, bctx, `document.querySelector('#screen canvas').getBoundingClientRect().width`)
+	}
+	wide := canvasWidth()
+	run("a narrow window", 10*time.Second, chromedp.EmulateViewport(480, 700))
+	deadline = time.Now().Add(10 * time.Second)
+	for w := canvasWidth(); w <= 0 || w > 480; w = canvasWidth() {
+		if time.Now().After(deadline) {
+			t.Fatalf("in a 480 px window the desktop is %.0f px wide (was %.0f): not scaled to the window", w, wide)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	narrow := canvasWidth()
+	run("the wide window again", 10*time.Second, chromedp.EmulateViewport(1100, 900))
+	deadline = time.Now().Add(10 * time.Second)
+	for canvasWidth() <= narrow {
+		if time.Now().After(deadline) {
+			t.Fatalf("back in a 1100 px window the desktop stayed %.0f px wide", canvasWidth())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("resize: the desktop is %.0f px wide in the window, %.0f px in a 480 px window, %.0f px again after", wide, narrow, canvasWidth())
+
 	// 5. The artifact.
 	png := shot(t, bctx, "desktop")
 	if img := decodePNG(t, png); lit(img, img.Bounds()) < 200 {
