@@ -112,7 +112,7 @@ type rig struct {
 	client *tls.Config
 	m      *metrics.Metrics
 	allow  bool
-	web    bool // the directory's device access allows Web Access
+	web    bool          // the directory's device access allows Web Access
 	change chan struct{} // one per SessionsChanged call
 	// panicFor is a WorkSpace whose display lookup panics (a bug in one connection's path).
 	panicFor string
