@@ -29,8 +29,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -57,6 +55,7 @@ import (
 	"deskhost/internal/desktopimage"
 	"deskhost/internal/hostconfig"
 	"deskhost/internal/logging"
+	"deskhost/internal/metricsserver"
 	"deskhost/internal/secretfile"
 )
 
@@ -364,23 +363,9 @@ func run(path string, log *slog.Logger) error {
 
 // serveMetrics serves /metrics on addr until ctx ends.
 func serveMetrics(ctx context.Context, addr string, mx *metrics.Metrics, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
+	if err := metricsserver.Serve(ctx, addr, mx.Handler(), log); err != nil {
 		return fmt.Errorf("hostd.metrics.listen: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", mx.Handler())
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		hs.Close()
-	}()
-	go func() {
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server stopped", "err", err)
-		}
-	}()
-	log.Info("metrics", "listen", ln.Addr().String())
 	return nil
 }
 

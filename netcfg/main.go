@@ -20,8 +20,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"slices"
@@ -34,6 +32,7 @@ import (
 
 	"deskhost/internal/buildinfo"
 	"deskhost/internal/logging"
+	"deskhost/internal/metricsserver"
 	"deskhost/netcfg/config"
 	"deskhost/netcfg/firewall"
 	"deskhost/netcfg/metrics"
@@ -202,23 +201,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // serveMetrics serves mx at addr/metrics until ctx ends.
 func serveMetrics(ctx context.Context, addr string, mx *metrics.Metrics, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
+	if err := metricsserver.Serve(ctx, addr, mx.Handler(), log); err != nil {
 		return fmt.Errorf("--metrics-listen: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", mx.Handler())
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		hs.Close()
-	}()
-	go func() {
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server stopped", "err", err)
-		}
-	}()
-	log.Info("metrics", "listen", ln.Addr().String())
 	return nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"deskhost/hostd/etcdmember"
+	"deskhost/hostd/etcdmember/etcdtest"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
@@ -20,21 +20,7 @@ import (
 
 // etcdCluster starts a real 3-member etcd cluster (mutual TLS, loopback, a process each).
 func etcdCluster(t testing.TB) *etcdmember.Cluster {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd, env := etcdmember.TestCommand()
-	c, err := etcdmember.StartCluster(ctx, dir, 3, cmd, env)
-	if err != nil {
-		os.RemoveAll(dir)
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); os.RemoveAll(dir) })
-	return c
+	return etcdtest.Cluster(t, 2*time.Minute)
 }
 
 // etcdStore is a client of c (a host's connection to the fleet store) under prefix.

@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"deskhost/hostd/etcdmember"
+	"deskhost/hostd/etcdmember/etcdtest"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
 	"deskhost/internal/catalog"
@@ -27,21 +28,7 @@ var prefixes atomic.Int64
 
 // cluster starts a real 3-member etcd cluster (processes, mutual TLS) on loopback.
 func cluster(t *testing.T) *etcdmember.Cluster {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "fleet-etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd, env := etcdmember.TestCommand()
-	c, err := etcdmember.StartCluster(ctx, dir, 3, cmd, env)
-	if err != nil {
-		os.RemoveAll(dir)
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); os.RemoveAll(dir) })
-	return c
+	return etcdtest.Cluster(t, 90*time.Second)
 }
 
 func openStore(t *testing.T, c *etcdmember.Cluster, prefix string) *store.Etcd {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"deskhost/hostd/etcdmember"
+	"deskhost/hostd/etcdmember/etcdtest"
 )
 
 func TestMain(m *testing.M) {
@@ -34,21 +35,7 @@ var (
 // startCluster starts a real 3-member etcd cluster with mutual TLS on loopback, each
 // member its own process.
 func startCluster(t testing.TB) *etcdmember.Cluster {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "etcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd, env := etcdmember.TestCommand()
-	c, err := etcdmember.StartCluster(ctx, dir, 3, cmd, env)
-	if err != nil {
-		os.RemoveAll(dir)
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); os.RemoveAll(dir) })
-	return c
+	return etcdtest.Cluster(t, 90*time.Second)
 }
 
 // sharedCluster is one cluster for the tests that do not stop members; each test gets
