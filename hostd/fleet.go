@@ -155,12 +155,39 @@ func openFleet(ctx context.Context, l fleet.Local, bootstrap bool, log *slog.Log
 	default:
 		return nil, m, errors.New("hostd.fleet: this host is in no fleet yet: set bootstrap: true (the first host) or join: https://FLEET-HOST:7443 (or deskhost.join= on the kernel command line)")
 	}
-	st, err := l.OpenStore(m)
+	st, err := openStoreWhenQuorum(ctx, l, m, log)
 	if err != nil {
 		return nil, m, err
 	}
 	l.RefreshEndpoints(ctx, st, &m)
 	return st, m, nil
+}
+
+// openStoreWhenQuorum opens the fleet's store, waiting while the cluster has no quorum:
+// a member restarting beside others (a power cut of the rack) is itself part of the
+// quorum it waits for, so exiting would only make the supervisor restart it into the same
+// wait. Any other error ends the wait.
+func openStoreWhenQuorum(ctx context.Context, l fleet.Local, m fleet.Membership, log *slog.Logger) (*store.Etcd, error) {
+	start, said := time.Now(), time.Time{}
+	for {
+		st, err := l.OpenStore(m)
+		var ue *store.UnavailableError
+		if err == nil || !errors.As(err, &ue) {
+			if err == nil && !said.IsZero() {
+				log.Info("fleet store answers: quorum is back", "waited", time.Since(start))
+			}
+			return st, err
+		}
+		if time.Since(said) >= 30*time.Second {
+			log.Warn("waiting for the fleet store: hostd serves once a majority of the etcd members answer", "waited", time.Since(start), "err", err)
+			said = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (gave up waiting after %s)", err, time.Since(start).Round(time.Second))
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // zeroclientTags issues connect tags at this host's gateway for peers' brokers, through

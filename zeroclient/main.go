@@ -194,6 +194,8 @@ type ConnectResult struct {
 	Height      int     `json:"height,omitempty"`
 	Colours     int     `json:"colours,omitempty"`
 	PNG         string  `json:"png,omitempty"`
+	Updates     int     `json:"updates,omitempty"`
+	HeldSeconds float64 `json:"heldSeconds,omitempty"`
 	Seconds     float64 `json:"seconds"`
 }
 
@@ -214,6 +216,7 @@ func connect(args []string) int {
 	noStream := fs.Bool("no-stream", false, "stop after allocate-resource (print the connect information)")
 	printTag := fs.Bool("print-tag", false, "print the connect tag (it is a one-time credential)")
 	timeout := fs.Duration("timeout", 60*time.Second, "how long to wait for a non-blank frame")
+	hold := fs.Duration("hold", 0, "after the first frame, keep streaming this long (the whole frame each second); fails if the stream breaks")
 	gateway := fs.String("gateway", "", "stream from this gateway (HOST:PORT) instead of the one allocate-resource names: a check that a tag is redeemable only at its own")
 	if err := fs.Parse(args); err != nil {
 		return parseFailed(err)
@@ -296,11 +299,12 @@ func connect(args []string) int {
 		if net.ParseIP(alloc.Target.IPAddress) != nil {
 			gwTLS.ServerName = alloc.Target.IPAddress // the made certificate names every host address
 		}
-		f, err := client.Stream(res.Gateway, gwTLS, sub, *user, alloc.Target.ConnectTag, *timeout)
+		f, err := client.StreamHeld(res.Gateway, gwTLS, sub, *user, alloc.Target.ConnectTag, *timeout, *hold)
 		if err != nil {
 			return fail("stream: %v", err)
 		}
 		res.Width, res.Height, res.Colours = f.Image.Bounds().Dx(), f.Image.Bounds().Dy(), f.Colours
+		res.Updates, res.HeldSeconds = f.Updates, f.Held.Seconds()
 		if *pngPath != "" {
 			var buf bytes.Buffer
 			if err := png.Encode(&buf, f.Image); err != nil {

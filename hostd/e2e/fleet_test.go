@@ -224,17 +224,17 @@ func (h *fleetHost) cleanup() {
 //   - host 1 makes the fleet; hosts 2 and 3 join by the code their consoles show, once an
 //     administrator approves it (on host 1, then on host 2: any host approves), and become
 //     etcd members (3 voters); before the approval a joining host has no credentials;
-//   - 3 WorkSpaces created through host 1's API spread across the 3 hosts; host 3's API
-//     describes them all; each runs (AVAILABLE, its domain running) on its owner only, the
-//     image fetched by content hash from host 1;
+//   - 6 WorkSpaces created through host 1's API spread across the 3 hosts, 2 on each;
+//     host 3's API describes them all; each runs (AVAILABLE, its domain running) on its
+//     owner only, the image fetched by content hash from host 1;
 //   - a zero client logs in at host 2's broker and streams from host 3's gateway, which
 //     runs its WorkSpace: the tag is host 3's gateway's, refused at host 1's;
 //   - host 2's hostd frozen past its lease (SIGSTOP): down, its WorkSpace UNHEALTHY; thawed,
-//     it takes a new lease before it changes anything, is ready, its WorkSpace AVAILABLE;
-//   - host 3 killed (hostd, zeroclient and its etcd member, SIGKILL): its WorkSpace is
+//     it takes a new lease before it changes anything, is ready, its WorkSpaces AVAILABLE;
+//   - host 3 killed (hostd, zeroclient and its etcd member, SIGKILL): its WorkSpaces are
 //     UNHEALTHY within 30 s on the survivors' APIs and host 3 is down, the others stay
 //     AVAILABLE and a user of host 1's still streams through host 2's broker;
-//   - host 3 back: its WorkSpace is AVAILABLE again, reconciled, and no WorkSpace has a
+//   - host 3 back: its WorkSpaces are AVAILABLE again, reconciled, and no WorkSpace has a
 //     domain on more than one host;
 //   - 2 of the 3 etcd members killed: a create is refused saying there is no quorum, and
 //     nothing of it is written once the quorum is back.
@@ -341,7 +341,7 @@ func TestFleet(t *testing.T) {
     %[8]s
     name: fleet%[6]d
     hardwareId: mac:52:54:00:77:00:0%[6]d
-    capacity: {vcpus: 2, memoryMiB: 1024}
+    capacity: {vcpus: 3, memoryMiB: 1024} # room for 3 VALUE WorkSpaces: 6 spread 2 per host, and room left for the create refused without quorum
     leaseTTL: 5s
 zeroclient:
   broker: {listen: "%[5]s:9443", hostname: fleet%[6]d.test}
@@ -367,7 +367,7 @@ zeroclient:
 	h1.must("images", "register", "--dir", image, "--id", imageID)
 	bundle := strings.TrimSpace(h1.must("bundles", "create", "--name", "Value", "--description", "1 vCPU", "--image", imageID, "--compute", "VALUE", "--user-gib", "10"))
 	def := filepath.Join(h1.dir, "corp.yaml")
-	if err := os.WriteFile(def, []byte(directoryYAML), 0o600); err != nil {
+	if err := os.WriteFile(def, []byte(directoryYAML+fleetUsers), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	h1.must("directory", "put", "--file", def)
@@ -435,14 +435,14 @@ zeroclient:
 		h.startZeroclient(zeroclient)
 	}
 
-	// 3 WorkSpaces through host 1's API: one on each host (spread), all described by host 3.
+	// 6 WorkSpaces through host 1's API: two on each host (spread), all described by host 3.
 	tCreate := time.Now()
-	out, err := h1.client().CreateWorkspaces(context.Background(), &workspaces.CreateWorkspacesInput{Workspaces: []types.WorkspaceRequest{
-		{DirectoryId: aws.String(directoryID), UserName: aws.String("alice"), BundleId: aws.String(bundle)},
-		{DirectoryId: aws.String(directoryID), UserName: aws.String("bob"), BundleId: aws.String(bundle)},
-		{DirectoryId: aws.String(directoryID), UserName: aws.String("carol"), BundleId: aws.String(bundle)},
-	}})
-	if err != nil || len(out.FailedRequests) > 0 || len(out.PendingRequests) != 3 {
+	var reqs []types.WorkspaceRequest
+	for _, u := range []string{"alice", "bob", "carol", "erin", "frank", "grace"} {
+		reqs = append(reqs, types.WorkspaceRequest{DirectoryId: aws.String(directoryID), UserName: aws.String(u), BundleId: aws.String(bundle)})
+	}
+	out, err := h1.client().CreateWorkspaces(context.Background(), &workspaces.CreateWorkspacesInput{Workspaces: reqs})
+	if err != nil || len(out.FailedRequests) > 0 || len(out.PendingRequests) != len(reqs) {
 		t.Fatalf("create: %v %+v", err, out)
 	}
 	var ids []string
@@ -452,23 +452,27 @@ zeroclient:
 		userOf[aws.ToString(w.WorkspaceId)] = aws.ToString(w.UserName)
 	}
 	pl, err := h3.client().DescribeWorkspaceHosts(context.Background(), &hostdclient.WorkspaceHostsInput{WorkspaceIds: ids})
-	if err != nil || len(pl.Placements) != 3 {
+	if err != nil || len(pl.Placements) != len(ids) {
 		t.Fatalf("DescribeWorkspaceHosts on host 3: %v %+v", err, pl)
 	}
 	owner := map[string]*fleetHost{} // WorkSpace → its host
-	onHost := map[int]string{}       // host → its WorkSpace
+	onHosts := map[int][]string{}    // host → its WorkSpaces
 	for _, p := range pl.Placements {
 		for _, h := range hosts {
 			if h.id == p.HostId {
 				owner[p.WorkspaceId] = h
-				onHost[h.n] = p.WorkspaceId
+				onHosts[h.n] = append(onHosts[h.n], p.WorkspaceId)
 			}
 		}
 	}
-	if len(onHost) != 3 {
-		t.Fatalf("3 WorkSpaces on 3 hosts of room for 2 each: not spread: %+v", pl.Placements)
+	if len(owner) != len(ids) || len(onHosts[1]) != 2 || len(onHosts[2]) != 2 || len(onHosts[3]) != 2 {
+		t.Fatalf("6 WorkSpaces on 3 hosts of room for 3 each: not spread 2 per host: %v", onHosts)
 	}
-	t.Logf("placements: %s on host 1, %s on host 2, %s on host 3", onHost[1], onHost[2], onHost[3])
+	onHost := map[int]string{} // host → the first of its WorkSpaces, the one its users stream
+	for n, ws := range onHosts {
+		onHost[n] = ws[0]
+	}
+	t.Logf("placements: %v on host 1, %v on host 2, %v on host 3", onHosts[1], onHosts[2], onHosts[3])
 	all := func(h *fleetHost) map[string]types.Workspace {
 		t.Helper()
 		o, err := h.client().DescribeWorkspaces(context.Background(), &workspaces.DescribeWorkspacesInput{})
@@ -510,11 +514,11 @@ zeroclient:
 	for _, id := range ids {
 		available[id] = types.WorkspaceStateAvailable
 	}
-	if got := all(h3); len(got) != 3 {
-		t.Fatalf("host 3 describes %d WorkSpaces, want the 3 made on host 1", len(got))
+	if got := all(h3); len(got) != len(ids) {
+		t.Fatalf("host 3 describes %d WorkSpaces, want the %d made on host 1", len(got), len(ids))
 	}
 	waitStates(h3, available, 12*time.Minute)
-	t.Logf("3 WorkSpaces AVAILABLE, one per host, %s after the create", time.Since(tCreate).Round(time.Second))
+	t.Logf("%d WorkSpaces AVAILABLE, 2 per host, %s after the create", len(ids), time.Since(tCreate).Round(time.Second))
 	// Each runs on its owner, and only there; hosts 2 and 3 hold the image by its digest.
 	checkDomains := func() {
 		t.Helper()
@@ -551,7 +555,8 @@ zeroclient:
 		return stdout.String() + stderr.String(), err
 	}
 	password := "Fl33t-" + hostdtest.RandHex(6)
-	for _, id := range []string{onHost[3], onHost[1]} {
+	held := onHosts[1][1] // its user streams on while host 3 is killed
+	for _, id := range []string{onHost[3], onHost[1], held} {
 		out, err := exec.Command(zeroclient, "invite", "--socket", filepath.Join(h2.dir, "zc", "admin.sock"), "--directory", directoryID, "--user", userOf[id]).CombinedOutput()
 		if err != nil {
 			t.Fatalf("invite %s at host 2: %v: %s", userOf[id], err, out)
@@ -567,6 +572,8 @@ zeroclient:
 	type connected struct {
 		WorkspaceID, Gateway string
 		Width, Height        int
+		Updates              int
+		HeldSeconds          float64
 	}
 	connect := func(user string, extra ...string) (connected, string, error) {
 		out, err := inClient(append([]string{"connect", "--broker", "https://10.77.0.2:9443", "--ca", caFile, "--user", user, "--password", password, "--timeout", "90s"}, extra...)...)
@@ -588,28 +595,42 @@ zeroclient:
 	}
 	t.Logf("%s logged in at host 2's broker, streamed %dx%d from host 3's gateway %s", userOf[onHost[3]], c.Width, c.Height, c.Gateway)
 
+	// statesOf are the states host h describes the WorkSpaces ws in, and whether all are st.
+	statesOf := func(h *fleetHost, ws []string, st types.WorkspaceState) ([]types.WorkspaceState, bool) {
+		t.Helper()
+		got, m, ok := []types.WorkspaceState{}, all(h), true
+		for _, id := range ws {
+			got = append(got, m[id].State)
+			ok = ok && m[id].State == st
+		}
+		return got, ok
+	}
 	// Host 2's hostd freezes (SIGSTOP: a hang or a partition; its etcd member serves on)
-	// past its lease: it is down and its WorkSpace UNHEALTHY. Thawed, it finds its lease
-	// gone, changes nothing until it has a new one, and is back: ready, its WorkSpace
+	// past its lease: it is down and its WorkSpaces UNHEALTHY. Thawed, it finds its lease
+	// gone, changes nothing until it has a new one, and is back: ready, its WorkSpaces
 	// AVAILABLE, on it alone.
 	h2.proc.Cmd.Process.Signal(syscall.SIGSTOP)
 	tStop := time.Now()
 	deadline = tStop.Add(30 * time.Second)
-	for all(h1)[onHost[2]].State != types.WorkspaceStateUnhealthy {
+	for {
+		got, ok := statesOf(h1, onHosts[2], types.WorkspaceStateUnhealthy)
+		if ok {
+			break
+		}
 		if time.Now().After(deadline) {
 			h2.proc.Cmd.Process.Signal(syscall.SIGCONT)
-			t.Fatalf("host 2 frozen 30 s, its WorkSpace is %s:\n%s", all(h1)[onHost[2]].State, h1.must("hosts"))
+			t.Fatalf("host 2 frozen 30 s, its WorkSpaces are %v:\n%s", got, h1.must("hosts"))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Logf("host 2 frozen: its WorkSpace UNHEALTHY after %s", time.Since(tStop).Round(100*time.Millisecond))
+	t.Logf("host 2 frozen: its WorkSpaces UNHEALTHY after %s", time.Since(tStop).Round(100*time.Millisecond))
 	if x := h1.hosts()[h2.id]; x.State != "down" {
 		t.Errorf("host 2 frozen, listed as %q, want down", x.State)
 	}
 	h2.proc.Cmd.Process.Signal(syscall.SIGCONT)
 	tCont := time.Now()
 	waitStates(h1, available, 2*time.Minute)
-	t.Logf("host 2 thawed: its WorkSpace AVAILABLE again after %s", time.Since(tCont).Round(100*time.Millisecond))
+	t.Logf("host 2 thawed: its WorkSpaces AVAILABLE again after %s", time.Since(tCont).Round(100*time.Millisecond))
 	if out := h2.proc.Output(); !strings.Contains(out, "lease granted again") {
 		t.Errorf("host 2 thawed without taking a new lease:\n%s", h2.proc.Tail(4000))
 	}
@@ -618,43 +639,72 @@ zeroclient:
 	}
 	checkDomains()
 
-	// Host 3 dies: its WorkSpace is UNHEALTHY within 30 s on the survivors, host 3 is down,
-	// the others stay AVAILABLE and the survivors' APIs answer.
-	dead := onHost[3]
+	// Host 3 dies: its WorkSpaces are UNHEALTHY within 30 s on the survivors, host 3 is
+	// down, the others stay AVAILABLE, the survivors' APIs answer, and a stream from host
+	// 1 (through host 2's broker) that was running before the kill runs on after it.
+	const hold = 45 * time.Second
+	type heldResult struct {
+		c   connected
+		out string
+		err error
+		end time.Time
+	}
+	heldDone := make(chan heldResult, 1)
+	go func() {
+		c, out, err := connect(userOf[held], "--hold", hold.String())
+		heldDone <- heldResult{c, out, err, time.Now()}
+	}()
+	time.Sleep(10 * time.Second) // its login and first frame take about a second
 	h3.kill()
 	tKill := time.Now()
 	deadline = tKill.Add(30 * time.Second)
 	for {
-		if all(h1)[dead].State == types.WorkspaceStateUnhealthy {
+		got, ok := statesOf(h1, onHosts[3], types.WorkspaceStateUnhealthy)
+		if ok {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("host 3's WorkSpace %s is %s 30 s after host 3 was killed:\n%s", dead, all(h1)[dead].State, h1.must("hosts"))
+			t.Fatalf("host 3's WorkSpaces %v are %v 30 s after host 3 was killed:\n%s", onHosts[3], got, h1.must("hosts"))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Logf("host 3 killed: its WorkSpace UNHEALTHY after %s (lease TTL 5 s)", time.Since(tKill).Round(100*time.Millisecond))
-	if w := all(h2)[dead]; w.State != types.WorkspaceStateUnhealthy || aws.ToString(w.ErrorMessage) == "" {
-		t.Errorf("host 2 describes host 3's WorkSpace as %s %q, want UNHEALTHY with a reason", w.State, aws.ToString(w.ErrorMessage))
+	t.Logf("host 3 killed: its WorkSpaces UNHEALTHY after %s (lease TTL 5 s)", time.Since(tKill).Round(100*time.Millisecond))
+	for _, dead := range onHosts[3] {
+		if w := all(h2)[dead]; w.State != types.WorkspaceStateUnhealthy || aws.ToString(w.ErrorMessage) == "" {
+			t.Errorf("host 2 describes host 3's WorkSpace %s as %s %q, want UNHEALTHY with a reason", dead, w.State, aws.ToString(w.ErrorMessage))
+		}
 	}
 	if x := h2.hosts()[h3.id]; x.State != "down" {
 		t.Errorf("host 3 listed as %q, want down", x.State)
 	}
-	waitStates(h1, map[string]types.WorkspaceState{onHost[1]: types.WorkspaceStateAvailable, onHost[2]: types.WorkspaceStateAvailable}, time.Second)
-	waitStates(h2, map[string]types.WorkspaceState{onHost[1]: types.WorkspaceStateAvailable, onHost[2]: types.WorkspaceStateAvailable}, time.Second)
+	survivors := map[string]types.WorkspaceState{}
+	for _, id := range append(append([]string{}, onHosts[1]...), onHosts[2]...) {
+		survivors[id] = types.WorkspaceStateAvailable
+	}
+	waitStates(h1, survivors, time.Second)
+	waitStates(h2, survivors, time.Second)
+	hr := <-heldDone
+	if hr.err != nil || hr.c.WorkspaceID != held || hr.c.Gateway != "10.77.0.1:4172" || hr.c.HeldSeconds < (hold-2*time.Second).Seconds() {
+		t.Fatalf("%s's stream from host 1, held %s across host 3's kill: %v: %s", userOf[held], hold, hr.err, hr.out)
+	}
+	if began := hr.end.Add(-time.Duration(hr.c.HeldSeconds * float64(time.Second))); !began.Before(tKill) {
+		t.Fatalf("%s's held stream began %s after host 3 was killed: it shows nothing about the kill", userOf[held], began.Sub(tKill))
+	}
+	t.Logf("%s's stream from host 1's gateway ran on across host 3's kill: %.0f s held, %d updates, %.0f s of them after the kill",
+		userOf[held], hr.c.HeldSeconds, hr.c.Updates, hr.end.Sub(tKill).Seconds())
 	if c, out, err := connect(userOf[onHost[1]]); err != nil || c.WorkspaceID != onHost[1] || c.Gateway != "10.77.0.1:4172" || c.Width == 0 {
 		t.Fatalf("with host 3 down, %s through host 2's broker: %v: %s, want a frame of %s from host 1's gateway", userOf[onHost[1]], err, out, onHost[1])
 	}
 	t.Logf("with host 3 down, %s streamed from host 1's gateway through host 2's broker", userOf[onHost[1]])
 
-	// Host 3 is back: it is up, its WorkSpace AVAILABLE again (its guest ran on), and no
+	// Host 3 is back: it is up, its WorkSpaces AVAILABLE again (their guests ran on), and no
 	// WorkSpace has a domain on two hosts.
 	tBack := time.Now()
 	h3.start()
 	h3.waitServing(4 * time.Minute)
 	h3.startZeroclient(zeroclient)
 	waitStates(h1, available, 3*time.Minute)
-	t.Logf("host 3 back: its WorkSpace AVAILABLE %s after its restart", time.Since(tBack).Round(100*time.Millisecond))
+	t.Logf("host 3 back: its WorkSpaces AVAILABLE %s after its restart", time.Since(tBack).Round(100*time.Millisecond))
 	if x := h1.hosts()[h3.id]; x.State != "ready" {
 		t.Errorf("host 3 back, listed as %q", x.State)
 	}
@@ -691,8 +741,8 @@ zeroclient:
 		h.waitServing(4 * time.Minute)
 	}
 	ws := all(h1)
-	if len(ws) != 3 {
-		t.Fatalf("after the quorum is back, host 1 describes %d WorkSpaces, want the 3", len(ws))
+	if len(ws) != len(ids) {
+		t.Fatalf("after the quorum is back, host 1 describes %d WorkSpaces, want the %d", len(ws), len(ids))
 	}
 	for _, w := range ws {
 		if aws.ToString(w.UserName) == "dave" {
@@ -702,3 +752,10 @@ zeroclient:
 	waitStates(h1, available, 3*time.Minute)
 	checkDomains()
 }
+
+// fleetUsers are the test directory's users beyond directoryYAML's, for TestFleet's 6
+// WorkSpaces (one per user) and the create refused without quorum (dave's).
+const fleetUsers = `  - {userName: erin, firstName: Erin, lastName: Test, email: erin@example.com}
+  - {userName: frank, firstName: Frank, lastName: Test, email: frank@example.com}
+  - {userName: grace, firstName: Grace, lastName: Test, email: grace@example.com}
+`

@@ -258,12 +258,23 @@ type Frame struct {
 	Colours int
 	Bytes   int
 	Updates int
+	Held    time.Duration // how long the stream was kept after the first frame (StreamHeld)
 }
 
 // Stream connects to the gateway at addr with the connect tag, using VeNCrypt sub-type
 // (X509Plain sends the whole tag, X509Vnc answers VNC auth with it), and reads framebuffer
 // updates until the frame shows more than one colour or timeout passes.
 func Stream(addr string, tlsCfg *tls.Config, subtype uint32, user, tag string, timeout time.Duration) (*Frame, error) {
+	return StreamHeld(addr, tlsCfg, subtype, user, tag, timeout, 0)
+}
+
+// holdAnswer is how long a held stream waits for the answer to each full-frame request.
+const holdAnswer = 10 * time.Second
+
+// StreamHeld is Stream that, once the frame is not blank, keeps the stream for hold more:
+// a full-frame request each second, each answered within holdAnswer, or the stream is
+// broken and it says so (a session that must survive something else going wrong).
+func StreamHeld(addr string, tlsCfg *tls.Config, subtype uint32, user, tag string, timeout, hold time.Duration) (*Frame, error) {
 	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
@@ -292,6 +303,9 @@ func Stream(addr string, tlsCfg *tls.Config, subtype uint32, user, tag string, t
 		f.Bytes += n
 		f.Updates++
 		if f.Colours = rfb.Colours(img, 3); f.Colours > 1 || time.Now().After(deadline) {
+			if f.Colours > 1 && hold > 0 {
+				return f, holdStream(tc, si.Width, si.Height, img, f, hold)
+			}
 			return f, nil
 		}
 		// Blank so far (the guest may still be drawing): ask again.
@@ -300,6 +314,26 @@ func Stream(addr string, tlsCfg *tls.Config, subtype uint32, user, tag string, t
 			return f, err
 		}
 	}
+}
+
+// holdStream asks for the whole frame each second for hold, and reads each answer.
+func holdStream(c net.Conn, w, h uint16, img *image.RGBA, f *Frame, hold time.Duration) error {
+	start := time.Now()
+	for time.Since(start) < hold {
+		time.Sleep(time.Second)
+		c.SetDeadline(time.Now().Add(holdAnswer))
+		if err := rfb.WriteUpdateRequest(c, false, 0, 0, w, h); err != nil {
+			return fmt.Errorf("gateway: stream broken after %s held: %w", time.Since(start).Round(100*time.Millisecond), err)
+		}
+		n, err := rfb.ReadUpdate(c, img)
+		if err != nil {
+			return fmt.Errorf("gateway: stream broken after %s held: %w", time.Since(start).Round(100*time.Millisecond), err)
+		}
+		f.Bytes += n
+		f.Updates++
+		f.Held = time.Since(start)
+	}
+	return nil
 }
 
 // TargetAddr is the gateway address from an allocation.
