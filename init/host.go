@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -73,6 +74,7 @@ type host struct {
 	timeState    string
 	wsCounts     map[string]int
 	wsNote       string
+	fleet        string     // the status screen's Fleet line
 	netMu        sync.Mutex // one network change at a time
 	powerAsked   bool
 	password     *console.Password
@@ -123,7 +125,7 @@ func (h *host) Status() console.Status {
 	}
 	st := console.Status{
 		Phase: phase, Version: nonEmpty(h.release.Version, "dev"), Kernel: h.release.Kernel,
-		Uptime: time.Since(h.start), Orphans: h.reaper.Orphans(), Workspaces: h.wsCounts, WorkspacesNote: h.wsNote,
+		Uptime: time.Since(h.start), Orphans: h.reaper.Orphans(), Workspaces: h.wsCounts, WorkspacesNote: h.wsNote, Fleet: h.fleet,
 		Time: time.Now().UTC().Format("2006-01-02 15:04:05 UTC") + "  " + h.timeState,
 	}
 	keys := make([]string, 0, len(h.alarms))
@@ -624,13 +626,116 @@ func (h *host) WorkspaceAction(ctx context.Context, action, id string) (string, 
 	return id + ": " + action + " requested", nil
 }
 
-// refreshWorkspaces keeps the status screen's WorkSpace counts current.
+// Hosts implements console.Host.
+func (h *host) Hosts(ctx context.Context) ([]console.FleetHost, error) {
+	c, err := h.hostd()
+	if err != nil {
+		return nil, err
+	}
+	out, err := c.DescribeHosts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	self := h.hardwareID()
+	var list []console.FleetHost
+	for _, x := range out.Hosts {
+		addr := x.Addresses.Fleet
+		if addr == "" {
+			addr = x.Addresses.API
+		}
+		list = append(list, console.FleetHost{ID: x.HostId, Name: x.Name, State: x.State, Address: addr, HardwareID: x.HardwareId,
+			JoinCode: x.JoinCode, This: self != "" && x.HardwareId == self && x.State != "joining",
+			VCPUs: x.Reserved.VCPUs, VCPUsCap: x.Capacity.VCPUs, MemoryMiB: x.Reserved.MemoryMiB, MemoryMiBCap: x.Capacity.MemoryMiB,
+			Workspaces: x.Workspaces})
+	}
+	sort.SliceStable(list, func(i, j int) bool { return list[i].Name < list[j].Name })
+	return list, nil
+}
+
+// ApproveHost implements console.Host.
+func (h *host) ApproveHost(ctx context.Context, code string) (string, error) {
+	c, err := h.hostd()
+	if err != nil {
+		return "", err
+	}
+	h.initLog.Printf("console: approve host %s", code)
+	out, err := c.ApproveHost(ctx, &hostdclient.ApproveHostInput{Code: code})
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s (%s, %s) approved: it joins as soon as it has its credentials", out.HostId, out.Name, out.HardwareId), nil
+}
+
+// hardwareID is the identity hostd registers this host under: the host config's, else
+// the one init read (DMI UUID, else the management MAC).
+func (h *host) hardwareID() string {
+	if cfg := h.config(); cfg != nil && cfg.Hostd.Fleet != nil && cfg.Hostd.Fleet.HardwareID != "" {
+		return cfg.Hostd.Fleet.HardwareID
+	}
+	if id := h.nics.hwid; !id.IsZero() {
+		return id.String()
+	}
+	return ""
+}
+
+// joinCodeRe is hostd's line for a host waiting for approval (hostd/fleet.go).
+var joinCodeRe = regexp.MustCompile(`deskhost: join code (\S+):`)
+
+// fleetLine is the status screen's Fleet line: "" for a host in no fleet; the join code
+// while hostd waits for approval (its log's last join-code line: hostd serves nothing
+// until it is approved); then the fleet's hosts by state.
+func (h *host) fleetLine(serving bool) string {
+	cfg := h.config()
+	if cfg == nil || cfg.Hostd.Fleet == nil {
+		return ""
+	}
+	if !serving {
+		if s := h.byName["hostd"]; s != nil {
+			lines := s.Log().Lines(0)
+			for i := len(lines) - 1; i >= 0; i-- {
+				if m := joinCodeRe.FindStringSubmatch(lines[i]); m != nil {
+					return "join code " + m[1] + ": approve on a fleet host (9 Hosts, or hostd hosts approve)"
+				}
+			}
+		}
+		return "not in the fleet yet (hostd is starting)"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	list, err := h.Hosts(ctx)
+	cancel()
+	if err != nil {
+		return "hostd: " + firstLine(err.Error())
+	}
+	by := map[string]int{}
+	this := ""
+	for _, x := range list {
+		by[x.State]++
+		if x.This {
+			this = x.State
+		}
+	}
+	var parts []string
+	for _, st := range []string{"ready", "joining", "draining", "down"} {
+		if by[st] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", by[st], st))
+		}
+	}
+	line := fmt.Sprintf("%d hosts: %s", len(list), strings.Join(parts, ", "))
+	if this != "" {
+		line += "; this one " + this
+	}
+	return line
+}
+
+// refreshWorkspaces keeps the status screen's WorkSpace counts and fleet line current.
 func (h *host) refreshWorkspaces() {
 	for {
 		s := h.byName["hostd"]
 		note := ""
 		var counts map[string]int
-		if s == nil || !s.Ready() {
+		serving := s != nil && s.Ready()
+		fl := h.fleetLine(serving)
+		if !serving {
 			note = "hostd is not serving yet"
 		} else {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -646,7 +751,7 @@ func (h *host) refreshWorkspaces() {
 			}
 		}
 		h.mu.Lock()
-		h.wsCounts, h.wsNote = counts, note
+		h.wsCounts, h.wsNote, h.fleet = counts, note, fl
 		h.mu.Unlock()
 		time.Sleep(10 * time.Second)
 	}

@@ -272,7 +272,7 @@ func (v *vm) authorized(what string, timeout time.Duration, ok func(*vt100.Scree
 // shows each line, then goes back.
 func (v *vm) networkScreen(lines ...string) {
 	v.t.Helper()
-	v.waitScreen("the status screen", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Choose 1-8:") })
+	v.waitScreen("the status screen", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Choose 1-9:") })
 	v.send("1")
 	v.waitScreen("the network screen", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Choose d or s:") })
 	for _, l := range lines {
@@ -282,7 +282,7 @@ func (v *vm) networkScreen(lines ...string) {
 	}
 	v.t.Logf("%s: network screen:\n%s", v.name, v.screen)
 	v.send("\x1b")
-	v.waitScreen("the status screen", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Choose 1-8:") })
+	v.waitScreen("the status screen", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Choose 1-9:") })
 }
 
 // shell opens the console's shell (menu 5; the console password when asked), runs each
@@ -290,7 +290,7 @@ func (v *vm) networkScreen(lines ...string) {
 // a marker the typed line does not contain literally.
 func (v *vm) shell(cmds ...string) []string {
 	v.t.Helper()
-	v.waitScreen("the status screen", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Choose 1-8:") })
+	v.waitScreen("the status screen", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Choose 1-9:") })
 	m := v.mark()
 	v.send("5")
 	v.authorized("the shell", time.Minute, func(*vt100.Screen) bool {
@@ -312,7 +312,7 @@ func (v *vm) shell(cmds ...string) []string {
 		m = e
 	}
 	v.send("exit\r")
-	v.waitScreen("the status screen after the shell", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Choose 1-8:") })
+	v.waitScreen("the status screen after the shell", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Choose 1-9:") })
 	return outs
 }
 

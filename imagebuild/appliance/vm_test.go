@@ -145,7 +145,7 @@ func TestDirectKernel(t *testing.T) {
 		// The shell needs the console password: set on first use, then asked for; a
 		// wrong one opens nothing.
 		v.shell("true") // sets it (no password yet on a blank /perm)
-		v.waitScreen("the status screen", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Choose 1-8:") })
+		v.waitScreen("the status screen", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Choose 1-9:") })
 		v.send("L")
 		v.waitScreen("the locked console", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("(locked)") })
 		m := v.mark()
@@ -205,12 +205,12 @@ func TestDirectKernel(t *testing.T) {
 
 	t.Run("WorkspacesFromHostd", func(t *testing.T) {
 		// The console asks hostd (its CLI over the API socket) for the WorkSpaces.
-		v.waitScreen("the status screen", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Choose 1-8:") })
+		v.waitScreen("the status screen", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Choose 1-9:") })
 		v.send("4")
 		v.waitScreen("hostd's answer", 2*time.Minute, func(s *vt100.Screen) bool { return s.Contains("No WorkSpaces on this host.") })
 		v.send("q")
 		v.waitScreen("the status screen", time.Minute, func(s *vt100.Screen) bool {
-			return s.Contains("Choose 1-8:") && strings.Contains(s.Row("WorkSpaces"), "none")
+			return s.Contains("Choose 1-9:") && strings.Contains(s.Row("WorkSpaces"), "none")
 		})
 	})
 
@@ -220,7 +220,7 @@ func TestDirectKernel(t *testing.T) {
 
 	t.Run("StaticManagementAddress", func(t *testing.T) {
 		// (4) Configure the management address from the console; netcfg applies it.
-		v.waitScreen("the status screen", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Choose 1-8:") })
+		v.waitScreen("the status screen", time.Minute, func(s *vt100.Screen) bool { return s.Contains("Choose 1-9:") })
 		v.send("1")
 		v.waitScreen("the address menu", 30*time.Second, func(s *vt100.Screen) bool { return s.Contains("Choose d or s:") })
 		v.send("s\r")

@@ -18,13 +18,19 @@
 //	6 Reboot               after y
 //	7 Power off            after y
 //	8 Factory reset        after typing RESET: wipes /perm and reboots
+//	9 Hosts                the fleet's hosts (state, capacity, load, join codes);
+//	                       approve a host waiting to join
 //	P Password             change the console password
 //	L Lock                 ask for the password again
 //
+// A host of a fleet shows its place in it on the status screen: while it waits to join,
+// the join code an administrator approves; once in, how many hosts are in which state.
+//
 // Like ESXi's DCUI, looking is free and changing is not: what the status screen, the
-// network screen, the logs and the WorkSpace list show needs no password; every action
-// that changes the host (a new address, a restart, a WorkSpace reboot or stop, power,
-// factory reset, the shell) asks for the console password (Password) first. The console
+// network screen, the logs, the WorkSpace and host lists show needs no password; every
+// action that changes the host or the fleet (a new address, a restart, a WorkSpace reboot
+// or stop, a join approval, power, factory reset, the shell) asks for the console password
+// (Password) first. The console
 // stays unlocked until AutoLockIdle passes without a key or L is pressed. Until a
 // password is set (in the host config, or here on first use), the first such action
 // asks for a new one.
@@ -66,6 +72,16 @@ type Workspace struct {
 	ID, State, User, Directory, IP string
 }
 
+// FleetHost is one host of the fleet as hostd lists it.
+type FleetHost struct {
+	ID, Name, State, Address, HardwareID string
+	JoinCode                             string // a host waiting to join (State "joining")
+	This                                 bool   // the host this console runs on
+	VCPUs, VCPUsCap                      int    // reserved / capacity
+	MemoryMiB, MemoryMiBCap              int
+	Workspaces                           int
+}
+
 // Status is what the status screen shows.
 type Status struct {
 	// Phase is "starting", "ready", "degraded" or "shutting down"; the header reads
@@ -84,7 +100,10 @@ type Status struct {
 	Services       []ServiceInfo
 	Workspaces     map[string]int // by state
 	WorkspacesNote string         // why there are no counts
-	Alarms         []string
+	// Fleet is the host's place in its fleet: its join code while it waits for approval,
+	// then the hosts by state; empty for a host in no fleet.
+	Fleet  string
+	Alarms []string
 }
 
 // Management is the management NIC's addressing as the operator sets it.
@@ -102,6 +121,10 @@ type Host interface {
 	Workspaces(ctx context.Context) ([]Workspace, error)
 	// WorkspaceAction runs "reboot" or "stop" on a WorkSpace.
 	WorkspaceAction(ctx context.Context, action, id string) (string, error)
+	// Hosts lists the fleet's hosts, those waiting to join included.
+	Hosts(ctx context.Context) ([]FleetHost, error)
+	// ApproveHost lets the host that shows this join code join the fleet.
+	ApproveHost(ctx context.Context, code string) (string, error)
 	Management() (Management, error)
 	SetManagement(ctx context.Context, m Management) (string, error)
 	// Shell runs an interactive shell on the terminal /dev/NAME until it exits.
@@ -262,6 +285,11 @@ func statusFrame(st Status, now time.Time, unlocked bool) frame {
 		"Storage     "+st.Storage,
 		fmt.Sprintf("Uptime      %s   kernel %s   %d orphans reaped", fmtDur(st.Uptime), st.Kernel, st.Orphans),
 		"WorkSpaces  "+ws,
+	)
+	if st.Fleet != "" {
+		f = append(f, "Fleet       "+st.Fleet)
+	}
+	f = append(f,
 		fmt.Sprintf("%-11s %-10s %7s %8s  %s", "Service", "State", "PID", "Restarts", "Since / last exit"),
 	)
 	for _, s := range st.Services {
@@ -307,7 +335,7 @@ func statusFrame(st Status, now time.Time, unlocked bool) frame {
 	}
 	f = append(f, strings.Repeat("-", width),
 		"1 Network  2 Restart a service  3 Logs  4 WorkSpaces  "+lock,
-		"5 Shell  6 Reboot  7 Power off  8 Factory reset          Choose 1-8:")
+		"5 Shell  6 Reboot  7 Power off  8 Factory reset  9 Hosts  Choose 1-9:")
 	return f
 }
 
@@ -362,6 +390,8 @@ func (c *Console) mainScreen(ctx context.Context) error {
 			c.logs(ctx)
 		case '4':
 			c.workspaces(ctx)
+		case '9':
+			c.hosts(ctx)
 		case '5':
 			if !c.host.ShellEnabled() {
 				c.setMessage("The shell is off: the host config enables it (init.console.shell: true).")
@@ -894,6 +924,71 @@ func (c *Console) workspaces(ctx context.Context) {
 			continue
 		}
 		c.setMessage("%s %s: requested", action, w.ID)
+		return
+	}
+}
+
+// hosts lists the fleet's hosts; a host waiting to join can be approved from here.
+func (c *Console) hosts(ctx context.Context) {
+	for {
+		c.showBusy("Asking hostd for the fleet's hosts ...")
+		hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		list, err := c.host.Hosts(hctx)
+		cancel()
+		if err != nil {
+			c.wait(ctx, []string{"Hosts", "", "hostd: " + err.Error()})
+			return
+		}
+		if len(list) == 0 {
+			c.wait(ctx, []string{"Hosts", "", "This host is in no fleet."})
+			return
+		}
+		var items []string
+		for _, h := range list {
+			name := h.Name
+			if h.This {
+				name += " *"
+			}
+			if h.State == "joining" {
+				items = append(items, fmt.Sprintf("%-14s %-8s join code %s  %s", name, h.State, h.JoinCode, h.HardwareID))
+				continue
+			}
+			items = append(items, fmt.Sprintf("%-14s %-8s %2d/%-2d vCPU %5d/%-5d MiB %2d WS %s", name, h.State,
+				h.VCPUs, h.VCPUsCap, h.MemoryMiB, h.MemoryMiBCap, h.Workspaces, h.Address))
+		}
+		i := c.pick(ctx, fmt.Sprintf("Hosts (%d, * this one)  state / reserved of capacity / WorkSpaces", len(list)), items, "")
+		if i < 0 {
+			return
+		}
+		h := list[i]
+		lines := []string{"Host " + h.Name, "", "Id:           " + h.ID, "State:        " + h.State,
+			"Hardware id:  " + h.HardwareID, "Address:      " + h.Address,
+			fmt.Sprintf("Reserved:     %d of %d vCPUs, %d of %d MiB, %d WorkSpaces", h.VCPUs, h.VCPUsCap, h.MemoryMiB, h.MemoryMiBCap, h.Workspaces)}
+		if h.State != "joining" {
+			c.wait(ctx, lines)
+			continue
+		}
+		lines = append(lines[:2], "Waiting to join with the code "+h.JoinCode+" (check it on that host's console).",
+			"Hardware id:  "+h.HardwareID, "", "a  approve: it joins the fleet and gets its credentials", "q  back")
+		a, ok := c.ask(ctx, lines, "Choose a: ", "")
+		if !ok || strings.ToLower(a) != "a" {
+			continue
+		}
+		if !c.authorize(ctx, "Approve host "+h.JoinCode) {
+			return
+		}
+		if !c.confirm(ctx, lines[:4], "Approve "+h.JoinCode+"? (y/n)", "y") {
+			continue
+		}
+		c.showBusy("approving " + h.JoinCode + " ...")
+		actx, cancel := context.WithTimeout(ctx, time.Minute)
+		out, err := c.host.ApproveHost(actx, h.JoinCode)
+		cancel()
+		if err != nil {
+			c.wait(ctx, []string{"Host " + h.JoinCode, "", "approve FAILED: " + err.Error()})
+			continue
+		}
+		c.setMessage("%s", out)
 		return
 	}
 }

@@ -25,6 +25,8 @@ type fakeHost struct {
 	logs     []string
 	shellOn  bool
 	password *Password
+	fleet    string   // the status screen's Fleet line
+	approved []string // join codes approved
 }
 
 func (h *fakeHost) ShellEnabled() bool {
@@ -39,7 +41,7 @@ func (h *fakeHost) Password() *Password { return h.password }
 func (h *fakeHost) changes() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.restarts) + h.mgmtSets + len(h.actions) + len(h.power) + h.shells
+	return len(h.restarts) + h.mgmtSets + len(h.actions) + len(h.power) + h.shells + len(h.approved)
 }
 
 func (h *fakeHost) Status() Status {
@@ -55,7 +57,7 @@ func (h *fakeHost) Status() Status {
 		NICs: []string{"eth0 52:54:00:aa:00:00: primary - the first other NIC with carrier",
 			"eth1 52:54:00:aa:00:01: management - network-booted from it (BOOTIF)"},
 		Services:   []ServiceInfo{{Name: "netcfg", State: "running", PID: 10}, {Name: "hostd", State: "running", PID: 42, Restarts: len(h.restarts)}},
-		Workspaces: map[string]int{"AVAILABLE": 2, "STOPPED": 1},
+		Workspaces: map[string]int{"AVAILABLE": 2, "STOPPED": 1}, Fleet: h.fleet,
 		Alarms:     []string{"init_on_free off: freed guest memory is not zeroed by the kernel"}}
 }
 
@@ -84,6 +86,27 @@ func (h *fakeHost) WorkspaceAction(_ context.Context, action, id string) (string
 	defer h.mu.Unlock()
 	h.actions = append(h.actions, action+" "+id)
 	return "ok", nil
+}
+
+func (h *fakeHost) Hosts(context.Context) ([]FleetHost, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	list := []FleetHost{
+		{ID: "host-aaaaaaaaaa", Name: "rack1-a", State: "ready", This: true, Address: "10.0.0.1:7443", HardwareID: "dmi-uuid:1111",
+			VCPUs: 4, VCPUsCap: 16, MemoryMiB: 8192, MemoryMiBCap: 61440, Workspaces: 2},
+		{ID: "host-bbbbbbbbbb", Name: "rack1-b", State: "down", Address: "10.0.0.2:7443", HardwareID: "dmi-uuid:2222", VCPUsCap: 16, MemoryMiBCap: 61440},
+	}
+	if len(h.approved) == 0 {
+		list = append(list, FleetHost{Name: "rack1-c", State: "joining", JoinCode: "ABCD-EFGH-JKLM", HardwareID: "mac:52:54:00:00:00:03"})
+	}
+	return list, nil
+}
+
+func (h *fakeHost) ApproveHost(_ context.Context, code string) (string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.approved = append(h.approved, code)
+	return "host-cccccccccc approved", nil
 }
 
 func (h *fakeHost) Management() (Management, error) {
@@ -205,7 +228,7 @@ func TestStatusScreenFits80x24(t *testing.T) {
 	r.want("Management  eth0 10.0.2.15/24 gw 10.0.2.2 (dhcp)")
 	r.want("2 AVAILABLE, 1 STOPPED (total 3)")
 	r.want("! init_on_free off")
-	r.want("Choose 1-8:")
+	r.want("Choose 1-9:")
 	r.mu.Lock()
 	raw := r.raw.String()
 	r.mu.Unlock()
@@ -225,7 +248,7 @@ func TestStatusScreenFits80x24(t *testing.T) {
 func TestRestartService(t *testing.T) {
 	r := newRig(t)
 	r.setPassword()
-	r.want("Choose 1-8:")
+	r.want("Choose 1-9:")
 	r.typ("2")
 	r.unlock()
 	r.want("Restart a service")
@@ -233,7 +256,7 @@ func TestRestartService(t *testing.T) {
 	r.typ("2")
 	r.want("Restart hostd?")
 	r.typ("n\r")
-	r.want("Choose 1-8:")
+	r.want("Choose 1-9:")
 	r.typ("22y\r")
 	r.want("Restarting hostd.")
 	if len(r.host.restarts) != 1 || r.host.restarts[0] != "hostd" {
@@ -244,7 +267,7 @@ func TestRestartService(t *testing.T) {
 func TestManagementStatic(t *testing.T) {
 	r := newRig(t)
 	r.setPassword()
-	r.want("Choose 1-8:")
+	r.want("Choose 1-9:")
 	r.typ("1")
 	// The network screen: free to look at, with each NIC's role and rule.
 	r.want("Configured: DHCP")
@@ -268,13 +291,13 @@ func TestManagementStatic(t *testing.T) {
 	r.typ("1")
 	r.want("Choose d or s:")
 	r.typ("\x1b")
-	r.want("Choose 1-8:")
+	r.want("Choose 1-9:")
 }
 
 func TestWorkspaceStop(t *testing.T) {
 	r := newRig(t)
 	r.setPassword()
-	r.want("Choose 1-8:")
+	r.want("Choose 1-9:")
 	r.typ("4")
 	r.want("ws-bbbbbbbbb")
 	r.typ("2")
@@ -291,7 +314,7 @@ func TestWorkspaceStop(t *testing.T) {
 
 func TestLogsPaging(t *testing.T) {
 	r := newRig(t)
-	r.want("Choose 1-8:")
+	r.want("Choose 1-9:")
 	r.typ("3")
 	r.want("3  init")
 	r.typ("2")
@@ -301,13 +324,13 @@ func TestLogsPaging(t *testing.T) {
 	r.typ("g")
 	r.want("hostd line 1")
 	r.typ("q")
-	r.want("Choose 1-8:")
+	r.want("Choose 1-9:")
 }
 
 func TestFactoryResetNeedsTypedConfirmation(t *testing.T) {
 	r := newRig(t)
 	r.setPassword()
-	r.want("Choose 1-8:")
+	r.want("Choose 1-9:")
 	r.typ("8")
 	r.unlock()
 	r.want("Type RESET")
@@ -338,18 +361,18 @@ func TestRebootAndShell(t *testing.T) {
 	r := newRig(t)
 	r.host.shellOn = true
 	r.setPassword()
-	r.want("Choose 1-8:")
+	r.want("Choose 1-9:")
 	r.typ("6")
 	r.unlock()
 	r.want("Reboot the host?")
 	r.typ("n\r")
-	r.want("Choose 1-8:")
+	r.want("Choose 1-9:")
 	r.typ("5") // unlocked: no second prompt
 	deadline := time.Now().Add(5 * time.Second)
 	for r.host.changes() == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	r.want("Choose 1-8:")
+	r.want("Choose 1-9:")
 	if r.host.shells != 1 || len(r.host.power) != 0 {
 		t.Errorf("shells %d, power %v", r.host.shells, r.host.power)
 	}
@@ -359,7 +382,7 @@ func TestRebootAndShell(t *testing.T) {
 // a wrong one opens nothing, and five wrong ones lock guessing out.
 func TestShellNeedsPassword(t *testing.T) {
 	r := newRig(t)
-	r.want("Choose 1-8:")
+	r.want("Choose 1-9:")
 	r.typ("5")
 	r.want("The shell is off")
 	r.host.mu.Lock()
@@ -409,7 +432,7 @@ func TestShellNeedsPassword(t *testing.T) {
 		r.typ("5")
 		r.want("Console password:")
 		r.typ(fmt.Sprintf("wrong-%d\r", i))
-		r.want("Choose 1-8:")
+		r.want("Choose 1-9:")
 	}
 	r.typ("5")
 	r.want("Console password:")
@@ -428,12 +451,12 @@ func TestLockedConsoleChangesNothing(t *testing.T) {
 	r := newRig(t)
 	r.host.shellOn = true
 	r.setPassword()
-	r.want("Choose 1-8:")
+	r.want("Choose 1-9:")
 	for _, k := range []string{"2", "5", "6", "7", "8", "P"} {
 		r.typ(k)
 		r.want("Console password:")
 		r.typ("\x1b")
-		r.want("Choose 1-8:")
+		r.want("Choose 1-9:")
 	}
 	r.typ("1")
 	r.want("Choose d or s:")
@@ -451,7 +474,7 @@ func TestLockedConsoleChangesNothing(t *testing.T) {
 	r.typ("3") // logs: no password
 	r.want("3  init")
 	r.typ("q")
-	r.want("Choose 1-8:")
+	r.want("Choose 1-9:")
 	if n := r.host.changes(); n != 0 {
 		t.Errorf("%d changes without the password", n)
 	}
@@ -461,7 +484,7 @@ func TestLockedConsoleChangesNothing(t *testing.T) {
 func TestAutoLock(t *testing.T) {
 	r := newRig(t)
 	r.setPassword()
-	r.want("Choose 1-8:")
+	r.want("Choose 1-9:")
 	r.typ("6")
 	r.unlock()
 	r.want("Reboot the host?")
@@ -495,5 +518,52 @@ func TestDecodeKeys(t *testing.T) {
 	}
 	if k, used := decode([]byte("\x1b["), false); k != nil || used != 0 {
 		t.Errorf("an incomplete sequence was decoded: %+v %d", k, used)
+	}
+}
+
+func TestStatusShowsJoinCode(t *testing.T) {
+	r := newRig(t)
+	r.host.mu.Lock()
+	r.host.fleet = "join code ABCD-EFGH-JKLM: approve on a fleet host (9 Hosts, or hostd hosts approve)"
+	r.host.mu.Unlock()
+	r.want("Fleet       join code ABCD-EFGH-JKLM: approve on a fleet host")
+	r.want("9 Hosts  Choose 1-9:")
+	for _, l := range r.screen.Lines() {
+		if len(l) > 79 {
+			t.Errorf("row longer than 79 columns: %q", l)
+		}
+	}
+}
+
+// TestHostsApprove: the host list needs no password; approving a joining host does, and
+// a locked console approves nothing.
+func TestHostsApprove(t *testing.T) {
+	r := newRig(t)
+	r.setPassword()
+	r.want("Choose 1-9:")
+	r.typ("9")
+	r.want("rack1-a *")
+	r.want("4/16 vCPU")
+	r.want("join code ABCD-EFGH-JKLM")
+	r.typ("3")
+	r.want("Choose a:")
+	r.typ("a\r")
+	r.want("Console password:")
+	r.typ("wrong\r")
+	r.want("Choose 1-9:") // refused: back to the status screen
+	if r.host.changes() != 0 {
+		t.Fatalf("a wrong password approved: %v", r.host.approved)
+	}
+	r.typ("9")
+	r.want("join code ABCD-EFGH-JKLM")
+	r.typ("3")
+	r.want("Choose a:")
+	r.typ("a\r")
+	r.unlock()
+	r.want("Approve ABCD-EFGH-JKLM? (y/n)")
+	r.typ("y\r")
+	r.want("host-cccccccccc approved")
+	if len(r.host.approved) != 1 || r.host.approved[0] != "ABCD-EFGH-JKLM" {
+		t.Errorf("approved: %v", r.host.approved)
 	}
 }
