@@ -58,7 +58,7 @@ func (h *fakeHost) Status() Status {
 			"eth1 52:54:00:aa:00:01: management - network-booted from it (BOOTIF)"},
 		Services:   []ServiceInfo{{Name: "netcfg", State: "running", PID: 10}, {Name: "hostd", State: "running", PID: 42, Restarts: len(h.restarts)}},
 		Workspaces: map[string]int{"AVAILABLE": 2, "STOPPED": 1}, Fleet: h.fleet,
-		Alarms:     []string{"init_on_free off: freed guest memory is not zeroed by the kernel"}}
+		Alarms: []string{"init_on_free off: freed guest memory is not zeroed by the kernel"}}
 }
 
 func (h *fakeHost) ServiceLog(name string) []string {
