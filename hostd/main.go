@@ -29,10 +29,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -277,7 +279,13 @@ func run(path string, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		if nm, err = network.New(base, st, log.With("component", "network")); err != nil {
+		var fleetPorts []int
+		if f := h.Fleet; f != nil {
+			_, p, _ := net.SplitHostPort(f.Listen) // validated
+			port, _ := strconv.Atoi(p)
+			fleetPorts = []int{port, f.EtcdClientPort, f.EtcdPeerPort}
+		}
+		if nm, err = network.New(base, fleetPorts, st, log.With("component", "network")); err != nil {
 			return err
 		}
 		defer nm.Close()

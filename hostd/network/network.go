@@ -36,11 +36,18 @@ type Manager struct {
 }
 
 // New validates the base network (netcfg's config without WorkSpaces) and opens netcfg's
-// reconciler on the current network namespace.
-func New(base []byte, st store.Store, log *slog.Logger) (*Manager, error) {
+// reconciler on the current network namespace. fleetPorts are the TCP ports this host's
+// fleet peers reach it on (its fleet port, its etcd member's): the management NIC's
+// firewall opens them.
+func New(base []byte, fleetPorts []int, st store.Store, log *slog.Logger) (*Manager, error) {
 	cfg, err := config.Decode(base)
 	if err != nil {
 		return nil, fmt.Errorf("host network: %w", err)
+	}
+	for _, p := range fleetPorts {
+		if !slices.Contains(cfg.Host.FleetPorts, p) {
+			cfg.Host.FleetPorts = append(cfg.Host.FleetPorts, p)
+		}
 	}
 	if len(cfg.WorkSpaces) > 0 {
 		return nil, fmt.Errorf("host network: workspaces are hostd's to list, not the config's")

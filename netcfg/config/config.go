@@ -79,6 +79,12 @@ type HostServices struct {
 	BrokerPort   int      `yaml:"brokerPort"`   // default 443
 	AdminPort    int      `yaml:"adminPort"`    // default 8443
 	AdminSources []string `yaml:"adminSources"` // CIDRs; empty = any source
+	// FleetPorts are the TCP ports a fleet host's peers reach it on (its fleet port, its
+	// etcd member's client and peer ports), open to any source on the management NIC:
+	// the fleet's etcd authenticates peers by the fleet CA's mutual TLS, and a host that
+	// asks to join gets nothing until an administrator approves it. hostd adds its own
+	// when it keeps the network; a host whose network netcfg's service keeps lists them.
+	FleetPorts []int `yaml:"fleetPorts"`
 }
 
 // ManagementNetwork configures br-mgmt.

@@ -23,6 +23,7 @@ interfaces:
     addresses: [10.0.0.5/16]
 host:
   adminPort: 8443
+  fleetPorts: [7443, 2379, 2380]
 primaryNetwork:
   ipv6: drop
 ipGroups:
@@ -61,8 +62,8 @@ func mustModel(t *testing.T, y string) *Model {
 
 func TestGood(t *testing.T) {
 	m := mustModel(t, good)
-	if m.BrokerPort != 443 || m.AdminPort != 8443 {
-		t.Fatalf("ports %d %d", m.BrokerPort, m.AdminPort)
+	if m.BrokerPort != 443 || m.AdminPort != 8443 || fmt.Sprint(m.FleetPorts) != "[7443 2379 2380]" {
+		t.Fatalf("ports %d %d %v", m.BrokerPort, m.AdminPort, m.FleetPorts)
 	}
 	if g := m.Groups["wsipg-corp"]; g.Set.String() != "192.0.2.7, 198.51.100.0/24" {
 		t.Fatalf("group set %s", g.Set)
@@ -121,6 +122,11 @@ func TestBadConfigs(t *testing.T) {
 		{"port too big", "fromPort: 3389", "fromPort: 70000", "securityGroups[0].ingress[0].fromPort"},
 		{"admin port too big", "adminPort: 8443", "adminPort: 65536", "host.adminPort"},
 		{"admin port streaming", "adminPort: 8443", "adminPort: 4172", "host.adminPort"},
+		{"fleet port 0", "[7443, 2379, 2380]", "[7443, 0, 2380]", "host.fleetPorts[1]"},
+		{"fleet port too big", "[7443, 2379, 2380]", "[7443, 2379, 70000]", "host.fleetPorts[2]"},
+		{"fleet port streaming", "[7443, 2379, 2380]", "[4172]", "host.fleetPorts[0]"},
+		{"fleet port is the admin port", "[7443, 2379, 2380]", "[7443, 8443]", "host.fleetPorts[1]"},
+		{"fleet port twice", "[7443, 2379, 2380]", "[7443, 2379, 7443]", "host.fleetPorts[2]"},
 		{"bad address", "10.0.0.5/16", "10.0.0.5/40", "interfaces.primary.addresses[0]"},
 		{"bad mac", `"02:00:00:00:00:02"`, `"02:00:00:00:00"`, "interfaces.primary.mac"},
 		{"gateway outside", "gateway: 203.0.113.1", "gateway: 10.9.9.9", "interfaces.management.gateway"},

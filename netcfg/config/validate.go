@@ -69,6 +69,7 @@ type Model struct {
 	BrokerPort    uint16
 	AdminPort     uint16
 	AdminSources  []netip.Prefix // empty = any
+	FleetPorts    []uint16
 	Candidates    []netip.Prefix
 	LeaseTime     time.Duration
 	MgmtMTU       int
@@ -241,6 +242,25 @@ func (v *Validator) Validate(c *Config) (*Model, error) {
 	}
 	if m.AdminPort != 0 && m.AdminPort == m.BrokerPort {
 		e.add("host.adminPort", "same port %d as host.brokerPort", m.AdminPort)
+	}
+	for i, fp := range c.Host.FleetPorts {
+		field := fmt.Sprintf("host.fleetPorts[%d]", i)
+		if fp == 0 {
+			e.add(field, "port 0 is not a TCP port")
+			continue
+		}
+		p := port(&e, field, fp, 0)
+		switch {
+		case p == 0:
+		case p == PCoIPPort || p == WSPPort:
+			e.add(field, "%d is a streaming port", p)
+		case p == m.AdminPort || p == m.BrokerPort:
+			e.add(field, "%d is the admin or broker port, which IP access control guards", p)
+		case slices.Contains(m.FleetPorts, p):
+			e.add(field, "%d is listed twice", p)
+		default:
+			m.FleetPorts = append(m.FleetPorts, p)
+		}
 	}
 	for i, s := range c.Host.AdminSources {
 		if p, ok := cidr4(&e, fmt.Sprintf("host.adminSources[%d]", i), s); ok {

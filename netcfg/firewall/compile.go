@@ -15,6 +15,8 @@
 //
 //	client -> mgmt NIC -> inet input: host_mgmt -> client_acl (IP access control sets;
 //	        accepted flows get conntrack mark ClientFlowMark)
+//	admin -> mgmt NIC -> inet input: host_mgmt (admin port, from AdminSources if set)
+//	fleet peer -> mgmt NIC -> inet input: host_mgmt (FleetPorts, any source: mutual TLS)
 //	host client port -> client (a new flow) -> inet output: host_mgmt_out -> client_acl_out
 //	guest eth0 -> wsm tap -> bridge prerouting: <vm>_m_port (MAC/IP/ARP anti-spoof, mark)
 //	        -> inet input: vmnet_in -> <vm>_m_from (DHCP, metadata, KMS, 50002/55002)
@@ -105,6 +107,7 @@ type Spec struct {
 	BrokerPort    uint16
 	AdminPort     uint16
 	AdminSources  cidrset.Set // nil: any source
+	FleetPorts    []uint16    // TCP, any source: the fleet's peers (mutual TLS)
 	Directories   []DirectoryACL
 	VMs           []VM
 }
@@ -499,6 +502,9 @@ func (c *Compiler) compileInet(s *Spec, vms []*vmRules) *Table {
 		admin.saddrSet("admin_src")
 	}
 	hm.Rules = append(hm.Rules, admin.accept())
+	for _, p := range s.FleetPorts {
+		hm.Rules = append(hm.Rules, R().dport(tcp, p, p).accept())
+	}
 	for _, cp := range s.ClientPorts() {
 		hm.Rules = append(hm.Rules, R().dport(cp.Proto, cp.Port, cp.Port).jump("client_acl"))
 	}

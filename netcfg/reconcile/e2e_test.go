@@ -166,6 +166,7 @@ interfaces:
 host:
   adminPort: {{.AdminPort}}
   adminSources: [DENIED/32]
+  fleetPorts: [7443]
 {{- if .Candidates}}
 managementNetwork:
   candidates: [{{.Candidates}}]
@@ -314,7 +315,7 @@ func (vm *vmNS) guestDHCP(t *testing.T) *dhcpclient.Lease {
 
 func (tp *topo) listeners() {
 	// host services on every address: only the firewall decides
-	for _, p := range []string{"443", "4172", "4195", "8443", "8080"} {
+	for _, p := range []string{"443", "4172", "4195", "8443", "8080", "7443"} {
 		tp.host.EchoTCP("0.0.0.0:" + p)
 	}
 	tp.host.EchoUDP("0.0.0.0:4172")
@@ -393,6 +394,9 @@ func TestEndToEnd(t *testing.T) {
 		{Name: "admin API from admin source", NS: c, Proto: "tcp", Src: denied, Dst: H("8443"), Allowed: true},
 		{Name: "admin API from elsewhere", NS: c, Proto: "tcp", Src: allowedA, Dst: H("8443"), Allowed: false},
 		{Name: "closed port (listener, not listed)", NS: c, Proto: "tcp", Src: allowedA, Dst: H("8080"), Allowed: false},
+		{Name: "fleet port from any source", NS: c, Proto: "tcp", Src: denied, Dst: H("7443"), Allowed: true},
+		{Name: "fleet port from a client", NS: c, Proto: "tcp", Src: allowedA, Dst: H("7443"), Allowed: true},
+		{Name: "fleet port, primary side", NS: l, Proto: "tcp", Src: "10.0.0.1", Dst: hp(hostPrimIP, "7443"), Allowed: false},
 		// host input, primary side: nothing but established and DHCP
 		{Name: "LAN to host broker port", NS: l, Proto: "tcp", Src: "10.0.0.1", Dst: hp(hostPrimIP, "443"), Allowed: false},
 		{Name: "LAN to host streaming", NS: l, Proto: "udp", Src: "10.0.0.1", Dst: hp(hostPrimIP, "4172"), Allowed: false},

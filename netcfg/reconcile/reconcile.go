@@ -249,6 +249,7 @@ func (r *Reconciler) prepare(cfg *config.Config) (*plan, error) {
 		VMBridge: links.MgmtBridge, PrimaryIPv6: m.PrimaryIPv6,
 		BrokerPort: m.BrokerPort, AdminPort: m.AdminPort,
 		AdminSources: cidrset.FromPrefixes(slices.Clone(m.AdminSources)),
+		FleetPorts:   slices.Clone(m.FleetPorts),
 	}
 	for _, d := range m.Directories {
 		spec.Directories = append(spec.Directories, firewall.DirectoryACL{
