@@ -663,7 +663,7 @@ func (h *host) ApproveHost(ctx context.Context, code string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s (%s, %s) approved: it joins as soon as it has its credentials", out.HostId, out.Name, out.HardwareId), nil
+	return fmt.Sprintf("approved %s (%s): it joins once it has its credentials", out.HostId, out.Name), nil
 }
 
 // hardwareID is the identity hostd registers this host under: the host config's, else
@@ -678,8 +678,32 @@ func (h *host) hardwareID() string {
 	return ""
 }
 
-// joinCodeRe is hostd's line for a host waiting for approval (hostd/fleet.go).
-var joinCodeRe = regexp.MustCompile(`deskhost: join code (\S+):`)
+// joinCodeRe is hostd's line for a host waiting for approval (hostd/fleet.go), and
+// joinUnreachable its log message while the fleet host it joins through cannot be reached
+// (hostd/fleet/join.go); logErrRe finds the error in a log line, text or JSON.
+var (
+	joinCodeRe      = regexp.MustCompile(`deskhost: join code (\S+):`)
+	joinUnreachable = "join: fleet host not reached"
+	logErrRe        = regexp.MustCompile(`"?err"?[=:]"((?:[^"\\]|\\.)*)"`)
+)
+
+// joiningLine is the Fleet line of a host whose hostd does not serve yet, from hostd's
+// log: the join code it waits with, or why it cannot ask.
+func joiningLine(lines []string) string {
+	for i := len(lines) - 1; i >= 0; i-- {
+		if m := joinCodeRe.FindStringSubmatch(lines[i]); m != nil {
+			return "join code " + m[1] + ": approve on a fleet host (9 Hosts, or hostd hosts approve)"
+		}
+		if strings.Contains(lines[i], joinUnreachable) {
+			why := "see 3 Logs, hostd"
+			if m := logErrRe.FindStringSubmatch(lines[i]); m != nil {
+				why = strings.ReplaceAll(m[1], `\"`, `"`)
+			}
+			return "cannot reach the fleet host to join: " + why
+		}
+	}
+	return "not in the fleet yet (hostd is starting)"
+}
 
 // fleetLine is the status screen's Fleet line: "" for a host in no fleet; the join code
 // while hostd waits for approval (its log's last join-code line: hostd serves nothing
@@ -690,15 +714,11 @@ func (h *host) fleetLine(serving bool) string {
 		return ""
 	}
 	if !serving {
+		var lines []string
 		if s := h.byName["hostd"]; s != nil {
-			lines := s.Log().Lines(0)
-			for i := len(lines) - 1; i >= 0; i-- {
-				if m := joinCodeRe.FindStringSubmatch(lines[i]); m != nil {
-					return "join code " + m[1] + ": approve on a fleet host (9 Hosts, or hostd hosts approve)"
-				}
-			}
+			lines = s.Log().Lines(0)
 		}
-		return "not in the fleet yet (hostd is starting)"
+		return joiningLine(lines)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	list, err := h.Hosts(ctx)
@@ -720,7 +740,11 @@ func (h *host) fleetLine(serving bool) string {
 			parts = append(parts, fmt.Sprintf("%d %s", by[st], st))
 		}
 	}
-	line := fmt.Sprintf("%d hosts: %s", len(list), strings.Join(parts, ", "))
+	noun := "hosts"
+	if len(list) == 1 {
+		noun = "host"
+	}
+	line := fmt.Sprintf("%d %s: %s", len(list), noun, strings.Join(parts, ", "))
 	if this != "" {
 		line += "; this one " + this
 	}

@@ -178,3 +178,32 @@ func TestParseRefusesBadNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestJoiningLine(t *testing.T) {
+	cases := []struct {
+		name  string
+		lines []string
+		want  string
+	}{
+		{"starting", []string{`time=… level=INFO msg="memory preflight"`}, "not in the fleet yet (hostd is starting)"},
+		{"unreachable, text log", []string{
+			`time=… level=WARN msg="join: fleet host not reached; trying again" component=fleet join=https://10.99.0.11:7443 err="Post \"https://10.99.0.11:7443/join\": dial tcp 10.99.0.11:7443: i/o timeout"`},
+			`cannot reach the fleet host to join: Post "https://10.99.0.11:7443/join": dial tcp 10.99.0.11:7443: i/o timeout`},
+		{"unreachable, JSON log", []string{
+			`{"time":"…","level":"WARN","msg":"join: fleet host not reached; trying again","join":"https://h:7443","err":"connection refused"}`},
+			"cannot reach the fleet host to join: connection refused"},
+		{"code after a failure", []string{
+			`time=… level=WARN msg="join: fleet host not reached; trying again" err=x`,
+			"deskhost: join code ABCD-EFGH-JKLM: approve this host on a fleet host with `hostd hosts approve ABCD-EFGH-JKLM`"},
+			"join code ABCD-EFGH-JKLM: approve on a fleet host (9 Hosts, or hostd hosts approve)"},
+		{"failure after a code", []string{
+			"deskhost: join code ABCD-EFGH-JKLM: approve this host on a fleet host with `hostd hosts approve ABCD-EFGH-JKLM`",
+			`time=… level=WARN msg="join: fleet host not reached; trying again" err="no route"`},
+			"cannot reach the fleet host to join: no route"},
+	}
+	for _, tc := range cases {
+		if got := joiningLine(tc.lines); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

@@ -39,11 +39,21 @@ type vm struct {
 // runs (wait=on), so nothing the guest prints is lost.
 func startVM(t testing.TB, name string, args []string) *vm {
 	t.Helper()
+	return startVMIn(t, name, "", args)
+}
+
+// startVMIn is startVM with qemu in the network namespace netns ("": the test's own), where
+// its tap NICs are.
+func startVMIn(t testing.TB, name, netns string, args []string) *vm {
+	t.Helper()
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "serial.sock")
 	all := append([]string{"-accel", "tcg", "-display", "none", "-monitor", "none",
 		"-serial", "unix:" + sock + ",server=on,wait=on"}, args...)
 	cmd := exec.Command("qemu-system-x86_64", all...)
+	if netns != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", netns, "qemu-system-x86_64"}, all...)...) // ip execs qemu: same process
+	}
 	// A test binary that dies (a -timeout panic) takes its guests with it; t.Cleanup
 	// would not run.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
