@@ -96,8 +96,8 @@ type Config struct {
 	Network                         Network
 	ManagementBridge, PrimaryBridge string
 
-	ProvisionTimeout    time.Duration // boot to agent answer, for create, start and reboot
-	ShutdownTimeout     time.Duration // graceful power-off before it is forced
+	ProvisionTimeout time.Duration // boot to agent answer, for create, start and reboot
+	ShutdownTimeout  time.Duration // graceful power-off before it is forced
 	// The agent's status checks (guide §19): asked every HealthInterval, each answered
 	// within HealthTimeout (tolerant of a busy guest); HealthMisses consecutive misses make
 	// a WorkSpace UNHEALTHY, the first answer makes it AVAILABLE again. Within HealthGrace
