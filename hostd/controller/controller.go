@@ -103,10 +103,13 @@ type Config struct {
 	// a WorkSpace UNHEALTHY, the first answer makes it AVAILABLE again. Within HealthGrace
 	// of a boot, restart or start no miss counts: the guide's "If you just rebooted or
 	// started your WorkSpace, wait a few minutes".
-	HealthInterval      time.Duration
-	HealthTimeout       time.Duration
-	HealthMisses        int
-	HealthGrace         time.Duration
+	HealthInterval time.Duration
+	HealthTimeout  time.Duration
+	HealthMisses   int
+	HealthGrace    time.Duration
+	// SiteZone is the site's time zone, in which the guide's maintenance windows open
+	// (hostd/maintenance). nil: no automatic maintenance.
+	SiteZone            *time.Location
 	TerminatedRetention time.Duration
 
 	// Preflight is run before any WorkSpace boots; an error keeps VMs from starting.
@@ -472,6 +475,12 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 	}
 	if err != nil {
 		log.Error("load", "err", err)
+		return false
+	}
+	if w, err = c.maintain(w); err != nil {
+		if !errors.Is(err, errSuperseded) {
+			log.Error("maintenance window", "err", err)
+		}
 		return false
 	}
 	switch w.State {
@@ -1181,7 +1190,11 @@ func (c *Controller) keepRunning(ctx context.Context, w workspace.Workspace, h *
 		return err
 	}
 	if !st.Active() {
-		c.cfg.Log.Warn("guest stopped unexpectedly; restarting", "workspace", w.ID, "domain", st.String())
+		if w.State == workspace.Maintenance && w.Maintenance.Return == workspace.Stopped {
+			c.cfg.Log.Info("starting for its maintenance window", "workspace", w.ID, "until", w.Maintenance.Until)
+		} else {
+			c.cfg.Log.Warn("guest stopped unexpectedly; restarting", "workspace", w.ID, "domain", st.String())
+		}
 		if err := c.guestGone(w.ID); err != nil {
 			var m *memoryError
 			if errors.As(err, &m) {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"deskhost/hostd/maintenance"
+	"deskhost/hostd/service"
 	"deskhost/hostd/virt"
 	"deskhost/hostd/workspace"
 )
@@ -102,5 +104,108 @@ func TestHealthAgainstLibvirt(t *testing.T) {
 	}
 	if time.Now().Before(back) {
 		t.Errorf("AVAILABLE before the agent's silence ended")
+	}
+}
+
+// TestMaintenanceWindowsAgainstLibvirt drives the guide's automatic maintenance (§6) with
+// an injected clock: an AlwaysOn WorkSpace is MAINTENANCE during its Sunday window and
+// AVAILABLE after; a stopped AutoStop WorkSpace is started for its monthly window, shown
+// MAINTENANCE, and stopped again after; with the directory's maintenance mode disabled,
+// nothing enters MAINTENANCE.
+func TestMaintenanceWindowsAgainstLibvirt(t *testing.T) {
+	loc, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The controller's and the service's clock start on a Wednesday noon (no window of
+	// either mode), whatever the real time.
+	wed := time.Date(2027, 2, 3, 12, 0, 0, 0, loc)
+	var skew atomic.Int64
+	skew.Store(int64(time.Until(wed)))
+	h := newHarness(t, func(c *Config) {
+		c.HealthInterval, c.HealthTimeout = time.Second, 3*time.Second
+		c.SiteZone = loc
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	}, nil)
+	ctx := context.Background()
+	on := h.create("alice")
+	auto := h.create("bob", autoStop)
+	h.waitState(on.ID, workspace.Available, bootWithin)
+	h.waitState(auto.ID, workspace.Available, bootWithin)
+	if failed, err := h.svc.StopWorkspaces(ctx, []string{auto.ID}); err != nil || len(failed) > 0 {
+		t.Fatalf("stop: %v %+v", err, failed)
+	}
+	h.waitState(auto.ID, workspace.Stopped, time.Minute)
+	at := func(t0 time.Time) { skew.Store(int64(time.Until(t0))) }
+	// Poll within a few health intervals (each worker looks again every interval).
+	const within = 30 * time.Second
+
+	// AlwaysOn: Sunday 00:00–04:00 site time.
+	win := maintenance.Next(workspace.AlwaysOn, on.ID, wed, loc)
+	if win.Start.Weekday() != time.Sunday || win.Start.In(loc).Hour() != 0 {
+		t.Fatalf("AlwaysOn window %v", win.Start)
+	}
+	at(win.Start.Add(time.Minute))
+	h.waitState(on.ID, workspace.Maintenance, within)
+	if m := h.get(on.ID).Maintenance; !m.Until.Equal(win.End) || m.Return != workspace.Available {
+		t.Errorf("AlwaysOn maintenance record %+v, want until %v returning AVAILABLE", m, win.End)
+	}
+	if st := h.domainState(on.ID); st != virt.Running {
+		t.Errorf("AlwaysOn WorkSpace in maintenance: domain %s", st)
+	}
+	failed, _ := h.svc.RebootWorkspaces(ctx, []string{on.ID})
+	if len(failed) != 1 || !strings.Contains(failed[0].Message, "MAINTENANCE") {
+		t.Errorf("reboot during MAINTENANCE: %+v", failed)
+	}
+	if _, open := maintenance.Current(workspace.AutoStop, auto.ID, win.Start.Add(time.Minute), loc); !open {
+		if st := h.get(auto.ID).State; st != workspace.Stopped {
+			t.Errorf("AutoStop WorkSpace %s during the AlwaysOn window", st)
+		}
+	}
+	at(win.End)
+	h.waitState(on.ID, workspace.Available, within)
+
+	// AutoStop: its day of the fortnight from the third Monday, 00:00–05:00.
+	awin := maintenance.Next(workspace.AutoStop, auto.ID, win.End, loc)
+	at(awin.Start.Add(time.Minute))
+	started := time.Now()
+	h.waitState(auto.ID, workspace.Maintenance, within)
+	if m := h.get(auto.ID).Maintenance; !m.Until.Equal(awin.End) || m.Return != workspace.Stopped {
+		t.Errorf("AutoStop maintenance record %+v, want until %v returning STOPPED", m, awin.End)
+	}
+	for h.domainState(auto.ID) != virt.Running {
+		if time.Since(started) > bootWithin {
+			t.Fatalf("AutoStop WorkSpace not started for maintenance: %s", h.domainState(auto.ID))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	a := h.agent(auto.ID)
+	if _, err := a.Status(ctx); err != nil {
+		t.Errorf("agent of the WorkSpace in maintenance: %v", err)
+	}
+	a.Close()
+	t.Logf("AutoStop WorkSpace started for maintenance: agent answers %s after the window opened", time.Since(started).Round(time.Millisecond))
+	at(awin.End.Add(time.Second))
+	seen := h.waitState(auto.ID, workspace.Stopped, time.Minute)
+	if st := h.domainState(auto.ID); st != virt.Shutoff {
+		t.Errorf("after maintenance: domain %s, want shut off", st)
+	}
+	t.Logf("after the window: %v", seen)
+	// Once per window: a second look within the same (past) window changes nothing.
+	if st := h.get(auto.ID).State; st != workspace.Stopped {
+		t.Errorf("after maintenance %s", st)
+	}
+
+	// Maintenance mode disabled on the directory: the next Sunday passes without it.
+	off := false
+	if err := h.svc.ModifyWorkspaceCreationProperties(ctx, testDirectory, service.CreationChange{EnableMaintenanceMode: &off}); err != nil {
+		t.Fatal(err)
+	}
+	next := maintenance.Next(workspace.AlwaysOn, on.ID, win.End, loc)
+	at(next.Start.Add(time.Minute))
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if st := h.get(on.ID).State; st != workspace.Available {
+			t.Fatalf("maintenance mode disabled, yet the WorkSpace is %s", st)
+		}
 	}
 }
