@@ -145,9 +145,6 @@ func (h *Hostd) validate(managedNetwork bool) error {
 	if h.HealthMisses < 1 {
 		bad("hostd.healthMisses: must be ≥ 1")
 	}
-	if h.HealthTimeout.Duration < 0 || h.HealthGrace.Duration < 0 {
-		bad("hostd.healthTimeout, hostd.healthGrace: must not be negative")
-	}
 	if _, err := h.SiteZone(); err != nil {
 		bad("hostd.siteTimeZone %q: %v", h.SiteTimeZone, err)
 	}
