@@ -58,6 +58,12 @@ type Workspace struct {
 	// (hostd/maintenance): while MAINTENANCE, the state it returns to at the window's end.
 	Maintenance MaintenanceRun `json:"maintenance,omitzero"`
 
+	// Hibernated: AutoStop's stop saved the running guest's state (its RAM) to disk, and
+	// the next start restores it. ResumeFailed is why a restore failed and the start
+	// booted afresh, for the AVAILABLE record's error fields.
+	Hibernated   bool   `json:"hibernated,omitempty"`
+	ResumeFailed string `json:"resumeFailed,omitempty"`
+
 	// Connection is the user's streaming session as the connection manager last reported it.
 	Connection Connection `json:"connection,omitzero"`
 
