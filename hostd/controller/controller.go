@@ -90,6 +90,9 @@ type Config struct {
 	DataDir    string // volumes/ (the libvirt pool) and run/<id>/ (sockets, serial log)
 	Pool       string // libvirt storage pool name
 	DomainType string // "kvm", or "qemu" where guests run under TCG
+	// SaveDir is libvirtd's managed save directory as this process sees it (hibernation);
+	// empty: derived from the libvirt socket (virt.SaveDir).
+	SaveDir string
 
 	// Network, when set, is netcfg managing the host's network: WorkSpaces attach to the
 	// taps it makes. Without it (development machines) they attach to the two bridges.
@@ -149,6 +152,11 @@ type Controller struct {
 	skipZero  atomic.Bool
 	resuming  func(id string)
 	holdRAM   func(pid int, ramBytes int64) (*memscrub.Held, error)
+	// savedState sees a held save image right before it is zeroed (zeroed false) and right
+	// after; coldStop makes AutoStop stops shut down instead of hibernating (the baseline of
+	// the hibernation figures).
+	savedState func(id string, f *memscrub.Held, zeroed bool)
+	coldStop   atomic.Bool
 	// reconciling, if set, is told when a reconcile of id starts (the watch benchmark).
 	reconciling func(id string)
 }
@@ -665,6 +673,16 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 			return permanent{err}
 		}
 	}
+	// A hibernated guest's save image is held before anything can delete it.
+	save, err := c.holdSave(w.ID)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if save != nil { // not handed to startSaved: it stays on disk for the next attempt
+			save.Release()
+		}
+	}()
 	root, user, err := c.ensureVolumes(w)
 	if err != nil {
 		return err
@@ -692,9 +710,13 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 			return err
 		}
 	}
-	// Defined afresh on every boot, so a changed bundle or host setting takes effect.
-	if err := c.cfg.Conn.Define(spec); err != nil {
-		return err
+	// Defined afresh on every cold boot, so a changed bundle or host setting takes effect.
+	// A restore keeps the definition the guest was saved with (libvirt restores the one in
+	// the image anyway).
+	if save == nil {
+		if err := c.cfg.Conn.Define(spec); err != nil {
+			return err
+		}
 	}
 	// The boot is written first, in a transaction guarded by this host's lease and the
 	// record as read (fencing): a host whose lease expired, or whose record changed
@@ -703,6 +725,23 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 		return err
 	}
 	start := func() error { return c.cfg.Conn.StartPaused(w.ID) }
+	restored := false
+	if save != nil {
+		f := save
+		save = nil // startSaved scrubs it, whatever happens
+		start = func() error {
+			reason, err := c.startSaved(w.ID, f, func() error { return c.cfg.Conn.Define(spec) })
+			if err != nil {
+				return err
+			}
+			if reason == "" {
+				restored = true
+				return nil
+			}
+			// The reason stays on the record through the boot (boot keeps it on AVAILABLE).
+			return c.transition(w.ID, w.State, func(r *workspace.Workspace) { r.ErrorMessage = reason })
+		}
+	}
 	if c.cfg.HugePages {
 		added, err := memscrub.WithHugePages(int64(spec.MemoryMiB)<<20, start)
 		if added > 0 {
@@ -731,7 +770,7 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 		return err
 	}
 	c.cfg.Log.Info("domain started", "workspace", w.ID, "memoryMiB", spec.MemoryMiB, "vcpus", spec.VCPUs,
-		"hugePages", spec.HugePages, "runAs", spec.RunAs, "limits", spec.Limits)
+		"hugePages", spec.HugePages, "runAs", spec.RunAs, "limits", spec.Limits, "restored", restored)
 	return nil
 }
 
@@ -999,7 +1038,13 @@ func (c *Controller) boot(ctx context.Context, w workspace.Workspace, from works
 		}
 		return err
 	}
-	return c.set(w.ID, from, workspace.Available)
+	return c.transition(w.ID, from, func(r *workspace.Workspace) {
+		reason := r.ErrorMessage
+		r.SetState(workspace.Available, c.cfg.Now())
+		if from == workspace.Starting && strings.HasPrefix(reason, resumeFailedPrefix) {
+			r.ErrorMessage = reason // the user's open applications are gone: say why
+		}
+	})
 }
 
 // bootFailed puts a WorkSpace whose boot failed in ERROR with the reason, after powering
@@ -1034,6 +1079,20 @@ func (c *Controller) reboot(ctx context.Context, w workspace.Workspace, h *healt
 }
 
 func (c *Controller) stop(ctx context.Context, w workspace.Workspace) error {
+	if w.Properties.RunningMode == workspace.AutoStop && !c.coldStop.Load() {
+		err := c.hibernate(ctx, w.ID)
+		if err == nil {
+			return c.set(w.ID, workspace.Stopping, workspace.Stopped)
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		if m := (*memoryError)(nil); errors.As(err, &m) {
+			return c.fail(w.ID, workspace.Stopping, m.code, err)
+		}
+		// The guest still runs, or is gone with its saved state scrubbed: a cold stop.
+		c.cfg.Log.Warn("hibernate failed; shutting down instead", "workspace", w.ID, "err", err)
+	}
 	if err := c.powerOff(ctx, w.ID, true); err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -1104,6 +1163,9 @@ func (c *Controller) syncNetwork(ctx context.Context) error {
 // teardown removes everything of id from the host: domain (RAM scrubbed), volumes, files.
 func (c *Controller) teardown(ctx context.Context, id string) error {
 	if err := c.powerOff(ctx, id, false); err != nil {
+		return err
+	}
+	if err := c.discardSave(id); err != nil { // before Undefine, which would delete it unscrubbed
 		return err
 	}
 	if err := c.cfg.Conn.Undefine(id); err != nil {
