@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"deskhost/hostd/memscrub"
+	"deskhost/hostd/service"
 	"deskhost/hostd/workspace"
 )
 
@@ -76,9 +77,13 @@ func TestHibernateResume(t *testing.T) {
 	}
 	a.Close()
 
-	// Hibernate.
+	// Hibernate: AutoStop's own stop, its AutoStop time passed on a clock two hours ahead.
+	later := service.New(h.store, service.Config{ComputeTypes: h.ctl.cfg.ComputeTypes, WorkspaceQuota: 20, Host: h.ctl.cfg.Owner},
+		h.ctl, func() time.Time { return time.Now().Add(2 * time.Hour) }, h.ctl.cfg.Log)
 	t0 := time.Now()
-	stop(t, h, w.ID)
+	if ids, err := later.AutoStop(ctx); err != nil || len(ids) != 1 || ids[0] != w.ID {
+		t.Fatalf("AutoStop stopped %v (%v), want [%s]", ids, err, w.ID)
+	}
 	h.waitState(w.ID, workspace.Stopped, 5*time.Minute)
 	hibernate := time.Since(t0)
 	if st := h.domainState(w.ID); st.Active() {
