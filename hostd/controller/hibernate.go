@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 
 	"deskhost/hostd/memscrub"
 )
@@ -26,7 +28,7 @@ const resumeFailedPrefix = "Resume from hibernation failed; cold booted instead:
 // savePath is where libvirtd keeps id's managed save image.
 func (c *Controller) savePath(id string) string {
 	if c.cfg.SaveDir != "" {
-		return c.cfg.SaveDir + "/" + id + ".save"
+		return filepath.Join(c.cfg.SaveDir, id+".save")
 	}
 	return c.cfg.Conn.ManagedSavePath(id)
 }
@@ -42,6 +44,10 @@ func (c *Controller) hibernate(ctx context.Context, id string) error {
 	}
 	if !st.Active() {
 		return errors.New("the guest is not running")
+	}
+	// The image must be reachable to be secured and scrubbed: no save where it is not.
+	if fi, err := os.Stat(filepath.Dir(c.savePath(id))); err != nil || !fi.IsDir() {
+		return fmt.Errorf("libvirt's save directory is not at %s (%v)", filepath.Dir(c.savePath(id)), err)
 	}
 	if err := c.hold(id, false); err != nil {
 		return err
@@ -65,6 +71,11 @@ func (c *Controller) hibernate(ctx context.Context, id string) error {
 // for the restore; qemu never needs it by name).
 func (c *Controller) privateSave(id string) error {
 	p := c.savePath(id)
+	if fi, err := os.Lstat(p); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			c.cfg.Log.Debug("saved state written", "workspace", id, "path", p, "bytes", fi.Size(), "mode", fi.Mode().Perm(), "uid", st.Uid, "gid", st.Gid)
+		}
+	}
 	if err := os.Lchown(p, 0, 0); err != nil {
 		return fmt.Errorf("saved state of %s: %w", id, err)
 	}

@@ -444,10 +444,13 @@ func TestTeardownScrubsGuestMemory(t *testing.T) {
 	}
 
 	fill(t, h, sl, id)
+	// A cold stop: hibernation (TestHibernateResume) would bring the filled RAM back.
+	h.ctl.coldStop.Store(true)
 	if failed, err := h.svc.StopWorkspaces(ctx, []string{id}); err != nil || len(failed) > 0 {
 		t.Fatal(err, failed)
 	}
 	h.waitState(id, workspace.Stopped, time.Minute)
+	h.ctl.coldStop.Store(false)
 	waitScrubbed(t, sl, id, 2, "stop")
 	if failed, err := h.svc.StartWorkspaces(ctx, []string{id}); err != nil || len(failed) > 0 {
 		t.Fatal(err, failed)
