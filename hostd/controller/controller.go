@@ -90,9 +90,6 @@ type Config struct {
 	DataDir    string // volumes/ (the libvirt pool) and run/<id>/ (sockets, serial log)
 	Pool       string // libvirt storage pool name
 	DomainType string // "kvm", or "qemu" where guests run under TCG
-	// SaveDir is libvirtd's managed save directory as this process sees it (hibernation);
-	// empty: derived from the libvirt socket (virt.SaveDir).
-	SaveDir string
 
 	// Network, when set, is netcfg managing the host's network: WorkSpaces attach to the
 	// taps it makes. Without it (development machines) they attach to the two bridges.
@@ -147,16 +144,13 @@ type Controller struct {
 	// (zeroed false) and right after (zeroed true), before it is released; skipZero
 	// releases RAM without zeroing it, to prove the tests would notice. resuming runs when
 	// a new guest's RAM is held and its vCPUs are about to run for the first time. holdRAM
-	// stands in for memscrub.Hold.
+	// stands in for memscrub.Hold. coldStop stops AutoStop WorkSpaces cold, as before
+	// hibernation (the baseline hibernation is measured against).
 	scrubbing func(id string, h *memscrub.Held, zeroed bool)
 	skipZero  atomic.Bool
+	coldStop  atomic.Bool
 	resuming  func(id string)
 	holdRAM   func(pid int, ramBytes int64) (*memscrub.Held, error)
-	// savedState sees a held save image right before it is zeroed (zeroed false) and right
-	// after; coldStop makes AutoStop stops shut down instead of hibernating (the baseline of
-	// the hibernation figures).
-	savedState func(id string, f *memscrub.Held, zeroed bool)
-	coldStop   atomic.Bool
 	// reconciling, if set, is told when a reconcile of id starts (the watch benchmark).
 	reconciling func(id string)
 }
@@ -660,6 +654,14 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 		if err := c.hold(w.ID, false); err != nil {
 			return err
 		}
+		if w.Hibernated { // restored by a hostd that stopped before it scrubbed the saved state
+			if _, err := memscrub.RemoveSavedState(c.savedState(w.ID)); err != nil {
+				return err
+			}
+			if err := c.transition(w.ID, w.State, func(r *workspace.Workspace) { r.Hibernated = false }); err != nil {
+				return err
+			}
+		}
 		if st == virt.Paused { // a start hostd did not finish (it stopped before the resume)
 			return c.cfg.Conn.Resume(w.ID)
 		}
@@ -673,16 +675,6 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 			return permanent{err}
 		}
 	}
-	// A hibernated guest's save image is held before anything can delete it.
-	save, err := c.holdSave(w.ID)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if save != nil { // not handed to startSaved: it stays on disk for the next attempt
-			save.Release()
-		}
-	}()
 	root, user, err := c.ensureVolumes(w)
 	if err != nil {
 		return err
@@ -710,13 +702,9 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 			return err
 		}
 	}
-	// Defined afresh on every cold boot, so a changed bundle or host setting takes effect.
-	// A restore keeps the definition the guest was saved with (libvirt restores the one in
-	// the image anyway).
-	if save == nil {
-		if err := c.cfg.Conn.Define(spec); err != nil {
-			return err
-		}
+	// Defined afresh on every boot, so a changed bundle or host setting takes effect.
+	if err := c.cfg.Conn.Define(spec); err != nil {
+		return err
 	}
 	// The boot is written first, in a transaction guarded by this host's lease and the
 	// record as read (fencing): a host whose lease expired, or whose record changed
@@ -725,21 +713,28 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 		return err
 	}
 	start := func() error { return c.cfg.Conn.StartPaused(w.ID) }
-	restored := false
-	if save != nil {
-		f := save
-		save = nil // startSaved scrubs it, whatever happens
+	resumed := false
+	if w.Hibernated {
+		// Resume what AutoStop saved; if the saved state cannot be restored, boot afresh
+		// and say so (the record keeps why until the next state change).
+		saved := c.savedState(w.ID)
 		start = func() error {
-			reason, err := c.startSaved(w.ID, f, func() error { return c.cfg.Conn.Define(spec) })
-			if err != nil {
-				return err
-			}
-			if reason == "" {
-				restored = true
+			err := c.cfg.Conn.RestorePaused(saved)
+			if err == nil {
+				resumed = true
 				return nil
 			}
-			// The reason stays on the record through the boot (boot keeps it on AVAILABLE).
-			return c.transition(w.ID, w.State, func(r *workspace.Workspace) { r.ErrorMessage = reason })
+			c.cfg.Log.Warn("saved state not restored; booting afresh", "workspace", w.ID, "err", err)
+			if _, serr := memscrub.RemoveSavedState(saved); serr != nil {
+				return fmt.Errorf("%v; then scrubbing it failed: %w", err, serr)
+			}
+			if terr := c.transition(w.ID, w.State, func(r *workspace.Workspace) {
+				r.Hibernated = false
+				r.ResumeFailed = "the saved state could not be restored, so the WorkSpace booted afresh and the applications that were open are lost: " + err.Error()
+			}); terr != nil {
+				return terr
+			}
+			return c.cfg.Conn.StartPaused(w.ID)
 		}
 	}
 	if c.cfg.HugePages {
@@ -769,9 +764,63 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 	if err := c.cfg.Conn.Resume(w.ID); err != nil {
 		return err
 	}
+	if resumed {
+		n, err := memscrub.RemoveSavedState(c.savedState(w.ID))
+		if err != nil {
+			return err // retried: the guest runs, and the next attempt scrubs again
+		}
+		if err := c.transition(w.ID, w.State, func(r *workspace.Workspace) { r.Hibernated = false }); err != nil {
+			return err
+		}
+		c.cfg.Log.Info("domain resumed from its saved state", "workspace", w.ID, "savedBytes", n)
+		return nil
+	}
 	c.cfg.Log.Info("domain started", "workspace", w.ID, "memoryMiB", spec.MemoryMiB, "vcpus", spec.VCPUs,
-		"hugePages", spec.HugePages, "runAs", spec.RunAs, "limits", spec.Limits, "restored", restored)
+		"hugePages", spec.HugePages, "runAs", spec.RunAs, "limits", spec.Limits)
 	return nil
+}
+
+// savedState is where AutoStop's stop keeps a WorkSpace's saved state: its guest's RAM on
+// disk, in a directory only root reads.
+func (c *Controller) savedState(id string) string {
+	return filepath.Join(c.cfg.DataDir, "saved", id+".save")
+}
+
+// hibernate saves a running guest's state to disk and stops its qemu; the guest's RAM is
+// then scrubbed as after any stop. It reports whether the state was saved; when it was
+// not, the guest still runs (or is gone) and the caller stops it cold.
+func (c *Controller) hibernate(id string) (bool, error) {
+	st, err := c.cfg.Conn.State(id)
+	if err != nil || !st.Active() {
+		return false, err
+	}
+	if err := c.hold(id, false); err != nil {
+		return false, err
+	}
+	path := c.savedState(id)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return false, err
+	}
+	if err := os.Chmod(filepath.Dir(path), 0o700); err != nil {
+		return false, err
+	}
+	if _, err := memscrub.RemoveSavedState(path); err != nil { // a stale one
+		return false, err
+	}
+	t0 := time.Now()
+	if err := c.cfg.Conn.Save(id, path); err != nil {
+		if _, serr := memscrub.RemoveSavedState(path); serr != nil {
+			err = fmt.Errorf("%w; scrubbing what was written failed too: %v", err, serr)
+		}
+		return false, err
+	}
+	// Root's alone, whoever libvirt wrote it as.
+	if err := errors.Join(os.Chown(path, 0, 0), os.Chmod(path, 0o600)); err != nil {
+		return true, fmt.Errorf("saved state %s: %w", path, err)
+	}
+	fi, _ := os.Stat(path)
+	c.cfg.Log.Info("guest state saved", "workspace", id, "bytes", fi.Size(), "duration", time.Since(t0))
+	return true, c.guestGone(id)
 }
 
 // memoryError is a guest whose RAM hostd cannot hold or scrub. Its WorkSpace goes to ERROR
@@ -1039,10 +1088,9 @@ func (c *Controller) boot(ctx context.Context, w workspace.Workspace, from works
 		return err
 	}
 	return c.transition(w.ID, from, func(r *workspace.Workspace) {
-		reason := r.ErrorMessage
 		r.SetState(workspace.Available, c.cfg.Now())
-		if from == workspace.Starting && strings.HasPrefix(reason, resumeFailedPrefix) {
-			r.ErrorMessage = reason // the user's open applications are gone: say why
+		if r.ResumeFailed != "" {
+			r.ErrorCode, r.ErrorMessage, r.ResumeFailed = "ResumeFailed", r.ResumeFailed, ""
 		}
 	})
 }
@@ -1078,20 +1126,27 @@ func (c *Controller) reboot(ctx context.Context, w workspace.Workspace, h *healt
 	return c.boot(ctx, w, workspace.Rebooting, h)
 }
 
+// stop powers w off; an AutoStop WorkSpace hibernates instead (guide: AutoStop keeps the
+// desktop as it was), falling back to a cold stop if its state cannot be saved.
 func (c *Controller) stop(ctx context.Context, w workspace.Workspace) error {
 	if w.Properties.RunningMode == workspace.AutoStop && !c.coldStop.Load() {
-		err := c.hibernate(ctx, w.ID)
-		if err == nil {
-			return c.set(w.ID, workspace.Stopping, workspace.Stopped)
+		saved, err := c.hibernate(w.ID)
+		if saved {
+			if err != nil {
+				return c.fail(w.ID, workspace.Stopping, failureCode(err, "StopFailed"), err)
+			}
+			return c.transition(w.ID, workspace.Stopping, func(r *workspace.Workspace) {
+				r.SetState(workspace.Stopped, c.cfg.Now())
+				r.Hibernated = true
+			})
 		}
-		if ctx.Err() != nil {
-			return err
+		if err != nil {
+			var m *memoryError
+			if errors.As(err, &m) {
+				return c.fail(w.ID, workspace.Stopping, m.code, err)
+			}
+			c.cfg.Log.Warn("guest state not saved; stopping cold", "workspace", w.ID, "err", err)
 		}
-		if m := (*memoryError)(nil); errors.As(err, &m) {
-			return c.fail(w.ID, workspace.Stopping, m.code, err)
-		}
-		// The guest still runs, or is gone with its saved state scrubbed: a cold stop.
-		c.cfg.Log.Warn("hibernate failed; shutting down instead", "workspace", w.ID, "err", err)
 	}
 	if err := c.powerOff(ctx, w.ID, true); err != nil {
 		if ctx.Err() != nil {
@@ -1165,9 +1220,6 @@ func (c *Controller) teardown(ctx context.Context, id string) error {
 	if err := c.powerOff(ctx, id, false); err != nil {
 		return err
 	}
-	if err := c.discardSave(id); err != nil { // before Undefine, which would delete it unscrubbed
-		return err
-	}
 	if err := c.cfg.Conn.Undefine(id); err != nil {
 		return err
 	}
@@ -1184,6 +1236,9 @@ func (c *Controller) deleteVolumes(id string) error {
 		if err := c.cfg.Conn.DeleteVolume(c.cfg.Pool, v.Name); err != nil {
 			return err
 		}
+	}
+	if _, err := memscrub.RemoveSavedState(c.savedState(id)); err != nil { // a hibernated WorkSpace's
+		return err
 	}
 	return os.RemoveAll(c.runDir(id))
 }

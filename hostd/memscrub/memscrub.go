@@ -44,7 +44,6 @@ type Held struct {
 	pid       int
 	startTime string // the qemu process's start time, to tell it from a reused pid
 	huge      bool   // hugetlbfs: 2 MiB pages, zeroed through a mapping
-	file      bool   // a saved-state file (HoldFile), not a qemu's RAM
 	zeroed    bool
 }
 
@@ -226,9 +225,6 @@ func (h *Held) zeroMapped(sp span) (err error) {
 func (h *Held) Close() error {
 	if !h.zeroed {
 		return fmt.Errorf("release guest RAM of qemu %d: not scrubbed", h.pid)
-	}
-	if err := h.syncFile(); err != nil {
-		return err
 	}
 	if err := unix.Fallocate(int(h.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, h.size); err != nil {
 		return fmt.Errorf("release scrubbed guest RAM of qemu %d: %w", h.pid, err)
