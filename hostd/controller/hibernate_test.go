@@ -14,14 +14,14 @@ import (
 )
 
 // TestHibernateResume: AutoStop's stop of an AutoStop WorkSpace idle past its AutoStop
-// time saves its running guest to disk, and its start restores it: the guest agent's count of answered requests (state in a guest
-// process's memory) and the guest's uptime run on across the stop, where a cold stop and
-// start of the same WorkSpace (hibernation off) reset both. While the WorkSpace is STOPPED
-// the saved state holds the guest's RAM (a marker a guest process keeps resident) and is
-// root's alone; after the resume its blocks are zeros and its name is gone. A saved state
-// that cannot be restored gives a cold boot that says so. Figures: hibernate → STOPPED and
-// resume → AVAILABLE against cold stop and cold start of the same WorkSpace, and the saved
-// state's size against guest RAM.
+// time saves its running guest to disk, and its start restores it: the guest agent's
+// count of answered requests (state in a guest process's memory) and the guest's uptime
+// run on across the stop, where a cold stop and start of the same WorkSpace (hibernation
+// off) reset both. While the WorkSpace is STOPPED the saved state holds the guest's RAM (a
+// marker a guest process keeps resident) and is root's alone; after the resume its blocks
+// are zeros and its name is gone. A saved state that cannot be restored gives a cold boot
+// that says so. Figures: hibernate → STOPPED and resume → AVAILABLE against cold stop and
+// cold start of the same WorkSpace, and the saved state's size against guest RAM.
 func TestHibernateResume(t *testing.T) {
 	h := newHarness(t, nil, nil)
 	ctx := context.Background()
