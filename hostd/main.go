@@ -313,6 +313,9 @@ func run(path string, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("hostd.siteTimeZone: %w", err)
 	}
+	if siteZone == nil {
+		log.Info("automatic maintenance off: set hostd.siteTimeZone (the site's IANA time zone) for the guide's AutoStop maintenance windows")
+	}
 	mx := metrics.New(metrics.Options{Store: st, ComputeTypes: h.ComputeTypes, Quota: h.Quotas.Workspaces})
 	ctl := controller.New(controller.Config{
 		Store:               st,

@@ -13,8 +13,10 @@ import (
 // maintain moves w into and out of the guide's automatic maintenance windows (guide
 // catalog §6, hostd/maintenance) and returns the record as it now is:
 //
-//   - AVAILABLE (either running mode), or STOPPED (AutoStop: "started automatically once a
-//     month"), enters MAINTENANCE when its window opens, once per window;
+//   - an AutoStop WorkSpace, AVAILABLE or STOPPED ("started automatically once a month"),
+//     enters MAINTENANCE when its window opens, once per window; an AlwaysOn WorkSpace's
+//     Sunday window is its guest's own ("determined by operating system settings") and
+//     changes nothing here;
 //   - MAINTENANCE returns to what it was when the window closes: AVAILABLE, or an AutoStop
 //     WorkSpace started for it is stopped again (STOPPING, the ordinary stop);
 //   - a directory whose maintenance mode is disabled has none: "your WorkSpaces are not
@@ -31,7 +33,7 @@ func (c *Controller) maintain(w workspace.Workspace) (workspace.Workspace, error
 	default:
 		return w, nil
 	}
-	if w.State == workspace.Stopped && w.Properties.RunningMode != workspace.AutoStop {
+	if w.Properties.RunningMode != workspace.AutoStop && w.State != workspace.Maintenance {
 		return w, nil
 	}
 	now := c.cfg.Now()

@@ -34,7 +34,7 @@ func TestMaintainDecisions(t *testing.T) {
 		}
 	}
 	w := workspace.Workspace{ID: "ws-0000000001", DirectoryID: dir, Host: "h1", State: workspace.Available,
-		Properties: workspace.Properties{RunningMode: workspace.AlwaysOn}}
+		Properties: workspace.Properties{RunningMode: workspace.AutoStop}}
 	if err := st.Update(func(tx store.Tx) error { return store.PutJSON(tx, store.Workspaces, w.ID, w) }); err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestMaintainDecisions(t *testing.T) {
 		}
 		return got
 	}
-	win := maintenance.Next(workspace.AlwaysOn, w.ID, time.Date(2027, 3, 3, 12, 0, 0, 0, loc), loc)
+	win := maintenance.Next(workspace.AutoStop, w.ID, time.Date(2027, 3, 3, 12, 0, 0, 0, loc), loc)
 
 	setFlag(false)
 	now = win.Start.Add(time.Hour)
@@ -66,14 +66,27 @@ func TestMaintainDecisions(t *testing.T) {
 	setFlag(false)
 	step(workspace.Available) // disabled mid-window: it leaves at once
 	setFlag(true)
-	step(workspace.Available)                     // and does not come back in the same window
-	now = time.Date(2027, 3, 14, 3, 0, 0, 0, loc) // next Sunday 03:00, the day clocks go forward at 02:00
+	step(workspace.Available) // and does not come back in the same window
+	next := maintenance.Next(workspace.AutoStop, w.ID, win.End, loc)
+	now = next.Start.Add(time.Hour)
 	step(workspace.Maintenance)
-	now = now.Add(time.Hour)
+	now = next.End
 	step(workspace.Available)
+
+	// An AlwaysOn WorkSpace's Sunday window is its guest's: it stays AVAILABLE.
+	on := workspace.Workspace{ID: "ws-0000000002", DirectoryID: dir, Host: "h1", State: workspace.Available,
+		Properties: workspace.Properties{RunningMode: workspace.AlwaysOn}}
+	if err := st.Update(func(tx store.Tx) error { return store.PutJSON(tx, store.Workspaces, on.ID, on) }); err != nil {
+		t.Fatal(err)
+	}
+	sunday := maintenance.Next(workspace.AlwaysOn, on.ID, next.End, loc)
+	now = sunday.Start.Add(time.Hour)
+	if got, err := c.maintain(on); err != nil || got.State != workspace.Available {
+		t.Fatalf("AlwaysOn in its Sunday window: %s %v, want AVAILABLE", got.State, err)
+	}
 
 	// Without a site time zone there is no automatic maintenance.
 	c.cfg.SiteZone = nil
-	now = win.Start.Add(14*24*time.Hour + time.Hour)
+	now = maintenance.Next(workspace.AutoStop, w.ID, next.End, loc).Start.Add(time.Hour)
 	step(workspace.Available)
 }

@@ -58,7 +58,8 @@ type Hostd struct {
 	HealthTimeout Duration `yaml:"healthTimeout"`
 	HealthGrace   Duration `yaml:"healthGrace"`
 	// SiteTimeZone is the site's IANA time zone (the guide's "time zone of the AWS
-	// Region"), in which the maintenance windows open (hostd/maintenance). Default UTC.
+	// Region"), in which the maintenance windows open (hostd/maintenance). Unset: no
+	// automatic maintenance, since hostd cannot tell the site's night from its day.
 	SiteTimeZone string `yaml:"siteTimeZone"`
 	// TerminatedRetention is how long a TERMINATED record stays visible.
 	TerminatedRetention Duration `yaml:"terminatedRetention"`

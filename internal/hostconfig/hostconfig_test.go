@@ -54,7 +54,7 @@ func TestParseGoodAppliesDefaults(t *testing.T) {
 	if g := off.Hostd.Guests; *g.CgroupLimits || *off.Hostd.Memory.HugePages || g.DisplayGroup != "deskhost-vnc" {
 		t.Errorf("explicit guest settings: %+v", g)
 	}
-	if h.SiteTimeZone != "UTC" || h.HealthGrace.Duration != 5*time.Minute || h.HealthTimeout.Duration != 10*time.Second {
+	if h.SiteTimeZone != "" || h.HealthGrace.Duration != 5*time.Minute || h.HealthTimeout.Duration != 10*time.Second {
 		t.Errorf("health and site defaults: zone %q, grace %s, timeout %s", h.SiteTimeZone, h.HealthGrace.Duration, h.HealthTimeout.Duration)
 	}
 	berlin, err := Parse([]byte(strings.Replace(good, "  computeTypes:", "  siteTimeZone: Europe/Berlin\n  computeTypes:", 1)))

@@ -18,7 +18,6 @@ const (
 	DefaultHealthMisses        = 3
 	DefaultHealthTimeout       = 10 * time.Second
 	DefaultHealthGrace         = 5 * time.Minute // "wait a few minutes"
-	DefaultSiteTimeZone        = "UTC"
 	DefaultTerminatedRetention = time.Hour
 	DefaultRegion              = "local"
 	DefaultPool                = "deskhost"
@@ -39,9 +38,6 @@ func (h *Hostd) defaults() {
 	set(&h.HealthInterval, DefaultHealthInterval)
 	set(&h.HealthTimeout, DefaultHealthTimeout)
 	set(&h.HealthGrace, DefaultHealthGrace)
-	if h.SiteTimeZone == "" {
-		h.SiteTimeZone = DefaultSiteTimeZone
-	}
 	set(&h.TerminatedRetention, DefaultTerminatedRetention)
 	if h.HealthMisses == 0 {
 		h.HealthMisses = DefaultHealthMisses
@@ -239,10 +235,10 @@ func (h *Hostd) Image(id string) (catalog.Image, bool) {
 	return catalog.Image{}, false
 }
 
-// SiteZone is the site's time zone (SiteTimeZone; UTC when unset).
+// SiteZone is the site's time zone (SiteTimeZone); nil when unset.
 func (h *Hostd) SiteZone() (*time.Location, error) {
 	if h.SiteTimeZone == "" {
-		return time.UTC, nil
+		return nil, nil
 	}
 	loc, err := time.LoadLocation(h.SiteTimeZone)
 	if err != nil {
