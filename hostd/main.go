@@ -46,6 +46,7 @@ import (
 	"deskhost/hostd/etcdmember"
 	"deskhost/hostd/fleet"
 	"deskhost/hostd/memscrub"
+	"deskhost/hostd/metering"
 	"deskhost/hostd/metrics"
 	"deskhost/hostd/network"
 	"deskhost/hostd/service"
@@ -352,6 +353,9 @@ func run(path string, log *slog.Logger) error {
 	// AutoStop's idle timer: AutoStop times are whole hours, so a minute's granularity.
 	// Bundles queued for deletion go on the same beat once their last WorkSpace has.
 	go svc.RunAutoStop(ctx, time.Minute)
+	// The metering ledger: every host samples every WorkSpace; the ledger's per-hour keys
+	// make that one entry per hour (hostd/metering).
+	go (&metering.Recorder{Store: st, Log: log.With("component", "metering")}).Run(ctx, time.Minute)
 	imgs, _ := svc.DescribeWorkspaceImages(ctx, nil)
 	bundles, _ := svc.DescribeWorkspaceBundles(ctx, nil)
 	dirs, _ := svc.DescribeWorkspaceDirectories(ctx, nil)
