@@ -230,6 +230,7 @@ func run(path string, log *slog.Logger) error {
 
 	var nm *network.Manager
 	svcCfg := service.Config{ComputeTypes: h.ComputeTypes, WorkspaceQuota: h.Quotas.Workspaces, Host: hostID,
+		GPUQuota: map[catalog.ComputeType]int{catalog.ComputeGraphics: h.Quotas.Graphics, catalog.ComputeGraphicsPro: h.Quotas.GraphicsPro},
 		ManagementRange: func() (netip.Prefix, bool) {
 			if nm == nil {
 				return netip.Prefix{}, false

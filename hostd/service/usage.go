@@ -39,10 +39,11 @@ func (s *Service) Quotas(ctx context.Context) ([]Quota, error) {
 		if err != nil {
 			return err
 		}
-		live, perUser := 0, map[string]int{}
+		live, perUser, gpu := 0, map[string]int{}, map[catalog.ComputeType]int{}
 		for _, w := range wss {
 			if w.Live() {
 				live++
+				gpu[catalog.ComputeType(w.Properties.ComputeTypeName)]++
 				perUser[w.DirectoryID+"/"+strings.ToLower(w.UserName)]++
 			}
 		}
@@ -83,6 +84,8 @@ func (s *Service) Quotas(ctx context.Context) ([]Quota, error) {
 		}
 		q = []Quota{
 			{"WorkSpaces", s.cfg.WorkspaceQuota, live, catalog.ResourceLimitExceeded},
+			{"Graphics WorkSpaces", s.cfg.GPUQuota[catalog.ComputeGraphics], gpu[catalog.ComputeGraphics], catalog.ResourceLimitExceeded},
+			{"GraphicsPro WorkSpaces", s.cfg.GPUQuota[catalog.ComputeGraphicsPro], gpu[catalog.ComputeGraphicsPro], catalog.ResourceLimitExceeded},
 			{"WorkSpaces per user", 1, users, catalog.ResourceAlreadyExists},
 			{"Images", catalog.MaxImages, len(imgs), catalog.ResourceLimitExceeded},
 			{"IP access control groups", catalog.MaxIPGroups, len(groups), catalog.ResourceLimitExceeded},
