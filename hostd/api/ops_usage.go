@@ -29,7 +29,7 @@ func init() {
 }
 
 type describeUsageRequest struct {
-	Month string
+	Month string `json:"Month"`
 }
 
 // WireUsageRow is one row of DescribeUsage: a run of hours of one WorkSpace at one rate.
