@@ -127,13 +127,15 @@ func (r *Recorder) Sample() error {
 	hour := r.now().UTC().Truncate(time.Hour)
 	var wss []workspace.Workspace
 	tags := map[string][]catalog.Tag{}
+	current := map[string]bool{} // WorkSpaces whose hour the ledger already has as observed
 	err := r.Store.View(func(tx store.Tx) error {
 		clear(tags)
+		clear(current)
 		var err error
 		if wss, err = store.ListJSON[workspace.Workspace](tx, store.Workspaces); err != nil {
 			return err
 		}
-		return tx.ForEach(store.Tags, func(k string, v []byte) error {
+		err = tx.ForEach(store.Tags, func(k string, v []byte) error {
 			if !strings.HasPrefix(k, catalog.KindWorkspace.Prefix) {
 				return nil
 			}
@@ -144,13 +146,29 @@ func (r *Recorder) Sample() error {
 			tags[k] = t
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		// Most samples change nothing: find those here, in one read, rather than in a
+		// write transaction per WorkSpace.
+		for _, w := range wss {
+			obs := observe(w, tags[w.ID], hour)
+			cur, err := store.GetJSON[Entry](tx, store.UsageCursor, w.ID)
+			if err != nil || !cur.Hour.Equal(hour) {
+				continue
+			}
+			merged := obs
+			merged.Running = cur.Running || obs.Running
+			current[w.ID] = reflect.DeepEqual(normal(cur), normal(merged))
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("metering: read workspaces: %w", err)
 	}
 	var errs []error
 	for _, w := range wss {
-		if !w.Live() {
+		if !w.Live() || current[w.ID] {
 			continue
 		}
 		if err := r.record(observe(w, tags[w.ID], hour), w.Created); err != nil {

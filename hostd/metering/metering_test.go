@@ -2,6 +2,7 @@ package metering
 
 import (
 	"bytes"
+	"context"
 	"encoding/csv"
 	"errors"
 	"path/filepath"
@@ -282,5 +283,37 @@ func TestParseMonth(t *testing.T) {
 		if !errors.As(err, &e) || e.Type != catalog.InvalidParameterValues || !strings.Contains(e.Message, "YYYY-MM") || !strings.Contains(e.Message, bad) {
 			t.Errorf("ParseMonth(%q) = %v; want InvalidParameterValues naming the value and YYYY-MM", bad, err)
 		}
+	}
+}
+
+// TestUnchangedSampleWritesNothing: a sample that observes what the ledger already has
+// commits no write (a minute's beat over many WorkSpaces stays cheap); a change does.
+func TestUnchangedSampleWritesNothing(t *testing.T) {
+	st := openBolt(t, filepath.Join(t.TempDir(), "hostd.db"))
+	defer st.Close()
+	clk := &clock{}
+	r := &Recorder{Store: st, Now: clk.Now}
+	putWS(t, st, "ws-autostop1", workspace.AutoStop, workspace.Stopped, "STANDARD", "2026-11-10T10:00:00Z")
+	clk.Set("2026-11-10T10:05:00Z")
+	sample(t, r)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := st.Watch(ctx, store.Usage, "", 0)
+	clk.Set("2026-11-10T10:06:00Z")
+	sample(t, r)
+	select {
+	case ev := <-events:
+		t.Fatalf("an unchanged sample wrote %s", ev.Key)
+	case <-time.After(200 * time.Millisecond):
+	}
+	putWS(t, st, "ws-autostop1", workspace.AutoStop, workspace.Available, "STANDARD", "2026-11-10T10:00:00Z")
+	sample(t, r)
+	select {
+	case ev := <-events:
+		if ev.Key != Key("ws-autostop1", clk.Now().Truncate(time.Hour)) {
+			t.Errorf("wrote %s", ev.Key)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("starting the WorkSpace wrote nothing to the ledger")
 	}
 }
