@@ -3,6 +3,7 @@ package catalog
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLinuxUserNames(t *testing.T) {
@@ -40,5 +41,24 @@ func TestFindUserIgnoresCase(t *testing.T) {
 	}
 	if _, ok := d.FindUser("bob"); ok {
 		t.Error("bob found")
+	}
+}
+
+func TestSessionPolicy(t *testing.T) {
+	if got := (SessionPolicy{}).ResumeTimeout(); got != 20*time.Minute {
+		t.Errorf("default resume timeout %s, the guide's is 20 minutes", got)
+	}
+	if got := (SessionPolicy{ResumeTimeoutMinutes: 5}).ResumeTimeout(); got != 5*time.Minute {
+		t.Errorf("5 minutes read as %s", got)
+	}
+	for _, m := range []int{-1, 24*60 + 1} {
+		l := Login{Session: SessionPolicy{ResumeTimeoutMinutes: m}}
+		if err := l.Validate(); err == nil || !strings.Contains(err.Error(), "resumeTimeoutMinutes") {
+			t.Errorf("resumeTimeoutMinutes %d: %v, want an error naming the field", m, err)
+		}
+	}
+	l := Login{Session: SessionPolicy{ResumeTimeoutMinutes: 24 * 60}}
+	if err := l.Validate(); err != nil {
+		t.Errorf("a day: %v", err)
 	}
 }
