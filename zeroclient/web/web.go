@@ -494,7 +494,11 @@ func (w *Web) loggedIn(rw http.ResponseWriter, r *http.Request, old *session.Ses
 		return
 	}
 	s.DirectoryID, s.UserName, s.LoginTime = old.DirectoryID, old.UserName, w.c.Now()
-	s.SetStage(session.Authenticated)
+	var resume time.Duration
+	if d := w.c.Auth.ByID(s.DirectoryID); d != nil {
+		resume = d.Login.Session.ResumeTimeout()
+	}
+	w.c.Sessions.LoggedIn(s, resume)
 	w.c.Sessions.Delete(old.ID)
 	w.c.Metrics.Logins.WithLabelValues(s.DirectoryID, brokerxml.AuthComplete).Inc()
 	w.c.Log.Info("web: logged in", "client", clientAddr(r).String(), "directory", s.DirectoryID, "user", s.UserName)
@@ -641,6 +645,7 @@ func (w *Web) handleConnect(rw http.ResponseWriter, r *http.Request, s *session.
 		fail(http.StatusServiceUnavailable, brokerxml.AllocFailed, msg, err.Error(), false)
 		return
 	}
+	w.c.Sessions.Allocated(s, ws.ID)
 	if !s.AccessEmitted {
 		// One "WorkSpaces Access" event per login, with the Web platform.
 		if err := w.c.Events.Access(events.Access{ClientIP: from.String(), ProductName: policy.EventProduct(catalog.DeviceWeb, ProductName),
