@@ -131,6 +131,7 @@ func New(c Config) *Broker {
 func (b *Broker) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/pcoip-broker/xml", b.serveXML)
+	mux.HandleFunc(SelfServicePath, b.serveSelfService)
 	mux.HandleFunc("/registration", b.serveRegistration)
 	mux.HandleFunc("/activate", b.serveActivate)
 	return mux
