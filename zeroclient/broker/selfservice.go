@@ -186,7 +186,7 @@ func (b *Broker) serveSelfService(w http.ResponseWriter, r *http.Request) {
 	sess.Mu.Lock()
 	defer sess.Mu.Unlock()
 	b.c.Sessions.Touch(sess)
-	code, res, reason := b.selfService(r.Context(), sess, q)
+	code, res, reason := SelfService(r.Context(), b.c.Workspaces, sess, q)
 	b.c.Events.Audit("self-service", res.Result, reason, map[string]string{"clientIpAddress": from.String(),
 		"directoryId": sess.DirectoryID, "userName": sess.UserName, "workspaceId": res.WorkspaceID, "action": q.Action})
 	b.c.Log.Info("broker: self-service", "client", from.String(), "directory", sess.DirectoryID, "user", sess.UserName,
@@ -194,16 +194,17 @@ func (b *Broker) serveSelfService(w http.ResponseWriter, r *http.Request) {
 	answer(code, res)
 }
 
-// selfService decides and does one action: the HTTP status, the answer and the reason
-// (for the audit trail).
-func (b *Broker) selfService(ctx context.Context, s *session.Session, q SelfServiceRequest) (int, SelfServiceResult, string) {
-	ss, ok := b.c.Workspaces.(workspaces.SelfService)
+// SelfService decides and does one action for the logged-in session s (the caller holds
+// s.Mu): the HTTP status, the answer and the reason (for the audit trail). The broker's
+// endpoint and the web client's WorkSpace page both use it.
+func SelfService(ctx context.Context, backend workspaces.Backend, s *session.Session, q SelfServiceRequest) (int, SelfServiceResult, string) {
+	ss, ok := backend.(workspaces.SelfService)
 	if !ok {
 		return http.StatusNotImplemented, SelfServiceResult{Result: ResultNotAvailable, Message: "Self-service is not available on this host."}, "backend has no self-service"
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	ws, found, err := b.c.Workspaces.ForUser(ctx, s.DirectoryID, s.UserName)
+	ws, found, err := backend.ForUser(ctx, s.DirectoryID, s.UserName)
 	if err != nil {
 		return http.StatusBadGateway, SelfServiceResult{Result: ResultFailed, Message: MsgLaunchError}, err.Error()
 	}

@@ -135,6 +135,7 @@ func (w *Web) Handler() http.Handler {
 	mux.HandleFunc("POST /web/mfa", w.post(w.handleMFA))
 	mux.HandleFunc("GET /web/workspace", w.serveWorkspace)
 	mux.HandleFunc("POST /web/start", w.post(w.handleStart))
+	mux.HandleFunc("POST /web/self-service", w.post(w.handleSelfService))
 	mux.HandleFunc("GET /web/desktop", w.serveDesktop)
 	mux.HandleFunc("POST /web/connect", w.post(w.handleConnect))
 	mux.HandleFunc("GET /web/ws", w.serveWebSocket)
@@ -530,6 +531,42 @@ func (w *Web) serveWorkspace(rw http.ResponseWriter, r *http.Request) {
 	}
 	s.Mu.Lock()
 	defer s.Mu.Unlock()
+	p := w.workspacePage(r, s)
+	if r.URL.Query().Get("started") != "" && p.Refresh {
+		p.Notice = MsgStartRequested
+	}
+	w.render(rw, http.StatusOK, "workspace.html", p)
+}
+
+// handleSelfService is the WorkSpace page's self-service form: the broker's rules
+// (broker.SelfService), then the page with the answer. post holds s.Mu.
+func (w *Web) handleSelfService(rw http.ResponseWriter, r *http.Request, s *session.Session) {
+	if s.Stage() != session.Authenticated {
+		w.refuse(rw, r, http.StatusUnauthorized, broker.MsgNotAuthed)
+		return
+	}
+	num := func(k string) int {
+		n, _ := strconv.Atoi(r.PostFormValue(k))
+		return n
+	}
+	q := broker.SelfServiceRequest{Action: r.PostFormValue("action"), ComputeType: r.PostFormValue("computeType"),
+		RootVolumeSizeGib: num("rootVolumeSizeGib"), UserVolumeSizeGib: num("userVolumeSizeGib"), RunningMode: r.PostFormValue("runningMode")}
+	code, res, reason := broker.SelfService(r.Context(), w.c.Workspaces, s, q)
+	from := clientAddr(r).String()
+	w.c.Events.Audit("self-service", res.Result, reason, map[string]string{"clientIpAddress": from, "directoryId": s.DirectoryID,
+		"userName": s.UserName, "workspaceId": res.WorkspaceID, "action": q.Action, "clientPlatform": "Web"})
+	w.c.Log.Info("web: self-service", "client", from, "user", s.UserName, "action", q.Action, "result", res.Result, "reason", reason)
+	p := w.workspacePage(r, s)
+	if res.Result == broker.ResultAccepted {
+		p.Notice = res.Message
+	} else {
+		p.Error = res.Message
+	}
+	w.render(rw, code, "workspace.html", p)
+}
+
+// workspacePage is the WorkSpace page for s as hostd says now (the caller holds s.Mu).
+func (w *Web) workspacePage(r *http.Request, s *session.Session) page {
 	p := page{Title: "Your WorkSpace", CSRF: w.csrfToken(s), User: s.UserName}
 	ws, ok, err := w.workspaceOf(r.Context(), s)
 	switch {
@@ -549,11 +586,8 @@ func (w *Web) serveWorkspace(rw http.ResponseWriter, r *http.Request) {
 		if ws.Protocol == "WSP" {
 			p.Error, p.CanOpen = MsgWebNotWSP, false
 		}
-		if r.URL.Query().Get("started") != "" && p.Refresh {
-			p.Notice = MsgStartRequested
-		}
 	}
-	w.render(rw, http.StatusOK, "workspace.html", p)
+	return p
 }
 
 func (w *Web) handleStart(rw http.ResponseWriter, r *http.Request, s *session.Session) {
