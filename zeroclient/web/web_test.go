@@ -314,7 +314,7 @@ func TestWebLogin(t *testing.T) {
 	}
 
 	// Password, then TOTP.
-	mfa := b.login("SLiad+WSPW", "wes")
+	mfa := b.login("SLiad+WEBA", "amy")
 	if !strings.Contains(mfa.body, `id="passcode"`) || !strings.Contains(mfa.body, auth.TOTPPrompt) {
 		t.Fatalf("no MFA step after the password:\n%s", mfa.body)
 	}
