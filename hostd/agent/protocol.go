@@ -39,6 +39,10 @@ const (
 	OpReadFile   = "read-file"
 	OpShutdown   = "shutdown"
 	OpCrash      = "crash"
+	// OpSilence stops the agent for a while, the guest still running: it answers, closes
+	// its port and ignores it for Seconds, then serves again. Tests use it to make a
+	// WorkSpace miss its status checks (guide §19) the way a dead agent would.
+	OpSilence = "silence"
 )
 
 // Limits.
@@ -51,6 +55,8 @@ const (
 	MinMarkerBytes = 8
 	// MaxFillPercent is the largest share of MemAvailable fill-memory takes.
 	MaxFillPercent = 95
+	// MaxSilenceSeconds is the longest silence accepts.
+	MaxSilenceSeconds = 3600
 )
 
 // Volume mount points inside the guest. write-file and read-file only touch files below
@@ -75,6 +81,9 @@ type Request struct {
 
 	// shutdown
 	Reboot bool `json:"reboot,omitempty"`
+
+	// silence
+	Seconds int `json:"seconds,omitempty"`
 }
 
 // Response is one line sent by the agent. Error is set when OK is false.
@@ -170,6 +179,10 @@ func (r Request) Validate() error {
 		}
 	case OpReadFile:
 		return CheckPath(r.Path)
+	case OpSilence:
+		if r.Seconds < 1 || r.Seconds > MaxSilenceSeconds {
+			return fmt.Errorf("silence: seconds must be 1..%d, got %d", MaxSilenceSeconds, r.Seconds)
+		}
 	}
 	return nil
 }
