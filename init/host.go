@@ -195,7 +195,7 @@ func (h *host) networkConfig() (*config.Config, []byte, error) {
 	if cfg == nil {
 		return nil, nil, errors.New("no host config")
 	}
-	b, err := cfg.Init.NetworkYAML()
+	b, err := cfg.NetworkYAML()
 	if err != nil || b == nil {
 		return nil, nil, errors.New("no init.network in the host config")
 	}
@@ -477,7 +477,7 @@ func (h *host) SetManagement(ctx context.Context, m console.Management) (string,
 	if err != nil {
 		return "", fmt.Errorf("the new config does not load: %w", err)
 	}
-	nb, err := cfg.Init.NetworkYAML()
+	nb, err := cfg.NetworkYAML()
 	if err != nil {
 		return "", err
 	}
