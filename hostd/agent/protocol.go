@@ -39,6 +39,10 @@ const (
 	OpReadFile   = "read-file"
 	OpShutdown   = "shutdown"
 	OpCrash      = "crash"
+	// OpSilence stops the agent for a while, the guest still running: it answers, closes
+	// its port and ignores it for Seconds, then serves again. Tests use it to make a
+	// WorkSpace miss its status checks (guide §19) the way a dead agent would.
+	OpSilence = "silence"
 )
 
 // Limits.
@@ -51,6 +55,8 @@ const (
 	MinMarkerBytes = 8
 	// MaxFillPercent is the largest share of MemAvailable fill-memory takes.
 	MaxFillPercent = 95
+	// MaxSilenceSeconds is the longest silence accepts.
+	MaxSilenceSeconds = 3600
 )
 
 // Volume mount points inside the guest. write-file and read-file only touch files below
@@ -75,6 +81,9 @@ type Request struct {
 
 	// shutdown
 	Reboot bool `json:"reboot,omitempty"`
+
+	// silence
+	Seconds int `json:"seconds,omitempty"`
 }
 
 // Response is one line sent by the agent. Error is set when OK is false.
@@ -106,7 +115,10 @@ type Status struct {
 	MemTotalKiB     uint64 `json:"memTotalKiB"`
 	MemAvailableKiB uint64 `json:"memAvailableKiB"`
 	AgentVersion    string `json:"agentVersion"`
-	KernelRelease   string `json:"kernelRelease,omitempty"`
+	// Answered counts the requests this agent process has answered, this one included:
+	// state in a guest process's memory, which a hibernated guest keeps and a boot resets.
+	Answered      uint64 `json:"answered,omitempty"`
+	KernelRelease string `json:"kernelRelease,omitempty"`
 	// Interfaces are the guest's NICs (eth0 is the management NIC).
 	Interfaces []Interface `json:"interfaces,omitempty"`
 	// ManagementAddress is the address the management NIC leased from the host, if any.
@@ -167,6 +179,10 @@ func (r Request) Validate() error {
 		}
 	case OpReadFile:
 		return CheckPath(r.Path)
+	case OpSilence:
+		if r.Seconds < 1 || r.Seconds > MaxSilenceSeconds {
+			return fmt.Errorf("silence: seconds must be 1..%d, got %d", MaxSilenceSeconds, r.Seconds)
+		}
 	}
 	return nil
 }

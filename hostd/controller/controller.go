@@ -96,10 +96,20 @@ type Config struct {
 	Network                         Network
 	ManagementBridge, PrimaryBridge string
 
-	ProvisionTimeout    time.Duration // boot to agent answer, for create, start and reboot
-	ShutdownTimeout     time.Duration // graceful power-off before it is forced
-	HealthInterval      time.Duration
-	HealthMisses        int
+	ProvisionTimeout time.Duration // boot to agent answer, for create, start and reboot
+	ShutdownTimeout  time.Duration // graceful power-off before it is forced
+	// The agent's status checks (guide §19): asked every HealthInterval, each answered
+	// within HealthTimeout (tolerant of a busy guest); HealthMisses consecutive misses make
+	// a WorkSpace UNHEALTHY, the first answer makes it AVAILABLE again. Within HealthGrace
+	// of a boot, restart or start no miss counts: the guide's "If you just rebooted or
+	// started your WorkSpace, wait a few minutes".
+	HealthInterval time.Duration
+	HealthTimeout  time.Duration
+	HealthMisses   int
+	HealthGrace    time.Duration
+	// SiteZone is the site's time zone, in which the guide's maintenance windows open
+	// (hostd/maintenance). nil: no automatic maintenance.
+	SiteZone            *time.Location
 	TerminatedRetention time.Duration
 
 	// Preflight is run before any WorkSpace boots; an error keeps VMs from starting.
@@ -144,9 +154,11 @@ type Controller struct {
 	// (zeroed false) and right after (zeroed true), before it is released; skipZero
 	// releases RAM without zeroing it, to prove the tests would notice. resuming runs when
 	// a new guest's RAM is held and its vCPUs are about to run for the first time. holdRAM
-	// stands in for memscrub.Hold.
+	// stands in for memscrub.Hold. coldStop stops AutoStop WorkSpaces cold, as before
+	// hibernation (the baseline hibernation is measured against).
 	scrubbing func(id string, h *memscrub.Held, zeroed bool)
 	skipZero  atomic.Bool
+	coldStop  atomic.Bool
 	resuming  func(id string)
 	holdRAM   func(pid int, ramBytes int64) (*memscrub.Held, error)
 	// reconciling, if set, is told when a reconcile of id starts (the watch benchmark).
@@ -166,6 +178,12 @@ func New(cfg Config) *Controller {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.HealthTimeout <= 0 {
+		cfg.HealthTimeout = 10 * time.Second
+	}
+	if cfg.HealthMisses < 1 {
+		cfg.HealthMisses = 1
 	}
 	c := &Controller{cfg: cfg, workers: map[string]*worker{}, held: map[string]*memscrub.Held{}, seen: map[string]seen{}, holdRAM: memscrub.Hold}
 	c.idle = sync.NewCond(&c.mu)
@@ -461,6 +479,12 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 		log.Error("load", "err", err)
 		return false
 	}
+	if w, err = c.maintain(w); err != nil {
+		if !errors.Is(err, errSuperseded) {
+			log.Error("maintenance window", "err", err)
+		}
+		return false
+	}
 	switch w.State {
 	case workspace.Pending:
 		err = c.provision(ctx, w, h)
@@ -652,6 +676,14 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 		if err := c.hold(w.ID, false); err != nil {
 			return err
 		}
+		if w.Hibernated { // restored by a hostd that stopped before it scrubbed the saved state
+			if _, err := memscrub.RemoveSavedState(c.savedState(w.ID)); err != nil {
+				return err
+			}
+			if err := c.transition(w.ID, w.State, func(r *workspace.Workspace) { r.Hibernated = false }); err != nil {
+				return err
+			}
+		}
 		if st == virt.Paused { // a start hostd did not finish (it stopped before the resume)
 			return c.cfg.Conn.Resume(w.ID)
 		}
@@ -703,6 +735,30 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 		return err
 	}
 	start := func() error { return c.cfg.Conn.StartPaused(w.ID) }
+	resumed := false
+	if w.Hibernated {
+		// Resume what AutoStop saved; if the saved state cannot be restored, boot afresh
+		// and say so (the record keeps why until the next state change).
+		saved := c.savedState(w.ID)
+		start = func() error {
+			err := c.cfg.Conn.RestorePaused(saved)
+			if err == nil {
+				resumed = true
+				return nil
+			}
+			c.cfg.Log.Warn("saved state not restored; booting afresh", "workspace", w.ID, "err", err)
+			if _, serr := memscrub.RemoveSavedState(saved); serr != nil {
+				return fmt.Errorf("%v; then scrubbing it failed: %w", err, serr)
+			}
+			if terr := c.transition(w.ID, w.State, func(r *workspace.Workspace) {
+				r.Hibernated = false
+				r.ResumeFailed = "the saved state could not be restored, so the WorkSpace booted afresh and the applications that were open are lost: " + err.Error()
+			}); terr != nil {
+				return terr
+			}
+			return c.cfg.Conn.StartPaused(w.ID)
+		}
+	}
 	if c.cfg.HugePages {
 		added, err := memscrub.WithHugePages(int64(spec.MemoryMiB)<<20, start)
 		if added > 0 {
@@ -730,9 +786,63 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 	if err := c.cfg.Conn.Resume(w.ID); err != nil {
 		return err
 	}
+	if resumed {
+		n, err := memscrub.RemoveSavedState(c.savedState(w.ID))
+		if err != nil {
+			return err // retried: the guest runs, and the next attempt scrubs again
+		}
+		if err := c.transition(w.ID, w.State, func(r *workspace.Workspace) { r.Hibernated = false }); err != nil {
+			return err
+		}
+		c.cfg.Log.Info("domain resumed from its saved state", "workspace", w.ID, "savedBytes", n)
+		return nil
+	}
 	c.cfg.Log.Info("domain started", "workspace", w.ID, "memoryMiB", spec.MemoryMiB, "vcpus", spec.VCPUs,
 		"hugePages", spec.HugePages, "runAs", spec.RunAs, "limits", spec.Limits)
 	return nil
+}
+
+// savedState is where AutoStop's stop keeps a WorkSpace's saved state: its guest's RAM on
+// disk, in a directory only root reads.
+func (c *Controller) savedState(id string) string {
+	return filepath.Join(c.cfg.DataDir, "saved", id+".save")
+}
+
+// hibernate saves a running guest's state to disk and stops its qemu; the guest's RAM is
+// then scrubbed as after any stop. It reports whether the state was saved; when it was
+// not, the guest still runs (or is gone) and the caller stops it cold.
+func (c *Controller) hibernate(id string) (bool, error) {
+	st, err := c.cfg.Conn.State(id)
+	if err != nil || !st.Active() {
+		return false, err
+	}
+	if err := c.hold(id, false); err != nil {
+		return false, err
+	}
+	path := c.savedState(id)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return false, err
+	}
+	if err := os.Chmod(filepath.Dir(path), 0o700); err != nil {
+		return false, err
+	}
+	if _, err := memscrub.RemoveSavedState(path); err != nil { // a stale one
+		return false, err
+	}
+	t0 := time.Now()
+	if err := c.cfg.Conn.Save(id, path); err != nil {
+		if _, serr := memscrub.RemoveSavedState(path); serr != nil {
+			err = fmt.Errorf("%w; scrubbing what was written failed too: %v", err, serr)
+		}
+		return false, err
+	}
+	// Root's alone, whoever libvirt wrote it as.
+	if err := errors.Join(os.Chown(path, 0, 0), os.Chmod(path, 0o600)); err != nil {
+		return true, fmt.Errorf("saved state %s: %w", path, err)
+	}
+	fi, _ := os.Stat(path)
+	c.cfg.Log.Info("guest state saved", "workspace", id, "bytes", fi.Size(), "duration", time.Since(t0))
+	return true, c.guestGone(id)
 }
 
 // memoryError is a guest whose RAM hostd cannot hold or scrub. Its WorkSpace goes to ERROR
@@ -999,7 +1109,12 @@ func (c *Controller) boot(ctx context.Context, w workspace.Workspace, from works
 		}
 		return err
 	}
-	return c.set(w.ID, from, workspace.Available)
+	return c.transition(w.ID, from, func(r *workspace.Workspace) {
+		r.SetState(workspace.Available, c.cfg.Now())
+		if r.ResumeFailed != "" {
+			r.ErrorCode, r.ErrorMessage, r.ResumeFailed = "ResumeFailed", r.ResumeFailed, ""
+		}
+	})
 }
 
 // bootFailed puts a WorkSpace whose boot failed in ERROR with the reason, after powering
@@ -1033,7 +1148,28 @@ func (c *Controller) reboot(ctx context.Context, w workspace.Workspace, h *healt
 	return c.boot(ctx, w, workspace.Rebooting, h)
 }
 
+// stop powers w off; an AutoStop WorkSpace hibernates instead (guide: AutoStop keeps the
+// desktop as it was), falling back to a cold stop if its state cannot be saved.
 func (c *Controller) stop(ctx context.Context, w workspace.Workspace) error {
+	if w.Properties.RunningMode == workspace.AutoStop && !c.coldStop.Load() {
+		saved, err := c.hibernate(w.ID)
+		if saved {
+			if err != nil {
+				return c.fail(w.ID, workspace.Stopping, failureCode(err, "StopFailed"), err)
+			}
+			return c.transition(w.ID, workspace.Stopping, func(r *workspace.Workspace) {
+				r.SetState(workspace.Stopped, c.cfg.Now())
+				r.Hibernated = true
+			})
+		}
+		if err != nil {
+			var m *memoryError
+			if errors.As(err, &m) {
+				return c.fail(w.ID, workspace.Stopping, m.code, err)
+			}
+			c.cfg.Log.Warn("guest state not saved; stopping cold", "workspace", w.ID, "err", err)
+		}
+	}
 	if err := c.powerOff(ctx, w.ID, true); err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -1123,6 +1259,9 @@ func (c *Controller) deleteVolumes(id string) error {
 			return err
 		}
 	}
+	if _, err := memscrub.RemoveSavedState(c.savedState(id)); err != nil { // a hibernated WorkSpace's
+		return err
+	}
 	return os.RemoveAll(c.runDir(id))
 }
 
@@ -1168,7 +1307,11 @@ func (c *Controller) keepRunning(ctx context.Context, w workspace.Workspace, h *
 		return err
 	}
 	if !st.Active() {
-		c.cfg.Log.Warn("guest stopped unexpectedly; restarting", "workspace", w.ID, "domain", st.String())
+		if w.State == workspace.Maintenance && w.Maintenance.Return == workspace.Stopped {
+			c.cfg.Log.Info("starting for its maintenance window", "workspace", w.ID, "until", w.Maintenance.Until)
+		} else {
+			c.cfg.Log.Warn("guest stopped unexpectedly; restarting", "workspace", w.ID, "domain", st.String())
+		}
 		if err := c.guestGone(w.ID); err != nil {
 			var m *memoryError
 			if errors.As(err, &m) {
@@ -1192,31 +1335,56 @@ func (c *Controller) keepRunning(ctx context.Context, w workspace.Workspace, h *
 	if w.State == workspace.AdminMaintenance {
 		return nil
 	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, c.cfg.HealthTimeout)
 	defer cancel()
 	err = errors.New("no answer")
 	if a, derr := c.cfg.DialAgent(pctx, c.AgentSocket(w.ID)); derr == nil {
 		err = a.Ping(pctx)
 		a.Close()
+	} else {
+		err = derr
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	now := c.cfg.Now()
 	if err == nil {
 		h.misses = 0
 		if w.State == workspace.Unhealthy {
+			c.cfg.Log.Info("guest agent answers again", "workspace", w.ID)
 			return c.set(w.ID, workspace.Unhealthy, workspace.Available)
 		}
 		return nil
 	}
+	if inGrace(w, now, c.cfg.HealthGrace) {
+		// Booting guests do not answer yet: not a miss.
+		c.cfg.Log.Debug("status check unanswered within the grace period", "workspace", w.ID, "err", err)
+		h.misses = 0
+		return nil
+	}
 	h.misses++
+	c.cfg.Log.Warn("status check unanswered", "workspace", w.ID, "misses", h.misses, "err", err)
 	if h.misses >= c.cfg.HealthMisses && w.State == workspace.Available {
 		return c.transition(w.ID, workspace.Available, func(r *workspace.Workspace) {
-			r.SetState(workspace.Unhealthy, c.cfg.Now())
-			r.ErrorMessage = fmt.Sprintf("%d status requests unanswered: %v", h.misses, err)
+			r.SetState(workspace.Unhealthy, now)
+			r.ErrorCode = "StatusCheckFailed"
+			r.ErrorMessage = unhealthyReason(h.misses, c.cfg.HealthInterval, err)
 		})
 	}
 	return nil
+}
+
+// inGrace reports whether w's guest started less than grace ago (guide §19: a WorkSpace
+// just rebooted or started is not judged yet). BootedAt is set by every boot hostd makes:
+// create, start, reboot, and the restart of a guest that died.
+func inGrace(w workspace.Workspace, now time.Time, grace time.Duration) bool {
+	return grace > 0 && now.Sub(w.BootedAt) < grace
+}
+
+// unhealthyReason is the state reason an UNHEALTHY WorkSpace carries.
+func unhealthyReason(misses int, interval time.Duration, last error) string {
+	return fmt.Sprintf("the WorkSpace did not answer %d consecutive status requests (every %s); last: %v",
+		misses, interval, last)
 }
 
 // Close lets go of held RAM when hostd stops: the RAM of guests that are gone is scrubbed;
