@@ -29,12 +29,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -284,9 +282,7 @@ func run(path string, log *slog.Logger) error {
 		}
 		var fleetPorts []int
 		if f := h.Fleet; f != nil {
-			_, p, _ := net.SplitHostPort(f.Listen) // validated
-			port, _ := strconv.Atoi(p)
-			fleetPorts = []int{port, f.EtcdClientPort, f.EtcdPeerPort}
+			fleetPorts = f.Ports()
 		}
 		if nm, err = network.New(base, fleetPorts, st, log.With("component", "network")); err != nil {
 			return err

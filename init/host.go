@@ -195,7 +195,7 @@ func (h *host) networkConfig() (*config.Config, []byte, error) {
 	if cfg == nil {
 		return nil, nil, errors.New("no host config")
 	}
-	b, err := cfg.Init.NetworkYAML()
+	b, err := cfg.NetworkYAML()
 	if err != nil || b == nil {
 		return nil, nil, errors.New("no init.network in the host config")
 	}
@@ -477,7 +477,7 @@ func (h *host) SetManagement(ctx context.Context, m console.Management) (string,
 	if err != nil {
 		return "", fmt.Errorf("the new config does not load: %w", err)
 	}
-	nb, err := cfg.Init.NetworkYAML()
+	nb, err := cfg.NetworkYAML()
 	if err != nil {
 		return "", err
 	}
@@ -684,6 +684,7 @@ func (h *host) hardwareID() string {
 var (
 	joinCodeRe      = regexp.MustCompile(`deskhost: join code (\S+):`)
 	joinUnreachable = "join: fleet host not reached"
+	storeWaiting    = "waiting for the fleet store" // hostd/fleet.go: it has its credentials
 	logErrRe        = regexp.MustCompile(`"?err"?[=:]"((?:[^"\\]|\\.)*)"`)
 )
 
@@ -691,6 +692,9 @@ var (
 // log: the join code it waits with, or why it cannot ask.
 func joiningLine(lines []string) string {
 	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], storeWaiting) {
+			return "approved; waiting for the etcd quorum (3 Logs, hostd)"
+		}
 		if m := joinCodeRe.FindStringSubmatch(lines[i]); m != nil {
 			return "join code " + m[1] + ": approve on a fleet host (9 Hosts, or hostd hosts approve)"
 		}

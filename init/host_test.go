@@ -196,6 +196,10 @@ func TestJoiningLine(t *testing.T) {
 			`time=… level=WARN msg="join: fleet host not reached; trying again" err=x`,
 			"deskhost: join code ABCD-EFGH-JKLM: approve this host on a fleet host with `hostd hosts approve ABCD-EFGH-JKLM`"},
 			"join code ABCD-EFGH-JKLM: approve on a fleet host (9 Hosts, or hostd hosts approve)"},
+		{"approved, no quorum yet", []string{
+			"deskhost: join code ABCD-EFGH-JKLM: approve this host on a fleet host with `hostd hosts approve ABCD-EFGH-JKLM`",
+			`time=… level=WARN msg="waiting for the fleet store: hostd serves once a majority of the etcd members answer" waited=5s err=x`},
+			"approved; waiting for the etcd quorum (3 Logs, hostd)"},
 		{"failure after a code", []string{
 			"deskhost: join code ABCD-EFGH-JKLM: approve this host on a fleet host with `hostd hosts approve ABCD-EFGH-JKLM`",
 			`time=… level=WARN msg="join: fleet host not reached; trying again" err="no route"`},

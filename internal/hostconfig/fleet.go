@@ -5,8 +5,11 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Fleet makes the host one of a fleet sharing one store: the fleet's etcd cluster, whose
@@ -140,4 +143,62 @@ func CheckFingerprint(s string) error {
 		return fmt.Errorf("%q: want sha256: and 64 hex digits (the fleet CA's fingerprint)", s)
 	}
 	return nil
+}
+
+// Ports are the TCP ports this host's fleet peers reach it on: its fleet port and its etcd
+// member's client and peer ports (defaults applied by Parse).
+func (f *Fleet) Ports() []int {
+	_, p, _ := net.SplitHostPort(f.Listen) // validated
+	port, _ := strconv.Atoi(p)
+	return []int{port, f.EtcdClientPort, f.EtcdPeerPort}
+}
+
+// NetworkYAML is netcfg's config as init applies it at boot: init.network, with a fleet
+// host's peer ports in host.fleetPorts. The boot-time firewall must let the peers in
+// before hostd runs: a joining host's hostd waits for its etcd member to be reached by
+// the others before it serves (and only then applies the network itself), so a firewall
+// without those ports would keep it out of the fleet for good.
+func (c *Config) NetworkYAML() ([]byte, error) {
+	if c.Hostd.Fleet == nil || c.Init.Network.Kind == 0 {
+		return c.Init.NetworkYAML()
+	}
+	n := blockStyle(c.Init.Network)
+	m := &n
+	if m.Kind == yaml.DocumentNode && len(m.Content) == 1 {
+		m = m.Content[0]
+	}
+	if m.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("init.network: a mapping is required")
+	}
+	host := value(m, "host")
+	if host == nil {
+		host = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+		m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "host"}, host)
+	}
+	if host.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("init.network.host: a mapping is required")
+	}
+	ports := value(host, "fleetPorts")
+	if ports == nil {
+		ports = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+		host.Content = append(host.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "fleetPorts"}, ports)
+	}
+	if ports.Kind != yaml.SequenceNode {
+		return nil, fmt.Errorf("init.network.host.fleetPorts: a list of ports is required")
+	}
+	have := map[string]bool{}
+	for _, p := range ports.Content {
+		have[p.Value] = true
+	}
+	for _, p := range c.Hostd.Fleet.Ports() {
+		if s := strconv.Itoa(p); !have[s] {
+			ports.Content = append(ports.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: s})
+			have[s] = true
+		}
+	}
+	b, err := yaml.Marshal(&n)
+	if err != nil {
+		return nil, fmt.Errorf("init.network: %w", err)
+	}
+	return b, nil
 }
