@@ -46,7 +46,8 @@ type guest struct {
 	ready         bool
 
 	log    *logger
-	screen screen // nil until screenLoop opens it, or when there is no display
+	clip   *clipboard // the spice agent port's clipboard (PID 1 mode only)
+	screen screen     // nil until screenLoop opens it, or when there is no display
 
 	// filled keeps the fill-memory mappings referenced (and locked) forever.
 	filled [][]byte
@@ -99,6 +100,8 @@ func main() {
 		g.fail("sethostname: %v", err)
 	}
 	go g.screenLoop()
+	g.clip = newClipboard(g.log)
+	go g.clip.loop()
 
 	g.setPhase("loading kernel modules")
 	start := time.Now()
