@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -141,8 +142,8 @@ func (c *clipboard) handle(m vdagent.Message) error {
 			return fmt.Errorf("text from the host refused: %d bytes, valid UTF-8 %v (at most %d bytes of UTF-8)",
 				len(clip.Data), utf8.Valid(clip.Data), agent.MaxClipboardBytes)
 		}
-		c.text = string(clip.Data)
-		c.log.Printf("clipboard: %d bytes of text from the host", len(clip.Data))
+		c.text = hostText(clip.Data)
+		c.log.Printf("clipboard: %d bytes of text from the host", len(c.text))
 	case vdagent.TypeClipboardRequest:
 		var data []byte // nothing to give: an empty answer, as spice-vdagent does
 		if c.guestOwns && clip.Type == vdagent.ClipboardUTF8Text {
@@ -174,4 +175,11 @@ func (c *clipboard) set(text string) error {
 	}
 	c.log.Printf("clipboard: %d bytes of text set in the guest, offered to the host", len(text))
 	return nil
+}
+
+// hostText is text from a VNC client as a Linux guest holds it: RFB's extended clipboard
+// sends NUL-terminated text with CRLF line ends (noVNC does), which qemu passes on as is.
+func hostText(b []byte) string {
+	s := strings.TrimSuffix(string(b), "\x00")
+	return strings.ReplaceAll(s, "\r\n", "\n")
 }

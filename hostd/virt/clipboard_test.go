@@ -68,7 +68,7 @@ func TestClipboardThroughVNC(t *testing.T) {
 	name := "clipboard-" + suffix
 	vncSock, agentSock, serial := filepath.Join(dir, "vnc.sock"), filepath.Join(dir, "agent.sock"), filepath.Join(dir, "serial.log")
 	spec := Spec{Name: name, Owner: "clipboard-test", Type: "qemu", VCPUs: 1, MemoryMiB: 256,
-		Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: img.Manifest.Cmdline + " deskhost.workspace=" + name, RootVolume: root, UserVolume: user,
+		Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: img.Manifest.Cmdline + " deskhost.workspace=ws-" + suffix, RootVolume: root, UserVolume: user,
 		Management: NIC{Bridge: mgmt}, Primary: NIC{Bridge: pri},
 		VNCSocket: vncSock, AgentSocket: agentSock, SerialLog: serial, RunAs: guests.Label()}
 	if err := conn.Define(spec); err != nil {
@@ -114,7 +114,7 @@ func TestClipboardThroughVNC(t *testing.T) {
 	defer vc.Close()
 
 	// Client → guest: notify, answer qemu's request with the text, read it in the guest.
-	toGuest := "pasted in the browser ✓ " + suffix
+	toGuest := "pasted in the browser ✓\nline 2 " + suffix
 	if err := vc.cut(extNotify|extText, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,8 @@ func TestClipboardThroughVNC(t *testing.T) {
 	if err != nil || flags&extRequest == 0 || flags&extText == 0 {
 		t.Fatalf("after the client's notify, qemu sent flags %#x (%v), want a text request (the guest agent must ask for the text)\n%s", flags, err, tail())
 	}
-	if err := vc.cut(extProvide|extText, provideText(toGuest)); err != nil {
+	// As noVNC sends it: CRLF line ends, NUL-terminated.
+	if err := vc.cut(extProvide|extText, provideText(strings.ReplaceAll(toGuest, "\n", "\r\n"))); err != nil {
 		t.Fatal(err)
 	}
 	var got string
