@@ -19,6 +19,8 @@ import (
 	"deskhost/hostd/confine"
 	"deskhost/internal/desktopimage"
 	"deskhost/internal/testenv"
+
+	"libvirt.org/go/libvirtxml"
 )
 
 // TestClipboardThroughVNC: text crosses both ways between a VNC client and a real guest,
@@ -162,11 +164,63 @@ func TestClipboardThroughVNC(t *testing.T) {
 	}
 	t.Logf("guest → client: %d bytes in %v", len(fromGuest), time.Since(set).Round(time.Millisecond))
 
+	// A save (AutoStop's hibernation) unplugs the clipboard channel, which blocks it, and
+	// the restore plugs it back: the restored guest shares its clipboard again.
+	vc.Close()
+	save := filepath.Join(dir, "state.save")
+	if err := conn.Save(name, save); err != nil {
+		t.Fatalf("save with the clipboard channel: %v", err)
+	}
+	if err := conn.RestorePaused(save); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Resume(name); err != nil {
+		t.Fatal(err)
+	}
+	if x, err := conn.XML(name); err != nil || !hasClipboardChannel(x.Devices.Channels) {
+		t.Fatalf("the restored domain has no clipboard channel (%v)", err)
+	}
+	if vc, err = dialVNC(vncSock); err != nil {
+		t.Fatal(err)
+	}
+	defer vc.Close()
+	ag.Close() // the restored qemu listens on a new agent socket
+	if ag, err = agent.Dial(actx, agentSock); err != nil {
+		t.Fatal(err)
+	}
+	defer ag.Close()
+	afterRestore := "after the restore " + suffix
+	restored := time.Now()
+	for {
+		// The guest agent reopens the port once it is back.
+		err := ag.SetClipboard(actx, afterRestore)
+		if err == nil {
+			break
+		}
+		if time.Since(restored) > time.Minute {
+			t.Fatalf("the restored guest's clipboard: %v\n%s", err, tail())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if flags, _, err = vc.next(30 * time.Second); err != nil || flags&extNotify == 0 {
+		t.Fatalf("after the restore, qemu sent flags %#x (%v), want a text notify\n%s", flags, err, tail())
+	}
+	if err := vc.cut(extRequest|extText, nil); err != nil {
+		t.Fatal(err)
+	}
+	if flags, data, err = vc.next(30 * time.Second); err != nil || flags&extProvide == 0 {
+		t.Fatalf("after the restore, qemu sent flags %#x (%v), want provide", flags, err)
+	}
+	if text, err := readProvided(data); err != nil || text != afterRestore {
+		t.Fatalf("after the restore the client received %q (%v)", text, err)
+	}
+	t.Logf("save and restore: the clipboard channel was unplugged for the save and is back (guest → client again after %v)", time.Since(restored).Round(time.Millisecond))
+
 	// Bad input from hostd's side changes nothing.
 	if err := ag.SetClipboard(actx, "\xff\xfe"); err == nil || !strings.Contains(err.Error(), "not valid UTF-8") {
 		t.Errorf("invalid UTF-8: %v", err)
 	}
-	if got, _ := ag.Clipboard(actx); got != fromGuest {
+	if got, _ := ag.Clipboard(actx); got != afterRestore {
 		t.Errorf("after a refused set the guest clipboard holds %q", got)
 	}
 }
@@ -312,4 +366,13 @@ func readProvided(b []byte) (string, error) {
 		return "", err
 	}
 	return strings.TrimRight(string(text), "\x00"), nil
+}
+
+func hasClipboardChannel(chs []libvirtxml.DomainChannel) bool {
+	for _, c := range chs {
+		if c.Source != nil && c.Source.QEMUVDAgent != nil && c.Target != nil && c.Target.VirtIO != nil && c.Target.VirtIO.Name == ClipboardChannel {
+			return true
+		}
+	}
+	return false
 }

@@ -226,11 +226,7 @@ func Domain(s Spec) (*libvirtxml.Domain, error) {
 		// Clipboard redirection (WorkSpaces enables it unless an administrator turns it
 		// off): qemu's vdagent shares its VNC server's clipboard with the spice agent
 		// port in the guest (hostd/vdagent; the tiny image's guest agent answers there).
-		d.Devices.Channels = append(d.Devices.Channels, libvirtxml.DomainChannel{
-			Source: &libvirtxml.DomainChardevSource{QEMUVDAgent: &libvirtxml.DomainChardevSourceQEMUVDAgent{
-				ClipBoard: &libvirtxml.DomainChardevSourceQEMUVDAgentClipBoard{CopyPaste: "yes"}}},
-			Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: ClipboardChannel}},
-		})
+		d.Devices.Channels = append(d.Devices.Channels, clipboardChannel())
 	}
 	if s.RunAs != "" {
 		d.SecLabel = []libvirtxml.DomainSecLabel{{Type: "static", Model: "dac", Relabel: "no", Label: s.RunAs}}
@@ -310,4 +306,13 @@ func Bytes(value uint, unit string) (int64, error) {
 		return 0, fmt.Errorf("memory unit %q is not one of libvirt's", unit)
 	}
 	return int64(value) * mult, nil
+}
+
+// clipboardChannel is the qemu-vdagent channel with copy/paste on the spice agent's port.
+func clipboardChannel() libvirtxml.DomainChannel {
+	return libvirtxml.DomainChannel{
+		Source: &libvirtxml.DomainChardevSource{QEMUVDAgent: &libvirtxml.DomainChardevSourceQEMUVDAgent{
+			ClipBoard: &libvirtxml.DomainChardevSourceQEMUVDAgentClipBoard{CopyPaste: "yes"}}},
+		Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: ClipboardChannel}},
+	}
 }
