@@ -38,6 +38,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	_ "time/tzdata" // hostd.siteTimeZone on an appliance without /usr/share/zoneinfo
 
 	"deskhost/hostd/api"
 	"deskhost/hostd/cli"
@@ -308,6 +309,13 @@ func run(path string, log *slog.Logger) error {
 		netw = nm
 	}
 
+	siteZone, err := h.SiteZone()
+	if err != nil {
+		return fmt.Errorf("hostd.siteTimeZone: %w", err)
+	}
+	if siteZone == nil {
+		log.Info("automatic maintenance off: set hostd.siteTimeZone (the site's IANA time zone) for the guide's AutoStop maintenance windows")
+	}
 	mx := metrics.New(metrics.Options{Store: st, ComputeTypes: h.ComputeTypes, Quota: h.Quotas.Workspaces})
 	ctl := controller.New(controller.Config{
 		Store:               st,
@@ -326,6 +334,9 @@ func run(path string, log *slog.Logger) error {
 		ShutdownTimeout:     h.ShutdownTimeout.Duration,
 		HealthInterval:      h.HealthInterval.Duration,
 		HealthMisses:        h.HealthMisses,
+		HealthTimeout:       h.HealthTimeout.Duration,
+		HealthGrace:         h.HealthGrace.Duration,
+		SiteZone:            siteZone,
 		TerminatedRetention: h.TerminatedRetention.Duration,
 		Preflight:           preflight,
 		HugePages:           *h.Memory.HugePages,

@@ -264,3 +264,10 @@ func (c *Client) SetClipboard(ctx context.Context, text string) error {
 	_, err := c.Call(ctx, req)
 	return err
 }
+
+// Silence stops the agent answering for d (whole seconds, at least one), the guest still
+// running: the agent answers this request, then closes its port until d has passed.
+func (c *Client) Silence(ctx context.Context, d time.Duration) error {
+	_, err := c.Call(ctx, Request{Op: OpSilence, Seconds: int((d + time.Second - 1) / time.Second)})
+	return err
+}

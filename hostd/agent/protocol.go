@@ -45,6 +45,10 @@ const (
 	// channel (hostd/vdagent).
 	OpClipboardGet = "clipboard-get"
 	OpClipboardSet = "clipboard-set"
+	// OpSilence stops the agent for a while, the guest still running: it answers, closes
+	// its port and ignores it for Seconds, then serves again. Tests use it to make a
+	// WorkSpace miss its status checks (guide §19) the way a dead agent would.
+	OpSilence = "silence"
 )
 
 // Limits.
@@ -60,6 +64,8 @@ const (
 	MaxClipboardBytes = 1 << 20
 	// MaxFillPercent is the largest share of MemAvailable fill-memory takes.
 	MaxFillPercent = 95
+	// MaxSilenceSeconds is the longest silence accepts.
+	MaxSilenceSeconds = 3600
 )
 
 // Volume mount points inside the guest. write-file and read-file only touch files below
@@ -84,6 +90,9 @@ type Request struct {
 
 	// shutdown
 	Reboot bool `json:"reboot,omitempty"`
+
+	// silence
+	Seconds int `json:"seconds,omitempty"`
 }
 
 // Response is one line sent by the agent. Error is set when OK is false.
@@ -185,6 +194,10 @@ func (r Request) Validate() error {
 		}
 		if !utf8.ValidString(r.Data) {
 			return errors.New("clipboard-set: text is not valid UTF-8")
+		}
+	case OpSilence:
+		if r.Seconds < 1 || r.Seconds > MaxSilenceSeconds {
+			return fmt.Errorf("silence: seconds must be 1..%d, got %d", MaxSilenceSeconds, r.Seconds)
 		}
 	}
 	return nil

@@ -34,6 +34,7 @@ func TestRequestRoundTrip(t *testing.T) {
 		{ID: 6, Op: OpCrash},
 		{ID: 7, Op: OpClipboardSet, Data: "copied ✓\nline 2"},
 		{ID: 8, Op: OpClipboardGet},
+		{ID: 9, Op: OpSilence, Seconds: 30},
 	}
 	for _, r := range reqs {
 		line, err := Encode(r)
@@ -67,6 +68,8 @@ func TestDecodeRequestErrors(t *testing.T) {
 		{`{"id":1,"op":"fill-memory","marker":"long enough marker","percent":100}`, "percent"},
 		{`{"id":1,"op":"write-file","path":"/etc/shadow","data":"x"}`, "not below"},
 		{`{"id":1,"op":"read-file","path":"/home/../etc/shadow"}`, ".."},
+		{`{"id":1,"op":"silence"}`, "seconds"},
+		{`{"id":1,"op":"silence","seconds":3601}`, "seconds"},
 	} {
 		r, err := DecodeRequest([]byte(tc.line))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

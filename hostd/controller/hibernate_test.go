@@ -9,18 +9,19 @@ import (
 	"testing"
 	"time"
 
+	"deskhost/hostd/service"
 	"deskhost/hostd/workspace"
 )
 
-// TestHibernateResume: an AutoStop WorkSpace's stop saves its running guest to disk, and
-// its start restores it: the guest agent's count of answered requests (state in a guest
-// process's memory) and the guest's uptime run on across the stop, where a cold stop and
-// start of the same WorkSpace (hibernation off) reset both. While the WorkSpace is STOPPED
-// the saved state holds the guest's RAM (a marker a guest process keeps resident) and is
-// root's alone; after the resume its blocks are zeros and its name is gone. A saved state
-// that cannot be restored gives a cold boot that says so. Figures: hibernate → STOPPED and
-// resume → AVAILABLE against cold stop and cold start of the same WorkSpace, and the saved
-// state's size against guest RAM.
+// TestHibernateResume: AutoStop's stop of an AutoStop WorkSpace idle past its AutoStop
+// time saves its running guest to disk, and its start restores it: the guest agent's
+// count of answered requests (state in a guest process's memory) and the guest's uptime
+// run on across the stop, where a cold stop and start of the same WorkSpace (hibernation
+// off) reset both. While the WorkSpace is STOPPED the saved state holds the guest's RAM (a
+// marker a guest process keeps resident) and is root's alone; after the resume its blocks
+// are zeros and its name is gone. A saved state that cannot be restored gives a cold boot
+// that says so. Figures: hibernate → STOPPED and resume → AVAILABLE against cold stop and
+// cold start of the same WorkSpace, and the saved state's size against guest RAM.
 func TestHibernateResume(t *testing.T) {
 	h := newHarness(t, nil, nil)
 	ctx := context.Background()
@@ -42,10 +43,18 @@ func TestHibernateResume(t *testing.T) {
 		}
 		return
 	}
+	// The service as it will be past the WorkSpace's AutoStop time (60 minutes idle).
+	idleLater := service.New(h.store, service.Config{ComputeTypes: h.ctl.cfg.ComputeTypes, WorkspaceQuota: 20, Host: h.ctl.cfg.Owner},
+		h.ctl, func() time.Time { return time.Now().Add(2 * time.Hour) }, h.ctl.cfg.Log)
 	stopStart := func(what string) (stop, start time.Duration) {
 		t.Helper()
 		t0 := time.Now()
-		if failed, err := h.svc.StopWorkspaces(ctx, []string{id}); err != nil || len(failed) > 0 {
+		if what == "hibernate" {
+			// AutoStop's own stop: the idle WorkSpace is due on a clock past its AutoStop time.
+			if ids, err := idleLater.AutoStop(ctx); err != nil || len(ids) != 1 || ids[0] != id {
+				t.Fatalf("AutoStop stopped %v (%v), want [%s]", ids, err, id)
+			}
+		} else if failed, err := h.svc.StopWorkspaces(ctx, []string{id}); err != nil || len(failed) > 0 {
 			t.Fatal(what, err, failed)
 		}
 		h.waitState(id, workspace.Stopped, 2*time.Minute)

@@ -46,6 +46,7 @@ type guest struct {
 	errors        []string
 	phase         string
 	ready         bool
+	silentFor     time.Duration // set by the silence op: serve closes its port this long
 
 	log    *logger
 	clip   *clipboard // the spice agent port's clipboard (PID 1 mode only)

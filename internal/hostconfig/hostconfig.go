@@ -52,6 +52,15 @@ type Hostd struct {
 	// HealthMisses consecutive misses make it UNHEALTHY (guide §19).
 	HealthInterval Duration `yaml:"healthInterval"`
 	HealthMisses   int      `yaml:"healthMisses"`
+	// HealthTimeout bounds one status request (generous: a busy guest answers late).
+	// HealthGrace is how long after a boot, restart or start a WorkSpace is not judged
+	// ("If you just rebooted or started your WorkSpace, wait a few minutes").
+	HealthTimeout Duration `yaml:"healthTimeout"`
+	HealthGrace   Duration `yaml:"healthGrace"`
+	// SiteTimeZone is the site's IANA time zone (the guide's "time zone of the AWS
+	// Region"), in which the maintenance windows open (hostd/maintenance). Unset: no
+	// automatic maintenance, since hostd cannot tell the site's night from its day.
+	SiteTimeZone string `yaml:"siteTimeZone"`
 	// TerminatedRetention is how long a TERMINATED record stays visible.
 	TerminatedRetention Duration `yaml:"terminatedRetention"`
 	// Memory is the guest-memory hygiene policy.
