@@ -47,6 +47,7 @@ import (
 	"deskhost/hostd/etcdmember"
 	"deskhost/hostd/fleet"
 	"deskhost/hostd/memscrub"
+	"deskhost/hostd/metering"
 	"deskhost/hostd/metrics"
 	"deskhost/hostd/network"
 	"deskhost/hostd/service"
@@ -230,6 +231,7 @@ func run(path string, log *slog.Logger) error {
 
 	var nm *network.Manager
 	svcCfg := service.Config{ComputeTypes: h.ComputeTypes, WorkspaceQuota: h.Quotas.Workspaces, Host: hostID,
+		GPUQuota: map[catalog.ComputeType]int{catalog.ComputeGraphics: h.Quotas.Graphics, catalog.ComputeGraphicsPro: h.Quotas.GraphicsPro},
 		ManagementRange: func() (netip.Prefix, bool) {
 			if nm == nil {
 				return netip.Prefix{}, false
@@ -363,6 +365,9 @@ func run(path string, log *slog.Logger) error {
 	// AutoStop's idle timer: AutoStop times are whole hours, so a minute's granularity.
 	// Bundles queued for deletion go on the same beat once their last WorkSpace has.
 	go svc.RunAutoStop(ctx, time.Minute)
+	// The metering ledger: every host samples every WorkSpace; the ledger's per-hour keys
+	// make that one entry per hour (hostd/metering).
+	go (&metering.Recorder{Store: st, Log: log.With("component", "metering")}).Run(ctx, time.Minute)
 	imgs, _ := svc.DescribeWorkspaceImages(ctx, nil)
 	bundles, _ := svc.DescribeWorkspaceBundles(ctx, nil)
 	dirs, _ := svc.DescribeWorkspaceDirectories(ctx, nil)

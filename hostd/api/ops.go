@@ -25,6 +25,7 @@ type Service interface {
 	ReportConnections(ctx context.Context, connected []string) error
 	CatalogService
 	HostsService
+	UsageService
 }
 
 var _ Service = (*service.Service)(nil)

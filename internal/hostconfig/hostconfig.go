@@ -177,6 +177,10 @@ func (m Memory) InitOnFreeRequired() bool { return m.RequireInitOnFree == nil ||
 // Quotas are per-host limits.
 type Quotas struct {
 	Workspaces int `yaml:"workspaces"`
+	// Graphics and GraphicsPro cap live WorkSpaces of those compute types; the guide's
+	// default is 0 (guide-catalog §23): raise them once the host has the GPUs.
+	Graphics    int `yaml:"graphics"`
+	GraphicsPro int `yaml:"graphicsPro"`
 }
 
 // Duration is a time.Duration written as "20m" in YAML.

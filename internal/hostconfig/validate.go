@@ -147,6 +147,9 @@ func (h *Hostd) validate(managedNetwork bool) error {
 	if h.Quotas.Workspaces < 1 {
 		bad("hostd.quotas.workspaces: must be ≥ 1")
 	}
+	if h.Quotas.Graphics < 0 || h.Quotas.GraphicsPro < 0 {
+		bad("hostd.quotas.graphics, graphicsPro: must be ≥ 0")
+	}
 	if h.API.Socket != "" && h.DataDir != "" && filepath.Clean(filepath.Dir(h.API.Socket)) == filepath.Clean(h.DataDir) {
 		bad("hostd.api.socket %s: not directly in hostd.dataDir; the socket's directory is made root-only, and qemu must reach the data dir", h.API.Socket)
 	}
