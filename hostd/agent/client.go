@@ -245,6 +245,26 @@ func (c *Client) Crash(ctx context.Context) error {
 	return err
 }
 
+// Clipboard returns the text of the guest's clipboard (what a VNC client last cut, or what
+// SetClipboard set).
+func (c *Client) Clipboard(ctx context.Context) (string, error) {
+	resp, err := c.Call(ctx, Request{Op: OpClipboardGet})
+	if err != nil {
+		return "", err
+	}
+	return resp.Data, nil
+}
+
+// SetClipboard makes text the guest clipboard's and offers it to the VNC clients.
+func (c *Client) SetClipboard(ctx context.Context, text string) error {
+	req := Request{Op: OpClipboardSet, Data: text}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	_, err := c.Call(ctx, req)
+	return err
+}
+
 // Silence stops the agent answering for d (whole seconds, at least one), the guest still
 // running: the agent answers this request, then closes its port until d has passed.
 func (c *Client) Silence(ctx context.Context, d time.Duration) error {

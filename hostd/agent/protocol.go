@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"unicode/utf8"
 )
 
 // Version is the guest agent's version, reported by status and recorded in image.json.
@@ -39,6 +40,11 @@ const (
 	OpReadFile   = "read-file"
 	OpShutdown   = "shutdown"
 	OpCrash      = "crash"
+	// clipboard-get answers the guest clipboard's text in Data; clipboard-set (Data) makes
+	// it the guest's and offers it to the host (qemu's VNC clients) over the spice agent
+	// channel (hostd/vdagent).
+	OpClipboardGet = "clipboard-get"
+	OpClipboardSet = "clipboard-set"
 	// OpSilence stops the agent for a while, the guest still running: it answers, closes
 	// its port and ignores it for Seconds, then serves again. Tests use it to make a
 	// WorkSpace miss its status checks (guide §19) the way a dead agent would.
@@ -53,6 +59,9 @@ const (
 	MaxFileBytes = 16 << 20
 	// MinMarkerBytes is the shortest marker fill-memory accepts.
 	MinMarkerBytes = 8
+	// MaxClipboardBytes is the most clipboard text either way (qemu buffers at most 1 MiB
+	// for the agent).
+	MaxClipboardBytes = 1 << 20
 	// MaxFillPercent is the largest share of MemAvailable fill-memory takes.
 	MaxFillPercent = 95
 	// MaxSilenceSeconds is the longest silence accepts.
@@ -179,6 +188,13 @@ func (r Request) Validate() error {
 		}
 	case OpReadFile:
 		return CheckPath(r.Path)
+	case OpClipboardSet:
+		if len(r.Data) > MaxClipboardBytes {
+			return fmt.Errorf("clipboard-set: text of %d bytes exceeds %d", len(r.Data), MaxClipboardBytes)
+		}
+		if !utf8.ValidString(r.Data) {
+			return errors.New("clipboard-set: text is not valid UTF-8")
+		}
 	case OpSilence:
 		if r.Seconds < 1 || r.Seconds > MaxSilenceSeconds {
 			return fmt.Errorf("silence: seconds must be 1..%d, got %d", MaxSilenceSeconds, r.Seconds)

@@ -32,7 +32,9 @@ func TestRequestRoundTrip(t *testing.T) {
 		{ID: 4, Op: OpReadFile, Path: "/sysroot/etc/os-release"},
 		{ID: 5, Op: OpShutdown, Reboot: true},
 		{ID: 6, Op: OpCrash},
-		{ID: 8, Op: OpSilence, Seconds: 30},
+		{ID: 7, Op: OpClipboardSet, Data: "copied ✓\nline 2"},
+		{ID: 8, Op: OpClipboardGet},
+		{ID: 9, Op: OpSilence, Seconds: 30},
 	}
 	for _, r := range reqs {
 		line, err := Encode(r)
@@ -108,5 +110,16 @@ func TestResponseWire(t *testing.T) {
 	line, _ = Encode(Response{ID: 4, Error: `unknown op "x"`})
 	if string(line) != `{"id":4,"ok":false,"error":"unknown op \"x\""}`+"\n" {
 		t.Errorf("error wire form %s", line)
+	}
+}
+
+func TestClipboardSetRefused(t *testing.T) {
+	for _, r := range []Request{
+		{Op: OpClipboardSet, Data: strings.Repeat("x", MaxClipboardBytes+1)},
+		{Op: OpClipboardSet, Data: "\xff\xfe"},
+	} {
+		if err := r.Validate(); err == nil || !strings.Contains(err.Error(), "clipboard-set") {
+			t.Errorf("clipboard-set of %d bytes: %v", len(r.Data), err)
+		}
 	}
 }

@@ -49,7 +49,8 @@ type guest struct {
 	silentFor     time.Duration // set by the silence op: serve closes its port this long
 
 	log    *logger
-	screen screen // nil until screenLoop opens it, or when there is no display
+	clip   *clipboard // the spice agent port's clipboard (PID 1 mode only)
+	screen screen     // nil until screenLoop opens it, or when there is no display
 
 	// filled keeps the fill-memory mappings referenced (and locked) forever.
 	filled [][]byte
@@ -102,6 +103,8 @@ func main() {
 		g.fail("sethostname: %v", err)
 	}
 	go g.screenLoop()
+	g.clip = newClipboard(g.log)
+	go g.clip.loop()
 
 	g.setPhase("loading kernel modules")
 	start := time.Now()

@@ -289,6 +289,17 @@ func (g *guest) handle(line []byte) (resp agent.Response, after func()) {
 			return resp, nil
 		}
 		resp.Data = string(b)
+	case agent.OpClipboardGet, agent.OpClipboardSet:
+		if g.clip == nil {
+			resp.Error = "this agent shares no clipboard (it runs as a service of the image's init)"
+			return resp, nil
+		}
+		if req.Op == agent.OpClipboardGet {
+			resp.Data = g.clip.get()
+		} else if err := g.clip.set(req.Data); err != nil {
+			resp.Error = err.Error()
+			return resp, nil
+		}
 	case agent.OpShutdown:
 		after = func() { g.shutdown(req.Reboot) }
 	case agent.OpCrash:

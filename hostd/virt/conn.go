@@ -212,10 +212,60 @@ func (c *Conn) Save(name, path string) error {
 	if err != nil {
 		return fmt.Errorf("save domain %s: %w", name, err)
 	}
+	// qemu's vdagent chardev (the clipboard channel) blocks migration, and so a save: it
+	// is unplugged first, and RestorePaused plugs it back.
+	unplugged := false
+	if x, err := c.l.DomainGetXMLDesc(d, 0); err == nil && strings.Contains(x, "qemu-vdagent") {
+		if err := c.l.DomainDetachDeviceFlags(d, clipboardChannelXML, uint32(libvirt.DomainAffectLive)); err != nil {
+			return fmt.Errorf("save domain %s: unplug its clipboard channel: %w", name, err)
+		}
+		unplugged = true
+	}
 	if err := c.l.DomainSaveFlags(d, path, nil, 0); err != nil {
-		return fmt.Errorf("save domain %s to %s: %w", name, path, err)
+		err = fmt.Errorf("save domain %s to %s: %w", name, path, err)
+		if unplugged { // the guest still runs: give it its clipboard back
+			if aerr := c.l.DomainAttachDeviceFlags(d, clipboardChannelXML, uint32(libvirt.DomainAffectLive)); aerr != nil {
+				err = fmt.Errorf("%w; plugging its clipboard channel back: %v", err, aerr)
+			}
+		}
+		return err
 	}
 	return nil
+}
+
+// clipboardChannelXML is the clipboard channel DomainXML adds (unless NoClipboard).
+var clipboardChannelXML = func() string {
+	ch := clipboardChannel()
+	x, err := ch.Marshal()
+	if err != nil {
+		panic(err)
+	}
+	return x
+}()
+
+// replugClipboard gives a restored domain back the clipboard channel Save unplugged, when
+// its definition has one.
+func (c *Conn) replugClipboard(path string) error {
+	saved, err := c.l.DomainSaveImageGetXMLDesc(path, 0)
+	if err != nil {
+		return err
+	}
+	var dom libvirtxml.Domain
+	if err := dom.Unmarshal(saved); err != nil {
+		return err
+	}
+	d, err := c.l.DomainLookupByName(dom.Name)
+	if err != nil {
+		return err
+	}
+	def, err := c.l.DomainGetXMLDesc(d, libvirt.DomainXMLInactive)
+	if err != nil || !strings.Contains(def, "qemu-vdagent") {
+		return err
+	}
+	if live, err := c.l.DomainGetXMLDesc(d, 0); err != nil || strings.Contains(live, "qemu-vdagent") {
+		return err
+	}
+	return c.l.DomainAttachDeviceFlags(d, clipboardChannelXML, uint32(libvirt.DomainAffectLive))
 }
 
 // RestorePaused starts a domain from the state Save wrote to path, its vCPUs stopped
@@ -223,6 +273,9 @@ func (c *Conn) Save(name, path string) error {
 func (c *Conn) RestorePaused(path string) error {
 	if err := c.l.DomainRestoreFlags(path, nil, uint32(libvirt.DomainSavePaused)); err != nil {
 		return fmt.Errorf("restore domain from %s: %w", path, err)
+	}
+	if err := c.replugClipboard(path); err != nil {
+		return fmt.Errorf("restore domain from %s: plug its clipboard channel back: %w", path, err)
 	}
 	return nil
 }

@@ -15,6 +15,9 @@ import (
 // AgentChannel is the virtio-serial port name the guest agent listens on.
 const AgentChannel = "org.deskhost.agent.0"
 
+// ClipboardChannel is the spice agent's port name (hostd/vdagent.ChannelName).
+const ClipboardChannel = "com.redhat.spice.0"
+
 // TCGCacheMiB is the translation cache of a software-emulated guest.
 const TCGCacheMiB = 64
 
@@ -31,6 +34,10 @@ type Spec struct {
 	MemoryMiB int
 
 	Kernel, Initrd, Cmdline string
+
+	// NoClipboard leaves out the clipboard channel: no text crosses between the
+	// WorkSpace and its VNC clients.
+	NoClipboard bool
 
 	RootVolume, UserVolume string // qcow2 files
 
@@ -215,6 +222,12 @@ func Domain(s Spec) (*libvirtxml.Domain, error) {
 			MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},
 		},
 	}
+	if !s.NoClipboard {
+		// Clipboard redirection (WorkSpaces enables it unless an administrator turns it
+		// off): qemu's vdagent shares its VNC server's clipboard with the spice agent
+		// port in the guest (hostd/vdagent; the tiny image's guest agent answers there).
+		d.Devices.Channels = append(d.Devices.Channels, clipboardChannel())
+	}
 	if s.RunAs != "" {
 		d.SecLabel = []libvirtxml.DomainSecLabel{{Type: "static", Model: "dac", Relabel: "no", Label: s.RunAs}}
 	}
@@ -293,4 +306,13 @@ func Bytes(value uint, unit string) (int64, error) {
 		return 0, fmt.Errorf("memory unit %q is not one of libvirt's", unit)
 	}
 	return int64(value) * mult, nil
+}
+
+// clipboardChannel is the qemu-vdagent channel with copy/paste on the spice agent's port.
+func clipboardChannel() libvirtxml.DomainChannel {
+	return libvirtxml.DomainChannel{
+		Source: &libvirtxml.DomainChardevSource{QEMUVDAgent: &libvirtxml.DomainChardevSourceQEMUVDAgent{
+			ClipBoard: &libvirtxml.DomainChardevSourceQEMUVDAgentClipBoard{CopyPaste: "yes"}}},
+		Target: &libvirtxml.DomainChannelTarget{VirtIO: &libvirtxml.DomainChannelTargetVirtIO{Name: ClipboardChannel}},
+	}
 }

@@ -110,3 +110,22 @@ func TestDomainConfinement(t *testing.T) {
 		t.Errorf("odd MiB of hugepage RAM: %v", err)
 	}
 }
+
+// Clipboard redirection is on unless the spec turns it off: a qemu-vdagent channel with
+// copy/paste, on the spice agent's port.
+func TestDomainClipboard(t *testing.T) {
+	x, err := DomainXML(spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`<channel type="qemu-vdagent">`, `<clipboard copypaste="yes">`, `name="com.redhat.spice.0"`} {
+		if !strings.Contains(x, want) {
+			t.Errorf("domain XML lacks %s", want)
+		}
+	}
+	s := spec()
+	s.NoClipboard = true
+	if x, _ = DomainXML(s); strings.Contains(x, "qemu-vdagent") || strings.Contains(x, "com.redhat.spice.0") {
+		t.Errorf("NoClipboard: the domain still has the clipboard channel")
+	}
+}

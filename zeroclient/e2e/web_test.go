@@ -28,6 +28,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
 
+	"deskhost/hostd/agent"
 	"deskhost/internal/runpaths"
 	"deskhost/internal/testenv"
 	"deskhost/zeroclient/auth"
@@ -58,8 +59,9 @@ login:
 // TestWebAccessInBrowser: Debian's chromium (driven by chromedp) logs in to Web Access
 // with a password and a TOTP code, opens the desktop of a real WorkSpace VM with noVNC
 // over the tag-authorized WebSocket, and types into it: Alt+SysRq+H typed in the browser
-// reaches the guest kernel, whose SysRq help appears on the guest's serial console. A
-// screenshot is kept. Refused: the directory's default (web access DENY), an address
+// reaches the guest kernel, whose SysRq help appears on the guest's serial console. The
+// clipboard crosses both ways: text sent from the page's clipboard box is read back from
+// the guest agent, and text set in the guest appears in the box. A screenshot is kept. Refused: the directory's default (web access DENY), an address
 // outside the directory's IP access control groups, a replayed WebSocket tag, and
 // cross-site requests (a form posted from another origin, a request without the CSRF
 // token, a WebSocket from another origin).
@@ -260,6 +262,41 @@ func TestWebAccessInBrowser(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("keystrokes typed in the browser reached the guest kernel in %v (SysRq help on its serial console)", time.Since(typed).Round(time.Millisecond))
+
+	// Clipboard, both ways, through the domain's qemu-vdagent channel and the guest agent's
+	// clipboard peer. Text pasted into the page's clipboard box and sent arrives in the
+	// guest (read back through the guest agent); text set in the guest appears in the box.
+	toGuest := "pasted in the browser ✓\nline two " + e.wsID
+	run("send the clipboard box", 10*time.Second,
+		chromedp.Click(chromedp.CSS("#clipboard-box summary")),
+		chromedp.WaitVisible(chromedp.CSS("#clipboard")),
+		chromedp.SetValue(chromedp.CSS("#clipboard"), toGuest),
+		chromedp.Click(chromedp.CSS("#clipboard-send")))
+	pasted := time.Now()
+	var inGuest string
+	for inGuest != toGuest {
+		if time.Since(pasted) > 30*time.Second {
+			t.Fatalf("the guest's clipboard holds %q, want the text sent from the browser %q\n%s", inGuest, toGuest, tailFile(serial, 2000))
+		}
+		time.Sleep(200 * time.Millisecond)
+		inGuest, err = guestClipboard(agentSocket(e), "")
+		if err != nil {
+			t.Fatalf("reading the guest's clipboard: %v", err)
+		}
+	}
+	t.Logf("clipboard browser → guest: %d bytes in %v", len(toGuest), time.Since(pasted).Round(time.Millisecond))
+	fromGuest := "copied in the guest ✓ " + e.wsID
+	set := time.Now()
+	if _, err := guestClipboard(agentSocket(e), fromGuest); err != nil {
+		t.Fatalf("setting the guest's clipboard: %v", err)
+	}
+	for evalJS[string](t, bctx, `document.querySelector('#clipboard').value`) != fromGuest {
+		if time.Since(set) > 30*time.Second {
+			t.Fatalf("the page's clipboard box shows %q, want the guest's %q", evalJS[string](t, bctx, `document.querySelector('#clipboard').value`), fromGuest)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("clipboard guest → browser: %d bytes in %v", len(fromGuest), time.Since(set).Round(time.Millisecond))
 
 	// Resize to the window: in a window narrower than the desktop, the whole desktop is
 	// scaled to fit; back in the wide window it grows again.
@@ -634,4 +671,34 @@ func shot(t *testing.T, ctx context.Context, name string) string {
 	}
 	t.Logf("screenshot (artifact): %s", path)
 	return path
+}
+
+func agentSocket(e *env) string { return runpaths.AgentSocket(e.dir, e.wsID) }
+
+// guestClipboard reads the guest's clipboard through its agent, after setting it to set
+// when set is not empty. hostd's health checks connect to the same socket now and then
+// (qemu serves one connection at a time): the connection is held only for the call.
+func guestClipboard(socket, set string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := agent.Dial(ctx, socket)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if set != "" {
+		if err := c.SetClipboard(ctx, set); err != nil {
+			return "", err
+		}
+	}
+	return c.Clipboard(ctx)
+}
+
+// tailFile is the end of a file, for failure messages.
+func tailFile(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
 }
