@@ -9,14 +9,12 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"deskhost/hostd/agent"
-	"deskhost/hostd/confine"
 	"deskhost/internal/desktopimage"
 	"deskhost/internal/testenv"
 
@@ -40,46 +38,10 @@ func TestClipboardThroughVNC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-
-	dir, err := os.MkdirTemp("", "dhclip")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	root, user := filepath.Join(dir, "root.qcow2"), filepath.Join(dir, "user.qcow2")
-	for _, args := range [][]string{
-		{"create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", img.Root, root},
-		{"create", "-q", "-f", "qcow2", user, "1G"},
-	} {
-		if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
-			t.Fatalf("qemu-img: %v %s", err, out)
-		}
-	}
-	guests, err := confine.Lookup("libvirt-qemu", "", "", false)
-	if err != nil {
-		testenv.Missing(t, "libvirt's qemu user: "+err.Error())
-	}
-	if err := guests.Prepare(dir, []string{root, user}, []string{img.Kernel, img.Initrd, img.Root}); err != nil {
-		t.Fatal(err)
-	}
-	suffix := strings.TrimPrefix(filepath.Base(dir), "dhclip")
-	mgmt, pri := "dcm"+suffix, "dcp"+suffix
-	testenv.Bridge(t, mgmt)
-	testenv.Bridge(t, pri)
-	name := "clipboard-" + suffix
-	vncSock, agentSock, serial := filepath.Join(dir, "vnc.sock"), filepath.Join(dir, "agent.sock"), filepath.Join(dir, "serial.log")
-	spec := Spec{Name: name, Owner: "clipboard-test", Type: "qemu", VCPUs: 1, MemoryMiB: 256,
-		Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: img.Manifest.Cmdline + " deskhost.workspace=ws-" + suffix, RootVolume: root, UserVolume: user,
-		Management: NIC{Bridge: mgmt}, Primary: NIC{Bridge: pri},
-		VNCSocket: vncSock, AgentSocket: agentSock, SerialLog: serial, RunAs: guests.Label()}
-	if err := conn.Define(spec); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = conn.Destroy(name)
-		_ = conn.Undefine(name)
-	}()
+	t.Cleanup(func() { conn.Close() })
+	spec, dir := defineTestGuest(t, conn, &img, "clip", nil)
+	name, vncSock, agentSock, serial := spec.Name, spec.VNCSocket, spec.AgentSocket, spec.SerialLog
+	suffix := strings.TrimPrefix(name, "clip-")
 	if err := conn.Start(name); err != nil {
 		t.Fatal(err)
 	}

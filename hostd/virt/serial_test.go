@@ -3,14 +3,12 @@ package virt
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"deskhost/hostd/confine"
 	"deskhost/internal/desktopimage"
 	"deskhost/internal/testenv"
 	"deskhost/internal/virtlogconf"
@@ -36,48 +34,11 @@ func TestSerialLogCapped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-
-	dir, err := os.MkdirTemp("", "dhserial")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	root, user := filepath.Join(dir, "root.qcow2"), filepath.Join(dir, "user.qcow2")
-	for _, args := range [][]string{
-		{"create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", img.Root, root},
-		{"create", "-q", "-f", "qcow2", user, "1G"},
-	} {
-		if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
-			t.Fatalf("qemu-img: %v %s", err, out)
-		}
-	}
-	// qemu runs as libvirt-qemu, as hostd runs it: the directory and volumes are handed to it.
-	guests, err := confine.Lookup("libvirt-qemu", "", "", false)
-	if err != nil {
-		testenv.Missing(t, "libvirt's qemu user: "+err.Error())
-	}
-	if err := guests.Prepare(dir, []string{root, user}, []string{img.Kernel, img.Initrd, img.Root}); err != nil {
-		t.Fatal(err)
-	}
-	suffix := strings.TrimPrefix(filepath.Base(dir), "dhserial")
-	mgmt, pri := "dsm"+suffix, "dsp"+suffix
-	testenv.Bridge(t, mgmt)
-	testenv.Bridge(t, pri)
-	serial := filepath.Join(dir, "serial.log")
-	name := "serialcap-" + suffix
-	cmdline := strings.ReplaceAll(img.Manifest.Cmdline, "quiet", "") + " ignore_loglevel trace_event=timer:* tp_printk"
-	spec := Spec{Name: name, Owner: "serialcap-test", Type: "qemu", VCPUs: 1, MemoryMiB: 256,
-		Kernel: img.Kernel, Initrd: img.Initrd, Cmdline: cmdline, RootVolume: root, UserVolume: user,
-		Management: NIC{Bridge: mgmt}, Primary: NIC{Bridge: pri},
-		VNCSocket: filepath.Join(dir, "vnc.sock"), AgentSocket: filepath.Join(dir, "agent.sock"), SerialLog: serial, RunAs: guests.Label()}
-	if err := conn.Define(spec); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = conn.Destroy(name)
-		_ = conn.Undefine(name)
-	}()
+	t.Cleanup(func() { conn.Close() })
+	spec, _ := defineTestGuest(t, conn, &img, "serial", func(s *Spec) {
+		s.Cmdline = strings.ReplaceAll(img.Manifest.Cmdline, "quiet", "") + " ignore_loglevel trace_event=timer:* tp_printk"
+	})
+	name, serial := spec.Name, spec.SerialLog
 	if err := conn.Start(name); err != nil {
 		t.Fatal(err)
 	}

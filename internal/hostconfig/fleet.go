@@ -170,19 +170,11 @@ func (c *Config) NetworkYAML() ([]byte, error) {
 	if m.Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("init.network: a mapping is required")
 	}
-	host := value(m, "host")
-	if host == nil {
-		host = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
-		m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "host"}, host)
-	}
+	host := ensure(m, "host", yaml.MappingNode, "!!map")
 	if host.Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("init.network.host: a mapping is required")
 	}
-	ports := value(host, "fleetPorts")
-	if ports == nil {
-		ports = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
-		host.Content = append(host.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "fleetPorts"}, ports)
-	}
+	ports := ensure(host, "fleetPorts", yaml.SequenceNode, "!!seq")
 	if ports.Kind != yaml.SequenceNode {
 		return nil, fmt.Errorf("init.network.host.fleetPorts: a list of ports is required")
 	}
@@ -201,4 +193,14 @@ func (c *Config) NetworkYAML() ([]byte, error) {
 		return nil, fmt.Errorf("init.network: %w", err)
 	}
 	return b, nil
+}
+
+// ensure is m's value for key, added empty (of kind, tagged tag) when m has none.
+func ensure(m *yaml.Node, key string, kind yaml.Kind, tag string) *yaml.Node {
+	if v := value(m, key); v != nil {
+		return v
+	}
+	v := &yaml.Node{Kind: kind, Tag: tag}
+	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, v)
+	return v
 }

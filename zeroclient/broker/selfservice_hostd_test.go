@@ -20,6 +20,7 @@ import (
 	"deskhost/internal/catalog"
 	"deskhost/internal/hostconfig"
 	"deskhost/internal/hostdclient"
+	"deskhost/internal/testenv"
 	"deskhost/zeroclient/broker"
 	"deskhost/zeroclient/client"
 	"deskhost/zeroclient/server"
@@ -38,12 +39,7 @@ func (noWake) Wake(string) {}
 // make yet) reach the user with hostd's message. No VM runs: the WorkSpace record is made
 // AVAILABLE in hostd's store.
 func TestSelfServiceAgainstHostd(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("hostd's local socket takes only root: run the tests as root")
-		}
-		t.Skip("hostd's local socket takes only root")
-	}
+	testenv.Root(t) // hostd's local socket takes only root
 	ctx := context.Background()
 	dir := t.TempDir()
 	st, err := store.OpenBolt(filepath.Join(dir, "hostd.db"))
