@@ -235,9 +235,12 @@ func TestGraphicalDesktop(t *testing.T) {
 	var session string
 	for {
 		b, err := c.ReadFile(ctx, marker)
-		if err == nil {
+		if err == nil && len(b) > 0 {
 			session = string(b)
 			break
+		}
+		if err == nil {
+			err = errors.New("empty")
 		}
 		if ctx.Err() != nil {
 			t.Fatalf("no desktop session after %v (%s: %v)", bootLimit, marker, err)
