@@ -244,3 +244,16 @@ func (c *Client) Crash(ctx context.Context) error {
 	_, err := c.Call(ctx, Request{Op: OpCrash})
 	return err
 }
+
+// Freeze syncs and freezes the guest's volume filesystems; it returns them. The guest
+// thaws them itself after MaxFreeze if Thaw never comes.
+func (c *Client) Freeze(ctx context.Context) ([]string, error) {
+	resp, err := c.Call(ctx, Request{Op: OpFreeze})
+	return resp.Filesystems, err
+}
+
+// Thaw thaws what Freeze froze.
+func (c *Client) Thaw(ctx context.Context) ([]string, error) {
+	resp, err := c.Call(ctx, Request{Op: OpThaw})
+	return resp.Filesystems, err
+}

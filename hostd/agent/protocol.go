@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"time"
 )
 
 // Version is the guest agent's version, reported by status and recorded in image.json.
@@ -39,6 +40,10 @@ const (
 	OpReadFile   = "read-file"
 	OpShutdown   = "shutdown"
 	OpCrash      = "crash"
+	// freeze syncs and freezes (FIFREEZE) the volumes' filesystems; thaw (FITHAW) undoes
+	// it. Both answer with the filesystems concerned.
+	OpFreeze = "freeze"
+	OpThaw   = "thaw"
 )
 
 // Limits.
@@ -51,6 +56,9 @@ const (
 	MinMarkerBytes = 8
 	// MaxFillPercent is the largest share of MemAvailable fill-memory takes.
 	MaxFillPercent = 95
+	// MaxFreeze is how long the guest keeps its filesystems frozen before it thaws them
+	// itself, should hostd never ask.
+	MaxFreeze = 30 * time.Second
 )
 
 // Volume mount points inside the guest. write-file and read-file only touch files below
@@ -92,6 +100,9 @@ type Response struct {
 	// read-file (write-file answers with BytesWritten)
 	Data         string `json:"data,omitempty"`
 	BytesWritten uint64 `json:"bytesWritten,omitempty"`
+
+	// freeze, thaw
+	Filesystems []string `json:"filesystems,omitempty"`
 }
 
 // Status is the answer to the status op.

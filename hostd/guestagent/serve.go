@@ -268,6 +268,20 @@ func (g *guest) handle(line []byte) (resp agent.Response, after func()) {
 			return resp, nil
 		}
 		resp.Data = string(b)
+	case agent.OpFreeze:
+		dirs, err := g.freeze()
+		if err != nil {
+			resp.Error = err.Error()
+			return resp, nil
+		}
+		resp.Filesystems = dirs
+	case agent.OpThaw:
+		dirs, err := g.thaw()
+		if err != nil {
+			resp.Error = err.Error()
+			return resp, nil
+		}
+		resp.Filesystems = dirs
 	case agent.OpShutdown:
 		after = func() { g.shutdown(req.Reboot) }
 	case agent.OpCrash:
