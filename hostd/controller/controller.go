@@ -470,6 +470,8 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 		err = c.boot(ctx, w, workspace.Starting, h)
 	case workspace.Stopping:
 		err = c.stop(ctx, w)
+	case workspace.Rebuilding, workspace.Restoring:
+		err = c.rebuildOrRestore(ctx, w, h)
 	case workspace.Terminating:
 		err = c.terminate(ctx, w)
 	case workspace.Terminated:
@@ -1088,6 +1090,9 @@ func (c *Controller) terminate(ctx context.Context, w workspace.Workspace) error
 		}
 		return err // retried: TERMINATING is only left for TERMINATED
 	}
+	if err := c.forgetSnapshots(w.ID); err != nil {
+		return err
+	}
 	if err := c.set(w.ID, workspace.Terminating, workspace.Terminated); err != nil {
 		return err
 	}
@@ -1189,6 +1194,9 @@ func (c *Controller) keepRunning(ctx context.Context, w workspace.Workspace, h *
 		}
 		return err
 	}
+	if err := c.resumeIfPaused(w.ID, st); err != nil {
+		return err
+	}
 	if w.State == workspace.AdminMaintenance {
 		return nil
 	}
@@ -1206,6 +1214,9 @@ func (c *Controller) keepRunning(ctx context.Context, w workspace.Workspace, h *
 		h.misses = 0
 		if w.State == workspace.Unhealthy {
 			return c.set(w.ID, workspace.Unhealthy, workspace.Available)
+		}
+		if w.State == workspace.Available { // snapshots only while healthy (guide §7.1)
+			return c.snapshotIfDue(ctx, w)
 		}
 		return nil
 	}

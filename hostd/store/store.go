@@ -25,6 +25,7 @@ const (
 	Bundles     = "bundles"     // wsb-… → catalog.Bundle
 	Images      = "images"      // wsi-… → catalog.Image
 	Tags        = "tags"        // resource id → []catalog.Tag
+	Snapshots   = "snapshots"   // ws-… → workspace.Snapshots (root+user pairs, oldest first)
 	Meta        = "meta"
 )
 
