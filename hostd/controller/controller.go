@@ -151,6 +151,9 @@ type Controller struct {
 	holdRAM   func(pid int, ramBytes int64) (*memscrub.Held, error)
 	// reconciling, if set, is told when a reconcile of id starts (the watch benchmark).
 	reconciling func(id string)
+	// snapshotted, if set, is told how long a snapshot took in all and with the guest's
+	// filesystems frozen (the snapshot test's figures).
+	snapshotted func(id string, total, frozen time.Duration)
 }
 
 type worker struct {

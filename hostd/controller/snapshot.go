@@ -154,6 +154,9 @@ func (c *Controller) snapshot(ctx context.Context, w workspace.Workspace, snaps 
 		os.Remove(d.Root)
 		os.Remove(d.User)
 	}
+	if c.snapshotted != nil {
+		c.snapshotted(w.ID, time.Since(start), frozenFor)
+	}
 	c.cfg.Log.Info("snapshot taken", "workspace", w.ID, "snapshot", snap.ID, "filesystems", strings.Join(frozen, ","),
 		"frozen", frozenFor, "duration", time.Since(start))
 	return nil
