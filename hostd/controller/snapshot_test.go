@@ -119,11 +119,22 @@ func TestSnapshotRebuildRestore(t *testing.T) {
 		t.Fatalf("snapshots of an unknown WorkSpace: %v", err)
 	}
 
-	a := h.agent(w.ID)
+	// The agent's channel serves one connection at a time: each call dials and hangs up, so
+	// that hostd's health checks (and its freeze) get through between them.
+	dial := func(actx context.Context) *agent.Client {
+		t.Helper()
+		c, err := agent.Dial(actx, h.ctl.AgentSocket(w.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
 	write := func(p, data string) {
 		t.Helper()
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
+		a := dial(wctx)
+		defer a.Close()
 		if err := a.WriteFile(wctx, p, []byte(data)); err != nil {
 			t.Fatalf("write %s: %v", p, err)
 		}
@@ -133,6 +144,8 @@ func TestSnapshotRebuildRestore(t *testing.T) {
 		t.Helper()
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
+		a := dial(rctx)
+		defer a.Close()
 		b, err := a.ReadFile(rctx, p)
 		var ae *agent.Error
 		switch {
@@ -223,7 +236,6 @@ func TestSnapshotRebuildRestore(t *testing.T) {
 	if !slices.Contains(seen, workspace.Rebuilding) {
 		t.Errorf("rebuild went through %v, not REBUILDING", seen)
 	}
-	a = h.agent(w.ID)
 	if has(rootR, "R") || has(rootB, "B") {
 		t.Error("after rebuild the root volume still holds a marker: it is not the image's")
 	}
@@ -246,7 +258,6 @@ func TestSnapshotRebuildRestore(t *testing.T) {
 	if !slices.Contains(seen, workspace.Restoring) {
 		t.Errorf("restore went through %v, not RESTORING", seen)
 	}
-	a = h.agent(w.ID)
 	if !has(userA, "A") || !has(rootR, "R") {
 		t.Error("after restore a marker of the snapshot (A on the user volume, R on the root volume) is missing")
 	}
