@@ -117,7 +117,10 @@ type Status struct {
 	MemTotalKiB     uint64 `json:"memTotalKiB"`
 	MemAvailableKiB uint64 `json:"memAvailableKiB"`
 	AgentVersion    string `json:"agentVersion"`
-	KernelRelease   string `json:"kernelRelease,omitempty"`
+	// Answered counts the requests this agent process has answered, this one included:
+	// state in a guest process's memory, which a hibernated guest keeps and a boot resets.
+	Answered      uint64 `json:"answered,omitempty"`
+	KernelRelease string `json:"kernelRelease,omitempty"`
 	// Interfaces are the guest's NICs (eth0 is the management NIC).
 	Interfaces []Interface `json:"interfaces,omitempty"`
 	// ManagementAddress is the address the management NIC leased from the host, if any.

@@ -144,9 +144,11 @@ type Controller struct {
 	// (zeroed false) and right after (zeroed true), before it is released; skipZero
 	// releases RAM without zeroing it, to prove the tests would notice. resuming runs when
 	// a new guest's RAM is held and its vCPUs are about to run for the first time. holdRAM
-	// stands in for memscrub.Hold.
+	// stands in for memscrub.Hold. coldStop stops AutoStop WorkSpaces cold, as before
+	// hibernation (the baseline hibernation is measured against).
 	scrubbing func(id string, h *memscrub.Held, zeroed bool)
 	skipZero  atomic.Bool
+	coldStop  atomic.Bool
 	resuming  func(id string)
 	holdRAM   func(pid int, ramBytes int64) (*memscrub.Held, error)
 	// reconciling, if set, is told when a reconcile of id starts (the watch benchmark).
@@ -657,6 +659,14 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 		if err := c.hold(w.ID, false); err != nil {
 			return err
 		}
+		if w.Hibernated { // restored by a hostd that stopped before it scrubbed the saved state
+			if _, err := memscrub.RemoveSavedState(c.savedState(w.ID)); err != nil {
+				return err
+			}
+			if err := c.transition(w.ID, w.State, func(r *workspace.Workspace) { r.Hibernated = false }); err != nil {
+				return err
+			}
+		}
 		if st == virt.Paused { // a start hostd did not finish (it stopped before the resume)
 			return c.cfg.Conn.Resume(w.ID)
 		}
@@ -708,6 +718,30 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 		return err
 	}
 	start := func() error { return c.cfg.Conn.StartPaused(w.ID) }
+	resumed := false
+	if w.Hibernated {
+		// Resume what AutoStop saved; if the saved state cannot be restored, boot afresh
+		// and say so (the record keeps why until the next state change).
+		saved := c.savedState(w.ID)
+		start = func() error {
+			err := c.cfg.Conn.RestorePaused(saved)
+			if err == nil {
+				resumed = true
+				return nil
+			}
+			c.cfg.Log.Warn("saved state not restored; booting afresh", "workspace", w.ID, "err", err)
+			if _, serr := memscrub.RemoveSavedState(saved); serr != nil {
+				return fmt.Errorf("%v; then scrubbing it failed: %w", err, serr)
+			}
+			if terr := c.transition(w.ID, w.State, func(r *workspace.Workspace) {
+				r.Hibernated = false
+				r.ResumeFailed = "the saved state could not be restored, so the WorkSpace booted afresh and the applications that were open are lost: " + err.Error()
+			}); terr != nil {
+				return terr
+			}
+			return c.cfg.Conn.StartPaused(w.ID)
+		}
+	}
 	if c.cfg.HugePages {
 		added, err := memscrub.WithHugePages(int64(spec.MemoryMiB)<<20, start)
 		if added > 0 {
@@ -735,9 +769,63 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 	if err := c.cfg.Conn.Resume(w.ID); err != nil {
 		return err
 	}
+	if resumed {
+		n, err := memscrub.RemoveSavedState(c.savedState(w.ID))
+		if err != nil {
+			return err // retried: the guest runs, and the next attempt scrubs again
+		}
+		if err := c.transition(w.ID, w.State, func(r *workspace.Workspace) { r.Hibernated = false }); err != nil {
+			return err
+		}
+		c.cfg.Log.Info("domain resumed from its saved state", "workspace", w.ID, "savedBytes", n)
+		return nil
+	}
 	c.cfg.Log.Info("domain started", "workspace", w.ID, "memoryMiB", spec.MemoryMiB, "vcpus", spec.VCPUs,
 		"hugePages", spec.HugePages, "runAs", spec.RunAs, "limits", spec.Limits)
 	return nil
+}
+
+// savedState is where AutoStop's stop keeps a WorkSpace's saved state: its guest's RAM on
+// disk, in a directory only root reads.
+func (c *Controller) savedState(id string) string {
+	return filepath.Join(c.cfg.DataDir, "saved", id+".save")
+}
+
+// hibernate saves a running guest's state to disk and stops its qemu; the guest's RAM is
+// then scrubbed as after any stop. It reports whether the state was saved; when it was
+// not, the guest still runs (or is gone) and the caller stops it cold.
+func (c *Controller) hibernate(id string) (bool, error) {
+	st, err := c.cfg.Conn.State(id)
+	if err != nil || !st.Active() {
+		return false, err
+	}
+	if err := c.hold(id, false); err != nil {
+		return false, err
+	}
+	path := c.savedState(id)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return false, err
+	}
+	if err := os.Chmod(filepath.Dir(path), 0o700); err != nil {
+		return false, err
+	}
+	if _, err := memscrub.RemoveSavedState(path); err != nil { // a stale one
+		return false, err
+	}
+	t0 := time.Now()
+	if err := c.cfg.Conn.Save(id, path); err != nil {
+		if _, serr := memscrub.RemoveSavedState(path); serr != nil {
+			err = fmt.Errorf("%w; scrubbing what was written failed too: %v", err, serr)
+		}
+		return false, err
+	}
+	// Root's alone, whoever libvirt wrote it as.
+	if err := errors.Join(os.Chown(path, 0, 0), os.Chmod(path, 0o600)); err != nil {
+		return true, fmt.Errorf("saved state %s: %w", path, err)
+	}
+	fi, _ := os.Stat(path)
+	c.cfg.Log.Info("guest state saved", "workspace", id, "bytes", fi.Size(), "duration", time.Since(t0))
+	return true, c.guestGone(id)
 }
 
 // memoryError is a guest whose RAM hostd cannot hold or scrub. Its WorkSpace goes to ERROR
@@ -1004,7 +1092,12 @@ func (c *Controller) boot(ctx context.Context, w workspace.Workspace, from works
 		}
 		return err
 	}
-	return c.set(w.ID, from, workspace.Available)
+	return c.transition(w.ID, from, func(r *workspace.Workspace) {
+		r.SetState(workspace.Available, c.cfg.Now())
+		if r.ResumeFailed != "" {
+			r.ErrorCode, r.ErrorMessage, r.ResumeFailed = "ResumeFailed", r.ResumeFailed, ""
+		}
+	})
 }
 
 // bootFailed puts a WorkSpace whose boot failed in ERROR with the reason, after powering
@@ -1038,7 +1131,28 @@ func (c *Controller) reboot(ctx context.Context, w workspace.Workspace, h *healt
 	return c.boot(ctx, w, workspace.Rebooting, h)
 }
 
+// stop powers w off; an AutoStop WorkSpace hibernates instead (guide: AutoStop keeps the
+// desktop as it was), falling back to a cold stop if its state cannot be saved.
 func (c *Controller) stop(ctx context.Context, w workspace.Workspace) error {
+	if w.Properties.RunningMode == workspace.AutoStop && !c.coldStop.Load() {
+		saved, err := c.hibernate(w.ID)
+		if saved {
+			if err != nil {
+				return c.fail(w.ID, workspace.Stopping, failureCode(err, "StopFailed"), err)
+			}
+			return c.transition(w.ID, workspace.Stopping, func(r *workspace.Workspace) {
+				r.SetState(workspace.Stopped, c.cfg.Now())
+				r.Hibernated = true
+			})
+		}
+		if err != nil {
+			var m *memoryError
+			if errors.As(err, &m) {
+				return c.fail(w.ID, workspace.Stopping, m.code, err)
+			}
+			c.cfg.Log.Warn("guest state not saved; stopping cold", "workspace", w.ID, "err", err)
+		}
+	}
 	if err := c.powerOff(ctx, w.ID, true); err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -1130,6 +1244,9 @@ func (c *Controller) deleteVolumes(id string) error {
 		if err := c.cfg.Conn.DeleteVolume(c.cfg.Pool, v.Name); err != nil {
 			return err
 		}
+	}
+	if _, err := memscrub.RemoveSavedState(c.savedState(id)); err != nil { // a hibernated WorkSpace's
+		return err
 	}
 	return os.RemoveAll(c.runDir(id))
 }

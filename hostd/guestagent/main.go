@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,6 +33,7 @@ const (
 // guest is the agent's state, shared by the server and the status screen.
 type guest struct {
 	mu            sync.Mutex
+	answered      atomic.Uint64 // requests answered since this process started
 	workspaceID   string
 	user          string
 	hostname      string

@@ -238,6 +238,7 @@ func (g *guest) safeHandle(line []byte) (resp agent.Response, after func()) {
 
 // handle answers one request line. after, when set, runs once the reply is written.
 func (g *guest) handle(line []byte) (resp agent.Response, after func()) {
+	g.answered.Add(1)
 	req, err := agent.DecodeRequest(line)
 	resp.ID = req.ID
 	if err != nil {
@@ -318,6 +319,7 @@ func (g *guest) status() agent.Status {
 		MemTotalKiB:       total,
 		MemAvailableKiB:   avail,
 		AgentVersion:      Version,
+		Answered:          g.answered.Load(),
 		KernelRelease:     unix.ByteSliceToString(uts.Release[:]),
 		Interfaces:        interfaces(),
 		ManagementAddress: g.mgmtAddr,

@@ -205,6 +205,28 @@ func (c *Conn) StartPaused(name string) error {
 	return nil
 }
 
+// Save writes a running domain's state (RAM and devices) to path, as libvirtd (root)
+// writes it, and stops its qemu; the domain stays defined. It is how AutoStop hibernates.
+func (c *Conn) Save(name, path string) error {
+	d, err := c.l.DomainLookupByName(name)
+	if err != nil {
+		return fmt.Errorf("save domain %s: %w", name, err)
+	}
+	if err := c.l.DomainSaveFlags(d, path, nil, 0); err != nil {
+		return fmt.Errorf("save domain %s to %s: %w", name, path, err)
+	}
+	return nil
+}
+
+// RestorePaused starts a domain from the state Save wrote to path, its vCPUs stopped
+// until Resume (so that its RAM is held before the guest runs again).
+func (c *Conn) RestorePaused(path string) error {
+	if err := c.l.DomainRestoreFlags(path, nil, uint32(libvirt.DomainSavePaused)); err != nil {
+		return fmt.Errorf("restore domain from %s: %w", path, err)
+	}
+	return nil
+}
+
 // Resume lets a paused domain's vCPUs run.
 func (c *Conn) Resume(name string) error {
 	d, err := c.l.DomainLookupByName(name)

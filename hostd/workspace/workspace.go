@@ -54,6 +54,11 @@ type Workspace struct {
 	// BootedAt is when hostd last started the WorkSpace's VM: a reboot whose VM booted
 	// after the reboot was accepted has done its power-off, even if hostd crashed since.
 	BootedAt time.Time `json:"bootedAt,omitzero"`
+	// Hibernated: AutoStop's stop saved the running guest's state (its RAM) to disk, and
+	// the next start restores it. ResumeFailed is why a restore failed and the start
+	// booted afresh, for the AVAILABLE record's error fields.
+	Hibernated   bool   `json:"hibernated,omitempty"`
+	ResumeFailed string `json:"resumeFailed,omitempty"`
 
 	// Connection is the user's streaming session as the connection manager last reported it.
 	Connection Connection `json:"connection,omitzero"`
