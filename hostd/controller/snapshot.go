@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"deskhost/hostd/agent"
+	"deskhost/hostd/memscrub"
 	"deskhost/hostd/store"
 	"deskhost/hostd/virt"
 	"deskhost/hostd/workspace"
@@ -259,6 +260,18 @@ func (c *Controller) rebuildOrRestore(ctx context.Context, w workspace.Workspace
 				return err
 			}
 			return c.fail(w.ID, w.State, failureCode(err, code), err)
+		}
+		if w.Hibernated {
+			// A stopped AutoStop WorkSpace's saved RAM belongs to the old volumes: resuming
+			// it over the new ones would corrupt them. It is scrubbed and the guest boots
+			// afresh.
+			if _, err := memscrub.RemoveSavedState(c.savedState(w.ID)); err != nil {
+				return err // retried
+			}
+			if err := c.transition(w.ID, w.State, func(r *workspace.Workspace) { r.Hibernated = false }); err != nil {
+				return err
+			}
+			w.Hibernated = false
 		}
 		if err := c.replaceVolumes(w, restore); err != nil {
 			var p permanent
