@@ -83,8 +83,8 @@ func apiCode(err error) string {
 }
 
 // TestSnapshotRebuildRestore: one WorkSpace on real libvirt + qemu. Marker A on the user
-// volume and R on the root volume; the injected clock moves 12 h and a snapshot pair is cut
-// with the guest running; marker B on both; RebuildWorkspaces (through AWS's SDK) gives a
+// volume and R on the root volume; the injected clock moves 12 h: no snapshot while the
+// WorkSpace is UNHEALTHY, then, healthy again, a snapshot pair is cut with the guest running; marker B on both; RebuildWorkspaces (through AWS's SDK) gives a
 // fresh root (neither R nor B) and the snapshot's user volume (A, not B), passing through
 // REBUILDING; RestoreWorkspace gives both volumes as at the snapshot (A and R, not B),
 // passing through RESTORING. Wrong states get the guide's refusals and change nothing.
@@ -164,8 +164,24 @@ func TestSnapshotRebuildRestore(t *testing.T) {
 	write(userA, "A")
 	write(rootR, "R")
 
-	// The schedule: 12 h on, the healthy WorkSpace gets one pair, its guest running.
+	// 12 h on, but the WorkSpace is UNHEALTHY (this test holds the agent's only channel, so
+	// hostd's status requests go unanswered): no snapshot (guide §7.1).
+	hctx, hcancel := context.WithTimeout(ctx, 10*time.Second)
+	held := dial(hctx)
+	hcancel()
 	clk.Advance(workspace.SnapshotInterval + time.Minute)
+	h.waitState(w.ID, workspace.Unhealthy, 3*time.Minute)
+	time.Sleep(3 * time.Second)
+	select {
+	case <-snapTook:
+		t.Fatal("a snapshot was taken while the WorkSpace was UNHEALTHY")
+	default:
+	}
+	if snaps, err := cl.DescribeWorkspaceSnapshots(ctx, &workspaces.DescribeWorkspaceSnapshotsInput{WorkspaceId: aws.String(w.ID)}); err != nil || len(snaps.RestoreSnapshots) != 0 {
+		t.Fatalf("snapshots of an UNHEALTHY WorkSpace: %v %+v", err, snaps)
+	}
+	// Healthy again: the pair due is cut, its guest running.
+	held.Close()
 	var st took
 	select {
 	case st = <-snapTook:
