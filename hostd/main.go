@@ -38,6 +38,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	_ "time/tzdata" // hostd.siteTimeZone on an appliance without /usr/share/zoneinfo
 
 	"deskhost/hostd/api"
 	"deskhost/hostd/cli"
@@ -46,6 +47,7 @@ import (
 	"deskhost/hostd/etcdmember"
 	"deskhost/hostd/fleet"
 	"deskhost/hostd/memscrub"
+	"deskhost/hostd/metering"
 	"deskhost/hostd/metrics"
 	"deskhost/hostd/network"
 	"deskhost/hostd/service"
@@ -229,6 +231,7 @@ func run(path string, log *slog.Logger) error {
 
 	var nm *network.Manager
 	svcCfg := service.Config{ComputeTypes: h.ComputeTypes, WorkspaceQuota: h.Quotas.Workspaces, Host: hostID,
+		GPUQuota: map[catalog.ComputeType]int{catalog.ComputeGraphics: h.Quotas.Graphics, catalog.ComputeGraphicsPro: h.Quotas.GraphicsPro},
 		ManagementRange: func() (netip.Prefix, bool) {
 			if nm == nil {
 				return netip.Prefix{}, false
@@ -308,6 +311,13 @@ func run(path string, log *slog.Logger) error {
 		netw = nm
 	}
 
+	siteZone, err := h.SiteZone()
+	if err != nil {
+		return fmt.Errorf("hostd.siteTimeZone: %w", err)
+	}
+	if siteZone == nil {
+		log.Info("automatic maintenance off: set hostd.siteTimeZone (the site's IANA time zone) for the guide's AutoStop maintenance windows")
+	}
 	mx := metrics.New(metrics.Options{Store: st, ComputeTypes: h.ComputeTypes, Quota: h.Quotas.Workspaces})
 	ctl := controller.New(controller.Config{
 		Store:               st,
@@ -326,6 +336,9 @@ func run(path string, log *slog.Logger) error {
 		ShutdownTimeout:     h.ShutdownTimeout.Duration,
 		HealthInterval:      h.HealthInterval.Duration,
 		HealthMisses:        h.HealthMisses,
+		HealthTimeout:       h.HealthTimeout.Duration,
+		HealthGrace:         h.HealthGrace.Duration,
+		SiteZone:            siteZone,
 		TerminatedRetention: h.TerminatedRetention.Duration,
 		Preflight:           preflight,
 		HugePages:           *h.Memory.HugePages,
@@ -352,6 +365,9 @@ func run(path string, log *slog.Logger) error {
 	// AutoStop's idle timer: AutoStop times are whole hours, so a minute's granularity.
 	// Bundles queued for deletion go on the same beat once their last WorkSpace has.
 	go svc.RunAutoStop(ctx, time.Minute)
+	// The metering ledger: every host samples every WorkSpace; the ledger's per-hour keys
+	// make that one entry per hour (hostd/metering).
+	go (&metering.Recorder{Store: st, Log: log.With("component", "metering")}).Run(ctx, time.Minute)
 	imgs, _ := svc.DescribeWorkspaceImages(ctx, nil)
 	bundles, _ := svc.DescribeWorkspaceBundles(ctx, nil)
 	dirs, _ := svc.DescribeWorkspaceDirectories(ctx, nil)

@@ -257,3 +257,10 @@ func (c *Client) Thaw(ctx context.Context) ([]string, error) {
 	resp, err := c.Call(ctx, Request{Op: OpThaw})
 	return resp.Filesystems, err
 }
+
+// Silence stops the agent answering for d (whole seconds, at least one), the guest still
+// running: the agent answers this request, then closes its port until d has passed.
+func (c *Client) Silence(ctx context.Context, d time.Duration) error {
+	_, err := c.Call(ctx, Request{Op: OpSilence, Seconds: int((d + time.Second - 1) / time.Second)})
+	return err
+}

@@ -44,6 +44,10 @@ const (
 	// it. Both answer with the filesystems concerned.
 	OpFreeze = "freeze"
 	OpThaw   = "thaw"
+	// OpSilence stops the agent for a while, the guest still running: it answers, closes
+	// its port and ignores it for Seconds, then serves again. Tests use it to make a
+	// WorkSpace miss its status checks (guide §19) the way a dead agent would.
+	OpSilence = "silence"
 )
 
 // Limits.
@@ -59,6 +63,8 @@ const (
 	// MaxFreeze is how long the guest keeps its filesystems frozen before it thaws them
 	// itself, should hostd never ask.
 	MaxFreeze = 30 * time.Second
+	// MaxSilenceSeconds is the longest silence accepts.
+	MaxSilenceSeconds = 3600
 )
 
 // Volume mount points inside the guest. write-file and read-file only touch files below
@@ -83,6 +89,9 @@ type Request struct {
 
 	// shutdown
 	Reboot bool `json:"reboot,omitempty"`
+
+	// silence
+	Seconds int `json:"seconds,omitempty"`
 }
 
 // Response is one line sent by the agent. Error is set when OK is false.
@@ -181,6 +190,10 @@ func (r Request) Validate() error {
 		}
 	case OpReadFile:
 		return CheckPath(r.Path)
+	case OpSilence:
+		if r.Seconds < 1 || r.Seconds > MaxSilenceSeconds {
+			return fmt.Errorf("silence: seconds must be 1..%d, got %d", MaxSilenceSeconds, r.Seconds)
+		}
 	}
 	return nil
 }

@@ -32,6 +32,7 @@ func TestRequestRoundTrip(t *testing.T) {
 		{ID: 4, Op: OpReadFile, Path: "/sysroot/etc/os-release"},
 		{ID: 5, Op: OpShutdown, Reboot: true},
 		{ID: 6, Op: OpCrash},
+		{ID: 8, Op: OpSilence, Seconds: 30},
 	}
 	for _, r := range reqs {
 		line, err := Encode(r)
@@ -65,6 +66,8 @@ func TestDecodeRequestErrors(t *testing.T) {
 		{`{"id":1,"op":"fill-memory","marker":"long enough marker","percent":100}`, "percent"},
 		{`{"id":1,"op":"write-file","path":"/etc/shadow","data":"x"}`, "not below"},
 		{`{"id":1,"op":"read-file","path":"/home/../etc/shadow"}`, ".."},
+		{`{"id":1,"op":"silence"}`, "seconds"},
+		{`{"id":1,"op":"silence","seconds":3601}`, "seconds"},
 	} {
 		r, err := DecodeRequest([]byte(tc.line))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -116,4 +116,14 @@ func TestAwscli(t *testing.T) {
 	if err == nil || !strings.Contains(stderr, "ResourceNotFoundException") || !strings.Contains(stderr, "ws-doesnotexist does not exist") {
 		t.Errorf("unknown WorkSpace: err %v, stderr %q", err, stderr)
 	}
+
+	// DescribeAccount's hostd-only Quotas member is skipped by awscli, as by the SDK: AWS's
+	// members come through unchanged.
+	out = must(aws(secretKey, "describe-account"))
+	if out["DedicatedTenancySupport"] != "ENABLED" {
+		t.Errorf("describe-account: %v", out)
+	}
+	if _, ok := out["Quotas"]; ok {
+		t.Errorf("describe-account: awscli printed hostd's Quotas member; the shape it knows has none: %v", out)
+	}
 }

@@ -233,6 +233,7 @@ var validSeeds = []struct{ target, body string }{
 	{"Deskhost.DescribeWorkspaceHosts", `{"WorkspaceIds":["ws-abcdefgh12"]}`},
 	{"Deskhost.FindWorkspace", `{"DirectoryId":"d-0123456789","UserName":"alice"}`},
 	{"Deskhost.IssueConnectTag", `{"WorkspaceId":"ws-abcdefgh12","DirectoryId":"d-0123456789","UserName":"alice","ClientAddress":"192.0.2.7","SessionId":"42"}`},
+	{"Deskhost.DescribeUsage", `{"Month":"2026-11"}`},
 	// A lone surrogate escape decodes (to U+FFFD), as encoding/json has it.
 	{"WorkspacesService.DescribeWorkspaces", "{\"UserName\":\"\\ud800\"}"},
 }
@@ -258,6 +259,8 @@ var fuzzSeeds = append(append([]struct{ target, body string }{}, validSeeds...),
 	{"Deskhost.DrainHost", `{"HostId":"ws-abcdefgh12"}`},
 	{"Deskhost.PreapproveHost", `{"HardwareId":"mac:52:54:00:12:34:56","ValidMinutes":0}`},
 	{"Deskhost.IssueConnectTag", `{"WorkspaceId":"ws-abcdefgh12","DirectoryId":"d-0123456789","UserName":"alice"}`},
+	{"Deskhost.DescribeUsage", `{"Month":""}`},
+	{"Deskhost.DescribeUsage", `{}`},
 }...)
 
 // FuzzDecode: an arbitrary target header and body never panics; it either decodes or gives

@@ -168,6 +168,8 @@ type envOptions struct {
 	now       func() time.Time
 	brokerGID int // with brokerGroup: the local socket's broker group
 	broker    bool
+	// workspaceQuota overrides testConfig's WorkSpaces quota.
+	workspaceQuota int
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -181,7 +183,11 @@ func newEnv(t *testing.T, o envOptions) *env {
 	logBuf := &syncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	waker := &recWaker{}
-	svc := service.New(st, testConfig(), waker, nil, logger)
+	cfg := testConfig()
+	if o.workspaceQuota > 0 {
+		cfg.WorkspaceQuota = o.workspaceQuota
+	}
+	svc := service.New(st, cfg, waker, nil, logger)
 	seedCatalog(t, svc)
 	if o.throttle == (hostconfig.Throttle{}) {
 		o.throttle = hostconfig.Throttle{Rate: 1000, Burst: 1000} // out of the way unless tested

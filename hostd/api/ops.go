@@ -26,6 +26,7 @@ type Service interface {
 	CatalogService
 	HostsService
 	SnapshotsService
+	UsageService
 }
 
 var _ Service = (*service.Service)(nil)

@@ -589,10 +589,15 @@ func describeAccount(ctx context.Context, svc Service, _ *emptyResult) (any, err
 	if err != nil {
 		return nil, err
 	}
+	quotas, err := wireQuotas(ctx, svc)
+	if err != nil {
+		return nil, err
+	}
 	out := struct {
-		DedicatedTenancySupport             string `json:"DedicatedTenancySupport"`
-		DedicatedTenancyManagementCidrRange string `json:"DedicatedTenancyManagementCidrRange,omitempty"`
-	}{DedicatedTenancySupport: a.DedicatedTenancySupport}
+		DedicatedTenancySupport             string      `json:"DedicatedTenancySupport"`
+		DedicatedTenancyManagementCidrRange string      `json:"DedicatedTenancyManagementCidrRange,omitempty"`
+		Quotas                              []WireQuota `json:"Quotas"` // hostd's own member (ops_usage.go)
+	}{DedicatedTenancySupport: a.DedicatedTenancySupport, Quotas: quotas}
 	if a.ManagementRange.IsValid() {
 		out.DedicatedTenancyManagementCidrRange = a.ManagementRange.String()
 	}

@@ -164,6 +164,10 @@ type run struct {
 	file, name, description, image, compute, email, first, last, id, dir string
 	rules, allow, deny, tags                                             multi
 	selfService                                                          bool
+
+	// Metering options.
+	month string
+	csv   bool
 }
 
 // multi is a flag that may be given more than once.

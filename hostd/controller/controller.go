@@ -96,10 +96,20 @@ type Config struct {
 	Network                         Network
 	ManagementBridge, PrimaryBridge string
 
-	ProvisionTimeout    time.Duration // boot to agent answer, for create, start and reboot
-	ShutdownTimeout     time.Duration // graceful power-off before it is forced
-	HealthInterval      time.Duration
-	HealthMisses        int
+	ProvisionTimeout time.Duration // boot to agent answer, for create, start and reboot
+	ShutdownTimeout  time.Duration // graceful power-off before it is forced
+	// The agent's status checks (guide §19): asked every HealthInterval, each answered
+	// within HealthTimeout (tolerant of a busy guest); HealthMisses consecutive misses make
+	// a WorkSpace UNHEALTHY, the first answer makes it AVAILABLE again. Within HealthGrace
+	// of a boot, restart or start no miss counts: the guide's "If you just rebooted or
+	// started your WorkSpace, wait a few minutes".
+	HealthInterval time.Duration
+	HealthTimeout  time.Duration
+	HealthMisses   int
+	HealthGrace    time.Duration
+	// SiteZone is the site's time zone, in which the guide's maintenance windows open
+	// (hostd/maintenance). nil: no automatic maintenance.
+	SiteZone            *time.Location
 	TerminatedRetention time.Duration
 
 	// Preflight is run before any WorkSpace boots; an error keeps VMs from starting.
@@ -171,6 +181,12 @@ func New(cfg Config) *Controller {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.HealthTimeout <= 0 {
+		cfg.HealthTimeout = 10 * time.Second
+	}
+	if cfg.HealthMisses < 1 {
+		cfg.HealthMisses = 1
 	}
 	c := &Controller{cfg: cfg, workers: map[string]*worker{}, held: map[string]*memscrub.Held{}, seen: map[string]seen{}, holdRAM: memscrub.Hold}
 	c.idle = sync.NewCond(&c.mu)
@@ -464,6 +480,12 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 	}
 	if err != nil {
 		log.Error("load", "err", err)
+		return false
+	}
+	if w, err = c.maintain(w); err != nil {
+		if !errors.Is(err, errSuperseded) {
+			log.Error("maintenance window", "err", err)
+		}
 		return false
 	}
 	switch w.State {
@@ -1293,7 +1315,11 @@ func (c *Controller) keepRunning(ctx context.Context, w workspace.Workspace, h *
 		return err
 	}
 	if !st.Active() {
-		c.cfg.Log.Warn("guest stopped unexpectedly; restarting", "workspace", w.ID, "domain", st.String())
+		if w.State == workspace.Maintenance && w.Maintenance.Return == workspace.Stopped {
+			c.cfg.Log.Info("starting for its maintenance window", "workspace", w.ID, "until", w.Maintenance.Until)
+		} else {
+			c.cfg.Log.Warn("guest stopped unexpectedly; restarting", "workspace", w.ID, "domain", st.String())
+		}
 		if err := c.guestGone(w.ID); err != nil {
 			var m *memoryError
 			if errors.As(err, &m) {
@@ -1320,19 +1346,23 @@ func (c *Controller) keepRunning(ctx context.Context, w workspace.Workspace, h *
 	if w.State == workspace.AdminMaintenance {
 		return nil
 	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, c.cfg.HealthTimeout)
 	defer cancel()
 	err = errors.New("no answer")
 	if a, derr := c.cfg.DialAgent(pctx, c.AgentSocket(w.ID)); derr == nil {
 		err = a.Ping(pctx)
 		a.Close()
+	} else {
+		err = derr
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	now := c.cfg.Now()
 	if err == nil {
 		h.misses = 0
 		if w.State == workspace.Unhealthy {
+			c.cfg.Log.Info("guest agent answers again", "workspace", w.ID)
 			return c.set(w.ID, workspace.Unhealthy, workspace.Available)
 		}
 		if w.State == workspace.Available { // snapshots only while healthy (guide §7.1)
@@ -1340,14 +1370,35 @@ func (c *Controller) keepRunning(ctx context.Context, w workspace.Workspace, h *
 		}
 		return nil
 	}
+	if inGrace(w, now, c.cfg.HealthGrace) {
+		// Booting guests do not answer yet: not a miss.
+		c.cfg.Log.Debug("status check unanswered within the grace period", "workspace", w.ID, "err", err)
+		h.misses = 0
+		return nil
+	}
 	h.misses++
+	c.cfg.Log.Warn("status check unanswered", "workspace", w.ID, "misses", h.misses, "err", err)
 	if h.misses >= c.cfg.HealthMisses && w.State == workspace.Available {
 		return c.transition(w.ID, workspace.Available, func(r *workspace.Workspace) {
-			r.SetState(workspace.Unhealthy, c.cfg.Now())
-			r.ErrorMessage = fmt.Sprintf("%d status requests unanswered: %v", h.misses, err)
+			r.SetState(workspace.Unhealthy, now)
+			r.ErrorCode = "StatusCheckFailed"
+			r.ErrorMessage = unhealthyReason(h.misses, c.cfg.HealthInterval, err)
 		})
 	}
 	return nil
+}
+
+// inGrace reports whether w's guest started less than grace ago (guide §19: a WorkSpace
+// just rebooted or started is not judged yet). BootedAt is set by every boot hostd makes:
+// create, start, reboot, and the restart of a guest that died.
+func inGrace(w workspace.Workspace, now time.Time, grace time.Duration) bool {
+	return grace > 0 && now.Sub(w.BootedAt) < grace
+}
+
+// unhealthyReason is the state reason an UNHEALTHY WorkSpace carries.
+func unhealthyReason(misses int, interval time.Duration, last error) string {
+	return fmt.Sprintf("the WorkSpace did not answer %d consecutive status requests (every %s); last: %v",
+		misses, interval, last)
 }
 
 // Close lets go of held RAM when hostd stops: the RAM of guests that are gone is scrubbed;

@@ -150,6 +150,7 @@ func TestHandleWithoutVolumes(t *testing.T) {
 		{`{"id":4,"op":"read-file","path":"/etc/passwd"}`, "not below"},
 		{`{"id":5,"op":"fill-memory","marker":"x","percent":5}`, "marker"},
 		{`{garbage`, "bad request"},
+		{`{"id":6,"op":"silence","seconds":0}`, "seconds"},
 	} {
 		resp, after := g.handle([]byte(tc.line))
 		if resp.OK || !strings.Contains(resp.Error, tc.want) || after != nil {
@@ -166,6 +167,11 @@ func TestHandleWithoutVolumes(t *testing.T) {
 		if !resp.OK || after == nil {
 			t.Errorf("%s: %+v, after %v", op, resp, after != nil)
 		}
+	}
+	// silence answers, then serve closes the port for the time asked.
+	resp, _ = g.handle([]byte(`{"id":9,"op":"silence","seconds":42}`))
+	if !resp.OK || g.silentFor != 42*time.Second {
+		t.Errorf("silence: %+v, silent for %s", resp, g.silentFor)
 	}
 }
 

@@ -46,6 +46,7 @@ type guest struct {
 	errors        []string
 	phase         string
 	ready         bool
+	silentFor     time.Duration // set by the silence op: serve closes its port this long
 
 	log    *logger
 	screen screen // nil until screenLoop opens it, or when there is no display

@@ -77,6 +77,17 @@ func (g *guest) serve() {
 		}
 		err = g.servePort(fd)
 		unix.Close(fd)
+		if errors.Is(err, errSilenced) {
+			g.mu.Lock()
+			d := g.silentFor
+			g.silentFor = 0
+			g.mu.Unlock()
+			// The agent is gone for the host: nothing reads the port, as if it had died.
+			g.log.Printf("silenced: port %s closed for %s", dev, d)
+			time.Sleep(d)
+			g.log.Printf("silence over; serving again")
+			continue
+		}
 		g.log.Printf("port %s: %v; reopening", dev, err)
 		time.Sleep(disconnectedPoll)
 	}
@@ -98,6 +109,9 @@ func openPort(dev string) (int, error) {
 	}
 	return -1, err
 }
+
+// errSilenced ends servePort after a silence request was answered.
+var errSilenced = errors.New("silenced")
 
 // errHostGone is returned once by portReader when the host side disconnects.
 var errHostGone = errors.New("host disconnected")
@@ -207,6 +221,12 @@ func (g *guest) servePort(fd int) error {
 		if after != nil {
 			after()
 		}
+		g.mu.Lock()
+		silenced := g.silentFor > 0 && resp.OK
+		g.mu.Unlock()
+		if silenced {
+			return errSilenced
+		}
 	}
 }
 
@@ -287,6 +307,10 @@ func (g *guest) handle(line []byte) (resp agent.Response, after func()) {
 		after = func() { g.shutdown(req.Reboot) }
 	case agent.OpCrash:
 		after = g.crash
+	case agent.OpSilence:
+		g.mu.Lock()
+		g.silentFor = time.Duration(req.Seconds) * time.Second
+		g.mu.Unlock()
 	default:
 		resp.Error = fmt.Sprintf("unknown op %q", req.Op)
 		return resp, nil

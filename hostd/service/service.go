@@ -26,6 +26,9 @@ type Config struct {
 	ComputeTypes map[catalog.ComputeType]catalog.Hardware
 	// WorkspaceQuota caps live WorkSpaces on this host.
 	WorkspaceQuota int
+	// GPUQuota caps live WorkSpaces of each Graphics compute type; a type not in it has the
+	// guide's default of 0 (guide-catalog §23: none until the host has GPUs).
+	GPUQuota map[catalog.ComputeType]int
 	// ManagementRange, if set, is the range netcfg chose for the WorkSpaces' management
 	// network (DescribeAccount's DedicatedTenancyManagementCidrRange).
 	ManagementRange func() (netip.Prefix, bool)
@@ -199,12 +202,15 @@ func (s *Service) create(r CreateRequest) (workspace.Workspace, error) {
 		if err != nil {
 			return err
 		}
-		live := 0
+		live, sameCompute := 0, 0
 		for _, o := range all {
 			if !o.Live() {
 				continue
 			}
 			live++
+			if o.Properties.ComputeTypeName == w.Properties.ComputeTypeName {
+				sameCompute++
+			}
 			if o.DirectoryID == w.DirectoryID && strings.EqualFold(o.UserName, w.UserName) {
 				return catalog.Errorf(catalog.ResourceAlreadyExists,
 					"user %q in directory %s already has WorkSpace %s (%s); each user can have one", w.UserName, w.DirectoryID, o.ID, o.State)
@@ -212,6 +218,10 @@ func (s *Service) create(r CreateRequest) (workspace.Workspace, error) {
 		}
 		if live >= s.cfg.WorkspaceQuota {
 			return catalog.Errorf(catalog.ResourceLimitExceeded, "this host's quota of %d WorkSpaces is used", s.cfg.WorkspaceQuota)
+		}
+		if ct := catalog.ComputeType(w.Properties.ComputeTypeName); ct.GPU() && sameCompute >= s.cfg.GPUQuota[ct] {
+			return catalog.Errorf(catalog.ResourceLimitExceeded, "this host's quota of %d %s WorkSpaces is used (the guide's default is 0 until the host has GPUs; hostd.quotas in the host config)",
+				s.cfg.GPUQuota[ct], ct)
 		}
 		if w.Host, err = s.place(tx, all, b.ComputeType); err != nil {
 			return err

@@ -54,6 +54,10 @@ type Workspace struct {
 	// BootedAt is when hostd last started the WorkSpace's VM: a reboot whose VM booted
 	// after the reboot was accepted has done its power-off, even if hostd crashed since.
 	BootedAt time.Time `json:"bootedAt,omitzero"`
+	// Maintenance is the automatic maintenance window the WorkSpace is in or was last in
+	// (hostd/maintenance): while MAINTENANCE, the state it returns to at the window's end.
+	Maintenance MaintenanceRun `json:"maintenance,omitzero"`
+
 	// Hibernated: AutoStop's stop saved the running guest's state (its RAM) to disk, and
 	// the next start restores it. ResumeFailed is why a restore failed and the start
 	// booted afresh, for the AVAILABLE record's error fields.
@@ -67,6 +71,12 @@ type Workspace struct {
 	// its progress. Placement sets it at creation; nothing changes it by itself
 	// (hostd/fleet/README.md: fencing).
 	Host string `json:"host,omitempty"`
+}
+
+// MaintenanceRun is one automatic maintenance of a WorkSpace.
+type MaintenanceRun struct {
+	Until  time.Time `json:"until,omitzero"`   // the window's end
+	Return State     `json:"return,omitempty"` // AVAILABLE, or STOPPED for an AutoStop one started for it
 }
 
 // Connection is whether a user is streaming the WorkSpace's desktop.

@@ -3,6 +3,9 @@ package catalog
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"deskhost/internal/strictyaml"
 )
 
 func TestLinuxUserNames(t *testing.T) {
@@ -40,5 +43,46 @@ func TestFindUserIgnoresCase(t *testing.T) {
 	}
 	if _, ok := d.FindUser("bob"); ok {
 		t.Error("bob found")
+	}
+}
+
+func TestSessionPolicy(t *testing.T) {
+	if got := (SessionPolicy{}).ResumeTimeout(); got != 20*time.Minute {
+		t.Errorf("default resume timeout %s, the guide's is 20 minutes", got)
+	}
+	if got := (SessionPolicy{ResumeTimeoutMinutes: 5}).ResumeTimeout(); got != 5*time.Minute {
+		t.Errorf("5 minutes read as %s", got)
+	}
+	for _, m := range []int{-1, 24*60 + 1} {
+		l := Login{Session: SessionPolicy{ResumeTimeoutMinutes: m}}
+		if err := l.Validate(); err == nil || !strings.Contains(err.Error(), "resumeTimeoutMinutes") {
+			t.Errorf("resumeTimeoutMinutes %d: %v, want an error naming the field", m, err)
+		}
+	}
+	l := Login{Session: SessionPolicy{ResumeTimeoutMinutes: 24 * 60}}
+	if err := l.Validate(); err != nil {
+		t.Errorf("a day: %v", err)
+	}
+}
+
+// TestSessionPolicyYAML: the policy is a field of the directory's definition, as
+// `hostd directory put --file DIR.yaml` reads it (AWS's API has no field for it).
+func TestSessionPolicyYAML(t *testing.T) {
+	var d Directory
+	if err := strictyaml.Decode([]byte("id: d-0000000001\nname: corp.example.com\nlogin:\n  session: {resumeTimeoutMinutes: 45}\n"), &d); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Login.Session.ResumeTimeout(); got != 45*time.Minute {
+		t.Errorf("resume timeout %s, want 45m", got)
+	}
+	if err := CheckDefinition(d); err != nil {
+		t.Errorf("definition: %v", err)
+	}
+	d.Login.Session.ResumeTimeoutMinutes = -5
+	if err := CheckDefinition(d); err == nil || !strings.Contains(err.Error(), "login.session.resumeTimeoutMinutes -5") {
+		t.Errorf("negative timeout: %v", err)
+	}
+	if err := strictyaml.Decode([]byte("id: d-0000000001\nname: corp.example.com\nlogin:\n  session: {resumeTimeout: 45}\n"), &d); err == nil {
+		t.Error("an unknown key of the session policy was accepted")
 	}
 }

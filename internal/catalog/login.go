@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -44,6 +45,30 @@ type Login struct {
 	// Deregistered marks a directory that is no longer registered: its registration code
 	// stops working and its users cannot log in.
 	Deregistered bool `yaml:"deregistered" json:"deregistered,omitempty"`
+	// Session is the directory's session policy (catalog §26, §38). AWS's API has no field
+	// for it (the guide sets it by GPO): it is part of the directory's definition here.
+	Session SessionPolicy `yaml:"session" json:"session,omitzero"`
+}
+
+// SessionPolicy is how long a user whose session dropped may come back without logging in.
+type SessionPolicy struct {
+	// ResumeTimeoutMinutes: "The default session resume timeout is 20 minutes" (0: default).
+	ResumeTimeoutMinutes int `yaml:"resumeTimeoutMinutes" json:"resumeTimeoutMinutes,omitempty"`
+}
+
+// DefaultResumeTimeout is the guide's default session resume timeout; MaxResumeTimeout
+// bounds the setting (a day: past that, a dropped session is an abandoned one).
+const (
+	DefaultResumeTimeout = 20 * time.Minute
+	MaxResumeTimeout     = 24 * time.Hour
+)
+
+// ResumeTimeout is the policy's timeout, the guide's default when unset.
+func (p SessionPolicy) ResumeTimeout() time.Duration {
+	if p.ResumeTimeoutMinutes <= 0 {
+		return DefaultResumeTimeout
+	}
+	return time.Duration(p.ResumeTimeoutMinutes) * time.Minute
 }
 
 // DirectoryType is where a directory's passwords are checked.
@@ -403,6 +428,9 @@ func (m *MFA) MFAStatusOrDefault() MFAStatus {
 func (l *Login) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if m := l.Session.ResumeTimeoutMinutes; m < 0 || time.Duration(m)*time.Minute > MaxResumeTimeout {
+		bad("login.session.resumeTimeoutMinutes %d: 1 to %d minutes (0 or unset: the guide's default, 20)", m, int(MaxResumeTimeout/time.Minute))
+	}
 	switch l.Kind() {
 	case TypeLocal:
 		if l.LDAP != nil {

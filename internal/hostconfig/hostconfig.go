@@ -52,6 +52,15 @@ type Hostd struct {
 	// HealthMisses consecutive misses make it UNHEALTHY (guide §19).
 	HealthInterval Duration `yaml:"healthInterval"`
 	HealthMisses   int      `yaml:"healthMisses"`
+	// HealthTimeout bounds one status request (generous: a busy guest answers late).
+	// HealthGrace is how long after a boot, restart or start a WorkSpace is not judged
+	// ("If you just rebooted or started your WorkSpace, wait a few minutes").
+	HealthTimeout Duration `yaml:"healthTimeout"`
+	HealthGrace   Duration `yaml:"healthGrace"`
+	// SiteTimeZone is the site's IANA time zone (the guide's "time zone of the AWS
+	// Region"), in which the maintenance windows open (hostd/maintenance). Unset: no
+	// automatic maintenance, since hostd cannot tell the site's night from its day.
+	SiteTimeZone string `yaml:"siteTimeZone"`
 	// TerminatedRetention is how long a TERMINATED record stays visible.
 	TerminatedRetention Duration `yaml:"terminatedRetention"`
 	// Memory is the guest-memory hygiene policy.
@@ -168,6 +177,10 @@ func (m Memory) InitOnFreeRequired() bool { return m.RequireInitOnFree == nil ||
 // Quotas are per-host limits.
 type Quotas struct {
 	Workspaces int `yaml:"workspaces"`
+	// Graphics and GraphicsPro cap live WorkSpaces of those compute types; the guide's
+	// default is 0 (guide-catalog §23): raise them once the host has the GPUs.
+	Graphics    int `yaml:"graphics"`
+	GraphicsPro int `yaml:"graphicsPro"`
 }
 
 // Duration is a time.Duration written as "20m" in YAML.

@@ -54,6 +54,16 @@ func TestParseGoodAppliesDefaults(t *testing.T) {
 	if g := off.Hostd.Guests; *g.CgroupLimits || *off.Hostd.Memory.HugePages || g.DisplayGroup != "deskhost-vnc" {
 		t.Errorf("explicit guest settings: %+v", g)
 	}
+	if h.SiteTimeZone != "" || h.HealthGrace.Duration != 5*time.Minute || h.HealthTimeout.Duration != 10*time.Second {
+		t.Errorf("health and site defaults: zone %q, grace %s, timeout %s", h.SiteTimeZone, h.HealthGrace.Duration, h.HealthTimeout.Duration)
+	}
+	berlin, err := Parse([]byte(strings.Replace(good, "  computeTypes:", "  siteTimeZone: Europe/Berlin\n  computeTypes:", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loc, err := berlin.Hostd.SiteZone(); err != nil || loc.String() != "Europe/Berlin" {
+		t.Errorf("site zone %v %v", loc, err)
+	}
 	if img, ok := h.Image("wsi-desktop001"); !ok || img.Dir != "/perm/images/desktop" {
 		t.Error("image lookup")
 	}
@@ -76,6 +86,8 @@ func TestParseRejectsWithTheFieldNamed(t *testing.T) {
 		{"  computeTypes:", "  guests: {user: root}\n  computeTypes:", "hostd.guests.user"},
 		{"socket: /run/deskhost/hostd.sock", "socket: /perm/hostd/hostd.sock", "not directly in hostd.dataDir"},
 		{"  computeTypes:", "  guests: {usr: x}\n  computeTypes:", "usr"},
+		{"  computeTypes:", "  siteTimeZone: Mars/Olympus\n  computeTypes:", "hostd.siteTimeZone"},
+		{"  computeTypes:", "  healthGrace: -1m\n  computeTypes:", "negative"},
 	} {
 		bad := strings.Replace(good, tc.from, tc.to, 1)
 		if bad == good {

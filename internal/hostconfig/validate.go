@@ -16,6 +16,8 @@ const (
 	DefaultShutdownTimeout     = 30 * time.Second
 	DefaultHealthInterval      = 30 * time.Second
 	DefaultHealthMisses        = 3
+	DefaultHealthTimeout       = 10 * time.Second
+	DefaultHealthGrace         = 5 * time.Minute // "wait a few minutes"
 	DefaultTerminatedRetention = time.Hour
 	DefaultRegion              = "local"
 	DefaultPool                = "deskhost"
@@ -34,6 +36,8 @@ func (h *Hostd) defaults() {
 	set(&h.ProvisionTimeout, DefaultProvisionTimeout)
 	set(&h.ShutdownTimeout, DefaultShutdownTimeout)
 	set(&h.HealthInterval, DefaultHealthInterval)
+	set(&h.HealthTimeout, DefaultHealthTimeout)
+	set(&h.HealthGrace, DefaultHealthGrace)
 	set(&h.TerminatedRetention, DefaultTerminatedRetention)
 	if h.HealthMisses == 0 {
 		h.HealthMisses = DefaultHealthMisses
@@ -137,8 +141,14 @@ func (h *Hostd) validate(managedNetwork bool) error {
 	if h.HealthMisses < 1 {
 		bad("hostd.healthMisses: must be ≥ 1")
 	}
+	if _, err := h.SiteZone(); err != nil {
+		bad("hostd.siteTimeZone %q: %v", h.SiteTimeZone, err)
+	}
 	if h.Quotas.Workspaces < 1 {
 		bad("hostd.quotas.workspaces: must be ≥ 1")
+	}
+	if h.Quotas.Graphics < 0 || h.Quotas.GraphicsPro < 0 {
+		bad("hostd.quotas.graphics, graphicsPro: must be ≥ 0")
 	}
 	if h.API.Socket != "" && h.DataDir != "" && filepath.Clean(filepath.Dir(h.API.Socket)) == filepath.Clean(h.DataDir) {
 		bad("hostd.api.socket %s: not directly in hostd.dataDir; the socket's directory is made root-only, and qemu must reach the data dir", h.API.Socket)
@@ -226,4 +236,16 @@ func (h *Hostd) Image(id string) (catalog.Image, bool) {
 		}
 	}
 	return catalog.Image{}, false
+}
+
+// SiteZone is the site's time zone (SiteTimeZone); nil when unset.
+func (h *Hostd) SiteZone() (*time.Location, error) {
+	if h.SiteTimeZone == "" {
+		return nil, nil
+	}
+	loc, err := time.LoadLocation(h.SiteTimeZone)
+	if err != nil {
+		return nil, fmt.Errorf("not a time zone (an IANA name such as Europe/Berlin): %w", err)
+	}
+	return loc, nil
 }

@@ -61,6 +61,22 @@ const (
 	MsgTagsBusy    = "Too many connections are being set up from your network right now. Please try again in a minute."
 )
 
+// MsgSessionEnded says why a user who stayed away longer than the directory's session
+// resume timeout (guide §26: "The default session resume timeout is 20 minutes") must log
+// in again.
+func MsgSessionEnded(timeout time.Duration) string {
+	return fmt.Sprintf("Your session ended because you were disconnected for more than %s, the session resume timeout your administrator set. Log in again.", minutes(timeout))
+}
+
+func minutes(d time.Duration) string {
+	if m := int(d / time.Minute); m == 1 {
+		return "1 minute"
+	} else if d%time.Minute == 0 {
+		return strconv.Itoa(m) + " minutes"
+	}
+	return d.String()
+}
+
 // ProductName and version this broker reports in hello-resp.
 const (
 	ProductName    = "deskhost zeroclient broker"
@@ -115,6 +131,7 @@ func New(c Config) *Broker {
 func (b *Broker) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/pcoip-broker/xml", b.serveXML)
+	mux.HandleFunc(SelfServicePath, b.serveSelfService)
 	mux.HandleFunc("/registration", b.serveRegistration)
 	mux.HandleFunc("/activate", b.serveActivate)
 	return mux
@@ -163,6 +180,9 @@ func (b *Broker) serveXML(w http.ResponseWriter, r *http.Request) {
 	// the cookie is found by its Client-Log-Id (same address) and given the cookie again.
 	if c, err := r.Cookie(CookieName); err == nil {
 		x.sess, _ = b.c.Sessions.Get(c.Value, x.from)
+		if x.sess == nil && req.Kind != brokerxml.KindHello {
+			x.ended, _ = b.c.Sessions.EndedByTimeout(c.Value)
+		}
 	}
 	if x.sess == nil && x.logID != "" {
 		if x.sess, _ = b.c.Sessions.ByLogID(x.logID, x.from); x.sess != nil && req.Kind != brokerxml.KindHello {
@@ -218,6 +238,18 @@ type exchange struct {
 	logID string // the Client-Log-Id header, when well-formed
 	sess  *session.Session
 	touch bool // the request was valid in the session's state
+	// ended: the request's cookie named a logged-in session that ended because its user
+	// was away longer than the resume timeout.
+	ended session.Ended
+}
+
+// notAuthed is the message for a request that needs a login: why the login is gone when
+// the session timed out, else "Log in first."
+func (x *exchange) notAuthed() string {
+	if x.sess == nil && x.ended.ResumeTimeout > 0 {
+		return MsgSessionEnded(x.ended.ResumeTimeout)
+	}
+	return MsgNotAuthed
 }
 
 func (x *exchange) log() *slog.Logger {
@@ -413,7 +445,11 @@ func (x *exchange) passcode(a *brokerxml.Authenticate) any {
 
 func (x *exchange) loggedIn(method string) any {
 	s := x.sess
-	s.SetStage(session.Authenticated)
+	var resume time.Duration
+	if d := x.b.c.Auth.ByID(s.DirectoryID); d != nil {
+		resume = d.Login.Session.ResumeTimeout()
+	}
+	x.b.c.Sessions.LoggedIn(s, resume)
 	s.RADIUSState, s.Rounds = nil, 0
 	s.LoginTime, s.AccessEmitted = x.b.c.Now(), false
 	x.prefetch() // unless the one from the password step is under way or fresh
@@ -483,7 +519,7 @@ func (x *exchange) workspace(ctx context.Context) (workspaces.Workspace, bool, e
 func (x *exchange) resourceList() any {
 	resp := &brokerxml.GetResourceListResp{}
 	if x.sess == nil || x.sess.Stage() != session.Authenticated {
-		resp.Result = brokerxml.Result{ID: brokerxml.ListNotAuthed, Str: MsgNotAuthed}
+		resp.Result = brokerxml.Result{ID: brokerxml.ListNotAuthed, Str: x.notAuthed()}
 		return resp
 	}
 	s := x.sess
@@ -562,7 +598,7 @@ func Decide(ws workspaces.Workspace, d catalog.DeviceType) (Action, string, stri
 func (x *exchange) allocate(a *brokerxml.AllocateResource) any {
 	resp := &brokerxml.AllocateResourceResp{}
 	if x.sess == nil || x.sess.Stage() != session.Authenticated {
-		resp.Result = brokerxml.Result{ID: brokerxml.AllocNotAuthed, Str: MsgNotAuthed}
+		resp.Result = brokerxml.Result{ID: brokerxml.AllocNotAuthed, Str: x.notAuthed()}
 		return resp
 	}
 	s := x.sess
@@ -675,6 +711,7 @@ func (x *exchange) issue(ws workspaces.Workspace, resp *brokerxml.AllocateResour
 			SessionID: t.SessionID, ConnectTag: t.Value}
 		expires = t.Expires
 	}
+	x.b.c.Sessions.Allocated(s, ws.ID)
 	resp.Result = brokerxml.Result{ID: brokerxml.AllocSuccessful, Str: "Connect to your WorkSpace with the connect tag within 60 seconds."}
 	resp.Target = target
 	resp.ResourceID, resp.Protocol = ws.ID, ws.Protocol

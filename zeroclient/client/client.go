@@ -343,3 +343,29 @@ func TargetAddr(t *brokerxml.Target) string {
 
 // ErrBlank is returned when the desktop's frame stayed one colour.
 var ErrBlank = errors.New("the desktop frame is blank")
+
+// SelfService asks the broker for a self-service action with this session's login. The
+// result is returned with the HTTP status whatever it is; err is for transport failures
+// and answers that are not the broker's JSON.
+func (b *Broker) SelfService(q broker.SelfServiceRequest) (broker.SelfServiceResult, int, error) {
+	var res broker.SelfServiceResult
+	body, _ := json.Marshal(q)
+	req, err := http.NewRequest(http.MethodPost, b.base+broker.SelfServicePath, bytes.NewReader(body))
+	if err != nil {
+		return res, 0, fmt.Errorf("broker: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	r, err := b.hc.Do(req)
+	if err != nil {
+		return res, 0, fmt.Errorf("broker: %w", err)
+	}
+	defer r.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		return res, r.StatusCode, fmt.Errorf("broker: %w", err)
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return res, r.StatusCode, fmt.Errorf("broker: HTTP %s: %s", r.Status, strings.TrimSpace(string(out)))
+	}
+	return res, r.StatusCode, nil
+}

@@ -179,7 +179,9 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 			d := s.Auth.ByID(dirID)
 			return d != nil && d.Login.DeviceAccess.Allowed(catalog.DeviceWeb)
 		},
-		SessionsChanged: func() { s.presence.Changed() }})
+		// Sessions whose WorkSpace is relayed do not go idle; when the relay ends, the
+		// directory's session resume timeout starts.
+		SessionsChanged: func() { s.presence.Changed(); sessions.Streaming(s.Gateway.Connected()) }})
 	// hostd learns the gateway's sessions (AutoStop, connection status). Its closer is
 	// added before the gateway's, so it runs after: the last report follows the sessions'
 	// end.

@@ -58,6 +58,21 @@ type Session struct {
 	// Lookup is hostd's answer about this login's WorkSpace, asked for by the broker in the
 	// background once the password is accepted; nil when there is none.
 	Lookup *WorkspaceLookup
+
+	// Guarded by the store's mu (the store reads them to expire sessions):
+	// resume is the directory's session resume timeout, set at login (0: the store's
+	// IdleAfterLogin); workspaceID is the WorkSpace this login was last given a tag for;
+	// streaming says the gateway is relaying that WorkSpace now.
+	resume      time.Duration
+	workspaceID string
+	streaming   bool
+}
+
+// Ended is what is left of a logged-in session that ended because its user stayed away
+// longer than the directory's resume timeout: enough for the broker to say why.
+type Ended struct {
+	At            time.Time
+	ResumeTimeout time.Duration
 }
 
 // WorkspaceLookup is one question to hostd about a user's WorkSpace. Done is closed once
@@ -105,7 +120,11 @@ type Store struct {
 	m      map[string]*Session
 	byAddr map[netip.Addr]map[string]*Session
 	byLog  map[logKey]*Session
+	ended  map[string]Ended // by session id; bounded by Limits.Max, kept endedFor
 }
+
+// endedFor is how long the store remembers why a session ended.
+const endedFor = 24 * time.Hour
 
 // NewStore makes a store.
 func NewStore(l Limits, now func() time.Time) *Store {
@@ -115,7 +134,7 @@ func NewStore(l Limits, now func() time.Time) *Store {
 	if l.MaxPerAddress <= 0 {
 		l.MaxPerAddress = DefaultMaxPerAddress
 	}
-	return &Store{limits: l, now: now, m: map[string]*Session{}, byAddr: map[netip.Addr]map[string]*Session{}, byLog: map[logKey]*Session{}}
+	return &Store{limits: l, now: now, m: map[string]*Session{}, byAddr: map[netip.Addr]map[string]*Session{}, byLog: map[logKey]*Session{}, ended: map[string]Ended{}}
 }
 
 // MaxLogID bounds a Client-Log-Id header.
@@ -223,11 +242,84 @@ func (s *Store) liveLocked(sess *Session, ip netip.Addr) (*Session, bool) {
 	if sess == nil || sess.ClientIP != ip.Unmap() {
 		return nil, false
 	}
-	if s.expired(sess, s.now()) {
-		s.deleteLocked(sess)
+	if now := s.now(); s.expired(sess, now) {
+		s.endLocked(sess, now)
 		return nil, false
 	}
 	return sess, true
+}
+
+// endLocked removes an expired session, remembering a logged-in one's resume timeout.
+func (s *Store) endLocked(sess *Session, now time.Time) {
+	if sess.Stage() == Authenticated && now.Sub(sess.Created) < s.limits.Absolute {
+		if len(s.ended) >= s.limits.Max {
+			for id, e := range s.ended {
+				if now.Sub(e.At) >= endedFor || len(s.ended) >= s.limits.Max {
+					delete(s.ended, id)
+				}
+			}
+		}
+		s.ended[sess.ID] = Ended{At: now, ResumeTimeout: s.idleAfterLogin(sess)}
+	}
+	s.deleteLocked(sess)
+}
+
+// EndedByTimeout tells whether the session with this id ended because its user was away
+// longer than the resume timeout, and forgets it (the next login starts afresh).
+func (s *Store) EndedByTimeout(id string) (Ended, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.ended[id]
+	delete(s.ended, id)
+	return e, ok && s.now().Sub(e.At) < endedFor
+}
+
+// LoggedIn marks sess logged in, with its directory's session resume timeout (0: the
+// store's IdleAfterLogin): after a dropped connection the user may come back without
+// logging in again for that long.
+func (s *Store) LoggedIn(sess *Session, resume time.Duration) {
+	s.mu.Lock()
+	sess.resume, sess.workspaceID, sess.streaming = resume, "", false
+	sess.lastSeen = s.now()
+	s.mu.Unlock()
+	sess.SetStage(Authenticated)
+}
+
+// Allocated records that sess was given a tag for a WorkSpace: while the gateway relays
+// it, the session does not go idle.
+func (s *Store) Allocated(sess *Session, workspaceID string) {
+	s.mu.Lock()
+	sess.workspaceID = workspaceID
+	s.mu.Unlock()
+}
+
+// Streaming is the gateway's list of the WorkSpaces it relays now. A logged-in session
+// whose WorkSpace is on it does not go idle; one whose WorkSpace has left it was
+// disconnected now, and its resume timeout runs from now.
+func (s *Store) Streaming(workspaceIDs []string) {
+	on := make(map[string]bool, len(workspaceIDs))
+	for _, id := range workspaceIDs {
+		on[id] = true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for _, sess := range s.m {
+		if sess.workspaceID == "" || sess.Stage() != Authenticated {
+			continue
+		}
+		if was := sess.streaming; on[sess.workspaceID] || was {
+			sess.lastSeen = now
+		}
+		sess.streaming = on[sess.workspaceID]
+	}
+}
+
+func (s *Store) idleAfterLogin(sess *Session) time.Duration {
+	if sess.resume > 0 {
+		return sess.resume
+	}
+	return s.limits.IdleAfterLogin
 }
 
 func (s *Store) deleteLocked(sess *Session) {
@@ -254,11 +346,17 @@ func (s *Store) Touch(sess *Session) {
 }
 
 func (s *Store) expired(sess *Session, now time.Time) bool {
+	if now.Sub(sess.Created) >= s.limits.Absolute {
+		return true
+	}
 	idle := s.limits.IdleBeforeLogin
 	if sess.Stage() == Authenticated {
-		idle = s.limits.IdleAfterLogin
+		if sess.streaming {
+			return false // connected: not idle, however long since the last broker request
+		}
+		idle = s.idleAfterLogin(sess)
 	}
-	return now.Sub(sess.lastSeen) >= idle || now.Sub(sess.Created) >= s.limits.Absolute
+	return now.Sub(sess.lastSeen) >= idle
 }
 
 // Delete removes a session.
@@ -280,7 +378,12 @@ func (s *Store) Sweep() {
 func (s *Store) sweepLocked(now time.Time) {
 	for _, sess := range s.m {
 		if s.expired(sess, now) {
-			s.deleteLocked(sess)
+			s.endLocked(sess, now)
+		}
+	}
+	for id, e := range s.ended {
+		if now.Sub(e.At) >= endedFor {
+			delete(s.ended, id)
 		}
 	}
 }

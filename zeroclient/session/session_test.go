@@ -165,3 +165,43 @@ func FuzzParseLogID(f *testing.F) {
 		}
 	})
 }
+
+// TestResumeWhileStreaming: a logged-in session does not go idle while the gateway relays
+// its WorkSpace, however long; the directory's resume timeout runs from the moment the
+// relay ends; a session that timed out is reported once as ended by the timeout.
+func TestResumeWhileStreaming(t *testing.T) {
+	now := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
+	s := NewStore(Limits{IdleBeforeLogin: 2 * time.Minute, IdleAfterLogin: time.Hour, Absolute: 12 * time.Hour, Max: 10},
+		func() time.Time { return now })
+	ip := netip.MustParseAddr("192.0.2.1")
+	a, _ := s.New(ip, "")
+	s.LoggedIn(a, 5*time.Minute)
+	s.Allocated(a, "ws-a")
+	s.Streaming([]string{"ws-a", "ws-other"})
+	now = now.Add(3 * time.Hour) // streaming: no broker request for hours
+	if _, ok := s.Get(a.ID, ip); !ok {
+		t.Fatal("a session went idle while its WorkSpace was being relayed")
+	}
+	s.Streaming([]string{"ws-other"}) // the connection dropped now
+	now = now.Add(5*time.Minute - time.Second)
+	if _, ok := s.Get(a.ID, ip); !ok {
+		t.Fatal("gone within the 5-minute resume timeout after the drop")
+	}
+	now = now.Add(time.Second)
+	if _, ok := s.Get(a.ID, ip); ok {
+		t.Fatal("alive 5 minutes after the drop (resume timeout 5 minutes)")
+	}
+	if e, ok := s.EndedByTimeout(a.ID); !ok || e.ResumeTimeout != 5*time.Minute {
+		t.Fatalf("ended: %+v %v", e, ok)
+	}
+	if _, ok := s.EndedByTimeout(a.ID); ok {
+		t.Error("the ended session is reported twice")
+	}
+	// A session that never logged in leaves nothing behind.
+	b, _ := s.New(ip, "")
+	now = now.Add(time.Hour)
+	s.Sweep()
+	if _, ok := s.EndedByTimeout(b.ID); ok {
+		t.Error("a pre-login session is reported as ended by the resume timeout")
+	}
+}

@@ -135,6 +135,7 @@ func (w *Web) Handler() http.Handler {
 	mux.HandleFunc("POST /web/mfa", w.post(w.handleMFA))
 	mux.HandleFunc("GET /web/workspace", w.serveWorkspace)
 	mux.HandleFunc("POST /web/start", w.post(w.handleStart))
+	mux.HandleFunc("POST /web/self-service", w.post(w.handleSelfService))
 	mux.HandleFunc("GET /web/desktop", w.serveDesktop)
 	mux.HandleFunc("POST /web/connect", w.post(w.handleConnect))
 	mux.HandleFunc("GET /web/ws", w.serveWebSocket)
@@ -494,7 +495,11 @@ func (w *Web) loggedIn(rw http.ResponseWriter, r *http.Request, old *session.Ses
 		return
 	}
 	s.DirectoryID, s.UserName, s.LoginTime = old.DirectoryID, old.UserName, w.c.Now()
-	s.SetStage(session.Authenticated)
+	var resume time.Duration
+	if d := w.c.Auth.ByID(s.DirectoryID); d != nil {
+		resume = d.Login.Session.ResumeTimeout()
+	}
+	w.c.Sessions.LoggedIn(s, resume)
 	w.c.Sessions.Delete(old.ID)
 	w.c.Metrics.Logins.WithLabelValues(s.DirectoryID, brokerxml.AuthComplete).Inc()
 	w.c.Log.Info("web: logged in", "client", clientAddr(r).String(), "directory", s.DirectoryID, "user", s.UserName)
@@ -526,6 +531,42 @@ func (w *Web) serveWorkspace(rw http.ResponseWriter, r *http.Request) {
 	}
 	s.Mu.Lock()
 	defer s.Mu.Unlock()
+	p := w.workspacePage(r, s)
+	if r.URL.Query().Get("started") != "" && p.Refresh {
+		p.Notice = MsgStartRequested
+	}
+	w.render(rw, http.StatusOK, "workspace.html", p)
+}
+
+// handleSelfService is the WorkSpace page's self-service form: the broker's rules
+// (broker.SelfService), then the page with the answer. post holds s.Mu.
+func (w *Web) handleSelfService(rw http.ResponseWriter, r *http.Request, s *session.Session) {
+	if s.Stage() != session.Authenticated {
+		w.refuse(rw, r, http.StatusUnauthorized, broker.MsgNotAuthed)
+		return
+	}
+	num := func(k string) int {
+		n, _ := strconv.Atoi(r.PostFormValue(k))
+		return n
+	}
+	q := broker.SelfServiceRequest{Action: r.PostFormValue("action"), ComputeType: r.PostFormValue("computeType"),
+		RootVolumeSizeGib: num("rootVolumeSizeGib"), UserVolumeSizeGib: num("userVolumeSizeGib"), RunningMode: r.PostFormValue("runningMode")}
+	code, res, reason := broker.SelfService(r.Context(), w.c.Workspaces, s, q)
+	from := clientAddr(r).String()
+	w.c.Events.Audit("self-service", res.Result, reason, map[string]string{"clientIpAddress": from, "directoryId": s.DirectoryID,
+		"userName": s.UserName, "workspaceId": res.WorkspaceID, "action": q.Action, "clientPlatform": "Web"})
+	w.c.Log.Info("web: self-service", "client", from, "user", s.UserName, "action", q.Action, "result", res.Result, "reason", reason)
+	p := w.workspacePage(r, s)
+	if res.Result == broker.ResultAccepted {
+		p.Notice = res.Message
+	} else {
+		p.Error = res.Message
+	}
+	w.render(rw, code, "workspace.html", p)
+}
+
+// workspacePage is the WorkSpace page for s as hostd says now (the caller holds s.Mu).
+func (w *Web) workspacePage(r *http.Request, s *session.Session) page {
 	p := page{Title: "Your WorkSpace", CSRF: w.csrfToken(s), User: s.UserName}
 	ws, ok, err := w.workspaceOf(r.Context(), s)
 	switch {
@@ -545,11 +586,8 @@ func (w *Web) serveWorkspace(rw http.ResponseWriter, r *http.Request) {
 		if ws.Protocol == "WSP" {
 			p.Error, p.CanOpen = MsgWebNotWSP, false
 		}
-		if r.URL.Query().Get("started") != "" && p.Refresh {
-			p.Notice = MsgStartRequested
-		}
 	}
-	w.render(rw, http.StatusOK, "workspace.html", p)
+	return p
 }
 
 func (w *Web) handleStart(rw http.ResponseWriter, r *http.Request, s *session.Session) {
@@ -641,6 +679,7 @@ func (w *Web) handleConnect(rw http.ResponseWriter, r *http.Request, s *session.
 		fail(http.StatusServiceUnavailable, brokerxml.AllocFailed, msg, err.Error(), false)
 		return
 	}
+	w.c.Sessions.Allocated(s, ws.ID)
 	if !s.AccessEmitted {
 		// One "WorkSpaces Access" event per login, with the Web platform.
 		if err := w.c.Events.Access(events.Access{ClientIP: from.String(), ProductName: policy.EventProduct(catalog.DeviceWeb, ProductName),

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"html"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -442,4 +443,41 @@ func cookieOf(b *browser) string {
 		}
 	}
 	return ""
+}
+
+// Self-service for the test directories: restart only (a registration without
+// self-service); hostd's side is the broker's TestSelfServiceAgainstHostd.
+func (s staticWorkspaces) Permissions(context.Context, string) (catalog.SelfServicePermissions, error) {
+	return catalog.DefaultSelfService(false), nil
+}
+func (s staticWorkspaces) Reboot(context.Context, string) error                    { return nil }
+func (s staticWorkspaces) Modify(context.Context, string, workspaces.Change) error { return nil }
+
+// TestSelfServicePage (wes: a user without MFA): the WorkSpace page's self-service forms go through the broker's
+// rules: restart is accepted and said so; a running-mode switch the directory does not
+// allow is refused with the message naming the permission; without the CSRF token,
+// nothing happens.
+func TestSelfServicePage(t *testing.T) {
+	r := newRig(t)
+	b := r.browser()
+	if p := b.login("SLiad+WSPW", "wes"); p.code != http.StatusSeeOther {
+		t.Fatalf("login: %d %s", p.code, p.body)
+	}
+	wp := b.do(http.MethodGet, "/web/workspace", nil, nil)
+	if !strings.Contains(wp.body, `id="self-service"`) || !strings.Contains(wp.body, `id="ss-restart"`) {
+		t.Fatalf("no self-service forms on the WorkSpace page:\n%s", wp.body)
+	}
+	csrf := csrfOf(t, wp.body)
+	p := b.do(http.MethodPost, "/web/self-service", url.Values{"csrf": {csrf}, "action": {"restart"}}, nil)
+	if p.code != http.StatusOK || !strings.Contains(p.body, broker.MsgRestarted) {
+		t.Errorf("restart: %d\n%s", p.code, p.body)
+	}
+	p = b.do(http.MethodPost, "/web/self-service", url.Values{"csrf": {csrf}, "action": {"switch-running-mode"}, "runningMode": {"ALWAYS_ON"}}, nil)
+	if got := html.UnescapeString(errorOf(p.body)); p.code != http.StatusForbidden || got != broker.MsgSelfServiceOff("Switch running mode") {
+		t.Errorf("switch running mode: %d %q", p.code, got)
+	}
+	p = b.do(http.MethodPost, "/web/self-service", url.Values{"action": {"restart"}}, nil)
+	if p.code != http.StatusForbidden {
+		t.Errorf("without the CSRF token: %d", p.code)
+	}
 }

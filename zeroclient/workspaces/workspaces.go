@@ -30,6 +30,10 @@ type Workspace struct {
 	Protocol     string // PCOIP or WSP
 	ComputerName string
 	BundleID     string
+	// ComputeType and the volume sizes are what self-service changes.
+	ComputeType       string
+	RootVolumeSizeGib int
+	UserVolumeSizeGib int
 }
 
 // Backend is what the broker asks of hostd.
@@ -55,6 +59,8 @@ func convert(w types.Workspace) Workspace {
 		State: string(w.State), ComputerName: aws.ToString(w.ComputerName), BundleID: aws.ToString(w.BundleId)}
 	if p := w.WorkspaceProperties; p != nil {
 		out.RunningMode = string(p.RunningMode)
+		out.ComputeType = string(p.ComputeTypeName)
+		out.RootVolumeSizeGib, out.UserVolumeSizeGib = int(aws.ToInt32(p.RootVolumeSizeGib)), int(aws.ToInt32(p.UserVolumeSizeGib))
 		if len(p.Protocols) > 0 {
 			out.Protocol = string(p.Protocols[0])
 		}
@@ -103,6 +109,78 @@ func (c *Client) Start(ctx context.Context, id string) error {
 	if len(out.FailedRequests) > 0 {
 		f := out.FailedRequests[0]
 		return errors.New("hostd: start " + id + ": " + aws.ToString(f.ErrorCode) + ": " + aws.ToString(f.ErrorMessage))
+	}
+	return nil
+}
+
+// SelfService is what the broker's self-service actions ask of hostd. They act with the
+// service's credentials, not the user's (the guide's AmazonWorkSpacesSelfServiceAccess):
+// the broker decides who may do what, from the directory's self-service permissions.
+type SelfService interface {
+	// Permissions are the directory's "User Self-Service Permissions".
+	Permissions(ctx context.Context, directoryID string) (catalog.SelfServicePermissions, error)
+	Reboot(ctx context.Context, id string) error
+	Modify(ctx context.Context, id string, c Change) error
+}
+
+// Change is a self-service ModifyWorkspaceProperties: zero values are left as they are.
+type Change struct {
+	ComputeType       string
+	RootVolumeSizeGib int
+	UserVolumeSizeGib int
+	RunningMode       string
+}
+
+// Permissions implements SelfService (DescribeWorkspaceDirectories).
+func (c *Client) Permissions(ctx context.Context, directoryID string) (catalog.SelfServicePermissions, error) {
+	out, err := c.api.DescribeWorkspaceDirectories(ctx, &workspaces.DescribeWorkspaceDirectoriesInput{DirectoryIds: []string{directoryID}})
+	if err != nil {
+		return catalog.SelfServicePermissions{}, fmt.Errorf("hostd: describe directory %s: %w", directoryID, err)
+	}
+	if len(out.Directories) != 1 || out.Directories[0].SelfservicePermissions == nil {
+		return catalog.SelfServicePermissions{}, fmt.Errorf("hostd: directory %s is not registered", directoryID)
+	}
+	p := out.Directories[0].SelfservicePermissions
+	return catalog.SelfServicePermissions{RestartWorkspace: catalog.Setting(p.RestartWorkspace), IncreaseVolumeSize: catalog.Setting(p.IncreaseVolumeSize),
+		ChangeComputeType: catalog.Setting(p.ChangeComputeType), SwitchRunningMode: catalog.Setting(p.SwitchRunningMode),
+		RebuildWorkspace: catalog.Setting(p.RebuildWorkspace)}, nil
+}
+
+// Reboot implements SelfService (RebootWorkspaces).
+func (c *Client) Reboot(ctx context.Context, id string) error {
+	out, err := c.api.RebootWorkspaces(ctx, &workspaces.RebootWorkspacesInput{RebootWorkspaceRequests: []types.RebootRequest{{WorkspaceId: aws.String(id)}}})
+	if err != nil {
+		return fmt.Errorf("hostd: reboot %s: %w", id, err)
+	}
+	if len(out.FailedRequests) > 0 {
+		f := out.FailedRequests[0]
+		return &RequestError{Code: aws.ToString(f.ErrorCode), Message: aws.ToString(f.ErrorMessage)}
+	}
+	return nil
+}
+
+// RequestError is hostd's refusal of one request of a batch.
+type RequestError struct{ Code, Message string }
+
+func (e *RequestError) Error() string { return "hostd: " + e.Code + ": " + e.Message }
+
+// Modify implements SelfService (ModifyWorkspaceProperties).
+func (c *Client) Modify(ctx context.Context, id string, ch Change) error {
+	p := &types.WorkspaceProperties{}
+	if ch.ComputeType != "" {
+		p.ComputeTypeName = types.Compute(ch.ComputeType)
+	}
+	if ch.RootVolumeSizeGib > 0 {
+		p.RootVolumeSizeGib = aws.Int32(int32(ch.RootVolumeSizeGib))
+	}
+	if ch.UserVolumeSizeGib > 0 {
+		p.UserVolumeSizeGib = aws.Int32(int32(ch.UserVolumeSizeGib))
+	}
+	if ch.RunningMode != "" {
+		p.RunningMode = types.RunningMode(ch.RunningMode)
+	}
+	if _, err := c.api.ModifyWorkspaceProperties(ctx, &workspaces.ModifyWorkspacePropertiesInput{WorkspaceId: aws.String(id), WorkspaceProperties: p}); err != nil {
+		return fmt.Errorf("hostd: modify %s: %w", id, err)
 	}
 	return nil
 }
