@@ -265,6 +265,19 @@ func (c *Client) SetClipboard(ctx context.Context, text string) error {
 	return err
 }
 
+// Freeze syncs and freezes the guest's volume filesystems; it returns them. The guest
+// thaws them itself after MaxFreeze if Thaw never comes.
+func (c *Client) Freeze(ctx context.Context) ([]string, error) {
+	resp, err := c.Call(ctx, Request{Op: OpFreeze})
+	return resp.Filesystems, err
+}
+
+// Thaw thaws what Freeze froze.
+func (c *Client) Thaw(ctx context.Context) ([]string, error) {
+	resp, err := c.Call(ctx, Request{Op: OpThaw})
+	return resp.Filesystems, err
+}
+
 // Silence stops the agent answering for d (whole seconds, at least one), the guest still
 // running: the agent answers this request, then closes its port until d has passed.
 func (c *Client) Silence(ctx context.Context, d time.Duration) error {

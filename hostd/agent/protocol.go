@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -45,6 +46,10 @@ const (
 	// channel (hostd/vdagent).
 	OpClipboardGet = "clipboard-get"
 	OpClipboardSet = "clipboard-set"
+	// freeze syncs and freezes (FIFREEZE) the volumes' filesystems; thaw (FITHAW) undoes
+	// it. Both answer with the filesystems concerned.
+	OpFreeze = "freeze"
+	OpThaw   = "thaw"
 	// OpSilence stops the agent for a while, the guest still running: it answers, closes
 	// its port and ignores it for Seconds, then serves again. Tests use it to make a
 	// WorkSpace miss its status checks (guide §19) the way a dead agent would.
@@ -64,6 +69,9 @@ const (
 	MaxClipboardBytes = 1 << 20
 	// MaxFillPercent is the largest share of MemAvailable fill-memory takes.
 	MaxFillPercent = 95
+	// MaxFreeze is how long the guest keeps its filesystems frozen before it thaws them
+	// itself, should hostd never ask.
+	MaxFreeze = 30 * time.Second
 	// MaxSilenceSeconds is the longest silence accepts.
 	MaxSilenceSeconds = 3600
 )
@@ -110,6 +118,9 @@ type Response struct {
 	// read-file (write-file answers with BytesWritten)
 	Data         string `json:"data,omitempty"`
 	BytesWritten uint64 `json:"bytesWritten,omitempty"`
+
+	// freeze, thaw
+	Filesystems []string `json:"filesystems,omitempty"`
 }
 
 // Status is the answer to the status op.

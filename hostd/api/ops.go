@@ -25,6 +25,7 @@ type Service interface {
 	ReportConnections(ctx context.Context, connected []string) error
 	CatalogService
 	HostsService
+	SnapshotsService
 	UsageService
 }
 
@@ -64,6 +65,9 @@ var operations = map[string]operation{
 	"DescribeWorkspaceBundles":           op(shDescribeWorkspaceBundlesRequest, describeWorkspaceBundles),
 	"DescribeWorkspaceDirectories":       op(shDescribeWorkspaceDirectoriesRequest, describeWorkspaceDirectories),
 	"DescribeWorkspacesConnectionStatus": op(shDescribeWorkspacesConnectionStatusRequest, describeWorkspacesConnectionStatus),
+	"RebuildWorkspaces":                  op(shRebuildWorkspacesRequest, rebuildWorkspaces),
+	"RestoreWorkspace":                   op(shRestoreWorkspaceRequest, restoreWorkspace),
+	"DescribeWorkspaceSnapshots":         op(shDescribeWorkspaceSnapshotsRequest, describeWorkspaceSnapshots),
 
 	"RegisterWorkspaceDirectory":        op(shRegisterWorkspaceDirectoryRequest, registerWorkspaceDirectory),
 	"DeregisterWorkspaceDirectory":      op(shDeregisterWorkspaceDirectoryRequest, deregisterWorkspaceDirectory),

@@ -41,5 +41,8 @@ func (a *agentClient) Ping(ctx context.Context) error {
 	return nil
 }
 
+func (a *agentClient) Freeze(ctx context.Context) ([]string, error) { return a.c.Freeze(ctx) }
+func (a *agentClient) Thaw(ctx context.Context) ([]string, error)   { return a.c.Thaw(ctx) }
+
 func (a *agentClient) Shutdown(ctx context.Context) error { return a.c.Shutdown(ctx, false) }
 func (a *agentClient) Close() error                       { return a.c.Close() }

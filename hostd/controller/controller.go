@@ -163,6 +163,9 @@ type Controller struct {
 	holdRAM   func(pid int, ramBytes int64) (*memscrub.Held, error)
 	// reconciling, if set, is told when a reconcile of id starts (the watch benchmark).
 	reconciling func(id string)
+	// snapshotted, if set, is told how long a snapshot took in all and with the guest's
+	// filesystems frozen (the snapshot test's figures).
+	snapshotted func(id string, total, frozen time.Duration)
 }
 
 type worker struct {
@@ -494,6 +497,8 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 		err = c.boot(ctx, w, workspace.Starting, h)
 	case workspace.Stopping:
 		err = c.stop(ctx, w)
+	case workspace.Rebuilding, workspace.Restoring:
+		err = c.rebuildOrRestore(ctx, w, h)
 	case workspace.Terminating:
 		err = c.terminate(ctx, w)
 	case workspace.Terminated:
@@ -1224,6 +1229,9 @@ func (c *Controller) terminate(ctx context.Context, w workspace.Workspace) error
 		}
 		return err // retried: TERMINATING is only left for TERMINATED
 	}
+	if err := c.forgetSnapshots(w.ID); err != nil {
+		return err
+	}
 	if err := c.set(w.ID, workspace.Terminating, workspace.Terminated); err != nil {
 		return err
 	}
@@ -1332,6 +1340,9 @@ func (c *Controller) keepRunning(ctx context.Context, w workspace.Workspace, h *
 		}
 		return err
 	}
+	if err := c.resumeIfPaused(w.ID, st); err != nil {
+		return err
+	}
 	if w.State == workspace.AdminMaintenance {
 		return nil
 	}
@@ -1353,6 +1364,9 @@ func (c *Controller) keepRunning(ctx context.Context, w workspace.Workspace, h *
 		if w.State == workspace.Unhealthy {
 			c.cfg.Log.Info("guest agent answers again", "workspace", w.ID)
 			return c.set(w.ID, workspace.Unhealthy, workspace.Available)
+		}
+		if w.State == workspace.Available { // snapshots only while healthy (guide §7.1)
+			return c.snapshotIfDue(ctx, w)
 		}
 		return nil
 	}

@@ -61,6 +61,11 @@ type guest struct {
 	// service: the agent runs as a service of the image's own init (-service), which
 	// mounted the volumes: the root volume is "/", not agent.RootMount.
 	service bool
+
+	// frozen are the filesystems FIFREEZE holds (freeze.go); freezeGen tells a stale
+	// auto-thaw from the current freeze.
+	frozen    []string
+	freezeGen uint64
 }
 
 func main() {

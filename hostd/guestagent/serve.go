@@ -300,6 +300,20 @@ func (g *guest) handle(line []byte) (resp agent.Response, after func()) {
 			resp.Error = err.Error()
 			return resp, nil
 		}
+	case agent.OpFreeze:
+		dirs, err := g.freeze()
+		if err != nil {
+			resp.Error = err.Error()
+			return resp, nil
+		}
+		resp.Filesystems = dirs
+	case agent.OpThaw:
+		dirs, err := g.thaw()
+		if err != nil {
+			resp.Error = err.Error()
+			return resp, nil
+		}
+		resp.Filesystems = dirs
 	case agent.OpShutdown:
 		after = func() { g.shutdown(req.Reboot) }
 	case agent.OpCrash:

@@ -25,6 +25,7 @@ const (
 	Bundles     = "bundles"     // wsb-… → catalog.Bundle
 	Images      = "images"      // wsi-… → catalog.Image
 	Tags        = "tags"        // resource id → []catalog.Tag
+	Snapshots   = "snapshots"   // ws-… → workspace.Snapshots (root+user pairs, oldest first)
 	// Usage is the metering ledger (hostd/metering): "<ws-id>/<hour>" → one hour's entry,
 	// and UsageCursor the last hour recorded per WorkSpace, "<ws-id>" → its entry.
 	Usage       = "usage"

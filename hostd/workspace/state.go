@@ -53,6 +53,8 @@ const (
 	OpTerminate        Op = "TerminateWorkspaces"
 	OpModifyState      Op = "ModifyWorkspaceState"
 	OpModifyProperties Op = "ModifyWorkspaceProperties"
+	OpRebuild          Op = "RebuildWorkspaces"
+	OpRestore          Op = "RestoreWorkspace"
 )
 
 // allowed is the operation × state matrix. Sources (guide catalog §2.3–§2.5, §2.8):
@@ -66,12 +68,16 @@ const (
 //   - modify properties: any settled state but ADMIN_MAINTENANCE (guide catalog §5, §31.15:
 //     running modes switch "at any time except in ADMIN_MAINTENANCE"); not while another
 //     operation runs.
+//   - rebuild, restore: "AVAILABLE, ERROR, UNHEALTHY, STOPPED" (guide catalog §7, p.87–88);
+//     ADMIN_MAINTENANCE "does not respond".
 var allowed = map[Op][]State{
 	OpReboot:           {Available, Impaired, Unhealthy, Error},
 	OpStop:             {Available, Impaired, Unhealthy, Error},
 	OpStart:            {Stopped, Error},
 	OpModifyState:      {Available, AdminMaintenance},
 	OpModifyProperties: {Available, Impaired, Unhealthy, Stopped, Error},
+	OpRebuild:          {Available, Error, Unhealthy, Stopped},
+	OpRestore:          {Available, Error, Unhealthy, Stopped},
 	OpTerminate: {Pending, Available, Impaired, Unhealthy, Rebooting, Starting, Rebuilding,
 		Restoring, Maintenance, AdminMaintenance, Terminating, Suspended, Updating, Stopping,
 		Stopped, Error},
