@@ -26,6 +26,7 @@ type Service interface {
 	CatalogService
 	HostsService
 	SnapshotsService
+	MigrateService
 	UsageService
 }
 
@@ -68,6 +69,7 @@ var operations = map[string]operation{
 	"RebuildWorkspaces":                  op(shRebuildWorkspacesRequest, rebuildWorkspaces),
 	"RestoreWorkspace":                   op(shRestoreWorkspaceRequest, restoreWorkspace),
 	"DescribeWorkspaceSnapshots":         op(shDescribeWorkspaceSnapshotsRequest, describeWorkspaceSnapshots),
+	"MigrateWorkspace":                   op(shMigrateWorkspaceRequest, migrateWorkspace),
 
 	"RegisterWorkspaceDirectory":        op(shRegisterWorkspaceDirectoryRequest, registerWorkspaceDirectory),
 	"DeregisterWorkspaceDirectory":      op(shDeregisterWorkspaceDirectoryRequest, deregisterWorkspaceDirectory),

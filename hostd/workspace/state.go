@@ -55,6 +55,7 @@ const (
 	OpModifyProperties Op = "ModifyWorkspaceProperties"
 	OpRebuild          Op = "RebuildWorkspaces"
 	OpRestore          Op = "RestoreWorkspace"
+	OpMigrate          Op = "MigrateWorkspace"
 )
 
 // allowed is the operation × state matrix. Sources (guide catalog §2.3–§2.5, §2.8):
@@ -70,6 +71,8 @@ const (
 //     operation runs.
 //   - rebuild, restore: "AVAILABLE, ERROR, UNHEALTHY, STOPPED" (guide catalog §7, p.87–88);
 //     ADMIN_MAINTENANCE "does not respond".
+//   - migrate: "a status of AVAILABLE, STOPPED, or ERROR" (guide catalog §7.4, p.96); "cannot
+//     be migrated when they are in ADMIN_MAINTENANCE mode".
 var allowed = map[Op][]State{
 	OpReboot:           {Available, Impaired, Unhealthy, Error},
 	OpStop:             {Available, Impaired, Unhealthy, Error},
@@ -78,6 +81,7 @@ var allowed = map[Op][]State{
 	OpModifyProperties: {Available, Impaired, Unhealthy, Stopped, Error},
 	OpRebuild:          {Available, Error, Unhealthy, Stopped},
 	OpRestore:          {Available, Error, Unhealthy, Stopped},
+	OpMigrate:          {Available, Stopped, Error},
 	OpTerminate: {Pending, Available, Impaired, Unhealthy, Rebooting, Starting, Rebuilding,
 		Restoring, Maintenance, AdminMaintenance, Terminating, Suspended, Updating, Stopping,
 		Stopped, Error},

@@ -71,6 +71,9 @@ type Workspace struct {
 	// its progress. Placement sets it at creation; nothing changes it by itself
 	// (hostd/fleet/README.md: fencing).
 	Host string `json:"host,omitempty"`
+
+	// Migration links the two records of a MigrateWorkspace while it runs (migrate.go).
+	Migration *Migration `json:"migration,omitempty"`
 }
 
 // MaintenanceRun is one automatic maintenance of a WorkSpace.
@@ -149,6 +152,10 @@ func (w *Workspace) WantsRunning() (running, ok bool) {
 	switch w.State {
 	case Stopping, Stopped, Terminating, Terminated:
 		return false, true
+	case Updating:
+		if w.Migration != nil { // a migration's source: off while its user volume is copied
+			return false, true
+		}
 	case Error:
 		return false, false
 	}
