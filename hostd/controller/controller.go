@@ -490,7 +490,11 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 	}
 	switch w.State {
 	case workspace.Pending:
-		err = c.provision(ctx, w, h)
+		if w.Migration != nil && w.Migration.Source != "" {
+			err = c.migrateTarget(ctx, w, h)
+		} else {
+			err = c.provision(ctx, w, h)
+		}
 	case workspace.Rebooting:
 		err = c.reboot(ctx, w, h)
 	case workspace.Starting:
@@ -509,6 +513,12 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 		err = c.keepStopped(ctx, w)
 	case workspace.Error:
 		err = c.keepError(w)
+	case workspace.Updating:
+		if w.MigrationSource() {
+			err = c.migrateSource(ctx, w)
+		} else {
+			err = c.keepRunning(ctx, w, h)
+		}
 	default: // AVAILABLE, UNHEALTHY, IMPAIRED, ADMIN_MAINTENANCE: keep it running and healthy
 		err = c.keepRunning(ctx, w, h)
 	}

@@ -174,3 +174,42 @@ func (c *Conn) DestroyPool(name string) error {
 	_ = c.l.StoragePoolDestroy(p)
 	return c.l.StoragePoolUndefine(p)
 }
+
+// CloneVolume creates volume name in pool as a copy of volume from (libvirt copies it:
+// qemu-img convert, holes kept), then grows it to capacityGiB if it is smaller. The
+// source must not be in use by a running guest. An existing volume of that name is
+// returned as it is: the caller deletes a copy it did not see complete.
+func (c *Conn) CloneVolume(pool, name, from string, capacityGiB int) (Volume, error) {
+	p, err := c.l.StoragePoolLookupByName(pool)
+	if err != nil {
+		return Volume{}, fmt.Errorf("clone volume %s: pool %s: %w", name, pool, err)
+	}
+	v, err := c.l.StorageVolLookupByName(p, name)
+	if err != nil {
+		src, err := c.l.StorageVolLookupByName(p, from)
+		if err != nil {
+			return Volume{}, fmt.Errorf("clone volume %s from %s: %w", name, from, err)
+		}
+		sv := libvirtxml.StorageVolume{
+			Name:   name,
+			Target: &libvirtxml.StorageVolumeTarget{Format: &libvirtxml.StorageVolumeTargetFormat{Type: "qcow2"}},
+		}
+		x, err := sv.Marshal()
+		if err != nil {
+			return Volume{}, err
+		}
+		if v, err = c.l.StorageVolCreateXMLFrom(p, x, src, 0); err != nil {
+			return Volume{}, fmt.Errorf("clone volume %s from %s: %w", name, from, err)
+		}
+	}
+	_, capacity, _, err := c.l.StorageVolGetInfo(v)
+	if err != nil {
+		return Volume{}, fmt.Errorf("volume %s: %w", name, err)
+	}
+	if want := uint64(capacityGiB) << 30; capacity < want {
+		if err := c.l.StorageVolResize(v, want, 0); err != nil {
+			return Volume{}, fmt.Errorf("grow volume %s to %d GiB: %w", name, capacityGiB, err)
+		}
+	}
+	return c.volume(v)
+}
