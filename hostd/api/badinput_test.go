@@ -85,7 +85,11 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"no target", rawCall{target: "-", body: []byte(`{}`)}, 400, "UnknownOperationException", "missing X-Amz-Target"},
 		{"garbled target", rawCall{target: "DescribeWorkspaces", body: []byte(`{}`)}, 400, "UnknownOperationException", "is not WorkspacesService.<Operation>"},
 		{"unknown operation", rawCall{target: "WorkspacesService.LaunchMissiles", body: []byte(`{}`)}, 400, "UnknownOperationException", `"LaunchMissiles" is not one this host implements`},
-		{"unimplemented AWS operation", rawCall{target: "WorkspacesService.MigrateWorkspace", body: []byte(`{}`)}, 400, "UnknownOperationException", "MigrateWorkspace"},
+		{"unimplemented AWS operation", rawCall{target: "WorkspacesService.CreateConnectionAlias", body: []byte(`{}`)}, 400, "UnknownOperationException", "CreateConnectionAlias"},
+		{"migrate without a bundle", rawCall{target: "WorkspacesService.MigrateWorkspace", body: []byte(`{"SourceWorkspaceId":"ws-doesnotexist"}`)},
+			400, "InvalidParameterValuesException", "missing required member BundleId"},
+		{"migrate an unknown WorkSpace", rawCall{target: "WorkspacesService.MigrateWorkspace", body: []byte(`{"SourceWorkspaceId":"ws-doesnotexist","BundleId":"wsb-standard01"}`)},
+			400, "ResourceNotFoundException", "WorkSpace ws-doesnotexist does not exist"},
 		// Method, path, content type.
 		{"GET", rawCall{method: http.MethodGet, target: desc}, 405, "UnknownOperationException", "method \"GET\""},
 		{"wrong path", rawCall{path: "/v1/workspaces", target: desc, body: []byte(`{}`)}, 404, "UnknownOperationException", `path "/v1/workspaces"`},

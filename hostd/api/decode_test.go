@@ -188,6 +188,7 @@ var validSeeds = []struct{ target, body string }{
 	{"WorkspacesService.RebuildWorkspaces", `{"RebuildWorkspaceRequests":[{"WorkspaceId":"ws-abcdefgh12"}]}`},
 	{"WorkspacesService.RestoreWorkspace", `{"WorkspaceId":"ws-abcdefgh12"}`},
 	{"WorkspacesService.DescribeWorkspaceSnapshots", `{"WorkspaceId":"ws-abcdefgh12"}`},
+	{"WorkspacesService.MigrateWorkspace", `{"SourceWorkspaceId":"ws-abcdefgh12","BundleId":"wsb-standard01"}`},
 	{"WorkspacesService.ReportConnections", `{"ConnectedWorkspaceIds":["ws-abcdefgh12","ws-bcdefgh123"]}`},
 	{"WorkspacesService.RegisterWorkspaceDirectory", `{"DirectoryId":"d-0123456789","EnableWorkDocs":false,"EnableSelfService":true,"Tenancy":"SHARED","SubnetIds":["subnet-0123abcd"],"Tags":[{"Key":"team","Value":"ops"}]}`},
 	{"WorkspacesService.RegisterWorkspaceDirectory", `{"DirectoryId":"d-0123456789"}`},
