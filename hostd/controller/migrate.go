@@ -162,6 +162,7 @@ func (c *Controller) rollbackMigration(srcID, targetID string, reason error) err
 			case id == targetID && w.MigrationTarget() && w.Migration.Source == srcID:
 				w.SetState(workspace.Terminating, now)
 				w.ErrorCode, w.ErrorMessage = "MigrationFailed", reason.Error()
+				w.Migration.Failed = reason.Error()
 			case id == srcID && w.MigrationSource() && w.Migration.Target == targetID:
 				w.RestoreFromMigration(now)
 			default:

@@ -26,6 +26,9 @@ type Migration struct {
 	// UserCopied: the target's user volume is a complete copy of the source's (a volume
 	// without it is a copy cut short, made again).
 	UserCopied bool `json:"userCopied,omitempty"`
+	// Failed is why the migration failed, kept on the target (TERMINATING, then
+	// TERMINATED: its error fields are cleared on the way).
+	Failed string `json:"failed,omitempty"`
 }
 
 // MigrationSource reports whether w is the source of a migration that has not ended.

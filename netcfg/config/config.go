@@ -105,6 +105,18 @@ type PrimaryNetwork struct {
 	// security group (security groups are IPv4 only) and no source address
 	// check. The management network never carries IPv6.
 	IPv6 string `yaml:"ipv6"`
+	// DHCP, when set, has netcfg serve the WorkSpaces' primary NICs their addresses on
+	// br-primary: each WorkSpace's primaryAddress, which hostd allocates from Pool.
+	DHCP *PrimaryDHCP `yaml:"dhcp"`
+}
+
+// PrimaryDHCP is the DHCP service netcfg runs on br-primary for the WorkSpaces' primary
+// NICs. It answers only the WorkSpaces' primary MACs, each with its fixed address; the
+// host answers from its own static address in Subnet (interfaces.primary.addresses).
+type PrimaryDHCP struct {
+	Subnet string `yaml:"subnet"` // "10.0.2.0/24": the mask the guests get
+	Pool   string `yaml:"pool"`   // "10.0.2.100-10.0.2.199": the WorkSpaces' addresses
+	Router string `yaml:"router"` // the guests' default route; empty: none
 }
 
 // Values of PrimaryNetwork.IPv6.

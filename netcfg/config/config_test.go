@@ -26,6 +26,7 @@ host:
   fleetPorts: [7443, 2379, 2380]
 primaryNetwork:
   ipv6: drop
+  dhcp: {subnet: 10.0.0.0/16, pool: 10.0.3.0-10.0.3.254, router: 10.0.0.1}
 ipGroups:
   - id: wsipg-corp
     rules:
@@ -87,12 +88,16 @@ func TestGood(t *testing.T) {
 	if len(m.Candidates) != 3 || m.Candidates[0].String() != "198.19.0.0/16" {
 		t.Fatalf("candidates %v", m.Candidates)
 	}
+	if d := m.PrimaryDHCP; d == nil || d.Subnet.String() != "10.0.0.0/16" || d.Pool.String() != "10.0.3.0-10.0.3.254" ||
+		d.Router.String() != "10.0.0.1" || d.ServerIP.String() != "10.0.0.5" {
+		t.Fatalf("primary DHCP %+v", d)
+	}
 	if ws.PrimaryAddr.String() != "10.0.2.11" || m.PrimaryIPv6 {
 		t.Fatalf("primary address %s, IPv6 %v", ws.PrimaryAddr, m.PrimaryIPv6)
 	}
 	// both are optional: no address known, IPv6 dropped
-	m = mustModel(t, strings.NewReplacer("    primaryAddress: 10.0.2.11\n", "", "primaryNetwork:\n  ipv6: drop\n", "").Replace(good))
-	if m.WorkSpaces[0].PrimaryAddr.IsValid() || m.PrimaryIPv6 {
+	m = mustModel(t, strings.NewReplacer("    primaryAddress: 10.0.2.11\n", "", "primaryNetwork:\n  ipv6: drop\n  dhcp: {subnet: 10.0.0.0/16, pool: 10.0.3.0-10.0.3.254, router: 10.0.0.1}\n", "").Replace(good))
+	if m.WorkSpaces[0].PrimaryAddr.IsValid() || m.PrimaryIPv6 || m.PrimaryDHCP != nil {
 		t.Fatalf("defaults: primary address %s, IPv6 %v", m.WorkSpaces[0].PrimaryAddr, m.PrimaryIPv6)
 	}
 	if m = mustModel(t, strings.Replace(good, "ipv6: drop", "ipv6: unfiltered", 1)); !m.PrimaryIPv6 {
@@ -139,6 +144,13 @@ func TestBadConfigs(t *testing.T) {
 		{"relative state file", "/var/lib/netcfg/state.json", "state.json", "stateFile"},
 		{"ipv6 knob unknown value", "ipv6: drop", "ipv6: allow", "primaryNetwork.ipv6"},
 		{"ipv6 knob boolean", "ipv6: drop", "ipv6: true", "primaryNetwork.ipv6"},
+		{"primary dhcp bad subnet", "subnet: 10.0.0.0/16", "subnet: 10.0.0.0/33", "primaryNetwork.dhcp.subnet"},
+		{"primary dhcp bad pool", "pool: 10.0.3.0-10.0.3.254", "pool: 10.0.3.9-10.0.3.1", "primaryNetwork.dhcp.pool"},
+		{"primary dhcp pool outside", "pool: 10.0.3.0-10.0.3.254", "pool: 10.1.3.0-10.1.3.254", "primaryNetwork.dhcp.pool"},
+		{"primary dhcp pool holds the host", "pool: 10.0.3.0-10.0.3.254", "pool: 10.0.0.2-10.0.0.9", "primaryNetwork.dhcp.pool"},
+		{"primary dhcp pool holds the network", "pool: 10.0.3.0-10.0.3.254", "pool: 10.0.0.0-10.0.0.4", "primaryNetwork.dhcp.pool"},
+		{"primary dhcp router in the pool", "router: 10.0.0.1}", "router: 10.0.3.7}", "primaryNetwork.dhcp.router"},
+		{"primary dhcp no host address", "subnet: 10.0.0.0/16, pool: 10.0.3.0-10.0.3.254, router: 10.0.0.1", "subnet: 10.9.0.0/16, pool: 10.9.3.0-10.9.3.254", "primaryNetwork.dhcp"},
 		{"primary address not an address", "primaryAddress: 10.0.2.11", "primaryAddress: 10.0.2.0/24", "workspaces[0].primaryAddress"},
 		{"primary address IPv6", "primaryAddress: 10.0.2.11", "primaryAddress: fd00::11", "workspaces[0].primaryAddress"},
 		{"primary address multicast", "primaryAddress: 10.0.2.11", "primaryAddress: 224.0.0.251", "workspaces[0].primaryAddress"},
@@ -182,6 +194,7 @@ func TestBadConfigs(t *testing.T) {
 
 func TestCandidatesSkipOverlap(t *testing.T) {
 	y := strings.Replace(good, "10.0.0.5/16", "198.19.7.5/16", 1)
+	y = strings.Replace(y, "subnet: 10.0.0.0/16, pool: 10.0.3.0-10.0.3.254, router: 10.0.0.1", "subnet: 198.19.0.0/16, pool: 198.19.3.0-198.19.3.254", 1)
 	m := mustModel(t, y)
 	if len(m.Candidates) != 3 {
 		t.Fatalf("candidates %v", m.Candidates)

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unsafe"
 
+	"deskhost/internal/addrpool"
 	"deskhost/netcfg/cidrset"
 	"deskhost/netcfg/taps"
 )
@@ -76,10 +77,20 @@ type Model struct {
 	// PrimaryIPv6 lets the WorkSpaces' IPv6 cross br-primary unfiltered
 	// (primaryNetwork.ipv6: unfiltered); false drops it.
 	PrimaryIPv6 bool
+	// PrimaryDHCP is the WorkSpaces' DHCP service on br-primary; nil: none.
+	PrimaryDHCP *PrimaryDHCPModel
 	Groups      map[string]*GroupModel
 	Directories []DirectoryModel
 	SGs         map[string]*SGModel
 	WorkSpaces  []WorkSpaceModel // sorted by ID
+}
+
+// PrimaryDHCPModel is a parsed primaryNetwork.dhcp.
+type PrimaryDHCPModel struct {
+	Subnet   netip.Prefix
+	Pool     addrpool.Range
+	Router   netip.Addr // invalid: none
+	ServerIP netip.Addr // the host's static address in Subnet
 }
 
 // NICModel is a parsed NIC.
@@ -276,6 +287,7 @@ func (v *Validator) Validate(c *Config) (*Model, error) {
 	default:
 		e.add("primaryNetwork.ipv6", "unknown value %q (%s or %s)", c.PrimaryNetwork.IPv6, IPv6Drop, IPv6Unfiltered)
 	}
+	validatePrimaryDHCP(&e, c, m)
 	v.validateGroups(&e, c, m)
 	validateDirectories(&e, c, m)
 	validateSGs(&e, c, m)
@@ -287,6 +299,73 @@ func (v *Validator) Validate(c *Config) (*Model, error) {
 	// remember parsed groups for the next call
 	v.groups = m.Groups
 	return m, nil
+}
+
+func validatePrimaryDHCP(e *errs, c *Config, m *Model) {
+	d := c.PrimaryNetwork.DHCP
+	if d == nil {
+		return
+	}
+	const f = "primaryNetwork.dhcp"
+	dm := &PrimaryDHCPModel{}
+	ok := true
+	if p, good := cidr4(e, f+".subnet", d.Subnet); good {
+		dm.Subnet = p.Masked()
+	} else {
+		ok = false
+	}
+	if r, err := addrpool.Parse(d.Pool); err != nil {
+		e.add(f+".pool", "%v", err)
+		ok = false
+	} else {
+		dm.Pool = r
+	}
+	if d.Router != "" {
+		if a, good := addr4(e, f+".router", d.Router); good {
+			dm.Router = a
+		} else {
+			ok = false
+		}
+	}
+	if !ok {
+		return
+	}
+	if !dm.Pool.Within(dm.Subnet) {
+		e.add(f+".pool", "%s is not inside subnet %s", dm.Pool, dm.Subnet)
+		ok = false
+	}
+	if dm.Pool.Contains(dm.Subnet.Addr()) || dm.Pool.Contains(lastAddr(dm.Subnet)) {
+		e.add(f+".pool", "%s holds the network or broadcast address of %s", dm.Pool, dm.Subnet)
+		ok = false
+	}
+	if dm.Router.IsValid() && (!dm.Subnet.Contains(dm.Router) || dm.Pool.Contains(dm.Router)) {
+		e.add(f+".router", "%s must be in subnet %s and outside the pool", dm.Router, dm.Subnet)
+		ok = false
+	}
+	for _, a := range m.Primary.Addresses {
+		if dm.Subnet.Contains(a.Addr()) && !dm.ServerIP.IsValid() {
+			dm.ServerIP = a.Addr()
+		}
+		if dm.Pool.Contains(a.Addr()) {
+			e.add(f+".pool", "%s holds the host's own address %s (interfaces.primary.addresses)", dm.Pool, a.Addr())
+			ok = false
+		}
+	}
+	if !dm.ServerIP.IsValid() {
+		e.add(f, "needs a static address of the host in subnet %s (interfaces.primary.addresses), to answer from", dm.Subnet)
+		ok = false
+	}
+	if ok {
+		m.PrimaryDHCP = dm
+	}
+}
+
+// lastAddr is p's broadcast address.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := (uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 func parseNIC(e *errs, field string, n NIC) NICModel {
