@@ -1,10 +1,11 @@
 // Package dhcpserver is the DHCPv4 server of br-mgmt, the VMs' management
-// network. It answers only MACs it knows (every WorkSpace's management NIC
-// has a fixed address) and gives no default route: the management network
+// network, and (with primaryNetwork.dhcp) of br-primary for the VMs' primary
+// NICs. It answers only MACs it knows (every WorkSpace's NIC has a fixed
+// address). On br-mgmt it gives no default route: the management network
 // carries streaming and management traffic only, so the guest gets its
 // management routes as classless static routes (option 121), which a guest
 // cannot lose through image drift (catalog §12.5), while its default route
-// comes from the primary NIC.
+// comes from the primary NIC (Config.Router, option 3).
 package dhcpserver
 
 import (
@@ -44,6 +45,7 @@ type Config struct {
 	ServerIP  netip.Addr   // the host's address on it
 	Network   netip.Prefix // the management range
 	Routes    []Route
+	Router    netip.Addr // the default route (option 3); invalid: none
 	LeaseTime time.Duration
 	MTU       int
 }
@@ -173,7 +175,12 @@ func (s *Server) Reply(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 		dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(cfg.LeaseTime)),
 		dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(cfg.LeaseTime / 2)),
 		dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(cfg.LeaseTime * 7 / 8)),
-		dhcpv4.WithOption(dhcpv4.OptClasslessStaticRoute(routes...)),
+	}
+	if len(routes) > 0 {
+		// With option 121 a client ignores option 3 (RFC 3442): one or the other.
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClasslessStaticRoute(routes...)))
+	} else if cfg.Router.IsValid() {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptRouter(net.IP(cfg.Router.AsSlice()))))
 	}
 	if typ != dhcpv4.MessageTypeAck || req.MessageType() != dhcpv4.MessageTypeInform {
 		mods = append(mods, dhcpv4.WithYourIP(net.IP(lease.IP.AsSlice())))

@@ -47,3 +47,26 @@ func TestReply(t *testing.T) {
 		t.Fatalf("unknown client answered: %v", r)
 	}
 }
+
+// TestReplyPrimary: on br-primary the server hands out the default route (option 3) and
+// no classless routes, which would make clients ignore it.
+func TestReplyPrimary(t *testing.T) {
+	s := New(Config{Interface: "br-primary", ServerIP: netip.MustParseAddr("10.92.0.1"), Network: netip.MustParsePrefix("10.92.0.0/24"),
+		Router: netip.MustParseAddr("10.92.0.254"), LeaseTime: time.Hour}, nil)
+	mac := net.HardwareAddr{2, 0xd6, 1, 2, 3, 4}
+	s.SetLeases([]Lease{{MAC: mac, IP: netip.MustParseAddr("10.92.0.100")}})
+	disc, _ := dhcpv4.NewDiscovery(mac)
+	offer, err := s.Reply(disc)
+	if err != nil || offer == nil {
+		t.Fatalf("offer: %v %v", offer, err)
+	}
+	if !offer.YourIPAddr.Equal(net.ParseIP("10.92.0.100")) || len(offer.Router()) != 1 || !offer.Router()[0].Equal(net.ParseIP("10.92.0.254")) {
+		t.Fatalf("offer %s router %v", offer.YourIPAddr, offer.Router())
+	}
+	if rs := offer.ClasslessStaticRoute(); len(rs) != 0 || offer.Options.Has(dhcpv4.OptionClasslessStaticRoute) {
+		t.Fatalf("option 121 on the primary network: %v", rs)
+	}
+	if ones, _ := offer.SubnetMask().Size(); ones != 24 {
+		t.Fatalf("mask /%d", ones)
+	}
+}

@@ -102,6 +102,9 @@ type Spec struct {
 	PrimaryBridge string // br-primary
 	PrimaryUplink string // the host's primary NIC, a port of PrimaryBridge
 	PrimaryDHCP   bool
+	// PrimaryDHCPServer: netcfg serves the WorkSpaces' primary NICs by DHCP on
+	// br-primary (primaryNetwork.dhcp), so the host accepts their requests there.
+	PrimaryDHCPServer bool
 	VMBridge      string // br-mgmt
 	PrimaryIPv6   bool   // the VMs' IPv6 crosses br-primary unfiltered (else dropped)
 	BrokerPort    uint16
@@ -519,6 +522,9 @@ func (c *Compiler) compileInet(s *Spec, vms []*vmRules) *Table {
 	hp := chain("host_primary")
 	if s.PrimaryDHCP {
 		hp.Rules = append(hp.Rules, R().only4().sport(udp, 67).dport(udp, 68, 68).accept())
+	}
+	if s.PrimaryDHCPServer {
+		hp.Rules = append(hp.Rules, R().only4().sport(udp, 68).dport(udp, 67, 67).accept())
 	}
 
 	// Guests to the host over br-mgmt, by the port mark of their tap.

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -78,8 +79,9 @@ type Reconciler struct {
 	acl       map[string]*dirCache
 	last      *state // last successful apply
 
-	dhcp *dhcpserver.Server
-	meta *metadata.Server
+	dhcp  *dhcpserver.Server
+	pdhcp *dhcpserver.Server // br-primary's, with primaryNetwork.dhcp
+	meta  *metadata.Server
 
 	listening   chan struct{}   // closed when Serve's sockets are open
 	ctx         context.Context // lives until Close
@@ -151,6 +153,7 @@ func New(opts Options) (*Reconciler, error) {
 		acl:      map[string]*dirCache{},
 		compiler: firewall.NewCompiler(),
 		dhcp:     dhcpserver.New(dhcpserver.Config{}, log),
+		pdhcp:    dhcpserver.New(dhcpserver.Config{}, log.With("network", "primary")),
 		meta:     metadata.New(log),
 		leases:   map[string]*dhcpclient.Lease{},
 		clients:  map[string]*dhcpclient.Client{},
@@ -250,6 +253,8 @@ func (r *Reconciler) prepare(cfg *config.Config) (*plan, error) {
 		BrokerPort: m.BrokerPort, AdminPort: m.AdminPort,
 		AdminSources: cidrset.FromPrefixes(slices.Clone(m.AdminSources)),
 		FleetPorts:   slices.Clone(m.FleetPorts),
+
+		PrimaryDHCPServer: m.PrimaryDHCP != nil,
 	}
 	for _, d := range m.Directories {
 		spec.Directories = append(spec.Directories, firewall.DirectoryACL{
@@ -471,6 +476,17 @@ func (r *Reconciler) updateServers() {
 	}
 	r.dhcp.SetLeases(ls)
 	r.meta.SetInstances(is)
+	if d := s.model.PrimaryDHCP; d != nil {
+		r.pdhcp.SetConfig(dhcpserver.Config{Interface: links.PrimaryBridge, ServerIP: d.ServerIP, Network: d.Subnet, Router: d.Router,
+			LeaseTime: s.model.LeaseTime, MTU: s.model.Primary.MTU})
+		var pls []dhcpserver.Lease
+		for _, w := range s.model.WorkSpaces {
+			if w.PrimaryAddr.IsValid() {
+				pls = append(pls, dhcpserver.Lease{MAC: w.PrimaryMAC, IP: w.PrimaryAddr, Hostname: w.Hostname})
+			}
+		}
+		r.pdhcp.SetLeases(pls)
+	}
 }
 
 // ensureLease obtains a lease for a DHCP NIC that has none yet.
@@ -530,6 +546,16 @@ func (r *Reconciler) Serve(ctx context.Context) error {
 		conn.Close()
 		return err
 	}
+	// The primary network's DHCP service is on when the first applied state asks for it
+	// (turning it on later takes a restart of Serve).
+	var pconn net.PacketConn
+	if s.model.PrimaryDHCP != nil {
+		if pconn, err = dhcpserver.Listen(r.opts.NetNS, links.PrimaryBridge); err != nil {
+			conn.Close()
+			ml.Close()
+			return err
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	select {
@@ -537,10 +563,14 @@ func (r *Reconciler) Serve(ctx context.Context) error {
 	default:
 		close(r.listening)
 	}
-	errc := make(chan error, 2+len(s.dhcpNICs))
+	errc := make(chan error, 3+len(s.dhcpNICs))
 	go func() { errc <- r.dhcp.Serve(ctx, conn) }()
 	go func() { errc <- r.meta.Serve(ctx, ml) }()
 	n := 2
+	if pconn != nil {
+		n++
+		go func() { errc <- r.pdhcp.Serve(ctx, pconn) }()
+	}
 	for link, metric := range s.dhcpNICs {
 		r.leaseMu.Lock()
 		c, l := r.clients[link], r.leases[link]
@@ -558,7 +588,7 @@ func (r *Reconciler) Serve(ctx context.Context) error {
 			})
 		}()
 	}
-	r.log.Info("serving management network", "dhcp", links.MgmtBridge, "metadata", metadata.Addr)
+	r.log.Info("serving management network", "dhcp", links.MgmtBridge, "metadata", metadata.Addr, "primaryDHCP", pconn != nil)
 	var first error
 	for range n {
 		if err := <-errc; err != nil && first == nil {
