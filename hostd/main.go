@@ -53,6 +53,7 @@ import (
 	"deskhost/hostd/virt"
 	"deskhost/internal/atomicfile"
 	"deskhost/internal/buildinfo"
+	"deskhost/internal/addrpool"
 	"deskhost/internal/catalog"
 	"deskhost/internal/desktopimage"
 	"deskhost/internal/hostconfig"
@@ -235,6 +236,12 @@ func run(path string, log *slog.Logger) error {
 				return netip.Prefix{}, false
 			}
 			return nm.ManagementRange()
+		},
+		PrimaryPool: func() (addrpool.Range, bool) {
+			if nm == nil {
+				return addrpool.Range{}, false
+			}
+			return nm.PrimaryPool()
 		}}
 	svc := service.New(st, svcCfg, nil, nil, log.With("component", "service"))
 	if legacy != nil {

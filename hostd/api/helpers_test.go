@@ -25,6 +25,7 @@ import (
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
+	"deskhost/internal/addrpool"
 	"deskhost/internal/catalog"
 	"deskhost/internal/hostconfig"
 	"deskhost/internal/hostdclient"
@@ -170,6 +171,8 @@ type envOptions struct {
 	broker    bool
 	// workspaceQuota overrides testConfig's WorkSpaces quota.
 	workspaceQuota int
+	// primaryPool, if set, is the primary network's address pool ("first-last").
+	primaryPool string
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -186,6 +189,13 @@ func newEnv(t *testing.T, o envOptions) *env {
 	cfg := testConfig()
 	if o.workspaceQuota > 0 {
 		cfg.WorkspaceQuota = o.workspaceQuota
+	}
+	if o.primaryPool != "" {
+		pool, err := addrpool.Parse(o.primaryPool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.PrimaryPool = func() (addrpool.Range, bool) { return pool, true }
 	}
 	svc := service.New(st, cfg, waker, nil, logger)
 	seedCatalog(t, svc)

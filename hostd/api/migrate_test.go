@@ -145,3 +145,71 @@ func TestMigrateWorkspaceThroughSDK(t *testing.T) {
 	}
 	refused(ids[24], bundleStd, "ResourceLimitExceededException", "at most 25")
 }
+
+// TestPrimaryAddressesThroughSDK: with a primary pool (netcfg serving the primary network
+// by DHCP), each WorkSpace is given its own address, which DescribeWorkspaces returns as
+// IpAddress; a migration's target gets a new one; a full pool refuses a launch with the
+// guide's "enough IP addresses" and changes nothing; a TERMINATED WorkSpace's address is
+// given again.
+func TestPrimaryAddressesThroughSDK(t *testing.T) {
+	e := newEnv(t, envOptions{primaryPool: "10.92.0.100-10.92.0.102"})
+	c := e.client(accessKeyID, secretKey)
+	ctx := context.Background()
+	create := func(user string) (string, error) {
+		out, err := c.CreateWorkspaces(ctx, &workspaces.CreateWorkspacesInput{Workspaces: []types.WorkspaceRequest{
+			{DirectoryId: aws.String(dirID), UserName: aws.String(user), BundleId: aws.String(bundleValue)}}})
+		if err != nil {
+			return "", err
+		}
+		if len(out.FailedRequests) > 0 {
+			f := out.FailedRequests[0]
+			return "", fmt.Errorf("%s: %s", aws.ToString(f.ErrorCode), aws.ToString(f.ErrorMessage))
+		}
+		return aws.ToString(out.PendingRequests[0].WorkspaceId), nil
+	}
+	ip := func(id string) string {
+		t.Helper()
+		d, err := c.DescribeWorkspaces(ctx, &workspaces.DescribeWorkspacesInput{WorkspaceIds: []string{id}})
+		if err != nil || len(d.Workspaces) != 1 {
+			t.Fatalf("describe %s: %v", id, err)
+		}
+		return aws.ToString(d.Workspaces[0].IpAddress)
+	}
+	alice, err := create("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := create("bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := ip(alice), ip(bob); a != "10.92.0.100" || b != "10.92.0.101" {
+		t.Fatalf("IpAddress alice %q, bob %q; want 10.92.0.100 and .101", a, b)
+	}
+	e.setState(alice, workspace.Available)
+	m, err := c.MigrateWorkspace(ctx, &workspaces.MigrateWorkspaceInput{SourceWorkspaceId: aws.String(alice), BundleId: aws.String(bundleStd)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := aws.ToString(m.TargetWorkspaceId)
+	if got := ip(target); got != "10.92.0.102" {
+		t.Fatalf("the migration's target has IpAddress %q, want a new one (10.92.0.102)", got)
+	}
+	// The pool is used up.
+	before := e.snapshot()
+	if _, err := create("carol"); err == nil || !strings.Contains(err.Error(), "ResourceLimitExceeded") || !strings.Contains(err.Error(), "no free address") {
+		t.Fatalf("a launch with the pool used up: %v", err)
+	}
+	if after := e.snapshot(); !reflect.DeepEqual(before, after) {
+		t.Fatalf("a refused launch changed the records")
+	}
+	// bob's address is free again once bob is TERMINATED (the controller's last word).
+	e.setState(bob, workspace.Terminated)
+	carol, err := create("carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ip(carol); got != "10.92.0.101" {
+		t.Fatalf("carol has %q, want bob's freed 10.92.0.101", got)
+	}
+}

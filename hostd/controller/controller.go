@@ -290,6 +290,9 @@ func (c *Controller) Sweep() error {
 						return err
 					}
 				}
+				if err := releaseAddressTx(tx, w); err != nil {
+					return err
+				}
 				return tx.Delete(store.Workspaces, w.ID)
 			}); err != nil {
 				return err
@@ -1245,7 +1248,34 @@ func (c *Controller) terminate(ctx context.Context, w workspace.Workspace) error
 	if err := c.set(w.ID, workspace.Terminating, workspace.Terminated); err != nil {
 		return err
 	}
+	if err := c.releaseAddress(w); err != nil {
+		// Not retried here: an address whose holder is TERMINATED is free to the
+		// allocator anyway (hostd/service/addresses.go).
+		c.cfg.Log.Warn("release primary address", "workspace", w.ID, "address", w.IPAddress, "err", err)
+	}
 	return c.syncNetwork(ctx) // its taps and chains go; if this fails, the next sweep does it
+}
+
+// releaseAddress frees w's primary address (store.Addresses) if w still holds it.
+func (c *Controller) releaseAddress(w workspace.Workspace) error {
+	if w.IPAddress == "" {
+		return nil
+	}
+	return c.cfg.Store.Update(func(tx store.Tx) error { return releaseAddressTx(tx, w) })
+}
+
+func releaseAddressTx(tx store.Tx, w workspace.Workspace) error {
+	if w.IPAddress == "" {
+		return nil
+	}
+	holder, err := tx.Get(store.Addresses, w.IPAddress)
+	if errors.Is(err, store.ErrNotFound) || err == nil && string(holder) != w.ID {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return tx.Delete(store.Addresses, w.IPAddress)
 }
 
 func (c *Controller) syncNetwork(ctx context.Context) error {

@@ -18,6 +18,7 @@ import (
 	"deskhost/hostd/store"
 	"deskhost/hostd/virt"
 	"deskhost/hostd/workspace"
+	"deskhost/internal/addrpool"
 	"deskhost/internal/catalog"
 	"deskhost/netcfg/config"
 	"deskhost/netcfg/reconcile"
@@ -129,7 +130,10 @@ func (m *Manager) Desired() (*config.Config, error) {
 			known[w.DirectoryID] = true
 		}
 		// The MACs are netcfg's defaults (reconcile.MACs), which NICs below also uses.
-		cfg.WorkSpaces = append(cfg.WorkSpaces, config.WorkSpace{ID: w.ID, Directory: w.DirectoryID, Hostname: w.ComputerName, UserName: w.UserName})
+		// PrimaryAddress is the address hostd allocated (service/addresses.go): netcfg's
+		// firewall lets the primary NIC use it and its DHCP service hands it out.
+		cfg.WorkSpaces = append(cfg.WorkSpaces, config.WorkSpace{ID: w.ID, Directory: w.DirectoryID, Hostname: w.ComputerName, UserName: w.UserName,
+			PrimaryAddress: w.IPAddress})
 	}
 	return &cfg, nil
 }
@@ -165,6 +169,17 @@ func (m *Manager) ManagementRange() (netip.Prefix, bool) {
 	m.mgmtMu.Lock()
 	defer m.mgmtMu.Unlock()
 	return m.mgmt, m.mgmt.IsValid()
+}
+
+// PrimaryPool is the range the WorkSpaces' primary addresses come from
+// (primaryNetwork.dhcp.pool), if netcfg serves them by DHCP.
+func (m *Manager) PrimaryPool() (addrpool.Range, bool) {
+	d := m.base.PrimaryNetwork.DHCP
+	if d == nil {
+		return addrpool.Range{}, false
+	}
+	r, err := addrpool.Parse(d.Pool) // validated in New
+	return r, err == nil
 }
 
 // NICs are where WorkSpace id's guest NICs attach: the taps netcfg makes for it.

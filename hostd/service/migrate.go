@@ -112,6 +112,9 @@ func (s *Service) MigrateWorkspace(ctx context.Context, sourceID, bundleID strin
 			Migration: &workspace.Migration{Source: src.ID},
 		}
 		target.ComputerName = computerName(target.ID)
+		if target.IPAddress, err = s.allocateAddress(tx, target.ID); err != nil {
+			return err
+		}
 		target.SetState(workspace.Pending, now)
 
 		src.Migration = &workspace.Migration{Target: target.ID, Prior: src.State, PriorErrorCode: src.ErrorCode, PriorErrorMessage: src.ErrorMessage}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"deskhost/hostd/store"
+	"deskhost/internal/addrpool"
 	"deskhost/hostd/workspace"
 	"deskhost/internal/catalog"
 )
@@ -32,6 +33,9 @@ type Config struct {
 	// ManagementRange, if set, is the range netcfg chose for the WorkSpaces' management
 	// network (DescribeAccount's DedicatedTenancyManagementCidrRange).
 	ManagementRange func() (netip.Prefix, bool)
+	// PrimaryPool, if set and ok, is the range WorkSpaces' primary addresses are allocated
+	// from (addresses.go); netcfg serves them by DHCP on the primary network.
+	PrimaryPool func() (addrpool.Range, bool)
 	// HostNetworks lists the networks this host is on; ListAvailableManagementCidrRanges
 	// offers no range that overlaps one. Nil: the host's interface addresses.
 	HostNetworks func() ([]netip.Prefix, error)
@@ -224,6 +228,9 @@ func (s *Service) create(r CreateRequest) (workspace.Workspace, error) {
 				s.cfg.GPUQuota[ct], ct)
 		}
 		if w.Host, err = s.place(tx, all, b.ComputeType); err != nil {
+			return err
+		}
+		if w.IPAddress, err = s.allocateAddress(tx, w.ID); err != nil {
 			return err
 		}
 		if len(r.Tags) > 0 {

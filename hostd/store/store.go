@@ -26,6 +26,9 @@ const (
 	Images      = "images"      // wsi-… → catalog.Image
 	Tags        = "tags"        // resource id → []catalog.Tag
 	Snapshots   = "snapshots"   // ws-… → workspace.Snapshots (root+user pairs, oldest first)
+	// Addresses are the WorkSpaces' primary addresses: "10.0.2.100" → the ws-… holding it.
+	// One key per address, so that two hosts of a fleet never give one address twice.
+	Addresses = "addresses"
 	// Usage is the metering ledger (hostd/metering): "<ws-id>/<hour>" → one hour's entry,
 	// and UsageCursor the last hour recorded per WorkSpace, "<ws-id>" → its entry.
 	Usage       = "usage"
