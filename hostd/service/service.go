@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"deskhost/hostd/store"
-	"deskhost/internal/addrpool"
 	"deskhost/hostd/workspace"
+	"deskhost/internal/addrpool"
 	"deskhost/internal/catalog"
 )
 

@@ -105,14 +105,14 @@ type Spec struct {
 	// PrimaryDHCPServer: netcfg serves the WorkSpaces' primary NICs by DHCP on
 	// br-primary (primaryNetwork.dhcp), so the host accepts their requests there.
 	PrimaryDHCPServer bool
-	VMBridge      string // br-mgmt
-	PrimaryIPv6   bool   // the VMs' IPv6 crosses br-primary unfiltered (else dropped)
-	BrokerPort    uint16
-	AdminPort     uint16
-	AdminSources  cidrset.Set // nil: any source
-	FleetPorts    []uint16    // TCP, any source: the fleet's peers (mutual TLS)
-	Directories   []DirectoryACL
-	VMs           []VM
+	VMBridge          string // br-mgmt
+	PrimaryIPv6       bool   // the VMs' IPv6 crosses br-primary unfiltered (else dropped)
+	BrokerPort        uint16
+	AdminPort         uint16
+	AdminSources      cidrset.Set // nil: any source
+	FleetPorts        []uint16    // TCP, any source: the fleet's peers (mutual TLS)
+	Directories       []DirectoryACL
+	VMs               []VM
 }
 
 // DirectoryACL is one directory's IP access control: Restricted with Set the
