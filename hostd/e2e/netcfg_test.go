@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +74,8 @@ func TestNetcfgManagesWorkSpaceNetwork(t *testing.T) {
     interfaces:
       management: {name: mgmt0, addresses: [10.91.0.1/24]}
       primary: {name: pri0, addresses: [10.92.0.1/24]}
+    primaryNetwork:
+      dhcp: {subnet: 10.92.0.0/24, pool: 10.92.0.100-10.92.0.150, router: 10.92.0.2}
 `,
 	})
 	cfg, _ := os.ReadFile(h.config)
@@ -156,6 +159,39 @@ func TestNetcfgManagesWorkSpaceNetwork(t *testing.T) {
 		t.Errorf("guest NICs %v; want eth0=%s (management) eth1=%s (primary)", macs, mgmtMAC, priMAC)
 	}
 	t.Logf("guest %s leased %s on eth0 (%s)", id, addr, mgmtMAC)
+
+	// The primary NIC: hostd allocated an address from primaryNetwork.dhcp's pool,
+	// DescribeWorkspaces returns it, and the guest's eth1 leased it from netcfg's DHCP
+	// service on br-primary (through the tap, the bridge and the anti-spoofing rules).
+	d2, err := h.client().DescribeWorkspaces(context.Background(), &workspaces.DescribeWorkspacesInput{WorkspaceIds: []string{id}})
+	if err != nil || len(d2.Workspaces) != 1 {
+		t.Fatalf("describe: %v", err)
+	}
+	ip := aws.ToString(d2.Workspaces[0].IpAddress)
+	if ip != "10.92.0.100" {
+		t.Fatalf("DescribeWorkspaces IpAddress %q, want the pool's first, 10.92.0.100", ip)
+	}
+	eth1 := func(st *agent.Status) []string {
+		for _, i := range st.Interfaces {
+			if i.Name == "eth1" {
+				return i.Addresses
+			}
+		}
+		return nil
+	}
+	deadline = time.Now().Add(2 * time.Minute)
+	for {
+		st, err = status()
+		if err == nil && slices.Contains(eth1(st), ip+"/24") {
+			break
+		}
+		if time.Now().After(deadline) {
+			serial, _ := os.ReadFile(runpaths.SerialLog(h.dir, id))
+			t.Fatalf("the guest's eth1 never had %s/24: %+v (last error: %v)\nserial:\n%s", ip, st, err, hostdtest.Tail(string(serial), 3000))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("guest %s has %s on eth1 (%s), as DescribeWorkspaces says", id, ip, priMAC)
 
 	// The catalog's IP access control groups are netcfg's client sets: a group associated
 	// with the directory reaches nftables, and a revoked rule leaves it, without a restart.
