@@ -193,6 +193,53 @@ func TestNetcfgManagesWorkSpaceNetwork(t *testing.T) {
 	}
 	t.Logf("guest %s has %s on eth1 (%s), as DescribeWorkspaces says", id, ip, priMAC)
 
+	// MigrateWorkspace through the real binary: the target has a new id and a new address,
+	// which its eth1 leases; the source is TERMINATED, its taps gone, its address free.
+	bctx := context.Background()
+	nb, err := h.client().CreateWorkspaceBundle(bctx, &workspaces.CreateWorkspaceBundleInput{BundleName: aws.String("Value-50"),
+		BundleDescription: aws.String("1 vCPU and 50 GB user"), ImageId: aws.String(imageID),
+		ComputeType: &types.ComputeType{Name: types.ComputeValue}, UserStorage: &types.UserStorage{Capacity: aws.String("50")},
+		RootStorage: &types.RootStorage{Capacity: aws.String("80")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mig, err := h.client().MigrateWorkspace(bctx, &workspaces.MigrateWorkspaceInput{SourceWorkspaceId: aws.String(id), BundleId: nb.WorkspaceBundle.BundleId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, oldMgmtTap, oldPriTap := id, mgmtTap, priTap
+	id = aws.ToString(mig.TargetWorkspaceId)
+	h.waitState(id, types.WorkspaceStateAvailable, boot)
+	h.waitState(src, types.WorkspaceStateTerminated, time.Minute)
+	d3, err := h.client().DescribeWorkspaces(bctx, &workspaces.DescribeWorkspacesInput{WorkspaceIds: []string{id}})
+	if err != nil || len(d3.Workspaces) != 1 {
+		t.Fatalf("describe the target: %v", err)
+	}
+	newIP := aws.ToString(d3.Workspaces[0].IpAddress)
+	if newIP == "" || newIP == ip {
+		t.Fatalf("the migrated WorkSpace's IpAddress is %q; the source's was %s: want a new one", newIP, ip)
+	}
+	deadline = time.Now().Add(2 * time.Minute)
+	for {
+		st, err = status()
+		if err == nil && slices.Contains(eth1(st), newIP+"/24") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the migrated guest's eth1 never had %s/24: %+v (last error: %v)", newIP, st, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	waitFor(t, "the source's taps removed", 30*time.Second, func() bool {
+		return exec.Command("ip", "-n", ns, "link", "show", oldMgmtTap).Run() != nil &&
+			exec.Command("ip", "-n", ns, "link", "show", oldPriTap).Run() != nil
+	})
+	t.Logf("migrated %s (%s) to %s (%s): eth1 leased the new address", src, ip, id, newIP)
+	if mgmtTap, priTap, err = reconcile.TapNames(id); err != nil {
+		t.Fatal(err)
+	}
+	chains = "ws_" + strings.TrimPrefix(id, "ws-") + "_"
+
 	// The catalog's IP access control groups are netcfg's client sets: a group associated
 	// with the directory reaches nftables, and a revoked rule leaves it, without a restart.
 	nft := func() string { return run("ip", "netns", "exec", ns, "nft", "list", "table", "inet", "deskhost") }
