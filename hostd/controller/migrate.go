@@ -97,6 +97,13 @@ func (c *Controller) migrateTarget(ctx context.Context, w workspace.Workspace, h
 			case <-time.After(migrationWait):
 			}
 		}
+		vols, err := c.cfg.Conn.Volumes(c.cfg.Pool, userVolume(srcID))
+		if err != nil {
+			return err
+		}
+		if len(vols) == 0 { // a source that never got its volumes (an ERROR at its launch)
+			return c.rollbackMigration(srcID, w.ID, fmt.Errorf("the source WorkSpace %s has no user volume on this host to migrate", srcID))
+		}
 		start := time.Now()
 		if err := c.cfg.Conn.DeleteVolume(c.cfg.Pool, userVolume(w.ID)); err != nil { // a copy cut short
 			return err
