@@ -101,6 +101,11 @@ func TestAwscli(t *testing.T) {
 	}
 
 	e.setState(id, workspace.Available)
+	out = must(aws(secretKey, "migrate-workspace", "--source-workspace-id", id, "--bundle-id", bundleValue))
+	if tgt, _ := out["TargetWorkspaceId"].(string); out["SourceWorkspaceId"] != id || !strings.HasPrefix(tgt, "ws-") || tgt == id {
+		t.Errorf("migrate-workspace: %v", out)
+	}
+	e.expectState(id, workspace.Updating)
 	out = must(aws(secretKey, "terminate-workspaces", "--terminate-workspace-requests", id))
 	if f := list(out["FailedRequests"]); len(f) != 0 {
 		t.Errorf("terminate-workspaces: %v", out)
