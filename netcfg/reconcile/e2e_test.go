@@ -148,6 +148,7 @@ type cfgParams struct {
 	PrimaryName, Source string
 	VM1Addr, VM2Addr    string // the WorkSpaces' primaryAddress ("" = unknown)
 	IPv6                string // primaryNetwork.ipv6
+	PrimaryDHCP         string // primaryNetwork.dhcp (a YAML flow mapping)
 }
 
 const cfgTmpl = `
@@ -171,9 +172,14 @@ host:
 managementNetwork:
   candidates: [{{.Candidates}}]
 {{- end}}
-{{- if .IPv6}}
+{{- if or .IPv6 .PrimaryDHCP}}
 primaryNetwork:
+{{- if .IPv6}}
   ipv6: {{.IPv6}}
+{{- end}}
+{{- if .PrimaryDHCP}}
+  dhcp: {{.PrimaryDHCP}}
+{{- end}}
 {{- end}}
 ipGroups:
   - id: wsipg-a
