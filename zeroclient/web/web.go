@@ -755,7 +755,7 @@ func (w *Web) serveWebSocket(rw http.ResponseWriter, r *http.Request) {
 	// answer: the page then knows not to reconnect, as it does after a network drop (which
 	// leaves it no close frame, 1006).
 	end := func() { go c.Close(CloseEnded, "Session ended by the service: opened elsewhere, or access changed.") }
-	w.c.Gateway.ServeWeb(nc, end, tag, from)
+	w.c.Gateway.ServeWeb(nc, gateway.Transport(r.Context()), end, tag, from)
 }
 
 // CloseEnded is the WebSocket close code of a session the service ended; desktop.js does
