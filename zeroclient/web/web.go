@@ -550,7 +550,8 @@ func (w *Web) handleSelfService(rw http.ResponseWriter, r *http.Request, s *sess
 		return n
 	}
 	q := broker.SelfServiceRequest{Action: r.PostFormValue("action"), ComputeType: r.PostFormValue("computeType"),
-		RootVolumeSizeGib: num("rootVolumeSizeGib"), UserVolumeSizeGib: num("userVolumeSizeGib"), RunningMode: r.PostFormValue("runningMode")}
+		RootVolumeSizeGib: num("rootVolumeSizeGib"), UserVolumeSizeGib: num("userVolumeSizeGib"), RunningMode: r.PostFormValue("runningMode"),
+		Confirm: r.PostFormValue("confirm") == "yes"}
 	code, res, reason := broker.SelfService(r.Context(), w.c.Workspaces, s, q)
 	from := clientAddr(r).String()
 	w.c.Events.Audit("self-service", res.Result, reason, map[string]string{"clientIpAddress": from, "directoryId": s.DirectoryID,
