@@ -79,8 +79,8 @@ const (
 	// user volume is taken (a rebuild restores it).
 	MsgRebuildTooSoon = "For a newly created WorkSpace, users must wait 12 hours before they can rebuild: your user volume has no backup yet."
 	MsgRebuildConfirm = "Rebuilding recreates your WorkSpace's root volume and restores your user volume from its last backup: confirm the rebuild."
-	MsgRestarted = "Restarting disconnects you from your WorkSpace, shuts it down, and restarts it. Your data, operating system, and system settings are not affected."
-	MsgCompute   = "When a WorkSpace compute type change is in progress, you are disconnected from your WorkSpace, and you can't use or change the WorkSpace. This process may take up to an hour."
+	MsgRestarted      = "Restarting disconnects you from your WorkSpace, shuts it down, and restarts it. Your data, operating system, and system settings are not affected."
+	MsgCompute        = "When a WorkSpace compute type change is in progress, you are disconnected from your WorkSpace, and you can't use or change the WorkSpace. This process may take up to an hour."
 )
 
 // MsgRebuilding is the answer to an accepted rebuild: what the user gets back, in the
