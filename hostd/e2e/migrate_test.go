@@ -40,7 +40,10 @@ func TestKilledHostdMidMigrationConverges(t *testing.T) {
 	}
 	hasMarker := func(id string) bool {
 		var got []byte
-		err := agentDo(id, func(c context.Context, a *agent.Client) (err error) { got, err = a.ReadFile(c, "/home/marker-M"); return err })
+		err := agentDo(id, func(c context.Context, a *agent.Client) (err error) {
+			got, err = a.ReadFile(c, "/home/marker-M")
+			return err
+		})
 		return err == nil && string(got) == "M"
 	}
 	nb, err := h.client().CreateWorkspaceBundle(ctx, &workspaces.CreateWorkspaceBundleInput{BundleName: aws.String("Value-50"),
