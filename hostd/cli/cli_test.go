@@ -334,6 +334,20 @@ func TestCLIOverUnixSocket(t *testing.T) {
 		t.Errorf("modify unknown: %d %q", code, errs)
 	}
 
+	// migrate: bob (AVAILABLE, bundle Value) to Standard
+	code, _, errs = f.cli("migrate", bob)
+	if code != 2 || !strings.Contains(errs, "--bundle is required") {
+		t.Errorf("migrate without --bundle: %d %q", code, errs)
+	}
+	code, _, errs = f.cli("migrate", bob, "--bundle", bundleVal)
+	if code != 1 || !strings.Contains(errs, "InvalidParameterValuesException") || !strings.Contains(errs, "must be different") || f.state(bob) != workspace.Available {
+		t.Errorf("migrate to the same bundle: %d %q", code, errs)
+	}
+	code, out, errs = f.cli("migrate", bob, "--bundle", bundleStd)
+	if code != 0 || !strings.Contains(out, bob+": migrating to "+bundleStd+" as ws-") || f.state(bob) != workspace.Updating {
+		t.Errorf("migrate: %d %q %q", code, out, errs)
+	}
+
 	// terminate, and wait for TERMINATING
 	code, out, _ = f.cli("terminate", alice)
 	if code != 0 || !hasRow(out, alice, "terminate", "requested") || f.state(alice) != workspace.Terminating {
@@ -397,7 +411,7 @@ func TestCLIOverHTTPS(t *testing.T) {
 func TestCLIUsageAndUnreachable(t *testing.T) {
 	f := &fixture{t: t}
 	code, out, _ := f.cliRaw("help")
-	for _, c := range []string{"workspaces", "describe", "create", "reboot", "stop", "start", "terminate", "maintenance", "modify", "wait", "bundles", "directories"} {
+	for _, c := range []string{"workspaces", "describe", "create", "reboot", "stop", "start", "terminate", "maintenance", "modify", "migrate", "wait", "bundles", "directories"} {
 		if !strings.Contains(out, "  "+c+" ") {
 			t.Errorf("help lacks %s:\n%s", c, out)
 		}

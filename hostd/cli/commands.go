@@ -59,6 +59,14 @@ func init() {
 			fs.StringVar(&r.runningMode, "running-mode", "", "ALWAYS_ON or AUTO_STOP")
 			fs.IntVar(&r.autostopHours, "autostop-hours", 0, "AUTO_STOP: hours of inactivity before it stops (1-48)")
 		}, run: modify})
+	register(&command{name: "migrate", args: "WS_ID --bundle B", summary: "move a WorkSpace to another bundle: a new WorkSpace keeps its user volume, tags and running mode",
+		minArgs: 1, maxArgs: 1,
+		flags: func(r *run, fs *flag.FlagSet) {
+			fs.StringVar(&r.bundle, "bundle", "", "the target bundle (wsb-...), required")
+			fs.BoolVar(&r.wait, "wait", false, "wait until the new WorkSpace is AVAILABLE")
+			fs.DurationVar(&r.timeout, "timeout", 60*time.Minute, "with --wait: how long to wait")
+			fs.DurationVar(&r.interval, "interval", 2*time.Second, "with --wait: how often to check")
+		}, run: migrate})
 	register(&command{name: "wait", args: "WS_ID --state STATE", summary: "wait until a WorkSpace reaches a state, printing each change",
 		minArgs: 1, maxArgs: 1,
 		flags: func(r *run, fs *flag.FlagSet) {
@@ -419,6 +427,26 @@ func maintenance(r *run) int {
 	}
 	fmt.Fprintf(r.stdout, "%s: maintenance %s (%s)\n", id, strings.ToLower(r.args[1]), target)
 	return exitOK
+}
+
+func migrate(r *run) int {
+	if r.bundle == "" {
+		return r.usageError("--bundle is required")
+	}
+	c, err := r.client()
+	if err != nil {
+		return r.usageError("%v", err)
+	}
+	out, err := c.MigrateWorkspace(r.ctx, &workspaces.MigrateWorkspaceInput{SourceWorkspaceId: aws.String(r.args[0]), BundleId: aws.String(r.bundle)})
+	if err != nil {
+		return r.fail(err)
+	}
+	target := aws.ToString(out.TargetWorkspaceId)
+	fmt.Fprintf(r.stdout, "%s: migrating to %s as %s\n", r.args[0], r.bundle, target)
+	if !r.wait {
+		return exitOK
+	}
+	return r.waitFor(c, target, types.WorkspaceStateAvailable)
 }
 
 func modify(r *run) int {
