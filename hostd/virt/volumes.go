@@ -55,12 +55,17 @@ type Volume struct {
 	Path        string
 	CapacityGiB uint64
 	Backing     string // the file a copy-on-write volume reads through to, if any
+	Encrypted   bool   // qcow2 with LUKS encryption (secrets.go)
 }
 
 // CreateVolume creates a thin qcow2 volume of capacityGiB (logical size: a qcow2 costs only
 // what is written). With backing set, the volume is a copy-on-write child of that qcow2
 // image. An existing volume of that name is returned as it is, so creation is idempotent.
 func (c *Conn) CreateVolume(pool, name string, capacityGiB int, backing string) (Volume, error) {
+	return c.createVolume(pool, name, capacityGiB, backing, "")
+}
+
+func (c *Conn) createVolume(pool, name string, capacityGiB int, backing, secretUUID string) (Volume, error) {
 	p, err := c.l.StoragePoolLookupByName(pool)
 	if err != nil {
 		return Volume{}, fmt.Errorf("create volume %s: pool %s: %w", name, pool, err)
@@ -75,6 +80,9 @@ func (c *Conn) CreateVolume(pool, name string, capacityGiB int, backing string) 
 		// Thin: nothing is allocated up front.
 		Allocation: &libvirtxml.StorageVolumeSize{Unit: "B", Value: 0},
 		Target:     &libvirtxml.StorageVolumeTarget{Format: qcow2},
+	}
+	if secretUUID != "" {
+		sv.Target.Encryption = luksEncryption(secretUUID)
 	}
 	if backing != "" {
 		sv.BackingStore = &libvirtxml.StorageVolumeBackingStore{Path: backing, Format: qcow2}
@@ -150,6 +158,7 @@ func (c *Conn) volume(v libvirt.StorageVol) (Volume, error) {
 	vol := Volume{Name: v.Name}
 	if sv.Target != nil {
 		vol.Path = sv.Target.Path
+		vol.Encrypted = sv.Target.Encryption != nil
 	}
 	if sv.Capacity != nil {
 		vol.CapacityGiB = sv.Capacity.Value >> 30 // libvirt reports bytes
