@@ -157,8 +157,12 @@ func TestEncryptionThroughSDK(t *testing.T) {
 	e.setState(alice, workspace.Stopped)
 	st, err := c.StartWorkspaces(ctx, &workspaces.StartWorkspacesInput{StartWorkspaceRequests: []types.StartRequest{{WorkspaceId: aws.String(alice)}}})
 	refused("start", st.FailedRequests, err)
-	if got, _ := e.svc.Get(alice); got.State != workspace.Stopped {
-		t.Fatalf("a refused start left it %s", got.State)
+	// Switching it to ALWAYS_ON would start it: refused too.
+	_, err = c.ModifyWorkspaceProperties(ctx, &workspaces.ModifyWorkspacePropertiesInput{WorkspaceId: aws.String(alice),
+		WorkspaceProperties: &types.WorkspaceProperties{RunningMode: types.RunningModeAlwaysOn}})
+	apiErr(t, err, "ResourceUnavailableException")
+	if got, _ := e.svc.Get(alice); got.State != workspace.Stopped || got.Properties.RunningMode != workspace.AutoStop {
+		t.Fatalf("a refused start left it %s, %s", got.State, got.Properties.RunningMode)
 	}
 	if _, err := c.EnableKey(ctx, &hostdclient.KeyIDInput{KeyId: key.KeyId}); err != nil {
 		t.Fatal(err)

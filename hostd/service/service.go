@@ -470,7 +470,7 @@ func (s *Service) ModifyWorkspaceState(ctx context.Context, id string, target wo
 // ModifyWorkspaceProperties changes the running mode or the AutoStop time. A STOPPED
 // WorkSpace switched to ALWAYS_ON is started, since AlwaysOn WorkSpaces do not stop.
 func (s *Service) ModifyWorkspaceProperties(ctx context.Context, id string, c workspace.PropertiesChange) error {
-	return s.change(id, workspace.OpModifyProperties, func(w *workspace.Workspace, now time.Time) error {
+	return s.changeTx(id, workspace.OpModifyProperties, func(tx store.Tx, w *workspace.Workspace, now time.Time) error {
 		if err := workspace.CheckState(workspace.OpModifyProperties, w.ID, w.State); err != nil {
 			return err
 		}
@@ -481,6 +481,9 @@ func (s *Service) ModifyWorkspaceProperties(ctx context.Context, id string, c wo
 		w.Properties = p
 		w.Updated = now
 		if w.State == workspace.Stopped && p.RunningMode == workspace.AlwaysOn {
+			if err := checkKey(tx, w, workspace.OpStart); err != nil { // it would start
+				return err
+			}
 			w.SetState(workspace.Starting, now)
 		}
 		return nil
