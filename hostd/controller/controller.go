@@ -659,7 +659,7 @@ func (c *Controller) ensureVolumes(w workspace.Workspace) (root, user string, er
 	if err != nil {
 		return "", "", permanent{err}
 	}
-	rootSecret, userSecret, err := c.volumeSecrets(w)
+	rootSecret, userSecret, pass, err := c.volumeSecrets(w)
 	if err != nil {
 		if errors.As(err, new(keyError)) {
 			return "", "", permanent{err}
@@ -668,7 +668,7 @@ func (c *Controller) ensureVolumes(w workspace.Workspace) (root, user string, er
 	}
 	create := func(name string, gib int, backing, secret string) (virt.Volume, error) {
 		if secret != "" {
-			return c.cfg.Conn.CreateEncryptedVolume(c.cfg.Pool, name, gib, backing, secret)
+			return c.cfg.Conn.CreateEncryptedVolume(c.cfg.Pool, name, gib, backing, pass)
 		}
 		return c.cfg.Conn.CreateVolume(c.cfg.Pool, name, gib, backing)
 	}

@@ -54,27 +54,26 @@ func (c *Controller) passphrase(w workspace.Workspace) ([]byte, error) {
 }
 
 // volumeSecrets defines the libvirt secrets of w's encrypted volumes (again: they are
-// ephemeral) and returns their UUIDs ("" for a plain volume).
-func (c *Controller) volumeSecrets(w workspace.Workspace) (root, user string, err error) {
+// ephemeral) and returns their UUIDs ("" for a plain volume) and the passphrase.
+func (c *Controller) volumeSecrets(w workspace.Workspace) (root, user string, pass []byte, err error) {
 	if !w.Encrypted() {
-		return "", "", nil
+		return "", "", nil, nil
 	}
-	pass, err := c.passphrase(w)
-	if err != nil {
-		return "", "", err
+	if pass, err = c.passphrase(w); err != nil {
+		return "", "", nil, err
 	}
 	paths := c.volumePaths(w.ID)
 	if w.Encryption.Root {
 		if root, err = c.cfg.Conn.DefineVolumeSecret(paths[0], pass); err != nil {
-			return "", "", err
+			return "", "", nil, err
 		}
 	}
 	if w.Encryption.User {
 		if user, err = c.cfg.Conn.DefineVolumeSecret(paths[1], pass); err != nil {
-			return "", "", err
+			return "", "", nil, err
 		}
 	}
-	return root, user, nil
+	return root, user, pass, nil
 }
 
 // removeVolumeSecrets removes the secrets of id's volumes, if any.

@@ -62,10 +62,6 @@ type Volume struct {
 // what is written). With backing set, the volume is a copy-on-write child of that qcow2
 // image. An existing volume of that name is returned as it is, so creation is idempotent.
 func (c *Conn) CreateVolume(pool, name string, capacityGiB int, backing string) (Volume, error) {
-	return c.createVolume(pool, name, capacityGiB, backing, "")
-}
-
-func (c *Conn) createVolume(pool, name string, capacityGiB int, backing, secretUUID string) (Volume, error) {
 	p, err := c.l.StoragePoolLookupByName(pool)
 	if err != nil {
 		return Volume{}, fmt.Errorf("create volume %s: pool %s: %w", name, pool, err)
@@ -80,9 +76,6 @@ func (c *Conn) createVolume(pool, name string, capacityGiB int, backing, secretU
 		// Thin: nothing is allocated up front.
 		Allocation: &libvirtxml.StorageVolumeSize{Unit: "B", Value: 0},
 		Target:     &libvirtxml.StorageVolumeTarget{Format: qcow2},
-	}
-	if secretUUID != "" {
-		sv.Target.Encryption = luksEncryption(secretUUID)
 	}
 	if backing != "" {
 		sv.BackingStore = &libvirtxml.StorageVolumeBackingStore{Path: backing, Format: qcow2}
