@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -235,6 +237,45 @@ func TestEncryptedVolumes(t *testing.T) {
 	h.waitState(enc, workspace.Available, 5*time.Minute)
 	h.readBack(enc, userFile, data)
 
+	// Restore and rebuild work on encrypted volumes: a marker written after the snapshot
+	// is gone after the restore, the snapshot's is back; after the rebuild the root volume
+	// is the image's again, the user volume the snapshot's, and both still encrypted.
+	const later = "/home/enc-later"
+	a := h.agentFor(enc)
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	if err := a.WriteFile(wctx, later, []byte("B")); err != nil {
+		t.Fatal(err)
+	}
+	wcancel()
+	a.Close()
+	if _, err := cl.RestoreWorkspace(ctx, &workspaces.RestoreWorkspaceInput{WorkspaceId: aws.String(enc)}); err != nil {
+		t.Fatal(err)
+	}
+	if seen := h.waitState(enc, workspace.Available, 5*time.Minute); !slices.Contains(seen, workspace.Restoring) {
+		t.Errorf("went through %v, not RESTORING", seen)
+	}
+	h.readBack(enc, userFile, data)
+	h.readBack(enc, rootFile, data)
+	if h.guestHas(enc, later) {
+		t.Error("after the restore the marker written after the snapshot is still there")
+	}
+	rbu, err = cl.RebuildWorkspaces(ctx, &workspaces.RebuildWorkspacesInput{RebuildWorkspaceRequests: []types.RebuildRequest{{WorkspaceId: aws.String(enc)}}})
+	if err != nil || len(rbu.FailedRequests) != 0 {
+		t.Fatalf("rebuild: %v %+v", err, rbu)
+	}
+	if seen := h.waitState(enc, workspace.Available, 5*time.Minute); !slices.Contains(seen, workspace.Rebuilding) {
+		t.Errorf("went through %v, not REBUILDING", seen)
+	}
+	h.readBack(enc, userFile, data)
+	if h.guestHas(enc, rootFile) {
+		t.Error("after the rebuild the root volume still holds the marker: it is not the image's")
+	}
+	for name, v := range h.volumes(enc) {
+		if !v.Encrypted || !strings.Contains(qemuImgInfo(t, v.Path), "encrypted: yes") {
+			t.Errorf("after restore and rebuild, volume %s is not encrypted", name)
+		}
+	}
+
 	ks, err := hc.DescribeKeys(ctx, &hostdclient.DescribeKeysInput{KeyId: key.Key.KeyId})
 	if err != nil || len(ks.Keys) != 1 || ks.Keys[0].Workspaces != 1 || ks.Keys[0].WorkspaceLimit != keystore.MaxWorkspacesPerKey {
 		t.Fatalf("DescribeKeys: %v %+v", err, ks)
@@ -279,6 +320,24 @@ func (h *harness) readBack(id, p, want string) {
 	if err != nil || string(b) != want {
 		h.t.Fatalf("%s: read back %s: %v (%d bytes, want %d)", id, p, err, len(b), len(want))
 	}
+}
+
+// guestHas reports whether p exists in id's guest.
+func (h *harness) guestHas(id, p string) bool {
+	h.t.Helper()
+	a := h.agentFor(id)
+	defer a.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := a.ReadFile(ctx, p)
+	var ae *agent.Error
+	if errors.As(err, &ae) && strings.Contains(ae.Msg, "no such file") {
+		return false
+	}
+	if err != nil {
+		h.t.Fatalf("%s: read %s: %v", id, p, err)
+	}
+	return true
 }
 
 func qemuImgInfo(t *testing.T, p string) string {

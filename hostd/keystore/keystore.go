@@ -213,6 +213,24 @@ func (m *Master) Passphrase(k Key, id string, sealed []byte) ([]byte, error) {
 	return []byte(hex.EncodeToString(dk)), nil
 }
 
+// Rewrap reseals WorkSpace from's data key for WorkSpace to (a migration gives a
+// WorkSpace a new id and carries its user volume, so its passphrase goes with it). k must
+// be enabled.
+func (m *Master) Rewrap(k Key, from, to string, sealed []byte) ([]byte, error) {
+	if !k.Enabled {
+		return nil, &DisabledError{Key: k.ID}
+	}
+	a, err := m.material(k)
+	if err != nil {
+		return nil, err
+	}
+	dk, err := open(a, sealed, from)
+	if err != nil {
+		return nil, fmt.Errorf("WorkSpace %s's data key does not open with key %s: %w", from, k.ID, err)
+	}
+	return seal(a, dk, to)
+}
+
 // DisabledError is a key that is disabled.
 type DisabledError struct{ Key string }
 

@@ -88,6 +88,14 @@ func TestKeysAndDataKeys(t *testing.T) {
 	if _, err := m.Passphrase(k2, "ws-abcdefgh12", sealed); err == nil {
 		t.Fatal("another key opened the data key")
 	}
+	moved, err := m.Rewrap(k, "ws-abcdefgh12", "ws-newid00012", sealed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, _ := m.Passphrase(k, "ws-abcdefgh12", sealed)
+	if p2, err := m.Passphrase(k, "ws-newid00012", moved); err != nil || string(p1) != string(p2) {
+		t.Fatalf("rewrapped data key: %v", err)
+	}
 	k.Enabled = false
 	var d *DisabledError
 	if _, err := m.Passphrase(k, "ws-abcdefgh12", sealed); !errors.As(err, &d) {
