@@ -902,6 +902,9 @@ func failureCode(err error, def string) string {
 	if errors.As(err, &m) {
 		return m.code
 	}
+	if errors.As(err, new(keyError)) {
+		return KeyUnavailable
+	}
 	return def
 }
 
