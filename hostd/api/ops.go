@@ -28,6 +28,7 @@ type Service interface {
 	SnapshotsService
 	MigrateService
 	UsageService
+	KeysService
 }
 
 var _ Service = (*service.Service)(nil)
