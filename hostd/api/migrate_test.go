@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
 	"deskhost/internal/catalog"
 
@@ -59,6 +60,28 @@ func TestMigrateWorkspaceThroughSDK(t *testing.T) {
 	e.setState(alice, workspace.Unhealthy)
 	refused(alice, bundleStd, "InvalidResourceStateException", "AVAILABLE, STOPPED or ERROR")
 	e.setState(alice, workspace.Available)
+	// An encrypted WorkSpace (its record as the controller keeps it).
+	if err := e.store.Update(func(tx store.Tx) error {
+		w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, alice)
+		if err != nil {
+			return err
+		}
+		w.Encryption.User = true
+		return store.PutJSON(tx, store.Workspaces, alice, w)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	refused(alice, bundleStd, "UnsupportedWorkspaceConfigurationException", "encrypted")
+	if err := e.store.Update(func(tx store.Tx) error {
+		w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, alice)
+		if err != nil {
+			return err
+		}
+		w.Encryption.User = false
+		return store.PutJSON(tx, store.Workspaces, alice, w)
+	}); err != nil {
+		t.Fatal(err)
+	}
 	// Unknown ids, the same bundle.
 	refused("ws-doesnotexist", bundleStd, "ResourceNotFoundException", "ws-doesnotexist")
 	refused(alice, "wsb-doesnotexist", "ResourceNotFoundException", "wsb-doesnotexist")

@@ -44,6 +44,11 @@ func (s *Service) MigrateWorkspace(ctx context.Context, sourceID, bundleID strin
 		if err := workspace.CheckState(workspace.OpMigrate, src.ID, src.State); err != nil {
 			return err
 		}
+		if src.Encrypted() {
+			// Its user volume is LUKS under the WorkSpace's own data key: the copy would need
+			// the key carried to the target, which is not done yet.
+			return catalog.Errorf(catalog.UnsupportedWorkspaceConfig, "WorkSpace %s has encrypted volumes; migrating an encrypted WorkSpace is not supported by this host yet", src.ID)
+		}
 		if bundleID == src.BundleID {
 			return catalog.Errorf(catalog.InvalidParameterValues, "WorkSpace %s already uses bundle %s; the source and target bundles must be different", src.ID, bundleID)
 		}
