@@ -445,23 +445,13 @@ func (s *Service) ModifyWorkspaceState(ctx context.Context, id string, target wo
 	})
 }
 
-// ModifyWorkspaceProperties changes the running mode or the AutoStop time. A STOPPED
-// WorkSpace switched to ALWAYS_ON is started, since AlwaysOn WorkSpaces do not stop.
+// ModifyWorkspaceProperties changes the running mode or the AutoStop time, the compute type
+// or a volume's size (workspace.Workspace.Modify: the guide's rules). A STOPPED WorkSpace
+// switched to ALWAYS_ON is started, since AlwaysOn WorkSpaces do not stop. A compute or
+// volume change leaves the WorkSpace UPDATING until the controller has made it.
 func (s *Service) ModifyWorkspaceProperties(ctx context.Context, id string, c workspace.PropertiesChange) error {
 	return s.change(id, workspace.OpModifyProperties, func(w *workspace.Workspace, now time.Time) error {
-		if err := workspace.CheckState(workspace.OpModifyProperties, w.ID, w.State); err != nil {
-			return err
-		}
-		p, err := c.Apply(w)
-		if err != nil {
-			return err
-		}
-		w.Properties = p
-		w.Updated = now
-		if w.State == workspace.Stopped && p.RunningMode == workspace.AlwaysOn {
-			w.SetState(workspace.Starting, now)
-		}
-		return nil
+		return w.Modify(c, s.cfg.ComputeTypes, now)
 	})
 }
 

@@ -55,6 +55,9 @@ const (
 	OpModifyProperties Op = "ModifyWorkspaceProperties"
 	OpRebuild          Op = "RebuildWorkspaces"
 	OpRestore          Op = "RestoreWorkspace"
+	// ModifyWorkspaceProperties of the compute type or of a volume size (modify.go).
+	OpModifyCompute Op = "ModifyWorkspaceProperties (ComputeTypeName)"
+	OpModifyVolumes Op = "ModifyWorkspaceProperties (volume sizes)"
 )
 
 // allowed is the operation × state matrix. Sources (guide catalog §2.3–§2.5, §2.8):
@@ -68,6 +71,9 @@ const (
 //   - modify properties: any settled state but ADMIN_MAINTENANCE (guide catalog §5, §31.15:
 //     running modes switch "at any time except in ADMIN_MAINTENANCE"); not while another
 //     operation runs.
+//   - compute type, volume sizes: a settled WorkSpace whose guest can be changed (guide
+//     catalog §2.8: "during another modification" refused, as is ADMIN_MAINTENANCE); a
+//     volume grows online only while the agent answers (AVAILABLE) or offline (STOPPED).
 //   - rebuild, restore: "AVAILABLE, ERROR, UNHEALTHY, STOPPED" (guide catalog §7, p.87–88);
 //     ADMIN_MAINTENANCE "does not respond".
 var allowed = map[Op][]State{
@@ -77,6 +83,8 @@ var allowed = map[Op][]State{
 	OpModifyState:      {Available, AdminMaintenance},
 	OpModifyProperties: {Available, Impaired, Unhealthy, Stopped, Error},
 	OpRebuild:          {Available, Error, Unhealthy, Stopped},
+	OpModifyCompute:    {Available, Impaired, Unhealthy, Stopped},
+	OpModifyVolumes:    {Available, Stopped},
 	OpRestore:          {Available, Error, Unhealthy, Stopped},
 	OpTerminate: {Pending, Available, Impaired, Unhealthy, Rebooting, Starting, Rebuilding,
 		Restoring, Maintenance, AdminMaintenance, Terminating, Suspended, Updating, Stopping,
