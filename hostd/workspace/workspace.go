@@ -140,6 +140,9 @@ func (w *Workspace) SetState(s State, now time.Time) {
 	}
 	w.State = s
 	w.Updated = now
+	if s != Updating { // a modification ends with the state it leaves for
+		w.Modification = Modification{}
+	}
 	if s != Error {
 		w.ErrorCode, w.ErrorMessage = "", ""
 	}

@@ -1,0 +1,211 @@
+package controller
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"deskhost/hostd/agent"
+	"deskhost/hostd/workspace"
+	"deskhost/internal/catalog"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/workspaces"
+	"github.com/aws/aws-sdk-go-v2/service/workspaces/types"
+)
+
+// withAgent dials id's agent, runs fn and hangs up: the agent's channel serves one client
+// at a time, and the controller needs it too.
+func (h *harness) withAgent(id string, fn func(ctx context.Context, a *agent.Client) error) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a, err := agent.Dial(ctx, h.ctl.AgentSocket(id))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer a.Close()
+	if err := fn(ctx, a); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) status(id string) *agent.Status {
+	h.t.Helper()
+	var st *agent.Status
+	h.withAgent(id, func(ctx context.Context, a *agent.Client) (err error) {
+		st, err = a.Status(ctx)
+		return err
+	})
+	return st
+}
+
+// TestModifyComputeAndVolumes: ModifyWorkspaceProperties through AWS's Go SDK on a real
+// WorkSpace (libvirt + qemu under TCG). Too soon (the guide's 6 h after launch), sizes
+// outside the groups, two volumes at once and a shrink are refused and change nothing.
+// With the injected clock 6 h on, the user volume grows 10→50 GB while the guest runs: the
+// WorkSpace is UPDATING with ModificationStates [USER_VOLUME UPDATE_IN_PROGRESS] (the
+// guide's MODIFYING_STORAGE), other operations are refused meanwhile, the same qemu keeps
+// running, and the guest's /home filesystem (asked through the agent) has grown with a
+// file on it intact. Then the compute type goes VALUE→STANDARD: the WorkSpace restarts
+// with the new vCPUs and memory (MODIFYING_COMPUTE), the file still there; a second larger
+// bundle within 6 h is refused. Figures: the online growth time against the create time.
+func TestModifyComputeAndVolumes(t *testing.T) {
+	clk := &offsetClock{}
+	modifying := make(chan workspace.Resource)
+	release := make(chan struct{})
+	grew := make(chan time.Duration, 1)
+	h := newHarness(t, func(c *Config) {
+		c.Now = clk.Now
+		c.ComputeTypes = map[catalog.ComputeType]catalog.Hardware{
+			catalog.ComputeValue:    {VCPUs: 1, MemoryMiB: testMemoryMiB},
+			catalog.ComputeStandard: {VCPUs: 2, MemoryMiB: testMemoryMiB + 128},
+		}
+	}, func(c *Controller) {
+		c.modifying = func(id string, r workspace.Resource) {
+			select {
+			case modifying <- r: // the test looks at the UPDATING WorkSpace, then lets go
+				<-release
+			default: // a later reconcile of the same change
+			}
+		}
+		c.grown = func(id string, r workspace.Resource, d time.Duration) { grew <- d }
+	})
+	cl := h.sdkClient(t)
+	ctx := context.Background()
+
+	t0 := time.Now()
+	w := h.create("alice")
+	h.waitState(w.ID, workspace.Available, 8*time.Minute)
+	createTook := time.Since(t0)
+	h.withAgent(w.ID, func(ctx context.Context, a *agent.Client) error {
+		return a.WriteFile(ctx, "/home/keep.txt", []byte("kept across resizes"))
+	})
+	before := h.status(w.ID)
+
+	modify := func(p types.WorkspaceProperties) error {
+		_, err := cl.ModifyWorkspaceProperties(ctx, &workspaces.ModifyWorkspacePropertiesInput{WorkspaceId: aws.String(w.ID), WorkspaceProperties: &p})
+		return err
+	}
+	describe := func() types.Workspace {
+		t.Helper()
+		out, err := cl.DescribeWorkspaces(ctx, &workspaces.DescribeWorkspacesInput{WorkspaceIds: []string{w.ID}})
+		if err != nil || len(out.Workspaces) != 1 {
+			t.Fatalf("describe: %v %+v", err, out)
+		}
+		return out.Workspaces[0]
+	}
+	unchanged := func(what string, root, user int32, compute types.Compute) {
+		t.Helper()
+		d := describe()
+		p := d.WorkspaceProperties
+		if d.State != types.WorkspaceStateAvailable || len(d.ModificationStates) != 0 || aws.ToInt32(p.RootVolumeSizeGib) != root ||
+			aws.ToInt32(p.UserVolumeSizeGib) != user || p.ComputeTypeName != compute {
+			t.Fatalf("after %s: %s %+v root %d user %d %s", what, d.State, d.ModificationStates, aws.ToInt32(p.RootVolumeSizeGib), aws.ToInt32(p.UserVolumeSizeGib), p.ComputeTypeName)
+		}
+	}
+	// Refusals that change nothing.
+	for _, c := range []struct {
+		what string
+		p    types.WorkspaceProperties
+		code string
+	}{
+		{"grow within 6 h of launch", types.WorkspaceProperties{UserVolumeSizeGib: aws.Int32(50)}, "OperationNotSupportedException"},
+		{"larger bundle within 6 h of launch", types.WorkspaceProperties{ComputeTypeName: types.ComputeStandard}, "OperationNotSupportedException"},
+		{"user 20 GB (no group)", types.WorkspaceProperties{UserVolumeSizeGib: aws.Int32(20)}, "InvalidParameterValuesException"},
+		{"root and user at once", types.WorkspaceProperties{RootVolumeSizeGib: aws.Int32(175), UserVolumeSizeGib: aws.Int32(100)}, "InvalidParameterValuesException"},
+		{"shrink", types.WorkspaceProperties{UserVolumeSizeGib: aws.Int32(5)}, "InvalidParameterValuesException"},
+		{"root 175 with a 10 GB user volume", types.WorkspaceProperties{RootVolumeSizeGib: aws.Int32(175)}, "InvalidParameterValuesException"},
+		{"a compute type without hardware here", types.WorkspaceProperties{ComputeTypeName: types.ComputePower}, "ResourceUnavailableException"},
+	} {
+		if err := modify(c.p); apiCode(err) != c.code {
+			t.Fatalf("%s: %v, want %s", c.what, err, c.code)
+		}
+		unchanged(c.what, 80, 10, types.ComputeValue)
+	}
+
+	clk.Advance(workspace.LaunchWait + time.Minute)
+	pid := qemuPID(t, w.ID)
+	if err := modify(types.WorkspaceProperties{UserVolumeSizeGib: aws.Int32(50)}); err != nil {
+		t.Fatalf("user 10→50 GB at 6 h: %v", err)
+	}
+	if r := <-modifying; r != workspace.ResourceUserVolume {
+		t.Fatalf("controller modifies %s", r)
+	}
+	d := describe()
+	if d.State != types.WorkspaceStateUpdating || len(d.ModificationStates) != 1 || d.ModificationStates[0].Resource != types.ModificationResourceEnumUserVolume ||
+		d.ModificationStates[0].State != types.ModificationStateEnumUpdateInProgress {
+		t.Fatalf("while growing: %s %+v", d.State, d.ModificationStates)
+	}
+	// One modification at a time; no reboot while it runs.
+	if err := modify(types.WorkspaceProperties{ComputeTypeName: types.ComputeStandard}); apiCode(err) != "OperationInProgressException" {
+		t.Fatalf("compute change while the volume grows: %v", err)
+	}
+	out, err := cl.RebootWorkspaces(ctx, &workspaces.RebootWorkspacesInput{RebootWorkspaceRequests: []types.RebootRequest{{WorkspaceId: aws.String(w.ID)}}})
+	if err != nil || len(out.FailedRequests) != 1 || aws.ToString(out.FailedRequests[0].ErrorCode) != "InvalidResourceStateException" {
+		t.Fatalf("reboot while the volume grows: %v %+v", err, out)
+	}
+	close(release)
+	growTook := <-grew
+	h.waitState(w.ID, workspace.Available, 3*time.Minute)
+	unchanged("growing the user volume", 80, 50, types.ComputeValue)
+	if p := qemuPID(t, w.ID); p != pid {
+		t.Errorf("qemu %d became %d: the volume grew with a restart, not online", pid, p)
+	}
+	after := h.status(w.ID)
+	if after.HomeFSBytes < 49<<30 || after.HomeFSBytes <= before.HomeFSBytes {
+		t.Fatalf("/home is %d bytes after growing to 50 GB (was %d)", after.HomeFSBytes, before.HomeFSBytes)
+	}
+	if vs := h.volumes(w.ID); vs[userVolume(w.ID)].CapacityGiB != 50 {
+		t.Errorf("user volume file is %d GiB, want 50", vs[userVolume(w.ID)].CapacityGiB)
+	}
+	h.withAgent(w.ID, func(ctx context.Context, a *agent.Client) error {
+		b, err := a.ReadFile(ctx, "/home/keep.txt")
+		if err == nil && string(b) != "kept across resizes" {
+			t.Errorf("keep.txt reads %q", b)
+		}
+		return err
+	})
+	// The same volume again within 6 h: refused.
+	if err := modify(types.WorkspaceProperties{UserVolumeSizeGib: aws.Int32(100)}); apiCode(err) != "OperationNotSupportedException" {
+		t.Fatalf("second growth within 6 h: %v", err)
+	}
+	unchanged("a second growth within 6 h", 80, 50, types.ComputeValue)
+
+	// Compute: a restart with the new hardware.
+	t1 := time.Now()
+	if err := modify(types.WorkspaceProperties{ComputeTypeName: types.ComputeStandard}); err != nil {
+		t.Fatalf("VALUE→STANDARD: %v", err)
+	}
+	if r := <-modifying; r != workspace.ResourceComputeType {
+		t.Fatalf("controller modifies %s", r)
+	}
+	if d := describe(); d.State != types.WorkspaceStateUpdating || len(d.ModificationStates) != 1 || d.ModificationStates[0].Resource != types.ModificationResourceEnumComputeType {
+		t.Fatalf("while changing compute: %s %+v", d.State, d.ModificationStates)
+	}
+	release <- struct{}{}
+	h.waitState(w.ID, workspace.Available, 8*time.Minute)
+	computeTook := time.Since(t1)
+	unchanged("the compute change", 80, 50, types.ComputeStandard)
+	x, err := h.conn.XML(w.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.VCPU == nil || x.VCPU.Value != 2 || x.Memory == nil || x.Memory.Value != (testMemoryMiB+128)<<10 {
+		t.Errorf("domain after the compute change: vcpu %+v memory %+v", x.VCPU, x.Memory)
+	}
+	st := h.status(w.ID)
+	if st.MemTotalKiB <= before.MemTotalKiB {
+		t.Errorf("guest MemTotal %d KiB after the change, %d before", st.MemTotalKiB, before.MemTotalKiB)
+	}
+	h.withAgent(w.ID, func(ctx context.Context, a *agent.Client) error {
+		_, err := a.ReadFile(ctx, "/home/keep.txt")
+		return err
+	})
+	if err := modify(types.WorkspaceProperties{ComputeTypeName: types.ComputePerformance}); apiCode(err) != "ResourceUnavailableException" {
+		t.Errorf("a compute type without hardware here: %v", err)
+	}
+	t.Logf("figures: create→AVAILABLE %v; online user volume growth 10→50 GB (block resize + guest ext4 resize) %v (%.3f× create); compute change (restart) %v (%.2f× create); /home %d→%d bytes",
+		createTook.Round(time.Millisecond), growTook.Round(time.Millisecond), growTook.Seconds()/createTook.Seconds(),
+		computeTook.Round(time.Millisecond), computeTook.Seconds()/createTook.Seconds(), before.HomeFSBytes, after.HomeFSBytes)
+}
