@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,6 +53,7 @@ func (h *harness) status(id string) *agent.Status {
 // bundle within 6 h is refused. Figures: the online growth time against the create time.
 func TestModifyComputeAndVolumes(t *testing.T) {
 	clk := &offsetClock{}
+	var armed atomic.Bool
 	modifying := make(chan workspace.Resource)
 	release := make(chan struct{})
 	grew := make(chan time.Duration, 1)
@@ -63,10 +65,9 @@ func TestModifyComputeAndVolumes(t *testing.T) {
 		}
 	}, func(c *Controller) {
 		c.modifying = func(id string, r workspace.Resource) {
-			select {
-			case modifying <- r: // the test looks at the UPDATING WorkSpace, then lets go
+			if armed.CompareAndSwap(true, false) { // the test looks at the UPDATING WorkSpace, then lets go
+				modifying <- r
 				<-release
-			default: // a later reconcile of the same change
 			}
 		}
 		c.grown = func(id string, r workspace.Resource, d time.Duration) { grew <- d }
@@ -126,6 +127,7 @@ func TestModifyComputeAndVolumes(t *testing.T) {
 
 	clk.Advance(workspace.LaunchWait + time.Minute)
 	pid := qemuPID(t, w.ID)
+	armed.Store(true)
 	if err := modify(types.WorkspaceProperties{UserVolumeSizeGib: aws.Int32(50)}); err != nil {
 		t.Fatalf("user 10→50 GB at 6 h: %v", err)
 	}
@@ -145,7 +147,7 @@ func TestModifyComputeAndVolumes(t *testing.T) {
 	if err != nil || len(out.FailedRequests) != 1 || aws.ToString(out.FailedRequests[0].ErrorCode) != "InvalidResourceStateException" {
 		t.Fatalf("reboot while the volume grows: %v %+v", err, out)
 	}
-	close(release)
+	release <- struct{}{}
 	growTook := <-grew
 	h.waitState(w.ID, workspace.Available, 3*time.Minute)
 	unchanged("growing the user volume", 80, 50, types.ComputeValue)
@@ -174,6 +176,7 @@ func TestModifyComputeAndVolumes(t *testing.T) {
 
 	// Compute: a restart with the new hardware.
 	t1 := time.Now()
+	armed.Store(true)
 	if err := modify(types.WorkspaceProperties{ComputeTypeName: types.ComputeStandard}); err != nil {
 		t.Fatalf("VALUE→STANDARD: %v", err)
 	}
