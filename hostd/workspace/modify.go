@@ -98,7 +98,12 @@ const (
 	MsgVolumeRootFirst   = "To increase the root volume, you must first change the user volume to 100 GB. After that change is made, you can then update the root volume to any value between 175 and 2000 GB."
 	MsgVolumeUser50      = "If the user volume is 50 GB, you cannot update the root volume to anything other than 80 GB."
 	MsgVolumeRoot80      = "If the root volume is 80 GB, the user volume can only be 10, 50, or 100 GB."
-	MsgVolumeGroups      = "WorkSpace root and user volumes come in set groups that can't be changed. The available groups are: [Root (GB), User (GB)] [80, 10] [80, 50] [80, 100] [175 to 2000, 100 to 2000]."
+	// MsgWhileModifying is the guide's self-service rule (catalog §11), which holds for
+	// every change: "While it is in progress, users cannot change their WorkSpace compute
+	// type, switch their WorkSpace running mode, restart their WorkSpace, or rebuild their
+	// WorkSpace."
+	MsgWhileModifying = "While a volume increase or compute type change is in progress, the WorkSpace's compute type cannot change, its running mode cannot switch, and it cannot be restarted or rebuilt."
+	MsgVolumeGroups   = "WorkSpace root and user volumes come in set groups that can't be changed. The available groups are: [Root (GB), User (GB)] [80, 10] [80, 50] [80, 100] [175 to 2000, 100 to 2000]."
 )
 
 // CheckCompute decides whether w (created at w.Created, last changed per w.Changes) may

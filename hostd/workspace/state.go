@@ -105,8 +105,12 @@ func CheckState(op Op, id string, s State) error {
 	for i, st := range states {
 		names[i] = string(st)
 	}
+	why := ""
+	if s == Updating {
+		why = " " + MsgWhileModifying
+	}
 	return catalog.Errorf(catalog.InvalidResourceState,
-		"WorkSpace %s is %s; %s accepts only a WorkSpace that is %s", id, s, op, orList(names))
+		"WorkSpace %s is %s; %s accepts only a WorkSpace that is %s.%s", id, s, op, orList(names), why)
 }
 
 func orList(s []string) string {
