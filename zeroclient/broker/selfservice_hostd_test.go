@@ -194,4 +194,26 @@ func TestSelfServiceAgainstHostd(t *testing.T) {
 	if err != nil || code != http.StatusConflict || res.Result != broker.ResultRefused || !strings.Contains(res.Message, workspace.MsgComputeRate) {
 		t.Errorf("a second smaller bundle within 30 days: HTTP %d %+v %v", code, res, err)
 	}
+	// Rebuild, once allowed: refused while the user volume has no backup, then accepted by
+	// hostd, which restores the latest one.
+	settle(workspace.Available) // as if the controller had finished the compute change
+	if _, err := admin.ModifySelfservicePermissions(ctx, &awsws.ModifySelfservicePermissionsInput{ResourceId: aws.String("d-0000000007"),
+		SelfservicePermissions: &types.SelfservicePermissions{RebuildWorkspace: types.ReconnectEnumEnabled}}); err != nil {
+		t.Fatal(err)
+	}
+	do(broker.SelfServiceRequest{Action: broker.ActionRebuild, Confirm: true}, http.StatusConflict, broker.ResultRefused, broker.MsgRebuildTooSoon)
+	if s := get().State; s != workspace.Available {
+		t.Errorf("state %s after a refused rebuild", s)
+	}
+	backup := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	if err := st.Update(func(tx store.Tx) error { // as if the controller had taken a pair
+		return store.PutJSON(tx, store.Snapshots, id, workspace.Snapshots{{ID: workspace.SnapshotID(backup), Time: backup,
+			Root: filepath.Join(dir, "root.qcow2"), User: filepath.Join(dir, "user.qcow2")}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	do(broker.SelfServiceRequest{Action: broker.ActionRebuild, Confirm: true}, http.StatusOK, broker.ResultAccepted, broker.MsgRebuilding(backup))
+	if s := get().State; s != workspace.Rebuilding {
+		t.Errorf("state %s after an accepted rebuild", s)
+	}
 }
