@@ -250,6 +250,29 @@ func TestModifyComputeAndVolumes(t *testing.T) {
 		return err
 	})
 
+	// The root volume, now that the user volume is 100 GB: 80→175 GB online. The image's
+	// root filesystem (64 MiB) grows to fill it.
+	clk.Advance(workspace.VolumeInterval)
+	rootBefore := h.status(w.ID).RootFSBytes
+	armed.Store(true)
+	if err := modify(types.WorkspaceProperties{RootVolumeSizeGib: aws.Int32(175)}); err != nil {
+		t.Fatalf("root 80→175 GB: %v", err)
+	}
+	if r := <-modifying; r != workspace.ResourceRootVolume {
+		t.Fatalf("controller modifies %s", r)
+	}
+	if d := describe(); d.State != types.WorkspaceStateUpdating || len(d.ModificationStates) != 1 || d.ModificationStates[0].Resource != types.ModificationResourceEnumRootVolume {
+		t.Fatalf("while growing the root: %s %+v", d.State, d.ModificationStates)
+	}
+	release <- struct{}{}
+	rootTook := <-grew
+	h.waitState(w.ID, workspace.Available, 3*time.Minute)
+	unchanged("growing the root volume", 175, 100, types.ComputeStandard)
+	if st := h.status(w.ID); st.RootFSBytes < 175<<30*95/100 {
+		t.Fatalf("the root filesystem is %d bytes after growing to 175 GB (was %d)", st.RootFSBytes, rootBefore)
+	}
+	t.Logf("root volume 80→175 GB online (filesystem %d→%d bytes): %v", rootBefore, h.status(w.ID).RootFSBytes, rootTook.Round(time.Millisecond))
+
 	// statfs counts the blocks left after ext4's own metadata: a grown filesystem is at
 	// least 95% of its disk (a 10 GB one was 97.5% here).
 	t.Logf("figures: create→AVAILABLE %v; online user volume growth 10→50 GB (block resize + guest ext4 resize) %v (%.3f× create); compute change (restart) %v (%.2f× create); /home %d→%d bytes",

@@ -271,12 +271,18 @@ func (w *Workspace) Modify(c PropertiesChange, hw map[catalog.ComputeType]catalo
 	}
 	w.Properties = p
 	w.Updated = now
+	// A STOPPED WorkSpace switched to ALWAYS_ON in the same request starts once the change
+	// is made, as a switch alone starts it.
+	start := w.State == Stopped && c.RunningMode != nil && *c.RunningMode == AlwaysOn
 	if w.State == Stopped && !w.Hibernated && m.Resource == ResourceComputeType {
+		if start {
+			w.SetState(Starting, now)
+		}
 		return nil // the next boot defines the domain with the new hardware
 	}
-	m.Return = w.State
-	if m.Return != Stopped {
-		m.Return = Available
+	m.Return = Available
+	if w.State == Stopped && !start {
+		m.Return = Stopped
 	}
 	w.Modification = m
 	w.SetState(Updating, now)

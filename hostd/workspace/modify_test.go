@@ -101,6 +101,9 @@ func TestComputeRules(t *testing.T) {
 		got.Properties.ComputeTypeName != "STANDARD" {
 		t.Errorf("compute change while STOPPED: %v %+v", err, got)
 	}
+	if got, err := modify(t, ws, PropertiesChange{ComputeTypeName: ptr("STANDARD"), RunningMode: ptr(AlwaysOn)}, late); err != nil || got.State != Starting {
+		t.Errorf("compute change and ALWAYS_ON while STOPPED: %v %+v", err, got)
+	}
 	ws.Hibernated = true // its saved RAM is the old hardware's: UPDATING drops it
 	if got, err := modify(t, ws, PropertiesChange{ComputeTypeName: ptr("STANDARD")}, late); err != nil || got.State != Updating || got.Modification.Return != Stopped {
 		t.Errorf("compute change while STOPPED (hibernated): %v %+v", err, got)
@@ -193,6 +196,11 @@ func TestVolumeRules(t *testing.T) {
 	ws.State = Stopped
 	if got, err := modify(t, ws, PropertiesChange{UserVolumeSizeGib: ptr(50)}, late); err != nil || got.State != Updating || got.Modification.Return != Stopped {
 		t.Errorf("volume change while STOPPED: %v %+v", err, got)
+	}
+	ws.Properties.RunningMode = AutoStop
+	if got, err := modify(t, ws, PropertiesChange{UserVolumeSizeGib: ptr(50), RunningMode: ptr(AlwaysOn)}, late); err != nil || got.State != Updating ||
+		got.Modification.Return != Available || got.Properties.RunningMode != AlwaysOn {
+		t.Errorf("volume change and ALWAYS_ON while STOPPED: %v %+v", err, got)
 	}
 	// Compute and volumes in one request: refused.
 	if _, err := modify(t, newWS("VALUE", 80, 10), PropertiesChange{UserVolumeSizeGib: ptr(50), ComputeTypeName: ptr("STANDARD")}, late); !catalog.IsError(err, catalog.InvalidParameterValues) {
