@@ -119,6 +119,9 @@ func (c *Controller) growVolume(ctx context.Context, w workspace.Workspace) erro
 			r.SetState(m.Return, c.cfg.Now())
 		})
 	}
+	if err := c.resumeIfPaused(w.ID, st); err != nil { // an unfinished snapshot's pause
+		return err
+	}
 	start := time.Now()
 	if _, err := c.cfg.Conn.GrowDisk(w.ID, filepath.Join(c.volumeDir(), name), m.SizeGib); err != nil {
 		return c.modifyFailed(w, err)

@@ -250,6 +250,22 @@ func TestModifyComputeAndVolumes(t *testing.T) {
 		return err
 	})
 
+	// 12 h after the launch a snapshot pair is due: wait for it (root 80 GB, user 100 GB).
+	waitSnapshot := time.Now().Add(3 * time.Minute)
+	for {
+		sn, err := cl.DescribeWorkspaceSnapshots(ctx, &workspaces.DescribeWorkspaceSnapshotsInput{WorkspaceId: aws.String(w.ID)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sn.RestoreSnapshots) > 0 {
+			break
+		}
+		if time.Now().After(waitSnapshot) {
+			t.Fatal("no snapshot pair 12 h after the launch")
+		}
+		time.Sleep(time.Second)
+	}
+
 	// The root volume, now that the user volume is 100 GB: 80→175 GB online. The image's
 	// root filesystem (64 MiB) grows to fill it.
 	clk.Advance(workspace.VolumeInterval)
@@ -272,6 +288,25 @@ func TestModifyComputeAndVolumes(t *testing.T) {
 		t.Fatalf("the root filesystem is %d bytes after growing to 175 GB (was %d)", st.RootFSBytes, rootBefore)
 	}
 	t.Logf("root volume 80→175 GB online (filesystem %d→%d bytes): %v", rootBefore, h.status(w.ID).RootFSBytes, rootTook.Round(time.Millisecond))
+
+	// RestoreWorkspace brings back the pair cut before the root grew: the restored root
+	// file is grown back to the WorkSpace's 175 GB, and its filesystem after the boot.
+	if _, err := cl.RestoreWorkspace(ctx, &workspaces.RestoreWorkspaceInput{WorkspaceId: aws.String(w.ID)}); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	h.waitState(w.ID, workspace.Restoring, time.Minute)
+	h.waitState(w.ID, workspace.Available, 8*time.Minute)
+	if vs := h.volumes(w.ID); vs[rootVolume(w.ID)].CapacityGiB != 175 || vs[userVolume(w.ID)].CapacityGiB != 100 {
+		t.Errorf("after the restore: root %d GiB, user %d GiB; want 175 and 100", vs[rootVolume(w.ID)].CapacityGiB, vs[userVolume(w.ID)].CapacityGiB)
+	}
+	for deadline := time.Now().Add(4 * time.Minute); len(h.get(w.ID).GrowFS) > 0; time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the restored root's filesystem did not grow: %+v", h.get(w.ID))
+		}
+	}
+	if st := h.status(w.ID); st.RootFSBytes < 175<<30*95/100 || st.HomeFSBytes < 100<<30*95/100 {
+		t.Fatalf("after the restore: root filesystem %d bytes, /home %d bytes", st.RootFSBytes, st.HomeFSBytes)
+	}
 
 	// statfs counts the blocks left after ext4's own metadata: a grown filesystem is at
 	// least 95% of its disk (a 10 GB one was 97.5% here).
