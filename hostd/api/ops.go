@@ -27,6 +27,7 @@ type Service interface {
 	HostsService
 	SnapshotsService
 	UsageService
+	KeysService
 }
 
 var _ Service = (*service.Service)(nil)
