@@ -109,7 +109,11 @@ func (c *Controller) growVolume(ctx context.Context, w workspace.Workspace) erro
 		if err := c.dropSavedState(w); err != nil {
 			return err
 		}
-		if _, err := c.cfg.Conn.GrowVolume(c.cfg.Pool, name, m.SizeGib); err != nil {
+		_, _, pass, err := c.volumeSecrets(w)
+		if err != nil {
+			return c.modifyFailed(w, err)
+		}
+		if _, err := c.cfg.Conn.GrowVolume(c.cfg.Pool, name, m.SizeGib, pass); err != nil {
 			return c.modifyFailed(w, err)
 		}
 		return c.transition(w.ID, workspace.Updating, func(r *workspace.Workspace) {

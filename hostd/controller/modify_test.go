@@ -9,6 +9,7 @@ import (
 	"deskhost/hostd/agent"
 	"deskhost/hostd/workspace"
 	"deskhost/internal/catalog"
+	"deskhost/internal/hostdclient"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces"
@@ -313,4 +314,70 @@ func TestModifyComputeAndVolumes(t *testing.T) {
 	t.Logf("figures: create→AVAILABLE %v; online user volume growth 10→50 GB (block resize + guest ext4 resize) %v (%.3f× create); compute change (restart) %v (%.2f× create); /home %d→%d bytes",
 		createTook.Round(time.Millisecond), growTook.Round(time.Millisecond), growTook.Seconds()/createTook.Seconds(),
 		computeTook.Round(time.Millisecond), computeTook.Seconds()/createTook.Seconds(), before.HomeFSBytes, after.HomeFSBytes)
+}
+
+// TestModifyEncryptedVolume: the guide's "You can expand the root and user volumes whether
+// they are encrypted or unencrypted". An encrypted (qcow2 LUKS) user volume grows online
+// 10→50 GB through AWS's SDK; then, the WorkSpace stopped, offline 50→100 GB (qemu-img
+// with the volume's key through a pipe), its filesystem after the next start.
+func TestModifyEncryptedVolume(t *testing.T) {
+	clk := &offsetClock{}
+	h := newHarness(t, func(c *Config) { c.Now = clk.Now }, nil)
+	hc := h.apiClient(t)
+	cl := hc.Client
+	ctx := context.Background()
+	if _, err := hc.CreateKey(ctx, &hostdclient.CreateKeyInput{Alias: "alias/resize-test", Description: "TestModifyEncryptedVolume"}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := cl.CreateWorkspaces(ctx, &workspaces.CreateWorkspacesInput{Workspaces: []types.WorkspaceRequest{
+		{DirectoryId: aws.String(testDirectory), UserName: aws.String("erin"), BundleId: aws.String(testBundle),
+			WorkspaceProperties:         &types.WorkspaceProperties{RunningMode: types.RunningModeAutoStop},
+			UserVolumeEncryptionEnabled: aws.Bool(true), VolumeEncryptionKey: aws.String("alias/resize-test")}}})
+	if err != nil || len(out.PendingRequests) != 1 {
+		t.Fatalf("create: %v %+v", err, out)
+	}
+	id := aws.ToString(out.PendingRequests[0].WorkspaceId)
+	h.waitState(id, workspace.Available, 8*time.Minute)
+	if !h.volumes(id)[userVolume(id)].Encrypted {
+		t.Fatal("the user volume is not encrypted")
+	}
+	grow := func(gib int32) {
+		t.Helper()
+		if _, err := cl.ModifyWorkspaceProperties(ctx, &workspaces.ModifyWorkspacePropertiesInput{WorkspaceId: aws.String(id),
+			WorkspaceProperties: &types.WorkspaceProperties{UserVolumeSizeGib: aws.Int32(gib)}}); err != nil {
+			t.Fatalf("user volume to %d GB: %v", gib, err)
+		}
+	}
+	home := func(gib int) {
+		t.Helper()
+		deadline := time.Now().Add(4 * time.Minute)
+		for len(h.get(id).GrowFS) > 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Second)
+		}
+		if got := h.status(id).HomeFSBytes; got < uint64(gib)<<30*95/100 {
+			t.Fatalf("/home is %d bytes on a %d GB encrypted volume", got, gib)
+		}
+		if v := h.volumes(id)[userVolume(id)]; v.CapacityGiB != uint64(gib) || !v.Encrypted {
+			t.Fatalf("user volume %+v, want %d GiB encrypted", v, gib)
+		}
+	}
+	clk.Advance(workspace.LaunchWait)
+	grow(50) // UPDATING from here until the controller is done
+	h.waitState(id, workspace.Available, 3*time.Minute)
+	home(50)
+	if _, err := cl.StopWorkspaces(ctx, &workspaces.StopWorkspacesInput{StopWorkspaceRequests: []types.StopRequest{{WorkspaceId: aws.String(id)}}}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState(id, workspace.Stopped, 3*time.Minute)
+	clk.Advance(workspace.VolumeInterval)
+	grow(100)
+	h.waitState(id, workspace.Stopped, 2*time.Minute)
+	if v := h.volumes(id)[userVolume(id)]; v.CapacityGiB != 100 {
+		t.Fatalf("stopped: user volume %d GiB after growing offline", v.CapacityGiB)
+	}
+	if _, err := cl.StartWorkspaces(ctx, &workspaces.StartWorkspacesInput{StartWorkspaceRequests: []types.StartRequest{{WorkspaceId: aws.String(id)}}}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState(id, workspace.Available, 8*time.Minute)
+	home(100)
 }

@@ -281,7 +281,11 @@ func (c *Controller) growRestoredVolumes(w workspace.Workspace, root, user bool)
 		if len(vols) != 1 || vols[0].CapacityGiB >= uint64(v.size) {
 			continue
 		}
-		if _, err := c.cfg.Conn.GrowVolume(c.cfg.Pool, name, v.size); err != nil {
+		_, _, pass, err := c.volumeSecrets(w)
+		if err != nil {
+			return err
+		}
+		if _, err := c.cfg.Conn.GrowVolume(c.cfg.Pool, name, v.size, pass); err != nil {
 			return err
 		}
 		grown = append(grown, v.r)

@@ -178,9 +178,10 @@ func (c *Conn) DestroyPool(name string) error {
 }
 
 // GrowVolume grows a volume of the pool to capacityGiB (logical size) while no guest uses
-// it (libvirt runs qemu-img resize). A volume already that large is left alone, so the
-// call is safe to repeat; it never shrinks one.
-func (c *Conn) GrowVolume(pool, name string, capacityGiB int) (Volume, error) {
+// it: libvirt runs qemu-img resize, or, for a LUKS-encrypted volume, qemu-img itself with
+// passphrase (through a pipe, as CreateEncryptedVolume). A volume already that large is
+// left alone, so the call is safe to repeat; it never shrinks one.
+func (c *Conn) GrowVolume(pool, name string, capacityGiB int, passphrase []byte) (Volume, error) {
 	p, err := c.l.StoragePoolLookupByName(pool)
 	if err != nil {
 		return Volume{}, fmt.Errorf("grow volume %s: pool %s: %w", name, pool, err)
@@ -192,6 +193,16 @@ func (c *Conn) GrowVolume(pool, name string, capacityGiB int) (Volume, error) {
 	vol, err := c.volume(v)
 	if err != nil || vol.CapacityGiB >= uint64(capacityGiB) {
 		return vol, err
+	}
+	if vol.Encrypted {
+		if len(passphrase) == 0 {
+			return Volume{}, fmt.Errorf("grow volume %s: it is encrypted and no passphrase was given", name)
+		}
+		if err := runWithSecret(passphrase, "qemu-img", "resize", "-q", "--object", "secret,id=sec0,file=/dev/fd/3", "--image-opts",
+			"driver=qcow2,file.filename="+strings.ReplaceAll(vol.Path, ",", ",,")+",encrypt.key-secret=sec0", fmt.Sprintf("%dG", capacityGiB)); err != nil {
+			return Volume{}, fmt.Errorf("grow volume %s to %d GiB: %w", name, capacityGiB, err)
+		}
+		return c.volume(v)
 	}
 	if err := c.l.StorageVolResize(v, uint64(capacityGiB)<<30, 0); err != nil {
 		return Volume{}, fmt.Errorf("grow volume %s to %d GiB: %w", name, capacityGiB, err)
