@@ -284,3 +284,15 @@ func (c *Client) Silence(ctx context.Context, d time.Duration) error {
 	_, err := c.Call(ctx, Request{Op: OpSilence, Seconds: int((d + time.Second - 1) / time.Second)})
 	return err
 }
+
+// GrowFS grows volume's (VolumeRoot or VolumeUser) filesystem online to fill its disk,
+// once the guest sees the disk at minBytes or more; it returns the filesystem's and the
+// disk's sizes in bytes.
+func (c *Client) GrowFS(ctx context.Context, volume string, minBytes uint64) (fsBytes, diskBytes uint64, err error) {
+	req := Request{Op: OpGrowFS, Volume: volume, MinBytes: minBytes}
+	if err := req.Validate(); err != nil {
+		return 0, 0, err
+	}
+	resp, err := c.Call(ctx, req)
+	return resp.FSBytes, resp.DiskBytes, err
+}

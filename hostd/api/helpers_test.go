@@ -189,6 +189,8 @@ type envOptions struct {
 	workspaceQuota int
 	// primaryPool, if set, is the primary network's address pool ("first-last").
 	primaryPool string
+	// serviceNow is the service's clock (nil: time.Now).
+	serviceNow func() time.Time
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -213,7 +215,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		}
 		cfg.PrimaryPool = func() (addrpool.Range, bool) { return pool, true }
 	}
-	svc := service.New(st, cfg, waker, nil, logger)
+	svc := service.New(st, cfg, waker, o.serviceNow, logger)
 	seedCatalog(t, svc)
 	if o.throttle == (hostconfig.Throttle{}) {
 		o.throttle = hostconfig.Throttle{Rate: 1000, Burst: 1000} // out of the way unless tested

@@ -169,6 +169,11 @@ type Controller struct {
 	holdRAM   func(pid int, ramBytes int64) (*memscrub.Held, error)
 	// reconciling, if set, is told when a reconcile of id starts (the watch benchmark).
 	reconciling func(id string)
+	// grown, if set, is told how long an online volume growth took (block resize and
+	// the guest's filesystem).
+	grown func(id string, r workspace.Resource, d time.Duration)
+	// modifying, if set, runs when the controller starts on an UPDATING WorkSpace's change.
+	modifying func(id string, r workspace.Resource)
 	// snapshotted, if set, is told how long a snapshot took in all and with the guest's
 	// filesystems frozen (the snapshot test's figures).
 	snapshotted func(id string, total, frozen time.Duration)
@@ -522,6 +527,14 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 		err = c.stop(ctx, w)
 	case workspace.Rebuilding, workspace.Restoring:
 		err = c.rebuildOrRestore(ctx, w, h)
+	case workspace.Updating:
+		// Two operations pass through UPDATING: a migration's source (migrate.go) and a
+		// compute or volume change (modify).
+		if w.MigrationSource() {
+			err = c.migrateSource(ctx, w)
+		} else {
+			err = c.modify(ctx, w, h)
+		}
 	case workspace.Terminating:
 		err = c.terminate(ctx, w)
 	case workspace.Terminated:
@@ -532,12 +545,6 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 		err = c.keepStopped(ctx, w)
 	case workspace.Error:
 		err = c.keepError(w)
-	case workspace.Updating:
-		if w.MigrationSource() {
-			err = c.migrateSource(ctx, w)
-		} else {
-			err = c.keepRunning(ctx, w, h)
-		}
 	default: // AVAILABLE, UNHEALTHY, IMPAIRED, ADMIN_MAINTENANCE: keep it running and healthy
 		err = c.keepRunning(ctx, w, h)
 	}
@@ -1453,6 +1460,9 @@ func (c *Controller) keepRunning(ctx context.Context, w workspace.Workspace, h *
 		if w.State == workspace.Unhealthy {
 			c.cfg.Log.Info("guest agent answers again", "workspace", w.ID)
 			return c.set(w.ID, workspace.Unhealthy, workspace.Available)
+		}
+		if w.State == workspace.Available && len(w.GrowFS) > 0 {
+			return c.growPendingFS(ctx, w)
 		}
 		if w.State == workspace.Available { // snapshots only while healthy (guide §7.1)
 			return c.snapshotIfDue(ctx, w)
