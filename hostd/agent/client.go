@@ -284,3 +284,10 @@ func (c *Client) Silence(ctx context.Context, d time.Duration) error {
 	_, err := c.Call(ctx, Request{Op: OpSilence, Seconds: int((d + time.Second - 1) / time.Second)})
 	return err
 }
+
+// Sanitize runs the guide's image sanitising steps in the guest (OpSanitize). It answers
+// the root volume's use even when the guest refused (too full).
+func (c *Client) Sanitize(ctx context.Context) (usedPercent float64, changed []string, err error) {
+	resp, err := c.Call(ctx, Request{Op: OpSanitize})
+	return resp.RootUsedPercent, resp.Sanitized, err
+}

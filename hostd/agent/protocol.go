@@ -54,7 +54,15 @@ const (
 	// its port and ignores it for Seconds, then serves again. Tests use it to make a
 	// WorkSpace miss its status checks (guide §19) the way a dead agent would.
 	OpSilence = "silence"
+	// OpSanitize runs the guide's Linux image sanitising steps on the root volume (SSH
+	// host keys shredded, machine-id truncated, logs, caches, temporary files and shell
+	// histories removed), refusing a root volume MaxImageRootPercent or more full. It
+	// answers the root volume's use (RootUsedPercent) and what it changed (Sanitized).
+	OpSanitize = "sanitize"
 )
+
+// MaxImageRootPercent: "The root volume (/) should be less than 97% full" for an image.
+const MaxImageRootPercent = 97
 
 // Limits.
 const (
@@ -121,6 +129,10 @@ type Response struct {
 
 	// freeze, thaw
 	Filesystems []string `json:"filesystems,omitempty"`
+
+	// sanitize
+	RootUsedPercent float64  `json:"rootUsedPercent,omitempty"`
+	Sanitized       []string `json:"sanitized,omitempty"`
 }
 
 // Status is the answer to the status op.
