@@ -166,6 +166,9 @@ type Controller struct {
 	// snapshotted, if set, is told how long a snapshot took in all and with the guest's
 	// filesystems frozen (the snapshot test's figures).
 	snapshotted func(id string, total, frozen time.Duration)
+	// captured, if set, is told how long an image capture took in all and in qemu-img
+	// convert (the capture test's figures).
+	captured func(id string, total, convert time.Duration)
 }
 
 type worker struct {
@@ -499,6 +502,8 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 		err = c.stop(ctx, w)
 	case workspace.Rebuilding, workspace.Restoring:
 		err = c.rebuildOrRestore(ctx, w, h)
+	case workspace.Suspended:
+		err = c.capture(ctx, w)
 	case workspace.Terminating:
 		err = c.terminate(ctx, w)
 	case workspace.Terminated:
@@ -1230,6 +1235,9 @@ func (c *Controller) terminate(ctx context.Context, w workspace.Workspace) error
 		return err // retried: TERMINATING is only left for TERMINATED
 	}
 	if err := c.forgetSnapshots(w.ID); err != nil {
+		return err
+	}
+	if err := c.abandonCapture(w); err != nil {
 		return err
 	}
 	if err := c.set(w.ID, workspace.Terminating, workspace.Terminated); err != nil {

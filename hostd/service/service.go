@@ -39,6 +39,10 @@ type Config struct {
 	// on a store where no host has registered yet (tests of the service alone) they are
 	// this host's.
 	Host string
+	// ImageDir is where hostd keeps the images it makes (CreateWorkspaceImage,
+	// CopyWorkspaceImage, ImportWorkspaceImage), one directory per image id. Empty: it
+	// makes none.
+	ImageDir string
 }
 
 // Waker is told when a WorkSpace's desired state changed.

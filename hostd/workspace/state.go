@@ -36,7 +36,7 @@ const (
 // owns a WorkSpace in such a state and finishes the operation, even after a crash.
 func (s State) Transitional() bool {
 	switch s {
-	case Pending, Rebooting, Starting, Stopping, Terminating, Rebuilding, Restoring, Updating:
+	case Pending, Rebooting, Starting, Stopping, Terminating, Rebuilding, Restoring, Updating, Suspended:
 		return true
 	}
 	return false
@@ -55,6 +55,7 @@ const (
 	OpModifyProperties Op = "ModifyWorkspaceProperties"
 	OpRebuild          Op = "RebuildWorkspaces"
 	OpRestore          Op = "RestoreWorkspace"
+	OpCreateImage      Op = "CreateWorkspaceImage"
 )
 
 // allowed is the operation × state matrix. Sources (guide catalog §2.3–§2.5, §2.8):
@@ -78,6 +79,8 @@ var allowed = map[Op][]State{
 	OpModifyProperties: {Available, Impaired, Unhealthy, Stopped, Error},
 	OpRebuild:          {Available, Error, Unhealthy, Stopped},
 	OpRestore:          {Available, Error, Unhealthy, Stopped},
+	// create image: "the status of the WorkSpace must be Available" (guide catalog §4.1).
+	OpCreateImage: {Available},
 	OpTerminate: {Pending, Available, Impaired, Unhealthy, Rebooting, Starting, Rebuilding,
 		Restoring, Maintenance, AdminMaintenance, Terminating, Suspended, Updating, Stopping,
 		Stopped, Error},
