@@ -229,6 +229,7 @@ func run(path string, log *slog.Logger) error {
 
 	var nm *network.Manager
 	svcCfg := service.Config{ComputeTypes: h.ComputeTypes, WorkspaceQuota: h.Quotas.Workspaces, Host: hostID,
+		ImageDir: filepath.Join(h.DataDir, "images"),
 		GPUQuota: map[catalog.ComputeType]int{catalog.ComputeGraphics: h.Quotas.Graphics, catalog.ComputeGraphicsPro: h.Quotas.GraphicsPro},
 		ManagementRange: func() (netip.Prefix, bool) {
 			if nm == nil {

@@ -187,6 +187,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	if o.workspaceQuota > 0 {
 		cfg.WorkspaceQuota = o.workspaceQuota
 	}
+	cfg.ImageDir = filepath.Join(dir, "images")
 	svc := service.New(st, cfg, waker, nil, logger)
 	seedCatalog(t, svc)
 	if o.throttle == (hostconfig.Throttle{}) {

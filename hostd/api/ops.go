@@ -27,6 +27,7 @@ type Service interface {
 	HostsService
 	SnapshotsService
 	UsageService
+	ImagesService
 }
 
 var _ Service = (*service.Service)(nil)
@@ -92,6 +93,8 @@ var operations = map[string]operation{
 	"DeleteWorkspaceBundle":             op(shDeleteWorkspaceBundleRequest, deleteWorkspaceBundle),
 	"DescribeWorkspaceImages":           op(shDescribeWorkspaceImagesRequest, describeWorkspaceImages),
 	"DeleteWorkspaceImage":              op(shDeleteWorkspaceImageRequest, deleteWorkspaceImage),
+	"CreateWorkspaceImage":              op(shCreateWorkspaceImageRequest, createWorkspaceImage),
+	"CopyWorkspaceImage":                op(shCopyWorkspaceImageRequest, copyWorkspaceImage),
 	"DescribeAccount":                   op(shDescribeAccountRequest, describeAccount),
 	"DescribeAccountModifications":      op(shDescribeAccountModificationsRequest, describeAccountModifications),
 	"ListAvailableManagementCidrRanges": op(shListAvailableManagementCidrRangesRequest, listAvailableManagementCidrRanges),
