@@ -44,7 +44,7 @@ type sanitizer interface {
 	Sanitize(ctx context.Context) (float64, []string, error)
 }
 
-var _ sanitizer = (*agent.Client)(nil)
+var _ sanitizer = (*agentClient)(nil)
 
 // SanitizeTimeout bounds the guest's sanitising.
 const SanitizeTimeout = 2 * time.Minute

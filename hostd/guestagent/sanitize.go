@@ -129,9 +129,11 @@ func (g *guest) sanitize() (float64, []string, error) {
 		}
 		return nil
 	})
+	// Histories hold what was typed (passwords on command lines): shredded, not only
+	// removed, so that the image's free blocks do not keep them.
 	for _, pat := range sanitizeHistories {
 		for _, p := range glob(r, pat) {
-			note("removed", p, removeFile(r, p))
+			note("shredded", p, shred(r, p))
 		}
 	}
 	unix.Sync()
@@ -228,13 +230,9 @@ func shred(r *os.Root, p string) error {
 		if err != nil {
 			return err
 		}
-		zero := make([]byte, 4096)
-		for left := fi.Size(); left > 0; left -= int64(len(zero)) {
-			n := min(left, int64(len(zero)))
-			if _, err := f.Write(zero[:n]); err != nil {
-				f.Close()
-				return err
-			}
+		if err := zeroFill(f, fi.Size()); err != nil {
+			f.Close()
+			return err
 		}
 		if err := f.Sync(); err != nil {
 			f.Close()
@@ -245,7 +243,8 @@ func shred(r *os.Root, p string) error {
 	return r.Remove(p)
 }
 
-// truncate empties a regular file in place (its owner and mode kept).
+// truncate empties a regular file in place (its owner and mode kept), after overwriting
+// it with zeros: a log's lines must not stay behind in the blocks it frees.
 func truncate(r *os.Root, p string) error {
 	fi, err := r.Lstat(p)
 	if err != nil {
@@ -257,13 +256,30 @@ func truncate(r *os.Root, p string) error {
 	if fi.Size() == 0 {
 		return fs.ErrNotExist // nothing to do: not reported
 	}
-	f, err := r.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+	f, err := r.OpenFile(p, os.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}
-	err = f.Sync()
+	err = zeroFill(f, fi.Size())
+	if err == nil {
+		err = f.Truncate(0)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// zeroFill overwrites the first size bytes of f with zeros and syncs them.
+func zeroFill(f *os.File, size int64) error {
+	zero := make([]byte, 64<<10)
+	for left := size; left > 0; left -= int64(len(zero)) {
+		if _, err := f.Write(zero[:min(left, int64(len(zero)))]); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
 }

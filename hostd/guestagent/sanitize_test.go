@@ -86,7 +86,7 @@ func TestSanitize(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(base, "outside")); string(b) != "outside" {
 		t.Error("a symlink's target outside the volume was changed")
 	}
-	if !slices.Contains(resp.Sanitized, "shredded etc/ssh/ssh_host_ed25519_key") || !slices.Contains(resp.Sanitized, "truncated etc/machine-id") {
+	if !slices.Contains(resp.Sanitized, "shredded root/.bash_history") || !slices.Contains(resp.Sanitized, "shredded etc/ssh/ssh_host_ed25519_key") || !slices.Contains(resp.Sanitized, "truncated etc/machine-id") {
 		t.Errorf("reported changes: %q", resp.Sanitized)
 	}
 	// A second run finds nothing more to do, and says so.
