@@ -95,6 +95,7 @@ var operations = map[string]operation{
 	"DeleteWorkspaceImage":              op(shDeleteWorkspaceImageRequest, deleteWorkspaceImage),
 	"CreateWorkspaceImage":              op(shCreateWorkspaceImageRequest, createWorkspaceImage),
 	"CopyWorkspaceImage":                op(shCopyWorkspaceImageRequest, copyWorkspaceImage),
+	"ImportWorkspaceImage":              op(shImportWorkspaceImageRequest, importWorkspaceImage),
 	"DescribeAccount":                   op(shDescribeAccountRequest, describeAccount),
 	"DescribeAccountModifications":      op(shDescribeAccountModificationsRequest, describeAccountModifications),
 	"ListAvailableManagementCidrRanges": op(shListAvailableManagementCidrRangesRequest, listAvailableManagementCidrRanges),
@@ -113,6 +114,7 @@ var ownOperations = map[string]operation{
 	"DeleteUsers":              op(shDeleteUsersRequest, deleteUsers),
 	"DescribeUsers":            op(shDescribeUsersRequest, describeUsers),
 	"RegisterImage":            op(shRegisterImageRequest, registerImage),
+	"ImportWorkspaceImage":     op(shDeskhostImportWorkspaceImageRequest, deskhostImportWorkspaceImage),
 }
 
 // ReportConnectionsOperation is hostd's own operation by which the connection manager

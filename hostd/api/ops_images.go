@@ -12,6 +12,7 @@ import (
 type ImagesService interface {
 	CreateWorkspaceImage(ctx context.Context, r service.CreateImageRequest) (catalog.Image, error)
 	CopyWorkspaceImage(ctx context.Context, r service.CopyImageRequest) (catalog.Image, error)
+	ImportWorkspaceImage(ctx context.Context, r service.ImportImageRequest) (catalog.Image, error)
 }
 
 var (
@@ -31,7 +32,59 @@ var (
 		m("SourceRegion", strPattern("Region", ip(1), ip(31), `^[-0-9a-z]{1,31}$`)),
 		m("Tags", shTagList),
 	)
+	shIngestionProcess            = strEnum("WorkspaceImageIngestionProcess", "BYOL_REGULAR", "BYOL_GRAPHICS", "BYOL_GRAPHICSPRO", "BYOL_GRAPHICS_G4DN", "BYOL_REGULAR_WSP", "BYOL_REGULAR_BYOP", "BYOL_GRAPHICS_G4DN_BYOP")
+	shImportWorkspaceImageRequest = structure("ImportWorkspaceImageRequest", []string{"Ec2ImageId", "IngestionProcess", "ImageName", "ImageDescription"},
+		m("Ec2ImageId", strPattern("Ec2ImageId", nil, nil, `^ami\-([a-f0-9]{8}|[a-f0-9]{17})$`)),
+		m("IngestionProcess", shIngestionProcess),
+		m("ImageName", shWorkspaceImageName),
+		m("ImageDescription", shWorkspaceImageDescription),
+		m("Tags", shTagList),
+		m("Applications", list("ApplicationList", strEnum("Application", "Microsoft_Office_2016", "Microsoft_Office_2019"), ip(1), ip(5))),
+	)
+	// hostd's own import: AWS's request with Source (a path on this host or an http(s)
+	// URL) where AWS has an EC2 image id, and BaseImageId, the image whose kernel and
+	// initramfs (the guest agent) an imported disk boots with.
+	shDeskhostImportWorkspaceImageRequest = structure("ImportWorkspaceImageRequest", []string{"Source", "IngestionProcess", "ImageName", "ImageDescription"},
+		m("Source", strLen("ImageSource", ip(1), ip(4096))),
+		m("IngestionProcess", shIngestionProcess),
+		m("ImageName", shWorkspaceImageName),
+		m("ImageDescription", shWorkspaceImageDescription),
+		m("BaseImageId", shImageID),
+		m("Tags", shTagList),
+	)
 )
+
+type importWorkspaceImageRequest struct {
+	Ec2ImageId       string    `json:"Ec2ImageId"`
+	IngestionProcess string    `json:"IngestionProcess"`
+	ImageName        string    `json:"ImageName"`
+	ImageDescription string    `json:"ImageDescription"`
+	Tags             []wireTag `json:"Tags,omitempty"`
+	Applications     []string  `json:"Applications,omitempty"`
+}
+
+// importWorkspaceImage is AWS's import of an EC2 image, which this host does not have.
+func importWorkspaceImage(ctx context.Context, svc Service, r *importWorkspaceImageRequest) (any, error) {
+	return nil, catalog.Errorf(catalog.ResourceNotFound, "EC2 image %s: this host has no EC2 images; import a qcow2 or raw disk image (a path on the host or an http(s) URL) with hostd's own %sImportWorkspaceImage and its Source member (hostd images import --source ...)", r.Ec2ImageId, OwnTargetPrefix)
+}
+
+type deskhostImportWorkspaceImageRequest struct {
+	Source           string    `json:"Source"`
+	IngestionProcess string    `json:"IngestionProcess"`
+	ImageName        string    `json:"ImageName"`
+	ImageDescription string    `json:"ImageDescription"`
+	BaseImageId      *string   `json:"BaseImageId,omitempty"`
+	Tags             []wireTag `json:"Tags,omitempty"`
+}
+
+func deskhostImportWorkspaceImage(ctx context.Context, svc Service, r *deskhostImportWorkspaceImageRequest) (any, error) {
+	img, err := svc.ImportWorkspaceImage(ctx, service.ImportImageRequest{Source: r.Source, IngestionProcess: r.IngestionProcess,
+		Name: r.ImageName, Description: r.ImageDescription, BaseImage: deref(r.BaseImageId), Tags: toTags(r.Tags)})
+	if err != nil {
+		return nil, err
+	}
+	return imageIDResult{ImageId: img.ID}, nil
+}
 
 type createWorkspaceImageRequest struct {
 	Name        string    `json:"Name"`

@@ -305,6 +305,9 @@ func (c *Controller) Sweep() error {
 			c.Poke(w.ID)
 		}
 	}
+	if err := c.sweepImports(); err != nil {
+		return err
+	}
 	doms, err := c.cfg.Conn.Domains(Prefix)
 	if err != nil {
 		return err
@@ -467,6 +470,9 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 	log := c.cfg.Log.With("workspace", id)
 	if c.reconciling != nil {
 		c.reconciling(id)
+	}
+	if strings.HasPrefix(id, catalog.KindImage.Prefix) { // an image import (import.go)
+		return c.reconcileImport(ctx, id)
 	}
 	w, err := c.load(id)
 	if err == nil && !c.mine(w) {

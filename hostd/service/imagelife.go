@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -250,4 +251,123 @@ func imageFailure(code, msg string) func(*catalog.Image) {
 	return func(i *catalog.Image) {
 		i.State, i.ErrorCode, i.ErrorMessage = catalog.ImageError, code, strings.TrimSpace(msg)
 	}
+}
+
+// ImportImageRequest is ImportWorkspaceImage's input, with deskhost's Source in place of
+// AWS's Ec2ImageId (no EC2 here): an absolute path on this host or an http(s) URL, of a
+// desktop image directory (imagebuild desktop's output) or a single disk image file,
+// qcow2 or raw, whose root filesystem is ext4 (on the whole disk or a partition).
+// BaseImage, optional, is the image whose kernel and initramfs (with the guest agent)
+// the imported disk boots with; by default the newest image registered from imagebuild.
+type ImportImageRequest struct {
+	Source, IngestionProcess, Name, Description, BaseImage string
+	Tags                                                   []catalog.Tag
+}
+
+// ImportWorkspaceImage records a PENDING image the controller then fetches, converts and
+// test-boots to a healthy agent (hostd/controller/import.go); it ends AVAILABLE, or ERROR
+// with the reason.
+func (s *Service) ImportWorkspaceImage(ctx context.Context, r ImportImageRequest) (catalog.Image, error) {
+	if err := checkImageText(r.Name, r.Description, true); err != nil {
+		return catalog.Image{}, err
+	}
+	switch r.IngestionProcess {
+	case "BYOL_REGULAR", "BYOL_REGULAR_BYOP":
+	case "BYOL_REGULAR_WSP":
+		return catalog.Image{}, catalog.Errorf(catalog.InvalidParameterValues, "IngestionProcess %s: Linux WorkSpaces support only PCoIP; use BYOL_REGULAR", r.IngestionProcess)
+	case "BYOL_GRAPHICS", "BYOL_GRAPHICSPRO", "BYOL_GRAPHICS_G4DN", "BYOL_GRAPHICS_G4DN_BYOP":
+		return catalog.Image{}, catalog.Errorf(catalog.InvalidParameterValues, "IngestionProcess %s: this host has no GPUs; use BYOL_REGULAR", r.IngestionProcess)
+	default:
+		return catalog.Image{}, catalog.Errorf(catalog.InvalidParameterValues, "IngestionProcess %q must be BYOL_REGULAR", r.IngestionProcess)
+	}
+	if err := CheckImportSource(r.Source); err != nil {
+		return catalog.Image{}, err
+	}
+	if err := catalog.CheckTags(r.Tags); err != nil {
+		return catalog.Image{}, err
+	}
+	if s.cfg.ImageDir == "" {
+		return catalog.Image{}, catalog.Errorf(catalog.OperationNotSupported, "this host keeps no images of its own (hostd has no image directory)")
+	}
+	id := catalog.NewID(catalog.KindImage)
+	img := catalog.Image{ID: id, Name: r.Name, Description: r.Description, OS: catalog.Linux, Dir: filepath.Join(s.cfg.ImageDir, id),
+		Created: s.now(), State: catalog.ImagePending, Import: r.Source, Owned: true, Maker: s.cfg.Host}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := s.catalogUpdate(func(tx store.Tx) error {
+		base, err := baseImage(tx, r.BaseImage)
+		if err != nil {
+			return err
+		}
+		img.BaseImage = base
+		if err := checkNewImage(tx, r.Name); err != nil {
+			return err
+		}
+		if len(r.Tags) > 0 {
+			if err := putTags(tx, id, r.Tags); err != nil {
+				return err
+			}
+		}
+		return store.PutJSON(tx, store.Images, id, img)
+	})
+	if err != nil {
+		return catalog.Image{}, err
+	}
+	s.log.Info("image import accepted", "image", id, "source", r.Source, "base", img.BaseImage)
+	s.waker.Wake(id)
+	return img, nil
+}
+
+// CheckImportSource accepts an absolute local path or an http(s) URL with a host.
+func CheckImportSource(src string) error {
+	switch {
+	case src == "":
+		return catalog.Errorf(catalog.InvalidParameterValues, "the import source is required: an absolute path on this host or an http(s) URL of a qcow2 or raw disk image, or of an imagebuild desktop image directory (a path)")
+	case strings.HasPrefix(src, "ami-"):
+		return catalog.Errorf(catalog.InvalidParameterValues, "%s is an EC2 image id; this host has no EC2: import a disk image file or URL instead", src)
+	case strings.HasPrefix(src, "http://"), strings.HasPrefix(src, "https://"):
+		u, err := url.Parse(src)
+		if err != nil || u.Host == "" {
+			return catalog.Errorf(catalog.InvalidParameterValues, "import source %q is not a valid URL", src)
+		}
+	case filepath.IsAbs(src):
+		if filepath.Clean(src) != src {
+			return catalog.Errorf(catalog.InvalidParameterValues, "import source %q is not a clean path", src)
+		}
+		if _, err := os.Stat(src); err != nil {
+			return catalog.Errorf(catalog.InvalidParameterValues, "import source %s: %v", src, errors.Unwrap(err))
+		}
+	default:
+		return catalog.Errorf(catalog.InvalidParameterValues, "import source %q is neither an absolute path nor an http(s) URL", src)
+	}
+	return nil
+}
+
+// baseImage is the image whose boot files an import uses: id if given (AVAILABLE, Linux),
+// else the newest AVAILABLE Linux image registered from imagebuild (not made by hostd).
+func baseImage(tx store.Tx, id string) (string, error) {
+	if id != "" {
+		img, err := availableImage(tx, id)
+		if err != nil {
+			return "", err
+		}
+		if img.OS != catalog.Linux {
+			return "", catalog.Errorf(catalog.InvalidParameterValues, "base image %s is %s, not Linux", id, img.OS)
+		}
+		return id, nil
+	}
+	all, err := store.ListJSON[catalog.Image](tx, store.Images)
+	if err != nil {
+		return "", err
+	}
+	var best catalog.Image
+	for _, i := range all {
+		if i.OS == catalog.Linux && !i.Owned && i.Status() == catalog.ImageAvailable && (best.ID == "" || i.Created.After(best.Created)) {
+			best = i
+		}
+	}
+	if best.ID == "" {
+		return "", catalog.Errorf(catalog.ResourceUnavailable, "no desktop image to boot the import with: register one imagebuild made first (hostd images register --dir ...)")
+	}
+	return best.ID, nil
 }

@@ -86,6 +86,12 @@ type Image struct {
 	// Owned: hostd made Dir (a capture, a copy or an import) and removes it with the
 	// image; a registered directory belongs to whoever built it.
 	Owned bool `yaml:"-" json:"owned,omitempty"`
+	// Maker is the host that makes a PENDING import (its controller fetches, converts
+	// and test-boots it).
+	Maker string `yaml:"-" json:"maker,omitempty"`
+	// BaseImage is the image whose kernel and initramfs (the guest agent as PID 1) an
+	// imported root volume boots with.
+	BaseImage string `yaml:"-" json:"baseImage,omitempty"`
 }
 
 // ImageState is AWS's WorkspaceImageState.

@@ -336,3 +336,26 @@ func (c *Client) IssueConnectTag(ctx context.Context, in *IssueConnectTagInput) 
 	out := &IssueConnectTagOutput{}
 	return out, c.Call(ctx, DeskhostTarget+"IssueConnectTag", in, out)
 }
+
+// ImportWorkspaceImageInput is hostd's own ImportWorkspaceImage: AWS's request with
+// Source (an absolute path on the host or an http(s) URL of a qcow2 or raw disk image, or
+// the path of an imagebuild desktop image directory) in place of Ec2ImageId.
+type ImportWorkspaceImageInput struct {
+	Source           string
+	IngestionProcess string // BYOL_REGULAR
+	ImageName        string
+	ImageDescription string
+	BaseImageId      string `json:",omitempty"`
+}
+
+// ImportWorkspaceImageOutput names the new (PENDING) image.
+type ImportWorkspaceImageOutput struct {
+	ImageId string
+}
+
+// ImportWorkspaceImage starts an import; DescribeWorkspaceImages follows it to AVAILABLE
+// or ERROR.
+func (c *Client) ImportWorkspaceImage(ctx context.Context, in *ImportWorkspaceImageInput) (*ImportWorkspaceImageOutput, error) {
+	out := &ImportWorkspaceImageOutput{}
+	return out, c.Call(ctx, DeskhostTarget+"ImportWorkspaceImage", in, out)
+}
