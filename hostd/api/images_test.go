@@ -12,6 +12,7 @@ import (
 	"deskhost/hostd/workspace"
 	"deskhost/internal/catalog"
 	"deskhost/internal/desktopimage"
+	"deskhost/internal/hostdclient"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/workspaces"
@@ -236,4 +237,81 @@ func TestImageOperationsThroughSDK(t *testing.T) {
 	if _, err := c.DeleteWorkspaceImage(ctx, &workspaces.DeleteWorkspaceImageInput{ImageId: aws.String(golden)}); err != nil {
 		t.Errorf("delete of an ERROR image: %v", err)
 	}
+}
+
+// TestImportWorkspaceImageThroughAPI: AWS's ImportWorkspaceImage (an EC2 image id) says how
+// to import here; hostd's own ImportWorkspaceImage refuses bad sources, ingestion
+// processes and base images without changing anything, and accepts a good one as a
+// PENDING image its controller is woken for. (The import itself: hostd/controller's
+// TestImportWorkspaceImage.)
+func TestImportWorkspaceImageThroughAPI(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.client(accessKeyID, secretKey)
+	ctx := context.Background()
+	reg, err := e.svc.RegisterImage(ctx, service.ImageRequest{Name: "base", Dir: fakeImageDir(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func() int {
+		t.Helper()
+		imgs, err := e.svc.DescribeWorkspaceImages(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(imgs)
+	}
+	before := count()
+	_, err = c.Client.ImportWorkspaceImage(ctx, &workspaces.ImportWorkspaceImageInput{Ec2ImageId: aws.String("ami-0123456789abcdef0"),
+		IngestionProcess: types.WorkspaceImageIngestionProcessByolRegular, ImageName: aws.String("byol"), ImageDescription: aws.String("byol")})
+	if ae := apiErr(t, err, "ResourceNotFoundException"); !strings.Contains(ae.ErrorMessage(), "Deskhost.ImportWorkspaceImage") {
+		t.Errorf("import of an EC2 image: %s", ae.ErrorMessage())
+	}
+	disk := filepath.Join(t.TempDir(), "disk.qcow2")
+	if err := os.WriteFile(disk, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in := func(src, ingestion, base string) *hostdclient.ImportWorkspaceImageInput {
+		return &hostdclient.ImportWorkspaceImageInput{Source: src, IngestionProcess: ingestion, ImageName: "byol", ImageDescription: "BYOL image", BaseImageId: base}
+	}
+	for _, tc := range []struct {
+		in         *hostdclient.ImportWorkspaceImageInput
+		code, want string
+	}{
+		{in("images/disk.qcow2", "BYOL_REGULAR", ""), "InvalidParameterValuesException", "neither an absolute path nor an http(s) URL"},
+		{in("/nonexistent/disk.qcow2", "BYOL_REGULAR", ""), "InvalidParameterValuesException", "/nonexistent/disk.qcow2"},
+		{in("ftp://example.com/disk.qcow2", "BYOL_REGULAR", ""), "InvalidParameterValuesException", "neither"},
+		{in("https://", "BYOL_REGULAR", ""), "InvalidParameterValuesException", "not a valid URL"},
+		{in("ami-0123456789abcdef0", "BYOL_REGULAR", ""), "InvalidParameterValuesException", "no EC2"},
+		{in(disk, "BYOL_REGULAR_WSP", ""), "InvalidParameterValuesException", "only PCoIP"},
+		{in(disk, "BYOL_GRAPHICS", ""), "InvalidParameterValuesException", "no GPUs"},
+		{in(disk, "BYOL_REGULAR", "wsi-doesnotexist"), "ResourceNotFoundException", "wsi-doesnotexist"},
+	} {
+		_, err := c.ImportWorkspaceImage(ctx, tc.in)
+		if ae := apiErr(t, err, tc.code); !strings.Contains(ae.ErrorMessage(), tc.want) {
+			t.Errorf("import %+v: %s, want it to say %q", *tc.in, ae.ErrorMessage(), tc.want)
+		}
+	}
+	if n := count(); n != before {
+		t.Fatalf("refused imports changed the images: %d, had %d", n, before)
+	}
+
+	woken := len(e.waker.calls())
+	out, err := c.ImportWorkspaceImage(ctx, in(disk, "BYOL_REGULAR", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgs, err := e.svc.DescribeWorkspaceImages(ctx, []string{out.ImageId})
+	if err != nil || len(imgs) != 1 {
+		t.Fatalf("the new import: %v %+v", err, imgs)
+	}
+	if i := imgs[0]; i.Status() != catalog.ImagePending || i.Import != disk || i.BaseImage != reg.ID || i.Name != "byol" {
+		t.Errorf("the new import: %+v (base should default to the registered image %s)", i, reg.ID)
+	}
+	if calls := e.waker.calls(); len(calls) != woken+1 || calls[woken] != out.ImageId {
+		t.Errorf("woken for %v, want the import %s", calls[woken:], out.ImageId)
+	}
+	_, err = c.DeleteWorkspaceImage(ctx, &workspaces.DeleteWorkspaceImageInput{ImageId: aws.String(out.ImageId)})
+	apiErr(t, err, "InvalidResourceStateException")
+	_, err = c.ImportWorkspaceImage(ctx, in(disk, "BYOL_REGULAR", ""))
+	apiErr(t, err, "ResourceAlreadyExistsException") // the name is taken
 }
