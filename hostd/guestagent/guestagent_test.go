@@ -26,7 +26,11 @@ func TestParseCmdline(t *testing.T) {
 	if c.workspace != "" || len(c.errs) != 1 || !strings.Contains(c.errs[0], "deskhost.workspace") {
 		t.Errorf("missing id: %+v", c)
 	}
-	for _, bad := range []string{"ws-", "ws-ABC", "xx-abc", "ws-a.b", "ws-" + strings.Repeat("a", 61), "ws-a;reboot"} {
+	// An imported image's test boot runs under the image's id.
+	if c = parseCmdline("deskhost.workspace=wsi-a1b2c3d4e5"); c.workspace != "wsi-a1b2c3d4e5" || len(c.errs) != 0 {
+		t.Errorf("image id: %+v", c)
+	}
+	for _, bad := range []string{"ws-", "wsi-", "ws-ABC", "xx-abc", "ws-a.b", "ws-" + strings.Repeat("a", 61), "ws-a;reboot"} {
 		c = parseCmdline("deskhost.workspace=" + bad)
 		if c.workspace != "" || len(c.errs) == 0 {
 			t.Errorf("%q accepted: %+v", bad, c)
