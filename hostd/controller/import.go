@@ -377,7 +377,7 @@ func (c *Controller) waitImageAgent(ctx context.Context, id string) error {
 				return importFail("TestBootFailed", "the test boot's agent answers as %q, not %s", st.WorkspaceID, id)
 			case !st.RootMounted:
 				acancel()
-				return importFail("TestBootFailed", "the guest agent started but could not mount the imported root volume (it needs an ext4 filesystem on the whole disk): %s", strings.Join(st.Errors, "; "))
+				return importFail("TestBootFailed", "the guest agent started but could not mount the imported root volume (it needs an ext4 filesystem on the whole disk or on a partition): %s", strings.Join(st.Errors, "; "))
 			case !st.HomeMounted:
 				err = fmt.Errorf("user volume not mounted yet: %s", strings.Join(st.Errors, "; "))
 			default:

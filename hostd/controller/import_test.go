@@ -2,11 +2,13 @@ package controller
 
 import (
 	"context"
+	"encoding/binary"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,8 +23,8 @@ import (
 // TestImportWorkspaceImage: on real libvirt + qemu, ImportWorkspaceImage test-boots each
 // import to a healthy agent before it is AVAILABLE:
 //   - the project's own desktop image directory, by path;
-//   - a raw disk with an ext4 root holding a marker, over http: AVAILABLE, and a
-//     WorkSpace launched from a bundle on it has the marker;
+//   - a partitioned raw disk with an ext4 root holding a marker, over http: AVAILABLE, and
+//     a WorkSpace launched from a bundle on it has the marker;
 //
 // and ends bad imports ERROR with the reason: a text file (not a disk image), a directory
 // whose kernel is missing, a blank qcow2 (no filesystem: the agent answers but cannot
@@ -39,15 +41,14 @@ func TestImportWorkspaceImage(t *testing.T) {
 	own := testenvImage(t, h)
 
 	src := t.TempDir()
-	// A raw disk: an ext4 filesystem on the whole disk with a marker file.
+	// A raw disk as cloud images are: a partition table, and the root filesystem (ext4,
+	// with a marker file) in a partition.
 	tree := filepath.Join(src, "tree")
 	os.MkdirAll(filepath.Join(tree, "opt"), 0o755)
 	const marker = "imported-root-marker-51c2"
 	os.WriteFile(filepath.Join(tree, "opt", "marker.txt"), []byte(marker), 0o644)
 	raw := filepath.Join(src, "disk.raw")
-	if b, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", tree, raw, "64M").CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v: %s", err, b)
-	}
+	partitionedDisk(t, raw, tree)
 	// Not a disk image at all.
 	text := filepath.Join(src, "notes.txt")
 	os.WriteFile(text, []byte("this is not a disk image\n"), 0o644)
@@ -178,4 +179,28 @@ func copyDir(t *testing.T, src, dst string) string {
 		t.Fatalf("cp: %v: %s", err, b)
 	}
 	return dst
+}
+
+// partitionedDisk writes a raw disk at p: an MBR with one Linux partition from 1 MiB,
+// holding an ext4 filesystem made from tree.
+func partitionedDisk(t *testing.T, p, tree string) {
+	t.Helper()
+	const start, size = 1 << 20, 64 << 20
+	if b, err := exec.Command("mkfs.ext4", "-q", "-F", "-E", "offset="+strconv.Itoa(start), "-d", tree, p, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, b)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var mbr [66]byte // four partition entries and the signature, at 446
+	e := mbr[:16]
+	e[4] = 0x83 // Linux
+	binary.LittleEndian.PutUint32(e[8:], start/512)
+	binary.LittleEndian.PutUint32(e[12:], size/512)
+	mbr[64], mbr[65] = 0x55, 0xAA
+	if _, err := f.WriteAt(mbr[:], 446); err != nil {
+		t.Fatal(err)
+	}
 }

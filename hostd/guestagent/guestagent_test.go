@@ -54,6 +54,33 @@ func TestParseLoadOrder(t *testing.T) {
 	}
 }
 
+// The root filesystem is the whole disk, or a partitioned disk's first ext partition.
+func TestRootFilesystem(t *testing.T) {
+	sys, dev := t.TempDir(), t.TempDir()
+	ext := make([]byte, 2048)
+	ext[extMagicOffset], ext[extMagicOffset+1] = 0x53, 0xEF
+	other := make([]byte, 2048)
+	write := func(name string, b []byte) { os.WriteFile(filepath.Join(dev, name), b, 0o644) }
+	// vda: whole-disk ext4.
+	write("vda", ext)
+	// vdb: partitioned; vdb1 vfat-ish, vdb2 ext, vdb10 ext.
+	write("vdb", other)
+	for _, p := range []string{"vdb1", "vdb2", "vdb10"} {
+		os.MkdirAll(filepath.Join(sys, "vdb", p), 0o755)
+	}
+	os.MkdirAll(filepath.Join(sys, "vdb", "queue"), 0o755)
+	write("vdb1", other)
+	write("vdb2", ext)
+	write("vdb10", ext)
+	// vdc: no filesystem anywhere.
+	write("vdc", other)
+	for disk, want := range map[string]string{"vda": "vda", "vdb": "vdb2", "vdc": "vdc"} {
+		if got := rootFilesystem(sys, dev, disk); got != filepath.Join(dev, want) {
+			t.Errorf("%s: %s, want %s", disk, got, want)
+		}
+	}
+}
+
 func TestPickVolumes(t *testing.T) {
 	for _, tc := range []struct {
 		disks      []disk
