@@ -61,6 +61,7 @@ func newFixture(t *testing.T) *fixture {
 	cfg := service.Config{
 		ComputeTypes:   map[catalog.ComputeType]catalog.Hardware{catalog.ComputeStandard: {VCPUs: 2, MemoryMiB: 4096}, catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 2048}},
 		WorkspaceQuota: 10,
+		ImageDir:       filepath.Join(dir, "images"),
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc := service.New(st, cfg, &waker{}, nil, log)
