@@ -335,6 +335,7 @@ func run(path string, log *slog.Logger) error {
 		HealthMisses:        h.HealthMisses,
 		HealthTimeout:       h.HealthTimeout.Duration,
 		HealthGrace:         h.HealthGrace.Duration,
+		SnapshotInterval:    h.SnapshotInterval.Duration,
 		SiteZone:            siteZone,
 		TerminatedRetention: h.TerminatedRetention.Duration,
 		Preflight:           preflight,

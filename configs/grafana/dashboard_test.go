@@ -164,6 +164,7 @@ func exporterMetrics(t *testing.T) map[string]bool {
 	z.SessionLaunchTime.WithLabelValues(l...).Observe(1)
 	z.SessionDisconnect.WithLabelValues(l...).Inc()
 	z.UserConnected.WithLabelValues(l...).Set(1)
+	z.InSessionLatency.WithLabelValues(l...).Set(0.02)
 	z.Logins.WithLabelValues(w.DirectoryID, "ok").Inc()
 	n := netcfgmetrics.New()
 	n.Applied(&reconcile.Result{Changed: true, Duration: time.Millisecond}, nil)

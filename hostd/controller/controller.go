@@ -107,6 +107,9 @@ type Config struct {
 	HealthTimeout  time.Duration
 	HealthMisses   int
 	HealthGrace    time.Duration
+	// SnapshotInterval is how often a healthy WorkSpace gets a snapshot pair; zero is the
+	// guide's 12 hours.
+	SnapshotInterval time.Duration
 	// SiteZone is the site's time zone, in which the guide's maintenance windows open
 	// (hostd/maintenance). nil: no automatic maintenance.
 	SiteZone            *time.Location
@@ -187,6 +190,9 @@ func New(cfg Config) *Controller {
 	}
 	if cfg.HealthTimeout <= 0 {
 		cfg.HealthTimeout = 10 * time.Second
+	}
+	if cfg.SnapshotInterval <= 0 {
+		cfg.SnapshotInterval = workspace.SnapshotInterval
 	}
 	if cfg.HealthMisses < 1 {
 		cfg.HealthMisses = 1
@@ -490,6 +496,13 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 	if err != nil {
 		log.Error("load", "err", err)
 		return false
+	}
+	if !h.tidied && w.State != workspace.Terminated {
+		if err := c.removeUnfinishedSnapshots(w.ID); err != nil {
+			log.Error("remove unfinished snapshot files", "err", err)
+		} else {
+			h.tidied = true
+		}
 	}
 	if w, err = c.maintain(w); err != nil {
 		if !errors.Is(err, errSuperseded) {
@@ -1318,6 +1331,9 @@ func (c *Controller) removeOrphan(ctx context.Context, id string) error {
 type health struct {
 	misses  int
 	lastErr error
+	// tidied: the WorkSpace's snapshot directory has been cleared of files a crash left
+	// (a copy cut short) since this worker started.
+	tidied bool
 }
 
 // keepRunning keeps an AVAILABLE (or UNHEALTHY, or ADMIN_MAINTENANCE) WorkSpace running —

@@ -18,7 +18,7 @@ import (
 	"deskhost/hostd/workspace"
 )
 
-// Snapshots (guide catalog §7.1): every workspace.SnapshotInterval a healthy (AVAILABLE)
+// Snapshots (guide catalog §7.1): every Config.SnapshotInterval (the guide's 12 hours) a healthy (AVAILABLE)
 // WorkSpace's root and user volumes are copied as one pair, consistent across both:
 //
 //  1. the guest agent syncs and freezes the volumes' filesystems (FIFREEZE);
@@ -54,7 +54,7 @@ func (c *Controller) snapshotIfDue(ctx context.Context, w workspace.Workspace) e
 	if err != nil {
 		return err
 	}
-	if !snaps.Due(w.Created, c.cfg.Now()) {
+	if !snaps.Due(w.Created, c.cfg.Now(), c.cfg.SnapshotInterval) {
 		return nil
 	}
 	return c.snapshot(ctx, w, snaps)
@@ -163,6 +163,20 @@ func (c *Controller) snapshot(ctx context.Context, w workspace.Workspace, snaps 
 	return nil
 }
 
+// removeUnfinishedSnapshots deletes the files of id's snapshots that were never recorded:
+// copies a crash cut short. Only id's worker snapshots id, so none is being written now.
+func (c *Controller) removeUnfinishedSnapshots(id string) error {
+	snaps, err := Snapshots(c.cfg.Store, id)
+	if err != nil {
+		return err
+	}
+	err = c.removeUnrecorded(c.snapshotDir(id), snaps)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
 // removeUnrecorded deletes files in dir that no recorded pair names.
 func (c *Controller) removeUnrecorded(dir string, snaps workspace.Snapshots) error {
 	ents, err := os.ReadDir(dir)
@@ -176,6 +190,7 @@ func (c *Controller) removeUnrecorded(dir string, snaps workspace.Snapshots) err
 	for _, e := range ents {
 		p := filepath.Join(dir, e.Name())
 		if !slices.Contains(known, p) {
+			c.cfg.Log.Info("removing an unfinished snapshot file", "file", p)
 			if err := os.Remove(p); err != nil {
 				return err
 			}

@@ -73,6 +73,7 @@ type hostOptions struct {
 	// at its first start, instead of creating it with hostd's CLI.
 	legacy bool
 	store  string // hostd.store's value (YAML indented 4 past the key); default: a bbolt file
+	hostd  string // more hostd settings (YAML lines indented 2)
 }
 
 func newHost(t *testing.T) *host { return newHostWith(t, hostOptions{}) }
@@ -135,6 +136,7 @@ func newHostWith(t *testing.T, o hostOptions) *host {
     VALUE: {vcpus: 1, memoryMiB: 256}
 `, dir, sock, h.pool, network, pri, h.socket, h.listen, h.accessKey, h.secretKey)
 	cfg = strings.Replace(cfg, "  provisionTimeout: 4m\n", "  metrics: {listen: \""+h.metrics+"\"}\n  provisionTimeout: 4m\n", 1)
+	cfg = strings.Replace(cfg, "  provisionTimeout: 4m\n", o.hostd+"  provisionTimeout: 4m\n", 1)
 	if o.legacy {
 		cfg += fmt.Sprintf(legacySections, imageID, image, legacyBundle, directoryID)
 		h.bundle = legacyBundle

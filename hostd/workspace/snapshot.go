@@ -37,13 +37,13 @@ func (s Snapshots) Latest() (Snapshot, bool) {
 }
 
 // Due reports whether a WorkSpace created at created, with these snapshots, needs a new
-// pair at now: SnapshotInterval after the last one (or after its creation).
-func (s Snapshots) Due(created, now time.Time) bool {
+// pair at now: interval after the last one (or after its creation).
+func (s Snapshots) Due(created, now time.Time, interval time.Duration) bool {
 	last := created
 	if l, ok := s.Latest(); ok {
 		last = l.Time
 	}
-	return !now.Before(last.Add(SnapshotInterval))
+	return !now.Before(last.Add(interval))
 }
 
 // Add appends snap and returns the list to keep and the pairs dropped from it (their

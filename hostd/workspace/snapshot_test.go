@@ -10,17 +10,17 @@ import (
 func TestSnapshotSchedule(t *testing.T) {
 	created := time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC)
 	var s Snapshots
-	if s.Due(created, created.Add(SnapshotInterval-time.Second)) {
+	if s.Due(created, created.Add(SnapshotInterval-time.Second), SnapshotInterval) {
 		t.Error("due before 12 h since creation")
 	}
-	if !s.Due(created, created.Add(SnapshotInterval)) {
+	if !s.Due(created, created.Add(SnapshotInterval), SnapshotInterval) {
 		t.Error("not due 12 h after creation")
 	}
 	var dropped Snapshots
 	for i := 1; i <= 3; i++ {
 		at := created.Add(time.Duration(i) * SnapshotInterval)
 		s, dropped = s.Add(Snapshot{ID: SnapshotID(at), Time: at})
-		if s.Due(created, at.Add(SnapshotInterval-time.Second)) || !s.Due(created, at.Add(SnapshotInterval)) {
+		if s.Due(created, at.Add(SnapshotInterval-time.Second), SnapshotInterval) || !s.Due(created, at.Add(SnapshotInterval), SnapshotInterval) {
 			t.Errorf("pair %d: the next one is not due exactly 12 h later", i)
 		}
 	}

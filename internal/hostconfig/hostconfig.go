@@ -57,6 +57,9 @@ type Hostd struct {
 	// ("If you just rebooted or started your WorkSpace, wait a few minutes").
 	HealthTimeout Duration `yaml:"healthTimeout"`
 	HealthGrace   Duration `yaml:"healthGrace"`
+	// SnapshotInterval is how often a healthy WorkSpace's volumes are snapshotted: the
+	// guide's 12 hours unless set (shorter only for labs and tests).
+	SnapshotInterval Duration `yaml:"snapshotInterval"`
 	// SiteTimeZone is the site's IANA time zone (the guide's "time zone of the AWS
 	// Region"), in which the maintenance windows open (hostd/maintenance). Unset: no
 	// automatic maintenance, since hostd cannot tell the site's night from its day.

@@ -19,6 +19,7 @@ const (
 	DefaultHealthTimeout       = 10 * time.Second
 	DefaultHealthGrace         = 5 * time.Minute // "wait a few minutes"
 	DefaultTerminatedRetention = time.Hour
+	DefaultSnapshotInterval    = 12 * time.Hour // guide catalog §7.1: "every 12 hours"
 	DefaultRegion              = "local"
 	DefaultPool                = "deskhost"
 	DefaultThrottleRate        = 2 // "two API calls per second"
@@ -39,6 +40,7 @@ func (h *Hostd) defaults() {
 	set(&h.HealthTimeout, DefaultHealthTimeout)
 	set(&h.HealthGrace, DefaultHealthGrace)
 	set(&h.TerminatedRetention, DefaultTerminatedRetention)
+	set(&h.SnapshotInterval, DefaultSnapshotInterval)
 	if h.HealthMisses == 0 {
 		h.HealthMisses = DefaultHealthMisses
 	}
@@ -88,6 +90,9 @@ func (h *Hostd) validate(managedNetwork bool) error {
 	}
 	if h.DataDir == "" {
 		bad("hostd.dataDir: required")
+	}
+	if h.SnapshotInterval.Duration < 10*time.Second {
+		bad("hostd.snapshotInterval %s: at least 10s (the guide's is 12h)", h.SnapshotInterval.Duration)
 	}
 	if h.Libvirt.Socket == "" {
 		bad("hostd.libvirt.socket: required")

@@ -42,6 +42,9 @@ type SelfServiceRequest struct {
 	RootVolumeSizeGib int    `json:"rootVolumeSizeGib,omitempty"`
 	UserVolumeSizeGib int    `json:"userVolumeSizeGib,omitempty"`
 	RunningMode       string `json:"runningMode,omitempty"`
+	// Confirm is required by rebuild, which loses what the root volume holds and what the
+	// user volume got since its last backup.
+	Confirm bool `json:"confirm,omitempty"`
 }
 
 // SelfServiceResult is the answer: Result is one of the Result* values.
@@ -72,10 +75,20 @@ const (
 // Messages of self-service refusals, in the guide's words where it has them.
 const (
 	MsgVolumeCap = "Users can increase the size of the root volume up to 175 GB, and the size of the user volume up to 100 GB."
-	MsgRebuild   = "Rebuilding a WorkSpace from the client is not available on this host yet."
-	MsgRestarted = "Restarting disconnects you from your WorkSpace, shuts it down, and restarts it. Your data, operating system, and system settings are not affected."
-	MsgCompute   = "When a WorkSpace compute type change is in progress, you are disconnected from your WorkSpace, and you can't use or change the WorkSpace. This process may take up to an hour."
+	// MsgRebuildTooSoon: the guide's 12-hour wait, which is when the first backup of the
+	// user volume is taken (a rebuild restores it).
+	MsgRebuildTooSoon = "For a newly created WorkSpace, users must wait 12 hours before they can rebuild: your user volume has no backup yet."
+	MsgRebuildConfirm = "Rebuilding recreates your WorkSpace's root volume and restores your user volume from its last backup: confirm the rebuild."
+	MsgRestarted      = "Restarting disconnects you from your WorkSpace, shuts it down, and restarts it. Your data, operating system, and system settings are not affected."
+	MsgCompute        = "When a WorkSpace compute type change is in progress, you are disconnected from your WorkSpace, and you can't use or change the WorkSpace. This process may take up to an hour."
 )
+
+// MsgRebuilding is the answer to an accepted rebuild: what the user gets back, in the
+// guide's words.
+func MsgRebuilding(backup time.Time) string {
+	return "Your WorkSpace is being rebuilt: you are disconnected, and this process might take up to an hour. Your user volume is restored from its backup of " +
+		backup.UTC().Format("2006-01-02 15:04 MST") + "; because backups are completed every 12 hours, your data might be up to 12 hours old."
+}
 
 // MsgSelfServiceOff is the refusal of an action the directory does not allow; perm is the
 // guide's name of the permission ("Restart WorkSpace from client", ...).
@@ -109,8 +122,13 @@ func checkRequest(q SelfServiceRequest, ws workspaces.Workspace) error {
 		return nil
 	}
 	switch q.Action {
-	case ActionRestart, ActionRebuild:
+	case ActionRestart:
 		return extra(q == SelfServiceRequest{Action: q.Action})
+	case ActionRebuild:
+		if !q.Confirm {
+			return errors.New(MsgRebuildConfirm)
+		}
+		return extra(q == SelfServiceRequest{Action: q.Action, Confirm: true})
 	case ActionChangeComputeType:
 		if q.ComputeType == "" {
 			return errors.New("computeType is required")
@@ -234,7 +252,14 @@ func SelfService(ctx context.Context, backend workspaces.Backend, s *session.Ses
 	msg := "Your request has been accepted."
 	switch q.Action {
 	case ActionRebuild:
-		return refuse(http.StatusNotImplemented, ResultNotAvailable, MsgRebuild, "rebuild does not exist yet")
+		var backup time.Time
+		var ok bool
+		if backup, ok, err = ss.LatestBackup(ctx, ws.ID); err == nil && !ok {
+			return refuse(http.StatusConflict, ResultRefused, MsgRebuildTooSoon, "no snapshot yet")
+		}
+		if err == nil {
+			err, msg = ss.Rebuild(ctx, ws.ID), MsgRebuilding(backup)
+		}
 	case ActionRestart:
 		err, msg = ss.Reboot(ctx, ws.ID), MsgRestarted
 	case ActionChangeComputeType:

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsws "github.com/aws/aws-sdk-go-v2/service/workspaces"
@@ -68,17 +69,20 @@ func TestSelfServiceAgainstHostd(t *testing.T) {
 		t.Fatalf("create: %v %+v", err, failed)
 	}
 	id := made[0].ID
-	// As if the controller had booted it.
-	if err := st.Update(func(tx store.Tx) error {
-		w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
-		if err != nil {
-			return err
+	setAvailable := func() {
+		t.Helper()
+		if err := st.Update(func(tx store.Tx) error {
+			w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
+			if err != nil {
+				return err
+			}
+			w.State = workspace.Available
+			return store.PutJSON(tx, store.Workspaces, id, w)
+		}); err != nil {
+			t.Fatal(err)
 		}
-		w.State = workspace.Available
-		return store.PutJSON(tx, store.Workspaces, id, w)
-	}); err != nil {
-		t.Fatal(err)
 	}
+	setAvailable() // as if the controller had booted it
 	sock := filepath.Join(dir, "run", "hostd.sock")
 	os.MkdirAll(filepath.Dir(sock), 0o700)
 	ln, err := api.ListenUnix(sock)
@@ -143,4 +147,27 @@ func TestSelfServiceAgainstHostd(t *testing.T) {
 		t.Errorf("volume increase: HTTP %d %+v %v", code, res, err)
 	}
 	t.Logf("hostd's answer to the volume increase: %q", res.Message)
+
+	// Rebuild, once allowed: refused while the user volume has no backup, then accepted by
+	// hostd, which restores the latest one.
+	setAvailable() // as if the controller had finished the restart
+	if _, err := admin.ModifySelfservicePermissions(ctx, &awsws.ModifySelfservicePermissionsInput{ResourceId: aws.String("d-0000000007"),
+		SelfservicePermissions: &types.SelfservicePermissions{RebuildWorkspace: types.ReconnectEnumEnabled}}); err != nil {
+		t.Fatal(err)
+	}
+	do(broker.SelfServiceRequest{Action: broker.ActionRebuild, Confirm: true}, http.StatusConflict, broker.ResultRefused, broker.MsgRebuildTooSoon)
+	if s := get().State; s != workspace.Available {
+		t.Errorf("state %s after a refused rebuild", s)
+	}
+	backup := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
+	if err := st.Update(func(tx store.Tx) error { // as if the controller had taken a pair
+		return store.PutJSON(tx, store.Snapshots, id, workspace.Snapshots{{ID: workspace.SnapshotID(backup), Time: backup,
+			Root: filepath.Join(dir, "root.qcow2"), User: filepath.Join(dir, "user.qcow2")}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	do(broker.SelfServiceRequest{Action: broker.ActionRebuild, Confirm: true}, http.StatusOK, broker.ResultAccepted, broker.MsgRebuilding(backup))
+	if s := get().State; s != workspace.Rebuilding {
+		t.Errorf("state %s after an accepted rebuild", s)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"deskhost/internal/catalog"
 	"deskhost/zeroclient/broker"
@@ -26,6 +27,20 @@ type selfServiceWorkspaces struct {
 	calls []string
 	// refuse is hostd's answer to a compute type change.
 	refuse error
+	// backup is the time of the user volume's latest snapshot (zero: none yet).
+	backup time.Time
+}
+
+func (s *selfServiceWorkspaces) Rebuild(_ context.Context, id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, "rebuild "+id)
+	return nil
+}
+func (s *selfServiceWorkspaces) LatestBackup(context.Context, string) (time.Time, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.backup, !s.backup.IsZero(), nil
 }
 
 func (s *selfServiceWorkspaces) Permissions(context.Context, string) (catalog.SelfServicePermissions, error) {
@@ -65,7 +80,7 @@ func itoa(n int) string {
 
 // TestSelfService: a logged-in user's self-service actions through the TLS broker, each
 // only where the directory's permission is ENABLED, with the guide's volume caps; hostd's
-// refusals reach the user with hostd's message; rebuild says it does not exist yet.
+// refusals reach the user with hostd's message; rebuild needs a confirmation and a backup.
 func TestSelfService(t *testing.T) {
 	ws := &selfServiceWorkspaces{
 		staticWorkspaces: staticWorkspaces{"d-0000000007/paul": {ID: "ws-paul000001", State: "AVAILABLE", Protocol: "PCOIP",
@@ -99,7 +114,7 @@ func TestSelfService(t *testing.T) {
 		{broker.SelfServiceRequest{Action: broker.ActionSwitchRunningMode, RunningMode: "ALWAYS_ON"}, "Switch running mode"},
 		{broker.SelfServiceRequest{Action: broker.ActionChangeComputeType, ComputeType: "STANDARD"}, "Change compute type"},
 		{broker.SelfServiceRequest{Action: broker.ActionIncreaseVolume, RootVolumeSizeGib: 175}, "Increase volume size"},
-		{broker.SelfServiceRequest{Action: broker.ActionRebuild}, "Rebuild WorkSpace from client"},
+		{broker.SelfServiceRequest{Action: broker.ActionRebuild, Confirm: true}, "Rebuild WorkSpace from client"},
 	} {
 		do(tc.q, http.StatusForbidden, broker.ResultForbidden, broker.MsgSelfServiceOff(tc.perm))
 	}
@@ -121,13 +136,27 @@ func TestSelfService(t *testing.T) {
 	do(broker.SelfServiceRequest{Action: broker.ActionIncreaseVolume, UserVolumeSizeGib: 10}, http.StatusBadRequest, broker.ResultInvalid, "")
 	do(broker.SelfServiceRequest{Action: broker.ActionChangeComputeType, ComputeType: "STANDARD"}, http.StatusConflict, broker.ResultRefused,
 		"changing the compute type is not supported by this host yet")
-	do(broker.SelfServiceRequest{Action: broker.ActionRebuild}, http.StatusNotImplemented, broker.ResultNotAvailable, broker.MsgRebuild)
+	// Rebuild: confirmed, and only once the user volume has a backup (the guide's 12 hours).
+	do(broker.SelfServiceRequest{Action: broker.ActionRebuild}, http.StatusBadRequest, broker.ResultInvalid, broker.MsgRebuildConfirm)
+	do(broker.SelfServiceRequest{Action: broker.ActionRebuild, Confirm: true}, http.StatusConflict, broker.ResultRefused, broker.MsgRebuildTooSoon)
+	if c := ws.took(); !slices.Equal(c, []string{"modify ws-paul000001 /ALWAYS_ON//", "modify ws-paul000001 //175/100"}) {
+		t.Errorf("hostd calls %q", c)
+	}
+	backup := time.Date(2026, 12, 6, 0, 0, 0, 0, time.UTC)
+	ws.mu.Lock()
+	ws.backup = backup
+	ws.mu.Unlock()
+	do(broker.SelfServiceRequest{Action: broker.ActionRebuild, Confirm: true}, http.StatusOK, broker.ResultAccepted, broker.MsgRebuilding(backup))
+	if c := ws.took(); !slices.Equal(c, []string{"rebuild ws-paul000001"}) {
+		t.Errorf("hostd calls %q", c)
+	}
 	// Bad requests change nothing.
 	do(broker.SelfServiceRequest{Action: "format-disk"}, http.StatusBadRequest, broker.ResultInvalid, "")
 	do(broker.SelfServiceRequest{Action: broker.ActionRestart, ComputeType: "POWER"}, http.StatusBadRequest, broker.ResultInvalid, "")
 	do(broker.SelfServiceRequest{Action: broker.ActionSwitchRunningMode, RunningMode: "SOMETIMES"}, http.StatusBadRequest, broker.ResultInvalid, "")
-	if c := ws.took(); !slices.Equal(c, []string{"modify ws-paul000001 /ALWAYS_ON//", "modify ws-paul000001 //175/100"}) {
-		t.Errorf("hostd calls %q", c)
+	do(broker.SelfServiceRequest{Action: broker.ActionRestart, Confirm: true}, http.StatusBadRequest, broker.ResultInvalid, "")
+	if c := ws.took(); len(c) > 0 {
+		t.Errorf("bad requests reached hostd: %q", c)
 	}
 	// Audited.
 	if !strings.Contains(r.logs.String(), "broker: self-service") {

@@ -43,6 +43,9 @@ type Config struct {
 	Metrics          *metrics.Metrics
 	Log              *slog.Logger
 	Now              func() time.Time
+	// LatencyInterval is how often a session's round trip is sampled (InSessionLatency);
+	// zero: LatencyInterval.
+	LatencyInterval time.Duration
 	// SessionsChanged, if set, is called (without blocking) whenever a session begins or
 	// ends: Connected has changed.
 	SessionsChanged func()
@@ -61,6 +64,9 @@ type Gateway struct {
 
 // New makes a gateway.
 func New(c Config) *Gateway {
+	if c.LatencyInterval <= 0 {
+		c.LatencyInterval = LatencyInterval
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -235,7 +241,7 @@ const ReasonWebSecurity = "The web client authenticates with its connect tag bef
 // on the client (a takeover or a cut must not wait on a browser that stopped reading);
 // conn's own Close says goodbye when the display ends the session. It returns when the
 // session ends.
-func (g *Gateway) ServeWeb(conn net.Conn, closeNow func(), tag tags.Tag, from netip.Addr) {
+func (g *Gateway) ServeWeb(conn, transport net.Conn, closeNow func(), tag tags.Tag, from netip.Addr) {
 	g.wg.Add(1)
 	defer g.wg.Done()
 	defer g.recoverConn(conn, "web connection")
@@ -281,7 +287,7 @@ func (g *Gateway) ServeWeb(conn net.Conn, closeNow func(), tag tags.Tag, from ne
 		g.c.Log.Info("gateway: web connection refused", "client", from.String(), "err", err)
 		return
 	}
-	r.web = true
+	r.web, r.transport = true, transport
 	r.run(g)
 }
 
@@ -429,15 +435,18 @@ func (g *Gateway) refuse(tc net.Conn, minor int, e *errRefused) error {
 
 // relay is one client's session.
 type relay struct {
-	tag      tags.Tag
-	client   net.Conn   // RFB to the client: TLS, or a WebSocket
-	raw      net.Conn   // what client runs over (TCP), closed at once by close
-	co       *coalescer // gathers client's writes (TLS); nil for a WebSocket
-	up       net.Conn
-	from     netip.Addr
-	web      bool // a Web Access session (ServeWeb)
-	once     sync.Once
-	replaced bool
+	tag    tags.Tag
+	client net.Conn   // RFB to the client: TLS, or a WebSocket
+	raw    net.Conn   // what client runs over (TCP), closed at once by close
+	co     *coalescer // gathers client's writes (TLS); nil for a WebSocket
+	up     net.Conn
+	from   netip.Addr
+	web    bool // a Web Access session (ServeWeb)
+	// transport is the TCP connection a Web Access session's WebSocket runs over (nil:
+	// raw is that connection, or wraps it).
+	transport net.Conn
+	once      sync.Once
+	replaced  bool
 }
 
 // close ends the session from any goroutine at once: it closes the TCP connection under
@@ -463,6 +472,8 @@ func (r *relay) run(g *Gateway) {
 	g.mu.Unlock()
 	g.sessionsChanged()
 	g.c.Metrics.UserConnected.WithLabelValues(labels...).Set(1)
+	stopSampling, sampled := make(chan struct{}), make(chan struct{})
+	go func() { defer close(sampled); r.sampleLatency(g, labels, stopSampling) }()
 	start := g.c.Now()
 	var toUp, toClient int64
 	done := make(chan struct{})
@@ -471,11 +482,15 @@ func (r *relay) run(g *Gateway) {
 	defer func() {
 		r.close()
 		<-done
+		close(stopSampling)
+		<-sampled
 		g.mu.Lock()
 		ended := g.active[r.tag.WorkspaceID] == r
 		if ended {
 			delete(g.active, r.tag.WorkspaceID)
 			g.c.Metrics.UserConnected.WithLabelValues(labels...).Set(0)
+			// No session, no latency: the series goes until the next session.
+			g.c.Metrics.InSessionLatency.DeleteLabelValues(labels...)
 		}
 		g.mu.Unlock()
 		if ended {

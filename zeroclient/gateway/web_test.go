@@ -35,8 +35,9 @@ func webRig(t testing.TB, r *rig) string {
 		}
 		c.SetReadLimit(1 << 20)
 		nc := websocket.NetConn(context.Background(), c, websocket.MessageBinary)
-		r.g.ServeWeb(nc, func() { c.CloseNow() }, tag, ap.Addr())
+		r.g.ServeWeb(nc, Transport(req.Context()), func() { c.CloseNow() }, tag, ap.Addr())
 	}))
+	srv.Config.ConnContext = WithTransport // as zeroclient's broker server does
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return "wss" + strings.TrimPrefix(srv.URL, "https")

@@ -1,7 +1,8 @@
 // Package metrics is zeroclient's Prometheus exporter, under deskhost_zeroclient_, with
 // the guide's CloudWatch connection metrics (catalog §20) named by Prometheus' conventions
 // and the CloudWatch name leading each HELP text: ConnectionAttempt, ConnectionSuccess,
-// ConnectionFailure, SessionLaunchTime (seconds), SessionDisconnect and UserConnected,
+// ConnectionFailure, SessionLaunchTime (seconds), SessionDisconnect, UserConnected and
+// InSessionLatency (seconds),
 // labelled directory_id and workspace_id. Every connection attempt (an allocate-resource
 // by an authenticated user) ends as exactly one success or one failure, so Attempt =
 // Success + Failure over any period, as the guide's footnotes imply.
@@ -25,6 +26,7 @@ type Metrics struct {
 	SessionLaunchTime *prometheus.HistogramVec
 	SessionDisconnect *prometheus.CounterVec
 	UserConnected     *prometheus.GaugeVec
+	InSessionLatency  *prometheus.GaugeVec
 	// Logins counts authenticate outcomes by directory and result (not a guide metric:
 	// what an operator watches for brute force).
 	Logins *prometheus.CounterVec
@@ -51,11 +53,13 @@ func New() *Metrics {
 			Help: "CloudWatch SessionDisconnect: The number of connections that were closed, including user-initiated and failed connections."}, labels),
 		UserConnected: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name("user_connected"),
 			Help: "CloudWatch UserConnected: The number of WorkSpaces that have a user connected (1 per WorkSpace while a user is)."}, labels),
+		InSessionLatency: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name("in_session_latency_seconds"),
+			Help: "CloudWatch InSessionLatency: The round trip time between the WorkSpaces client and the WorkSpace (the smoothed TCP round trip of the session's connection, sampled every 5 s while a user is connected)."}, labels),
 		Logins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: name("logins_total"),
 			Help: "Authenticate outcomes by directory and result id."}, []string{"directory_id", "result"}),
 	}
 	m.Registry.MustRegister(m.ConnectionAttempt, m.ConnectionSuccess, m.ConnectionFailure, m.SessionLaunchTime,
-		m.SessionDisconnect, m.UserConnected, m.Logins, collectors.NewGoCollector())
+		m.SessionDisconnect, m.UserConnected, m.InSessionLatency, m.Logins, collectors.NewGoCollector())
 	return m
 }
 

@@ -19,6 +19,7 @@ func TestExporter(t *testing.T) {
 	m.SessionLaunchTime.WithLabelValues(l...).Observe(1.5)
 	m.SessionDisconnect.WithLabelValues(l...).Inc()
 	m.UserConnected.WithLabelValues(l...).Set(1)
+	m.InSessionLatency.WithLabelValues(l...).Set(0.25)
 	m.Logins.WithLabelValues("d-0123456789", "ok").Inc()
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()
@@ -34,6 +35,7 @@ func TestExporter(t *testing.T) {
 		"deskhost_zeroclient_session_launch_seconds":     {"SessionLaunchTime", 1},
 		"deskhost_zeroclient_session_disconnects_total":  {"SessionDisconnect", 1},
 		"deskhost_zeroclient_user_connected":             {"UserConnected", 1},
+		"deskhost_zeroclient_in_session_latency_seconds": {"InSessionLatency", 0.25},
 	} {
 		if got, ok := metricstest.Value(fams, name, want); !ok || got != c.v {
 			t.Errorf("%s = %v (present %v), want %v", name, got, ok, c.v)

@@ -38,6 +38,9 @@ type countedConn struct {
 	once sync.Once
 }
 
+// NetConn is the admitted connection itself (the gateway reads its TCP round trip).
+func (cc *countedConn) NetConn() net.Conn { return cc.Conn }
+
 func (cc *countedConn) Close() error {
 	err := cc.Conn.Close()
 	cc.once.Do(func() { cc.c.release(cc) })

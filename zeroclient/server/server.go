@@ -214,6 +214,8 @@ func New(c *hostconfig.Config, log *slog.Logger, opt Options) (_ *Server, err er
 	bl = s.conns.listener(bl)
 	srv := &http.Server{Handler: mux, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 150 * time.Second, IdleTimeout: 120 * time.Second, ConnState: s.conns.connState,
+		// Web Access sessions measure their round trip on the connection (InSessionLatency).
+		ConnContext: gateway.WithTransport,
 		// HTTP/1.1 only: the broker protocol's chunked responses are an HTTP/1.1 notion (and
 		// Web Access's WebSocket is an HTTP/1.1 upgrade).
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},

@@ -550,7 +550,8 @@ func (w *Web) handleSelfService(rw http.ResponseWriter, r *http.Request, s *sess
 		return n
 	}
 	q := broker.SelfServiceRequest{Action: r.PostFormValue("action"), ComputeType: r.PostFormValue("computeType"),
-		RootVolumeSizeGib: num("rootVolumeSizeGib"), UserVolumeSizeGib: num("userVolumeSizeGib"), RunningMode: r.PostFormValue("runningMode")}
+		RootVolumeSizeGib: num("rootVolumeSizeGib"), UserVolumeSizeGib: num("userVolumeSizeGib"), RunningMode: r.PostFormValue("runningMode"),
+		Confirm: r.PostFormValue("confirm") == "yes"}
 	code, res, reason := broker.SelfService(r.Context(), w.c.Workspaces, s, q)
 	from := clientAddr(r).String()
 	w.c.Events.Audit("self-service", res.Result, reason, map[string]string{"clientIpAddress": from, "directoryId": s.DirectoryID,
@@ -755,7 +756,7 @@ func (w *Web) serveWebSocket(rw http.ResponseWriter, r *http.Request) {
 	// answer: the page then knows not to reconnect, as it does after a network drop (which
 	// leaves it no close frame, 1006).
 	end := func() { go c.Close(CloseEnded, "Session ended by the service: opened elsewhere, or access changed.") }
-	w.c.Gateway.ServeWeb(nc, end, tag, from)
+	w.c.Gateway.ServeWeb(nc, gateway.Transport(r.Context()), end, tag, from)
 }
 
 // CloseEnded is the WebSocket close code of a session the service ended; desktop.js does

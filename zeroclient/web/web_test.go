@@ -452,6 +452,10 @@ func (s staticWorkspaces) Permissions(context.Context, string) (catalog.SelfServ
 }
 func (s staticWorkspaces) Reboot(context.Context, string) error                    { return nil }
 func (s staticWorkspaces) Modify(context.Context, string, workspaces.Change) error { return nil }
+func (s staticWorkspaces) Rebuild(context.Context, string) error                   { return nil }
+func (s staticWorkspaces) LatestBackup(context.Context, string) (time.Time, bool, error) {
+	return time.Now().Add(-time.Hour), true, nil
+}
 
 // TestSelfServicePage (wes: a user without MFA): the WorkSpace page's self-service forms go through the broker's
 // rules: restart is accepted and said so; a running-mode switch the directory does not
@@ -475,6 +479,17 @@ func TestSelfServicePage(t *testing.T) {
 	p = b.do(http.MethodPost, "/web/self-service", url.Values{"csrf": {csrf}, "action": {"switch-running-mode"}, "runningMode": {"ALWAYS_ON"}}, nil)
 	if got := html.UnescapeString(errorOf(p.body)); p.code != http.StatusForbidden || got != broker.MsgSelfServiceOff("Switch running mode") {
 		t.Errorf("switch running mode: %d %q", p.code, got)
+	}
+	if !strings.Contains(wp.body, `id="ss-rebuild"`) {
+		t.Error("no rebuild form on the WorkSpace page")
+	}
+	p = b.do(http.MethodPost, "/web/self-service", url.Values{"csrf": {csrf}, "action": {"rebuild"}}, nil)
+	if got := html.UnescapeString(errorOf(p.body)); p.code != http.StatusBadRequest || got != broker.MsgRebuildConfirm {
+		t.Errorf("rebuild unconfirmed: %d %q", p.code, got)
+	}
+	p = b.do(http.MethodPost, "/web/self-service", url.Values{"csrf": {csrf}, "action": {"rebuild"}, "confirm": {"yes"}}, nil)
+	if got := html.UnescapeString(errorOf(p.body)); p.code != http.StatusForbidden || got != broker.MsgSelfServiceOff("Rebuild WorkSpace from client") {
+		t.Errorf("rebuild: %d %q", p.code, got)
 	}
 	p = b.do(http.MethodPost, "/web/self-service", url.Values{"action": {"restart"}}, nil)
 	if p.code != http.StatusForbidden {

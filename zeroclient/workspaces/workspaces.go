@@ -121,6 +121,10 @@ type SelfService interface {
 	Permissions(ctx context.Context, directoryID string) (catalog.SelfServicePermissions, error)
 	Reboot(ctx context.Context, id string) error
 	Modify(ctx context.Context, id string, c Change) error
+	Rebuild(ctx context.Context, id string) error
+	// LatestBackup is the time of the user volume's latest snapshot, the one a rebuild
+	// restores; false when there is none yet.
+	LatestBackup(ctx context.Context, id string) (time.Time, bool, error)
 }
 
 // Change is a self-service ModifyWorkspaceProperties: zero values are left as they are.
@@ -157,6 +161,34 @@ func (c *Client) Reboot(ctx context.Context, id string) error {
 		return &RequestError{Code: aws.ToString(f.ErrorCode), Message: aws.ToString(f.ErrorMessage)}
 	}
 	return nil
+}
+
+// Rebuild implements SelfService (RebuildWorkspaces).
+func (c *Client) Rebuild(ctx context.Context, id string) error {
+	out, err := c.api.RebuildWorkspaces(ctx, &workspaces.RebuildWorkspacesInput{RebuildWorkspaceRequests: []types.RebuildRequest{{WorkspaceId: aws.String(id)}}})
+	if err != nil {
+		return fmt.Errorf("hostd: rebuild %s: %w", id, err)
+	}
+	if len(out.FailedRequests) > 0 {
+		f := out.FailedRequests[0]
+		return &RequestError{Code: aws.ToString(f.ErrorCode), Message: aws.ToString(f.ErrorMessage)}
+	}
+	return nil
+}
+
+// LatestBackup implements SelfService (DescribeWorkspaceSnapshots' RebuildSnapshots).
+func (c *Client) LatestBackup(ctx context.Context, id string) (time.Time, bool, error) {
+	out, err := c.api.DescribeWorkspaceSnapshots(ctx, &workspaces.DescribeWorkspaceSnapshotsInput{WorkspaceId: aws.String(id)})
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("hostd: describe snapshots of %s: %w", id, err)
+	}
+	var last time.Time
+	for _, s := range out.RebuildSnapshots {
+		if t := aws.ToTime(s.SnapshotTime); t.After(last) {
+			last = t
+		}
+	}
+	return last, !last.IsZero(), nil
 }
 
 // RequestError is hostd's refusal of one request of a batch.
