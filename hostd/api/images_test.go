@@ -261,20 +261,20 @@ func TestImportWorkspaceImageThroughAPI(t *testing.T) {
 		return len(imgs)
 	}
 	before := count()
-	_, err = c.Client.ImportWorkspaceImage(ctx, &workspaces.ImportWorkspaceImageInput{Ec2ImageId: aws.String("ami-0123456789abcdef0"),
+	_, err = c.ImportWorkspaceImage(ctx, &workspaces.ImportWorkspaceImageInput{Ec2ImageId: aws.String("ami-0123456789abcdef0"),
 		IngestionProcess: types.WorkspaceImageIngestionProcessByolRegular, ImageName: aws.String("byol"), ImageDescription: aws.String("byol")})
-	if ae := apiErr(t, err, "ResourceNotFoundException"); !strings.Contains(ae.ErrorMessage(), "Deskhost.ImportWorkspaceImage") {
+	if ae := apiErr(t, err, "ResourceNotFoundException"); !strings.Contains(ae.ErrorMessage(), "Deskhost.ImportImage") {
 		t.Errorf("import of an EC2 image: %s", ae.ErrorMessage())
 	}
 	disk := filepath.Join(t.TempDir(), "disk.qcow2")
 	if err := os.WriteFile(disk, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	in := func(src, ingestion, base string) *hostdclient.ImportWorkspaceImageInput {
-		return &hostdclient.ImportWorkspaceImageInput{Source: src, IngestionProcess: ingestion, ImageName: "byol", ImageDescription: "BYOL image", BaseImageId: base}
+	in := func(src, ingestion, base string) *hostdclient.ImportImageInput {
+		return &hostdclient.ImportImageInput{Source: src, IngestionProcess: ingestion, ImageName: "byol", ImageDescription: "BYOL image", BaseImageId: base}
 	}
 	for _, tc := range []struct {
-		in         *hostdclient.ImportWorkspaceImageInput
+		in         *hostdclient.ImportImageInput
 		code, want string
 	}{
 		{in("images/disk.qcow2", "BYOL_REGULAR", ""), "InvalidParameterValuesException", "neither an absolute path nor an http(s) URL"},
@@ -286,7 +286,7 @@ func TestImportWorkspaceImageThroughAPI(t *testing.T) {
 		{in(disk, "BYOL_GRAPHICS", ""), "InvalidParameterValuesException", "no GPUs"},
 		{in(disk, "BYOL_REGULAR", "wsi-doesnotexist"), "ResourceNotFoundException", "wsi-doesnotexist"},
 	} {
-		_, err := c.ImportWorkspaceImage(ctx, tc.in)
+		_, err := c.ImportImage(ctx, tc.in)
 		if ae := apiErr(t, err, tc.code); !strings.Contains(ae.ErrorMessage(), tc.want) {
 			t.Errorf("import %+v: %s, want it to say %q", *tc.in, ae.ErrorMessage(), tc.want)
 		}
@@ -296,7 +296,7 @@ func TestImportWorkspaceImageThroughAPI(t *testing.T) {
 	}
 
 	woken := len(e.waker.calls())
-	out, err := c.ImportWorkspaceImage(ctx, in(disk, "BYOL_REGULAR", ""))
+	out, err := c.ImportImage(ctx, in(disk, "BYOL_REGULAR", ""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,6 +312,6 @@ func TestImportWorkspaceImageThroughAPI(t *testing.T) {
 	}
 	_, err = c.DeleteWorkspaceImage(ctx, &workspaces.DeleteWorkspaceImageInput{ImageId: aws.String(out.ImageId)})
 	apiErr(t, err, "InvalidResourceStateException")
-	_, err = c.ImportWorkspaceImage(ctx, in(disk, "BYOL_REGULAR", ""))
+	_, err = c.ImportImage(ctx, in(disk, "BYOL_REGULAR", ""))
 	apiErr(t, err, "ResourceAlreadyExistsException") // the name is taken
 }

@@ -114,7 +114,7 @@ var ownOperations = map[string]operation{
 	"DeleteUsers":              op(shDeleteUsersRequest, deleteUsers),
 	"DescribeUsers":            op(shDescribeUsersRequest, describeUsers),
 	"RegisterImage":            op(shRegisterImageRequest, registerImage),
-	"ImportWorkspaceImage":     op(shDeskhostImportWorkspaceImageRequest, deskhostImportWorkspaceImage),
+	"ImportImage":              op(shImportImageRequest, importImage),
 }
 
 // ReportConnectionsOperation is hostd's own operation by which the connection manager

@@ -44,7 +44,7 @@ var (
 	// hostd's own import: AWS's request with Source (a path on this host or an http(s)
 	// URL) where AWS has an EC2 image id, and BaseImageId, the image whose kernel and
 	// initramfs (the guest agent) an imported disk boots with.
-	shDeskhostImportWorkspaceImageRequest = structure("ImportWorkspaceImageRequest", []string{"Source", "IngestionProcess", "ImageName", "ImageDescription"},
+	shImportImageRequest = structure("ImportImageRequest", []string{"Source", "IngestionProcess", "ImageName", "ImageDescription"},
 		m("Source", strLen("ImageSource", ip(1), ip(4096))),
 		m("IngestionProcess", shIngestionProcess),
 		m("ImageName", shWorkspaceImageName),
@@ -65,10 +65,10 @@ type importWorkspaceImageRequest struct {
 
 // importWorkspaceImage is AWS's import of an EC2 image, which this host does not have.
 func importWorkspaceImage(ctx context.Context, svc Service, r *importWorkspaceImageRequest) (any, error) {
-	return nil, catalog.Errorf(catalog.ResourceNotFound, "EC2 image %s: this host has no EC2 images; import a qcow2 or raw disk image (a path on the host or an http(s) URL) with hostd's own %sImportWorkspaceImage and its Source member (hostd images import --source ...)", r.Ec2ImageId, OwnTargetPrefix)
+	return nil, catalog.Errorf(catalog.ResourceNotFound, "EC2 image %s: this host has no EC2 images; import a qcow2 or raw disk image (a path on the host or an http(s) URL) with hostd's own %sImportImage and its Source member (hostd images import --source ...)", r.Ec2ImageId, OwnTargetPrefix)
 }
 
-type deskhostImportWorkspaceImageRequest struct {
+type importImageRequest struct {
 	Source           string    `json:"Source"`
 	IngestionProcess string    `json:"IngestionProcess"`
 	ImageName        string    `json:"ImageName"`
@@ -77,7 +77,7 @@ type deskhostImportWorkspaceImageRequest struct {
 	Tags             []wireTag `json:"Tags,omitempty"`
 }
 
-func deskhostImportWorkspaceImage(ctx context.Context, svc Service, r *deskhostImportWorkspaceImageRequest) (any, error) {
+func importImage(ctx context.Context, svc Service, r *importImageRequest) (any, error) {
 	img, err := svc.ImportWorkspaceImage(ctx, service.ImportImageRequest{Source: r.Source, IngestionProcess: r.IngestionProcess,
 		Name: r.ImageName, Description: r.ImageDescription, BaseImage: deref(r.BaseImageId), Tags: toTags(r.Tags)})
 	if err != nil {

@@ -679,7 +679,7 @@ func imagesImport(r *run) int {
 	if c == nil {
 		return code
 	}
-	out, err := c.ImportWorkspaceImage(r.ctx, &hostdclient.ImportWorkspaceImageInput{Source: r.dir, IngestionProcess: "BYOL_REGULAR",
+	out, err := c.ImportImage(r.ctx, &hostdclient.ImportImageInput{Source: r.dir, IngestionProcess: "BYOL_REGULAR",
 		ImageName: r.name, ImageDescription: r.description, BaseImageId: r.image})
 	if err != nil {
 		return r.fail(err)

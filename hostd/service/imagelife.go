@@ -20,8 +20,8 @@ import (
 
 // The images hostd makes (guide catalog §4.1): CreateWorkspaceImage captures a WorkSpace's
 // root volume (hostd/controller/capture.go), CopyWorkspaceImage copies an image on this
-// host, ImportWorkspaceImage brings in an operator's own image (import.go in
-// hostd/imageimport). Each lives in Config.ImageDir/<image id>, PENDING until it is
+// host, ImportWorkspaceImage brings in an operator's own image (hostd/controller/import.go
+// fetches, converts and test-boots it). Each lives in Config.ImageDir/<image id>, PENDING until it is
 // complete, and counts against the 20-image quota from the moment it is asked for.
 
 // CreateImageRequest is CreateWorkspaceImage's input.

@@ -337,10 +337,10 @@ func (c *Client) IssueConnectTag(ctx context.Context, in *IssueConnectTagInput) 
 	return out, c.Call(ctx, DeskhostTarget+"IssueConnectTag", in, out)
 }
 
-// ImportWorkspaceImageInput is hostd's own ImportWorkspaceImage: AWS's request with
+// ImportImageInput is hostd's own ImportImage (AWS's ImportWorkspaceImage for disks): AWS's request with
 // Source (an absolute path on the host or an http(s) URL of a qcow2 or raw disk image, or
 // the path of an imagebuild desktop image directory) in place of Ec2ImageId.
-type ImportWorkspaceImageInput struct {
+type ImportImageInput struct {
 	Source           string
 	IngestionProcess string // BYOL_REGULAR
 	ImageName        string
@@ -348,14 +348,14 @@ type ImportWorkspaceImageInput struct {
 	BaseImageId      string `json:",omitempty"`
 }
 
-// ImportWorkspaceImageOutput names the new (PENDING) image.
-type ImportWorkspaceImageOutput struct {
+// ImportImageOutput names the new (PENDING) image.
+type ImportImageOutput struct {
 	ImageId string
 }
 
-// ImportWorkspaceImage starts an import; DescribeWorkspaceImages follows it to AVAILABLE
+// ImportImage starts an import; DescribeWorkspaceImages follows it to AVAILABLE
 // or ERROR.
-func (c *Client) ImportWorkspaceImage(ctx context.Context, in *ImportWorkspaceImageInput) (*ImportWorkspaceImageOutput, error) {
-	out := &ImportWorkspaceImageOutput{}
-	return out, c.Call(ctx, DeskhostTarget+"ImportWorkspaceImage", in, out)
+func (c *Client) ImportImage(ctx context.Context, in *ImportImageInput) (*ImportImageOutput, error) {
+	out := &ImportImageOutput{}
+	return out, c.Call(ctx, DeskhostTarget+"ImportImage", in, out)
 }
