@@ -46,7 +46,3 @@ func (a *agentClient) Thaw(ctx context.Context) ([]string, error)   { return a.c
 
 func (a *agentClient) Shutdown(ctx context.Context) error { return a.c.Shutdown(ctx, false) }
 func (a *agentClient) Close() error                       { return a.c.Close() }
-
-func (a *agentClient) Sanitize(ctx context.Context) (float64, []string, error) {
-	return a.c.Sanitize(ctx)
-}

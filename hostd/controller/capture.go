@@ -23,28 +23,29 @@ import (
 // Image capture (CreateWorkspaceImage, guide catalog §4.1, §4.3). While the WorkSpace is
 // SUSPENDED and its image PENDING:
 //
-//  1. the guest agent runs the guide's Linux sanitising steps on the root volume (SSH host
-//     keys shredded, machine-id truncated, logs, caches and shell histories removed), and
-//     refuses a root volume 97 % full or more;
-//  2. as for a snapshot, the agent freezes the filesystems and libvirt pauses the domain;
-//  3. the root volume is flattened (qemu-img convert: no backing file) into the image's
-//     directory, beside links to the source image's kernel and initramfs, and an
-//     image.json with their checksums;
-//  4. the domain resumes, the filesystems thaw, the image becomes AVAILABLE (ERROR, with
-//     the reason, if a step failed) and the WorkSpace AVAILABLE again.
+//  1. as for a snapshot, the WorkSpace's agent freezes its filesystems, libvirt pauses the
+//     domain, and the root volume is flattened (qemu-img convert: no backing file) into
+//     the image's directory; the domain resumes and the filesystems thaw;
+//  2. that copy is booted on its own, with the source image's kernel and initramfs, in an
+//     isolated domain named after the image (no NIC), and its guest agent runs the guide's
+//     Linux sanitising steps on it (SSH host keys shredded, machine-id truncated, logs,
+//     caches and shell histories removed), refusing a root volume 97 % full or more; the
+//     guest powers off cleanly, its RAM scrubbed;
+//  3. the sanitised volume is flattened again into the image's root.qcow2, beside links
+//     to the source image's kernel and initramfs and an image.json with their checksums;
+//  4. the image becomes AVAILABLE (ERROR, with the reason, if a step failed) and the
+//     WorkSpace AVAILABLE again.
 //
-// A capture cut short by a crash starts again from step 1 (every step can be repeated).
-// The sanitising runs in the WorkSpace's own guest: the WorkSpace loses what the image
-// must not carry (its SSH host keys, logs, caches; systemd makes a new machine-id at its
-// next boot), as the guide's sanitising of a Linux WorkSpace does.
+// The WorkSpace itself is never sanitised: it keeps its host keys, identity and logs. The
+// image has booted once to a healthy agent before it is AVAILABLE. A capture cut short by
+// a crash starts again from step 1.
 
 // sanitizer is the part of the agent a capture needs.
 type sanitizer interface {
-	freezer
 	Sanitize(ctx context.Context) (float64, []string, error)
 }
 
-var _ sanitizer = (*agentClient)(nil)
+var _ sanitizer = (*agent.Client)(nil)
 
 // SanitizeTimeout bounds the guest's sanitising.
 const SanitizeTimeout = 2 * time.Minute
@@ -69,6 +70,9 @@ func (c *Controller) capture(ctx context.Context, w workspace.Workspace) error {
 		if ferr := finishImage(c.cfg.Store, c.cfg.Owner, img.ID, nil, code, err.Error()); ferr != nil {
 			return ferr
 		}
+		if rerr := c.removeOrphan(context.WithoutCancel(ctx), img.ID); rerr != nil { // the sanitising boot
+			return rerr
+		}
 		os.RemoveAll(img.Dir)
 		return c.endCapture(w)
 	}
@@ -91,48 +95,75 @@ func (c *Controller) capture(ctx context.Context, w workspace.Workspace) error {
 		return fail("CaptureFailed", fmt.Errorf("source image %s: %w", w.ImageID, err))
 	}
 
+	// Leftovers of an attempt a crash cut short.
+	if err := c.removeOrphan(ctx, img.ID); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(img.Dir, 0o755); err != nil {
+		return err
+	}
+	cut := filepath.Join(img.Dir, "capture.qcow2")
+	defer os.Remove(cut)
 	a, err := c.cfg.DialAgent(ctx, c.AgentSocket(w.ID))
 	if err != nil {
 		return err // retried
 	}
-	defer a.Close()
-	sa, ok := a.(sanitizer)
+	fz, ok := a.(freezer)
 	if !ok {
-		return fail("CaptureFailed", errors.New("the agent client cannot sanitise a guest"))
+		a.Close()
+		return fail("CaptureFailed", errors.New("the agent client cannot freeze filesystems"))
 	}
-	sctx, cancel := context.WithTimeout(ctx, SanitizeTimeout)
-	pct, changed, err := sa.Sanitize(sctx)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			return err
-		}
-		if pct >= agent.MaxImageRootPercent {
-			// The guide: "The root volume (/) should be less than 97% full".
-			return fail("RootVolumeFull", fmt.Errorf("the root volume (/) is %.0f%% full; an image can be created only from a WorkSpace whose root volume is less than %d%% full", pct, agent.MaxImageRootPercent))
-		}
-		return fail("SanitizeFailed", fmt.Errorf("sanitising the guest: %w", err))
-	}
-	sanitized := time.Since(start)
-
-	if err := os.MkdirAll(img.Dir, 0o755); err != nil {
-		return err
-	}
-	root := filepath.Join(img.Dir, "root.qcow2")
 	var convert time.Duration
-	err = c.frozen(ctx, w.ID, sa, func() error {
+	err = c.frozen(ctx, w.ID, fz, func() error {
 		t := time.Now()
-		err := qemuImgConvert(c.volumePaths(w.ID)[0], root)
+		err := qemuImgConvert(c.volumePaths(w.ID)[0], cut)
 		convert = time.Since(t)
 		return err
 	})
+	a.Close() // the channel takes one client at a time
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
 		}
 		return fail("CaptureFailed", err)
 	}
+	copied := time.Since(start)
+
+	// The copy boots on its own and its agent sanitises it.
 	m := srcImg.Manifest
+	if m.RootVirtualSize, err = virtualSize(cut); err != nil {
+		return fail("CaptureFailed", err)
+	}
+	helper := desktopimage.Image{Dir: img.Dir, Manifest: m, Kernel: srcImg.Kernel, Initrd: srcImg.Initrd, Root: cut}
+	var pct float64
+	var changed []string
+	err = c.bootIsolated(ctx, img.ID, helper, func(actx context.Context, ac *agent.Client) error {
+		var err error
+		pct, changed, err = sanitizer(ac).Sanitize(actx)
+		return err
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		var ae *agent.Error
+		switch {
+		case pct >= agent.MaxImageRootPercent:
+			// The guide: "The root volume (/) should be less than 97% full".
+			return fail("RootVolumeFull", fmt.Errorf("the root volume (/) is %.0f%% full; an image can be created only from a WorkSpace whose root volume is less than %d%% full", pct, agent.MaxImageRootPercent))
+		case errors.As(err, &ae):
+			return fail("SanitizeFailed", fmt.Errorf("sanitising the image: %w", err))
+		}
+		return fail("CaptureFailed", fmt.Errorf("booting the copy to sanitise it: %w", err))
+	}
+	root := filepath.Join(img.Dir, "root.qcow2")
+	if err := qemuImgConvert(c.volumePaths(img.ID)[0], root); err != nil {
+		return fail("CaptureFailed", err)
+	}
+	if err := c.removeOrphan(ctx, img.ID); err != nil {
+		return err
+	}
+	sanitized := time.Since(start) - copied
 	m.Name, m.Root, m.RootFormat = img.Name, "root.qcow2", "qcow2"
 	m.SHA256 = map[string]string{}
 	m.Kernel, m.Initrd = filepath.Base(srcImg.Kernel), filepath.Base(srcImg.Initrd)
@@ -164,10 +195,10 @@ func (c *Controller) capture(ctx context.Context, w workspace.Workspace) error {
 		return err
 	}
 	if c.captured != nil {
-		c.captured(w.ID, time.Since(start), convert)
+		c.captured(w.ID, time.Since(start), copied, convert)
 	}
 	c.cfg.Log.Info("image captured", "workspace", w.ID, "image", img.ID, "rootUsedPercent", fmt.Sprintf("%.1f", pct),
-		"sanitized", strings.Join(changed, "; "), "sanitize", sanitized, "convert", convert, "duration", time.Since(start))
+		"sanitized", strings.Join(changed, "; "), "copied", copied, "convert", convert, "sanitize", sanitized, "duration", time.Since(start))
 	return c.endCapture(w)
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"deskhost/hostd/agent"
 	"deskhost/hostd/service"
+	"deskhost/hostd/virt"
 	"deskhost/hostd/workspace"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -39,18 +40,19 @@ func (c catalogImages) ImageFiles(id string) (ImageFiles, error) {
 // TestCreateImageFromWorkspace: on real libvirt + qemu, a running WorkSpace with a marker
 // file, SSH host keys, a machine-id, a shell history and a log on its root volume becomes
 // an image through AWS's SDK (CreateWorkspaceImage: the WorkSpace SUSPENDED, the image
-// PENDING, then both AVAILABLE). A WorkSpace launched from a bundle on that image has the
-// marker and none of what the guide's sanitising removes. A root volume 97 % full is then
+// PENDING, then both AVAILABLE). The WorkSpace keeps its own files; a WorkSpace launched
+// from a bundle on the image has the marker and none of what the guide's sanitising
+// removes, and the image file holds none of it either. A root volume 97 % full is then
 // refused: the image ends ERROR with the reason and the WorkSpace is AVAILABLE again.
 // Figure: the capture's time against `qemu-img convert` of the same volume.
 func TestCreateImageFromWorkspace(t *testing.T) {
-	type took struct{ total, convert time.Duration }
+	type took struct{ total, copied, convert time.Duration }
 	captured := make(chan took, 2)
 	var h *harness
 	h = newHarness(t, func(c *Config) {
 		c.Images = catalogImages{static: c.Images.(StaticImages), svc: func() *service.Service { return h.svc }}
 	}, func(c *Controller) {
-		c.captured = func(id string, total, convert time.Duration) { captured <- took{total, convert} }
+		c.captured = func(id string, total, copied, convert time.Duration) { captured <- took{total, copied, convert} }
 	})
 	cl := h.sdkClient(t)
 	ctx := context.Background()
@@ -119,13 +121,29 @@ func TestCreateImageFromWorkspace(t *testing.T) {
 	if aws.ToString(img.ErrorCode) != "" {
 		t.Errorf("available image with an error: %+v", img)
 	}
+	// The sanitising boot is gone: no domain, no volume, no copy left beside the image.
+	if st, err := h.conn.State(golden); err != nil || st != virt.Missing {
+		t.Errorf("the sanitising boot's domain is left: %v %v", st, err)
+	}
+	if vols, _ := h.conn.Volumes(h.pool, golden); len(vols) != 0 {
+		t.Errorf("the sanitising boot's volumes are left: %+v", vols)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(h.dir, "images", golden)); len(ents) != 4 {
+		t.Errorf("the image directory holds %d files, want image.json, kernel, initramfs, root", len(ents))
+	}
 	var tk took
 	select {
 	case tk = <-captured:
 	default:
 		t.Fatal("the capture reported no timing")
 	}
-	captureBaseline(t, h, alice.ID, tk.total, tk.convert)
+	captureBaseline(t, h, alice.ID, tk.total, tk.copied, tk.convert)
+	// The WorkSpace itself was not sanitised: only its copy was.
+	for _, p := range []string{"/sysroot/etc/ssh/ssh_host_ed25519_key", "/sysroot/etc/machine-id", "/sysroot/root/.bash_history"} {
+		if got, err := read(alice.ID, p); err != nil || got != planted[p] {
+			t.Errorf("the source WorkSpace's %s after the capture: %q %v, want it unchanged", p, got, err)
+		}
+	}
 
 	// A bundle on the image, and a WorkSpace from it.
 	b, err := cl.CreateWorkspaceBundle(ctx, &workspaces.CreateWorkspaceBundleInput{BundleName: aws.String("golden"), BundleDescription: aws.String("golden"),
@@ -221,7 +239,7 @@ func waitImage(t *testing.T, cl *workspaces.Client, id string, want types.Worksp
 }
 
 // captureBaseline measures `qemu-img convert` of the same root volume in the same run.
-func captureBaseline(t *testing.T, h *harness, id string, total, convert time.Duration) {
+func captureBaseline(t *testing.T, h *harness, id string, total, copied, convert time.Duration) {
 	t.Helper()
 	dst := filepath.Join(h.dir, "baseline.qcow2")
 	start := time.Now()
@@ -230,6 +248,6 @@ func captureBaseline(t *testing.T, h *harness, id string, total, convert time.Du
 	}
 	base := time.Since(start)
 	os.Remove(dst)
-	t.Logf("figure: image capture %s in all (%.2f× qemu-img convert of the same volume, %s); its own convert with the guest frozen %s; sanitise and the rest %s",
-		total, float64(total)/float64(base), base, convert, total-convert)
+	t.Logf("figure: qemu-img convert of the root volume %s; image capture %s in all (%.1f× convert: the copy's sanitising boot under TCG is most of it); the WorkSpace's part (freeze, pause, its copy) %s (%.2f× convert), of which the convert itself %s",
+		base, total, float64(total)/float64(base), copied, float64(copied)/float64(base), convert)
 }

@@ -169,9 +169,10 @@ type Controller struct {
 	// snapshotted, if set, is told how long a snapshot took in all and with the guest's
 	// filesystems frozen (the snapshot test's figures).
 	snapshotted func(id string, total, frozen time.Duration)
-	// captured, if set, is told how long an image capture took in all and in qemu-img
-	// convert (the capture test's figures).
-	captured func(id string, total, convert time.Duration)
+	// captured, if set, is told how long an image capture took in all, until the
+	// WorkSpace's copy was cut, and in that copy's qemu-img convert (the capture test's
+	// figures).
+	captured func(id string, total, copied, convert time.Duration)
 }
 
 type worker struct {

@@ -62,6 +62,9 @@ func (c *Controller) reconcileImport(ctx context.Context, id string) bool {
 		img, err = store.GetJSON[catalog.Image](tx, store.Images, id)
 		return err
 	})
+	if err == nil && img.Status() == catalog.ImagePending && img.SourceWorkspace != "" {
+		return true // a capture's sanitising boot: the capture (capture.go) owns it
+	}
 	if errors.Is(err, store.ErrNotFound) || err == nil && (img.Status() != catalog.ImagePending || img.Import == "" || img.Maker != c.cfg.Owner) {
 		if err := c.removeOrphan(ctx, id); err != nil { // a test boot left by a crash
 			c.cfg.Log.Error("remove an import's test boot", "image", id, "err", err)
@@ -296,6 +299,15 @@ func linkOrCopy(src, dst string) error {
 // testBoot boots image id (di) in a domain named after it, with a blank user volume and no
 // NIC, until its agent answers as that image with both volumes mounted.
 func (c *Controller) testBoot(ctx context.Context, id string, di desktopimage.Image) error {
+	return c.bootIsolated(ctx, id, di, nil)
+}
+
+// bootIsolated boots di under id (a domain and volumes of that name: an overlay on di's
+// root and a blank user volume), without NIC, until its agent answers as id with both
+// volumes mounted; then runs during (if set) with the agent, and powers the guest off,
+// gracefully when all went well (the agent syncs and unmounts the volumes), its RAM
+// scrubbed. The domain and volumes stay for the caller to read and remove (removeOrphan).
+func (c *Controller) bootIsolated(ctx context.Context, id string, di desktopimage.Image, during func(ctx context.Context, a *agent.Client) error) error {
 	gib := int((di.Manifest.RootVirtualSize + 1<<30 - 1) >> 30)
 	if gib < 1 {
 		gib = 1
@@ -346,15 +358,26 @@ func (c *Controller) testBoot(ctx context.Context, id string, di desktopimage.Im
 		return err
 	}
 	booted := time.Now()
-	waitErr := c.waitImageAgent(ctx, id)
-	if err := c.powerOff(context.WithoutCancel(ctx), id, waitErr == nil); err != nil {
-		return errors.Join(waitErr, err)
+	runErr := c.waitImageAgent(ctx, id)
+	if runErr == nil {
+		c.cfg.Log.Info("image booted in isolation", "image", id, "agentAfter", time.Since(booted))
+		if during != nil {
+			runErr = func() error {
+				actx, cancel := context.WithTimeout(ctx, SanitizeTimeout)
+				defer cancel()
+				a, err := agent.Dial(actx, c.AgentSocket(id))
+				if err != nil {
+					return err
+				}
+				defer a.Close()
+				return during(actx, a)
+			}()
+		}
 	}
-	if waitErr != nil {
-		return waitErr
+	if err := c.powerOff(context.WithoutCancel(ctx), id, runErr == nil); err != nil {
+		return errors.Join(runErr, err)
 	}
-	c.cfg.Log.Info("imported image test-booted", "image", id, "agentAfter", time.Since(booted))
-	return nil
+	return runErr
 }
 
 // waitImageAgent waits up to ProvisionTimeout for the test boot's agent to answer as id
