@@ -44,6 +44,7 @@ import (
 	"deskhost/hostd/controller"
 	"deskhost/hostd/etcdmember"
 	"deskhost/hostd/fleet"
+	"deskhost/hostd/keystore"
 	"deskhost/hostd/memscrub"
 	"deskhost/hostd/metering"
 	"deskhost/hostd/metrics"
@@ -228,7 +229,14 @@ func run(path string, log *slog.Logger) error {
 	defer node.Close()
 
 	var nm *network.Manager
+	// The key store's master key: root's alone, on /perm (hostd/keystore says where a
+	// fleet's goes).
+	keys, err := keystore.LoadOrCreateMaster(filepath.Join(h.DataDir, keystore.MasterFile))
+	if err != nil {
+		return err
+	}
 	svcCfg := service.Config{ComputeTypes: h.ComputeTypes, WorkspaceQuota: h.Quotas.Workspaces, Host: hostID,
+		Keys: keys, Region: h.API.Region,
 		ImageDir: filepath.Join(h.DataDir, "images"),
 		GPUQuota: map[catalog.ComputeType]int{catalog.ComputeGraphics: h.Quotas.Graphics, catalog.ComputeGraphicsPro: h.Quotas.GraphicsPro},
 		ManagementRange: func() (netip.Prefix, bool) {
@@ -323,6 +331,7 @@ func run(path string, log *slog.Logger) error {
 		Fence:               func(tx store.Tx) error { return fleet.Fence(tx, hostID) },
 		Network:             netw,
 		Images:              storeImages{svc, images},
+		Keys:                keys,
 		ComputeTypes:        h.ComputeTypes,
 		DataDir:             h.DataDir,
 		Pool:                h.Libvirt.Pool,

@@ -238,6 +238,12 @@ var validSeeds = []struct{ target, body string }{
 	{"Deskhost.FindWorkspace", `{"DirectoryId":"d-0123456789","UserName":"alice"}`},
 	{"Deskhost.IssueConnectTag", `{"WorkspaceId":"ws-abcdefgh12","DirectoryId":"d-0123456789","UserName":"alice","ClientAddress":"192.0.2.7","SessionId":"42"}`},
 	{"Deskhost.DescribeUsage", `{"Month":"2026-11"}`},
+	{"Deskhost.CreateKey", `{"Alias":"alias/finance","Description":"finance desktops"}`},
+	{"Deskhost.CreateKey", `{}`},
+	{"Deskhost.DescribeKeys", `{"KeyId":"alias/finance"}`},
+	{"Deskhost.EnableKey", `{"KeyId":"1b4e28ba-2fa1-41d2-883f-0016d3cca427"}`},
+	{"Deskhost.DisableKey", `{"KeyId":"arn:aws:kms:local:000000000000:key/1b4e28ba-2fa1-41d2-883f-0016d3cca427"}`},
+	{"WorkspacesService.CreateWorkspaces", `{"Workspaces":[{"DirectoryId":"d-0123456789","UserName":"alice","BundleId":"wsb-value00001","RootVolumeEncryptionEnabled":true,"UserVolumeEncryptionEnabled":true,"VolumeEncryptionKey":"alias/finance"}]}`},
 	// A lone surrogate escape decodes (to U+FFFD), as encoding/json has it.
 	{"WorkspacesService.DescribeWorkspaces", "{\"UserName\":\"\\ud800\"}"},
 }
@@ -270,6 +276,9 @@ var fuzzSeeds = append(append([]struct{ target, body string }{}, validSeeds...),
 	{"Deskhost.IssueConnectTag", `{"WorkspaceId":"ws-abcdefgh12","DirectoryId":"d-0123456789","UserName":"alice"}`},
 	{"Deskhost.DescribeUsage", `{"Month":""}`},
 	{"Deskhost.DescribeUsage", `{}`},
+	{"Deskhost.EnableKey", `{}`},
+	{"Deskhost.DisableKey", `{"KeyId":""}`},
+	{"Deskhost.CreateKey", `{"Alias":42}`},
 }...)
 
 // FuzzDecode: an arbitrary target header and body never panics; it either decodes or gives

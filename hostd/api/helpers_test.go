@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -22,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
+	"deskhost/hostd/keystore"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
@@ -54,7 +56,21 @@ func testConfig() service.Config {
 		},
 		WorkspaceQuota: 50,
 		HostNetworks:   func() ([]netip.Prefix, error) { return []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}, nil },
+		Keys:           testMaster(),
 	}
+}
+
+// testMaster is a key store master key of random bytes.
+func testMaster() *keystore.Master {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	m, err := keystore.NewMaster(b)
+	if err != nil {
+		panic(err)
+	}
+	return m
 }
 
 // seedCatalog puts the test catalog into the store through the service's import, as

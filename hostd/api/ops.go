@@ -28,6 +28,7 @@ type Service interface {
 	SnapshotsService
 	UsageService
 	ImagesService
+	KeysService
 }
 
 var _ Service = (*service.Service)(nil)

@@ -124,6 +124,7 @@ type wireWorkspace struct {
 	ComputerName                string                     `json:"ComputerName,omitempty"`
 	UserVolumeEncryptionEnabled bool                       `json:"UserVolumeEncryptionEnabled"`
 	RootVolumeEncryptionEnabled bool                       `json:"RootVolumeEncryptionEnabled"`
+	VolumeEncryptionKey         string                     `json:"VolumeEncryptionKey,omitempty"`
 	WorkspaceProperties         wireWorkspacePropertiesOut `json:"WorkspaceProperties"`
 	ModificationStates          []wireModificationState    `json:"ModificationStates"`
 }
@@ -155,6 +156,10 @@ func toWireWorkspace(w workspace.Workspace) wireWorkspace {
 		ComputerName:        w.ComputerName,
 		WorkspaceProperties: p,
 		ModificationStates:  []wireModificationState{},
+
+		RootVolumeEncryptionEnabled: w.Encryption.Root,
+		UserVolumeEncryptionEnabled: w.Encryption.User,
+		VolumeEncryptionKey:         w.Encryption.KeyRef,
 	}
 }
 

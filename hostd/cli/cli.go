@@ -168,6 +168,10 @@ type run struct {
 	// Metering options.
 	month string
 	csv   bool
+
+	// Encryption options.
+	encryptRoot, encryptUser bool
+	key, alias               string
 }
 
 // multi is a flag that may be given more than once.

@@ -17,6 +17,7 @@ import (
 
 	"deskhost/hostd/api"
 	"deskhost/hostd/fleet"
+	"deskhost/hostd/keystore"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
@@ -62,6 +63,9 @@ func newFixture(t *testing.T) *fixture {
 		ComputeTypes:   map[catalog.ComputeType]catalog.Hardware{catalog.ComputeStandard: {VCPUs: 2, MemoryMiB: 4096}, catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 2048}},
 		WorkspaceQuota: 10,
 		ImageDir:       filepath.Join(dir, "images"),
+	}
+	if cfg.Keys, err = keystore.LoadOrCreateMaster(filepath.Join(t.TempDir(), keystore.MasterFile)); err != nil {
+		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc := service.New(st, cfg, &waker{}, nil, log)
@@ -600,5 +604,65 @@ func TestCLIHostsCommands(t *testing.T) {
 	}
 	if out := must("hosts", "preapprove", "mac:52:54:00:12:34:56", "--valid", "2h"); !strings.Contains(out, "preapproved until") {
 		t.Errorf("preapprove: %s", out)
+	}
+}
+
+func TestCLIKeysCommands(t *testing.T) {
+	f := newFixture(t)
+	must := func(args ...string) string {
+		t.Helper()
+		code, out, errs := f.cli(args...)
+		if code != 0 {
+			t.Fatalf("hostd %s: exit %d: %s", strings.Join(args, " "), code, errs)
+		}
+		return out
+	}
+	out := must("keys", "create", "--alias", "finance", "--description", "finance desktops")
+	keyID := regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`).FindString(out)
+	if keyID == "" || !strings.Contains(out, "alias/finance") || !strings.Contains(out, "arn:aws:kms:") {
+		t.Fatalf("keys create:\n%s", out)
+	}
+	id := wsIDPattern.FindString(must("create", "--directory", dirID, "--user", "alice", "--bundle", bundleVal, "--encrypt-user", "--key", "alias/finance"))
+	if out := must("describe", id); !strings.Contains(out, "root no, user yes") {
+		t.Errorf("describe of an encrypted WorkSpace:\n%s", out)
+	}
+	if out := must("keys"); !hasRow(out, keyID, "alias/finance", "enabled", "1/500") {
+		t.Errorf("keys:\n%s", out)
+	}
+	if out := must("keys", "disable", "alias/finance"); !strings.Contains(out, keyID+": disabled") {
+		t.Errorf("keys disable: %s", out)
+	}
+	if out := must("keys"); !hasRow(out, keyID, "disabled") {
+		t.Errorf("keys after disable:\n%s", out)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"create", "--directory", dirID, "--user", "bob", "--bundle", bundleVal, "--encrypt-root", "--key", keyID}, "The specified key is not available. Please provide a valid key for encryption."},
+		{[]string{"create", "--directory", dirID, "--user", "bob", "--bundle", bundleVal, "--encrypt-root"}, "needs VolumeEncryptionKey"},
+		{[]string{"keys", "enable", "alias/nope"}, "ResourceNotFoundException"},
+		{[]string{"keys", "create", "--alias", "aws/workspaces"}, "InvalidParameterValuesException"},
+	} {
+		if code, out, errs := f.cli(c.args...); code == 0 || !strings.Contains(out+errs, c.want) {
+			t.Errorf("hostd %s: exit %d: %s%s, want %s", strings.Join(c.args, " "), code, out, errs, c.want)
+		}
+	}
+	// Its WorkSpace, AVAILABLE, does not reboot while the key is disabled.
+	if err := f.store.Update(func(tx store.Tx) error {
+		w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
+		if err != nil {
+			return err
+		}
+		w.SetState(workspace.Available, time.Now())
+		return store.PutJSON(tx, store.Workspaces, id, w)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := f.cli("reboot", id); code == 0 || !strings.Contains(out+errs, "ResourceUnavailableException") || !strings.Contains(out+errs, "is disabled") {
+		t.Errorf("reboot with the key disabled: exit %d: %s%s", code, out, errs)
+	}
+	if out := must("keys", "enable", keyID); !strings.Contains(out, ": enabled") {
+		t.Errorf("keys enable: %s", out)
 	}
 }

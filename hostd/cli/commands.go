@@ -38,6 +38,9 @@ func init() {
 			fs.IntVar(&r.autostopHours, "autostop-hours", 0, "AUTO_STOP: hours of inactivity before it stops (1-48; default 1)")
 			fs.IntVar(&r.rootGiB, "root-gib", 0, "root volume size in GiB (default: the bundle's)")
 			fs.IntVar(&r.userGiB, "user-gib", 0, "user volume size in GiB (default: the bundle's)")
+			fs.BoolVar(&r.encryptRoot, "encrypt-root", false, "encrypt the root volume (needs --key)")
+			fs.BoolVar(&r.encryptUser, "encrypt-user", false, "encrypt the user volume (needs --key)")
+			fs.StringVar(&r.key, "key", "", "the encryption key: an id, alias/NAME or ARN of hostd's key store (hostd keys)")
 			fs.BoolVar(&r.wait, "wait", false, "wait until it is AVAILABLE")
 			fs.DurationVar(&r.timeout, "timeout", 30*time.Minute, "with --wait: how long to wait")
 			fs.DurationVar(&r.interval, "interval", 2*time.Second, "with --wait: how often to check")
@@ -272,6 +275,15 @@ func createWorkspace(r *run) int {
 	}
 	if anyProp {
 		req.WorkspaceProperties = props
+	}
+	if r.encryptRoot {
+		req.RootVolumeEncryptionEnabled = aws.Bool(true)
+	}
+	if r.encryptUser {
+		req.UserVolumeEncryptionEnabled = aws.Bool(true)
+	}
+	if r.key != "" {
+		req.VolumeEncryptionKey = aws.String(r.key)
 	}
 	c, err := r.client()
 	if err != nil {

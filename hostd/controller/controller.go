@@ -23,6 +23,7 @@ import (
 
 	"deskhost/hostd/confine"
 	"deskhost/hostd/fleet"
+	"deskhost/hostd/keystore"
 	"deskhost/hostd/memscrub"
 	"deskhost/hostd/store"
 	"deskhost/hostd/virt"
@@ -76,6 +77,8 @@ type Config struct {
 	Conn         *virt.Conn
 	Images       Images
 	ComputeTypes map[catalog.ComputeType]catalog.Hardware
+	// Keys opens encrypted WorkSpaces' data keys (hostd/keystore); nil: none boots.
+	Keys *keystore.Master
 
 	// Owner is this host's id. The controller acts only on the WorkSpaces whose record
 	// names it as their host, and marks the domains it makes with it (libvirt metadata).
@@ -681,11 +684,24 @@ func (c *Controller) ensureVolumes(w workspace.Workspace) (root, user string, er
 	if err != nil {
 		return "", "", permanent{err}
 	}
-	r, err := c.cfg.Conn.CreateVolume(c.cfg.Pool, rootVolume(w.ID), w.Properties.RootVolumeSizeGib, img.Root)
+	rootSecret, userSecret, pass, err := c.volumeSecrets(w)
+	if err != nil {
+		if errors.As(err, new(keyError)) {
+			return "", "", permanent{err}
+		}
+		return "", "", err
+	}
+	create := func(name string, gib int, backing, secret string) (virt.Volume, error) {
+		if secret != "" {
+			return c.cfg.Conn.CreateEncryptedVolume(c.cfg.Pool, name, gib, backing, pass)
+		}
+		return c.cfg.Conn.CreateVolume(c.cfg.Pool, name, gib, backing)
+	}
+	r, err := create(rootVolume(w.ID), w.Properties.RootVolumeSizeGib, img.Root, rootSecret)
 	if err != nil {
 		return "", "", err
 	}
-	u, err := c.cfg.Conn.CreateVolume(c.cfg.Pool, userVolume(w.ID), w.Properties.UserVolumeSizeGib, "")
+	u, err := create(userVolume(w.ID), w.Properties.UserVolumeSizeGib, "", userSecret)
 	if err != nil {
 		return "", "", err
 	}
@@ -734,6 +750,12 @@ func (c *Controller) ensureRunning(ctx context.Context, w workspace.Workspace) e
 	spec, err := c.spec(w, root, user)
 	if err != nil {
 		return permanent{err}
+	}
+	if w.Encryption.Root { // volumeSecrets (in ensureVolumes) defined them
+		spec.RootSecret = virt.VolumeSecretUUID(c.volumePaths(w.ID)[0])
+	}
+	if w.Encryption.User {
+		spec.UserSecret = virt.VolumeSecretUUID(c.volumePaths(w.ID)[1])
 	}
 	if err := os.MkdirAll(c.runDir(w.ID), 0o700); err != nil {
 		return err
@@ -891,6 +913,9 @@ func failureCode(err error, def string) string {
 	var m *memoryError
 	if errors.As(err, &m) {
 		return m.code
+	}
+	if errors.As(err, new(keyError)) {
+		return KeyUnavailable
 	}
 	return def
 }
@@ -1124,6 +1149,9 @@ func (c *Controller) boot(ctx context.Context, w workspace.Workspace, from works
 		if errors.As(err, &m) {
 			return c.bootFailed(w.ID, from, m.code, err)
 		}
+		if errors.As(err, new(keyError)) {
+			return c.bootFailed(w.ID, from, KeyUnavailable, err)
+		}
 		if errors.As(err, &p) {
 			return c.bootFailed(w.ID, from, "ProvisioningFailed", err)
 		}
@@ -1181,7 +1209,9 @@ func (c *Controller) reboot(ctx context.Context, w workspace.Workspace, h *healt
 // stop powers w off; an AutoStop WorkSpace hibernates instead (guide: AutoStop keeps the
 // desktop as it was), falling back to a cold stop if its state cannot be saved.
 func (c *Controller) stop(ctx context.Context, w workspace.Workspace) error {
-	if w.Properties.RunningMode == workspace.AutoStop && !c.coldStop.Load() {
+	// An encrypted WorkSpace stops cold: its saved RAM would hold in the clear what its
+	// volumes hold encrypted (the page cache, the LUKS keys).
+	if w.Properties.RunningMode == workspace.AutoStop && !c.coldStop.Load() && !w.Encrypted() {
 		saved, err := c.hibernate(w.ID)
 		if saved {
 			if err != nil {
@@ -1296,6 +1326,9 @@ func (c *Controller) deleteVolumes(id string) error {
 		}
 	}
 	if _, err := memscrub.RemoveSavedState(c.savedState(id)); err != nil { // a hibernated WorkSpace's
+		return err
+	}
+	if err := c.removeVolumeSecrets(id); err != nil {
 		return err
 	}
 	return os.RemoveAll(c.runDir(id))

@@ -12,6 +12,7 @@ import (
 
 	"deskhost/hostd/agent"
 	"deskhost/hostd/confine"
+	"deskhost/hostd/keystore"
 	"deskhost/hostd/memscrub"
 	"deskhost/hostd/service"
 	"deskhost/hostd/store"
@@ -119,7 +120,12 @@ func newHarnessOn(t testing.TB, st store.Store, tweak func(*Config), hooks func(
 		},
 		Directories: []hostconfig.Sourced[catalog.Directory]{{From: "directories[0]", Item: catalog.Directory{ID: testDirectory, Name: "corp.example.com", Users: testUsers()}}},
 	}
+	keys, err := keystore.LoadOrCreateMaster(filepath.Join(dir, keystore.MasterFile))
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := Config{
+		Keys:  keys,
 		Store: h.store,
 		Conn:  h.conn,
 		Owner: "test-" + suffix,
@@ -157,7 +163,7 @@ func newHarnessOn(t testing.TB, st store.Store, tweak func(*Config), hooks func(
 	if hooks != nil {
 		hooks(h.ctl)
 	}
-	h.svc = service.New(h.store, service.Config{ComputeTypes: hw, WorkspaceQuota: 20, Host: cfg.Owner, ImageDir: filepath.Join(dir, "images")}, h.ctl, cfg.Now, cfg.Log)
+	h.svc = service.New(h.store, service.Config{ComputeTypes: hw, WorkspaceQuota: 20, Host: cfg.Owner, Keys: cfg.Keys, ImageDir: filepath.Join(dir, "images")}, h.ctl, cfg.Now, cfg.Log)
 	if _, err := h.svc.ImportCatalog(context.Background(), legacy, "test"); err != nil {
 		t.Fatal(err)
 	}

@@ -291,7 +291,7 @@ func (c *Controller) rebuildOrRestore(ctx context.Context, w workspace.Workspace
 		if err := c.replaceVolumes(w, restore); err != nil {
 			var p permanent
 			if ctx.Err() == nil && errors.As(err, &p) {
-				return c.fail(w.ID, w.State, code, err)
+				return c.fail(w.ID, w.State, failureCode(err, code), err)
 			}
 			return err // retried
 		}

@@ -50,6 +50,12 @@ func (c *offsetClock) Advance(d time.Duration) {
 // client for it.
 func (h *harness) sdkClient(t *testing.T) *workspaces.Client {
 	t.Helper()
+	return h.apiClient(t).Client
+}
+
+// apiClient is sdkClient's hostd client: AWS's SDK and hostd's own operations.
+func (h *harness) apiClient(t *testing.T) *hostdclient.Client {
+	t.Helper()
 	const keyID, secret = "AKIDSNAPSHOTTEST0001", "snapshot-test-secret-key-0123456789abcdef"
 	srv := api.New(h.svc, api.Options{
 		Region:     "local",
@@ -73,7 +79,7 @@ func (h *harness) sdkClient(t *testing.T) *workspaces.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c.Client
+	return c
 }
 
 func apiCode(err error) string {

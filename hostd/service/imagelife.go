@@ -105,6 +105,9 @@ func (s *Service) CreateWorkspaceImage(ctx context.Context, r CreateImageRequest
 		if err := workspace.CheckState(workspace.OpCreateImage, w.ID, w.State); err != nil {
 			return err
 		}
+		if err := CheckImageSource(w); err != nil {
+			return err
+		}
 		src, err := getImage(tx, w.ImageID)
 		if err != nil {
 			return catalog.Errorf(catalog.ResourceUnavailable, "WorkSpace %s was made from image %s, which this host no longer has: its kernel is what the new image would boot", w.ID, w.ImageID)

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"deskhost/hostd/keystore"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
 	"deskhost/internal/catalog"
@@ -43,6 +44,12 @@ type Config struct {
 	// CopyWorkspaceImage, ImportWorkspaceImage), one directory per image id. Empty: it
 	// makes none.
 	ImageDir string
+	// Keys is the key store's master key (hostd/keystore); nil: volume encryption is
+	// refused. KeyWorkspaceLimit caps the WorkSpaces one key encrypts (0: the guide's 500).
+	Keys              *keystore.Master
+	KeyWorkspaceLimit int
+	// Region is the API's region, in the ARNs of keys.
+	Region string
 }
 
 // Waker is told when a WorkSpace's desired state changed.
@@ -160,9 +167,6 @@ func (s *Service) create(r CreateRequest) (workspace.Workspace, error) {
 	if err := catalog.CheckID(catalog.KindBundle, r.BundleID); err != nil {
 		return workspace.Workspace{}, catalog.Errorf(catalog.InvalidParameterValues, "BundleId: %v", err)
 	}
-	if r.RootVolumeEncryptionEnabled || r.UserVolumeEncryptionEnabled || r.VolumeEncryptionKey != "" {
-		return workspace.Workspace{}, catalog.Errorf(catalog.UnsupportedWorkspaceConfig, "volume encryption is not supported by this host yet")
-	}
 	if err := catalog.CheckTags(r.Tags); err != nil {
 		return workspace.Workspace{}, err
 	}
@@ -200,6 +204,9 @@ func (s *Service) create(r CreateRequest) (workspace.Workspace, error) {
 			return err
 		}
 		if w, err = s.newWorkspace(r, dir, b, img, now); err != nil {
+			return err
+		}
+		if w.Encryption, err = s.encryption(tx, r, w.ID); err != nil {
 			return err
 		}
 		all, err := store.ListJSON[workspace.Workspace](tx, store.Workspaces)
@@ -335,6 +342,11 @@ func (s *Service) Get(id string) (workspace.Workspace, error) {
 // change runs one state-changing operation on one WorkSpace inside a store transaction:
 // fn checks the rules and mutates the record; the result is written before anyone acts.
 func (s *Service) change(id string, op workspace.Op, fn func(w *workspace.Workspace, now time.Time) error) error {
+	return s.changeTx(id, op, func(_ store.Tx, w *workspace.Workspace, now time.Time) error { return fn(w, now) })
+}
+
+// changeTx is change with fn given the transaction, to read other records in it.
+func (s *Service) changeTx(id string, op workspace.Op, fn func(tx store.Tx, w *workspace.Workspace, now time.Time) error) error {
 	if err := catalog.CheckID(catalog.KindWorkspace, id); err != nil {
 		return catalog.Errorf(catalog.InvalidParameterValues, "WorkspaceId: %v", err)
 	}
@@ -348,7 +360,7 @@ func (s *Service) change(id string, op workspace.Op, fn func(w *workspace.Worksp
 			return err
 		}
 		before := w
-		if err := fn(&w, s.now()); err != nil {
+		if err := fn(tx, &w, s.now()); err != nil {
 			return err
 		}
 		changed = w.State != before.State || w.Properties != before.Properties
@@ -368,12 +380,16 @@ func (s *Service) change(id string, op workspace.Op, fn func(w *workspace.Worksp
 }
 
 func (s *Service) batch(ids []string, op workspace.Op, fn func(w *workspace.Workspace, now time.Time) error) ([]Failure, error) {
+	return s.batchTx(ids, op, func(_ store.Tx, w *workspace.Workspace, now time.Time) error { return fn(w, now) })
+}
+
+func (s *Service) batchTx(ids []string, op workspace.Op, fn func(tx store.Tx, w *workspace.Workspace, now time.Time) error) ([]Failure, error) {
 	if len(ids) == 0 || len(ids) > BatchLimit {
 		return nil, catalog.Errorf(catalog.InvalidParameterValues, "%s takes 1 to %d WorkSpaces, not %d", op, BatchLimit, len(ids))
 	}
 	var failed []Failure
 	for i, id := range ids {
-		if err := s.change(id, op, fn); err != nil {
+		if err := s.changeTx(id, op, fn); err != nil {
 			if !errors.As(err, new(*catalog.Error)) {
 				s.log.Error("workspace operation", "op", string(op), "workspace", id, "err", err)
 			}
@@ -385,8 +401,11 @@ func (s *Service) batch(ids []string, op workspace.Op, fn func(w *workspace.Work
 
 // RebootWorkspaces restarts each WorkSpace: graceful shutdown, memory scrub, boot.
 func (s *Service) RebootWorkspaces(ctx context.Context, ids []string) ([]Failure, error) {
-	return s.batch(ids, workspace.OpReboot, func(w *workspace.Workspace, now time.Time) error {
+	return s.batchTx(ids, workspace.OpReboot, func(tx store.Tx, w *workspace.Workspace, now time.Time) error {
 		if err := workspace.CheckState(workspace.OpReboot, w.ID, w.State); err != nil {
+			return err
+		}
+		if err := checkKey(tx, w, workspace.OpReboot); err != nil {
 			return err
 		}
 		w.SetState(workspace.Rebooting, now)
@@ -410,11 +429,14 @@ func (s *Service) StopWorkspaces(ctx context.Context, ids []string) ([]Failure, 
 
 // StartWorkspaces starts stopped AutoStop WorkSpaces.
 func (s *Service) StartWorkspaces(ctx context.Context, ids []string) ([]Failure, error) {
-	return s.batch(ids, workspace.OpStart, func(w *workspace.Workspace, now time.Time) error {
+	return s.batchTx(ids, workspace.OpStart, func(tx store.Tx, w *workspace.Workspace, now time.Time) error {
 		if w.Properties.RunningMode != workspace.AutoStop {
 			return catalog.Errorf(catalog.OperationNotSupported, "WorkSpace %s runs %s; only AUTO_STOP WorkSpaces can be started", w.ID, w.Properties.RunningMode)
 		}
 		if err := workspace.CheckState(workspace.OpStart, w.ID, w.State); err != nil {
+			return err
+		}
+		if err := checkKey(tx, w, workspace.OpStart); err != nil {
 			return err
 		}
 		w.SetState(workspace.Starting, now)
@@ -452,7 +474,7 @@ func (s *Service) ModifyWorkspaceState(ctx context.Context, id string, target wo
 // ModifyWorkspaceProperties changes the running mode or the AutoStop time. A STOPPED
 // WorkSpace switched to ALWAYS_ON is started, since AlwaysOn WorkSpaces do not stop.
 func (s *Service) ModifyWorkspaceProperties(ctx context.Context, id string, c workspace.PropertiesChange) error {
-	return s.change(id, workspace.OpModifyProperties, func(w *workspace.Workspace, now time.Time) error {
+	return s.changeTx(id, workspace.OpModifyProperties, func(tx store.Tx, w *workspace.Workspace, now time.Time) error {
 		if err := workspace.CheckState(workspace.OpModifyProperties, w.ID, w.State); err != nil {
 			return err
 		}
@@ -463,6 +485,9 @@ func (s *Service) ModifyWorkspaceProperties(ctx context.Context, id string, c wo
 		w.Properties = p
 		w.Updated = now
 		if w.State == workspace.Stopped && p.RunningMode == workspace.AlwaysOn {
+			if err := checkKey(tx, w, workspace.OpStart); err != nil { // it would start
+				return err
+			}
 			w.SetState(workspace.Starting, now)
 		}
 		return nil

@@ -120,7 +120,12 @@ func TestCreateValidatesEachItem(t *testing.T) {
 			return r
 		}(), catalog.InvalidParameterValues, "whole number of hours"},
 		{func() CreateRequest { r := req("user01"); r.ComputeTypeName = "POWER"; return r }(), catalog.InvalidParameterValues, "ComputeTypeName"},
-		{func() CreateRequest { r := req("user01"); r.RootVolumeEncryptionEnabled = true; return r }(), catalog.UnsupportedWorkspaceConfig, "encryption"},
+		{func() CreateRequest { r := req("user01"); r.RootVolumeEncryptionEnabled = true; return r }(), catalog.InvalidParameterValues, "needs VolumeEncryptionKey"},
+		{func() CreateRequest {
+			r := req("user01")
+			r.UserVolumeEncryptionEnabled, r.VolumeEncryptionKey = true, "alias/none"
+			return r
+		}(), catalog.UnsupportedWorkspaceConfig, "no key store"},
 		{func() CreateRequest { r := req("user01"); r.Protocols = []string{"WSP"}; return r }(), catalog.InvalidParameterValues, "Linux"},
 		{func() CreateRequest { r := req("user01"); r.Tags = []catalog.Tag{{Key: "aws:x"}}; return r }(), catalog.InvalidParameterValues, "reserved"},
 	}

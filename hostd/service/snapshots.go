@@ -46,6 +46,9 @@ func (s *Service) rebuild(id string) error {
 		if err := workspace.CheckState(workspace.OpRebuild, w.ID, w.State); err != nil {
 			return err
 		}
+		if err := checkKey(tx, &w, workspace.OpRebuild); err != nil {
+			return err
+		}
 		rec, err := store.GetJSON[catalog.DirectoryRecord](tx, store.Directories, w.DirectoryID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
@@ -93,6 +96,9 @@ func (s *Service) RestoreWorkspace(ctx context.Context, id string) error {
 			return err
 		}
 		if err := workspace.CheckState(workspace.OpRestore, w.ID, w.State); err != nil {
+			return err
+		}
+		if err := checkKey(tx, &w, workspace.OpRestore); err != nil {
 			return err
 		}
 		snaps, err := store.GetJSON[workspace.Snapshots](tx, store.Snapshots, id)

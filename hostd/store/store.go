@@ -30,7 +30,10 @@ const (
 	// and UsageCursor the last hour recorded per WorkSpace, "<ws-id>" → its entry.
 	Usage       = "usage"
 	UsageCursor = "usagecursor"
-	Meta        = "meta"
+	// Keys is the volume encryption key store (hostd/keystore): key id → keystore.Key,
+	// its material sealed with the host's master key.
+	Keys = "keys"
+	Meta = "meta"
 )
 
 // Keys in Meta.

@@ -40,6 +40,9 @@ type Spec struct {
 	NoClipboard bool
 
 	RootVolume, UserVolume string // qcow2 files
+	// RootSecret and UserSecret are the secrets (DefineVolumeSecret) of volumes encrypted
+	// with LUKS; "" for a plain one.
+	RootSecret, UserSecret string
 
 	// Management is guest eth0, Primary guest eth1.
 	Management, Primary NIC
@@ -194,8 +197,8 @@ func Domain(s Spec) (*libvirtxml.Domain, error) {
 		OnCrash:    "destroy",
 		Devices: &libvirtxml.DomainDeviceList{
 			Disks: []libvirtxml.DomainDisk{
-				disk(s.RootVolume, "vda"),
-				disk(s.UserVolume, "vdb"),
+				disk(s.RootVolume, "vda", s.RootSecret),
+				disk(s.UserVolume, "vdb", s.UserSecret),
 			},
 			Interfaces: []libvirtxml.DomainInterface{
 				nic(s.Management, mgmtMAC, managementSlot),
@@ -259,13 +262,18 @@ func ownerMetadata(owner string) *libvirtxml.DomainMetadata {
 	return &libvirtxml.DomainMetadata{XML: `<deskhost:owner xmlns:deskhost="` + OwnerNamespace + `">` + b.String() + `</deskhost:owner>`}
 }
 
-func disk(path, dev string) libvirtxml.DomainDisk {
-	return libvirtxml.DomainDisk{
+func disk(path, dev, secretUUID string) libvirtxml.DomainDisk {
+	d := libvirtxml.DomainDisk{
 		Device: "disk",
 		Driver: &libvirtxml.DomainDiskDriver{Name: "qemu", Type: "qcow2"},
 		Source: &libvirtxml.DomainDiskSource{File: &libvirtxml.DomainDiskSourceFile{File: path}},
 		Target: &libvirtxml.DomainDiskTarget{Dev: dev, Bus: "virtio"},
 	}
+	if secretUUID != "" {
+		// On the source: the volume's own layer is encrypted, not its backing image.
+		d.Source.Encryption = diskEncryption(secretUUID)
+	}
+	return d
 }
 
 func nic(n NIC, mac string, slot uint) libvirtxml.DomainInterface {

@@ -55,6 +55,7 @@ type Volume struct {
 	Path        string
 	CapacityGiB uint64
 	Backing     string // the file a copy-on-write volume reads through to, if any
+	Encrypted   bool   // qcow2 with LUKS encryption (secrets.go)
 }
 
 // CreateVolume creates a thin qcow2 volume of capacityGiB (logical size: a qcow2 costs only
@@ -150,6 +151,7 @@ func (c *Conn) volume(v libvirt.StorageVol) (Volume, error) {
 	vol := Volume{Name: v.Name}
 	if sv.Target != nil {
 		vol.Path = sv.Target.Path
+		vol.Encrypted = sv.Target.Encryption != nil
 	}
 	if sv.Capacity != nil {
 		vol.CapacityGiB = sv.Capacity.Value >> 30 // libvirt reports bytes

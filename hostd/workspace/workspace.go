@@ -67,6 +67,9 @@ type Workspace struct {
 	Hibernated   bool   `json:"hibernated,omitempty"`
 	ResumeFailed string `json:"resumeFailed,omitempty"`
 
+	// Encryption is how the WorkSpace's volumes are encrypted (guide §8.1); zero: not.
+	Encryption Encryption `json:"encryption,omitzero"`
+
 	// Connection is the user's streaming session as the connection manager last reported it.
 	Connection Connection `json:"connection,omitzero"`
 
@@ -75,6 +78,23 @@ type Workspace struct {
 	// (hostd/fleet/README.md: fencing).
 	Host string `json:"host,omitempty"`
 }
+
+// Encryption is which volumes of a WorkSpace are encrypted (qcow2 with LUKS) and with what.
+type Encryption struct {
+	Root bool `json:"root,omitempty"`
+	User bool `json:"user,omitempty"`
+	// KeyID is the key store's key (hostd/keystore) that seals DataKey; KeyRef is the
+	// VolumeEncryptionKey the administrator gave (an id, alias or ARN), which
+	// DescribeWorkspaces returns.
+	KeyID  string `json:"keyId,omitempty"`
+	KeyRef string `json:"keyRef,omitempty"`
+	// DataKey is the WorkSpace's own data key, the passphrase of its volumes, sealed with
+	// the key: never stored in the clear.
+	DataKey []byte `json:"dataKey,omitempty"`
+}
+
+// Encrypted reports whether any of w's volumes is encrypted.
+func (w *Workspace) Encrypted() bool { return w.Encryption.Root || w.Encryption.User }
 
 // MaintenanceRun is one automatic maintenance of a WorkSpace.
 type MaintenanceRun struct {
