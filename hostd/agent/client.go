@@ -291,3 +291,15 @@ func (c *Client) Sanitize(ctx context.Context) (usedPercent float64, changed []s
 	resp, err := c.Call(ctx, Request{Op: OpSanitize})
 	return resp.RootUsedPercent, resp.Sanitized, err
 }
+
+// GrowFS grows volume's (VolumeRoot or VolumeUser) filesystem online to fill its disk,
+// once the guest sees the disk at minBytes or more; it returns the filesystem's and the
+// disk's sizes in bytes.
+func (c *Client) GrowFS(ctx context.Context, volume string, minBytes uint64) (fsBytes, diskBytes uint64, err error) {
+	req := Request{Op: OpGrowFS, Volume: volume, MinBytes: minBytes}
+	if err := req.Validate(); err != nil {
+		return 0, 0, err
+	}
+	resp, err := c.Call(ctx, req)
+	return resp.FSBytes, resp.DiskBytes, err
+}

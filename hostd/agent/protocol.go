@@ -59,6 +59,16 @@ const (
 	// histories removed), refusing a root volume MaxImageRootPercent or more full. It
 	// answers the root volume's use (RootUsedPercent) and what it changed (Sanitized).
 	OpSanitize = "sanitize"
+	// OpGrowFS grows a volume's mounted ext4 filesystem online to fill its disk, once the
+	// disk (just grown by hostd: libvirt's block resize) shows at least MinBytes. Volume is
+	// VolumeRoot or VolumeUser. It answers the filesystem's and the disk's sizes.
+	OpGrowFS = "grow-fs"
+)
+
+// Volumes, as grow-fs names them.
+const (
+	VolumeRoot = "root"
+	VolumeUser = "user"
 )
 
 // MaxImageRootPercent: "The root volume (/) should be less than 97% full" for an image.
@@ -82,6 +92,9 @@ const (
 	MaxFreeze = 30 * time.Second
 	// MaxSilenceSeconds is the longest silence accepts.
 	MaxSilenceSeconds = 3600
+	// GrowDiskWait is how long grow-fs waits for the guest kernel to see the disk's new
+	// size.
+	GrowDiskWait = 30 * time.Second
 )
 
 // Volume mount points inside the guest. write-file and read-file only touch files below
@@ -109,6 +122,10 @@ type Request struct {
 
 	// silence
 	Seconds int `json:"seconds,omitempty"`
+
+	// grow-fs
+	Volume   string `json:"volume,omitempty"`
+	MinBytes uint64 `json:"minBytes,omitempty"`
 }
 
 // Response is one line sent by the agent. Error is set when OK is false.
@@ -133,6 +150,9 @@ type Response struct {
 	// sanitize
 	RootUsedPercent float64  `json:"rootUsedPercent,omitempty"`
 	Sanitized       []string `json:"sanitized,omitempty"`
+	// grow-fs: the filesystem's size after growing, and its disk's
+	FSBytes   uint64 `json:"fsBytes,omitempty"`
+	DiskBytes uint64 `json:"diskBytes,omitempty"`
 }
 
 // Status is the answer to the status op.
@@ -155,6 +175,10 @@ type Status struct {
 	Interfaces []Interface `json:"interfaces,omitempty"`
 	// ManagementAddress is the address the management NIC leased from the host, if any.
 	ManagementAddress string `json:"managementAddress,omitempty"`
+	// RootFSBytes and HomeFSBytes are the sizes of the volumes' mounted filesystems
+	// (statfs: blocks × block size), 0 when not mounted.
+	RootFSBytes uint64 `json:"rootFSBytes,omitempty"`
+	HomeFSBytes uint64 `json:"homeFSBytes,omitempty"`
 	// Errors lists what went wrong while bringing the guest up (a volume that did not
 	// appear, a module that did not load...), for hostd's logs.
 	Errors []string `json:"errors,omitempty"`
@@ -217,6 +241,10 @@ func (r Request) Validate() error {
 		}
 		if !utf8.ValidString(r.Data) {
 			return errors.New("clipboard-set: text is not valid UTF-8")
+		}
+	case OpGrowFS:
+		if r.Volume != VolumeRoot && r.Volume != VolumeUser {
+			return fmt.Errorf("grow-fs: volume must be %q or %q, got %q", VolumeRoot, VolumeUser, r.Volume)
 		}
 	case OpSilence:
 		if r.Seconds < 1 || r.Seconds > MaxSilenceSeconds {

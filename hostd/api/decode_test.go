@@ -182,6 +182,8 @@ var validSeeds = []struct{ target, body string }{
 	{"WorkspacesService.TerminateWorkspaces", `{"TerminateWorkspaceRequests":[{"WorkspaceId":"ws-abcdefgh12"},{"WorkspaceId":"ws-bcdefgh123"}]}`},
 	{"WorkspacesService.ModifyWorkspaceState", `{"WorkspaceId":"ws-abcdefgh12","WorkspaceState":"ADMIN_MAINTENANCE"}`},
 	{"WorkspacesService.ModifyWorkspaceProperties", `{"WorkspaceId":"ws-abcdefgh12","WorkspaceProperties":{"RunningMode":"ALWAYS_ON"}}`},
+	{"WorkspacesService.ModifyWorkspaceProperties", `{"WorkspaceId":"ws-abcdefgh12","WorkspaceProperties":{"UserVolumeSizeGib":100}}`},
+	{"WorkspacesService.ModifyWorkspaceProperties", `{"WorkspaceId":"ws-abcdefgh12","WorkspaceProperties":{"ComputeTypeName":"STANDARD","RootVolumeSizeGib":175}}`},
 	{"WorkspacesService.DescribeWorkspaceBundles", `{"BundleIds":["wsb-standard01"],"Owner":"AMAZON"}`},
 	{"WorkspacesService.DescribeWorkspaceDirectories", `{"DirectoryIds":["d-0123456789"],"Limit":1,"NextToken":"d-0123456789"}`},
 	{"WorkspacesService.DescribeWorkspacesConnectionStatus", `{"WorkspaceIds":["ws-abcdefgh12"],"NextToken":"ws-abcdefgh11"}`},

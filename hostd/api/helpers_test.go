@@ -186,6 +186,8 @@ type envOptions struct {
 	broker    bool
 	// workspaceQuota overrides testConfig's WorkSpaces quota.
 	workspaceQuota int
+	// serviceNow is the service's clock (nil: time.Now).
+	serviceNow func() time.Time
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -204,7 +206,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		cfg.WorkspaceQuota = o.workspaceQuota
 	}
 	cfg.ImageDir = filepath.Join(dir, "images")
-	svc := service.New(st, cfg, waker, nil, logger)
+	svc := service.New(st, cfg, waker, o.serviceNow, logger)
 	seedCatalog(t, svc)
 	if o.throttle == (hostconfig.Throttle{}) {
 		o.throttle = hostconfig.Throttle{Rate: 1000, Burst: 1000} // out of the way unless tested

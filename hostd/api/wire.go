@@ -155,12 +155,21 @@ func toWireWorkspace(w workspace.Workspace) wireWorkspace {
 		ErrorCode:           w.ErrorCode,
 		ComputerName:        w.ComputerName,
 		WorkspaceProperties: p,
-		ModificationStates:  []wireModificationState{},
+		ModificationStates:  toWireModifications(w.Modification),
 
 		RootVolumeEncryptionEnabled: w.Encryption.Root,
 		UserVolumeEncryptionEnabled: w.Encryption.User,
 		VolumeEncryptionKey:         w.Encryption.KeyRef,
 	}
+}
+
+// toWireModifications is AWS's ModificationStates: the change an UPDATING WorkSpace is
+// making (the guide's MODIFYING_COMPUTE or MODIFYING_STORAGE), or none.
+func toWireModifications(m workspace.Modification) []wireModificationState {
+	if !m.Active() {
+		return []wireModificationState{}
+	}
+	return []wireModificationState{{Resource: string(m.Resource), State: workspace.UpdateInProgress}}
 }
 
 func toWireWorkspaces(ws []workspace.Workspace) []wireWorkspace {

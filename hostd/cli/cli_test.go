@@ -327,12 +327,21 @@ func TestCLIOverUnixSocket(t *testing.T) {
 		t.Errorf("maintenance maybe: %d %q", code, errs)
 	}
 	code, out, errs = f.cli("modify", alice, "--running-mode", "AUTO_STOP", "--autostop-hours", "2")
-	if code != 0 || !strings.Contains(out, alice+": running mode AUTO_STOP (2 hours)") {
+	if code != 0 || !strings.Contains(out, alice+": AVAILABLE, running mode AUTO_STOP (2 hours), compute") {
 		t.Errorf("modify: %d %q %q", code, out, errs)
 	}
 	code, _, errs = f.cli("modify", alice)
-	if code != 2 || !strings.Contains(errs, "give --running-mode or --autostop-hours") {
+	if code != 2 || !strings.Contains(errs, "give --running-mode, --autostop-hours, --compute, --root-gib or --user-gib") {
 		t.Errorf("modify without changes: %d %q", code, errs)
+	}
+	// A volume change in the guide's first 6 h: hostd's refusal, the guide's text.
+	code, _, errs = f.cli("modify", alice, "--user-gib", "100")
+	if code != 1 || !strings.Contains(errs, "OperationNotSupportedException") || !strings.Contains(errs, workspace.MsgVolumeLaunchWait) {
+		t.Errorf("modify --user-gib at launch: %d %q", code, errs)
+	}
+	code, _, errs = f.cli("modify", alice, "--user-gib", "5000")
+	if code != 2 || !strings.Contains(errs, "--user-gib 5000: want 1 to 2000") {
+		t.Errorf("modify --user-gib 5000: %d %q", code, errs)
 	}
 	code, _, errs = f.cli("modify", "ws-doesnotexist", "--running-mode", "ALWAYS_ON")
 	if code != 1 || !strings.Contains(errs, "ResourceNotFoundException: WorkSpace ws-doesnotexist does not exist") {

@@ -56,11 +56,14 @@ func init() {
 	}
 	register(&command{name: "maintenance", args: "WS_ID on|off", summary: "put a WorkSpace into ADMIN_MAINTENANCE, or back to AVAILABLE",
 		minArgs: 2, maxArgs: 2, run: maintenance})
-	register(&command{name: "modify", args: "WS_ID [--running-mode M] [--autostop-hours N]", summary: "change a WorkSpace's running mode or AutoStop time",
-		minArgs: 1, maxArgs: 1,
+	register(&command{name: "modify", args: "WS_ID [--running-mode M] [--autostop-hours N] [--compute C | --root-gib N | --user-gib N]",
+		summary: "change a WorkSpace's running mode, AutoStop time, compute type or a volume's size", minArgs: 1, maxArgs: 1,
 		flags: func(r *run, fs *flag.FlagSet) {
 			fs.StringVar(&r.runningMode, "running-mode", "", "ALWAYS_ON or AUTO_STOP")
 			fs.IntVar(&r.autostopHours, "autostop-hours", 0, "AUTO_STOP: hours of inactivity before it stops (1-48)")
+			fs.StringVar(&r.compute, "compute", "", "new compute type: VALUE, STANDARD, PERFORMANCE, POWER or POWERPRO (the WorkSpace restarts)")
+			fs.IntVar(&r.rootGiB, "root-gib", 0, "grow the root volume to this many GiB (the guide's groups)")
+			fs.IntVar(&r.userGiB, "user-gib", 0, "grow the user volume to this many GiB (the guide's groups; online)")
 		}, run: modify})
 	register(&command{name: "wait", args: "WS_ID --state STATE", summary: "wait until a WorkSpace reaches a state, printing each change",
 		minArgs: 1, maxArgs: 1,
@@ -228,6 +231,9 @@ func describeWorkspace(r *run) int {
 			protos = append(protos, string(pr))
 		}
 		t.row("Protocols:", dash(strings.Join(protos, ", ")))
+	}
+	if m := modifications(w.ModificationStates); m != "" {
+		t.row("Modification:", strings.TrimPrefix(m, "; modifying "))
 	}
 	t.row("Encrypted volumes:", fmt.Sprintf("root %s, user %s", yesNo(aws.ToBool(w.RootVolumeEncryptionEnabled)), yesNo(aws.ToBool(w.UserVolumeEncryptionEnabled))))
 	t.flush()
@@ -436,8 +442,24 @@ func maintenance(r *run) int {
 func modify(r *run) int {
 	id := r.args[0]
 	props := &types.WorkspaceProperties{}
-	if r.runningMode == "" && !r.set["autostop-hours"] {
-		return r.usageError("give --running-mode or --autostop-hours (or both)")
+	if r.runningMode == "" && !r.set["autostop-hours"] && !r.set["compute"] && !r.set["root-gib"] && !r.set["user-gib"] {
+		return r.usageError("give --running-mode, --autostop-hours, --compute, --root-gib or --user-gib")
+	}
+	if r.set["compute"] {
+		props.ComputeTypeName = types.Compute(strings.ToUpper(r.compute))
+	}
+	for _, v := range []struct {
+		flag string
+		gib  int
+		to   **int32
+	}{{"root-gib", r.rootGiB, &props.RootVolumeSizeGib}, {"user-gib", r.userGiB, &props.UserVolumeSizeGib}} {
+		if !r.set[v.flag] {
+			continue
+		}
+		if v.gib < 1 || v.gib > 2000 {
+			return r.usageError("--%s %d: want 1 to 2000", v.flag, v.gib)
+		}
+		*v.to = aws.Int32(int32(v.gib))
 	}
 	if r.runningMode != "" {
 		m, ok := parseRunningMode(r.runningMode)
@@ -464,8 +486,22 @@ func modify(r *run) int {
 		fmt.Fprintf(r.stdout, "%s: properties changed\n", id)
 		return exitOK
 	}
-	fmt.Fprintf(r.stdout, "%s: running mode %s\n", id, runningMode(w.WorkspaceProperties))
+	p := w.WorkspaceProperties
+	fmt.Fprintf(r.stdout, "%s: %s, running mode %s, compute %s, root %d GiB, user %d GiB%s\n", id, w.State, runningMode(p), p.ComputeTypeName,
+		aws.ToInt32(p.RootVolumeSizeGib), aws.ToInt32(p.UserVolumeSizeGib), modifications(w.ModificationStates))
 	return exitOK
+}
+
+// modifications names the changes a WorkSpace is making (AWS's ModificationStates).
+func modifications(ms []types.ModificationState) string {
+	var out []string
+	for _, m := range ms {
+		out = append(out, string(m.Resource)+" "+string(m.State))
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return "; modifying " + strings.Join(out, ", ")
 }
 
 func waitCmd(r *run) int {

@@ -46,3 +46,7 @@ func (a *agentClient) Thaw(ctx context.Context) ([]string, error)   { return a.c
 
 func (a *agentClient) Shutdown(ctx context.Context) error { return a.c.Shutdown(ctx, false) }
 func (a *agentClient) Close() error                       { return a.c.Close() }
+
+func (a *agentClient) GrowFS(ctx context.Context, volume string, minBytes uint64) (uint64, uint64, error) {
+	return a.c.GrowFS(ctx, volume, minBytes)
+}

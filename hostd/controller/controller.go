@@ -169,6 +169,11 @@ type Controller struct {
 	holdRAM   func(pid int, ramBytes int64) (*memscrub.Held, error)
 	// reconciling, if set, is told when a reconcile of id starts (the watch benchmark).
 	reconciling func(id string)
+	// grown, if set, is told how long an online volume growth took (block resize and
+	// the guest's filesystem).
+	grown func(id string, r workspace.Resource, d time.Duration)
+	// modifying, if set, runs when the controller starts on an UPDATING WorkSpace's change.
+	modifying func(id string, r workspace.Resource)
 	// snapshotted, if set, is told how long a snapshot took in all and with the guest's
 	// filesystems frozen (the snapshot test's figures).
 	snapshotted func(id string, total, frozen time.Duration)
@@ -527,6 +532,8 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 		err = c.rebuildOrRestore(ctx, w, h)
 	case workspace.Suspended:
 		err = c.capture(ctx, w)
+	case workspace.Updating:
+		err = c.modify(ctx, w, h)
 	case workspace.Terminating:
 		err = c.terminate(ctx, w)
 	case workspace.Terminated:
@@ -1428,6 +1435,9 @@ func (c *Controller) keepRunning(ctx context.Context, w workspace.Workspace, h *
 		if w.State == workspace.Unhealthy {
 			c.cfg.Log.Info("guest agent answers again", "workspace", w.ID)
 			return c.set(w.ID, workspace.Unhealthy, workspace.Available)
+		}
+		if w.State == workspace.Available && len(w.GrowFS) > 0 {
+			return c.growPendingFS(ctx, w)
 		}
 		if w.State == workspace.Available { // snapshots only while healthy (guide §7.1)
 			return c.snapshotIfDue(ctx, w)

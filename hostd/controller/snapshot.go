@@ -257,7 +257,49 @@ func (c *Controller) replaceVolumes(w workspace.Workspace, restore bool) error {
 			return err
 		}
 	}
-	return nil
+	return c.growRestoredVolumes(w, restore, ok)
+}
+
+// growRestoredVolumes grows volumes copied from a snapshot cut before they last grew
+// (ModifyWorkspaceProperties) back to the record's sizes; their filesystems grow once the
+// guest is up (Workspace.GrowFS).
+func (c *Controller) growRestoredVolumes(w workspace.Workspace, root, user bool) error {
+	var grown []workspace.Resource
+	for _, v := range []struct {
+		copied bool
+		r      workspace.Resource
+		size   int
+	}{{root, workspace.ResourceRootVolume, w.Properties.RootVolumeSizeGib}, {user, workspace.ResourceUserVolume, w.Properties.UserVolumeSizeGib}} {
+		if !v.copied {
+			continue
+		}
+		name, _ := c.volumeOf(w.ID, v.r)
+		vols, err := c.cfg.Conn.Volumes(c.cfg.Pool, name)
+		if err != nil {
+			return err
+		}
+		if len(vols) != 1 || vols[0].CapacityGiB >= uint64(v.size) {
+			continue
+		}
+		_, _, pass, err := c.volumeSecrets(w)
+		if err != nil {
+			return err
+		}
+		if _, err := c.cfg.Conn.GrowVolume(c.cfg.Pool, name, v.size, pass); err != nil {
+			return err
+		}
+		grown = append(grown, v.r)
+	}
+	if len(grown) == 0 {
+		return nil
+	}
+	return c.transition(w.ID, w.State, func(r *workspace.Workspace) {
+		for _, g := range grown {
+			if !slices.Contains(r.GrowFS, g) {
+				r.GrowFS = append(r.GrowFS, g)
+			}
+		}
+	})
 }
 
 // rebuildOrRestore powers w off, replaces its volumes and boots it. If hostd booted the VM

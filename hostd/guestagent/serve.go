@@ -321,6 +321,13 @@ func (g *guest) handle(line []byte) (resp agent.Response, after func()) {
 			resp.Error = err.Error()
 			return resp, nil
 		}
+	case agent.OpGrowFS:
+		fs, disk, err := g.growFS(req.Volume, req.MinBytes)
+		if err != nil {
+			resp.Error = err.Error()
+			return resp, nil
+		}
+		resp.FSBytes, resp.DiskBytes = fs, disk
 	case agent.OpShutdown:
 		after = func() { g.shutdown(req.Reboot) }
 	case agent.OpCrash:
@@ -344,6 +351,7 @@ func (g *guest) status() agent.Status {
 	total, avail := meminfo()
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
+	rootFS, homeFS := g.fsBytes(agent.VolumeRoot), g.fsBytes(agent.VolumeUser)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	host, _ := os.Hostname()
@@ -365,6 +373,8 @@ func (g *guest) status() agent.Status {
 		KernelRelease:     unix.ByteSliceToString(uts.Release[:]),
 		Interfaces:        interfaces(),
 		ManagementAddress: g.mgmtAddr,
+		RootFSBytes:       rootFS,
+		HomeFSBytes:       homeFS,
 		Errors:            append([]string(nil), g.errors...),
 	}
 }

@@ -471,24 +471,23 @@ func (s *Service) ModifyWorkspaceState(ctx context.Context, id string, target wo
 	})
 }
 
-// ModifyWorkspaceProperties changes the running mode or the AutoStop time. A STOPPED
-// WorkSpace switched to ALWAYS_ON is started, since AlwaysOn WorkSpaces do not stop.
+// ModifyWorkspaceProperties changes the running mode or the AutoStop time, the compute type
+// or a volume's size (workspace.Workspace.Modify: the guide's rules). A STOPPED WorkSpace
+// switched to ALWAYS_ON is started, since AlwaysOn WorkSpaces do not stop. A compute or
+// volume change leaves the WorkSpace UPDATING until the controller has made it.
 func (s *Service) ModifyWorkspaceProperties(ctx context.Context, id string, c workspace.PropertiesChange) error {
 	return s.changeTx(id, workspace.OpModifyProperties, func(tx store.Tx, w *workspace.Workspace, now time.Time) error {
-		if err := workspace.CheckState(workspace.OpModifyProperties, w.ID, w.State); err != nil {
+		if err := w.Modify(c, s.cfg.ComputeTypes, now); err != nil {
 			return err
 		}
-		p, err := c.Apply(w)
-		if err != nil {
-			return err
-		}
-		w.Properties = p
-		w.Updated = now
-		if w.State == workspace.Stopped && p.RunningMode == workspace.AlwaysOn {
-			if err := checkKey(tx, w, workspace.OpStart); err != nil { // it would start
-				return err
-			}
-			w.SetState(workspace.Starting, now)
+		// An encrypted WorkSpace's key must open its volumes for what follows.
+		switch {
+		case w.State == workspace.Starting: // switched to ALWAYS_ON: it starts
+			return checkKey(tx, w, workspace.OpStart)
+		case w.State == workspace.Updating && w.Modification.Resource == workspace.ResourceComputeType:
+			return checkKey(tx, w, workspace.OpModifyCompute)
+		case w.State == workspace.Updating:
+			return checkKey(tx, w, workspace.OpModifyVolumes)
 		}
 		return nil
 	})

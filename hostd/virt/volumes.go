@@ -176,3 +176,59 @@ func (c *Conn) DestroyPool(name string) error {
 	_ = c.l.StoragePoolDestroy(p)
 	return c.l.StoragePoolUndefine(p)
 }
+
+// GrowVolume grows a volume of the pool to capacityGiB (logical size) while no guest uses
+// it: libvirt runs qemu-img resize, or, for a LUKS-encrypted volume, qemu-img itself with
+// passphrase (through a pipe, as CreateEncryptedVolume). A volume already that large is
+// left alone, so the call is safe to repeat; it never shrinks one.
+func (c *Conn) GrowVolume(pool, name string, capacityGiB int, passphrase []byte) (Volume, error) {
+	p, err := c.l.StoragePoolLookupByName(pool)
+	if err != nil {
+		return Volume{}, fmt.Errorf("grow volume %s: pool %s: %w", name, pool, err)
+	}
+	v, err := c.l.StorageVolLookupByName(p, name)
+	if err != nil {
+		return Volume{}, fmt.Errorf("grow volume %s: %w", name, err)
+	}
+	vol, err := c.volume(v)
+	if err != nil || vol.CapacityGiB >= uint64(capacityGiB) {
+		return vol, err
+	}
+	if vol.Encrypted {
+		if len(passphrase) == 0 {
+			return Volume{}, fmt.Errorf("grow volume %s: it is encrypted and no passphrase was given", name)
+		}
+		if err := runWithSecret(passphrase, "qemu-img", "resize", "-q", "--object", "secret,id=sec0,file=/dev/fd/3", "--image-opts",
+			"driver=qcow2,file.filename="+strings.ReplaceAll(vol.Path, ",", ",,")+",encrypt.key-secret=sec0", fmt.Sprintf("%dG", capacityGiB)); err != nil {
+			return Volume{}, fmt.Errorf("grow volume %s to %d GiB: %w", name, capacityGiB, err)
+		}
+		return c.volume(v)
+	}
+	if err := c.l.StorageVolResize(v, uint64(capacityGiB)<<30, 0); err != nil {
+		return Volume{}, fmt.Errorf("grow volume %s to %d GiB: %w", name, capacityGiB, err)
+	}
+	return c.volume(v)
+}
+
+// GrowDisk grows the disk of a running domain backed by the file path to capacityGiB,
+// online (libvirt's block resize: qemu grows the qcow2 and tells the guest, whose kernel
+// sees the new capacity at once). A disk already that large is left alone. It returns the
+// disk's capacity in bytes.
+func (c *Conn) GrowDisk(domain, path string, capacityGiB int) (uint64, error) {
+	d, err := c.l.DomainLookupByName(domain)
+	if err != nil {
+		return 0, fmt.Errorf("grow disk %s of %s: %w", path, domain, err)
+	}
+	want := uint64(capacityGiB) << 30
+	_, capacity, _, err := c.l.DomainGetBlockInfo(d, path, 0)
+	if err != nil {
+		return 0, fmt.Errorf("grow disk %s of %s: %w", path, domain, err)
+	}
+	if capacity >= want {
+		return capacity, nil
+	}
+	if err := c.l.DomainBlockResize(d, path, want, libvirt.DomainBlockResizeBytes); err != nil {
+		return 0, fmt.Errorf("grow disk %s of %s to %d GiB: %w", path, domain, capacityGiB, err)
+	}
+	return want, nil
+}

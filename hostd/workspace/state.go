@@ -56,6 +56,9 @@ const (
 	OpRebuild          Op = "RebuildWorkspaces"
 	OpRestore          Op = "RestoreWorkspace"
 	OpCreateImage      Op = "CreateWorkspaceImage"
+	// ModifyWorkspaceProperties of the compute type or of a volume size (modify.go).
+	OpModifyCompute Op = "ModifyWorkspaceProperties (ComputeTypeName)"
+	OpModifyVolumes Op = "ModifyWorkspaceProperties (volume sizes)"
 )
 
 // allowed is the operation × state matrix. Sources (guide catalog §2.3–§2.5, §2.8):
@@ -69,6 +72,9 @@ const (
 //   - modify properties: any settled state but ADMIN_MAINTENANCE (guide catalog §5, §31.15:
 //     running modes switch "at any time except in ADMIN_MAINTENANCE"); not while another
 //     operation runs.
+//   - compute type, volume sizes: a settled WorkSpace whose guest can be changed (guide
+//     catalog §2.8: "during another modification" refused, as is ADMIN_MAINTENANCE); a
+//     volume grows online only while the agent answers (AVAILABLE) or offline (STOPPED).
 //   - rebuild, restore: "AVAILABLE, ERROR, UNHEALTHY, STOPPED" (guide catalog §7, p.87–88);
 //     ADMIN_MAINTENANCE "does not respond".
 var allowed = map[Op][]State{
@@ -78,6 +84,8 @@ var allowed = map[Op][]State{
 	OpModifyState:      {Available, AdminMaintenance},
 	OpModifyProperties: {Available, Impaired, Unhealthy, Stopped, Error},
 	OpRebuild:          {Available, Error, Unhealthy, Stopped},
+	OpModifyCompute:    {Available, Impaired, Unhealthy, Stopped},
+	OpModifyVolumes:    {Available, Stopped},
 	OpRestore:          {Available, Error, Unhealthy, Stopped},
 	// create image: "the status of the WorkSpace must be Available" (guide catalog §4.1).
 	OpCreateImage: {Available},
@@ -100,8 +108,12 @@ func CheckState(op Op, id string, s State) error {
 	for i, st := range states {
 		names[i] = string(st)
 	}
+	why := ""
+	if s == Updating {
+		why = " " + MsgWhileModifying
+	}
 	return catalog.Errorf(catalog.InvalidResourceState,
-		"WorkSpace %s is %s; %s accepts only a WorkSpace that is %s", id, s, op, orList(names))
+		"WorkSpace %s is %s; %s accepts only a WorkSpace that is %s.%s", id, s, op, orList(names), why)
 }
 
 func orList(s []string) string {

@@ -73,6 +73,14 @@ type Workspace struct {
 	// Connection is the user's streaming session as the connection manager last reported it.
 	Connection Connection `json:"connection,omitzero"`
 
+	// Modification is the compute or storage change an UPDATING WorkSpace is making
+	// (modify.go); Changes are when its compute type and volumes last changed.
+	Modification Modification `json:"modification,omitzero"`
+	Changes      ChangeTimes  `json:"changes,omitzero"`
+	// GrowFS lists volumes whose files grew while the guest was off: their filesystems
+	// grow (through the guest agent) after the next boot.
+	GrowFS []Resource `json:"growFS,omitempty"`
+
 	// Host is the host that owns the WorkSpace: the only one that runs its VM and writes
 	// its progress. Placement sets it at creation; nothing changes it by itself
 	// (hostd/fleet/README.md: fencing).
@@ -155,6 +163,9 @@ func (w *Workspace) SetState(s State, now time.Time) {
 	}
 	w.State = s
 	w.Updated = now
+	if s != Updating { // a modification ends with the state it leaves for
+		w.Modification = Modification{}
+	}
 	if s != Error {
 		w.ErrorCode, w.ErrorMessage = "", ""
 	}
@@ -191,17 +202,10 @@ type PropertiesChange struct {
 	ComputeTypeName        *string
 }
 
-// Apply validates c against w and returns w's new properties. Only the running mode and the
-// AutoStop time are modifiable so far; volume and compute changes are refused by name.
+// Apply validates c's running mode and AutoStop time against w and returns w's new
+// properties; compute and volume changes are Workspace.Modify's.
 func (c PropertiesChange) Apply(w *Workspace) (Properties, error) {
 	p := w.Properties
-	switch {
-	case c.RootVolumeSizeGib != nil && *c.RootVolumeSizeGib != p.RootVolumeSizeGib,
-		c.UserVolumeSizeGib != nil && *c.UserVolumeSizeGib != p.UserVolumeSizeGib:
-		return p, catalog.Errorf(catalog.UnsupportedWorkspaceConfig, "changing volume sizes is not supported by this host yet")
-	case c.ComputeTypeName != nil && *c.ComputeTypeName != p.ComputeTypeName:
-		return p, catalog.Errorf(catalog.UnsupportedWorkspaceConfig, "changing the compute type is not supported by this host yet")
-	}
 	if c.RunningMode != nil {
 		p.RunningMode = *c.RunningMode
 	}

@@ -93,10 +93,6 @@ func TestPropertiesChange(t *testing.T) {
 	if p2, err := (PropertiesChange{AutoStopTimeoutMinutes: &two}).Apply(&Workspace{Properties: p}); err != nil || p2.AutoStopTimeoutMinutes != 120 {
 		t.Errorf("2 hours: %+v %v", p2, err)
 	}
-	bigger := 175
-	if _, err := (PropertiesChange{RootVolumeSizeGib: &bigger}).Apply(w); !catalog.IsError(err, catalog.UnsupportedWorkspaceConfig) {
-		t.Errorf("volume change: %v", err)
-	}
 	ao := AlwaysOn
 	if p3, err := (PropertiesChange{RunningMode: &ao}).Apply(&Workspace{Properties: p}); err != nil || p3.AutoStopTimeoutMinutes != 0 {
 		t.Errorf("back to ALWAYS_ON: %+v %v", p3, err)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,13 +37,17 @@ func (noWake) Wake(string) {}
 // API server (its local socket, through internal/hostdclient) and change what hostd holds:
 // refused while the directory's permission is off, accepted once the administrator turns
 // it on with ModifySelfservicePermissions (AWS's SDK against the same API); hostd's own
-// refusals (a reboot of a WorkSpace already rebooting, a volume change this host cannot
-// make yet) reach the user with hostd's message. No VM runs: the WorkSpace record is made
-// AVAILABLE in hostd's store.
+// refusals (a reboot of a WorkSpace already rebooting, a volume increase within the
+// guide's first 6 h, a restart or compute change while a volume increase runs) reach the
+// user with hostd's message, in the guide's words. With hostd's clock 6 h on, a user's
+// volume increase and compute type change reach hostd's ModifyWorkspaceProperties and
+// the WorkSpace is UPDATING with them. No VM runs: the test plays the controller in
+// hostd's store.
 func TestSelfServiceAgainstHostd(t *testing.T) {
 	testenv.Root(t) // hostd's local socket takes only root
 	ctx := context.Background()
 	dir := t.TempDir()
+	clk := &clock{t: time.Now().UTC()}
 	st, err := store.OpenBolt(filepath.Join(dir, "hostd.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +58,7 @@ func TestSelfServiceAgainstHostd(t *testing.T) {
 		ComputeTypes: map[catalog.ComputeType]catalog.Hardware{catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 256},
 			catalog.ComputeStandard: {VCPUs: 2, MemoryMiB: 512}},
 		WorkspaceQuota: 10,
-	}, noWake{}, nil, log)
+	}, noWake{}, clk.now, log)
 	if _, err := svc.ImportCatalog(ctx, &hostconfig.LegacyCatalog{
 		Images: []hostconfig.Sourced[catalog.Image]{{From: "images[0]", Item: catalog.Image{ID: "wsi-linux00001", OS: catalog.Linux}}},
 		Bundles: []hostconfig.Sourced[catalog.Bundle]{{From: "bundles[0]", Item: catalog.Bundle{ID: "wsb-value00001", ImageID: "wsi-linux00001",
@@ -69,20 +74,21 @@ func TestSelfServiceAgainstHostd(t *testing.T) {
 		t.Fatalf("create: %v %+v", err, failed)
 	}
 	id := made[0].ID
-	setAvailable := func() {
+	// Plays the controller: the WorkSpace settles in a state.
+	settle := func(s workspace.State) {
 		t.Helper()
 		if err := st.Update(func(tx store.Tx) error {
 			w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
 			if err != nil {
 				return err
 			}
-			w.State = workspace.Available
+			w.SetState(s, clk.now())
 			return store.PutJSON(tx, store.Workspaces, id, w)
 		}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	setAvailable() // as if the controller had booted it
+	settle(workspace.Available)
 	sock := filepath.Join(dir, "run", "hostd.sock")
 	os.MkdirAll(filepath.Dir(sock), 0o700)
 	ln, err := api.ListenUnix(sock)
@@ -140,17 +146,57 @@ func TestSelfServiceAgainstHostd(t *testing.T) {
 	if err != nil || code != http.StatusConflict || res.Result != broker.ResultRefused || res.Message == "" {
 		t.Errorf("restart while rebooting: HTTP %d %+v %v", code, res, err)
 	}
-	// Within the guide's caps, the volume change goes to hostd, which cannot do it yet.
+	settle(workspace.Available) // the restart is done
+	// Above the guide's caps for users: refused by the broker.
 	do(broker.SelfServiceRequest{Action: broker.ActionIncreaseVolume, UserVolumeSizeGib: 101}, http.StatusBadRequest, broker.ResultInvalid, broker.MsgVolumeCap)
+	// Within them, but in the first 6 h: hostd's refusal, the guide's text.
 	res, code, err = b.SelfService(broker.SelfServiceRequest{Action: broker.ActionIncreaseVolume, UserVolumeSizeGib: 50})
-	if err != nil || code != http.StatusConflict || res.Result != broker.ResultRefused {
-		t.Errorf("volume increase: HTTP %d %+v %v", code, res, err)
+	if err != nil || code != http.StatusConflict || res.Result != broker.ResultRefused || !strings.Contains(res.Message, workspace.MsgVolumeLaunchWait) {
+		t.Errorf("volume increase at launch: HTTP %d %+v %v", code, res, err)
 	}
-	t.Logf("hostd's answer to the volume increase: %q", res.Message)
-
+	if w := get(); w.Properties.UserVolumeSizeGib != 10 || w.State != workspace.Available {
+		t.Errorf("a refused increase changed the WorkSpace: %s user %d", w.State, w.Properties.UserVolumeSizeGib)
+	}
+	// 6 h on: accepted, and hostd is growing the user volume.
+	clk.add(workspace.LaunchWait)
+	do(broker.SelfServiceRequest{Action: broker.ActionIncreaseVolume, UserVolumeSizeGib: 50}, http.StatusOK, broker.ResultAccepted, "")
+	if w := get(); w.Properties.UserVolumeSizeGib != 50 || w.State != workspace.Updating || w.Modification.Name() != workspace.ModifyingStorage {
+		t.Fatalf("after the increase: %s %s user %d", w.State, w.Modification.Name(), w.Properties.UserVolumeSizeGib)
+	}
+	// While it runs, the user can neither restart nor change the compute type (guide §11).
+	res, code, err = b.SelfService(broker.SelfServiceRequest{Action: broker.ActionRestart})
+	if err != nil || code != http.StatusConflict || res.Result != broker.ResultRefused || !strings.Contains(res.Message, workspace.MsgWhileModifying) {
+		t.Errorf("restart during a volume increase: HTTP %d %+v %v", code, res, err)
+	}
+	do(broker.SelfServiceRequest{Action: broker.ActionChangeComputeType, ComputeType: "STANDARD"}, http.StatusForbidden, broker.ResultForbidden,
+		broker.MsgSelfServiceOff("Change compute type"))
+	if _, err := admin.ModifySelfservicePermissions(ctx, &awsws.ModifySelfservicePermissionsInput{ResourceId: aws.String("d-0000000007"),
+		SelfservicePermissions: &types.SelfservicePermissions{ChangeComputeType: types.ReconnectEnumEnabled}}); err != nil {
+		t.Fatal(err)
+	}
+	res, code, err = b.SelfService(broker.SelfServiceRequest{Action: broker.ActionChangeComputeType, ComputeType: "STANDARD"})
+	if err != nil || code != http.StatusConflict || res.Result != broker.ResultRefused || !strings.Contains(res.Message, "MODIFYING_STORAGE") {
+		t.Errorf("compute change during a volume increase: HTTP %d %+v %v", code, res, err)
+	}
+	settle(workspace.Available) // the volume has grown
+	do(broker.SelfServiceRequest{Action: broker.ActionChangeComputeType, ComputeType: "STANDARD"}, http.StatusOK, broker.ResultAccepted, broker.MsgCompute)
+	if w := get(); w.Properties.ComputeTypeName != "STANDARD" || w.State != workspace.Updating || w.Modification.Name() != workspace.ModifyingCompute {
+		t.Errorf("after the compute change: %s %s %s", w.State, w.Modification.Name(), w.Properties.ComputeTypeName)
+	}
+	settle(workspace.Available)
+	// A smaller one right after is the guide's once-in-30-days budget: accepted once.
+	do(broker.SelfServiceRequest{Action: broker.ActionChangeComputeType, ComputeType: "VALUE"}, http.StatusOK, broker.ResultAccepted, broker.MsgCompute)
+	settle(workspace.Available)
+	clk.add(workspace.UpsizeInterval)
+	do(broker.SelfServiceRequest{Action: broker.ActionChangeComputeType, ComputeType: "STANDARD"}, http.StatusOK, broker.ResultAccepted, broker.MsgCompute)
+	settle(workspace.Available)
+	res, code, err = b.SelfService(broker.SelfServiceRequest{Action: broker.ActionChangeComputeType, ComputeType: "VALUE"})
+	if err != nil || code != http.StatusConflict || res.Result != broker.ResultRefused || !strings.Contains(res.Message, workspace.MsgComputeRate) {
+		t.Errorf("a second smaller bundle within 30 days: HTTP %d %+v %v", code, res, err)
+	}
 	// Rebuild, once allowed: refused while the user volume has no backup, then accepted by
 	// hostd, which restores the latest one.
-	setAvailable() // as if the controller had finished the restart
+	settle(workspace.Available) // as if the controller had finished the compute change
 	if _, err := admin.ModifySelfservicePermissions(ctx, &awsws.ModifySelfservicePermissionsInput{ResourceId: aws.String("d-0000000007"),
 		SelfservicePermissions: &types.SelfservicePermissions{RebuildWorkspace: types.ReconnectEnumEnabled}}); err != nil {
 		t.Fatal(err)
