@@ -238,6 +238,7 @@ func run(path string, log *slog.Logger) error {
 	}
 	svcCfg := service.Config{ComputeTypes: h.ComputeTypes, WorkspaceQuota: h.Quotas.Workspaces, Host: hostID,
 		Keys: keys, Region: h.API.Region,
+		ImageDir: filepath.Join(h.DataDir, "images"),
 		GPUQuota: map[catalog.ComputeType]int{catalog.ComputeGraphics: h.Quotas.Graphics, catalog.ComputeGraphicsPro: h.Quotas.GraphicsPro},
 		ManagementRange: func() (netip.Prefix, bool) {
 			if nm == nil {

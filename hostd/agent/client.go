@@ -285,6 +285,13 @@ func (c *Client) Silence(ctx context.Context, d time.Duration) error {
 	return err
 }
 
+// Sanitize runs the guide's image sanitising steps in the guest (OpSanitize). It answers
+// the root volume's use even when the guest refused (too full).
+func (c *Client) Sanitize(ctx context.Context) (usedPercent float64, changed []string, err error) {
+	resp, err := c.Call(ctx, Request{Op: OpSanitize})
+	return resp.RootUsedPercent, resp.Sanitized, err
+}
+
 // GrowFS grows volume's (VolumeRoot or VolumeUser) filesystem online to fill its disk,
 // once the guest sees the disk at minBytes or more; it returns the filesystem's and the
 // disk's sizes in bytes.

@@ -54,6 +54,11 @@ const (
 	// its port and ignores it for Seconds, then serves again. Tests use it to make a
 	// WorkSpace miss its status checks (guide §19) the way a dead agent would.
 	OpSilence = "silence"
+	// OpSanitize runs the guide's Linux image sanitising steps on the root volume (SSH
+	// host keys shredded, machine-id truncated, logs, caches, temporary files and shell
+	// histories removed), refusing a root volume MaxImageRootPercent or more full. It
+	// answers the root volume's use (RootUsedPercent) and what it changed (Sanitized).
+	OpSanitize = "sanitize"
 	// OpGrowFS grows a volume's mounted ext4 filesystem online to fill its disk, once the
 	// disk (just grown by hostd: libvirt's block resize) shows at least MinBytes. Volume is
 	// VolumeRoot or VolumeUser. It answers the filesystem's and the disk's sizes.
@@ -65,6 +70,9 @@ const (
 	VolumeRoot = "root"
 	VolumeUser = "user"
 )
+
+// MaxImageRootPercent: "The root volume (/) should be less than 97% full" for an image.
+const MaxImageRootPercent = 97
 
 // Limits.
 const (
@@ -139,6 +147,9 @@ type Response struct {
 	// freeze, thaw
 	Filesystems []string `json:"filesystems,omitempty"`
 
+	// sanitize
+	RootUsedPercent float64  `json:"rootUsedPercent,omitempty"`
+	Sanitized       []string `json:"sanitized,omitempty"`
 	// grow-fs: the filesystem's size after growing, and its disk's
 	FSBytes   uint64 `json:"fsBytes,omitempty"`
 	DiskBytes uint64 `json:"diskBytes,omitempty"`

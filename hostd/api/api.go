@@ -111,6 +111,7 @@ func (o *Options) LookupBrokerGroup(name string) error {
 // Server is the admin API.
 type Server struct {
 	svc      Service
+	region   string // the Region clients sign for, which is this host
 	verifier *verifier
 	limiter  *Limiter
 	maxBody  int64
@@ -145,6 +146,7 @@ func New(svc Service, o Options) *Server {
 	}
 	return &Server{
 		svc:       svc,
+		region:    o.Region,
 		verifier:  newVerifier(o.Region, o.AccessKeys, o.Now),
 		limiter:   NewLimiter(o.Throttle.Rate, o.Throttle.Burst, o.Now),
 		maxBody:   o.MaxBodyBytes,
@@ -276,7 +278,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, c *call) *catalog
 		c.params = clipN(string(p), maxAuditParams)
 	}
 
-	resp, err := op.call(r.Context(), s.svc, req)
+	resp, err := op.call(context.WithValue(r.Context(), regionKey{}, s.region), s.svc, req)
 	if err != nil {
 		return catalog.AsError(err)
 	}

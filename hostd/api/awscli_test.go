@@ -122,6 +122,30 @@ func TestAwscli(t *testing.T) {
 		t.Errorf("unknown WorkSpace: err %v, stderr %q", err, stderr)
 	}
 
+	// Images, as administrators make them with awscli.
+	out = must(aws(secretKey, "create-workspaces", "--workspaces", "DirectoryId="+dirID+",UserName=bob,BundleId="+bundleStd))
+	bob, _ := obj(list(out["PendingRequests"])[0])["WorkspaceId"].(string)
+	e.setState(bob, workspace.Available)
+	out = must(aws(secretKey, "create-workspace-image", "--workspace-id", bob, "--name", "golden", "--description", "Golden image"))
+	golden, _ := out["ImageId"].(string)
+	if out["State"] != "PENDING" || obj(out["OperatingSystem"])["Type"] != "LINUX" || !strings.HasPrefix(golden, "wsi-") {
+		t.Errorf("create-workspace-image: %v", out)
+	}
+	e.expectState(bob, workspace.Suspended)
+	out = must(aws(secretKey, "describe-workspace-images", "--image-ids", golden))
+	if i := list(out["Images"]); len(i) != 1 || obj(i[0])["State"] != "PENDING" {
+		t.Errorf("describe-workspace-images: %v", out)
+	}
+	_, stderr, err = aws(secretKey, "copy-workspace-image", "--source-image-id", imageLinux, "--source-region", "us-east-1", "--name", "copy")
+	if err == nil || !strings.Contains(stderr, "InvalidParameterValuesException") || !strings.Contains(stderr, "us-east-1") {
+		t.Errorf("copy from another Region: err %v, stderr %q", err, stderr)
+	}
+	_, stderr, err = aws(secretKey, "import-workspace-image", "--ec2-image-id", "ami-0123456789abcdef0", "--ingestion-process", "BYOL_REGULAR",
+		"--image-name", "byol", "--image-description", "BYOL image")
+	if err == nil || !strings.Contains(stderr, "ResourceNotFoundException") || !strings.Contains(stderr, "Deskhost.ImportImage") {
+		t.Errorf("import of an EC2 image: err %v, stderr %q", err, stderr)
+	}
+
 	// DescribeAccount's hostd-only Quotas member is skipped by awscli, as by the SDK: AWS's
 	// members come through unchanged.
 	out = must(aws(secretKey, "describe-account"))

@@ -126,6 +126,15 @@ func TestEncryptionThroughSDK(t *testing.T) {
 	if err := service.CheckImageSource(plainRec); err != nil {
 		t.Fatalf("image from a plain WorkSpace: %v", err)
 	}
+	// Through the API: refused, and nothing changes.
+	e.setState(alice, workspace.Available)
+	_, err = c.CreateWorkspaceImage(ctx, &workspaces.CreateWorkspaceImageInput{Name: aws.String("from-encrypted"), Description: aws.String("refused"), WorkspaceId: aws.String(alice)})
+	if ae := apiErr(t, err, "OperationNotSupportedException"); !strings.Contains(ae.ErrorMessage(), "encrypted WorkSpace is not supported") {
+		t.Fatalf("CreateWorkspaceImage of an encrypted WorkSpace: %s", ae.ErrorMessage())
+	}
+	if got, _ := e.svc.Get(alice); got.State != workspace.Available || got.CaptureImage != "" {
+		t.Fatalf("the refused capture changed alice: %s %q", got.State, got.CaptureImage)
+	}
 
 	// Key disabled: reboot, rebuild, restore and start are refused with the guide's words.
 	e.setState(alice, workspace.Available)

@@ -215,6 +215,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 		}
 		cfg.PrimaryPool = func() (addrpool.Range, bool) { return pool, true }
 	}
+	cfg.ImageDir = filepath.Join(dir, "images")
 	svc := service.New(st, cfg, waker, o.serviceNow, logger)
 	seedCatalog(t, svc)
 	if o.throttle == (hostconfig.Throttle{}) {

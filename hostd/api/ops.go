@@ -28,6 +28,7 @@ type Service interface {
 	SnapshotsService
 	MigrateService
 	UsageService
+	ImagesService
 	KeysService
 }
 
@@ -95,6 +96,9 @@ var operations = map[string]operation{
 	"DeleteWorkspaceBundle":             op(shDeleteWorkspaceBundleRequest, deleteWorkspaceBundle),
 	"DescribeWorkspaceImages":           op(shDescribeWorkspaceImagesRequest, describeWorkspaceImages),
 	"DeleteWorkspaceImage":              op(shDeleteWorkspaceImageRequest, deleteWorkspaceImage),
+	"CreateWorkspaceImage":              op(shCreateWorkspaceImageRequest, createWorkspaceImage),
+	"CopyWorkspaceImage":                op(shCopyWorkspaceImageRequest, copyWorkspaceImage),
+	"ImportWorkspaceImage":              op(shImportWorkspaceImageRequest, importWorkspaceImage),
 	"DescribeAccount":                   op(shDescribeAccountRequest, describeAccount),
 	"DescribeAccountModifications":      op(shDescribeAccountModificationsRequest, describeAccountModifications),
 	"ListAvailableManagementCidrRanges": op(shListAvailableManagementCidrRangesRequest, listAvailableManagementCidrRanges),
@@ -113,6 +117,7 @@ var ownOperations = map[string]operation{
 	"DeleteUsers":              op(shDeleteUsersRequest, deleteUsers),
 	"DescribeUsers":            op(shDescribeUsersRequest, describeUsers),
 	"RegisterImage":            op(shRegisterImageRequest, registerImage),
+	"ImportImage":              op(shImportImageRequest, importImage),
 }
 
 // ReportConnectionsOperation is hostd's own operation by which the connection manager

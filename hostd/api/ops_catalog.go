@@ -535,6 +535,8 @@ type wireImage struct {
 	OperatingSystem wireOperatingSystem `json:"OperatingSystem"`
 	State           string              `json:"State"`
 	RequiredTenancy string              `json:"RequiredTenancy"`
+	ErrorCode       string              `json:"ErrorCode,omitempty"`
+	ErrorMessage    string              `json:"ErrorMessage,omitempty"`
 	Created         *epochSeconds       `json:"Created,omitempty"`
 	OwnerAccountId  string              `json:"OwnerAccountId"`
 }
@@ -544,8 +546,8 @@ func toWireImage(i catalog.Image) wireImage {
 	if i.OS == catalog.Windows {
 		os = "WINDOWS"
 	}
-	return wireImage{ImageId: i.ID, Name: i.Name, Description: i.Description, OperatingSystem: wireOperatingSystem{os}, State: "AVAILABLE",
-		RequiredTenancy: "DEFAULT", Created: epochOrNil(i.Created), OwnerAccountId: catalog.AccountID}
+	return wireImage{ImageId: i.ID, Name: i.Name, Description: i.Description, OperatingSystem: wireOperatingSystem{os}, State: string(i.Status()),
+		RequiredTenancy: "DEFAULT", Created: epochOrNil(i.Created), OwnerAccountId: catalog.AccountID, ErrorCode: i.ErrorCode, ErrorMessage: i.ErrorMessage}
 }
 
 func describeWorkspaceImages(ctx context.Context, svc Service, r *describeWorkspaceImagesRequest) (any, error) {

@@ -106,7 +106,24 @@ func init() {
 			fs.StringVar(&r.name, "name", "", "the image's name (default: the manifest's)")
 			fs.StringVar(&r.description, "description", "", "its description")
 		}, run: imagesRegister})
-	register(&command{name: "images delete", args: "WSI_ID", summary: "remove an image from the catalog (its files stay)", minArgs: 1, maxArgs: 1, run: imagesDelete})
+	register(&command{name: "images delete", args: "WSI_ID", summary: "remove an image from the catalog (a registered directory stays; an image hostd made goes)", minArgs: 1, maxArgs: 1, run: imagesDelete})
+	register(&command{name: "images create", args: "WS_ID --name N --description D", summary: "capture an AVAILABLE WorkSpace's root volume as a new image (sanitised)", minArgs: 1, maxArgs: 1,
+		flags: func(r *run, fs *flag.FlagSet) {
+			fs.StringVar(&r.name, "name", "", "the image's name, required")
+			fs.StringVar(&r.description, "description", "", "its description, required")
+		}, run: imagesCreate})
+	register(&command{name: "images copy", args: "WSI_ID --name N [--description D]", summary: "copy an image on this host (a new id, the same content)", minArgs: 1, maxArgs: 1,
+		flags: func(r *run, fs *flag.FlagSet) {
+			fs.StringVar(&r.name, "name", "", "the copy's name, required")
+			fs.StringVar(&r.description, "description", "", "its description")
+		}, run: imagesCopy})
+	register(&command{name: "images import", args: "--source PATH|URL --name N --description D [--base WSI_ID]", summary: "import a qcow2 or raw Linux disk image (ext4 root, whole disk or partition) or an imagebuild image directory; it is test-booted before it is AVAILABLE", maxArgs: 0,
+		flags: func(r *run, fs *flag.FlagSet) {
+			fs.StringVar(&r.dir, "source", "", "an absolute path on the host, or an http(s) URL, required")
+			fs.StringVar(&r.name, "name", "", "the image's name, required")
+			fs.StringVar(&r.description, "description", "", "its description, required")
+			fs.StringVar(&r.image, "base", "", "the image whose kernel and initramfs (the guest agent) the disk boots with (default: the newest registered)")
+		}, run: imagesImport})
 
 	// Tags.
 	register(&command{name: "tags", args: "RESOURCE_ID", summary: "list a resource's tags (ws-, d-, wsb-, wsi-, wsipg-)", minArgs: 1, maxArgs: 1, flags: jsonFlag, run: tagsList})
@@ -594,7 +611,11 @@ func imagesList(r *run) int {
 		if i.OperatingSystem != nil {
 			os = string(i.OperatingSystem.Type)
 		}
-		t.row(aws.ToString(i.ImageId), aws.ToString(i.Name), os, string(i.State), dash(aws.ToString(i.Description)))
+		desc := aws.ToString(i.Description)
+		if i.State == types.WorkspaceImageStateError {
+			desc = aws.ToString(i.ErrorCode) + ": " + aws.ToString(i.ErrorMessage)
+		}
+		t.row(aws.ToString(i.ImageId), aws.ToString(i.Name), os, string(i.State), dash(desc))
 	}
 	t.flush()
 	return exitOK
@@ -613,6 +634,57 @@ func imagesRegister(r *run) int {
 		return r.fail(err)
 	}
 	return r.done("%s", out.ImageId)
+}
+
+func imagesCreate(r *run) int {
+	if r.name == "" || r.description == "" {
+		return r.usageError("--name and --description are required")
+	}
+	c, code := r.sdk()
+	if c == nil {
+		return code
+	}
+	out, err := c.CreateWorkspaceImage(r.ctx, &workspaces.CreateWorkspaceImageInput{WorkspaceId: aws.String(r.args[0]),
+		Name: aws.String(r.name), Description: aws.String(r.description)})
+	if err != nil {
+		return r.fail(err)
+	}
+	return r.done("%s: %s (the WorkSpace is SUSPENDED until the capture ends; %s images shows the image's state)", aws.ToString(out.ImageId), out.State, prog)
+}
+
+func imagesCopy(r *run) int {
+	if r.name == "" {
+		return r.usageError("--name is required")
+	}
+	c, code := r.sdk()
+	if c == nil {
+		return code
+	}
+	in := &workspaces.CopyWorkspaceImageInput{SourceImageId: aws.String(r.args[0]), Name: aws.String(r.name), SourceRegion: aws.String(c.Options().Region)}
+	if r.description != "" {
+		in.Description = aws.String(r.description)
+	}
+	out, err := c.CopyWorkspaceImage(r.ctx, in)
+	if err != nil {
+		return r.fail(err)
+	}
+	return r.done("%s", aws.ToString(out.ImageId))
+}
+
+func imagesImport(r *run) int {
+	if r.dir == "" || r.name == "" || r.description == "" {
+		return r.usageError("--source, --name and --description are required")
+	}
+	c, code := r.sdk()
+	if c == nil {
+		return code
+	}
+	out, err := c.ImportImage(r.ctx, &hostdclient.ImportImageInput{Source: r.dir, IngestionProcess: "BYOL_REGULAR",
+		ImageName: r.name, ImageDescription: r.description, BaseImageId: r.image})
+	if err != nil {
+		return r.fail(err)
+	}
+	return r.done("%s: PENDING (fetched, checked and test-booted; %s images shows AVAILABLE or ERROR with the reason)", out.ImageId, prog)
 }
 
 func imagesDelete(r *run) int {

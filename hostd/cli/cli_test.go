@@ -62,6 +62,7 @@ func newFixture(t *testing.T) *fixture {
 	cfg := service.Config{
 		ComputeTypes:   map[catalog.ComputeType]catalog.Hardware{catalog.ComputeStandard: {VCPUs: 2, MemoryMiB: 4096}, catalog.ComputeValue: {VCPUs: 1, MemoryMiB: 2048}},
 		WorkspaceQuota: 10,
+		ImageDir:       filepath.Join(dir, "images"),
 	}
 	if cfg.Keys, err = keystore.LoadOrCreateMaster(filepath.Join(t.TempDir(), keystore.MasterFile)); err != nil {
 		t.Fatal(err)

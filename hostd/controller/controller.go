@@ -177,6 +177,10 @@ type Controller struct {
 	// snapshotted, if set, is told how long a snapshot took in all and with the guest's
 	// filesystems frozen (the snapshot test's figures).
 	snapshotted func(id string, total, frozen time.Duration)
+	// captured, if set, is told how long an image capture took in all, until the
+	// WorkSpace's copy was cut, and in that copy's qemu-img convert (the capture test's
+	// figures).
+	captured func(id string, total, copied, convert time.Duration)
 }
 
 type worker struct {
@@ -318,6 +322,9 @@ func (c *Controller) Sweep() error {
 		if w.State != workspace.Terminated {
 			c.Poke(w.ID)
 		}
+	}
+	if err := c.sweepImports(); err != nil {
+		return err
 	}
 	doms, err := c.cfg.Conn.Domains(Prefix)
 	if err != nil {
@@ -482,6 +489,9 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 	if c.reconciling != nil {
 		c.reconciling(id)
 	}
+	if strings.HasPrefix(id, catalog.KindImage.Prefix) { // an image import (import.go)
+		return c.reconcileImport(ctx, id)
+	}
 	w, err := c.load(id)
 	if err == nil && !c.mine(w) {
 		// Another host's WorkSpace: whatever of it is here (a domain this host made before
@@ -527,6 +537,8 @@ func (c *Controller) reconcile(ctx context.Context, id string, h *health) bool {
 		err = c.stop(ctx, w)
 	case workspace.Rebuilding, workspace.Restoring:
 		err = c.rebuildOrRestore(ctx, w, h)
+	case workspace.Suspended:
+		err = c.capture(ctx, w)
 	case workspace.Updating:
 		// Two operations pass through UPDATING: a migration's source (migrate.go) and a
 		// compute or volume change (modify).
@@ -1293,6 +1305,9 @@ func (c *Controller) terminate(ctx context.Context, w workspace.Workspace) error
 		return err // retried: TERMINATING is only left for TERMINATED
 	}
 	if err := c.forgetSnapshots(w.ID); err != nil {
+		return err
+	}
+	if err := c.abandonCapture(w); err != nil {
 		return err
 	}
 	if err := c.set(w.ID, workspace.Terminating, workspace.Terminated); err != nil {

@@ -163,7 +163,7 @@ func newHarnessOn(t testing.TB, st store.Store, tweak func(*Config), hooks func(
 	if hooks != nil {
 		hooks(h.ctl)
 	}
-	h.svc = service.New(h.store, service.Config{ComputeTypes: cfg.ComputeTypes, WorkspaceQuota: 20, Host: cfg.Owner, Keys: cfg.Keys}, h.ctl, cfg.Now, cfg.Log)
+	h.svc = service.New(h.store, service.Config{ComputeTypes: cfg.ComputeTypes, WorkspaceQuota: 20, Host: cfg.Owner, Keys: cfg.Keys, ImageDir: filepath.Join(dir, "images")}, h.ctl, cfg.Now, cfg.Log)
 	if _, err := h.svc.ImportCatalog(context.Background(), legacy, "test"); err != nil {
 		t.Fatal(err)
 	}

@@ -278,10 +278,15 @@ func parseCmdline(s string) cmdline {
 	return c
 }
 
+// checkWorkspaceID accepts a WorkSpace id, or an image id: hostd test-boots an imported
+// image under its own id before any WorkSpace has it.
 func checkWorkspaceID(v string) error {
 	rest, ok := strings.CutPrefix(v, "ws-")
+	if !ok {
+		rest, ok = strings.CutPrefix(v, "wsi-")
+	}
 	if !ok || len(rest) < 1 || len(v) > 63 {
-		return fmt.Errorf("deskhost.workspace=%q: want ws- followed by 1 to 60 characters [0-9a-z]", v)
+		return fmt.Errorf("deskhost.workspace=%q: want ws- (or wsi-) followed by 1 to 60 characters [0-9a-z]", v)
 	}
 	for _, c := range rest {
 		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z') {

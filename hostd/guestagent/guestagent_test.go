@@ -26,7 +26,11 @@ func TestParseCmdline(t *testing.T) {
 	if c.workspace != "" || len(c.errs) != 1 || !strings.Contains(c.errs[0], "deskhost.workspace") {
 		t.Errorf("missing id: %+v", c)
 	}
-	for _, bad := range []string{"ws-", "ws-ABC", "xx-abc", "ws-a.b", "ws-" + strings.Repeat("a", 61), "ws-a;reboot"} {
+	// An imported image's test boot runs under the image's id.
+	if c = parseCmdline("deskhost.workspace=wsi-a1b2c3d4e5"); c.workspace != "wsi-a1b2c3d4e5" || len(c.errs) != 0 {
+		t.Errorf("image id: %+v", c)
+	}
+	for _, bad := range []string{"ws-", "wsi-", "ws-ABC", "xx-abc", "ws-a.b", "ws-" + strings.Repeat("a", 61), "ws-a;reboot"} {
 		c = parseCmdline("deskhost.workspace=" + bad)
 		if c.workspace != "" || len(c.errs) == 0 {
 			t.Errorf("%q accepted: %+v", bad, c)
@@ -46,6 +50,33 @@ func TestParseLoadOrder(t *testing.T) {
 	for _, bad := range []string{"relative.ko\n", "/lib/x.txt\n"} {
 		if _, err := parseLoadOrder(strings.NewReader(bad)); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// The root filesystem is the whole disk, or a partitioned disk's first ext partition.
+func TestRootFilesystem(t *testing.T) {
+	sys, dev := t.TempDir(), t.TempDir()
+	ext := make([]byte, 2048)
+	ext[extMagicOffset], ext[extMagicOffset+1] = 0x53, 0xEF
+	other := make([]byte, 2048)
+	write := func(name string, b []byte) { os.WriteFile(filepath.Join(dev, name), b, 0o644) }
+	// vda: whole-disk ext4.
+	write("vda", ext)
+	// vdb: partitioned; vdb1 vfat-ish, vdb2 ext, vdb10 ext.
+	write("vdb", other)
+	for _, p := range []string{"vdb1", "vdb2", "vdb10"} {
+		os.MkdirAll(filepath.Join(sys, "vdb", p), 0o755)
+	}
+	os.MkdirAll(filepath.Join(sys, "vdb", "queue"), 0o755)
+	write("vdb1", other)
+	write("vdb2", ext)
+	write("vdb10", ext)
+	// vdc: no filesystem anywhere.
+	write("vdc", other)
+	for disk, want := range map[string]string{"vda": "vda", "vdb": "vdb2", "vdc": "vdc"} {
+		if got := rootFilesystem(sys, dev, disk); got != filepath.Join(dev, want) {
+			t.Errorf("%s: %s, want %s", disk, got, want)
 		}
 	}
 }

@@ -314,6 +314,13 @@ func (g *guest) handle(line []byte) (resp agent.Response, after func()) {
 			return resp, nil
 		}
 		resp.Filesystems = dirs
+	case agent.OpSanitize:
+		pct, done, err := g.sanitize()
+		resp.RootUsedPercent, resp.Sanitized = pct, done
+		if err != nil {
+			resp.Error = err.Error()
+			return resp, nil
+		}
 	case agent.OpGrowFS:
 		fs, disk, err := g.growFS(req.Volume, req.MinBytes)
 		if err != nil {

@@ -111,13 +111,14 @@ func (g *guest) bringUpVolumes() {
 	// block groups a volume growth adds (grow-fs) read as zeros on a thin volume, and the
 	// kernel's background zeroing would write all of them (a gigabyte and more for a
 	// 64 MiB image root grown to 175 GB).
-	if err := mountExt4(devPath(root), agent.RootMount, "noinit_itable"); err != nil {
+	rootDev := rootFilesystem("/sys/block", "/dev", root)
+	if err := mountExt4(rootDev, agent.RootMount, "noinit_itable"); err != nil {
 		g.fail("mounting the root volume: %v", err)
 	} else {
 		g.mu.Lock()
 		g.rootMounted = true
 		g.mu.Unlock()
-		g.log.Printf("root volume %s mounted on %s", devPath(root), agent.RootMount)
+		g.log.Printf("root volume %s mounted on %s", rootDev, agent.RootMount)
 	}
 	g.drawScreen()
 
@@ -159,6 +160,35 @@ func (g *guest) bringUpVolumes() {
 	g.homeMounted = true
 	g.mu.Unlock()
 	g.log.Printf("user volume %s mounted on %s", dev, agent.HomeMount)
+}
+
+// rootFilesystem is the device of the root volume's filesystem: the whole disk, or, on a
+// partitioned disk (an imported cloud image), its first partition holding an ext
+// filesystem. The kernel makes the partitions' devices (vda1...) when the disk appears.
+func rootFilesystem(sysBlock, devDir, disk string) string {
+	whole := filepath.Join(devDir, disk)
+	if ok, err := hasExtSuperblock(whole); err != nil || ok {
+		return whole
+	}
+	ents, _ := os.ReadDir(filepath.Join(sysBlock, disk))
+	var parts []string
+	for _, e := range ents {
+		if n, ok := strings.CutPrefix(e.Name(), disk); ok && n != "" && strings.Trim(n, "0123456789p") == "" {
+			parts = append(parts, e.Name())
+		}
+	}
+	sort.Slice(parts, func(i, j int) bool { // vda2 < vda10
+		if len(parts[i]) != len(parts[j]) {
+			return len(parts[i]) < len(parts[j])
+		}
+		return parts[i] < parts[j]
+	})
+	for _, p := range parts {
+		if ok, _ := hasExtSuperblock(filepath.Join(devDir, p)); ok {
+			return filepath.Join(devDir, p)
+		}
+	}
+	return whole
 }
 
 func devPath(name string) string {

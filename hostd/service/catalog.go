@@ -1045,7 +1045,7 @@ func (s *Service) CreateWorkspaceBundle(ctx context.Context, r BundleRequest) (c
 	b := catalog.Bundle{ID: catalog.NewID(catalog.KindBundle), Name: r.Name, Description: r.Description, ImageID: r.ImageID,
 		ComputeType: r.ComputeType, Protocol: catalog.PCoIP, RootGiB: r.RootGiB, UserGiB: r.UserGiB, Created: now, Updated: now}
 	err := s.catalogUpdate(func(tx store.Tx) error {
-		img, err := getImage(tx, r.ImageID)
+		img, err := availableImage(tx, r.ImageID)
 		if err != nil {
 			return err
 		}
@@ -1097,7 +1097,7 @@ func (s *Service) UpdateWorkspaceBundle(ctx context.Context, bundleID, imageID s
 		if err != nil {
 			return err
 		}
-		img, err := getImage(tx, imageID)
+		img, err := availableImage(tx, imageID)
 		if err != nil {
 			return err
 		}

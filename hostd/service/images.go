@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"unicode/utf8"
@@ -111,14 +113,24 @@ func (s *Service) DescribeWorkspaceImages(ctx context.Context, imageIDs []string
 	return out, err
 }
 
-// DeleteWorkspaceImage removes an image from the catalog (its files stay where they are):
+// DeleteWorkspaceImage removes an image from the catalog (the files of a registered image
+// stay where they are; those of one hostd made go):
 // "you must first delete any bundles that are associated with the image". WorkSpaces
 // whose root volumes were made from it also keep it: their VMs boot its kernel.
 func (s *Service) DeleteWorkspaceImage(ctx context.Context, id string) error {
+	var owned bool
+	var dir string
 	err := s.catalogUpdate(func(tx store.Tx) error {
-		if _, err := getImage(tx, id); err != nil {
+		img, err := getImage(tx, id)
+		if err != nil {
 			return err
 		}
+		if img.Status() == catalog.ImagePending {
+			// "The image also can't be in the PENDING state."
+			return catalog.Errorf(catalog.InvalidResourceState, "image %s is PENDING: it can be deleted once it is AVAILABLE or ERROR", id)
+		}
+		owned = img.Owned
+		dir = img.Dir
 		bundles, err := store.ListJSON[catalog.Bundle](tx, store.Bundles)
 		if err != nil {
 			return err
@@ -146,6 +158,12 @@ func (s *Service) DeleteWorkspaceImage(ctx context.Context, id string) error {
 	})
 	if err == nil {
 		s.log.Info("image deleted", "image", id)
+		// The files of an image hostd made go with it (a registered directory stays).
+		if owned && s.cfg.ImageDir != "" && filepath.Dir(dir) == filepath.Clean(s.cfg.ImageDir) {
+			if rerr := os.RemoveAll(dir); rerr != nil {
+				s.log.Error("remove image files", "image", id, "dir", dir, "err", rerr)
+			}
+		}
 	}
 	return err
 }

@@ -44,6 +44,10 @@ type Config struct {
 	// on a store where no host has registered yet (tests of the service alone) they are
 	// this host's.
 	Host string
+	// ImageDir is where hostd keeps the images it makes (CreateWorkspaceImage,
+	// CopyWorkspaceImage, ImportWorkspaceImage), one directory per image id. Empty: it
+	// makes none.
+	ImageDir string
 	// Keys is the key store's master key (hostd/keystore); nil: volume encryption is
 	// refused. KeyWorkspaceLimit caps the WorkSpaces one key encrypts (0: the guide's 500).
 	Keys              *keystore.Master

@@ -46,6 +46,9 @@ type Spec struct {
 
 	// Management is guest eth0, Primary guest eth1.
 	Management, Primary NIC
+	// Isolated: no NIC at all (an imported image's test boot: it talks to hostd over the
+	// agent channel only).
+	Isolated bool
 
 	VNCSocket   string // the display: a unix socket, never a TCP port
 	AgentSocket string // the guest agent's virtio-serial channel
@@ -131,6 +134,9 @@ func Domain(s Spec) (*libvirtxml.Domain, error) {
 		return nil, fmt.Errorf("domain spec for %q: name, vcpus, memory ≥ 64 MiB, kernel and both volumes are required", s.Name)
 	}
 	for _, n := range []NIC{s.Management, s.Primary} {
+		if s.Isolated {
+			break
+		}
 		if (n.Tap == "") == (n.Bridge == "") {
 			return nil, fmt.Errorf("domain spec for %s: each NIC needs a tap or a bridge, not both: %+v", s.Name, n)
 		}
@@ -224,6 +230,9 @@ func Domain(s Spec) (*libvirtxml.Domain, error) {
 			RNGs:       []libvirtxml.DomainRNG{{Model: "virtio", Backend: &libvirtxml.DomainRNGBackend{Random: &libvirtxml.DomainRNGBackendRandom{Device: "/dev/urandom"}}}},
 			MemBalloon: &libvirtxml.DomainMemBalloon{Model: "none"},
 		},
+	}
+	if s.Isolated {
+		d.Devices.Interfaces = nil
 	}
 	if !s.NoClipboard {
 		// Clipboard redirection (WorkSpaces enables it unless an administrator turns it

@@ -129,3 +129,19 @@ func TestDomainClipboard(t *testing.T) {
 		t.Errorf("NoClipboard: the domain still has the clipboard channel")
 	}
 }
+
+// An isolated domain (an imported image's test boot) has no NIC at all.
+func TestIsolatedDomainHasNoNIC(t *testing.T) {
+	s := Spec{Name: "wsi-test00001", VCPUs: 1, MemoryMiB: 256, Kernel: "/k", RootVolume: "/r", UserVolume: "/u", Isolated: true}
+	d, err := Domain(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Devices.Interfaces) != 0 {
+		t.Errorf("isolated domain has %d NICs", len(d.Devices.Interfaces))
+	}
+	s.Isolated = false
+	if _, err := Domain(s); err == nil {
+		t.Error("a domain without NICs or isolation was accepted")
+	}
+}

@@ -36,7 +36,7 @@ const (
 // owns a WorkSpace in such a state and finishes the operation, even after a crash.
 func (s State) Transitional() bool {
 	switch s {
-	case Pending, Rebooting, Starting, Stopping, Terminating, Rebuilding, Restoring, Updating:
+	case Pending, Rebooting, Starting, Stopping, Terminating, Rebuilding, Restoring, Updating, Suspended:
 		return true
 	}
 	return false
@@ -56,6 +56,7 @@ const (
 	OpRebuild          Op = "RebuildWorkspaces"
 	OpRestore          Op = "RestoreWorkspace"
 	OpMigrate          Op = "MigrateWorkspace"
+	OpCreateImage      Op = "CreateWorkspaceImage"
 	// ModifyWorkspaceProperties of the compute type or of a volume size (modify.go).
 	OpModifyCompute Op = "ModifyWorkspaceProperties (ComputeTypeName)"
 	OpModifyVolumes Op = "ModifyWorkspaceProperties (volume sizes)"
@@ -90,6 +91,8 @@ var allowed = map[Op][]State{
 	OpModifyVolumes:    {Available, Stopped},
 	OpRestore:          {Available, Error, Unhealthy, Stopped},
 	OpMigrate:          {Available, Stopped, Error},
+	// create image: "the status of the WorkSpace must be Available" (guide catalog §4.1).
+	OpCreateImage: {Available},
 	OpTerminate: {Pending, Available, Impaired, Unhealthy, Rebooting, Starting, Rebuilding,
 		Restoring, Maintenance, AdminMaintenance, Terminating, Suspended, Updating, Stopping,
 		Stopped, Error},

@@ -54,6 +54,9 @@ type Workspace struct {
 	// BootedAt is when hostd last started the WorkSpace's VM: a reboot whose VM booted
 	// after the reboot was accepted has done its power-off, even if hostd crashed since.
 	BootedAt time.Time `json:"bootedAt,omitzero"`
+	// CaptureImage is the image CreateWorkspaceImage is making of this WorkSpace while it
+	// is SUSPENDED (hostd/controller/capture.go).
+	CaptureImage string `json:"captureImage,omitempty"`
 	// Maintenance is the automatic maintenance window the WorkSpace is in or was last in
 	// (hostd/maintenance): while MAINTENANCE, the state it returns to at the window's end.
 	Maintenance MaintenanceRun `json:"maintenance,omitzero"`

@@ -71,6 +71,44 @@ type Image struct {
 	// Digest is the image's content hash (the SHA-256 of its image.json), by which the
 	// hosts of a fleet fetch it from the one it was registered on.
 	Digest string `yaml:"-" json:"digest,omitempty"`
+
+	// State is PENDING while hostd makes the image (captures or imports it), then
+	// AVAILABLE or ERROR (with ErrorCode and ErrorMessage saying why). Empty: AVAILABLE
+	// (an image registered from a directory imagebuild wrote).
+	State        ImageState `yaml:"-" json:"state,omitempty"`
+	ErrorCode    string     `yaml:"-" json:"errorCode,omitempty"`
+	ErrorMessage string     `yaml:"-" json:"errorMessage,omitempty"`
+	// SourceWorkspace is the WorkSpace an image is being (or was) captured from;
+	// SourceImage the image a copy was made of; Import what an import reads.
+	SourceWorkspace string `yaml:"-" json:"sourceWorkspace,omitempty"`
+	SourceImage     string `yaml:"-" json:"sourceImage,omitempty"`
+	Import          string `yaml:"-" json:"import,omitempty"`
+	// Owned: hostd made Dir (a capture, a copy or an import) and removes it with the
+	// image; a registered directory belongs to whoever built it.
+	Owned bool `yaml:"-" json:"owned,omitempty"`
+	// Maker is the host that makes a PENDING import (its controller fetches, converts
+	// and test-boots it).
+	Maker string `yaml:"-" json:"maker,omitempty"`
+	// BaseImage is the image whose kernel and initramfs (the guest agent as PID 1) an
+	// imported root volume boots with.
+	BaseImage string `yaml:"-" json:"baseImage,omitempty"`
+}
+
+// ImageState is AWS's WorkspaceImageState.
+type ImageState string
+
+const (
+	ImagePending   ImageState = "PENDING"
+	ImageAvailable ImageState = "AVAILABLE"
+	ImageError     ImageState = "ERROR"
+)
+
+// Status is the image's state, AVAILABLE for a record without one.
+func (i Image) Status() ImageState {
+	if i.State == "" {
+		return ImageAvailable
+	}
+	return i.State
 }
 
 // MaxImages is the guide's images quota: "By default, you're allowed 20 WorkSpace images

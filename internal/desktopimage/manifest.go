@@ -101,6 +101,25 @@ func Load(dir string) (Image, error) {
 	return img, nil
 }
 
+// WriteManifest writes m as dir/image.json (through a temporary file renamed into place)
+// and answers its content hash, the Digest Load will find.
+func WriteManifest(dir string, m Manifest) (string, error) {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	b = append(b, '\n')
+	tmp := filepath.Join(dir, ManifestName+".tmp")
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, ManifestName)); err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
 // Verify checks each file against the SHA256 the manifest records.
 func (img Image) Verify() error {
 	for name, p := range map[string]string{img.Manifest.Kernel: img.Kernel, img.Manifest.Initrd: img.Initrd, img.Manifest.Root: img.Root} {

@@ -336,3 +336,26 @@ func (c *Client) IssueConnectTag(ctx context.Context, in *IssueConnectTagInput) 
 	out := &IssueConnectTagOutput{}
 	return out, c.Call(ctx, DeskhostTarget+"IssueConnectTag", in, out)
 }
+
+// ImportImageInput is hostd's own ImportImage (AWS's ImportWorkspaceImage for disks): AWS's request with
+// Source (an absolute path on the host or an http(s) URL of a qcow2 or raw disk image, or
+// the path of an imagebuild desktop image directory) in place of Ec2ImageId.
+type ImportImageInput struct {
+	Source           string
+	IngestionProcess string // BYOL_REGULAR
+	ImageName        string
+	ImageDescription string
+	BaseImageId      string `json:",omitempty"`
+}
+
+// ImportImageOutput names the new (PENDING) image.
+type ImportImageOutput struct {
+	ImageId string
+}
+
+// ImportImage starts an import; DescribeWorkspaceImages follows it to AVAILABLE
+// or ERROR.
+func (c *Client) ImportImage(ctx context.Context, in *ImportImageInput) (*ImportImageOutput, error) {
+	out := &ImportImageOutput{}
+	return out, c.Call(ctx, DeskhostTarget+"ImportImage", in, out)
+}
