@@ -70,10 +70,13 @@ func (c *Controller) capture(ctx context.Context, w workspace.Workspace) error {
 		if ferr := finishImage(c.cfg.Store, c.cfg.Owner, img.ID, nil, code, err.Error()); ferr != nil {
 			return ferr
 		}
-		if rerr := c.removeOrphan(context.WithoutCancel(ctx), img.ID); rerr != nil { // the sanitising boot
-			return rerr
-		}
 		os.RemoveAll(img.Dir)
+		// The sanitising boot's domain and volumes: the sweep's orphan worker may be removing
+		// them at the same time (then this fails on a volume already gone), and removes what
+		// is left if this does not.
+		if rerr := c.removeOrphan(context.WithoutCancel(ctx), img.ID); rerr != nil {
+			c.cfg.Log.Warn("remove the sanitising boot's leftovers", "image", img.ID, "err", rerr)
+		}
 		return c.endCapture(w)
 	}
 	st, err := c.cfg.Conn.State(w.ID)
