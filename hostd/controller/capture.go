@@ -264,20 +264,9 @@ func (c *Controller) endCapture(w workspace.Workspace) error {
 // qcow2 dst, through a temporary file renamed into place. -U: the paused domain still
 // holds its lock on src.
 func qemuImgConvert(src, dst string) error {
-	tmp := dst + ".tmp"
-	out, err := exec.Command("qemu-img", "convert", "-U", "-O", "qcow2", src, tmp).CombinedOutput()
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("qemu-img convert %s: %v: %s", src, err, strings.TrimSpace(string(out)))
-	}
-	if err := syncFile(tmp); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return err
-	}
-	return syncFile(filepath.Dir(dst))
+	return writeInPlace(dst, "qemu-img convert "+src, func(tmp string) *exec.Cmd {
+		return exec.Command("qemu-img", "convert", "-U", "-O", "qcow2", src, tmp)
+	})
 }
 
 // virtualSize is a disk image's size as its guest sees it.

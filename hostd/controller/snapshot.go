@@ -202,11 +202,19 @@ func (c *Controller) removeUnrecorded(dir string, snaps workspace.Snapshots) err
 // copySparse copies a qcow2 file as it is (its backing reference included), keeping holes,
 // through a temporary file renamed into place.
 func copySparse(src, dst string) error {
+	return writeInPlace(dst, "copy "+src, func(tmp string) *exec.Cmd {
+		return exec.Command("cp", "--sparse=always", "--reflink=auto", src, tmp)
+	})
+}
+
+// writeInPlace has the command cmd makes write dst's content into a temporary file, which
+// is synced and renamed into place: dst is never seen half-written, even after a crash.
+func writeInPlace(dst, what string, cmd func(tmp string) *exec.Cmd) error {
 	tmp := dst + ".tmp"
-	out, err := exec.Command("cp", "--sparse=always", "--reflink=auto", src, tmp).CombinedOutput()
+	out, err := cmd(tmp).CombinedOutput()
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("copy %s: %v: %s", src, err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("%s: %v: %s", what, err, strings.TrimSpace(string(out)))
 	}
 	if err := syncFile(tmp); err != nil {
 		os.Remove(tmp)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -144,27 +145,28 @@ func (h *host) latestSnapshot(id string) time.Time {
 func (h *host) checkConverged(id string, min int) {
 	h.t.Helper()
 	dir := filepath.Join(h.dir, "snapshots", id)
-	var why string
-	waitFor(h.t, id+" converged", 2*time.Minute, func() bool {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
 		st, vols := h.libvirtView(id)
 		snaps := h.snapshots(id)
 		ents, _ := os.ReadDir(dir)
+		var why string
 		switch {
 		case st != virt.Running:
 			why = "domain " + st.String()
 		case vols != 2:
-			why = "volumes: " + strings.Repeat("|", vols)
+			why = fmt.Sprintf("%d volumes", vols)
 		case len(snaps) < min:
-			why = "snapshots lost"
+			why = fmt.Sprintf("%d snapshot pairs, want at least %d", len(snaps), min)
 		case hasTemp(dir) || len(ents) != 2*len(snaps):
-			why = "snapshot files do not match the records"
+			why = fmt.Sprintf("%d snapshot files for %d pairs", len(ents), len(snaps))
 		default:
-			return true
+			return
 		}
-		return false
-	})
-	if why != "" && h.t.Failed() {
-		h.t.Logf("last mismatch: %s", why)
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s did not converge within 2m: %s", id, why)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

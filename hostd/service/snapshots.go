@@ -32,21 +32,11 @@ func (s *Service) RebuildWorkspaces(ctx context.Context, ids []string) ([]Failur
 }
 
 func (s *Service) rebuild(id string) error {
-	if err := catalog.CheckID(catalog.KindWorkspace, id); err != nil {
-		return catalog.Errorf(catalog.InvalidParameterValues, "WorkspaceId: %v", err)
-	}
-	err := s.store.Update(func(tx store.Tx) error {
-		w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
-		if errors.Is(err, store.ErrNotFound) {
-			return catalog.Errorf(catalog.ResourceNotFound, "WorkSpace %s does not exist", id)
-		}
-		if err != nil {
-			return err
-		}
+	return s.changeTx(id, workspace.OpRebuild, func(tx store.Tx, w *workspace.Workspace, now time.Time) error {
 		if err := workspace.CheckState(workspace.OpRebuild, w.ID, w.State); err != nil {
 			return err
 		}
-		if err := checkKey(tx, &w, workspace.OpRebuild); err != nil {
+		if err := checkKey(tx, w, workspace.OpRebuild); err != nil {
 			return err
 		}
 		rec, err := store.GetJSON[catalog.DirectoryRecord](tx, store.Directories, w.DirectoryID)
@@ -70,35 +60,19 @@ func (s *Service) rebuild(id string) error {
 			return err
 		}
 		w.ImageID = b.ImageID // the bundle's *current* image
-		w.SetState(workspace.Rebuilding, s.now())
-		return store.PutJSON(tx, store.Workspaces, id, w)
+		w.SetState(workspace.Rebuilding, now)
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	s.log.Info("workspace operation accepted", "workspace", id, "op", string(workspace.OpRebuild))
-	s.waker.Wake(id)
-	return nil
 }
 
 // RestoreWorkspace reverts both volumes to the last pair taken while the WorkSpace was
 // healthy.
 func (s *Service) RestoreWorkspace(ctx context.Context, id string) error {
-	if err := catalog.CheckID(catalog.KindWorkspace, id); err != nil {
-		return catalog.Errorf(catalog.InvalidParameterValues, "WorkspaceId: %v", err)
-	}
-	err := s.store.Update(func(tx store.Tx) error {
-		w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, id)
-		if errors.Is(err, store.ErrNotFound) {
-			return catalog.Errorf(catalog.ResourceNotFound, "WorkSpace %s does not exist", id)
-		}
-		if err != nil {
-			return err
-		}
+	return s.changeTx(id, workspace.OpRestore, func(tx store.Tx, w *workspace.Workspace, now time.Time) error {
 		if err := workspace.CheckState(workspace.OpRestore, w.ID, w.State); err != nil {
 			return err
 		}
-		if err := checkKey(tx, &w, workspace.OpRestore); err != nil {
+		if err := checkKey(tx, w, workspace.OpRestore); err != nil {
 			return err
 		}
 		snaps, err := store.GetJSON[workspace.Snapshots](tx, store.Snapshots, id)
@@ -108,15 +82,9 @@ func (s *Service) RestoreWorkspace(ctx context.Context, id string) error {
 		if _, ok := snaps.Latest(); !ok {
 			return catalog.Errorf(catalog.InvalidResourceState, "WorkSpace %s has no snapshot to restore yet; snapshots are taken every %s while it is AVAILABLE", id, workspace.SnapshotInterval)
 		}
-		w.SetState(workspace.Restoring, s.now())
-		return store.PutJSON(tx, store.Workspaces, id, w)
+		w.SetState(workspace.Restoring, now)
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	s.log.Info("workspace operation accepted", "workspace", id, "op", string(workspace.OpRestore))
-	s.waker.Wake(id)
-	return nil
 }
 
 // SnapshotTimes are a WorkSpace's snapshots as DescribeWorkspaceSnapshots lists them: the
