@@ -102,7 +102,7 @@ func (s *Service) CreateWorkspaceImage(ctx context.Context, r CreateImageRequest
 		if err != nil {
 			return err
 		}
-		if err := workspace.CheckState(workspace.OpCreateImage, w.ID, w.State); err != nil {
+		if err := w.CheckOp(workspace.OpCreateImage); err != nil {
 			return err
 		}
 		if err := CheckImageSource(w); err != nil {

@@ -41,7 +41,7 @@ func (s *Service) MigrateWorkspace(ctx context.Context, sourceID, bundleID strin
 		if src.MigrationSource() {
 			return catalog.Errorf(catalog.OperationInProgress, "WorkSpace %s is already migrating to %s", src.ID, src.Migration.Target)
 		}
-		if err := workspace.CheckState(workspace.OpMigrate, src.ID, src.State); err != nil {
+		if err := src.CheckOp(workspace.OpMigrate); err != nil {
 			return err
 		}
 		if src.Encrypted() {

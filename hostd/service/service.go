@@ -409,7 +409,7 @@ func (s *Service) batchTx(ids []string, op workspace.Op, fn func(tx store.Tx, w 
 // RebootWorkspaces restarts each WorkSpace: graceful shutdown, memory scrub, boot.
 func (s *Service) RebootWorkspaces(ctx context.Context, ids []string) ([]Failure, error) {
 	return s.batchTx(ids, workspace.OpReboot, func(tx store.Tx, w *workspace.Workspace, now time.Time) error {
-		if err := workspace.CheckState(workspace.OpReboot, w.ID, w.State); err != nil {
+		if err := w.CheckOp(workspace.OpReboot); err != nil {
 			return err
 		}
 		if err := checkKey(tx, w, workspace.OpReboot); err != nil {
@@ -426,7 +426,7 @@ func (s *Service) StopWorkspaces(ctx context.Context, ids []string) ([]Failure, 
 		if w.Properties.RunningMode != workspace.AutoStop {
 			return catalog.Errorf(catalog.OperationNotSupported, "WorkSpace %s runs %s; only AUTO_STOP WorkSpaces can be stopped", w.ID, w.Properties.RunningMode)
 		}
-		if err := workspace.CheckState(workspace.OpStop, w.ID, w.State); err != nil {
+		if err := w.CheckOp(workspace.OpStop); err != nil {
 			return err
 		}
 		w.SetState(workspace.Stopping, now)
@@ -440,7 +440,7 @@ func (s *Service) StartWorkspaces(ctx context.Context, ids []string) ([]Failure,
 		if w.Properties.RunningMode != workspace.AutoStop {
 			return catalog.Errorf(catalog.OperationNotSupported, "WorkSpace %s runs %s; only AUTO_STOP WorkSpaces can be started", w.ID, w.Properties.RunningMode)
 		}
-		if err := workspace.CheckState(workspace.OpStart, w.ID, w.State); err != nil {
+		if err := w.CheckOp(workspace.OpStart); err != nil {
 			return err
 		}
 		if err := checkKey(tx, w, workspace.OpStart); err != nil {
@@ -456,7 +456,7 @@ func (s *Service) StartWorkspaces(ctx context.Context, ids []string) ([]Failure,
 // nothing.
 func (s *Service) TerminateWorkspaces(ctx context.Context, ids []string) ([]Failure, error) {
 	return s.batch(ids, workspace.OpTerminate, func(w *workspace.Workspace, now time.Time) error {
-		if err := workspace.CheckState(workspace.OpTerminate, w.ID, w.State); err != nil {
+		if err := w.CheckOp(workspace.OpTerminate); err != nil {
 			return err
 		}
 		w.SetState(workspace.Terminating, now)
@@ -470,7 +470,7 @@ func (s *Service) ModifyWorkspaceState(ctx context.Context, id string, target wo
 		return catalog.Errorf(catalog.InvalidParameterValues, "WorkspaceState %q must be AVAILABLE or ADMIN_MAINTENANCE", target)
 	}
 	return s.change(id, workspace.OpModifyState, func(w *workspace.Workspace, now time.Time) error {
-		if err := workspace.CheckState(workspace.OpModifyState, w.ID, w.State); err != nil {
+		if err := w.CheckOp(workspace.OpModifyState); err != nil {
 			return err
 		}
 		w.SetState(target, now)

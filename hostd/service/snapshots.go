@@ -33,7 +33,7 @@ func (s *Service) RebuildWorkspaces(ctx context.Context, ids []string) ([]Failur
 
 func (s *Service) rebuild(id string) error {
 	return s.changeTx(id, workspace.OpRebuild, func(tx store.Tx, w *workspace.Workspace, now time.Time) error {
-		if err := workspace.CheckState(workspace.OpRebuild, w.ID, w.State); err != nil {
+		if err := w.CheckOp(workspace.OpRebuild); err != nil {
 			return err
 		}
 		if err := checkKey(tx, w, workspace.OpRebuild); err != nil {
@@ -69,7 +69,7 @@ func (s *Service) rebuild(id string) error {
 // healthy.
 func (s *Service) RestoreWorkspace(ctx context.Context, id string) error {
 	return s.changeTx(id, workspace.OpRestore, func(tx store.Tx, w *workspace.Workspace, now time.Time) error {
-		if err := workspace.CheckState(workspace.OpRestore, w.ID, w.State); err != nil {
+		if err := w.CheckOp(workspace.OpRestore); err != nil {
 			return err
 		}
 		if err := checkKey(tx, w, workspace.OpRestore); err != nil {

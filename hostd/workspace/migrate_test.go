@@ -1,6 +1,7 @@
 package workspace
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -56,5 +57,28 @@ func TestRestoreFromMigration(t *testing.T) {
 	}
 	if err := CheckState(OpMigrate, "ws-a", AdminMaintenance); err == nil {
 		t.Error("ADMIN_MAINTENANCE WorkSpaces cannot be migrated")
+	}
+}
+
+// TestCheckOpSaysWhyUpdating: an UPDATING WorkSpace's refusal names what runs — the
+// migration it is the source of, or the modification (the guide's self-service rule,
+// which says nothing of migrations).
+func TestCheckOpSaysWhyUpdating(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	src := Workspace{ID: "ws-a", Migration: &Migration{Target: "ws-b", Prior: Stopped}}
+	src.SetState(Updating, now)
+	err := src.CheckOp(OpReboot)
+	if err == nil || !strings.Contains(err.Error(), "migrating to WorkSpace ws-b") || !strings.Contains(err.Error(), "returns to STOPPED") || strings.Contains(err.Error(), MsgWhileModifying) {
+		t.Errorf("migration source: %v", err)
+	}
+	mod := Workspace{ID: "ws-c", Modification: Modification{Resource: ResourceComputeType, Return: Available}}
+	mod.SetState(Updating, now)
+	if err := mod.CheckOp(OpRebuild); err == nil || !strings.Contains(err.Error(), MsgWhileModifying) || strings.Contains(err.Error(), "migrating") {
+		t.Errorf("modification: %v", err)
+	}
+	ok := Workspace{ID: "ws-d"}
+	ok.SetState(Available, now)
+	if err := ok.CheckOp(OpReboot); err != nil {
+		t.Errorf("AVAILABLE reboots: %v", err)
 	}
 }

@@ -208,7 +208,7 @@ func (w *Workspace) Modify(c PropertiesChange, hw map[catalog.ComputeType]catalo
 	}
 	volumeChange := root != w.Properties.RootVolumeSizeGib || user != w.Properties.UserVolumeSizeGib
 	if !computeChange && !volumeChange {
-		if err := CheckState(OpModifyProperties, w.ID, w.State); err != nil {
+		if err := w.CheckOp(OpModifyProperties); err != nil {
 			return err
 		}
 		p, err := c.Apply(w)
@@ -234,7 +234,7 @@ func (w *Workspace) Modify(c PropertiesChange, hw map[catalog.ComputeType]catalo
 	if volumeChange {
 		op = OpModifyVolumes
 	}
-	if err := CheckState(op, w.ID, w.State); err != nil {
+	if err := w.CheckOp(op); err != nil {
 		return err
 	}
 	p, err := c.Apply(w) // the running mode, if it changes too

@@ -5,6 +5,7 @@ package workspace
 
 import (
 	"deskhost/internal/catalog"
+	"fmt"
 	"slices"
 	"strings"
 )
@@ -100,7 +101,22 @@ var allowed = map[Op][]State{
 
 // CheckState returns an InvalidResourceStateException naming the current state if op may
 // not run on a WorkSpace in state s.
-func CheckState(op Op, id string, s State) error {
+func CheckState(op Op, id string, s State) error { return checkState(op, id, s, "") }
+
+// CheckOp is CheckState for w, and says why an UPDATING WorkSpace refuses: the
+// modification that runs, or the migration it is the source of.
+func (w *Workspace) CheckOp(op Op) error {
+	why := ""
+	switch {
+	case w.MigrationSource():
+		why = fmt.Sprintf(" It is migrating to WorkSpace %s: it ends TERMINATED once that is AVAILABLE, or returns to %s if the migration fails.", w.Migration.Target, w.Migration.Prior)
+	case w.State == Updating:
+		why = " " + MsgWhileModifying
+	}
+	return checkState(op, w.ID, w.State, why)
+}
+
+func checkState(op Op, id string, s State, why string) error {
 	states, ok := allowed[op]
 	if !ok {
 		return catalog.Errorf(catalog.InternalFailure, "no state rule for %s", op)
@@ -111,10 +127,6 @@ func CheckState(op Op, id string, s State) error {
 	names := make([]string, len(states))
 	for i, st := range states {
 		names[i] = string(st)
-	}
-	why := ""
-	if s == Updating {
-		why = " " + MsgWhileModifying
 	}
 	return catalog.Errorf(catalog.InvalidResourceState,
 		"WorkSpace %s is %s; %s accepts only a WorkSpace that is %s.%s", id, s, op, orList(names), why)
