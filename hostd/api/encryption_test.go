@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"reflect"
 	"strings"
@@ -156,6 +157,10 @@ func TestEncryptionThroughSDK(t *testing.T) {
 	refused("rebuild", rbu.FailedRequests, err)
 	_, err = c.RestoreWorkspace(ctx, &workspaces.RestoreWorkspaceInput{WorkspaceId: aws.String(alice)})
 	apiErr(t, err, "ResourceUnavailableException")
+	_, err = c.MigrateWorkspace(ctx, &workspaces.MigrateWorkspaceInput{SourceWorkspaceId: aws.String(alice), BundleId: aws.String(bundleStd)})
+	if ae := apiErr(t, err, "ResourceUnavailableException"); !strings.Contains(ae.ErrorMessage(), keystore.MustBeEnabled) {
+		t.Fatalf("migrate with the key disabled: %s", ae.ErrorMessage())
+	}
 	if after := e.snapshot(); !reflect.DeepEqual(before, after) || len(e.waker.calls()) != woken {
 		t.Fatal("refused operations changed a WorkSpace")
 	}
@@ -217,6 +222,26 @@ func TestEncryptionThroughSDK(t *testing.T) {
 	if after := e.snapshot(); !reflect.DeepEqual(before, after) || len(e.waker.calls()) != woken {
 		t.Fatal("the refused 501st launch changed the WorkSpaces")
 	}
+	// A migration carries the key: its target takes the source's place under the key's
+	// limit, and gets the source's data key sealed for its own id.
+	e.setState(alice, workspace.Available)
+	m, err := c.MigrateWorkspace(ctx, &workspaces.MigrateWorkspaceInput{SourceWorkspaceId: aws.String(alice), BundleId: aws.String(bundleStd)})
+	if err != nil {
+		t.Fatalf("migrate an encrypted WorkSpace at its key's limit: %v", err)
+	}
+	target := aws.ToString(m.TargetWorkspaceId)
+	d, err = c.DescribeWorkspaces(ctx, &workspaces.DescribeWorkspacesInput{WorkspaceIds: []string{target}})
+	if err != nil || len(d.Workspaces) != 1 {
+		t.Fatal(err)
+	}
+	if w := d.Workspaces[0]; !aws.ToBool(w.RootVolumeEncryptionEnabled) || !aws.ToBool(w.UserVolumeEncryptionEnabled) || aws.ToString(w.VolumeEncryptionKey) != key.Arn {
+		t.Fatalf("the target: root %v user %v key %q, want the source's", aws.ToBool(w.RootVolumeEncryptionEnabled), aws.ToBool(w.UserVolumeEncryptionEnabled), aws.ToString(w.VolumeEncryptionKey))
+	}
+	trec, _ := e.svc.Get(target)
+	if trec.Encryption.KeyID != key.KeyId || len(trec.Encryption.DataKey) < 32 || bytes.Equal(trec.Encryption.DataKey, rec.Encryption.DataKey) {
+		t.Fatalf("the target's encryption %+v: want key %s and the data key sealed for its id", trec.Encryption, key.KeyId)
+	}
+
 	// Another key still serves.
 	k2, err := c.CreateKey(ctx, &hostdclient.CreateKeyInput{})
 	if err != nil {

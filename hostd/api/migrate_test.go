@@ -60,7 +60,8 @@ func TestMigrateWorkspaceThroughSDK(t *testing.T) {
 	e.setState(alice, workspace.Unhealthy)
 	refused(alice, bundleStd, "InvalidResourceStateException", "AVAILABLE, STOPPED or ERROR")
 	e.setState(alice, workspace.Available)
-	// An encrypted WorkSpace (its record as the controller keeps it).
+	// An encrypted WorkSpace whose key is not in the key store (a key migrates with its
+	// WorkSpace: TestEncryptionThroughSDK).
 	if err := e.store.Update(func(tx store.Tx) error {
 		w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, alice)
 		if err != nil {
@@ -71,7 +72,7 @@ func TestMigrateWorkspaceThroughSDK(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	refused(alice, bundleStd, "UnsupportedWorkspaceConfigurationException", "encrypted")
+	refused(alice, bundleStd, "ResourceNotFoundException", "not in this host's key store") // its key is gone: its volumes could not be copied
 	if err := e.store.Update(func(tx store.Tx) error {
 		w, err := store.GetJSON[workspace.Workspace](tx, store.Workspaces, alice)
 		if err != nil {

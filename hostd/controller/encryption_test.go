@@ -16,8 +16,10 @@ import (
 
 	"deskhost/hostd/agent"
 	"deskhost/hostd/keystore"
+	"deskhost/hostd/service"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
+	"deskhost/internal/catalog"
 	"deskhost/internal/hostdclient"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -32,7 +34,9 @@ import (
 // one's (nor in its snapshot); the encrypted WorkSpace starts again and reads the marker
 // back. With its key disabled, reboot, rebuild, restore and start are refused with the
 // guide's words and change nothing, and a boot the controller owes fails saying why; with
-// the key enabled again it starts. Terminating it removes its secrets.
+// the key enabled again it starts. Restored, rebuilt, then migrated to a bundle with a
+// larger user volume, it keeps its marker and its volumes stay encrypted. Terminating it
+// removes its secrets.
 func TestEncryptedVolumes(t *testing.T) {
 	clk := &offsetClock{}
 	h := newHarness(t, func(c *Config) { c.Now = clk.Now }, nil)
@@ -276,17 +280,50 @@ func TestEncryptedVolumes(t *testing.T) {
 		}
 	}
 
+	// Migrated to a bundle with a 50 GiB user volume: the target carries the key, its user
+	// volume is the source's copied under the same data key (marker kept, grown, its
+	// filesystem too), its root volume is new and encrypted, and no file holds the marker.
+	b50, err := h.svc.CreateWorkspaceBundle(ctx, service.BundleRequest{Name: "Value-50-enc", ImageID: testImage, ComputeType: catalog.ComputeValue, RootGiB: 80, UserGiB: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := cl.MigrateWorkspace(ctx, &workspaces.MigrateWorkspaceInput{SourceWorkspaceId: aws.String(enc), BundleId: aws.String(b50.ID)})
+	if err != nil {
+		t.Fatalf("migrate the encrypted WorkSpace: %v", err)
+	}
+	moved := aws.ToString(m.TargetWorkspaceId)
+	h.waitState(moved, workspace.Available, 8*time.Minute)
+	h.waitState(enc, workspace.Terminated, 3*time.Minute)
+	h.readBack(moved, userFile, data)
+	if h.guestHas(moved, rootFile) {
+		t.Error("after the migration the root volume holds the source's root marker: it is not the new bundle's image")
+	}
+	h.waitHomeFS(moved, 50)
+	if tw := h.get(moved); tw.Encryption.KeyID != key.Key.KeyId || !tw.Encryption.Root || !tw.Encryption.User {
+		t.Errorf("the target's encryption %+v", tw.Encryption)
+	}
+	for name, v := range h.volumes(moved) {
+		if !v.Encrypted || !strings.Contains(qemuImgInfo(t, v.Path), "encrypted: yes") || fileHas(t, v.Path, marker) {
+			t.Errorf("after the migration, volume %s is not encrypted or holds the marker", name)
+		}
+	}
+	for _, p := range vols(enc) {
+		if ok, err := h.conn.HasVolumeSecret(p); err != nil || ok {
+			t.Errorf("after the migration the source's secret of %s is still defined (%v)", p, err)
+		}
+	}
+
 	ks, err := hc.DescribeKeys(ctx, &hostdclient.DescribeKeysInput{KeyId: key.Key.KeyId})
 	if err != nil || len(ks.Keys) != 1 || ks.Keys[0].Workspaces != 1 || ks.Keys[0].WorkspaceLimit != keystore.MaxWorkspacesPerKey {
 		t.Fatalf("DescribeKeys: %v %+v", err, ks)
 	}
 
 	// Terminated: its volumes and their secrets go.
-	if _, err := cl.TerminateWorkspaces(ctx, &workspaces.TerminateWorkspacesInput{TerminateWorkspaceRequests: []types.TerminateRequest{{WorkspaceId: aws.String(enc)}}}); err != nil {
+	if _, err := cl.TerminateWorkspaces(ctx, &workspaces.TerminateWorkspacesInput{TerminateWorkspaceRequests: []types.TerminateRequest{{WorkspaceId: aws.String(moved)}}}); err != nil {
 		t.Fatal(err)
 	}
-	h.waitState(enc, workspace.Terminated, 3*time.Minute)
-	for _, p := range vols(enc) {
+	h.waitState(moved, workspace.Terminated, 3*time.Minute)
+	for _, p := range vols(moved) {
 		if ok, err := h.conn.HasVolumeSecret(p); err != nil || ok {
 			t.Errorf("after terminate the secret of %s is still defined (%v)", p, err)
 		}

@@ -250,7 +250,8 @@ func (h *harness) get(id string) workspace.Workspace {
 	return w
 }
 
-// waitState waits for id to reach want, failing at once on an unexpected ERROR. It records
+// waitState waits for id to reach want, failing at once on an unexpected ERROR or
+// termination (a failed migration's target). It records
 // the states seen on the way.
 func (h *harness) waitState(id string, want workspace.State, within time.Duration) []workspace.State {
 	h.t.Helper()
@@ -266,6 +267,9 @@ func (h *harness) waitState(id string, want workspace.State, within time.Duratio
 		}
 		if w.State == workspace.Error && want != workspace.Error {
 			h.t.Fatalf("%s went to ERROR: %s: %s (states %v; serial log %s)", id, w.ErrorCode, w.ErrorMessage, seen, h.serialTail(id))
+		}
+		if (w.State == workspace.Terminating || w.State == workspace.Terminated) && want != workspace.Terminating && want != workspace.Terminated {
+			h.t.Fatalf("%s is %s, waiting for %s: %s: %s (states %v)", id, w.State, want, w.ErrorCode, w.ErrorMessage, seen)
 		}
 		if time.Now().After(deadline) {
 			h.t.Fatalf("%s is %s after %s, want %s (states %v; serial log %s)", id, w.State, within, want, seen, h.serialTail(id))

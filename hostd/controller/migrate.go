@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"deskhost/hostd/store"
+	"deskhost/hostd/virt"
 	"deskhost/hostd/workspace"
 )
 
@@ -105,14 +107,20 @@ func (c *Controller) migrateTarget(ctx context.Context, w workspace.Workspace, h
 			return c.rollbackMigration(srcID, w.ID, fmt.Errorf("the source WorkSpace %s has no user volume on this host to migrate", srcID))
 		}
 		start := time.Now()
-		if err := c.cfg.Conn.DeleteVolume(c.cfg.Pool, userVolume(w.ID)); err != nil { // a copy cut short
-			return err
-		}
-		if _, err := c.cfg.Conn.CloneVolume(c.cfg.Pool, userVolume(w.ID), userVolume(srcID), w.Properties.UserVolumeSizeGib); err != nil {
+		if err := c.copyUserVolume(w, vols[0]); err != nil {
+			if errors.As(err, new(keyError)) || errors.As(err, new(permanent)) {
+				return c.rollbackMigration(srcID, w.ID, err)
+			}
 			h.lastErr = err
 			return err // retried until the deadline
 		}
-		if err := c.transition(w.ID, workspace.Pending, func(r *workspace.Workspace) { r.Migration.UserCopied = true }); err != nil {
+		grown := vols[0].CapacityGiB < uint64(w.Properties.UserVolumeSizeGib)
+		if err := c.transition(w.ID, workspace.Pending, func(r *workspace.Workspace) {
+			r.Migration.UserCopied = true
+			if grown && !slices.Contains(r.GrowFS, workspace.ResourceUserVolume) {
+				r.GrowFS = append(r.GrowFS, workspace.ResourceUserVolume) // once AVAILABLE
+			}
+		}); err != nil {
 			return err
 		}
 		w.Migration.UserCopied = true
@@ -134,6 +142,38 @@ func (c *Controller) migrateTarget(ctx context.Context, w workspace.Workspace, h
 		return err
 	}
 	return c.finishMigration(srcID, w.ID)
+}
+
+// copyUserVolume makes w's user volume a copy of src (the source's), at w's size. libvirt
+// clones a plain volume; an encrypted one is copied as a file, as snapshots are (libvirt's
+// clone would have to open it): its LUKS header and data stay under the data key w
+// carries from its source (hostd/service/migrate.go), and the copy is grown with it. A
+// copy cut short is made again.
+func (c *Controller) copyUserVolume(w workspace.Workspace, src virt.Volume) error {
+	name := userVolume(w.ID)
+	if err := c.cfg.Conn.DeleteVolume(c.cfg.Pool, name); err != nil {
+		return err
+	}
+	if !src.Encrypted {
+		_, err := c.cfg.Conn.CloneVolume(c.cfg.Pool, name, src.Name, w.Properties.UserVolumeSizeGib)
+		return err
+	}
+	if !w.Encryption.User {
+		return permanent{fmt.Errorf("the source's user volume %s is encrypted, but the target's record says its user volume is not", src.Name)}
+	}
+	pass, err := c.passphrase(w)
+	if err != nil {
+		return err
+	}
+	if err := copySparse(src.Path, c.volumePaths(w.ID)[1]); err != nil {
+		return err
+	}
+	// The file is in place: this only makes libvirt's pool list it.
+	if _, err := c.cfg.Conn.CreateEncryptedVolume(c.cfg.Pool, name, int(src.CapacityGiB), "", pass); err != nil {
+		return err
+	}
+	_, err = c.cfg.Conn.GrowVolume(c.cfg.Pool, name, w.Properties.UserVolumeSizeGib, pass)
+	return err
 }
 
 // failMigration powers the target's guest off (RAM scrubbed), then rolls back.

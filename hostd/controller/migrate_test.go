@@ -29,8 +29,9 @@ import (
 //   - To another bundle (user volume 10 → 50 GiB), with the controller stopped and a new
 //     one started on the same store right after the user volume was copied: the target
 //     (new id and computer name) is AVAILABLE with marker M and without R (its root volume
-//     is the new bundle's image), the source's tags and running mode, a 50 GiB user volume;
-//     the source is TERMINATED, its domain and volumes gone.
+//     is the new bundle's image), the source's tags and running mode, a 50 GiB user volume
+//     whose filesystem grew to fill it; the source is TERMINATED, its domain and volumes
+//     gone.
 //
 // Figure: migrate → AVAILABLE against create → AVAILABLE in the same run.
 func TestMigrateWorkspace(t *testing.T) {
@@ -144,6 +145,7 @@ func TestMigrateWorkspace(t *testing.T) {
 	if v, ok := vols[userVolume(target)]; !ok || v.CapacityGiB != 50 {
 		t.Errorf("target user volume %+v, want 50 GiB", v)
 	}
+	h.waitHomeFS(target, 50)
 	if st := h.domainState(src); st != virt.Missing {
 		t.Errorf("the source's domain is %s after the migration", st)
 	}
@@ -206,4 +208,17 @@ func (h *harness) agentHas(id, p, data string) bool {
 	}
 	h.t.Fatalf("read %s in %s: %v", p, id, err)
 	return false
+}
+
+// waitHomeFS waits until id's /home filesystem fills (95 %) a user volume of gib GiB: a
+// volume that grew while its guest was off has its filesystem grown once it is AVAILABLE.
+func (h *harness) waitHomeFS(id string, gib int) {
+	h.t.Helper()
+	var got uint64
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
+		if got = h.status(id).HomeFSBytes; got >= uint64(gib)<<30*95/100 {
+			return
+		}
+	}
+	h.t.Fatalf("%s: /home is %d bytes, not grown to its %d GiB volume within 2 min", id, got, gib)
 }

@@ -3,7 +3,9 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 
+	"deskhost/hostd/keystore"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
 	"deskhost/internal/catalog"
@@ -11,7 +13,8 @@ import (
 
 // MigrateWorkspace moves a WorkSpace to another bundle (guide catalog §7.4): a new
 // WorkSpace (new id, computer name and IP address) with a root volume from the target
-// bundle's image, the source's user volume, its tags and its running mode. Both records
+// bundle's image, the source's user volume, its tags, running mode and encryption (key and
+// data key: carryEncryption). Both records
 // are written in one transaction before anything is done — the source UPDATING, naming
 // its target and the state to return to; the target PENDING, naming its source — and the
 // controller carries it out (hostd/controller/migrate.go). The source is terminated only
@@ -44,10 +47,8 @@ func (s *Service) MigrateWorkspace(ctx context.Context, sourceID, bundleID strin
 		if err := src.CheckOp(workspace.OpMigrate); err != nil {
 			return err
 		}
-		if src.Encrypted() {
-			// Its user volume is LUKS under the WorkSpace's own data key: the copy would need
-			// the key carried to the target, which is not done yet.
-			return catalog.Errorf(catalog.UnsupportedWorkspaceConfig, "WorkSpace %s has encrypted volumes; migrating an encrypted WorkSpace is not supported by this host yet", src.ID)
+		if err := checkKey(tx, &src, workspace.OpMigrate); err != nil {
+			return err
 		}
 		if bundleID == src.BundleID {
 			return catalog.Errorf(catalog.InvalidParameterValues, "WorkSpace %s already uses bundle %s; the source and target bundles must be different", src.ID, bundleID)
@@ -117,6 +118,9 @@ func (s *Service) MigrateWorkspace(ctx context.Context, sourceID, bundleID strin
 			Migration: &workspace.Migration{Source: src.ID},
 		}
 		target.ComputerName = computerName(target.ID)
+		if target.Encryption, err = s.carryEncryption(tx, src, target.ID); err != nil {
+			return err
+		}
 		if target.IPAddress, err = s.allocateAddress(tx, target.ID); err != nil {
 			return err
 		}
@@ -156,4 +160,29 @@ func (s *Service) MigrateWorkspace(ctx context.Context, sourceID, bundleID strin
 	s.waker.Wake(sourceID)
 	s.waker.Wake(target.ID)
 	return target.ID, nil
+}
+
+// carryEncryption gives a migration's target its source's encryption: the same key, and
+// the source's data key sealed again for the target's id, since the target's user volume
+// is a copy of the source's, LUKS under that data key (its new root volume is made under
+// it too). The target takes its source's place under the key's limit of WorkSpaces, so
+// the limit is not checked again.
+func (s *Service) carryEncryption(tx store.Tx, src workspace.Workspace, targetID string) (workspace.Encryption, error) {
+	if !src.Encrypted() {
+		return workspace.Encryption{}, nil
+	}
+	if s.cfg.Keys == nil {
+		return workspace.Encryption{}, catalog.Errorf(catalog.UnsupportedWorkspaceConfig, "WorkSpace %s has encrypted volumes, and this host has no key store to carry its key", src.ID)
+	}
+	k, err := store.GetJSON[keystore.Key](tx, store.Keys, src.Encryption.KeyID)
+	if err != nil {
+		return workspace.Encryption{}, fmt.Errorf("key %s of WorkSpace %s: %w", src.Encryption.KeyID, src.ID, err)
+	}
+	sealed, err := s.cfg.Keys.Rewrap(k, src.ID, targetID, src.Encryption.DataKey)
+	if err != nil {
+		return workspace.Encryption{}, fmt.Errorf("carry WorkSpace %s's data key to %s: %w", src.ID, targetID, err)
+	}
+	e := src.Encryption
+	e.DataKey = sealed
+	return e, nil
 }
