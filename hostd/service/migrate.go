@@ -14,12 +14,12 @@ import (
 // MigrateWorkspace moves a WorkSpace to another bundle (guide catalog §7.4): a new
 // WorkSpace (new id, computer name and IP address) with a root volume from the target
 // bundle's image, the source's user volume, its tags, running mode and encryption (key and
-// data key: carryEncryption). Both records
-// are written in one transaction before anything is done — the source UPDATING, naming
-// its target and the state to return to; the target PENDING, naming its source — and the
-// controller carries it out (hostd/controller/migrate.go). The source is terminated only
-// once the target is AVAILABLE; if the target cannot be made, the target is terminated and
-// the source returns to its prior state. It returns the target's id.
+// data key: carryEncryption). Both records are written in one transaction before anything
+// is done — the source UPDATING, naming its target and the state to return to; the target
+// PENDING, naming its source — and the controller carries it out
+// (hostd/controller/migrate.go). The source is terminated only once the target is
+// AVAILABLE; if the target cannot be made, the target is terminated and the source returns
+// to its prior state. It returns the target's id.
 func (s *Service) MigrateWorkspace(ctx context.Context, sourceID, bundleID string) (string, error) {
 	if err := catalog.CheckID(catalog.KindWorkspace, sourceID); err != nil {
 		return "", catalog.Errorf(catalog.InvalidParameterValues, "SourceWorkspaceId: %v", err)
