@@ -287,12 +287,14 @@ func TestEncryptedVolumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	migrateStart := time.Now()
 	m, err := cl.MigrateWorkspace(ctx, &workspaces.MigrateWorkspaceInput{SourceWorkspaceId: aws.String(enc), BundleId: aws.String(b50.ID)})
 	if err != nil {
 		t.Fatalf("migrate the encrypted WorkSpace: %v", err)
 	}
 	moved := aws.ToString(m.TargetWorkspaceId)
 	h.waitState(moved, workspace.Available, 8*time.Minute)
+	t.Logf("figure: encrypted migrate → AVAILABLE %s", time.Since(migrateStart).Round(time.Millisecond))
 	h.waitState(enc, workspace.Terminated, 3*time.Minute)
 	h.readBack(moved, userFile, data)
 	if h.guestHas(moved, rootFile) {
