@@ -224,7 +224,10 @@ func (h *fleetHost) cleanup() {
 //   - host 1 makes the fleet; hosts 2 and 3 join by the code their consoles show, once an
 //     administrator approves it (on host 1, then on host 2: any host approves), and become
 //     etcd members (3 voters); before the approval a joining host has no credentials;
-//   - 6 WorkSpaces created through host 1's API spread across the 3 hosts, 2 on each;
+//   - hosts 2 and 3 hold host 1's key store master key (fetched from it as they joined);
+//   - 6 WorkSpaces created through host 1's API spread across the 3 hosts, 2 on each, 3
+//     of them encrypted with a key made through host 1's API (those on hosts 2 and 3 open
+//     their data keys with the fleet's master key);
 //     host 3's API describes them all; each runs (AVAILABLE, its domain running) on its
 //     owner only, the image fetched by content hash from host 1;
 //   - a zero client logs in at host 2's broker and streams from host 3's gateway, which
