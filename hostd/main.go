@@ -230,9 +230,16 @@ func run(path string, log *slog.Logger) error {
 	defer node.Close()
 
 	var nm *network.Manager
-	// The key store's master key: root's alone, on /perm (hostd/keystore says where a
-	// fleet's goes).
-	keys, err := keystore.LoadOrCreateMaster(filepath.Join(h.DataDir, keystore.MasterFile))
+	var peers *fleet.Peers
+	if fl != nil {
+		if peers, err = fleet.NewPeers(fl.local, st, hostID); err != nil {
+			return err
+		}
+	}
+	// The key store's master key: root's alone, on /perm, and the fleet's (one per fleet:
+	// fetched from a peer if this host does not hold it; hostd/keystore, hostd/fleet).
+	keys, err := fleet.MasterKey{Store: st, Self: hostID, Path: filepath.Join(h.DataDir, keystore.MasterFile), Peers: peers,
+		Log: log.With("component", "keystore")}.Resolve(ctx)
 	if err != nil {
 		return err
 	}
@@ -261,10 +268,6 @@ func run(path string, log *slog.Logger) error {
 
 	images := &fleet.Images{Store: st, Self: hostID, Dir: filepath.Join(h.DataDir, "images"), Log: log.With("component", "images")}
 	if fl != nil {
-		peers, err := fleet.NewPeers(fl.local, st, hostID)
-		if err != nil {
-			return err
-		}
 		images.Peers = peers
 		svc.SetTagger(peers)
 		var tagger fleet.TagIssuer
@@ -273,7 +276,8 @@ func run(path string, log *slog.Logger) error {
 				tagger = zeroclientTags{socket: zc.AdminSocket}
 			}
 		}
-		srv := &fleet.Server{Local: fl.local, Membership: fl.membership, Store: st, Tags: tagger, Images: images, Log: log.With("component", "fleet")}
+		srv := &fleet.Server{Local: fl.local, Membership: fl.membership, Store: st, Tags: tagger, Images: images, Master: keys,
+			Log: log.With("component", "fleet")}
 		go func() {
 			if err := srv.Run(ctx); err != nil && ctx.Err() == nil {
 				log.Error("fleet port stopped", "err", err)

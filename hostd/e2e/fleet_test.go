@@ -224,7 +224,10 @@ func (h *fleetHost) cleanup() {
 //   - host 1 makes the fleet; hosts 2 and 3 join by the code their consoles show, once an
 //     administrator approves it (on host 1, then on host 2: any host approves), and become
 //     etcd members (3 voters); before the approval a joining host has no credentials;
-//   - 6 WorkSpaces created through host 1's API spread across the 3 hosts, 2 on each;
+//   - hosts 2 and 3 hold host 1's key store master key (fetched from it as they joined);
+//   - 6 WorkSpaces created through host 1's API spread across the 3 hosts, 2 on each, 3
+//     of them encrypted with a key made through host 1's API (those on hosts 2 and 3 open
+//     their data keys with the fleet's master key);
 //     host 3's API describes them all; each runs (AVAILABLE, its domain running) on its
 //     owner only, the image fetched by content hash from host 1;
 //   - a zero client logs in at host 2's broker and streams from host 3's gateway, which
@@ -435,11 +438,39 @@ zeroclient:
 		h.startZeroclient(zeroclient)
 	}
 
+	// One key store master key in the fleet: hosts 2 and 3 fetched host 1's when they
+	// joined (its file is the same on every host).
+	var master string
+	for _, h := range hosts {
+		b, err := os.ReadFile(filepath.Join(h.dir, "keystore", "master.key"))
+		if err != nil {
+			t.Fatalf("host %d's master key: %v", h.n, err)
+		}
+		if h.n == 1 {
+			master = string(b)
+		} else if string(b) != master {
+			t.Fatalf("host %d's key store master key is not host 1's", h.n)
+		}
+	}
+	// A key made through host 1's API encrypts 3 of the WorkSpaces: at most 2 land on host
+	// 1, so at least one is owned by a host that must open its data key with the master
+	// key host 1 sealed the key with.
+	key, err := h1.client().CreateKey(context.Background(), &hostdclient.CreateKeyInput{Alias: "alias/fleet"})
+	if err != nil {
+		t.Fatalf("CreateKey on host 1: %v", err)
+	}
+	encrypted := map[string]bool{"alice": true, "carol": true, "frank": true}
+
 	// 6 WorkSpaces through host 1's API: two on each host (spread), all described by host 3.
 	tCreate := time.Now()
 	var reqs []types.WorkspaceRequest
 	for _, u := range []string{"alice", "bob", "carol", "erin", "frank", "grace"} {
-		reqs = append(reqs, types.WorkspaceRequest{DirectoryId: aws.String(directoryID), UserName: aws.String(u), BundleId: aws.String(bundle)})
+		r := types.WorkspaceRequest{DirectoryId: aws.String(directoryID), UserName: aws.String(u), BundleId: aws.String(bundle)}
+		if encrypted[u] {
+			r.RootVolumeEncryptionEnabled, r.UserVolumeEncryptionEnabled = aws.Bool(true), aws.Bool(true)
+			r.VolumeEncryptionKey = aws.String(key.Key.KeyId)
+		}
+		reqs = append(reqs, r)
 	}
 	out, err := h1.client().CreateWorkspaces(context.Background(), &workspaces.CreateWorkspacesInput{Workspaces: reqs})
 	if err != nil || len(out.FailedRequests) > 0 || len(out.PendingRequests) != len(reqs) {
@@ -519,6 +550,11 @@ zeroclient:
 	}
 	waitStates(h3, available, 12*time.Minute)
 	t.Logf("%d WorkSpaces AVAILABLE, 2 per host, %s after the create", len(ids), time.Since(tCreate).Round(time.Second))
+	for _, id := range ids {
+		if encrypted[userOf[id]] && owner[id] != h1 {
+			t.Logf("%s, encrypted with host 1's key, AVAILABLE on host %d", id, owner[id].n)
+		}
+	}
 	// Each runs on its owner, and only there; hosts 2 and 3 hold the image by its digest.
 	checkDomains := func() {
 		t.Helper()

@@ -2,7 +2,8 @@
 // addresses, capacity, state), a lease per host that says it is alive, the marking of a
 // host whose lease expired as down (its WorkSpaces UNHEALTHY), the fence every owning
 // host's write goes through, the placement of new WorkSpaces, the join of new hosts under
-// a fleet CA, and what hosts ask of each other over mutual TLS (images, connect tags).
+// a fleet CA, and what hosts ask of each other over mutual TLS (images, connect tags, the
+// key store's master key).
 //
 // A single host with the bbolt store is a fleet of one: it has a host record, an alive
 // key (that never expires: nobody else would notice), and places every WorkSpace on

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"deskhost/hostd/etcdmember"
+	"deskhost/hostd/keystore"
 	"deskhost/hostd/store"
 	"deskhost/internal/catalog"
 )
@@ -46,6 +47,13 @@ func testLocal(t *testing.T, dir, name, hwid, join string, members int) Local {
 // serveFleet starts a host's fleet port and its place in the fleet, as hostd serve does.
 func serveFleet(t *testing.T, l Local, m Membership) *store.Etcd {
 	t.Helper()
+	return serveFleetWith(t, l, m, nil)
+}
+
+// serveFleetWith is serveFleet, the fleet port serving master as the fleet's key store
+// master key.
+func serveFleetWith(t *testing.T, l Local, m Membership, master *keystore.Master) *store.Etcd {
+	t.Helper()
 	st, err := l.OpenStore(m)
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +66,7 @@ func serveFleet(t *testing.T, l Local, m Membership) *store.Etcd {
 	t.Cleanup(n.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	srv := &Server{Local: l, Membership: m, Store: st, Log: l.Log}
+	srv := &Server{Local: l, Membership: m, Store: st, Master: master, Log: l.Log}
 	go func() { done <- srv.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	for i := 0; ; i++ {

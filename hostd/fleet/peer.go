@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"deskhost/hostd/keystore"
 	"deskhost/hostd/store"
 	"deskhost/hostd/workspace"
 	"deskhost/internal/catalog"
@@ -28,6 +29,7 @@ import (
 //	POST /fleet/v1/join             a new host asking to join (no client certificate: it has none yet)
 //	GET  /fleet/v1/images/SHA/FILE  a desktop image's file, by the image's content hash   (peers only)
 //	POST /fleet/v1/tags             a connect tag from this host's gateway               (peers only)
+//	GET  /fleet/v1/keystore/master  the fleet's key store master key                     (peers only)
 //
 // "Peers only" is mutual TLS: a client certificate the fleet CA signed, whose common name
 // is a host in the store.
@@ -64,6 +66,9 @@ type Server struct {
 	Tags       TagIssuer
 	// Images serves this host's desktop images to peers.
 	Images *Images
+	// Master is the fleet's key store master key, served to a peer that lacks it (nil:
+	// not served).
+	Master *keystore.Master
 	Log    *slog.Logger
 	Now    func() time.Time
 }
@@ -84,6 +89,7 @@ func (s *Server) Run(ctx context.Context) error {
 	mux.HandleFunc("POST /fleet/v1/join", s.join)
 	mux.HandleFunc("POST /fleet/v1/tags", s.peer(s.tags))
 	mux.HandleFunc("GET /fleet/v1/images/{digest}/{file}", s.peer(s.image))
+	mux.HandleFunc("GET "+masterPath, s.peer(s.master))
 	ln, err := net.Listen("tcp", s.Local.Listen)
 	if err != nil {
 		return fmt.Errorf("fleet port: %w", err)

@@ -10,24 +10,30 @@
 // key to be enabled: a disabled key leaves the WorkSpace's volumes unreadable, so it does
 // not start.
 //
-// Where the master key lives: on a single host, a 0600 file owned by root under hostd's
-// data dir (/perm on the appliance), made at first start. The store (a bbolt file, or the
-// fleet's etcd) holds no key in the clear, so a copy of it, a backup or an etcd snapshot,
-// opens no volume. A fleet needs one master key on every host that may run a WorkSpace:
-// it belongs with the fleet credentials an approved host receives when it joins (not yet
-// done: today each host makes its own, so a key is usable only on the host that made it).
+// Where the master key lives: a 0600 file owned by root under hostd's data dir (/perm on
+// the appliance), made at first start. The store (a bbolt file, or the fleet's etcd) holds
+// no key in the clear, so a copy of it, a backup or an etcd snapshot, opens no volume.
+// A fleet has one master key, on every host, since a key made through one host's API
+// seals data keys that the WorkSpace's owner, another host, must open. The store keeps
+// only its check value (CheckValue: an HMAC of a fixed label under it), by which a host
+// tells whether the master it holds is the fleet's; a host that holds none, or another,
+// fetches the fleet's from a peer over the fleet port (mutual TLS under the fleet CA) and
+// checks it before keeping it (hostd/fleet does this).
 package keystore
 
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,8 +66,11 @@ type Key struct {
 // ARN is the key's ARN in KMS's form, for administrators' scripts that pass ARNs.
 func (k Key) ARN(region string) string { return "arn:aws:kms:" + region + ":000000000000:key/" + k.ID }
 
-// Master is the host's master key, which seals the keys' material.
-type Master struct{ aead cipher.AEAD }
+// Master is the master key, which seals the keys' material.
+type Master struct {
+	key  []byte
+	aead cipher.AEAD
+}
 
 // MasterFile is where, under hostd's data dir, the master key is kept.
 const MasterFile = "keystore/master.key"
@@ -69,28 +78,67 @@ const MasterFile = "keystore/master.key"
 // LoadOrCreateMaster reads the master key from path (hex, a 0600 root file), making a new
 // random one there first if there is none.
 func LoadOrCreateMaster(path string) (*Master, error) {
-	s, err := secretfile.Read(path)
+	m, err := LoadMaster(path)
 	if errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, fmt.Errorf("master key: %w", err)
+		if m, err = GenerateMaster(); err != nil {
+			return nil, err
 		}
-		b := make([]byte, 32)
-		if _, err := rand.Read(b); err != nil {
-			return nil, fmt.Errorf("master key: %w", err)
+		if err := WriteMaster(path, m); err != nil {
+			return nil, err
 		}
-		if err := secretfile.Write(path, hex.EncodeToString(b)); err != nil {
-			return nil, fmt.Errorf("master key: %w", err)
-		}
-		return NewMaster(b)
+		return m, nil
 	}
+	return m, err
+}
+
+// LoadMaster reads the master key from path; an error that is os.ErrNotExist if there
+// is none.
+func LoadMaster(path string) (*Master, error) {
+	s, err := secretfile.Read(path)
 	if err != nil {
 		return nil, fmt.Errorf("master key: %w", err)
 	}
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != 32 {
-		return nil, fmt.Errorf("master key %s: not 64 hex digits", path)
+	m, err := ParseMaster(s)
+	if err != nil {
+		return nil, fmt.Errorf("master key %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// GenerateMaster makes a new random master key.
+func GenerateMaster() (*Master, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
 	}
 	return NewMaster(b)
+}
+
+// WriteMaster writes m to path (0600, in a 0700 directory), replacing the file whole.
+func WriteMaster(path string, m *Master) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("master key: %w", err)
+	}
+	if err := secretfile.Write(path, m.Hex()); err != nil {
+		return fmt.Errorf("master key: %w", err)
+	}
+	return nil
+}
+
+// ReplaceMaster writes m to path, keeping a master key that was there beside it as
+// path.replaced-<unix time> (keys sealed with it open with nothing else). It returns
+// where the old one went, "" if there was none.
+func ReplaceMaster(path string, m *Master, now time.Time) (string, error) {
+	old := ""
+	if _, err := os.Lstat(path); err == nil {
+		old = fmt.Sprintf("%s.replaced-%d", path, now.Unix())
+		if err := os.Rename(path, old); err != nil {
+			return "", fmt.Errorf("master key: keep the replaced one: %w", err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("master key: %w", err)
+	}
+	return old, WriteMaster(path, m)
 }
 
 // NewMaster makes a Master from 32 bytes of key.
@@ -99,8 +147,36 @@ func NewMaster(key []byte) (*Master, error) {
 	if err != nil {
 		return nil, fmt.Errorf("master key: %w", err)
 	}
-	return &Master{aead: a}, nil
+	return &Master{key: slices.Clone(key), aead: a}, nil
 }
+
+// ParseMaster reads a master key written as Hex writes it.
+func ParseMaster(s string) (*Master, error) {
+	b, err := hex.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(b) != 32 {
+		return nil, errors.New("not 64 hex digits")
+	}
+	return NewMaster(b)
+}
+
+// Hex is the master key written out (what its file holds, and what a fleet host hands a
+// peer that lacks it). It is the secret itself.
+func (m *Master) Hex() string { return hex.EncodeToString(m.key) }
+
+// checkLabel is what CheckValue authenticates; a new label would be a new kind of check.
+const checkLabel = "deskhost keystore master key check v1"
+
+// CheckValue identifies the master key without revealing it: HMAC-SHA256 of a fixed label
+// under the key. Two hosts whose check values are equal hold the same master key; the
+// value tells nothing of the key to whoever reads the store.
+func (m *Master) CheckValue() []byte {
+	h := hmac.New(sha256.New, m.key)
+	h.Write([]byte(checkLabel))
+	return h.Sum(nil)
+}
+
+// Matches reports whether check is m's check value (in constant time).
+func (m *Master) Matches(check []byte) bool { return hmac.Equal(m.CheckValue(), check) }
 
 func newAEAD(key []byte) (cipher.AEAD, error) {
 	if len(key) != 32 {
@@ -174,7 +250,7 @@ var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4
 func (m *Master) material(k Key) (cipher.AEAD, error) {
 	b, err := open(m.aead, k.Sealed, k.ID)
 	if err != nil {
-		return nil, fmt.Errorf("key %s: its material does not open with this host's master key: %w", k.ID, err)
+		return nil, fmt.Errorf("key %s: its material does not open with this host's master key (not the one it was sealed with): %w", k.ID, err)
 	}
 	return newAEAD(b)
 }

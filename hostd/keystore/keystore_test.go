@@ -135,3 +135,62 @@ func TestKeysAndDataKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCheckValue: the check value tells one master key from another and survives a
+// reload; a replaced master key is kept beside the new one.
+func TestCheckValue(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, MasterFile)
+	m1, err := LoadOrCreateMaster(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := LoadMaster(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Matches(m1.CheckValue()) || len(m1.CheckValue()) != 32 {
+		t.Fatal("the same master key, reloaded, does not match its check value")
+	}
+	m2, err := GenerateMaster()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m2.Matches(m1.CheckValue()) || m1.Matches(nil) {
+		t.Fatal("another master key matches the check value")
+	}
+	if strings.Contains(string(m1.CheckValue()), m1.Hex()) {
+		t.Fatal("the check value holds the key")
+	}
+	if p, err := ParseMaster(m1.Hex()); err != nil || !p.Matches(m1.CheckValue()) {
+		t.Fatalf("parse what Hex writes: %v", err)
+	}
+	if _, err := ParseMaster("abcd"); err == nil {
+		t.Fatal("a short master key parsed")
+	}
+	if _, err := LoadMaster(filepath.Join(dir, "none")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a missing master key: %v, want os.ErrNotExist", err)
+	}
+
+	now := time.Unix(1700000000, 0)
+	old, err := ReplaceMaster(path, m2, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old != path+".replaced-1700000000" {
+		t.Fatalf("the replaced master key went to %q", old)
+	}
+	if kept, err := LoadMaster(old); err != nil || !kept.Matches(m1.CheckValue()) {
+		t.Fatalf("the replaced master key is not kept: %v", err)
+	}
+	if cur, err := LoadMaster(path); err != nil || !cur.Matches(m2.CheckValue()) {
+		t.Fatalf("the new master key is not in place: %v", err)
+	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("the new master key file: %v", err)
+	}
+	fresh := filepath.Join(dir, "fresh", "master.key")
+	if old, err := ReplaceMaster(fresh, m2, now); err != nil || old != "" {
+		t.Fatalf("writing where there was none: %q %v", old, err)
+	}
+}
