@@ -25,7 +25,8 @@ import (
 //
 // and ends bad imports ERROR with the reason: a partitioned raw disk over http whose ext4
 // root has no systemd and no kernel (NoSystemd: it cannot boot on its own; see
-// TestImportOwnKernel for one that can), a text file (not a disk image), a directory
+// TestImportOwnKernel for one that can), one with systemd but no kernel (NoKernel), a
+// text file (not a disk image), a directory
 // whose kernel is missing, a blank qcow2 (no filesystem: the agent answers but cannot
 // mount it), an image whose agent never answers. No test domain or volume is left.
 func TestImportWorkspaceImage(t *testing.T) {
@@ -48,6 +49,12 @@ func TestImportWorkspaceImage(t *testing.T) {
 	os.WriteFile(filepath.Join(tree, "opt", "marker.txt"), []byte(marker), 0o644)
 	raw := filepath.Join(src, "disk.raw")
 	partitionedDisk(t, raw, tree)
+	// One with systemd but no kernel in /boot.
+	sysTree := filepath.Join(src, "systree")
+	os.MkdirAll(filepath.Join(sysTree, "lib", "systemd"), 0o755)
+	os.WriteFile(filepath.Join(sysTree, "lib", "systemd", "systemd"), []byte("not really systemd"), 0o755)
+	noBoot := filepath.Join(src, "noboot.raw")
+	partitionedDisk(t, noBoot, sysTree)
 	// Not a disk image at all.
 	text := filepath.Join(src, "notes.txt")
 	os.WriteFile(text, []byte("this is not a disk image\n"), 0o644)
@@ -105,6 +112,7 @@ func TestImportWorkspaceImage(t *testing.T) {
 	ownID := start("own", own.Dir)
 	rawID := start("raw", url)
 	textID := start("text", text)
+	noBootID := start("noboot", noBoot)
 	noKernelID := start("nokernel", noKernel)
 	blankID := start("blank", blank)
 	silentID := start("silent", silent)
@@ -112,6 +120,7 @@ func TestImportWorkspaceImage(t *testing.T) {
 	for _, tc := range []struct{ id, code, want string }{
 		{rawID, "NoSystemd", "no systemd"},
 		{textID, "NotADiskImage", "not a disk image"},
+		{noBootID, "NoKernel", "no /boot/vmlinuz-<version>"},
 		{noKernelID, "InvalidImage", "kernel"},
 		{blankID, "TestBootFailed", "could not mount the imported root volume"},
 		{silentID, "TestBootFailed", "did not answer within"},
