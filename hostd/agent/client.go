@@ -303,3 +303,27 @@ func (c *Client) GrowFS(ctx context.Context, volume string, minBytes uint64) (fs
 	resp, err := c.Call(ctx, req)
 	return resp.FSBytes, resp.DiskBytes, err
 }
+
+// ReadChunk reads up to length bytes of path from offset; it answers them and the file's
+// size (fewer bytes than asked, or none, at its end).
+func (c *Client) ReadChunk(ctx context.Context, path string, offset int64, length int) ([]byte, int64, error) {
+	req := Request{Op: OpReadChunk, Path: path, Offset: offset, Length: length}
+	if err := req.Validate(); err != nil {
+		return nil, 0, err
+	}
+	resp, err := c.Call(ctx, req)
+	return resp.Chunk, resp.FileBytes, err
+}
+
+// Adopt asks the agent (PID 1, an imported image's root mounted) to make that root boot on
+// its own with the agent as a systemd service; see OpAdopt.
+func (c *Client) Adopt(ctx context.Context) (*Adoption, error) {
+	resp, err := c.Call(ctx, Request{Op: OpAdopt})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Adoption == nil {
+		return nil, errors.New("agent: adopt answered without an adoption")
+	}
+	return resp.Adoption, nil
+}

@@ -63,6 +63,15 @@ const (
 	// disk (just grown by hostd: libvirt's block resize) shows at least MinBytes. Volume is
 	// VolumeRoot or VolumeUser. It answers the filesystem's and the disk's sizes.
 	OpGrowFS = "grow-fs"
+	// OpReadChunk answers Length bytes (at most MaxChunkBytes) of a file from Offset, as
+	// bytes (base64 on the wire: read-file's text would mangle a binary file), and the
+	// file's size; hostd reads a kernel or an initramfs larger than MaxFileBytes with it.
+	OpReadChunk = "read-chunk"
+	// OpAdopt makes the mounted root volume (an imported image, booted with the agent as
+	// PID 1) boot on its own: it finds the image's systemd, its newest kernel and
+	// initramfs in /boot, installs this agent and its systemd units
+	// (internal/guestservice), and answers what hostd needs to boot it (Adoption).
+	OpAdopt = "adopt"
 )
 
 // Volumes, as grow-fs names them.
@@ -95,6 +104,8 @@ const (
 	// GrowDiskWait is how long grow-fs waits for the guest kernel to see the disk's new
 	// size.
 	GrowDiskWait = 30 * time.Second
+	// MaxChunkBytes is the most read-chunk answers at once (base64: 4/3 of it on the line).
+	MaxChunkBytes = 8 << 20
 )
 
 // Volume mount points inside the guest. write-file and read-file only touch files below
@@ -126,6 +137,10 @@ type Request struct {
 	// grow-fs
 	Volume   string `json:"volume,omitempty"`
 	MinBytes uint64 `json:"minBytes,omitempty"`
+
+	// read-chunk (with Path)
+	Offset int64 `json:"offset,omitempty"`
+	Length int   `json:"length,omitempty"`
 }
 
 // Response is one line sent by the agent. Error is set when OK is false.
@@ -153,6 +168,35 @@ type Response struct {
 	// grow-fs: the filesystem's size after growing, and its disk's
 	FSBytes   uint64 `json:"fsBytes,omitempty"`
 	DiskBytes uint64 `json:"diskBytes,omitempty"`
+
+	// read-chunk: the bytes read (fewer than asked at the end) and the file's size
+	Chunk     []byte `json:"chunk,omitempty"`
+	FileBytes int64  `json:"fileBytes,omitempty"`
+
+	// adopt
+	Adoption *Adoption `json:"adoption,omitempty"`
+}
+
+// adopt's errors start with these when the image lacks what it needs to boot on its own
+// (hostd reports them as the import's NoSystemd and NoKernel codes).
+const (
+	AdoptNoSystemd = "adopt: no systemd"
+	AdoptNoKernel  = "adopt: no kernel"
+)
+
+// Adoption is what adopt found and did in the root volume.
+type Adoption struct {
+	// KernelVersion is the kernel's release (uname -r), e.g. 6.1.0-28-amd64.
+	KernelVersion string `json:"kernelVersion"`
+	// Kernel and Initrd are their paths for read-chunk (below RootMount).
+	Kernel      string `json:"kernel"`
+	Initrd      string `json:"initrd"`
+	KernelBytes int64  `json:"kernelBytes"`
+	InitrdBytes int64  `json:"initrdBytes"`
+	// RootUUID is the root filesystem's UUID, for root=UUID=.
+	RootUUID string `json:"rootUuid"`
+	// Installed lists the files adopt wrote into the image.
+	Installed []string `json:"installed,omitempty"`
 }
 
 // Status is the answer to the status op.
@@ -245,6 +289,16 @@ func (r Request) Validate() error {
 	case OpGrowFS:
 		if r.Volume != VolumeRoot && r.Volume != VolumeUser {
 			return fmt.Errorf("grow-fs: volume must be %q or %q, got %q", VolumeRoot, VolumeUser, r.Volume)
+		}
+	case OpReadChunk:
+		if err := CheckPath(r.Path); err != nil {
+			return err
+		}
+		if r.Offset < 0 {
+			return fmt.Errorf("read-chunk: offset must not be negative, got %d", r.Offset)
+		}
+		if r.Length < 1 || r.Length > MaxChunkBytes {
+			return fmt.Errorf("read-chunk: length must be 1..%d, got %d", MaxChunkBytes, r.Length)
 		}
 	case OpSilence:
 		if r.Seconds < 1 || r.Seconds > MaxSilenceSeconds {

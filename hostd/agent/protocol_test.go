@@ -35,6 +35,8 @@ func TestRequestRoundTrip(t *testing.T) {
 		{ID: 7, Op: OpClipboardSet, Data: "copied ✓\nline 2"},
 		{ID: 8, Op: OpClipboardGet},
 		{ID: 9, Op: OpSilence, Seconds: 30},
+		{ID: 10, Op: OpReadChunk, Path: "/sysroot/boot/vmlinuz-6.1.0-28-amd64", Offset: 8 << 20, Length: MaxChunkBytes},
+		{ID: 11, Op: OpAdopt},
 	}
 	for _, r := range reqs {
 		line, err := Encode(r)
@@ -70,6 +72,10 @@ func TestDecodeRequestErrors(t *testing.T) {
 		{`{"id":1,"op":"read-file","path":"/home/../etc/shadow"}`, ".."},
 		{`{"id":1,"op":"silence"}`, "seconds"},
 		{`{"id":1,"op":"silence","seconds":3601}`, "seconds"},
+		{`{"id":1,"op":"read-chunk","path":"/sysroot/boot/vmlinuz","offset":0}`, "length"},
+		{`{"id":1,"op":"read-chunk","path":"/sysroot/boot/vmlinuz","length":8388609}`, "length"},
+		{`{"id":1,"op":"read-chunk","path":"/sysroot/boot/vmlinuz","offset":-1,"length":1}`, "offset"},
+		{`{"id":1,"op":"read-chunk","path":"/boot/vmlinuz","length":1}`, "not below"},
 	} {
 		r, err := DecodeRequest([]byte(tc.line))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

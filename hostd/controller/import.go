@@ -30,9 +30,15 @@ import (
 //  2. an imagebuild desktop image directory is checked against its checksums and linked
 //     in as it is; a disk image file must be qcow2 or raw (a raw one must hold a partition
 //     table or an ext filesystem), unencrypted, self-contained and at most 70 GiB, and is
-//     converted into the image's root.qcow2, beside the base image's kernel and initramfs:
-//     that initramfs is the guest agent (PID 1), which mounts the imported root volume;
-//  3. the image is test-booted in a domain of its own, without NICs, until its agent
+//     converted, then adopted in a preparation boot: a domain of its own, without NICs,
+//     booting the base image's kernel and its initramfs, the guest agent (PID 1), which
+//     mounts the imported root (the whole disk's or the first partition's ext4), checks
+//     for systemd and a kernel in /boot with its initramfs (refused NoSystemd, NoKernel),
+//     installs itself as a systemd service (internal/guestservice) and hands hostd that
+//     kernel and initramfs; the adopted root is flattened into the image's root.qcow2,
+//     beside them, image.json booting root=UUID= of the root filesystem;
+//  3. the image is test-booted in a domain of its own, without NICs, as WorkSpaces boot
+//     it (an adopted disk: its own kernel, initramfs and systemd), until its agent
 //     answers with both volumes mounted; the domain is then powered off, its RAM scrubbed;
 //  4. the image becomes AVAILABLE, or ERROR with a code and the reason.
 //
@@ -135,7 +141,7 @@ func (c *Controller) importImage(ctx context.Context, img catalog.Image) error {
 		if err := importDir(src, img); err != nil {
 			return err
 		}
-	} else if err := c.importDisk(src, img); err != nil {
+	} else if err := c.importDisk(ctx, src, img); err != nil {
 		return err
 	}
 	di, err := desktopimage.Load(img.Dir)
@@ -209,9 +215,9 @@ type diskInfo struct {
 	BackingFilename string `json:"backing-filename"`
 }
 
-// importDisk converts a qcow2 or raw disk image into the image's root volume and gives it
-// the base image's boot files.
-func (c *Controller) importDisk(src string, img catalog.Image) error {
+// importDisk converts a qcow2 or raw disk image and adopts it (adoptDisk): the image
+// boots its own kernel and init.
+func (c *Controller) importDisk(ctx context.Context, src string, img catalog.Image) error {
 	out, err := exec.Command("qemu-img", "info", "--output=json", src).Output()
 	if err != nil {
 		return importFail("NotADiskImage", "%s is not a disk image qemu-img can read", img.Import)
@@ -246,24 +252,132 @@ func (c *Controller) importDisk(src string, img catalog.Image) error {
 	if err != nil {
 		return importFail("BaseImageUnavailable", "base image %s: %v", img.BaseImage, err)
 	}
-	root := filepath.Join(img.Dir, "root.qcow2")
-	if b, err := exec.Command("qemu-img", "convert", "-f", info.Format, "-O", "qcow2", src, root).CombinedOutput(); err != nil {
+	converted := filepath.Join(img.Dir, "import.qcow2")
+	defer os.Remove(converted)
+	if b, err := exec.Command("qemu-img", "convert", "-f", info.Format, "-O", "qcow2", src, converted).CombinedOutput(); err != nil {
 		return importFail("ImportFailed", "converting %s: %v: %s", img.Import, err, strings.TrimSpace(string(b)))
 	}
-	m := bi.Manifest
-	m.Name, m.Root, m.RootFormat, m.RootVirtualSize = img.Name, "root.qcow2", "qcow2", info.VirtualSize
-	m.Kernel, m.Initrd = filepath.Base(bi.Kernel), filepath.Base(bi.Initrd)
-	m.SHA256 = map[string]string{m.Kernel: bi.Manifest.SHA256[bi.Manifest.Kernel], m.Initrd: bi.Manifest.SHA256[bi.Manifest.Initrd]}
-	for _, f := range []string{bi.Kernel, bi.Initrd} {
-		if err := linkOrCopy(f, filepath.Join(img.Dir, filepath.Base(f))); err != nil {
+	return c.adoptDisk(ctx, img, bi, converted, info.VirtualSize)
+}
+
+// ImportedCmdline is an adopted image's kernel command line after root=UUID=: the
+// graphical image's console and naming settings (hostd's eth0/eth1 names).
+const ImportedCmdline = "rw net.ifnames=0 console=tty0 console=ttyS0,115200 quiet systemd.show_status=1 panic=-1"
+
+// adoptDisk makes the converted disk an image that boots its own kernel, initramfs and
+// init: a preparation boot (the base image's kernel, its agent as PID 1, the disk as the
+// root volume) where the agent adopts the root (agent.OpAdopt: the agent installed as a
+// systemd service) and hands over the kernel and initramfs, which go beside the adopted
+// root, flattened, with image.json naming them.
+func (c *Controller) adoptDisk(ctx context.Context, img catalog.Image, base desktopimage.Image, disk string, size int64) error {
+	helper := desktopimage.Image{Dir: img.Dir, Manifest: base.Manifest, Kernel: base.Kernel, Initrd: base.Initrd, Root: disk}
+	helper.Manifest.RootVirtualSize = size
+	var ad *agent.Adoption
+	var adoptErr error
+	start := time.Now()
+	err := c.bootIsolated(ctx, img.ID, helper, func(actx context.Context, a *agent.Client) error {
+		ad, adoptErr = a.Adopt(actx)
+		if adoptErr != nil {
+			return adoptErr
+		}
+		for _, f := range []struct {
+			src  string
+			size int64
+		}{{ad.Kernel, ad.KernelBytes}, {ad.Initrd, ad.InitrdBytes}} {
+			if err := fetchGuestFile(actx, a, f.src, f.size, filepath.Join(img.Dir, bootFileName(f.src, ad.KernelVersion))); err != nil {
+				return fmt.Errorf("reading %s from the guest: %w", f.src, err)
+			}
+		}
+		return nil
+	})
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case adoptErr != nil && strings.Contains(adoptErr.Error(), agent.AdoptNoKernel):
+		return importFail("NoKernel", "%s cannot boot on its own: %v", img.Import, adoptErr)
+	case adoptErr != nil && strings.Contains(adoptErr.Error(), agent.AdoptNoSystemd):
+		return importFail("NoSystemd", "%s cannot run deskhost's guest agent: %v", img.Import, adoptErr)
+	case adoptErr != nil:
+		return importFail("AdoptFailed", "preparing %s to boot on its own: %v", img.Import, adoptErr)
+	case err != nil:
+		var ie *importError
+		if errors.As(err, &ie) {
+			return &importError{ie.code, fmt.Errorf("preparation boot: %w", ie.err)}
+		}
+		return importFail("PrepareBootFailed", "preparation boot: %v", err)
+	}
+	root := filepath.Join(img.Dir, "root.qcow2")
+	if err := qemuImgConvert(c.volumePaths(img.ID)[0], root); err != nil {
+		return importFail("ImportFailed", "flattening the adopted root: %v", err)
+	}
+	if err := c.removeOrphan(ctx, img.ID); err != nil {
+		return err
+	}
+	c.cfg.Log.Info("imported image adopted", "image", img.ID, "kernel", ad.KernelVersion, "rootUUID", ad.RootUUID, "duration", time.Since(start))
+	m := base.Manifest
+	m.Name, m.Root, m.RootFormat = img.Name, "root.qcow2", "qcow2"
+	// The flattened overlay's size (bootIsolated rounds the root volume up to whole GiB).
+	var err2 error
+	if m.RootVirtualSize, err2 = virtualSize(root); err2 != nil {
+		return importFail("ImportFailed", "%v", err2)
+	}
+	m.Kernel, m.Initrd = bootFileName(ad.Kernel, ad.KernelVersion), bootFileName(ad.Initrd, ad.KernelVersion)
+	m.Cmdline = "root=UUID=" + ad.RootUUID + " " + ImportedCmdline
+	m.BootProtocol, m.KernelVersion = "bzImage", ad.KernelVersion
+	m.KernelPackage, m.KernelPackageVersion, m.InitrdCompression, m.Modules = "", "", "", nil
+	m.AgentVersion = agent.Version
+	m.SHA256 = map[string]string{}
+	for _, f := range []string{m.Kernel, m.Initrd, m.Root} {
+		sum, err := digest.File(filepath.Join(img.Dir, f))
+		if err != nil {
 			return err
 		}
-	}
-	if m.SHA256[m.Root], err = digest.File(root); err != nil {
-		return err
+		m.SHA256[f] = sum
 	}
 	_, err = desktopimage.WriteManifest(img.Dir, m)
 	return err
+}
+
+// bootFileName names an adopted kernel or initramfs in the image directory:
+// vmlinuz-<version> or initrd.img-<version>.
+func bootFileName(guestPath, version string) string {
+	if strings.Contains(filepath.Base(guestPath), "vmlinuz") {
+		return "vmlinuz-" + version
+	}
+	return "initrd.img-" + version
+}
+
+// maxBootFileBytes bounds a kernel or initramfs read from an imported image.
+const maxBootFileBytes = 512 << 20
+
+// fetchGuestFile copies a guest file of the given size into dst with read-chunk.
+func fetchGuestFile(ctx context.Context, a *agent.Client, src string, size int64, dst string) error {
+	if size <= 0 || size > maxBootFileBytes {
+		return fmt.Errorf("%s is %d bytes; a kernel or initramfs may be at most %d MiB", src, size, maxBootFileBytes>>20)
+	}
+	f, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	var off int64
+	for off < size {
+		b, total, err := a.ReadChunk(ctx, src, off, agent.MaxChunkBytes)
+		if err == nil && total != size {
+			err = fmt.Errorf("its size changed from %d to %d bytes", size, total)
+		}
+		if err == nil && len(b) == 0 {
+			err = fmt.Errorf("ends at %d bytes, not %d", off, size)
+		}
+		if err == nil {
+			_, err = f.Write(b)
+		}
+		if err != nil {
+			f.Close()
+			return err
+		}
+		off += int64(len(b))
+	}
+	return f.Close()
 }
 
 // looksLikeDisk reports whether a raw file starts like a disk: an MBR or GPT, or an ext

@@ -38,6 +38,7 @@ type guest struct {
 	user          string
 	hostname      string
 	rootDev       string
+	rootFSDev     string // the root filesystem's device (rootDev or its first ext partition)
 	homeDev       string
 	rootMounted   bool
 	homeMounted   bool

@@ -328,6 +328,20 @@ func (g *guest) handle(line []byte) (resp agent.Response, after func()) {
 			return resp, nil
 		}
 		resp.FSBytes, resp.DiskBytes = fs, disk
+	case agent.OpReadChunk:
+		b, size, err := g.readChunk(req.Path, req.Offset, req.Length)
+		if err != nil {
+			resp.Error = err.Error()
+			return resp, nil
+		}
+		resp.Chunk, resp.FileBytes = b, size
+	case agent.OpAdopt:
+		ad, err := g.adopt()
+		if err != nil {
+			resp.Error = err.Error()
+			return resp, nil
+		}
+		resp.Adoption = ad
 	case agent.OpShutdown:
 		after = func() { g.shutdown(req.Reboot) }
 	case agent.OpCrash:

@@ -116,7 +116,7 @@ func (g *guest) bringUpVolumes() {
 		g.fail("mounting the root volume: %v", err)
 	} else {
 		g.mu.Lock()
-		g.rootMounted = true
+		g.rootMounted, g.rootFSDev = true, rootDev
 		g.mu.Unlock()
 		g.log.Printf("root volume %s mounted on %s", rootDev, agent.RootMount)
 	}

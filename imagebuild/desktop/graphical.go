@@ -20,6 +20,7 @@ import (
 	"deskhost/hostd/agent"
 	"deskhost/imagebuild/ext4img"
 	"deskhost/internal/digest"
+	"deskhost/internal/guestservice"
 )
 
 // Profiles of `imagebuild desktop --profile`.
@@ -256,7 +257,8 @@ func addGraphicalFiles(ctx context.Context, rootfs, agentBin string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(rootfs, "usr/lib/deskhost/guestagent"), b, 0o755); err != nil {
+	// The agent's service units and scripts, shared with imported images (the agent's adopt).
+	if err := guestservice.Install(rootfs, b); err != nil {
 		return err
 	}
 	image := fmt.Sprintf("desktop-graphical agent=%s suite=%s\n", agent.Version, graphicalSuite)
