@@ -16,8 +16,9 @@ import (
 	"deskhost/internal/testenv"
 )
 
-// ownInitDisk is $DESKHOST_OWN_INIT_DISK, else scripts/own-init-disk.sh's disk built into
-// a temporary directory (its Debian system cached under build/cache/own-init).
+// ownInitDisk is $DESKHOST_OWN_INIT_DISK, else a partitioned raw disk (MBR, ext4 in
+// partition 1, as cloud images are) made here of scripts/own-init-disk.sh's Debian system
+// (its tarball cached under build/cache/own-init).
 func ownInitDisk(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("DESKHOST_OWN_INIT_DISK"); p != "" {
@@ -28,12 +29,22 @@ func ownInitDisk(t *testing.T) string {
 			testenv.Missing(t, tool+" is not installed (the imported Debian disk is made with it)")
 		}
 	}
-	out := filepath.Join(t.TempDir(), "own-init.raw")
 	start := time.Now()
-	cmd := exec.Command(filepath.Join(testenv.RepoRoot(), "scripts/own-init-disk.sh"), out, filepath.Join(testenv.RepoRoot(), "build/cache"))
-	if b, err := cmd.CombinedOutput(); err != nil {
+	cmd := exec.Command(filepath.Join(testenv.RepoRoot(), "scripts/own-init-disk.sh"), filepath.Join(testenv.RepoRoot(), "build/cache"))
+	b, err := cmd.Output()
+	if err != nil {
 		t.Fatalf("scripts/own-init-disk.sh: %v: %s", err, b)
 	}
+	tarball := strings.TrimSpace(string(b))
+	tree := filepath.Join(t.TempDir(), "root")
+	if err := os.Mkdir(tree, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command("tar", "-C", tree, "-xf", tarball).CombinedOutput(); err != nil {
+		t.Fatalf("unpack %s: %v: %s", tarball, err, b)
+	}
+	out := filepath.Join(t.TempDir(), "own-init.raw")
+	partitionedDiskOf(t, out, tree, 1535)
 	t.Logf("the Debian disk to import made in %s", time.Since(start).Round(time.Second))
 	return out
 }

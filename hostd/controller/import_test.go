@@ -178,10 +178,14 @@ func copyDir(t *testing.T, src, dst string) string {
 
 // partitionedDisk writes a raw disk at p: an MBR with one Linux partition from 1 MiB,
 // holding an ext4 filesystem made from tree.
-func partitionedDisk(t *testing.T, p, tree string) {
+func partitionedDisk(t *testing.T, p, tree string) { partitionedDiskOf(t, p, tree, 64) }
+
+// partitionedDiskOf is partitionedDisk with an ext4 partition of mib MiB.
+func partitionedDiskOf(t *testing.T, p, tree string, mib int) {
 	t.Helper()
-	const start, size = 1 << 20, 64 << 20
-	if b, err := exec.Command("mkfs.ext4", "-q", "-F", "-E", "offset="+strconv.Itoa(start), "-d", tree, p, "64M").CombinedOutput(); err != nil {
+	const start = 1 << 20
+	size := mib << 20
+	if b, err := exec.Command("mkfs.ext4", "-q", "-F", "-E", "offset="+strconv.Itoa(start), "-d", tree, p, strconv.Itoa(mib)+"M").CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v: %s", err, b)
 	}
 	f, err := os.OpenFile(p, os.O_RDWR, 0)
@@ -193,7 +197,7 @@ func partitionedDisk(t *testing.T, p, tree string) {
 	e := mbr[:16]
 	e[4] = 0x83 // Linux
 	binary.LittleEndian.PutUint32(e[8:], start/512)
-	binary.LittleEndian.PutUint32(e[12:], size/512)
+	binary.LittleEndian.PutUint32(e[12:], uint32(size/512))
 	mbr[64], mbr[65] = 0x55, 0xAA
 	if _, err := f.WriteAt(mbr[:], 446); err != nil {
 		t.Fatal(err)
