@@ -1163,6 +1163,11 @@ func (c *Controller) boot(ctx context.Context, w workspace.Workspace, from works
 		}
 		return c.bootFailed(w.ID, from, "BootTimeout", reason)
 	}
+	if h.started.Equal(w.StateSince) {
+		if st, err := c.cfg.Conn.State(w.ID); err == nil && !st.Active() {
+			return c.bootFailed(w.ID, from, "BootFailed", fmt.Errorf("%w (see %s)", errGuestStopped, c.SerialLog(w.ID)))
+		}
+	}
 	if err := c.ensureRunning(ctx, w); err != nil {
 		var p permanent
 		var m *memoryError
@@ -1181,6 +1186,7 @@ func (c *Controller) boot(ctx context.Context, w workspace.Workspace, from works
 		h.lastErr = err // retried at the next tick until the deadline
 		return err
 	}
+	h.started = w.StateSince
 	if err := c.waitAgent(ctx, w); err != nil {
 		if errors.Is(err, errBootTimeout) || !errors.Is(err, context.Canceled) && ctx.Err() == nil {
 			return c.bootFailed(w.ID, from, "BootFailed", err)
@@ -1415,6 +1421,10 @@ type health struct {
 	// tidied: the WorkSpace's snapshot directory has been cleared of files a crash left
 	// (a copy cut short) since this worker started.
 	tidied bool
+	// started is the StateSince of the boot attempt whose guest this worker saw running.
+	// If that guest is gone when a reconcile of the same attempt begins (a libvirt event
+	// interrupted the wait for its agent), it died while booting: it is not started again.
+	started time.Time
 }
 
 // keepRunning keeps an AVAILABLE (or UNHEALTHY, or ADMIN_MAINTENANCE) WorkSpace running —
