@@ -55,9 +55,11 @@ func ownInitDisk(t *testing.T) string {
 // from it the image's own service ran and the kernel is the image's, not the base's.
 func TestImportOwnKernel(t *testing.T) {
 	var h *harness
+	clk := &offsetClock{}
 	h = newHarness(t, func(c *Config) {
 		c.Images = catalogImages{static: c.Images.(StaticImages), svc: func() *service.Service { return h.svc }}
 		c.ProvisionTimeout = 10 * time.Minute // Debian under TCG
+		c.Now = clk.Now
 	}, nil)
 	ctx := context.Background()
 	base := testenvImage(t, h)
@@ -99,7 +101,7 @@ func TestImportOwnKernel(t *testing.T) {
 	}
 
 	b, err := h.svc.CreateWorkspaceBundle(ctx, service.BundleRequest{Name: "own-init", Description: "own init", ImageID: img.ID,
-		ComputeType: catalog.ComputeValue, RootGiB: 80, UserGiB: 10})
+		ComputeType: catalog.ComputeValue, RootGiB: 80, UserGiB: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,4 +129,34 @@ func TestImportOwnKernel(t *testing.T) {
 	if got, err := a.ReadFile(actx, "/sysroot/var/lib/own-init-ran"); err != nil || strings.TrimSpace(string(got)) != kver {
 		t.Errorf("the image's own service's marker: %q %v", got, err)
 	}
+
+	// Its root is partition 1 of an MBR disk: growing the root volume (80→175 GB, online)
+	// grows the partition, then the filesystem; a reboot shows the table on disk says so
+	// (the image's own initramfs finds root=UUID= in the grown partition).
+	a.Close() // the agent's channel takes one client at a time: grow-fs is hostd's
+	clk.Advance(workspace.LaunchWait + time.Minute)
+	rootBefore := st.RootFSBytes
+	growStart := time.Now()
+	if err := h.svc.ModifyWorkspaceProperties(ctx, w.ID, workspace.PropertiesChange{RootVolumeSizeGib: new(175)}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState(w.ID, workspace.Available, 5*time.Minute) // UPDATING since the call
+	grew := time.Since(growStart)
+	if got := h.status(w.ID).RootFSBytes; got < 175<<30*95/100 {
+		t.Fatalf("the partitioned root filesystem is %d bytes after the volume grew to 175 GB (was %d); the WorkSpace: %+v", got, rootBefore, h.get(w.ID))
+	}
+	booted := h.get(w.ID).BootedAt
+	if f, err := h.svc.RebootWorkspaces(ctx, []string{w.ID}); err != nil || len(f) > 0 {
+		t.Fatal(err, f)
+	}
+	h.waitState(w.ID, workspace.Available, 10*time.Minute) // REBOOTING since the call
+	if !h.get(w.ID).BootedAt.After(booted) {
+		t.Fatal("the WorkSpace did not boot again")
+	}
+	rootAfter := h.status(w.ID).RootFSBytes
+	if rootAfter < 175<<30*95/100 {
+		t.Fatalf("after a reboot the root filesystem is %d bytes", rootAfter)
+	}
+	t.Logf("partitioned root 80→175 GB online: filesystem %d→%d bytes in %s (and after a reboot: %d bytes)",
+		rootBefore, h.status(w.ID).RootFSBytes, grew.Round(time.Millisecond), rootAfter)
 }

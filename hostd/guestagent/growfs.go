@@ -67,25 +67,48 @@ func (g *guest) growFS(volume string, minBytes uint64) (fsBytes, diskBytes uint6
 	if fstype != "ext4" {
 		return 0, 0, fmt.Errorf("grow-fs: %s on %s is %s; only ext4 grows online", dev, dir, fstype)
 	}
+	if real, err := filepath.EvalSymlinks(dev); err == nil { // /dev/disk/by-uuid/... as mounted by an initramfs
+		dev = real
+	}
+	// A filesystem in a partition (growpart.go): the disk grows, then the partition.
+	p, err := partitionOf("/sys/class/block", dev)
+	if err != nil {
+		return 0, 0, fmt.Errorf("grow-fs: %w", err)
+	}
+	disk := dev
+	if p != nil {
+		disk = devPath(p.disk)
+	}
 	deadline := time.Now().Add(agent.GrowDiskWait)
 	for {
-		if diskBytes, err = blockDeviceBytes(dev); err != nil {
+		if diskBytes, err = blockDeviceBytes(disk); err != nil {
 			return 0, 0, fmt.Errorf("grow-fs: %w", err)
 		}
 		if diskBytes >= minBytes {
 			break
 		}
 		if time.Now().After(deadline) {
-			return 0, 0, fmt.Errorf("grow-fs: %s is %d bytes after %s; hostd asked for at least %d", dev, diskBytes, agent.GrowDiskWait, minBytes)
+			return 0, 0, fmt.Errorf("grow-fs: %s is %d bytes after %s; hostd asked for at least %d", disk, diskBytes, agent.GrowDiskWait, minBytes)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	fsDevBytes := diskBytes
+	if p != nil {
+		sectors, err := growPartition("/dev", p, diskBytes)
+		if err != nil {
+			return 0, diskBytes, fmt.Errorf("grow-fs: grow partition %d of %s: %w", p.number, disk, err)
+		}
+		if sectors != p.sectors {
+			g.log.Printf("grow-fs: %s grew from %d to %d sectors", dev, p.sectors, sectors)
+		}
+		fsDevBytes = sectors * sectorBytes
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
 		return 0, 0, fmt.Errorf("grow-fs: statfs %s: %w", dir, err)
 	}
 	start := time.Now()
-	blocks := diskBytes / uint64(st.Bsize)
+	blocks := fsDevBytes / uint64(st.Bsize)
 	f, err := os.Open(dir)
 	if err != nil {
 		return 0, 0, fmt.Errorf("grow-fs: %w", err)
