@@ -82,6 +82,12 @@ func (c *Controller) reconcileImport(ctx context.Context, id string) bool {
 		c.cfg.Log.Error("load image", "image", id, "err", err)
 		return false
 	}
+	// Leftovers of an attempt a crash cut short (its preparation or test boot's domain and
+	// volumes, still running on the files in img.Dir): the import starts again at step 1.
+	if err := c.removeOrphan(ctx, id); err != nil {
+		c.cfg.Log.Error("remove an interrupted import's boot", "image", id, "err", err)
+		return false // retried at the next tick
+	}
 	start := time.Now()
 	err = c.importImage(ctx, img)
 	if ctx.Err() != nil {
