@@ -323,9 +323,8 @@ func (c *Controller) adoptDisk(ctx context.Context, img catalog.Image, base desk
 	m := base.Manifest
 	m.Name, m.Root, m.RootFormat = img.Name, "root.qcow2", "qcow2"
 	// The flattened overlay's size (bootIsolated rounds the root volume up to whole GiB).
-	var err2 error
-	if m.RootVirtualSize, err2 = virtualSize(root); err2 != nil {
-		return importFail("ImportFailed", "%v", err2)
+	if m.RootVirtualSize, err = virtualSize(root); err != nil {
+		return importFail("ImportFailed", "%v", err)
 	}
 	m.Kernel, m.Initrd = bootFileName(ad.Kernel, ad.KernelVersion), bootFileName(ad.Initrd, ad.KernelVersion)
 	m.Cmdline = "root=UUID=" + ad.RootUUID + " " + ImportedCmdline

@@ -41,8 +41,8 @@ func TestImportWorkspaceImage(t *testing.T) {
 	own := testenvImage(t, h)
 
 	src := t.TempDir()
-	// A raw disk as cloud images are: a partition table, and the root filesystem (ext4,
-	// with a marker file) in a partition.
+	// A raw disk laid out as cloud images are (a partition table, the root filesystem,
+	// ext4, in a partition) but holding neither systemd nor a kernel.
 	tree := filepath.Join(src, "tree")
 	os.MkdirAll(filepath.Join(tree, "opt"), 0o755)
 	const marker = "imported-root-marker-51c2"
@@ -133,10 +133,8 @@ func TestImportWorkspaceImage(t *testing.T) {
 			t.Errorf("failed import %s left %s", img.Name, img.Dir)
 		}
 	}
-	for _, id := range []string{ownID} {
-		if img := wait(id, 5*time.Minute); img.Status() != catalog.ImageAvailable || img.ErrorCode != "" {
-			t.Fatalf("import %s: %s %s %s", img.Name, img.Status(), img.ErrorCode, img.ErrorMessage)
-		}
+	if img := wait(ownID, 5*time.Minute); img.Status() != catalog.ImageAvailable || img.ErrorCode != "" {
+		t.Fatalf("import %s: %s %s %s", img.Name, img.Status(), img.ErrorCode, img.ErrorMessage)
 	}
 	h.ctl.WaitIdle()
 	for _, id := range []string{ownID, rawID, blankID, silentID} {
@@ -147,10 +145,9 @@ func TestImportWorkspaceImage(t *testing.T) {
 			t.Errorf("test boot volumes of %s left: %+v", id, vols)
 		}
 	}
-
-	// A WorkSpace from the imported raw disk has its files.
 }
 
+// testenvImage is the desktop image the harness boots.
 func testenvImage(t *testing.T, h *harness) desktopimage.Image {
 	t.Helper()
 	f, err := h.ctl.cfg.Images.ImageFiles(testImage)

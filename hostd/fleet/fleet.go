@@ -145,6 +145,30 @@ func GetHost(tx store.Tx, id string) (Host, error) {
 // ListHosts reads every host record, in id order.
 func ListHosts(tx store.Tx) ([]Host, error) { return store.ListJSON[Host](tx, Hosts) }
 
+// livePeers lists the hosts other than self that are alive and pass keep, as st holds
+// them now: whom to ask for something this host lacks.
+func livePeers(st store.Store, self string, keep func(Host) bool) ([]string, error) {
+	var ids []string
+	err := st.View(func(tx store.Tx) error {
+		ids = ids[:0]
+		hosts, err := ListHosts(tx)
+		if err != nil {
+			return err
+		}
+		alive, err := AliveSet(tx)
+		if err != nil {
+			return err
+		}
+		for _, h := range hosts {
+			if h.ID != self && alive[h.ID] && keep(h) {
+				ids = append(ids, h.ID)
+			}
+		}
+		return nil
+	})
+	return ids, err
+}
+
 // AliveSet reads which hosts have their alive key. Inside an Update, the read guards the
 // commit: a host whose lease expires meanwhile makes the transaction run again.
 func AliveSet(tx store.Tx) (map[string]bool, error) {

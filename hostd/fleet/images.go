@@ -91,20 +91,7 @@ func (im *Images) Path(ctx context.Context, digest string) (string, error) {
 
 // fetch copies the image from the first host that holds it and answers.
 func (im *Images) fetch(ctx context.Context, digest string) error {
-	var holders []string
-	err := im.Store.View(func(tx store.Tx) error {
-		hosts, err := ListHosts(tx)
-		if err != nil {
-			return err
-		}
-		alive, err := AliveSet(tx)
-		for _, h := range hosts {
-			if h.ID != im.Self && h.Images[digest] != "" && alive[h.ID] {
-				holders = append(holders, h.ID)
-			}
-		}
-		return err
-	})
+	holders, err := livePeers(im.Store, im.Self, func(h Host) bool { return h.Images[digest] != "" })
 	if err != nil {
 		return err
 	}

@@ -183,21 +183,7 @@ func (c MasterKey) fetch(ctx context.Context, check []byte) (*keystore.Master, s
 }
 
 func (c MasterKey) fetchOnce(ctx context.Context, check []byte) (*keystore.Master, string, error) {
-	var peers []string
-	err := c.Store.View(func(tx store.Tx) error {
-		peers = peers[:0]
-		hosts, err := ListHosts(tx)
-		if err != nil {
-			return err
-		}
-		alive, err := AliveSet(tx)
-		for _, h := range hosts {
-			if h.ID != c.Self && alive[h.ID] && h.Addresses.Fleet != "" {
-				peers = append(peers, h.ID)
-			}
-		}
-		return err
-	})
+	peers, err := livePeers(c.Store, c.Self, func(h Host) bool { return h.Addresses.Fleet != "" })
 	if err != nil {
 		return nil, "", err
 	}

@@ -203,6 +203,5 @@ func extUUID(dev string) (string, error) {
 	if !isExtMagic(b[0x38:]) {
 		return "", fmt.Errorf("%s has no ext superblock", dev)
 	}
-	u := b[0x68:0x78]
-	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16]), nil
+	return formatUUID(b[0x68:0x78]), nil
 }

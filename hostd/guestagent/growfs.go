@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -151,13 +150,6 @@ func blockDeviceBytes(dev string) (uint64, error) {
 	if dev == "/dev/root" {
 		return 0, errors.New("the root device is /dev/root; its disk is unknown")
 	}
-	b, err := os.ReadFile(filepath.Join("/sys/class/block", filepath.Base(dev), "size"))
-	if err != nil {
-		return 0, err
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("size of %s: %w", dev, err)
-	}
-	return n * 512, nil
+	n, err := sysfsUint(filepath.Join("/sys/class/block", filepath.Base(dev), "size"))
+	return n * sectorBytes, err
 }
